@@ -1,0 +1,1 @@
+//! cluster (work in progress).

@@ -1,0 +1,1 @@
+//! migrate (work in progress).

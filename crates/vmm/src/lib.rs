@@ -1,0 +1,1 @@
+//! vmm (work in progress).

@@ -1,0 +1,88 @@
+//! Plain data describing everything a guest can observe, apart from memory
+//! contents. Every struct here is versioned through [`STATE_VERSION`]; a
+//! change of layout bumps it, and readers refuse versions they do not know.
+
+use kvm_bindings::{
+    kvm_clock_data, kvm_cpuid_entry2, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
+    kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
+};
+use serde::{Deserialize, Serialize};
+
+/// Version of the state structs below. Bumped on any layout change.
+pub const STATE_VERSION: u32 = 1;
+
+/// How the VM was configured; the destination rebuilds the same machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmConfig {
+    /// Guest RAM in bytes.
+    pub memory_bytes: u64,
+    pub vcpus: u32,
+    /// Guest-physical RAM regions as (start, length), in order.
+    pub regions: Vec<(u64, u64)>,
+    /// Kernel command line the guest was booted with (informational).
+    pub cmdline: String,
+    /// Guest program name or kernel path (informational).
+    pub kernel: String,
+    /// TSC frequency of the source, kHz.
+    pub tsc_khz: u32,
+}
+
+/// Architectural state of one vCPU, in the order KVM wants it restored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VcpuState {
+    pub id: u32,
+    pub cpuid: Vec<kvm_cpuid_entry2>,
+    pub mp_state: kvm_mp_state,
+    pub regs: kvm_regs,
+    pub sregs: kvm_sregs,
+    pub xsave: kvm_xsave,
+    pub xcrs: kvm_xcrs,
+    /// Every MSR from KVM_GET_MSR_INDEX_LIST that KVM let us read: (index, value).
+    pub msrs: Vec<(u32, u64)>,
+    pub lapic: kvm_lapic_state,
+    pub events: kvm_vcpu_events,
+    pub debugregs: kvm_debugregs,
+}
+
+/// In-kernel interrupt controllers and timers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IrqchipState {
+    pub pic_master: kvm_irqchip,
+    pub pic_slave: kvm_irqchip,
+    pub ioapic: kvm_irqchip,
+    pub pit: kvm_pit_state2,
+    pub clock: kvm_clock_data,
+}
+
+/// 16550 UART registers (vm-superio's `SerialState`, mirrored as plain data).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialState {
+    pub baud_divisor_low: u8,
+    pub baud_divisor_high: u8,
+    pub interrupt_enable: u8,
+    pub interrupt_identification: u8,
+    pub line_control: u8,
+    pub line_status: u8,
+    pub modem_control: u8,
+    pub modem_status: u8,
+    pub scratch: u8,
+    pub in_buffer: Vec<u8>,
+    /// Bytes of an unfinished output line not yet written to the host.
+    pub pending_line: Vec<u8>,
+}
+
+/// Emulated devices that live in the VMM.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceState {
+    pub serial: SerialState,
+}
+
+/// Everything but memory contents.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VmState {
+    pub version: u32,
+    pub config: VmConfig,
+    pub vcpus: Vec<VcpuState>,
+    pub irqchip: IrqchipState,
+    pub devices: DeviceState,
+}
