@@ -28,7 +28,7 @@ pub struct VmConfig {
 }
 
 /// Architectural state of one vCPU, in the order KVM wants it restored.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct VcpuState {
     pub id: u32,
     pub cpuid: Vec<kvm_cpuid_entry2>,
@@ -78,7 +78,7 @@ pub struct DeviceState {
 }
 
 /// Everything but memory contents.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct VmState {
     pub version: u32,
     pub config: VmConfig,
