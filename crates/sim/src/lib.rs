@@ -1,1 +1,3 @@
-//! sim (work in progress).
+//! Trace-driven data-center simulator (work in progress).
+
+pub mod cli;
