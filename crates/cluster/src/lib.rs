@@ -1,1 +1,38 @@
-//! cluster (work in progress).
+//! Ferry's migration decision engine.
+//!
+//! Each scheduling interval the caller (the trace-driven simulator in `sim`,
+//! later the live manager) builds a [`Snapshot`] of the hosts and VMs and calls
+//! [`Manager::decide`]. The engine finds hotspots with a [`Detector`], picks the
+//! mode (balance or consolidate, see [`Pattern`]), selects VMs to move with a
+//! [`Selector`], places them (power-aware best fit decreasing, or least loaded
+//! when balancing), empties coldspots when consolidating, and respects the
+//! [`Limits`]. The result is a [`Plan`]: migrations (vm, from, to, reason) and
+//! hosts to switch off and on. Nothing here knows about KVM or about the
+//! simulator. The policies follow Beloglazov & Buyya, CCPE 2012, as implemented
+//! in CloudSim's `PowerVmAllocationPolicyMigration*` classes, plus Sandpiper's
+//! detector and VSR selector; docs/MANAGER.md describes the rules.
+
+pub mod detect;
+pub mod manager;
+pub mod model;
+pub mod select;
+pub mod stats;
+
+pub use detect::{Detector, HostLoad};
+pub use manager::{Config, Decision, Limits, Manager, Mode, Pattern, Placement, Plan, Reason};
+pub use model::{HostInfo, PowerModel, Snapshot, VmInfo};
+pub use select::Selector;
+
+/// Errors of the decision engine.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClusterError {
+    /// The snapshot is inconsistent (an index out of range, a negative size...).
+    #[error("invalid snapshot: {0}")]
+    Snapshot(String),
+    /// A configuration value is out of range.
+    #[error("invalid manager configuration: {0}")]
+    Config(String),
+    /// A power model cannot be built from the given points.
+    #[error("invalid power model: {0}")]
+    PowerModel(String),
+}
