@@ -1,0 +1,308 @@
+//! QEMU-to-QEMU live migration on loopback, measured.
+//!
+//! The source gets `migrate-set-parameters` (max-bandwidth, downtime-limit),
+//! then `migrate` to a destination started with `-incoming defer` +
+//! `migrate-incoming tcp:127.0.0.1:0`; `query-migrate` is polled until the
+//! migration completes or fails. QEMU's own numbers are copied into a
+//! [`QemuMigration`]; the guest-visible downtime comes from both serial logs
+//! via [`crate::serial::max_heartbeat_gap`], exactly as for Ferry.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::Error;
+use crate::qemu::{Qemu, QemuConfig};
+use crate::serial::{self, max_heartbeat_gap};
+
+/// What QEMU's `max-bandwidth` is set to when the run asks for no limit:
+/// 1 TiB/s, far above what loopback can carry (QEMU has no "off" value).
+pub const UNLIMITED_BYTES_PER_S: u64 = 1 << 40;
+
+/// QEMU's default `max-bandwidth` (128 MiB/s).
+pub const QEMU_DEFAULT_BYTES_PER_S: u64 = 128 << 20;
+
+/// A migration bandwidth cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bandwidth {
+    /// No cap (see [`UNLIMITED_BYTES_PER_S`]).
+    Unlimited,
+    /// A cap in bytes per second.
+    BytesPerSec(u64),
+}
+
+impl Bandwidth {
+    /// A cap of `gbit` gigabits (10^9 bits) per second.
+    pub fn gbit(gbit: f64) -> Bandwidth {
+        Bandwidth::BytesPerSec((gbit * 1e9 / 8.0) as u64)
+    }
+
+    /// The value passed to QEMU's `max-bandwidth` (bytes/s).
+    pub fn qemu_value(self) -> u64 {
+        match self {
+            Bandwidth::Unlimited => UNLIMITED_BYTES_PER_S,
+            Bandwidth::BytesPerSec(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Display for Bandwidth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bandwidth::Unlimited => write!(f, "unlimited"),
+            Bandwidth::BytesPerSec(b) => write!(f, "{}Mbit/s", *b as f64 * 8.0 / 1e6),
+        }
+    }
+}
+
+/// Parameters of one QEMU migration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationParams {
+    /// QEMU `max-bandwidth`.
+    pub max_bandwidth: Bandwidth,
+    /// QEMU `downtime-limit` in ms (QEMU's default is 300).
+    pub downtime_limit_ms: u64,
+    /// Give up (and `migrate_cancel`) after this long.
+    pub timeout: Duration,
+    /// How often `query-migrate` is polled.
+    pub poll_interval: Duration,
+    /// How long to wait for the guest's first heartbeat on the destination.
+    pub resume_timeout: Duration,
+}
+
+impl Default for MigrationParams {
+    /// QEMU's own defaults: 128 MiB/s, 300 ms; 120 s timeout.
+    fn default() -> Self {
+        MigrationParams {
+            max_bandwidth: Bandwidth::BytesPerSec(QEMU_DEFAULT_BYTES_PER_S),
+            downtime_limit_ms: 300,
+            timeout: Duration::from_secs(120),
+            poll_interval: Duration::from_millis(10),
+            resume_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How a migration ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// QEMU reported `completed`; the guest runs on the destination.
+    Completed,
+    /// QEMU reported `failed`; the guest keeps running on the source.
+    Failed,
+    /// QEMU reported `cancelled`.
+    Cancelled,
+    /// It did not finish within [`MigrationParams::timeout`] and was
+    /// cancelled (e.g. the guest dirties memory faster than the link).
+    TimedOut,
+}
+
+/// The result of one QEMU live migration, with field names shared with
+/// Ferry's migration report where the meaning is the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QemuMigration {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// QEMU's `error-desc`, when it failed.
+    pub error: Option<String>,
+    /// QEMU's `total-time`: from `migrate` to completion, in ms.
+    pub total_time_ms: f64,
+    /// QEMU's `downtime`: source stop to the end of the migration, in ms
+    /// (QEMU's own measurement; it ends before the destination runs).
+    pub downtime_ms: f64,
+    /// QEMU's `setup-time` in ms.
+    pub setup_time_ms: f64,
+    /// Largest gap between heartbeats across the switchover, in ms.
+    pub guest_downtime_ms: Option<f64>,
+    /// Our own wall time from `migrate` to seeing `completed`, in ms.
+    pub wall_time_ms: f64,
+    /// From `migrate` to the guest's first heartbeat on the destination, ms.
+    pub resume_time_ms: Option<f64>,
+    /// `ram.transferred`: RAM bytes on the wire (with page headers).
+    pub bytes_sent: u64,
+    /// `ram.total`: all RAM blocks QEMU migrates (guest RAM plus firmware).
+    pub memory_bytes: u64,
+    /// The guest's configured memory (`-m`) in bytes.
+    pub guest_memory_bytes: u64,
+    /// `bytes_sent / guest_memory_bytes`.
+    pub bytes_per_memory: f64,
+    /// `ram.duplicate`: zero pages, sent as a flag only.
+    pub zero_pages: u64,
+    /// `ram.normal`: pages sent with their data.
+    pub normal_pages: u64,
+    /// `ram.normal-bytes`.
+    pub normal_bytes: u64,
+    /// `ram.page-size`.
+    pub page_size: u64,
+    /// `ram.dirty-sync-count`: dirty-bitmap syncs, i.e. pre-copy rounds
+    /// plus the final one.
+    pub rounds: u64,
+    /// `ram.mbps`: QEMU's measured throughput in Mbit/s.
+    pub mbps: f64,
+    /// `ram.downtime-bytes` (QEMU >= 7.1): bytes sent while stopped.
+    pub downtime_bytes: Option<u64>,
+    /// `ram.precopy-bytes` (QEMU >= 7.1).
+    pub precopy_bytes: Option<u64>,
+    /// The `max-bandwidth` that was set, in bytes/s.
+    pub max_bandwidth_bytes_per_s: u64,
+    /// The `downtime-limit` that was set, in ms.
+    pub downtime_limit_ms: u64,
+    /// QEMU's version string.
+    pub qemu_version: String,
+}
+
+/// A finished migration and both QEMUs (the destination runs the guest when
+/// it completed). Dropping it kills both.
+#[derive(Debug)]
+pub struct MigrationRun {
+    /// The measurements.
+    pub report: QemuMigration,
+    /// The source QEMU (paused in `postmigrate` after success).
+    pub source: Qemu,
+    /// The destination QEMU.
+    pub destination: Qemu,
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v.get(key).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn uint(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+impl Qemu {
+    /// Live-migrates this QEMU's guest to `destination` (from
+    /// [`Qemu::spawn_incoming`] with the same configuration) and measures
+    /// it. A failed or timed-out migration is a report with that
+    /// [`Outcome`], not an error; errors are QMP or protocol trouble.
+    pub fn migrate_to(
+        &mut self,
+        destination: &mut Qemu,
+        params: &MigrationParams,
+        guest_memory_bytes: u64,
+    ) -> Result<QemuMigration, Error> {
+        let uri = destination
+            .incoming_uri()
+            .ok_or_else(|| {
+                Error::Config("the destination was not started with spawn_incoming".into())
+            })?
+            .to_string();
+        let version = self.qmp().qemu_version().to_string();
+        self.qmp().execute(
+            "migrate-set-parameters",
+            Some(json!({
+                "max-bandwidth": params.max_bandwidth.qemu_value(),
+                "downtime-limit": params.downtime_limit_ms,
+            })),
+        )?;
+        let src_lines_before = self.serial().len();
+        let t_start = serial::now();
+        let started = Instant::now();
+        self.qmp().execute("migrate", Some(json!({ "uri": uri })))?;
+
+        let mut timed_out = false;
+        let info = loop {
+            let info = self.qmp().execute("query-migrate", None)?;
+            let status = info["status"].as_str().unwrap_or("").to_string();
+            match status.as_str() {
+                "completed" | "failed" | "cancelled" => break info,
+                "" => {
+                    return Err(Error::Reply {
+                        command: "query-migrate".into(),
+                        detail: format!("no status: {info}"),
+                    });
+                }
+                _ => {}
+            }
+            if started.elapsed() > params.timeout && !timed_out {
+                timed_out = true;
+                self.qmp().execute("migrate_cancel", None)?;
+            }
+            std::thread::sleep(params.poll_interval);
+        };
+        let wall_time_ms = started.elapsed().as_secs_f64() * 1e3;
+        let status = info["status"].as_str().unwrap_or("");
+        let outcome = match status {
+            "completed" => Outcome::Completed,
+            _ if timed_out => Outcome::TimedOut,
+            "failed" => Outcome::Failed,
+            _ => Outcome::Cancelled,
+        };
+
+        let (guest_downtime_ms, resume_time_ms) = if outcome == Outcome::Completed {
+            let (_, first) = destination.wait_for_line(
+                0,
+                params.resume_timeout,
+                "the first heartbeat on the destination after migration",
+                serial::is_heartbeat,
+            )?;
+            let src = self.serial().lines();
+            let dst = destination.serial().lines();
+            // Only the source lines printed since `migrate` matter.
+            let src = &src[src_lines_before.min(src.len())..];
+            let gap = max_heartbeat_gap(&[src, &dst], t_start, first.time);
+            (
+                gap.map(|g| g.seconds * 1e3),
+                Some((first.time - t_start) * 1e3),
+            )
+        } else {
+            (None, None)
+        };
+
+        let ram = &info["ram"];
+        let bytes_sent = uint(ram, "transferred");
+        Ok(QemuMigration {
+            outcome,
+            error: info["error-desc"].as_str().map(str::to_string),
+            total_time_ms: num(&info, "total-time"),
+            downtime_ms: num(&info, "downtime"),
+            setup_time_ms: num(&info, "setup-time"),
+            guest_downtime_ms,
+            wall_time_ms,
+            resume_time_ms,
+            bytes_sent,
+            memory_bytes: uint(ram, "total"),
+            guest_memory_bytes,
+            bytes_per_memory: if guest_memory_bytes == 0 {
+                0.0
+            } else {
+                bytes_sent as f64 / guest_memory_bytes as f64
+            },
+            zero_pages: uint(ram, "duplicate"),
+            normal_pages: uint(ram, "normal"),
+            normal_bytes: uint(ram, "normal-bytes"),
+            page_size: uint(ram, "page-size"),
+            rounds: uint(ram, "dirty-sync-count"),
+            mbps: num(ram, "mbps"),
+            downtime_bytes: ram.get("downtime-bytes").and_then(Value::as_u64),
+            precopy_bytes: ram.get("precopy-bytes").and_then(Value::as_u64),
+            max_bandwidth_bytes_per_s: params.max_bandwidth.qemu_value(),
+            downtime_limit_ms: params.downtime_limit_ms,
+            qemu_version: version,
+        })
+    }
+}
+
+/// Boots `config` in a source QEMU, waits for its first heartbeat and then
+/// `warmup` more (so the workload is in its steady state), starts a
+/// destination QEMU with the same configuration, and migrates.
+pub fn migrate_guest(
+    config: &QemuConfig,
+    params: &MigrationParams,
+    warmup: Duration,
+) -> Result<MigrationRun, Error> {
+    let mut source = Qemu::spawn(config)?;
+    source.wait_for_heartbeat(Duration::from_secs(30))?;
+    let mut destination = Qemu::spawn_incoming(config)?;
+    std::thread::sleep(warmup);
+    let report = source.migrate_to(&mut destination, params, config.memory_mib << 20)?;
+    Ok(MigrationRun {
+        report,
+        source,
+        destination,
+    })
+}

@@ -1,0 +1,169 @@
+//! Integration tests against the real QEMU with KVM, on the crate's own tiny
+//! heartbeat kernel. They need qemu-system-x86_64 and /dev/kvm and fail with
+//! a clear message when either is missing (CI installs QEMU).
+
+use std::path::Path;
+use std::time::Duration;
+
+use yardstick::migration::{Bandwidth, MigrationParams, Outcome};
+use yardstick::qemu::{self, Firmware, ImageFile, Qemu, QemuConfig, guest_exit_value};
+use yardstick::serial::{heartbeat_seq, heartbeats};
+use yardstick::testkernel::heartbeat_kernel;
+use yardstick::{Error, QmpError};
+
+fn require_qemu() {
+    if let Err(e) = qemu::qemu_version(Path::new("qemu-system-x86_64")) {
+        panic!("these tests need QEMU: {e}");
+    }
+    if let Err(e) = qemu::check_kvm() {
+        panic!("these tests need KVM: {e}");
+    }
+}
+
+fn config(image: &ImageFile) -> QemuConfig {
+    let mut c = QemuConfig::new(image.path());
+    c.memory_mib = 64;
+    c
+}
+
+#[test]
+fn boots_and_heartbeats_are_read() {
+    require_qemu();
+    let image = ImageFile::new("hb.bin", &heartbeat_kernel(None)).unwrap();
+    let mut q = Qemu::spawn(&config(&image)).unwrap();
+    let first = q.wait_for_heartbeat(Duration::from_secs(30)).unwrap();
+    assert_eq!(heartbeat_seq(&first.text), Some(0), "{first:?}");
+    assert!(first.time >= q.spawned_at());
+    q.wait_for_line(0, Duration::from_secs(30), "heartbeat 5", |l| {
+        heartbeat_seq(&l.text) == Some(5)
+    })
+    .unwrap();
+    let beats = heartbeats(&q.serial().lines());
+    assert!(beats.len() >= 6);
+    for (i, b) in beats.iter().enumerate() {
+        assert_eq!(b.seq, i as u64, "heartbeats arrive in order without loss");
+    }
+    assert_eq!(q.run_state().unwrap(), "running");
+}
+
+#[test]
+fn boot_time_is_measured() {
+    require_qemu();
+    let image = ImageFile::new("hb.bin", &heartbeat_kernel(None)).unwrap();
+    let b = qemu::measure_boot(&config(&image), Duration::from_secs(30)).unwrap();
+    assert!(
+        b.first_heartbeat_ms > 0.0 && b.first_line_ms <= b.first_heartbeat_ms,
+        "{b:?}"
+    );
+}
+
+#[test]
+fn guest_exit_status_is_reported() {
+    require_qemu();
+    let image = ImageFile::new("exit.bin", &heartbeat_kernel(Some((3, 0x21)))).unwrap();
+    let mut q = Qemu::spawn(&config(&image)).unwrap();
+    let status = q.wait_exit(Duration::from_secs(30)).unwrap();
+    assert_eq!(guest_exit_value(status), Some(0x21));
+    assert_eq!(heartbeats(&q.serial().lines()).len(), 3);
+    assert!(q.serial().is_closed());
+}
+
+#[test]
+fn qmp_errors_are_clear() {
+    require_qemu();
+    let image = ImageFile::new("hb.bin", &heartbeat_kernel(None)).unwrap();
+    let mut q = Qemu::spawn(&config(&image)).unwrap();
+    let err = q.qmp().execute("no-such-command", None).unwrap_err();
+    assert!(
+        matches!(err, QmpError::Command { ref class, .. } if class == "CommandNotFound"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no-such-command"), "{err}");
+    let err = q
+        .qmp()
+        .execute(
+            "migrate-set-parameters",
+            Some(serde_json::json!({"downtime-limit": "soon"})),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("downtime-limit"), "{err}");
+    // The session still works after errors.
+    assert_eq!(q.run_state().unwrap(), "running");
+    // After QEMU is gone, a command reports the closed connection.
+    q.kill();
+    let err = q.qmp().execute("query-status", None).unwrap_err();
+    assert!(
+        matches!(err, QmpError::Closed { .. } | QmpError::Io { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_configurations_are_refused() {
+    require_qemu();
+    let missing = QemuConfig::new("/nonexistent/guest.elf");
+    let err = Qemu::spawn(&missing).unwrap_err();
+    assert!(matches!(err, Error::MissingFile { .. }), "{err}");
+    assert!(err.to_string().contains("/nonexistent/guest.elf"), "{err}");
+
+    let image = ImageFile::new("hb.bin", &heartbeat_kernel(None)).unwrap();
+    let mut c = config(&image);
+    c.binary = "/nonexistent/qemu".into();
+    let err = Qemu::spawn(&c).unwrap_err();
+    assert!(matches!(err, Error::QemuNotFound { .. }), "{err}");
+
+    let mut c = config(&image);
+    c.firmware = Firmware::Custom("/nonexistent/bios.bin".into());
+    assert!(matches!(
+        Qemu::spawn(&c).unwrap_err(),
+        Error::MissingFile { .. }
+    ));
+
+    // QEMU itself refuses: its stderr is in the error.
+    let mut c = config(&image);
+    c.cpu = "no-such-cpu".into();
+    let err = Qemu::spawn(&c).unwrap_err();
+    assert!(matches!(err, Error::QemuExited { .. }), "{err}");
+    assert!(err.to_string().contains("no-such-cpu"), "{err}");
+
+    // Not a Multiboot kernel: QEMU may start, but no heartbeat ever comes.
+    let junk = ImageFile::new("junk.bin", &[0u8; 4096]).unwrap();
+    let err = Qemu::spawn(&config(&junk))
+        .and_then(|mut q| q.wait_for_heartbeat(Duration::from_secs(2)).map(drop))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::QemuExited { .. } | Error::Timeout { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn migration_of_the_test_kernel() {
+    require_qemu();
+    let image = ImageFile::new("hb.bin", &heartbeat_kernel(None)).unwrap();
+    let cfg = config(&image);
+    let params = MigrationParams {
+        max_bandwidth: Bandwidth::Unlimited,
+        ..MigrationParams::default()
+    };
+    let mut run = yardstick::migrate_guest(&cfg, &params, Duration::from_millis(200)).unwrap();
+    let r = &run.report;
+    assert_eq!(r.outcome, Outcome::Completed, "{r:?}");
+    assert!(r.total_time_ms > 0.0 && r.downtime_ms > 0.0, "{r:?}");
+    assert!(r.memory_bytes >= cfg.memory_mib << 20, "{r:?}");
+    assert!(r.rounds >= 2, "{r:?}");
+    assert!(r.guest_downtime_ms.unwrap() > 0.0, "{r:?}");
+    assert_eq!(run.destination.run_state().unwrap(), "running");
+    assert_eq!(run.source.run_state().unwrap(), "postmigrate");
+    // Heartbeat numbering continues on the destination.
+    let src = heartbeats(&run.source.serial().lines());
+    let last = src.last().unwrap().seq;
+    run.destination
+        .wait_for_line(0, Duration::from_secs(10), "a later heartbeat", |l| {
+            heartbeat_seq(&l.text).is_some_and(|s| s > last + 2)
+        })
+        .unwrap();
+    let dst = heartbeats(&run.destination.serial().lines());
+    assert_eq!(dst[0].seq, last + 1, "no gap and no repeat in numbering");
+    eprintln!("{}", serde_json::to_string_pretty(r).unwrap());
+}
