@@ -8,6 +8,8 @@ use kvm_bindings::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::error::ConfigError;
+
 /// Version of the state structs below. Bumped on any layout change.
 pub const STATE_VERSION: u32 = 1;
 
@@ -85,4 +87,76 @@ pub struct VmState {
     pub vcpus: Vec<VcpuState>,
     pub irqchip: IrqchipState,
     pub devices: DeviceState,
+}
+
+/// Most vCPUs a config may have (the MP table's APIC ID space).
+pub const MAX_VCPUS: u32 = 255;
+
+impl VmConfig {
+    /// Checks that the config describes a machine: 1 to [`MAX_VCPUS`] vCPUs,
+    /// at least one region, regions page aligned, non-empty, sorted and not
+    /// overlapping, and totalling `memory_bytes`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.vcpus == 0 {
+            return Err(ConfigError::NoVcpus);
+        }
+        if self.vcpus > MAX_VCPUS {
+            return Err(ConfigError::TooManyVcpus {
+                vcpus: self.vcpus,
+                max: MAX_VCPUS,
+            });
+        }
+        if self.regions.is_empty() {
+            return Err(ConfigError::NoRegions);
+        }
+        let page = crate::PAGE_SIZE as u64;
+        let mut total = 0u64;
+        let mut prev_end = 0u64;
+        for (index, &(start, len)) in self.regions.iter().enumerate() {
+            let end = start.checked_add(len);
+            if len == 0 || start % page != 0 || len % page != 0 || end.is_none() {
+                return Err(ConfigError::BadRegion { index, start, len });
+            }
+            if index > 0 && start < prev_end {
+                return Err(ConfigError::RegionOrder { index, start, len });
+            }
+            prev_end = end.unwrap_or(u64::MAX);
+            total = total.saturating_add(len);
+        }
+        if total != self.memory_bytes {
+            return Err(ConfigError::SizeMismatch {
+                regions: total,
+                memory_bytes: self.memory_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether `[gpa, gpa + len)` lies inside a single RAM region.
+    pub fn contains_range(&self, gpa: u64, len: u64) -> bool {
+        let Some(end) = gpa.checked_add(len) else {
+            return false;
+        };
+        self.regions
+            .iter()
+            .any(|&(start, rlen)| gpa >= start && end <= start.saturating_add(rlen))
+    }
+
+    /// Splits `[gpa, gpa + len)` at region boundaries into pieces that each
+    /// lie inside one region; `None` if any byte is outside guest memory.
+    pub(crate) fn split_range(&self, gpa: u64, len: u64) -> Option<Vec<(u64, u64)>> {
+        let end = gpa.checked_add(len)?;
+        let mut out = Vec::new();
+        let mut at = gpa;
+        while at < end {
+            let &(start, rlen) = self
+                .regions
+                .iter()
+                .find(|&&(start, rlen)| at >= start && at < start.saturating_add(rlen))?;
+            let piece_end = end.min(start.saturating_add(rlen));
+            out.push((at, piece_end - at));
+            at = piece_end;
+        }
+        Some(out)
+    }
 }
