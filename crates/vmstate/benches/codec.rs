@@ -116,7 +116,7 @@ fn main() {
             x ^= x >> 7;
             x ^= x << 17;
             let written = match layout {
-                "scattered" => x % 4 == 0,
+                "scattered" => x.is_multiple_of(4),
                 _ => i < pages / 4,
             };
             if written {
