@@ -1,1 +1,27 @@
-//! wire (work in progress).
+//! Ferry's migration protocol, on top of `vmstate` frames.
+//!
+//! Every message is one checksummed frame (`vmstate::frame`); protocol
+//! messages use kinds 0x40-0xff, page data and device state travel as the
+//! vmstate records Pages, ZeroPages and State. A connection starts with a
+//! [`handshake`] (version negotiation and mutual HMAC-SHA256
+//! challenge-response over a shared secret), then carries one migration:
+//! Start/Accept, rounds of pages, the final round and State, then the
+//! Ready/Commit/Resumed switchover. docs/PROTOCOL.md is the full description.
+
+mod auth;
+mod error;
+mod handshake;
+mod message;
+
+pub use auth::{MIN_SECRET_LEN, Secret, Transcript, nonce};
+pub use error::WireError;
+pub use handshake::{
+    MIN_PROTOCOL_VERSION, Offer, PROTOCOL_VERSION, Session, dest_handshake, source_handshake,
+};
+pub use message::{
+    Abort, AbortCode, Capabilities, HELLO_MAGIC, Hello, MAX_CONFIG_LEN, MAX_TEXT, Message,
+    MessageReader, MessageWriter, NONCE_LEN, Resumed, RoundBegin, RoundEnd, Start, Welcome, kind,
+    protocol_kinds,
+};
+/// Re-exported so users of this crate need not depend on vmstate for page records.
+pub use vmstate::record::{MAX_PAGES_PER_RECORD, MAX_ZERO_RUNS_PER_RECORD, PAGE_SIZE, ZeroRuns};

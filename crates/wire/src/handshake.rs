@@ -1,0 +1,233 @@
+//! Version negotiation and mutual authentication, run once at the start of
+//! every connection (docs/PROTOCOL.md, "Handshake").
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use crate::auth::{Secret, Transcript, nonce};
+use crate::error::WireError;
+use crate::message::{
+    AbortCode, Capabilities, Hello, Message, MessageReader, MessageWriter, Welcome,
+};
+
+/// Protocol version this implementation speaks best.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Oldest protocol version this implementation still speaks.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// What a side offers in the handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offer {
+    pub min_version: u16,
+    pub max_version: u16,
+    pub capabilities: Capabilities,
+}
+
+impl Default for Offer {
+    fn default() -> Self {
+        Offer {
+            min_version: MIN_PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+            capabilities: Capabilities::SUPPORTED,
+        }
+    }
+}
+
+/// The outcome of a successful handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub version: u16,
+    pub capabilities: Capabilities,
+    /// Round-trip time of Hello -> Welcome, measured by the source (zero on the destination).
+    pub rtt: Duration,
+}
+
+/// Source side: Hello, check the destination's proof, send ours.
+pub fn source_handshake<R: Read, W: Write>(
+    r: &mut MessageReader<R>,
+    w: &mut MessageWriter<W>,
+    secret: &Secret,
+    offer: &Offer,
+) -> Result<Session, WireError> {
+    let source_nonce = nonce();
+    w.hello(&Hello {
+        min_version: offer.min_version,
+        max_version: offer.max_version,
+        capabilities: offer.capabilities,
+        nonce: source_nonce,
+    })?;
+    w.flush()?;
+    let sent = Instant::now();
+    let welcome: Welcome = match r.next("waiting for the destination's Welcome")? {
+        Message::Welcome(welcome) => welcome,
+        Message::VersionRefused {
+            min_version,
+            max_version,
+        } => {
+            return Err(WireError::VersionMismatch {
+                source_min: offer.min_version,
+                source_max: offer.max_version,
+                dest_min: min_version,
+                dest_max: max_version,
+            });
+        }
+        Message::Abort(a) => {
+            return Err(WireError::PeerAborted {
+                code: a.code,
+                message: a.message,
+            });
+        }
+        m => {
+            return Err(WireError::Unexpected {
+                got: m.name(),
+                expected: "Welcome",
+            });
+        }
+    };
+    let rtt = sent.elapsed();
+    if welcome.version < offer.min_version || welcome.version > offer.max_version {
+        let msg = format!(
+            "the destination chose version {}, outside the offered {}..={}",
+            welcome.version, offer.min_version, offer.max_version
+        );
+        let _ = w.abort(AbortCode::Version, &msg);
+        let _ = w.flush();
+        return Err(WireError::Malformed {
+            kind: "Welcome",
+            what: msg,
+        });
+    }
+    if !offer.capabilities.contains(welcome.capabilities) {
+        let msg = format!(
+            "the destination enabled capabilities {:#x} that were not offered ({:#x})",
+            welcome.capabilities.0, offer.capabilities.0
+        );
+        let _ = w.abort(AbortCode::Protocol, &msg);
+        let _ = w.flush();
+        return Err(WireError::Malformed {
+            kind: "Welcome",
+            what: msg,
+        });
+    }
+    let t = Transcript {
+        source_nonce,
+        dest_nonce: welcome.nonce,
+        version: welcome.version,
+        capabilities: welcome.capabilities,
+    };
+    if !secret.verify_dest(&t, &welcome.proof) {
+        let _ = w.abort(
+            AbortCode::AuthFailed,
+            "the destination's proof does not match the source's migration secret",
+        );
+        let _ = w.flush();
+        return Err(WireError::AuthFailed(
+            "the destination does not hold the same migration secret".into(),
+        ));
+    }
+    w.auth_proof(&secret.source_proof(&t))?;
+    w.flush()?;
+    match r.next("waiting for the destination to accept our proof")? {
+        Message::AuthOk => Ok(Session {
+            version: welcome.version,
+            capabilities: welcome.capabilities,
+            rtt,
+        }),
+        Message::Abort(a) if a.code == AbortCode::AuthFailed => Err(WireError::AuthFailed(
+            format!("the destination rejected the source's proof: {}", a.message),
+        )),
+        Message::Abort(a) => Err(WireError::PeerAborted {
+            code: a.code,
+            message: a.message,
+        }),
+        m => Err(WireError::Unexpected {
+            got: m.name(),
+            expected: "AuthOk",
+        }),
+    }
+}
+
+/// Destination side: read Hello, pick a version, prove ourselves, check the source's proof.
+pub fn dest_handshake<R: Read, W: Write>(
+    r: &mut MessageReader<R>,
+    w: &mut MessageWriter<W>,
+    secret: &Secret,
+    offer: &Offer,
+) -> Result<Session, WireError> {
+    let hello = match r.next("waiting for the source's Hello") {
+        Ok(Message::Hello(h)) => h,
+        Ok(m) => {
+            let got = m.name();
+            let _ = w.abort(AbortCode::Protocol, "expected Hello");
+            let _ = w.flush();
+            return Err(WireError::Unexpected {
+                got,
+                expected: "Hello",
+            });
+        }
+        Err(e) => {
+            if e.is_corrupt() {
+                let _ = w.abort(AbortCode::Corrupt, &e.to_string());
+                let _ = w.flush();
+            }
+            return Err(e);
+        }
+    };
+    let lo = hello.min_version.max(offer.min_version);
+    let hi = hello.max_version.min(offer.max_version);
+    if lo > hi {
+        w.version_refused(offer.min_version, offer.max_version)?;
+        w.flush()?;
+        return Err(WireError::VersionMismatch {
+            source_min: hello.min_version,
+            source_max: hello.max_version,
+            dest_min: offer.min_version,
+            dest_max: offer.max_version,
+        });
+    }
+    let t = Transcript {
+        source_nonce: hello.nonce,
+        dest_nonce: nonce(),
+        version: hi,
+        capabilities: hello.capabilities.intersect(offer.capabilities),
+    };
+    w.welcome(&Welcome {
+        version: t.version,
+        capabilities: t.capabilities,
+        nonce: t.dest_nonce,
+        proof: secret.dest_proof(&t),
+    })?;
+    w.flush()?;
+    match r.next("waiting for the source's proof")? {
+        Message::AuthProof(proof) => {
+            if !secret.verify_source(&t, &proof) {
+                let _ = w.abort(
+                    AbortCode::AuthFailed,
+                    "the source's proof does not match the destination's migration secret",
+                );
+                let _ = w.flush();
+                return Err(WireError::AuthFailed(
+                    "the source does not hold the migration secret".into(),
+                ));
+            }
+            w.auth_ok()?;
+            w.flush()?;
+            Ok(Session {
+                version: t.version,
+                capabilities: t.capabilities,
+                rtt: Duration::ZERO,
+            })
+        }
+        Message::Abort(a) if a.code == AbortCode::AuthFailed => Err(WireError::AuthFailed(
+            format!("the source rejected the destination's proof: {}", a.message),
+        )),
+        Message::Abort(a) => Err(WireError::PeerAborted {
+            code: a.code,
+            message: a.message,
+        }),
+        m => Err(WireError::Unexpected {
+            got: m.name(),
+            expected: "AuthProof",
+        }),
+    }
+}

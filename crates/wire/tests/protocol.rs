@@ -1,0 +1,294 @@
+//! Message round trips, corruption, and the handshake between two threads.
+
+use std::os::unix::net::UnixStream;
+use std::thread;
+
+use vmstate::VmConfig;
+use wire::*;
+
+fn config() -> VmConfig {
+    VmConfig {
+        memory_bytes: 1 << 20,
+        vcpus: 2,
+        regions: vec![(0, 1 << 20)],
+        cmdline: "rate=1000".into(),
+        kernel: "dirtier".into(),
+        tsc_khz: 2_300_000,
+    }
+}
+
+fn secret(s: &str) -> Secret {
+    Secret::from_bytes(s.as_bytes()).unwrap()
+}
+
+#[test]
+fn every_message_round_trips() {
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf);
+    let hello = Hello {
+        min_version: 1,
+        max_version: 3,
+        capabilities: Capabilities::POSTCOPY,
+        nonce: [7; 32],
+    };
+    w.hello(&hello).unwrap();
+    let welcome = Welcome {
+        version: 1,
+        capabilities: Capabilities::NONE,
+        nonce: [8; 32],
+        proof: [9; 32],
+    };
+    w.welcome(&welcome).unwrap();
+    w.version_refused(2, 4).unwrap();
+    w.auth_proof(&[1; 32]).unwrap();
+    w.auth_ok().unwrap();
+    let start = Start {
+        migration_id: 0xdead_beef,
+        page_size: 4096,
+        flags: 0,
+        config: config(),
+    };
+    w.start(&start).unwrap();
+    w.accept().unwrap();
+    let rb = RoundBegin {
+        round: 3,
+        flags: RoundBegin::FINAL,
+        pages: 77,
+    };
+    w.round_begin(&rb).unwrap();
+    let page: Vec<u8> = (0..8192).map(|i| i as u8).collect();
+    w.pages(0x2000, &page).unwrap();
+    w.zero_pages(&[(0x4000, 2), (0x10000, 1)]).unwrap();
+    let re = RoundEnd {
+        round: 3,
+        pages: 2,
+        zero_pages: 3,
+    };
+    w.round_end(&re).unwrap();
+    w.ready().unwrap();
+    w.commit(42).unwrap();
+    let res = Resumed {
+        commit_to_resume_ns: 5,
+        resumed_unix_ns: 6,
+    };
+    w.resumed(&res).unwrap();
+    w.abort(AbortCode::MemoryLimit, "too big").unwrap();
+    let written = w.bytes_written();
+    assert_eq!(written, buf.len() as u64);
+
+    let mut r = MessageReader::new(&buf[..]);
+    assert!(matches!(r.next("").unwrap(), Message::Hello(h) if h == hello));
+    assert!(matches!(r.next("").unwrap(), Message::Welcome(x) if x == welcome));
+    assert!(matches!(
+        r.next("").unwrap(),
+        Message::VersionRefused {
+            min_version: 2,
+            max_version: 4
+        }
+    ));
+    assert!(matches!(r.next("").unwrap(), Message::AuthProof(p) if p == [1; 32]));
+    assert!(matches!(r.next("").unwrap(), Message::AuthOk));
+    assert!(matches!(r.next("").unwrap(), Message::Start(s) if *s == start));
+    assert!(matches!(r.next("").unwrap(), Message::Accept));
+    assert!(matches!(r.next("").unwrap(), Message::RoundBegin(x) if x == rb && x.is_final()));
+    assert!(
+        matches!(r.next("").unwrap(), Message::Pages { gpa: 0x2000, data } if data == &page[..])
+    );
+    match r.next("").unwrap() {
+        Message::ZeroPages(runs) => {
+            assert_eq!(runs.collect::<Vec<_>>(), vec![(0x4000, 2), (0x10000, 1)]);
+        }
+        m => panic!("got {}", m.name()),
+    }
+    assert!(matches!(r.next("").unwrap(), Message::RoundEnd(x) if x == re));
+    assert!(matches!(r.next("").unwrap(), Message::Ready));
+    assert!(matches!(
+        r.next("").unwrap(),
+        Message::Commit { migration_id: 42 }
+    ));
+    assert!(matches!(r.next("").unwrap(), Message::Resumed(x) if x == res));
+    assert!(
+        matches!(r.next("").unwrap(), Message::Abort(a) if a.code == AbortCode::MemoryLimit && a.message == "too big")
+    );
+    let e = r.next("waiting for more").unwrap_err();
+    assert!(matches!(e, WireError::Closed { .. }));
+    assert!(e.to_string().contains("waiting for more"));
+}
+
+#[test]
+fn every_corrupted_byte_is_detected() {
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf);
+    w.commit(42).unwrap();
+    w.abort(AbortCode::Cancelled, "stop").unwrap();
+    for i in 0..buf.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut b = buf.clone();
+            b[i] ^= bit;
+            let mut r = MessageReader::new(&b[..]);
+            let first = r.next("").map(|m| m.name());
+            let second = r.next("").map(|m| m.name());
+            assert!(
+                first.is_err() || second.is_err(),
+                "flipping byte {i} bit {bit:#x} went unnoticed"
+            );
+        }
+    }
+}
+
+#[test]
+fn truncation_and_garbage_give_clear_errors() {
+    let mut buf = Vec::new();
+    MessageWriter::new(&mut buf).commit(1).unwrap();
+    for cut in 1..buf.len() {
+        let mut r = MessageReader::new(&buf[..cut]);
+        let e = r.next("").unwrap_err().to_string();
+        assert!(e.contains("truncated"), "cut at {cut}: {e}");
+    }
+    let garbage = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let e = MessageReader::new(&garbage[..]).next("").unwrap_err();
+    assert!(e.is_corrupt(), "{e}");
+    assert!(e.to_string().contains("frame 0"), "{e}");
+}
+
+#[test]
+fn abort_text_is_clipped_and_unknown_codes_survive() {
+    let mut buf = Vec::new();
+    let long = "é".repeat(5000);
+    let mut w = MessageWriter::new(&mut buf);
+    w.abort(AbortCode::Unknown(999), &long).unwrap();
+    match MessageReader::new(&buf[..]).next("").unwrap() {
+        Message::Abort(a) => {
+            assert_eq!(a.code, AbortCode::Unknown(999));
+            assert!(a.message.len() <= MAX_TEXT);
+            assert!(a.message.chars().all(|c| c == 'é'));
+        }
+        m => panic!("got {}", m.name()),
+    }
+}
+
+#[test]
+fn start_refuses_an_invalid_config() {
+    let mut c = config();
+    c.memory_bytes += 1;
+    let mut buf = Vec::new();
+    let e = MessageWriter::new(&mut buf)
+        .start(&Start {
+            migration_id: 1,
+            page_size: 4096,
+            flags: 0,
+            config: c,
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("memory"), "{e}");
+}
+
+type Sides = (Result<Session, WireError>, Result<Session, WireError>);
+
+fn handshake(src_secret: Secret, dst_secret: Secret, src: Offer, dst: Offer) -> Sides {
+    let (a, b) = UnixStream::pair().unwrap();
+    let dest = thread::spawn(move || {
+        let mut r = MessageReader::new(b.try_clone().unwrap());
+        let mut w = MessageWriter::new(b);
+        dest_handshake(&mut r, &mut w, &dst_secret, &dst)
+    });
+    let mut r = MessageReader::new(a.try_clone().unwrap());
+    let mut w = MessageWriter::new(a);
+    let s = source_handshake(&mut r, &mut w, &src_secret, &src);
+    drop((r, w));
+    (s, dest.join().unwrap())
+}
+
+#[test]
+fn handshake_succeeds_with_the_same_secret() {
+    let (s, d) = handshake(
+        secret("the same secret, 32 bytes long!!"),
+        secret("the same secret, 32 bytes long!!"),
+        Offer::default(),
+        Offer::default(),
+    );
+    let (s, d) = (s.unwrap(), d.unwrap());
+    assert_eq!(s.version, PROTOCOL_VERSION);
+    assert_eq!(d.version, PROTOCOL_VERSION);
+    assert_eq!(s.capabilities, d.capabilities);
+}
+
+#[test]
+fn handshake_picks_the_highest_common_version() {
+    let src = Offer {
+        min_version: 1,
+        max_version: 5,
+        capabilities: Capabilities(0b111),
+    };
+    let dst = Offer {
+        min_version: 1,
+        max_version: 3,
+        capabilities: Capabilities(0b101),
+    };
+    let (s, d) = handshake(
+        secret("0123456789abcdef"),
+        secret("0123456789abcdef"),
+        src,
+        dst,
+    );
+    let (s, d) = (s.unwrap(), d.unwrap());
+    assert_eq!((s.version, d.version), (3, 3));
+    assert_eq!(s.capabilities, Capabilities(0b101));
+}
+
+#[test]
+fn wrong_secret_fails_on_both_sides() {
+    let (s, d) = handshake(
+        secret("source secret 0123456789"),
+        secret("destination secret 01234"),
+        Offer::default(),
+        Offer::default(),
+    );
+    let s = s.unwrap_err();
+    let d = d.unwrap_err();
+    assert!(matches!(s, WireError::AuthFailed(_)), "{s}");
+    assert!(matches!(d, WireError::AuthFailed(_)), "{d}");
+    assert!(s.to_string().contains("secret"), "{s}");
+    assert!(d.to_string().contains("authentication failed"), "{d}");
+}
+
+#[test]
+fn version_mismatch_is_refused_on_both_sides() {
+    let src = Offer {
+        min_version: 7,
+        max_version: 9,
+        capabilities: Capabilities::NONE,
+    };
+    let (s, d) = handshake(
+        secret("0123456789abcdef"),
+        secret("0123456789abcdef"),
+        src,
+        Offer::default(),
+    );
+    let s = s.unwrap_err().to_string();
+    let d = d.unwrap_err().to_string();
+    for e in [&s, &d] {
+        assert!(e.contains("version mismatch"), "{e}");
+        assert!(e.contains("7..=9") && e.contains("1..=1"), "{e}");
+    }
+}
+
+#[test]
+fn a_non_ferry_peer_is_refused() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let dest = thread::spawn(move || {
+        let mut r = MessageReader::new(b.try_clone().unwrap());
+        let mut w = MessageWriter::new(b);
+        dest_handshake(
+            &mut r,
+            &mut w,
+            &secret("0123456789abcdef"),
+            &Offer::default(),
+        )
+    });
+    use std::io::Write;
+    (&a).write_all(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+    a.shutdown(std::net::Shutdown::Write).unwrap();
+    let e = dest.join().unwrap().unwrap_err();
+    assert!(e.is_corrupt(), "{e}");
+}
