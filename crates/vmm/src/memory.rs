@@ -1,0 +1,196 @@
+//! Guest RAM: layout, allocation and residency.
+
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::Error;
+
+/// 4 KiB guest page.
+pub const PAGE_SIZE: u64 = 4096;
+/// Guest-physical start of the hole below 4 GiB (interrupt controllers live there).
+pub const MMIO_HOLE_START: u64 = 0xC000_0000;
+/// First guest-physical address above the hole.
+pub const HIGH_RAM_START: u64 = 0x1_0000_0000;
+
+/// RAM regions for `bytes` of guest memory: low RAM up to 3 GiB, the rest above 4 GiB.
+pub fn layout(bytes: u64) -> Vec<(u64, u64)> {
+    if bytes <= MMIO_HOLE_START {
+        vec![(0, bytes)]
+    } else {
+        vec![
+            (0, MMIO_HOLE_START),
+            (HIGH_RAM_START, bytes - MMIO_HOLE_START),
+        ]
+    }
+}
+
+/// Bytes the host could give us now (MemAvailable), if the kernel says.
+fn host_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Allocates guest RAM for `regions`, refusing sizes the host cannot back.
+pub fn allocate(regions: &[(u64, u64)]) -> Result<GuestMemoryMmap, Error> {
+    let total: u64 = regions.iter().map(|r| r.1).sum();
+    if total == 0
+        || regions
+            .iter()
+            .any(|r| r.1 % PAGE_SIZE != 0 || r.0 % PAGE_SIZE != 0)
+    {
+        return Err(Error::MemorySize(format!(
+            "{total} bytes is not a positive multiple of 4 KiB"
+        )));
+    }
+    if let Some(avail) = host_available()
+        && total > avail
+    {
+        return Err(Error::MemorySize(format!(
+            "the guest wants {} but the host has only {} available",
+            human(total),
+            human(avail)
+        )));
+    }
+    let ranges: Vec<_> = regions
+        .iter()
+        .map(|&(start, len)| (GuestAddress(start), len as usize))
+        .collect();
+    GuestMemoryMmap::from_ranges(&ranges)
+        .map_err(|e| Error::MemorySize(format!("cannot map {}: {e}", human(total))))
+}
+
+/// Sizes like "1 GiB" for messages.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if v.fract() == 0.0 {
+        format!("{v} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Parses sizes such as `512M`, `1G`, `4096K` or plain bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = t[i..].to_ascii_lowercase();
+            let mult = match unit.as_str() {
+                "k" | "kb" | "kib" => 1u64 << 10,
+                "m" | "mb" | "mib" => 1 << 20,
+                "g" | "gb" | "gib" => 1 << 30,
+                "t" | "tb" | "tib" => 1 << 40,
+                "b" => 1,
+                _ => return Err(format!("unknown size unit in {text:?} (use K, M, G or T)")),
+            };
+            (&t[..i], mult)
+        }
+        None => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (examples: 512M, 1G)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+/// A region's host mapping, for bulk copies. Valid while the memory lives.
+#[derive(Clone, Copy, Debug)]
+pub struct HostRegion {
+    pub gpa: u64,
+    pub host: *mut u8,
+    pub len: u64,
+}
+
+// SAFETY: the pointer refers to a shared mapping owned by the VM; users only
+// do bounded, volatile-tolerant copies through it.
+unsafe impl Send for HostRegion {}
+// SAFETY: as above.
+unsafe impl Sync for HostRegion {}
+
+/// Host mappings of every region, in guest-physical order.
+pub fn host_regions(mem: &GuestMemoryMmap) -> Vec<HostRegion> {
+    mem.iter()
+        .map(|r| HostRegion {
+            gpa: r.start_addr().raw_value(),
+            host: r.as_ptr(),
+            len: r.len(),
+        })
+        .collect()
+}
+
+/// Marks in `out` (one bool per page) the pages of `region` that the host has
+/// ever backed. Pages never touched read as zero and need not be copied.
+pub fn resident_pages(region: &HostRegion, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let pages = (region.len / PAGE_SIZE) as usize;
+    out.clear();
+    out.resize(pages, 0);
+    // SAFETY: the range is a live mapping of `len` bytes; `out` has one byte per page.
+    let r = unsafe {
+        libc::mincore(
+            region.host as *mut libc::c_void,
+            region.len as usize,
+            out.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    for b in out.iter_mut() {
+        *b &= 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_splits_around_the_hole() {
+        assert_eq!(layout(1 << 30), vec![(0, 1 << 30)]);
+        assert_eq!(
+            layout(4 << 30),
+            vec![
+                (0, MMIO_HOLE_START),
+                (HIGH_RAM_START, (4 << 30) - MMIO_HOLE_START)
+            ]
+        );
+    }
+
+    #[test]
+    fn sizes_parse_and_refuse_nonsense() {
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn untouched_pages_are_not_resident() {
+        let mem = allocate(&[(0, 64 * PAGE_SIZE)]).unwrap();
+        let r = host_regions(&mem)[0];
+        // SAFETY: page 3 is inside the mapping.
+        unsafe { r.host.add(3 * PAGE_SIZE as usize).write_volatile(1) };
+        let mut res = Vec::new();
+        resident_pages(&r, &mut res).unwrap();
+        assert_eq!(res[3], 1);
+        assert_eq!(res.iter().map(|&b| b as usize).sum::<usize>(), 1);
+    }
+
+    #[test]
+    fn impossible_sizes_are_refused() {
+        let err = allocate(&[(0, 1 << 50)]).unwrap_err().to_string();
+        assert!(err.contains("available"), "{err}");
+    }
+}
