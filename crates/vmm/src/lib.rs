@@ -7,6 +7,7 @@ pub mod devices;
 pub mod memory;
 pub mod mptable;
 pub mod multiboot;
+pub mod snapshot;
 pub mod vcpu;
 pub mod vm;
 
