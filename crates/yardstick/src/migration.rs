@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::Error;
+use crate::plot::RoundPoint;
 use crate::qemu::{Qemu, QemuConfig};
 use crate::serial::{self, max_heartbeat_gap};
 
@@ -70,6 +71,10 @@ pub struct MigrationParams {
     pub poll_interval: Duration,
     /// How long to wait for the guest's first heartbeat on the destination.
     pub resume_timeout: Duration,
+    /// QEMU migration capabilities to switch on with
+    /// `migrate-set-capabilities` (e.g. `auto-converge`, `xbzrle`,
+    /// `multifd`); empty for plain pre-copy, QEMU's default.
+    pub capabilities: Vec<String>,
 }
 
 impl Default for MigrationParams {
@@ -81,6 +86,7 @@ impl Default for MigrationParams {
             timeout: Duration::from_secs(120),
             poll_interval: Duration::from_millis(10),
             resume_timeout: Duration::from_secs(10),
+            capabilities: Vec::new(),
         }
     }
 }
@@ -150,8 +156,41 @@ pub struct QemuMigration {
     pub max_bandwidth_bytes_per_s: u64,
     /// The `downtime-limit` that was set, in ms.
     pub downtime_limit_ms: u64,
+    /// Capabilities that were switched on.
+    pub capabilities: Vec<String>,
+    /// Per-round progress reconstructed from `query-migrate` polls: pages
+    /// sent with data (`ram.normal` delta) per dirty-sync round, and QEMU's
+    /// `dirty-pages-rate` at the round's end. Rounds shorter than the poll
+    /// interval are merged into the next point.
+    pub per_round: Vec<RoundPoint>,
     /// QEMU's version string.
     pub qemu_version: String,
+}
+
+/// Turns `query-migrate` polls into per-round points (see
+/// [`QemuMigration::per_round`]). Each poll is `(dirty-sync-count,
+/// ram.normal, dirty-pages-rate)`.
+fn rounds_from_polls(polls: &[(u64, u64, f64)]) -> Vec<RoundPoint> {
+    let mut out = Vec::new();
+    let mut prev_sync = 0;
+    let mut normal_at_boundary = 0;
+    for (i, &(sync, normal, rate)) in polls.iter().enumerate() {
+        let last = i + 1 == polls.len();
+        if sync > prev_sync || (last && normal > normal_at_boundary) {
+            // Pages counted up to this poll belong to the rounds that ended.
+            // Before the first sync nothing has been sent as a round yet.
+            if prev_sync > 0 || last {
+                out.push(RoundPoint {
+                    round: prev_sync.max(1) as u32,
+                    pages_sent: normal.saturating_sub(normal_at_boundary),
+                    dirty_rate: rate,
+                });
+                normal_at_boundary = normal;
+            }
+            prev_sync = sync;
+        }
+    }
+    out
 }
 
 /// A finished migration and both QEMUs (the destination runs the guest when
@@ -192,6 +231,21 @@ impl Qemu {
             })?
             .to_string();
         let version = self.qmp().qemu_version().to_string();
+        if !params.capabilities.is_empty() {
+            let caps: Vec<Value> = params
+                .capabilities
+                .iter()
+                .map(|c| json!({"capability": c, "state": true}))
+                .collect();
+            self.qmp().execute(
+                "migrate-set-capabilities",
+                Some(json!({ "capabilities": caps })),
+            )?;
+            destination.qmp().execute(
+                "migrate-set-capabilities",
+                Some(json!({ "capabilities": caps })),
+            )?;
+        }
         self.qmp().execute(
             "migrate-set-parameters",
             Some(json!({
@@ -205,8 +259,16 @@ impl Qemu {
         self.qmp().execute("migrate", Some(json!({ "uri": uri })))?;
 
         let mut timed_out = false;
+        let mut polls: Vec<(u64, u64, f64)> = Vec::new();
         let info = loop {
             let info = self.qmp().execute("query-migrate", None)?;
+            if let Some(ram) = info.get("ram") {
+                polls.push((
+                    uint(ram, "dirty-sync-count"),
+                    uint(ram, "normal"),
+                    num(ram, "dirty-pages-rate"),
+                ));
+            }
             let status = info["status"].as_str().unwrap_or("").to_string();
             match status.as_str() {
                 "completed" | "failed" | "cancelled" => break info,
@@ -282,6 +344,8 @@ impl Qemu {
             precopy_bytes: ram.get("precopy-bytes").and_then(Value::as_u64),
             max_bandwidth_bytes_per_s: params.max_bandwidth.qemu_value(),
             downtime_limit_ms: params.downtime_limit_ms,
+            capabilities: params.capabilities.clone(),
+            per_round: rounds_from_polls(&polls),
             qemu_version: version,
         })
     }
@@ -305,4 +369,43 @@ pub fn migrate_guest(
         source,
         destination,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_from_sampled_polls() {
+        // sync count, normal pages, dirty rate
+        let polls = [
+            (0, 0, 0.0),
+            (1, 100, 0.0),
+            (1, 5000, 0.0),
+            (2, 9000, 1200.0),
+            (2, 9500, 1200.0),
+            (4, 9900, 1500.0), // two short rounds merged
+            (5, 10000, 1400.0),
+        ];
+        let r = rounds_from_polls(&polls);
+        let got: Vec<(u32, u64, f64)> = r
+            .iter()
+            .map(|p| (p.round, p.pages_sent, p.dirty_rate))
+            .collect();
+        assert_eq!(got, [(1, 9000, 1200.0), (2, 900, 1500.0), (4, 100, 1400.0)]);
+        assert!(rounds_from_polls(&[]).is_empty());
+        // A migration seen only at its end still yields one point.
+        let r = rounds_from_polls(&[(3, 700, 10.0)]);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].pages_sent, 700);
+    }
+
+    #[test]
+    fn bandwidth_values() {
+        assert_eq!(Bandwidth::gbit(1.0).qemu_value(), 125_000_000);
+        assert_eq!(Bandwidth::Unlimited.qemu_value(), UNLIMITED_BYTES_PER_S);
+        assert_eq!(Bandwidth::gbit(1.0).to_string(), "1000Mbit/s");
+        let json = serde_json::to_string(&Bandwidth::BytesPerSec(5)).unwrap();
+        assert_eq!(json, r#"{"bytes_per_sec":5}"#);
+    }
 }

@@ -11,7 +11,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,12 @@ pub struct QemuConfig {
     pub start_timeout: Duration,
     /// Optional refinement of serial line times (see [`serial::Stamper`]).
     pub stamper: Option<StamperFactory>,
+    /// Give the guest CPUID leaf 0x40000010 (TSC frequency in kHz), as
+    /// Ferry's VMM does: adds `+invtsc,tsc-frequency=<host TSC Hz>` to the
+    /// CPU model. Without `+invtsc` QEMU 7.2 does not offer that leaf, and
+    /// without an explicit `tsc-frequency` `+invtsc` blocks migration. The
+    /// host frequency is probed once per process ([`host_tsc_hz`]).
+    pub tsc_leaf: bool,
 }
 
 impl std::fmt::Debug for QemuConfig {
@@ -86,6 +92,7 @@ impl std::fmt::Debug for QemuConfig {
             .field("firmware", &self.firmware)
             .field("extra_args", &self.extra_args)
             .field("stamper", &self.stamper.is_some())
+            .field("tsc_leaf", &self.tsc_leaf)
             .finish()
     }
 }
@@ -105,16 +112,36 @@ impl QemuConfig {
             qmp_timeout: Duration::from_secs(10),
             start_timeout: Duration::from_secs(10),
             stamper: None,
+            tsc_leaf: true,
         }
     }
 
-    /// The full QEMU argument list, given the serial and QMP socket paths
-    /// and whether this is a migration destination.
-    pub fn args(&self, serial_sock: &Path, qmp_sock: &Path, incoming: bool) -> Vec<String> {
+    /// The `-cpu` value used: [`QemuConfig::cpu`], plus the TSC options
+    /// when [`QemuConfig::tsc_leaf`] is set (this may start QEMU once to
+    /// probe the host's TSC frequency).
+    pub fn effective_cpu(&self) -> Result<String, Error> {
+        if self.tsc_leaf {
+            let hz = host_tsc_hz(&self.binary)?;
+            Ok(format!("{},+invtsc,tsc-frequency={hz}", self.cpu))
+        } else {
+            Ok(self.cpu.clone())
+        }
+    }
+
+    /// The full QEMU argument list, given the `-cpu` value (see
+    /// [`QemuConfig::effective_cpu`]), the serial and QMP socket paths and
+    /// whether this is a migration destination.
+    pub fn args(
+        &self,
+        cpu: &str,
+        serial_sock: &Path,
+        qmp_sock: &Path,
+        incoming: bool,
+    ) -> Vec<String> {
         let mut a: Vec<String> = vec![
             "-enable-kvm".into(),
             "-cpu".into(),
-            self.cpu.clone(),
+            cpu.to_string(),
             "-m".into(),
             format!("{}M", self.memory_mib),
             "-smp".into(),
@@ -298,6 +325,7 @@ impl Qemu {
 
     fn start(config: &QemuConfig, incoming: bool) -> Result<Qemu, Error> {
         config.check()?;
+        let cpu = config.effective_cpu()?;
         let dir = TempDir::new()?;
         let serial_sock = dir.path().join("serial.sock");
         let qmp_sock = dir.path().join("qmp.sock");
@@ -310,7 +338,7 @@ impl Qemu {
         let binary = config.binary.display().to_string();
         let spawned_at = serial::now();
         let mut child = Command::new(&config.binary)
-            .args(config.args(&serial_sock, &qmp_sock, incoming))
+            .args(config.args(&cpu, &serial_sock, &qmp_sock, incoming))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -600,6 +628,91 @@ pub fn measure_boot(config: &QemuConfig, timeout: Duration) -> Result<BootTime, 
         first_line_ms: (first - t0) * 1e3,
         first_heartbeat_ms: (hb.time - t0) * 1e3,
     })
+}
+
+/// The host's TSC frequency in Hz as QEMU/KVM sees it (KVM_GET_TSC_KHZ),
+/// read over QMP from a paused QEMU with `+invtsc`. Probed once per process
+/// and cached.
+pub fn host_tsc_hz(binary: &Path) -> Result<u64, Error> {
+    static CACHE: OnceLock<u64> = OnceLock::new();
+    if let Some(hz) = CACHE.get() {
+        return Ok(*hz);
+    }
+    check_kvm()?;
+    let dir = TempDir::new()?;
+    let qmp_sock = dir.path().join("probe.sock");
+    let child = Command::new(binary)
+        .args([
+            "-enable-kvm",
+            "-cpu",
+            &format!("{DEFAULT_CPU},+invtsc"),
+            "-S",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-m",
+            "16M",
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", qmp_sock.display()),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::QemuNotFound {
+            binary: binary.display().to_string(),
+            source,
+        })?;
+    let mut guard = KillGuard(Some(child));
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut qmp = loop {
+        match UnixStream::connect(&qmp_sock) {
+            Ok(s) => break Qmp::from_stream(s, Duration::from_secs(10))?,
+            Err(_) => {
+                if let Err(e) = guard.check_alive(&stderr, "probing the TSC frequency") {
+                    // Collect QEMU's reason for the error message.
+                    let mut text = String::new();
+                    if let Some(mut c) = guard.0.take()
+                        && let Some(mut pipe) = c.stderr.take()
+                    {
+                        let _ = pipe.read_to_string(&mut text);
+                    }
+                    return Err(match e {
+                        Error::QemuExited { status, during, .. } => Error::QemuExited {
+                            status,
+                            during,
+                            stderr: text.trim().to_string(),
+                        },
+                        other => other,
+                    });
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::Timeout {
+                        what: "QEMU's QMP socket while probing the TSC frequency".into(),
+                        after: Duration::from_secs(10),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    };
+    let cpus = qmp.execute("query-cpus-fast", None)?;
+    let path = cpus[0]["qom-path"].as_str().ok_or_else(|| Error::Reply {
+        command: "query-cpus-fast".into(),
+        detail: cpus.to_string(),
+    })?;
+    let hz = qmp.execute(
+        "qom-get",
+        Some(json!({"path": path, "property": "tsc-frequency"})),
+    )?;
+    let hz = hz.as_u64().filter(|&h| h > 0).ok_or_else(|| Error::Reply {
+        command: "qom-get tsc-frequency".into(),
+        detail: hz.to_string(),
+    })?;
+    let _ = qmp.execute("quit", None);
+    drop(guard);
+    Ok(*CACHE.get_or_init(|| hz))
 }
 
 /// Checks that `qemu-system-x86_64` (or `binary`) runs and returns its
