@@ -22,7 +22,7 @@ pub const fn upper(b: usize) -> u64 {
     let msb = (b - 16) / 8 + 4;
     let sub = ((b - 16) % 8) as u64;
     let low = (8 + sub) << (msb - 3);
-    low + (1u64 << (msb - 3)) - 1
+    low + ((1u64 << (msb - 3)) - 1)
 }
 
 /// The value below which a share `q` (0..=1) of the counted values lie,
