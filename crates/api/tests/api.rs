@@ -1,0 +1,353 @@
+//! A server with a VM-like handler and clients talking to it over a real
+//! Unix socket: routes, errors, bad input, concurrency, lifecycle.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use api::routes::{VM, VM_MIGRATE, VM_PAUSE, VM_RESUME, VM_SHUTDOWN, VM_SNAPSHOT};
+use api::types::{
+    GuestCounters, MigrateRequest, SnapshotRequest, SnapshotResponse, VmStatus, vm_state,
+};
+use api::{Client, ClientError, Request, Response, Route, Server, ServerError};
+use serde_json::{Value, json};
+
+fn socket(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("ferry-api-{}-{name}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// A handler that behaves like a VMM's: state changes and JSON bodies.
+fn vm_handler() -> impl Fn(Request) -> Response + Send + Sync + 'static {
+    let state = Arc::new(Mutex::new(vm_state::RUNNING.to_string()));
+    move |req: Request| {
+        let route = match Route::resolve(&req) {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        };
+        let mut st = state.lock().unwrap();
+        match route {
+            Route::Status => Response::ok(&VmStatus {
+                state: st.clone(),
+                memory_bytes: 1 << 30,
+                vcpus: 2,
+                kernel: "dirtier".into(),
+                cmdline: "rate=1000".into(),
+                guest: Some(GuestCounters {
+                    workload: "dirtier".into(),
+                    heartbeat_seq: 42,
+                    verify_passes: 3,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            Route::Pause | Route::Resume => {
+                let (from, to) = if route == Route::Pause {
+                    (vm_state::RUNNING, vm_state::PAUSED)
+                } else {
+                    (vm_state::PAUSED, vm_state::RUNNING)
+                };
+                if *st != from {
+                    return Response::error(409, format!("the VM is {}, not {from}", *st));
+                }
+                *st = to.to_string();
+                Response::no_content()
+            }
+            Route::Snapshot => match req.json::<SnapshotRequest>() {
+                // Echo the path length so concurrent callers can check they got their own answer.
+                Ok(r) => Response::ok(&SnapshotResponse {
+                    bytes: r.path.len() as u64,
+                    pages: 1,
+                    zero_pages: 2,
+                    duration_ms: 3,
+                }),
+                Err(resp) => resp,
+            },
+            Route::Migrate => match req.json::<MigrateRequest>() {
+                Ok(r) => Response::ok(&json!({"started": r.to, "strategy": r.strategy})),
+                Err(resp) => resp,
+            },
+            Route::MigrateProgress => Response::ok(&json!({"round": 3, "remaining_bytes": 4096})),
+            Route::MigrateCancel => Response::error(409, "no migration is running"),
+            Route::Shutdown => Response::no_content(),
+        }
+    }
+}
+
+/// Sends raw bytes and returns the raw response.
+fn raw(path: &PathBuf, request: &[u8]) -> String {
+    let mut s = UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn status_pause_resume() {
+    let path = socket("flow");
+    let server = Server::bind(&path, vm_handler()).unwrap();
+    let client = Client::new(&path);
+
+    let (status, body) = client.get(VM).unwrap();
+    assert_eq!(status, 200);
+    let vm: VmStatus = serde_json::from_value(body).unwrap();
+    assert_eq!(vm.state, "running");
+    assert_eq!(vm.guest.unwrap().heartbeat_seq, 42);
+
+    assert_eq!(client.put(VM_PAUSE, None).unwrap(), (204, Value::Null));
+    assert_eq!(client.get_ok(VM).unwrap()["state"], "paused");
+    let (status, body) = client.put(VM_PAUSE, None).unwrap();
+    assert_eq!(status, 409);
+    assert_eq!(body, json!({"error": "the VM is paused, not running"}));
+    let err = client.put_ok(VM_PAUSE, None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "PUT /api/v1/vm.pause failed (HTTP 409): the VM is paused, not running"
+    );
+    client.put_ok(VM_RESUME, None).unwrap();
+    assert_eq!(client.get_ok(VM).unwrap()["state"], "running");
+
+    let body = client
+        .put_ok(
+            VM_MIGRATE,
+            Some(&json!({"to": "127.0.0.1:7000", "strategy": "xen"})),
+        )
+        .unwrap();
+    assert_eq!(
+        body,
+        json!({"started": "127.0.0.1:7000", "strategy": "xen"})
+    );
+    assert_eq!(client.get_ok(VM_MIGRATE).unwrap()["round"], 3);
+    assert_eq!(client.put(VM_SHUTDOWN, None).unwrap().0, 204);
+    server.shutdown();
+}
+
+#[test]
+fn unknown_route_is_404_and_wrong_method_405() {
+    let path = socket("routes");
+    let _server = Server::bind(&path, vm_handler()).unwrap();
+    let client = Client::new(&path);
+
+    let (status, body) = client.get("/api/v1/vm.teleport").unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(
+        body["error"],
+        "unknown API endpoint GET /api/v1/vm.teleport"
+    );
+
+    let (status, body) = client.put(VM, None).unwrap();
+    assert_eq!(status, 405);
+    assert_eq!(
+        body["error"],
+        "method PUT not allowed on /api/v1/vm (use GET)"
+    );
+    let (status, _) = client.request("DELETE", VM_MIGRATE, None).unwrap();
+    assert_eq!(status, 405);
+
+    // Query strings do not change the route.
+    assert_eq!(client.get("/api/v1/vm?verbose=1").unwrap().0, 200);
+}
+
+#[test]
+fn bad_json_is_400() {
+    let path = socket("json");
+    let _server = Server::bind(&path, vm_handler()).unwrap();
+    let client = Client::new(&path);
+
+    let (status, body) = client.put(VM_SNAPSHOT, None).unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "/api/v1/vm.snapshot needs a JSON body");
+
+    let (status, body) = client
+        .put(VM_SNAPSHOT, Some(&json!({"file": "/x"})))
+        .unwrap();
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `file`"),
+        "{body}"
+    );
+
+    let reply = raw(
+        &path,
+        b"PUT /api/v1/vm.snapshot HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 8\r\n\r\n{\"path\":",
+    );
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(
+        reply.contains("invalid JSON body for /api/v1/vm.snapshot"),
+        "{reply}"
+    );
+    assert!(reply.contains("application/json"), "{reply}");
+}
+
+#[test]
+fn bad_http_is_refused_and_the_server_keeps_serving() {
+    let path = socket("http");
+    let _server = Server::bind(&path, vm_handler()).unwrap();
+    let reply = raw(&path, b"THIS IS NOT HTTP\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
+    let reply = raw(&path, &[0xff; 300]);
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 4"),
+        "{reply:?}"
+    );
+    // A client that connects and leaves.
+    drop(UnixStream::connect(&path).unwrap());
+    assert_eq!(Client::new(&path).get(VM).unwrap().0, 200);
+}
+
+#[test]
+fn oversized_body_is_413() {
+    let path = socket("big");
+    let _server = Server::bind(&path, vm_handler()).unwrap();
+    let big = json!({"path": "x".repeat(api::MAX_REQUEST_BODY)});
+    match Client::new(&path).put(VM_SNAPSHOT, Some(&big)) {
+        Ok((status, body)) => {
+            assert_eq!(status, 413);
+            assert!(body["error"].as_str().unwrap().contains("larger than"));
+        }
+        // The server may close before reading the whole body; the client
+        // then sees the connection drop, which is also a refusal.
+        Err(ClientError::Io { .. }) => {}
+        Err(e) => panic!("{e}"),
+    }
+    assert_eq!(Client::new(&path).get(VM).unwrap().0, 200);
+}
+
+#[test]
+fn concurrent_requests_get_their_own_answers() {
+    let path = socket("concurrent");
+    let _server = Server::bind(&path, vm_handler()).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let client = Client::new(&path);
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let p = "p".repeat(t * 25 + i + 1);
+                    let body = client
+                        .put_ok(VM_SNAPSHOT, Some(&json!({ "path": p })))
+                        .unwrap();
+                    let resp: SnapshotResponse = serde_json::from_value(body).unwrap();
+                    assert_eq!(resp.bytes, p.len() as u64);
+                    assert_eq!(client.get(VM).unwrap().0, 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn slow_handlers_do_not_block_others_and_clients_time_out() {
+    let path = socket("slow");
+    let gate = Arc::new(Mutex::new(()));
+    let held = gate.lock().unwrap();
+    let g = gate.clone();
+    let _server = Server::bind(&path, move |req: Request| {
+        if req.path == "/slow" {
+            drop(g.lock().unwrap()); // waits until the test releases the gate
+        }
+        Response::ok(&json!({"path": req.path}))
+    })
+    .unwrap();
+    let client = Client::new(&path).with_timeout(Duration::from_millis(200));
+    let err = client.get("/slow").unwrap_err();
+    assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
+    // Another worker still answers while one is stuck.
+    assert_eq!(client.get_ok("/fast").unwrap()["path"], "/fast");
+    drop(held);
+}
+
+#[test]
+fn handler_panic_is_500() {
+    let path = socket("panic");
+    let _server = Server::bind(&path, |req: Request| {
+        if req.path == "/boom" {
+            panic!("boom");
+        }
+        Response::no_content()
+    })
+    .unwrap();
+    let client = Client::new(&path);
+    let (status, body) = client.put("/boom", None).unwrap();
+    assert_eq!(status, 500);
+    assert_eq!(
+        body["error"],
+        "internal error: the request handler panicked"
+    );
+    assert_eq!(client.put("/fine", None).unwrap().0, 204);
+}
+
+#[test]
+fn bind_refuses_live_server_and_replaces_stale_socket() {
+    let path = socket("bind");
+    let server = Server::bind(&path, vm_handler()).unwrap();
+    assert_eq!(server.path(), path.as_path());
+    match Server::bind(&path, vm_handler()) {
+        Err(e @ ServerError::AlreadyRunning(_)) => {
+            assert!(e.to_string().contains("already listening"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The first server is unharmed.
+    assert_eq!(Client::new(&path).get(VM).unwrap().0, 200);
+    server.shutdown();
+    assert!(!path.exists(), "shutdown leaves the socket file");
+
+    // A socket file nobody listens on (a crashed server) is replaced.
+    drop(UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let server = Server::bind(&path, vm_handler()).unwrap();
+    assert_eq!(Client::new(&path).get(VM).unwrap().0, 200);
+    drop(server);
+    assert!(!path.exists(), "drop leaves the socket file");
+
+    // A regular file is never deleted.
+    std::fs::write(&path, b"precious").unwrap();
+    assert!(matches!(
+        Server::bind(&path, vm_handler()),
+        Err(ServerError::NotASocket(_))
+    ));
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn client_errors_say_what_is_wrong() {
+    let path = socket("missing");
+    let err = Client::new(&path).get(VM).unwrap_err();
+    let p = path.display();
+    assert_eq!(
+        err.to_string(),
+        format!("cannot connect to {p}: no such file (is `ferry run --api {p}` running?)")
+    );
+
+    let listener = UnixListener::bind(&path).unwrap();
+    drop(listener);
+    let err = Client::new(&path).get(VM).unwrap_err();
+    assert!(err.to_string().contains("connection refused"), "{err}");
+    std::fs::remove_file(&path).unwrap();
+
+    // A peer that answers garbage.
+    let listener = UnixListener::bind(&path).unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        s.write_all(b"SMTP ready\r\n\r\n").unwrap();
+    });
+    let err = Client::new(&path).get(VM).unwrap_err();
+    assert!(matches!(err, ClientError::BadResponse { .. }), "{err}");
+    peer.join().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}
