@@ -831,8 +831,8 @@ extern "C" fn rt_bsp_main() -> ! {
     }
     h.verify_every = ticks(p.verify_ns);
     h.serial_pct = p.serial_pct;
-    crate::setup(boot, &p);
     let n = await_aps(expected);
+    crate::setup(boot, &p);
     status_init(program.name(), n as u32);
     GO.store(true, Release);
     let t = now();
