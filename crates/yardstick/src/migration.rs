@@ -129,11 +129,13 @@ pub struct QemuMigration {
     pub resume_time_ms: Option<f64>,
     /// `ram.transferred`: RAM bytes on the wire (with page headers).
     pub bytes_sent: u64,
-    /// `ram.total`: all RAM blocks QEMU migrates (guest RAM plus firmware).
+    /// The guest's configured memory (`-m`) in bytes, like Ferry's
+    /// `memory_bytes`.
     pub memory_bytes: u64,
-    /// The guest's configured memory (`-m`) in bytes.
-    pub guest_memory_bytes: u64,
-    /// `bytes_sent / guest_memory_bytes`.
+    /// `ram.total`: all RAM blocks QEMU migrates (guest RAM plus firmware
+    /// and option ROM blocks, a few hundred KiB more).
+    pub ram_total_bytes: u64,
+    /// `bytes_sent / memory_bytes`.
     pub bytes_per_memory: f64,
     /// `ram.duplicate`: zero pages, sent as a flag only.
     pub zero_pages: u64,
@@ -327,8 +329,8 @@ impl Qemu {
             wall_time_ms,
             resume_time_ms,
             bytes_sent,
-            memory_bytes: uint(ram, "total"),
-            guest_memory_bytes,
+            memory_bytes: guest_memory_bytes,
+            ram_total_bytes: uint(ram, "total"),
             bytes_per_memory: if guest_memory_bytes == 0 {
                 0.0
             } else {

@@ -150,7 +150,12 @@ fn migration_of_the_test_kernel() {
     let r = &run.report;
     assert_eq!(r.outcome, Outcome::Completed, "{r:?}");
     assert!(r.total_time_ms > 0.0 && r.downtime_ms > 0.0, "{r:?}");
-    assert!(r.memory_bytes >= cfg.memory_mib << 20, "{r:?}");
+    assert_eq!(r.memory_bytes, cfg.memory_mib << 20, "{r:?}");
+    assert!(r.ram_total_bytes >= r.memory_bytes, "{r:?}");
+    assert!(
+        r.zero_pages + r.normal_pages >= r.memory_bytes / 4096,
+        "every page accounted: {r:?}"
+    );
     assert!(r.rounds >= 2, "{r:?}");
     assert!(r.guest_downtime_ms.unwrap() > 0.0, "{r:?}");
     assert_eq!(run.destination.run_state().unwrap(), "running");
