@@ -89,7 +89,10 @@ fn regression(l: &HostLoad, safety: f64, fallback: f64, fit: fn(&[f64]) -> (f64,
     if h.len() < LR_WINDOW {
         return l.utilization > fallback;
     }
-    let chrono: Vec<f64> = h[..LR_WINDOW].iter().rev().copied().collect();
+    let mut chrono = [0.0; LR_WINDOW];
+    for (c, x) in chrono.iter_mut().zip(h[..LR_WINDOW].iter().rev()) {
+        *c = *x;
+    }
     let (a, b) = fit(&chrono);
     let intervals = (l.max_migration_time_s / l.interval_s).ceil();
     let predicted = (a + b * (LR_WINDOW as f64 + intervals)) * safety;

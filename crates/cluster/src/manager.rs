@@ -173,6 +173,7 @@ pub struct Manager {
     mode: Mode,
     streak: u32,
     last_move: HashMap<u64, f64>,
+    bufs: Bufs,
 }
 
 impl Manager {
@@ -189,6 +190,7 @@ impl Manager {
             mode,
             streak: 0,
             last_move: HashMap::new(),
+            bufs: Bufs::default(),
         })
     }
 
@@ -204,7 +206,7 @@ impl Manager {
     /// Decides the migrations for this interval.
     pub fn decide(&mut self, snap: &Snapshot) -> Result<Plan, ClusterError> {
         snap.validate()?;
-        let mut p = Planner::new(snap, self.config.clone());
+        let mut p = Planner::new(snap, self.config.clone(), std::mem::take(&mut self.bufs));
         let hotspots: Vec<usize> = (0..snap.hosts.len())
             .filter(|&h| p.overloaded(h, None))
             .collect();
@@ -362,6 +364,7 @@ impl Manager {
         plan.switch_on = (0..snap.hosts.len())
             .filter(|&h| targets[h] && !snap.hosts[h].on)
             .collect();
+        self.bufs = p.finish();
         for d in &plan.migrations {
             self.last_move.insert(d.vm_id, snap.time_s);
         }
@@ -422,29 +425,98 @@ struct Planner<'a> {
     reserved_in: Vec<u32>,
     migrations: Vec<u32>,
     pending_out: Vec<u32>,
+    pending_total: u32,
     cluster_migrations: u32,
     scratch: [f64; HISTORY_LEN],
+    /// Hosts with the same specification share a kind: all empty hosts of a
+    /// kind are interchangeable, so placement evaluates only the first.
+    kind: Vec<usize>,
+    kinds: usize,
+    seen: Vec<bool>,
+}
+
+/// Buffers a `Manager` keeps between intervals so planning does not allocate.
+#[derive(Debug, Clone, Default)]
+struct Bufs {
+    host_vms: Vec<Vec<usize>>,
+    cpu: Vec<f64>,
+    ram: Vec<f64>,
+    net: Vec<f64>,
+    hist: Vec<[f64; HISTORY_LEN]>,
+    vm_hist: Vec<[f64; HISTORY_LEN]>,
+    vm_hist_len: Vec<usize>,
+    reserved_in: Vec<u32>,
+    migrations: Vec<u32>,
+    pending_out: Vec<u32>,
+    kind: Vec<usize>,
+    seen: Vec<bool>,
 }
 
 impl<'a> Planner<'a> {
-    fn new(snap: &'a Snapshot, cfg: Config) -> Self {
+    fn new(snap: &'a Snapshot, cfg: Config, mut b: Bufs) -> Self {
         let nh = snap.hosts.len();
+        b.host_vms.resize_with(nh, Vec::new);
+        b.host_vms.truncate(nh);
+        for l in b.host_vms.iter_mut() {
+            l.clear();
+        }
+        let reset_f = |v: &mut Vec<f64>| {
+            v.clear();
+            v.resize(nh, 0.0);
+        };
+        reset_f(&mut b.cpu);
+        reset_f(&mut b.ram);
+        reset_f(&mut b.net);
+        let reset_u = |v: &mut Vec<u32>| {
+            v.clear();
+            v.resize(nh, 0);
+        };
+        reset_u(&mut b.reserved_in);
+        reset_u(&mut b.migrations);
+        reset_u(&mut b.pending_out);
+        b.hist.clear();
+        b.hist.resize(nh, [0.0; HISTORY_LEN]);
+        b.vm_hist.clear();
+        b.vm_hist_len.clear();
+        b.kind.clear();
         let mut p = Planner {
             snap,
             cfg,
-            host_vms: vec![Vec::new(); nh],
-            cpu: vec![0.0; nh],
-            ram: vec![0.0; nh],
-            net: vec![0.0; nh],
-            hist: vec![[0.0; HISTORY_LEN]; nh],
-            vm_hist: Vec::with_capacity(snap.vms.len()),
-            vm_hist_len: Vec::with_capacity(snap.vms.len()),
-            reserved_in: vec![0; nh],
-            migrations: vec![0; nh],
-            pending_out: vec![0; nh],
+            host_vms: b.host_vms,
+            cpu: b.cpu,
+            ram: b.ram,
+            net: b.net,
+            hist: b.hist,
+            vm_hist: b.vm_hist,
+            vm_hist_len: b.vm_hist_len,
+            reserved_in: b.reserved_in,
+            migrations: b.migrations,
+            pending_out: b.pending_out,
+            pending_total: 0,
             cluster_migrations: 0,
             scratch: [0.0; HISTORY_LEN],
+            kind: b.kind,
+            kinds: 0,
+            seen: b.seen,
         };
+        let mut reps: Vec<usize> = Vec::new();
+        for (i, h) in snap.hosts.iter().enumerate() {
+            let same = reps.iter().position(|&r| {
+                let o = &snap.hosts[r];
+                o.power_model == h.power_model
+                    && o.cpu_capacity == h.cpu_capacity
+                    && o.core_capacity == h.core_capacity
+                    && o.ram_mb == h.ram_mb
+                    && o.net_mbps == h.net_mbps
+            });
+            p.kind.push(same.unwrap_or_else(|| {
+                reps.push(i);
+                reps.len() - 1
+            }));
+        }
+        p.kinds = reps.len();
+        p.seen.clear();
+        p.seen.resize(p.kinds, false);
         for v in &snap.vms {
             let mut a = [0.0; HISTORY_LEN];
             let n = v.history.len().min(HISTORY_LEN);
@@ -468,6 +540,24 @@ impl<'a> Planner<'a> {
             }
         }
         p
+    }
+
+    /// Gives the buffers back for the next interval.
+    fn finish(self) -> Bufs {
+        Bufs {
+            host_vms: self.host_vms,
+            cpu: self.cpu,
+            ram: self.ram,
+            net: self.net,
+            hist: self.hist,
+            vm_hist: self.vm_hist,
+            vm_hist_len: self.vm_hist_len,
+            reserved_in: self.reserved_in,
+            migrations: self.migrations,
+            pending_out: self.pending_out,
+            kind: self.kind,
+            seen: self.seen,
+        }
     }
 
     fn add(&mut self, v: usize, h: usize) {
@@ -502,7 +592,7 @@ impl<'a> Planner<'a> {
 
     /// Host has VMs (or VMs arriving): it draws power and counts as active.
     fn active(&self, h: usize) -> bool {
-        self.snap.hosts[h].on && (!self.host_vms[h].is_empty() || self.reserved_in[h] > 0)
+        !self.host_vms[h].is_empty() || self.reserved_in[h] > 0
     }
 
     fn util(&self, h: usize) -> f64 {
@@ -571,19 +661,20 @@ impl<'a> Planner<'a> {
     /// Whether one more migration may start from or to host `h`.
     fn can_start(&self, h: usize) -> bool {
         let l = &self.cfg.limits;
-        let pending: u32 = self.pending_out.iter().sum();
         l.per_host
             .is_none_or(|m| self.migrations[h] + self.pending_out[h] < m)
             && l.per_cluster
-                .is_none_or(|m| self.cluster_migrations + pending < m)
+                .is_none_or(|m| self.cluster_migrations + self.pending_total < m)
     }
 
     fn reserve_out(&mut self, h: usize) {
         self.pending_out[h] += 1;
+        self.pending_total += 1;
     }
 
     fn release_out(&mut self, h: usize) {
         self.pending_out[h] -= 1;
+        self.pending_total -= 1;
     }
 
     fn count_migration(&mut self, from: usize, to: usize) {
@@ -621,16 +712,14 @@ impl<'a> Planner<'a> {
     }
 
     fn find_host(&mut self, v: usize, excluded: &[bool], how: Placement) -> Option<usize> {
-        let limits_ok = |p: &Self, h: usize| p.can_start(h);
         if how == Placement::LeastLoaded {
             let mut best: Option<(f64, usize)> = None;
             for h in 0..self.snap.hosts.len() {
-                if excluded[h] || !self.snap.hosts[h].on || !self.fits(v, h) || !limits_ok(self, h)
-                {
+                if excluded[h] || !self.snap.hosts[h].on || !self.fits(v, h) || !self.can_start(h) {
                     continue;
                 }
-                let after =
-                    (self.cpu[h] + self.snap.vms[v].cpu_demand) / self.snap.hosts[h].cpu_capacity;
+                let cap = self.snap.hosts[h].cpu_capacity;
+                let after = (self.cpu[h] + self.snap.vms[v].cpu_demand) / cap;
                 if best.is_some_and(|(b, _)| after >= b) {
                     continue;
                 }
@@ -643,9 +732,23 @@ impl<'a> Planner<'a> {
                 return Some(h);
             }
         }
+        self.seen.fill(false);
         let mut best: Option<(f64, usize)> = None;
         for h in 0..self.snap.hosts.len() {
-            if excluded[h] || !self.fits(v, h) || !limits_ok(self, h) {
+            if excluded[h] {
+                continue;
+            }
+            let empty = !self.active(h);
+            if empty && self.seen[self.kind[h]] {
+                continue;
+            }
+            if !self.can_start(h) {
+                continue;
+            }
+            if empty {
+                self.seen[self.kind[h]] = true;
+            }
+            if !self.fits(v, h) {
                 continue;
             }
             let delta = self.power_delta(v, h);
@@ -653,7 +756,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             // CloudSim skips the overload check for an empty host.
-            if self.active(h) && self.overloaded(h, Some(v)) {
+            if !empty && self.overloaded(h, Some(v)) {
                 continue;
             }
             best = Some((delta, h));

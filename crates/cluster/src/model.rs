@@ -61,7 +61,7 @@ impl PowerModel {
         };
         let steps = (self.watts.len() - 1) as f64;
         let pos = u * steps;
-        let i = (pos.floor() as usize).min(self.watts.len() - 2);
+        let i = (pos as usize).min(self.watts.len() - 2);
         let frac = pos - i as f64;
         self.watts[i] + (self.watts[i + 1] - self.watts[i]) * frac
     }

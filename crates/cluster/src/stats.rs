@@ -67,6 +67,12 @@ pub fn linear_fit(x: &[f64], y: &[f64]) -> (f64, f64) {
 /// the reciprocal of the tricube kernel, with the first two copied from the third.
 pub fn tricube_weights(n: usize) -> Vec<f64> {
     let mut w = vec![0.0; n];
+    tricube_weights_into(&mut w);
+    w
+}
+
+fn tricube_weights_into(w: &mut [f64]) {
+    let n = w.len();
     let top = n as f64 - 1.0;
     for (i, wi) in w.iter_mut().enumerate().skip(2) {
         let k = (1.0 - ((top - i as f64) / top).powi(3)).powi(3);
@@ -76,7 +82,6 @@ pub fn tricube_weights(n: usize) -> Vec<f64> {
         w[0] = w[2];
         w[1] = w[2];
     }
-    w
 }
 
 /// CloudSim's bisquare-times-tricube weights from residuals
@@ -112,34 +117,48 @@ fn weighted_fit(x: &[f64], y: &[f64], w: &[f64]) -> (f64, f64) {
     }
 }
 
-fn positions(n: usize) -> Vec<f64> {
-    (1..=n).map(|i| i as f64).collect()
+/// Runs `f` with x = 1..n and CloudSim's tricube weights for `y`, on the
+/// stack for the short windows the detectors use.
+fn with_positions<R>(y: &[f64], f: impl FnOnce(&[f64], &[f64]) -> R) -> R {
+    let n = y.len();
+    if n <= 64 {
+        let mut x = [0.0; 64];
+        for (i, xi) in x.iter_mut().take(n).enumerate() {
+            *xi = (i + 1) as f64;
+        }
+        let mut w = [0.0; 64];
+        tricube_weights_into(&mut w[..n]);
+        f(&x[..n], &w[..n])
+    } else {
+        let x: Vec<f64> = (1..=n).map(|i| i as f64).collect();
+        f(&x, &tricube_weights(n))
+    }
 }
 
 /// Local-regression parameter estimates `(intercept, slope)` of `y` against
 /// x = 1..n, as `MathUtil.getLoessParameterEstimates`.
 pub fn loess(y: &[f64]) -> (f64, f64) {
-    let x = positions(y.len());
-    weighted_fit(&x, y, &tricube_weights(y.len()))
+    with_positions(y, |x, w| weighted_fit(x, y, w))
 }
 
 /// Robust local-regression estimates, as `MathUtil.getRobustLoessParameterEstimates`:
 /// a second fit with bisquare weights from the first fit's residuals, falling
 /// back to the first fit when the second is undefined.
 pub fn robust_loess(y: &[f64]) -> (f64, f64) {
-    let x = positions(y.len());
-    let first = weighted_fit(&x, y, &tricube_weights(y.len()));
-    let residuals: Vec<f64> = x
-        .iter()
-        .zip(y)
-        .map(|(a, b)| b - (first.0 + first.1 * a))
-        .collect();
-    let second = weighted_fit(&x, y, &tricube_bisquare_weights(&residuals));
-    if second.0.is_nan() || second.1.is_nan() {
-        first
-    } else {
-        second
-    }
+    with_positions(y, |x, w| {
+        let first = weighted_fit(x, y, w);
+        let residuals: Vec<f64> = x
+            .iter()
+            .zip(y)
+            .map(|(a, b)| b - (first.0 + first.1 * a))
+            .collect();
+        let second = weighted_fit(x, y, &tricube_bisquare_weights(&residuals));
+        if second.0.is_nan() || second.1.is_nan() {
+            first
+        } else {
+            second
+        }
+    })
 }
 
 /// Coefficient of determination (R²) of the multiple linear regression, with

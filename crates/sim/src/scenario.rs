@@ -1,0 +1,361 @@
+//! Scenario files (TOML): hosts, VM types, migration model, manager settings
+//! and the policies to compare. The built-in default is
+//! `crates/sim/scenarios/default.toml`, the setup of Beloglazov & Buyya 2012.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The default scenario, compiled in.
+pub const DEFAULT_SCENARIO: &str = include_str!("../scenarios/default.toml");
+
+/// Problems with a scenario; each names the file and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("scenario {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("scenario {path}: key `{key}`: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default)]
+    pub simulation: Simulation,
+    #[serde(default, rename = "host_type")]
+    pub host_types: Vec<HostType>,
+    #[serde(default, rename = "vm_type")]
+    pub vm_types: Vec<VmType>,
+    #[serde(default)]
+    pub migration: Migration,
+    #[serde(default)]
+    pub manager: ManagerSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Simulation {
+    /// Trace directory; relative paths are taken from the scenario file's folder.
+    pub trace_dir: Option<PathBuf>,
+    /// Use only the first N day folders (all when absent).
+    pub days: Option<usize>,
+    /// Use exactly these day folders (overrides `days`).
+    pub day_names: Option<Vec<String>>,
+    /// Scheduling interval, seconds.
+    pub interval_s: f64,
+    /// Samples per trace file (and intervals per day).
+    pub samples_per_day: usize,
+    /// Seed for random selection.
+    pub seed: u64,
+    /// Whether VM memory limits consolidation after the initial placement.
+    /// CloudSim's PlanetLab setup models VM memory use as zero once a VM runs
+    /// (`UtilizationModelNull`), so the paper's consolidation ignores memory:
+    /// `false` reproduces it, `true` is the physical constraint.
+    pub enforce_ram: bool,
+    /// Policies to run, e.g. "npa", "dvfs", "lr-mmt-1.2" (see `policy`).
+    pub policies: Vec<String>,
+}
+
+impl Default for Simulation {
+    fn default() -> Self {
+        Self {
+            trace_dir: None,
+            days: None,
+            day_names: None,
+            interval_s: 300.0,
+            samples_per_day: 288,
+            seed: 1,
+            enforce_ram: true,
+            policies: vec!["npa".into(), "dvfs".into(), "lr-mmt-1.2".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostType {
+    pub name: String,
+    pub count: usize,
+    pub cores: u32,
+    pub mips_per_core: f64,
+    pub ram_mb: f64,
+    pub bandwidth_mbps: f64,
+    /// Watts at 0 %, 10 %, ..., 100 % utilization (any number >= 2 of equally spaced points).
+    pub power_watts: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VmType {
+    pub name: String,
+    pub mips: f64,
+    #[serde(default = "one")]
+    pub cores: u32,
+    pub ram_mb: f64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// How long a migration takes and what it costs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Migration {
+    /// "memory-over-bandwidth" (the paper) or "precopy".
+    pub model: String,
+    /// Share of the host bandwidth migrations get (CloudSim: half).
+    pub bandwidth_share: f64,
+    /// CPU lost by the migrating VM while it moves, as a share of its demand
+    /// (the paper: 10 %); the destination carries the same share as overhead.
+    pub degradation: f64,
+    /// Pre-copy model: page-dirtying rate of every VM, MB/s, unless the engine reports one.
+    pub dirty_rate_mb_s: f64,
+    /// Pre-copy model: most iterative rounds before stop-and-copy.
+    pub max_rounds: u32,
+    /// Pre-copy model: stop iterating when less than this remains, MB.
+    pub stop_copy_mb: f64,
+}
+
+impl Default for Migration {
+    fn default() -> Self {
+        Self {
+            model: "memory-over-bandwidth".into(),
+            bandwidth_share: 0.5,
+            degradation: 0.1,
+            dirty_rate_mb_s: 0.0,
+            max_rounds: 30,
+            stop_copy_mb: 50.0,
+        }
+    }
+}
+
+/// Settings of the decision engine that policy names do not carry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagerSettings {
+    /// "consolidate", "balance" or "auto".
+    pub pattern: String,
+    /// Auto pattern: consolidate below this pool load...
+    pub consolidate_below: f64,
+    /// ...balance at or above it when hotspots exist...
+    pub balance_above: f64,
+    /// ...after this many consecutive intervals.
+    pub dwell: u32,
+    /// Only hosts below this utilization are coldspots (absent: every host).
+    pub coldspot_below: Option<f64>,
+    /// Static threshold the adaptive detectors use while history is short.
+    pub fallback_threshold: f64,
+    /// Sandpiper: k of the last n observations.
+    pub sandpiper_k: usize,
+    pub sandpiper_n: usize,
+    pub max_migrations_per_host: Option<u32>,
+    pub max_migrations_per_cluster: Option<u32>,
+    pub vm_cooldown_s: f64,
+}
+
+impl Default for ManagerSettings {
+    fn default() -> Self {
+        Self {
+            pattern: "consolidate".into(),
+            consolidate_below: 0.5,
+            balance_above: 0.8,
+            dwell: 3,
+            coldspot_below: None,
+            fallback_threshold: 0.7,
+            sandpiper_k: 3,
+            sandpiper_n: 5,
+            max_migrations_per_host: None,
+            max_migrations_per_cluster: None,
+            vm_cooldown_s: 0.0,
+        }
+    }
+}
+
+/// A scenario and where it came from (for messages and relative paths).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub scenario: Scenario,
+    /// File path, or "<built-in default>".
+    pub origin: String,
+    /// Folder relative trace paths are resolved from.
+    pub base_dir: Option<PathBuf>,
+}
+
+impl Scenario {
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        s.validate(origin)?;
+        Ok(s)
+    }
+
+    /// Reads a scenario file.
+    pub fn load(path: &Path) -> Result<Loaded, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let origin = path.display().to_string();
+        let scenario = Self::parse(&text, &origin)?;
+        Ok(Loaded {
+            scenario,
+            origin,
+            base_dir: path.parent().map(Path::to_path_buf),
+        })
+    }
+
+    /// The built-in default scenario.
+    pub fn builtin() -> Loaded {
+        let origin = "<built-in default>".to_string();
+        let scenario = Self::parse(DEFAULT_SCENARIO, &origin).expect("built-in scenario is valid");
+        Loaded {
+            scenario,
+            origin,
+            base_dir: None,
+        }
+    }
+
+    /// Total number of hosts.
+    pub fn host_count(&self) -> usize {
+        self.host_types.iter().map(|h| h.count).sum()
+    }
+
+    /// Checks values a TOML parser cannot.
+    pub fn validate(&self, origin: &str) -> Result<(), ScenarioError> {
+        let err = |key: String, message: String| ScenarioError::Invalid {
+            path: origin.to_string(),
+            key,
+            message,
+        };
+        let sim = &self.simulation;
+        if !(sim.interval_s > 0.0) {
+            return Err(err(
+                "simulation.interval_s".into(),
+                "must be positive".into(),
+            ));
+        }
+        if sim.samples_per_day == 0 {
+            return Err(err(
+                "simulation.samples_per_day".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if sim.days == Some(0) {
+            return Err(err("simulation.days".into(), "must be at least 1".into()));
+        }
+        if self.host_types.is_empty() || self.host_count() == 0 {
+            return Err(err(
+                "host_type".into(),
+                "the scenario has zero hosts".into(),
+            ));
+        }
+        for (i, h) in self.host_types.iter().enumerate() {
+            let k = |f: &str| format!("host_type[{i}].{f} ({})", h.name);
+            if h.cores == 0 {
+                return Err(err(k("cores"), "must be at least 1".into()));
+            }
+            if !(h.mips_per_core > 0.0) {
+                return Err(err(k("mips_per_core"), "must be positive".into()));
+            }
+            if !(h.ram_mb > 0.0) {
+                return Err(err(k("ram_mb"), "must be positive".into()));
+            }
+            if !(h.bandwidth_mbps > 0.0) {
+                return Err(err(k("bandwidth_mbps"), "must be positive".into()));
+            }
+            cluster::PowerModel::new(h.power_watts.clone())
+                .map_err(|e| err(k("power_watts"), e.to_string()))?;
+        }
+        if self.vm_types.is_empty() {
+            return Err(err(
+                "vm_type".into(),
+                "at least one VM type is needed".into(),
+            ));
+        }
+        for (i, v) in self.vm_types.iter().enumerate() {
+            let k = |f: &str| format!("vm_type[{i}].{f} ({})", v.name);
+            if !(v.mips > 0.0) {
+                return Err(err(k("mips"), "must be positive".into()));
+            }
+            if v.cores == 0 {
+                return Err(err(k("cores"), "must be at least 1".into()));
+            }
+            if !(v.ram_mb > 0.0) {
+                return Err(err(k("ram_mb"), "must be positive".into()));
+            }
+            let fits = self.host_types.iter().any(|h| {
+                h.count > 0
+                    && v.mips <= h.mips_per_core * v.cores.min(h.cores) as f64 + 1e-9
+                    && v.cores <= h.cores
+                    && v.ram_mb <= h.ram_mb
+            });
+            if !fits {
+                return Err(err(
+                    format!("vm_type[{i}] ({})", v.name),
+                    format!(
+                        "a VM of {} MIPS x {} cores and {} MB is larger than every host type",
+                        v.mips, v.cores, v.ram_mb
+                    ),
+                ));
+            }
+        }
+        let m = &self.migration;
+        if m.model != "memory-over-bandwidth" && m.model != "precopy" {
+            return Err(err(
+                "migration.model".into(),
+                format!(
+                    "unknown model {:?}: use \"memory-over-bandwidth\" or \"precopy\"",
+                    m.model
+                ),
+            ));
+        }
+        if !(m.bandwidth_share > 0.0 && m.bandwidth_share <= 1.0) {
+            return Err(err(
+                "migration.bandwidth_share".into(),
+                "must be in (0, 1]".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&m.degradation) {
+            return Err(err(
+                "migration.degradation".into(),
+                "must be in [0, 1)".into(),
+            ));
+        }
+        if !(m.dirty_rate_mb_s >= 0.0 && m.stop_copy_mb >= 0.0) {
+            return Err(err(
+                "migration.dirty_rate_mb_s".into(),
+                "must be >= 0".into(),
+            ));
+        }
+        let mg = &self.manager;
+        if !["consolidate", "balance", "auto"].contains(&mg.pattern.as_str()) {
+            return Err(err(
+                "manager.pattern".into(),
+                format!(
+                    "unknown pattern {:?}: use consolidate, balance or auto",
+                    mg.pattern
+                ),
+            ));
+        }
+        for (i, p) in sim.policies.iter().enumerate() {
+            crate::policy::Policy::parse(p)
+                .map_err(|e| err(format!("simulation.policies[{i}]"), e.to_string()))?;
+        }
+        Ok(())
+    }
+}
