@@ -14,6 +14,12 @@ pub mod params;
 #[path = "../programs/common/pattern.rs"]
 pub mod pattern;
 
+pub mod output;
+pub mod stamp;
+pub mod status;
+
+pub use output::{Line, parse_line};
+
 /// Names of the guest programs, as accepted by [`image`].
 pub const NAMES: &[&str] = &["dirtier", "idle", "kvstore"];
 
