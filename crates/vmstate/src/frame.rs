@@ -189,7 +189,9 @@ impl<R: Read> FrameReader<R> {
     /// The next verified frame, or `None` when the stream ends cleanly at a
     /// frame boundary. Errors: truncation inside a frame, unknown kind,
     /// non-zero reserved field, oversize length (checked before the buffer
-    /// grows), checksum mismatch, and I/O errors.
+    /// grows), checksum mismatch, and I/O errors (a socket read timeout
+    /// shows up as `DecodeError::Io`). After an error the position in the
+    /// stream is unknown: stop reading.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, DecodeError> {
         let index = self.next_index;
         let mut header = [0u8; FRAME_HEADER_LEN];
