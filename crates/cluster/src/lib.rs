@@ -12,6 +12,10 @@
 //! in CloudSim's `PowerVmAllocationPolicyMigration*` classes, plus Sandpiper's
 //! detector and VSR selector; docs/MANAGER.md describes the rules.
 
+// `!(x > 0.0)` is used on purpose: it also rejects NaN. Index loops over
+// parallel per-host/per-VM arrays read better than zipped iterators here.
+#![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
+
 pub mod detect;
 pub mod manager;
 pub mod model;

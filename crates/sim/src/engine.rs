@@ -94,6 +94,8 @@ pub struct DayResult {
     /// Energy x SLAV.
     pub esv: f64,
     pub migrations: u64,
+    /// Of which away from hotspots (the rest empty coldspots).
+    pub hotspot_migrations: u64,
     /// Times a host went from active to switched off.
     pub host_shutdowns: u64,
     /// Mean number of active (powered) hosts.
@@ -237,6 +239,7 @@ pub fn simulate_day(
     let mut vm_requested = vec![0.0; nv];
     let mut vm_degraded = vec![0.0; nv];
     let mut migrations = 0u64;
+    let mut hotspot_migrations = 0u64;
     let mut shutdowns = 0u64;
     let mut imbalance_sum = 0.0;
     let mut active_host_s = 0.0;
@@ -290,6 +293,7 @@ pub fn simulate_day(
                     remaining_s: dur,
                 });
                 migrations += 1;
+                hotspot_migrations += (d.reason == cluster::Reason::Hotspot) as u64;
             }
         }
 
@@ -448,6 +452,7 @@ pub fn simulate_day(
         slav,
         esv: energy_kwh * slav,
         migrations,
+        hotspot_migrations,
         host_shutdowns: shutdowns,
         mean_active_hosts: active_host_s / day_s,
         load_imbalance: imbalance_sum / scenario.simulation.samples_per_day as f64,

@@ -20,6 +20,7 @@ pub struct Summary {
     pub slav: f64,
     pub esv: f64,
     pub migrations: f64,
+    pub hotspot_migrations: f64,
     pub host_shutdowns: f64,
     pub mean_active_hosts: f64,
     pub load_imbalance: f64,
@@ -69,6 +70,7 @@ pub fn summarize(days: &[DayResult]) -> Vec<Summary> {
                 slav: m(&|d| d.slav),
                 esv: m(&|d| d.esv),
                 migrations: m(&|d| d.migrations as f64),
+                hotspot_migrations: m(&|d| d.hotspot_migrations as f64),
                 host_shutdowns: m(&|d| d.host_shutdowns as f64),
                 mean_active_hosts: m(&|d| d.mean_active_hosts),
                 load_imbalance: m(&|d| d.load_imbalance),
@@ -123,12 +125,12 @@ pub fn table(r: &Results) -> String {
 /// Per-day CSV.
 pub fn days_csv(r: &Results) -> String {
     let mut s = String::from(
-        "policy,day,hosts,vms,energy_kwh,slatah,pdm,slav,esv,migrations,host_shutdowns,mean_active_hosts,load_imbalance\n",
+        "policy,day,hosts,vms,energy_kwh,slatah,pdm,slav,esv,migrations,hotspot_migrations,host_shutdowns,mean_active_hosts,load_imbalance\n",
     );
     for d in &r.days {
         let _ = writeln!(
             s,
-            "{},{},{},{},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{:.4},{:.6}",
+            "{},{},{},{},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{},{:.4},{:.6}",
             d.policy,
             d.day,
             d.hosts,
@@ -139,6 +141,7 @@ pub fn days_csv(r: &Results) -> String {
             d.slav,
             d.esv,
             d.migrations,
+            d.hotspot_migrations,
             d.host_shutdowns,
             d.mean_active_hosts,
             d.load_imbalance
@@ -150,12 +153,12 @@ pub fn days_csv(r: &Results) -> String {
 /// Summary CSV (medians, plus total energy).
 pub fn summary_csv(r: &Results) -> String {
     let mut s = String::from(
-        "policy,days,energy_kwh_median,energy_kwh_total,slatah,pdm,slav,esv,migrations,host_shutdowns,mean_active_hosts,load_imbalance\n",
+        "policy,days,energy_kwh_median,energy_kwh_total,slatah,pdm,slav,esv,migrations,hotspot_migrations,host_shutdowns,mean_active_hosts,load_imbalance\n",
     );
     for x in &r.summaries {
         let _ = writeln!(
             s,
-            "{},{},{:.6},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{:.4},{:.6}",
+            "{},{},{:.6},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{},{:.4},{:.6}",
             x.policy,
             x.days,
             x.energy_kwh,
@@ -165,6 +168,7 @@ pub fn summary_csv(r: &Results) -> String {
             x.slav,
             x.esv,
             x.migrations,
+            x.hotspot_migrations,
             x.host_shutdowns,
             x.mean_active_hosts,
             x.load_imbalance

@@ -1,0 +1,374 @@
+//! The simulator on hand-made traces whose results are worked out by hand,
+//! the default scenario's baseline, determinism, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sim::cli::{SimArgs, build_spec};
+use sim::{Policy, RunSpec, Scenario};
+
+/// A fresh, empty temporary folder for one test.
+fn tmp(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "ferry-sim-{}-{}-{}",
+        std::process::id(),
+        tag,
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write_trace(dir: &Path, day: &str, name: &str, values: &[u32]) {
+    let d = dir.join(day);
+    std::fs::create_dir_all(&d).unwrap();
+    let text: String = values.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(d.join(name), text).unwrap();
+}
+
+/// Two 1-core hosts of 1000 MIPS drawing 100 W idle to 200 W full (linear),
+/// VMs of 1000 MIPS and 625 MB (a migration takes 625 / 62.5 = 10 s), three
+/// 300-s intervals.
+const TINY: &str = r#"
+[simulation]
+interval_s = 300.0
+samples_per_day = 3
+policies = ["thr-mmt-0.8"]
+
+[[host_type]]
+name = "tiny"
+count = 2
+cores = 1
+mips_per_core = 1000.0
+ram_mb = 4096.0
+bandwidth_mbps = 1000.0
+power_watts = [100.0, 200.0]
+
+[[vm_type]]
+name = "one"
+mips = 1000.0
+ram_mb = 625.0
+"#;
+
+fn tiny_traces() -> PathBuf {
+    let dir = tmp("tiny");
+    // Names with spaces, as in the real set.
+    write_trace(&dir, "day1", "node a_slice x", &[30, 30, 90]);
+    write_trace(&dir, "day1", "node b_slice y", &[20, 20, 20]);
+    dir
+}
+
+fn spec(scenario: &str, traces: &Path, policies: &[&str]) -> RunSpec {
+    let scenario = Scenario::parse(scenario, "test.toml").unwrap();
+    RunSpec {
+        loaded: sim::Loaded {
+            scenario,
+            origin: "test.toml".into(),
+            base_dir: None,
+        },
+        trace_dir: traces.to_path_buf(),
+        policies: policies.iter().map(|p| Policy::parse(p).unwrap()).collect(),
+        seed: 7,
+        threads: 2,
+        progress: false,
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-12 * b.abs().max(1.0)
+}
+
+#[test]
+fn tiny_scenario_matches_hand_computation() {
+    let traces = tiny_traces();
+    let r = sim::run(&spec(TINY, &traces, &["thr-mmt-0.8", "dvfs", "npa"])).unwrap();
+    let thr = &r.days[0];
+    // Start: VM 0 (30 %) on host 0, VM 1 (20 %) on host 1 (each reserves its
+    // full 1000 MIPS). t=0: host 1 is the coldspot; VM 1 moves to host 0 in
+    // 10 s: host 0 runs 300 + 10 % of 200 MIPS for 10 s (132 W), then 500
+    // (150 W) for 290 s; host 1 runs 200 MIPS (120 W) for 10 s, then is off.
+    let i0 = 132.0 * 10.0 + 150.0 * 290.0 + 120.0 * 10.0;
+    // t=1: host 0 at 50 %, nowhere to empty it to: 150 W.
+    let i1 = 150.0 * 300.0;
+    // t=2: VM 0 asks 900: host 0 at 1100 > 0.8 (and over capacity). MMT (equal
+    // memory, first) moves VM 0 to host 1 (woken) in 10 s. Host 0: 200 W for
+    // 10 s (overloaded), then 200 MIPS (120 W); host 1: 10 % of 900 (109 W),
+    // then 900 (190 W).
+    let i2 = 200.0 * 10.0 + 120.0 * 290.0 + 109.0 * 10.0 + 190.0 * 290.0;
+    let kwh = (i0 + i1 + i2) / 3.6e6;
+    assert!(close(thr.energy_kwh, kwh), "{} vs {kwh}", thr.energy_kwh);
+    assert_eq!(thr.migrations, 2);
+    assert_eq!(thr.hotspot_migrations, 1);
+    assert_eq!(thr.host_shutdowns, 1);
+    // SLATAH: host 0 overloaded 10 s of 900 s active; host 1 never (310 s active).
+    let slatah = (10.0 / 900.0 + 0.0) / 2.0;
+    assert!(close(thr.slatah, slatah), "{} vs {slatah}", thr.slatah);
+    // PDM: VM 0 lost 10 % of 900 MIPS for 10 s of 450000 MIPS-s requested;
+    // VM 1 10 % of 200 for 10 s of 180000.
+    let pdm = (900.0 / 450000.0 + 200.0 / 180000.0) / 2.0;
+    assert!(close(thr.pdm, pdm), "{} vs {pdm}", thr.pdm);
+    assert!(close(thr.slav, slatah * pdm));
+    assert!(close(thr.esv, kwh * slatah * pdm));
+
+    // DVFS: no migrations; host 0 at 30, 30, 90 %, host 1 at 20 % throughout.
+    let dvfs = &r.days[1];
+    let j = (130.0 + 130.0 + 190.0) * 300.0 + 120.0 * 900.0;
+    assert!(close(dvfs.energy_kwh, j / 3.6e6), "{}", dvfs.energy_kwh);
+    assert_eq!(dvfs.migrations, 0);
+    assert_eq!(dvfs.pdm, 0.0);
+    // NPA: both hosts at 200 W all the time.
+    let npa = &r.days[2];
+    assert!(close(npa.energy_kwh, 2.0 * 200.0 * 900.0 / 3.6e6));
+    let _ = std::fs::remove_dir_all(traces);
+}
+
+#[test]
+fn default_scenario_npa_is_800_hosts_at_full_power_for_24_hours() {
+    // The baseline does not depend on the load: a few synthetic VMs suffice.
+    let dir = tmp("npa");
+    for i in 0..8u32 {
+        let v: Vec<u32> = (0..288).map(|t| (t * 7 + i * 13) % 100).collect();
+        write_trace(&dir, "20110101", &format!("vm {i}"), &v);
+    }
+    let mut loaded = Scenario::builtin();
+    loaded.scenario.simulation.policies = vec!["npa".into()];
+    let r = sim::run(&RunSpec {
+        loaded,
+        trace_dir: dir.clone(),
+        policies: vec![Policy::Npa],
+        seed: 1,
+        threads: 1,
+        progress: false,
+    })
+    .unwrap();
+    let expected = (400.0 * 117.0 + 400.0 * 135.0) * 24.0 / 1000.0;
+    assert_eq!(expected, 2419.2);
+    assert!(
+        close(r.days[0].energy_kwh, expected),
+        "{}",
+        r.days[0].energy_kwh
+    );
+    assert_eq!(r.days[0].hosts, 800);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A small synthetic data center with bursty traces, for determinism.
+fn synthetic(dir: &Path, vms: u32) {
+    let mut x: u64 = 12345;
+    for day in ["d1", "d2"] {
+        for i in 0..vms {
+            let v: Vec<u32> = (0..48)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((x >> 33) % 100) as u32
+                })
+                .collect();
+            write_trace(dir, day, &format!("vm {i:03}"), &v);
+        }
+    }
+}
+
+const SMALL: &str = r#"
+[simulation]
+samples_per_day = 48
+[[host_type]]
+name = "G4"
+count = 10
+cores = 2
+mips_per_core = 1860.0
+ram_mb = 4096.0
+bandwidth_mbps = 1000.0
+power_watts = [86.0, 89.4, 92.6, 96.0, 99.5, 102.0, 106.0, 108.0, 112.0, 114.0, 117.0]
+[[host_type]]
+name = "G5"
+count = 10
+cores = 2
+mips_per_core = 2660.0
+ram_mb = 4096.0
+bandwidth_mbps = 1000.0
+power_watts = [93.7, 97.0, 101.0, 105.0, 110.0, 116.0, 121.0, 125.0, 129.0, 133.0, 135.0]
+[[vm_type]]
+name = "a"
+mips = 2500.0
+ram_mb = 870.0
+[[vm_type]]
+name = "b"
+mips = 1000.0
+ram_mb = 613.0
+"#;
+
+#[test]
+fn runs_are_byte_identical() {
+    let dir = tmp("det");
+    synthetic(&dir, 24);
+    let policies = [
+        "dvfs",
+        "thr-rs-0.8",
+        "iqr-mc-1.5",
+        "mad-mu-2.5",
+        "lr-mmt-1.2",
+        "lrr-rs-1.2",
+        "sp-vsr-0.75",
+    ];
+    let out = |threads| {
+        let mut s = spec(SMALL, &dir, &policies);
+        s.threads = threads;
+        let r = sim::run(&s).unwrap();
+        (
+            sim::report::days_csv(&r),
+            sim::report::summary_csv(&r),
+            sim::report::plot_svg(&r).unwrap(),
+            serde_json::to_string(&r).unwrap(),
+        )
+    };
+    let a = out(1);
+    assert_eq!(a, out(1));
+    assert_eq!(a, out(2));
+    assert!(a.0.lines().count() == 1 + 2 * policies.len());
+    // A different seed changes the random selector's choices.
+    let mut s = spec(SMALL, &dir, &["thr-rs-0.8"]);
+    let r1 = sim::run(&s).unwrap();
+    s.seed = 8;
+    let r2 = sim::run(&s).unwrap();
+    assert_ne!(sim::report::days_csv(&r1), sim::report::days_csv(&r2));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn cli_writes_table_csv_svg_and_json() {
+    let traces = tiny_traces();
+    let scen_dir = tmp("scen");
+    let scen = scen_dir.join("tiny scenario.toml");
+    std::fs::write(&scen, TINY).unwrap();
+    let out = scen_dir.join("out");
+    let args = SimArgs {
+        scenario: Some(scen),
+        trace_dir: Some(traces.clone()),
+        policies: vec!["npa".into(), "dvfs".into(), "lr-mmt".into()],
+        out: Some(out.clone()),
+        no_progress: true,
+        ..SimArgs::default()
+    };
+    sim::cli::run(&args).unwrap();
+    let svg = std::fs::read_to_string(out.join("plot.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("lr-mmt-1.2"));
+    let csv = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    let days = std::fs::read_to_string(out.join("days.csv")).unwrap();
+    assert!(days.contains("npa,day1,2,2,0.1000"), "{days}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["summaries"][2]["policy"], "lr-mmt-1.2");
+    let _ = std::fs::remove_dir_all(traces);
+    let _ = std::fs::remove_dir_all(scen_dir);
+}
+
+fn run_err(scenario: &str, traces: &Path) -> String {
+    let s = Scenario::parse(scenario, "bad.toml");
+    match s {
+        Err(e) => e.to_string(),
+        Ok(sc) => {
+            let names = sc.simulation.policies.clone();
+            let policies: Vec<&str> = names.iter().map(String::as_str).collect();
+            match sim::run(&spec(scenario, traces, &policies)) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("expected an error"),
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_traces_are_clear_errors() {
+    let dir = tmp("badtrace");
+    // Missing folder.
+    let e = run_err(TINY, &dir.join("nope"));
+    assert!(e.contains("nope") && e.contains("does not exist"), "{e}");
+    // No day folders.
+    let e = run_err(TINY, &dir);
+    assert!(e.contains("no day folders"), "{e}");
+    // Empty day folder.
+    std::fs::create_dir_all(dir.join("day1")).unwrap();
+    let e = run_err(TINY, &dir);
+    assert!(
+        e.contains("day1") && e.contains("holds no trace files"),
+        "{e}"
+    );
+    // Wrong line count, in a file whose name has spaces.
+    write_trace(&dir, "day1", "host one_slice", &[1, 2]);
+    let e = run_err(TINY, &dir);
+    assert!(
+        e.contains("host one_slice has 2 samples, expected 3"),
+        "{e}"
+    );
+    // Not a number: the file and line are named.
+    std::fs::write(dir.join("day1").join("host one_slice"), "1\n2x\n3\n").unwrap();
+    let e = run_err(TINY, &dir);
+    assert!(e.contains("host one_slice:2") && e.contains("2x"), "{e}");
+    // Fixed: it runs.
+    write_trace(&dir, "day1", "host one_slice", &[1, 2, 3]);
+    let s = spec(TINY, &dir, &["thr-mmt-0.8"]);
+    assert_eq!(sim::run(&s).unwrap().days[0].vms, 1);
+    // An unknown day name.
+    let mut s = spec(TINY, &dir, &["npa"]);
+    s.loaded.scenario.simulation.day_names = Some(vec!["day9".into()]);
+    let e = sim::run(&s).unwrap_err().to_string();
+    assert!(e.contains("day9"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn impossible_scenarios_and_unknown_names_are_clear_errors() {
+    let dir = tiny_traces();
+    let big = TINY.replace(
+        "mips = 1000.0\nram_mb = 625.0",
+        "mips = 5000.0\nram_mb = 625.0",
+    );
+    let e = run_err(&big, &dir);
+    assert!(
+        e.contains("bad.toml") && e.contains("vm_type[0]") && e.contains("larger than every host"),
+        "{e}"
+    );
+    let zero = TINY.replace("count = 2", "count = 0");
+    let e = run_err(&zero, &dir);
+    assert!(e.contains("zero hosts"), "{e}");
+    let policy = TINY.replace(
+        r#"policies = ["thr-mmt-0.8"]"#,
+        r#"policies = ["npa", "lr-foo"]"#,
+    );
+    let e = run_err(&policy, &dir);
+    assert!(
+        e.contains("simulation.policies[1]") && e.contains("unknown selector \"foo\""),
+        "{e}"
+    );
+    let typo = TINY.replace("cores = 1", "corez = 1");
+    let e = run_err(&typo, &dir);
+    assert!(e.contains("bad.toml") && e.contains("corez"), "{e}");
+    let wrong_type = TINY.replace("count = 2", "count = \"two\"");
+    let e = run_err(&wrong_type, &dir);
+    assert!(e.contains("bad.toml") && e.contains("count"), "{e}");
+    let e = Scenario::load(&dir.join("missing.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing.toml"), "{e}");
+    // More VMs than the hosts can hold: names the VM's file.
+    let full = TINY.replace("count = 2", "count = 1");
+    let e = run_err(&full, &dir);
+    assert!(
+        e.contains("node b_slice y") && e.contains("fits on no host"),
+        "{e}"
+    );
+    // Unknown policy on the command line.
+    let args = SimArgs {
+        policies: vec!["bogus".into()],
+        trace_dir: Some(dir.clone()),
+        ..SimArgs::default()
+    };
+    let e = build_spec(&args).unwrap_err().to_string();
+    assert!(e.contains("bogus"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}
