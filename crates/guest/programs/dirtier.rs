@@ -50,9 +50,19 @@ fn run(cpu: usize) -> ! {
     let mut rng = rt::Rng::new(cpu as u64 + 1);
     let hot_len = ((len as f64 * p.hot) as usize).clamp(1, len.max(1));
     let phases = p.phases();
+    let mut next = 0usize;
+    // RAM the firmware used may hold old data: make sure every page of the
+    // partition reads as zero (generation 0). On a fresh VM this only reads.
+    for (i, page) in pages.iter_mut().enumerate() {
+        if pattern::check(page, (lo + i) as u64, 0).is_err() {
+            page.fill(0);
+        }
+        if i % 64 == 0 {
+            rt::poll(cpu);
+        }
+    }
     let mut phase = 0;
     let mut phase_end = rt::now().saturating_add(rt::ticks(phases[0].ns));
-    let mut next = 0usize;
     loop {
         rt::poll(cpu);
         if let Some(round) = rt::verify_due(cpu) {
