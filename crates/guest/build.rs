@@ -26,7 +26,14 @@ fn main() {
         let elf = out.join(format!("{name}.elf"));
         let output = Command::new(&rustc)
             .env_remove("RUSTC_WORKSPACE_WRAPPER")
-            .args(["--edition", "2024", "--crate-type", "bin", "--crate-name", name])
+            .args([
+                "--edition",
+                "2024",
+                "--crate-type",
+                "bin",
+                "--crate-name",
+                name,
+            ])
             .args(["--target", "x86_64-unknown-linux-gnu"])
             .args(["-C", "panic=abort"])
             .args(["-C", "opt-level=2"])

@@ -21,7 +21,10 @@ struct State {
     pages: &'static mut [Page],
     gens: &'static mut [u32],
 }
-static STATE: rt::Global<State> = rt::Global::new(State { pages: &mut [], gens: &mut [] });
+static STATE: rt::Global<State> = rt::Global::new(State {
+    pages: &mut [],
+    gens: &mut [],
+});
 
 fn setup(_boot: &rt::Boot, p: &Params) {
     let n = (p.ws / 4096) as usize;
@@ -41,7 +44,8 @@ fn run(cpu: usize) -> ! {
     // Each vCPU touches only its own partition of both arrays.
     let state = unsafe { STATE.get() };
     let (lo, hi) = partition(state.pages.len(), threads, cpu);
-    let pages = unsafe { core::slice::from_raw_parts_mut(state.pages.as_mut_ptr().add(lo), hi - lo) };
+    let pages =
+        unsafe { core::slice::from_raw_parts_mut(state.pages.as_mut_ptr().add(lo), hi - lo) };
     let gens = unsafe { core::slice::from_raw_parts_mut(state.gens.as_mut_ptr().add(lo), hi - lo) };
     let len = pages.len();
     let share = p.rate / threads as u64 + u64::from((cpu as u64) < p.rate % threads as u64);

@@ -37,10 +37,12 @@ struct Shard {
     cdf: &'static mut [u32],
 }
 
-static SHARDS: rt::Global<[Option<Shard>; rt::MAX_CPUS]> = rt::Global::new([const { None }; rt::MAX_CPUS]);
+static SHARDS: rt::Global<[Option<Shard>; rt::MAX_CPUS]> =
+    rt::Global::new([const { None }; rt::MAX_CPUS]);
 
 /// Latency histograms, one per vCPU (written by it, read by vCPU 0).
-static HIST: [[AtomicU64; BUCKETS]; rt::MAX_CPUS] = [const { [const { AtomicU64::new(0) }; BUCKETS] }; rt::MAX_CPUS];
+static HIST: [[AtomicU64; BUCKETS]; rt::MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; BUCKETS] }; rt::MAX_CPUS];
 
 fn shard_keys(keys: u64, threads: usize, cpu: usize) -> usize {
     (keys / threads as u64 + u64::from((cpu as u64) < keys % threads as u64)) as usize
@@ -86,13 +88,18 @@ impl Shard {
         while self.slots[i].key1 != 0 {
             i = (i + 1) & mask;
         }
-        self.slots[i] = Slot { key1: key + 1, idx: idx as u64 };
+        self.slots[i] = Slot {
+            key1: key + 1,
+            idx: idx as u64,
+        };
     }
 
     /// Zipf rank sampled from `u` (uniform 32 bits).
     #[inline]
     fn rank(&self, u: u32) -> usize {
-        self.cdf.partition_point(|&c| c <= u).min(self.cdf.len() - 1)
+        self.cdf
+            .partition_point(|&c| c <= u)
+            .min(self.cdf.len() - 1)
     }
 }
 
@@ -172,7 +179,11 @@ fn run(cpu: usize) -> ! {
                 sink = sink.wrapping_add(buf[vw - 1]);
             }
         } else {
-            let ver = if shard.versions[k] == u32::MAX { 1 } else { shard.versions[k] + 1 };
+            let ver = if shard.versions[k] == u32::MAX {
+                1
+            } else {
+                shard.versions[k] + 1
+            };
             shard.versions[k] = ver;
             if let Some(idx) = shard.find(key) {
                 pattern::fill(&mut shard.values[idx * vw..(idx + 1) * vw], key, ver);
@@ -196,7 +207,11 @@ struct Report {
 
 impl Report {
     fn new() -> Report {
-        Report { last: rt::now(), ops: total_ops(), prev: [0; BUCKETS] }
+        Report {
+            last: rt::now(),
+            ops: total_ops(),
+            prev: [0; BUCKETS],
+        }
     }
 
     fn maybe_print(&mut self) {
@@ -218,11 +233,16 @@ impl Report {
         self.prev = cur;
         let ops = total_ops();
         let ops_s = ((ops - self.ops) as u128 * rt::tsc_hz() as u128 / span as u128) as u64;
-        let (p50, p99, p999) =
-            (hist::percentile(&diff, 0.5), hist::percentile(&diff, 0.99), hist::percentile(&diff, 0.999));
+        let (p50, p99, p999) = (
+            hist::percentile(&diff, 0.5),
+            hist::percentile(&diff, 0.99),
+            hist::percentile(&diff, 0.999),
+        );
         rt::P50_NS.store(p50, Relaxed);
         rt::P99_NS.store(p99, Relaxed);
-        rt::println(format_args!("KV ops={ops} ops_s={ops_s} p50_ns={p50} p99_ns={p99} p999_ns={p999}"));
+        rt::println(format_args!(
+            "KV ops={ops} ops_s={ops_s} p50_ns={p50} p99_ns={p99} p999_ns={p999}"
+        ));
         self.last = t;
         self.ops = ops;
     }
@@ -235,7 +255,8 @@ fn total_ops() -> u64 {
 /// Checks every key of this shard: present, and its value matches its version.
 fn verify(cpu: usize, round: u64, shard: &Shard, vw: usize, threads: usize) {
     let mut r = rt::VerifyResult::EMPTY;
-    let bytes = core::mem::size_of_val(shard.slots) + shard.values.len() * 8 + shard.versions.len() * 4;
+    let bytes =
+        core::mem::size_of_val(shard.slots) + shard.values.len() * 8 + shard.versions.len() * 4;
     r.pages = bytes.div_ceil(4096) as u64;
     for (k, &ver) in shard.versions.iter().enumerate() {
         let key = (k * threads + cpu) as u64;

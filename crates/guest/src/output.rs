@@ -25,7 +25,13 @@ pub enum Line {
         detail: String,
     },
     /// `KV ops=N ops_s=R p50_ns=.. p99_ns=.. p999_ns=..`, kvstore, every second.
-    Kv { ops: u64, ops_s: u64, p50_ns: u64, p99_ns: u64, p999_ns: u64 },
+    Kv {
+        ops: u64,
+        ops_s: u64,
+        p50_ns: u64,
+        p99_ns: u64,
+        p999_ns: u64,
+    },
     /// `ERROR ...`: the guest refused its parameters or could not run.
     Error(String),
     /// `EXCEPTION vector=V err=E rip=R`: a CPU exception; the guest exits with 0x7f.
@@ -55,7 +61,11 @@ fn parse_known(line: &str) -> Option<Line> {
     match head {
         "HB" => {
             let f = Fields::new(rest);
-            Some(Line::Heartbeat { seq: f.num("seq")?, tsc: f.num("tsc")?, rate: f.num("rate")? })
+            Some(Line::Heartbeat {
+                seq: f.num("seq")?,
+                tsc: f.num("tsc")?,
+                rate: f.num("rate")?,
+            })
         }
         "READY" => {
             let f = Fields::new(rest);
@@ -64,7 +74,11 @@ fn parse_known(line: &str) -> Option<Line> {
                 vcpus: u32::try_from(f.num("vcpus")?).ok()?,
                 mem: f.num("mem")?,
                 tsc_khz: f.num("tsc_khz")?,
-                fields: f.0.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                fields: f
+                    .0
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             })
         }
         "VERIFY" => {
@@ -75,7 +89,11 @@ fn parse_known(line: &str) -> Option<Line> {
                 _ => return None,
             };
             let pages = Fields::new(detail).num("pages").unwrap_or(0);
-            Some(Line::Verify { ok, pages, detail: detail.to_string() })
+            Some(Line::Verify {
+                ok,
+                pages,
+                detail: detail.to_string(),
+            })
         }
         "KV" => {
             let f = Fields::new(rest);
@@ -90,7 +108,11 @@ fn parse_known(line: &str) -> Option<Line> {
         "ERROR" => Some(Line::Error(rest.to_string())),
         "EXCEPTION" => {
             let f = Fields::new(rest);
-            Some(Line::Exception { vector: f.num("vector")?, err: f.num("err")?, rip: f.num("rip")? })
+            Some(Line::Exception {
+                vector: f.num("vector")?,
+                err: f.num("err")?,
+                rip: f.num("rip")?,
+            })
         }
         _ => None,
     }
@@ -101,7 +123,11 @@ struct Fields<'a>(Vec<(&'a str, &'a str)>);
 
 impl<'a> Fields<'a> {
     fn new(s: &'a str) -> Self {
-        Fields(s.split_ascii_whitespace().filter_map(|w| w.split_once('=')).collect())
+        Fields(
+            s.split_ascii_whitespace()
+                .filter_map(|w| w.split_once('='))
+                .collect(),
+        )
     }
     fn get(&self, key: &str) -> Option<&'a str> {
         self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
@@ -126,27 +152,54 @@ mod tests {
             "READY guest=dirtier vcpus=2 mem=1073216512 tsc_khz=2596200 tsc_src=pit boot_us=15374 hb_us=1000 ws=268435456 rate=0\n",
         );
         match r {
-            Line::Ready { guest, vcpus, mem, tsc_khz, fields } => {
-                assert_eq!((guest.as_str(), vcpus, mem, tsc_khz), ("dirtier", 2, 1073216512, 2596200));
+            Line::Ready {
+                guest,
+                vcpus,
+                mem,
+                tsc_khz,
+                fields,
+            } => {
+                assert_eq!(
+                    (guest.as_str(), vcpus, mem, tsc_khz),
+                    ("dirtier", 2, 1073216512, 2596200)
+                );
                 assert!(fields.contains(&("ws".into(), "268435456".into())));
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(
             parse_line("HB seq=7 tsc=2853314369348 rate=1615786\r\n"),
-            Line::Heartbeat { seq: 7, tsc: 2853314369348, rate: 1615786 }
+            Line::Heartbeat {
+                seq: 7,
+                tsc: 2853314369348,
+                rate: 1615786
+            }
         );
         assert_eq!(
             parse_line("VERIFY ok pages=65536 gen=28"),
-            Line::Verify { ok: true, pages: 65536, detail: "pages=65536 gen=28".into() }
+            Line::Verify {
+                ok: true,
+                pages: 65536,
+                detail: "pages=65536 gen=28".into()
+            }
         );
         assert_eq!(
             parse_line("VERIFY FAIL page=12 expected=3 found=2 failures=1"),
-            Line::Verify { ok: false, pages: 0, detail: "page=12 expected=3 found=2 failures=1".into() }
+            Line::Verify {
+                ok: false,
+                pages: 0,
+                detail: "page=12 expected=3 found=2 failures=1".into()
+            }
         );
         assert_eq!(
             parse_line("KV ops=1034930 ops_s=1018756 p50_ns=87 p99_ns=767 p999_ns=1279"),
-            Line::Kv { ops: 1034930, ops_s: 1018756, p50_ns: 87, p99_ns: 767, p999_ns: 1279 }
+            Line::Kv {
+                ops: 1034930,
+                ops_s: 1018756,
+                p50_ns: 87,
+                p99_ns: 767,
+                p999_ns: 1279
+            }
         );
         assert_eq!(
             parse_line("ERROR bad parameter ws=abc: expected a size"),
@@ -154,13 +207,25 @@ mod tests {
         );
         assert_eq!(
             parse_line("EXCEPTION vector=14 err=0x6 rip=0x101234"),
-            Line::Exception { vector: 14, err: 6, rip: 0x101234 }
+            Line::Exception {
+                vector: 14,
+                err: 6,
+                rip: 0x101234
+            }
         );
     }
 
     #[test]
     fn malformed_lines_are_other() {
-        for l in ["HB seq=x tsc=1 rate=0", "HB seq=1", "VERIFY maybe", "KV ops=1", "READY vcpus=1", "hello", ""] {
+        for l in [
+            "HB seq=x tsc=1 rate=0",
+            "HB seq=1",
+            "VERIFY maybe",
+            "KV ops=1",
+            "READY vcpus=1",
+            "hello",
+            "",
+        ] {
             assert_eq!(parse_line(l), Line::Other(l.into()), "{l}");
         }
         assert_eq!(parse_line("HB seq=1 tsc=5 rate=0").tsc(), Some(5));

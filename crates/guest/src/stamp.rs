@@ -48,7 +48,10 @@ impl Stamper {
     /// A stamper for a guest whose TSC runs at `tsc_khz` (see the READY line;
     /// 0 until known: lines then get their arrival time).
     pub fn new(tsc_khz: u64) -> Stamper {
-        Stamper { tsc_khz, partial: Vec::new() }
+        Stamper {
+            tsc_khz,
+            partial: Vec::new(),
+        }
     }
 
     /// Sets the TSC frequency (e.g. from the READY line).
@@ -67,12 +70,17 @@ impl Stamper {
         self.partial = rest;
         let lines: Vec<Line> = text.lines().map(parse_line).collect();
         if self.tsc_khz == 0
-            && let Some(Line::Ready { tsc_khz, .. }) = lines.iter().find(|l| matches!(l, Line::Ready { .. }))
+            && let Some(Line::Ready { tsc_khz, .. }) =
+                lines.iter().find(|l| matches!(l, Line::Ready { .. }))
         {
             self.tsc_khz = *tsc_khz;
         }
         let times = stamp(&lines, arrival, self.tsc_khz);
-        times.into_iter().zip(lines).map(|(time, line)| Stamped { time, line }).collect()
+        times
+            .into_iter()
+            .zip(lines)
+            .map(|(time, line)| Stamped { time, line })
+            .collect()
     }
 }
 
@@ -103,7 +111,11 @@ mod tests {
 
     #[test]
     fn no_heartbeat_or_trailing_lines_get_the_arrival_time() {
-        let t = stamp(&[Line::Other("a".into()), Line::Other("b".into())], 5.0, 1000);
+        let t = stamp(
+            &[Line::Other("a".into()), Line::Other("b".into())],
+            5.0,
+            1000,
+        );
         assert_eq!(t, vec![5.0, 5.0]);
         let t = stamp(&[hb(0, 2_000), Line::Other("late".into())], 5.0, 1000);
         assert_eq!(t, vec![5.0, 5.0]);
@@ -115,7 +127,10 @@ mod tests {
     #[test]
     fn stamper_keeps_partial_lines_and_learns_the_frequency() {
         let mut s = Stamper::new(0);
-        let out = s.push(b"READY guest=idle vcpus=1 mem=1 tsc_khz=1000\nHB seq=0 tsc=5000 rate=0\nHB seq=1 tsc=", 10.0);
+        let out = s.push(
+            b"READY guest=idle vcpus=1 mem=1 tsc_khz=1000\nHB seq=0 tsc=5000 rate=0\nHB seq=1 tsc=",
+            10.0,
+        );
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|s| s.time == 10.0));
         let out = s.push(b"8000 rate=0\nHB seq=2 tsc=9000 rate=0\n", 20.0);

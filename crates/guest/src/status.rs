@@ -43,7 +43,9 @@ pub struct Status {
 pub enum StatusError {
     #[error("status page too short: {0} bytes, need {LEN}")]
     TooShort(usize),
-    #[error("no guest status (magic missing): the guest has not booted yet or is not a Ferry guest")]
+    #[error(
+        "no guest status (magic missing): the guest has not booted yet or is not a Ferry guest"
+    )]
     NoMagic,
     #[error("status page layout version {0} is not supported (this host reads version {VERSION})")]
     Version(u32),
@@ -196,8 +198,8 @@ mod tests {
 
     #[test]
     fn concurrent_writer_never_gives_a_torn_snapshot() {
-        use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
         // The writer keeps pages_written == heartbeat_seq * 2 in every consistent state.
         let page: Arc<Vec<u8>> = Arc::new(vec![0u8; PAGE_SIZE]);
         let addr = page.as_ptr() as usize;

@@ -19,11 +19,17 @@ fn qemu() -> PathBuf {
     std::env::split_paths(&path)
         .map(|d| d.join(QEMU))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{QEMU} is not installed (apt-get install qemu-system-x86); these tests need it"))
+        .unwrap_or_else(|| {
+            panic!("{QEMU} is not installed (apt-get install qemu-system-x86); these tests need it")
+        })
 }
 
 fn require_kvm() {
-    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         panic!("/dev/kvm is not usable ({e}); these tests boot guests under QEMU with KVM");
     }
 }
@@ -38,17 +44,37 @@ struct Run {
 fn boot(name: &str, smp: u32, append: &str) -> Run {
     require_kvm();
     let qemu = qemu();
-    let dir = std::env::temp_dir().join(format!("ferry-guest-test-{}-{name}-{smp}-{}", std::process::id(), append.len()));
+    let dir = std::env::temp_dir().join(format!(
+        "ferry-guest-test-{}-{name}-{smp}-{}",
+        std::process::id(),
+        append.len()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let kernel = dir.join(format!("{name}.elf"));
     std::fs::write(&kernel, guest::image(name).unwrap()).unwrap();
     let start = Instant::now();
     let mut child = Command::new(qemu)
-        .args(["-enable-kvm", "-cpu", "qemu64,-pni", "-m", "1G", "-smp", &smp.to_string()])
+        .args([
+            "-enable-kvm",
+            "-cpu",
+            "qemu64,-pni",
+            "-m",
+            "1G",
+            "-smp",
+            &smp.to_string(),
+        ])
         .arg("-kernel")
         .arg(&kernel)
         .args(["-append", append])
-        .args(["-serial", "stdio", "-display", "none", "-monitor", "none", "-no-reboot"])
+        .args([
+            "-serial",
+            "stdio",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+        ])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -90,7 +116,11 @@ fn boot(name: &str, smp: u32, append: &str) -> Run {
     reader.join().unwrap();
     let status = child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    Run { lines, status, first_hb }
+    Run {
+        lines,
+        status,
+        first_hb,
+    }
 }
 
 fn check_run(name: &str, smp: u32) {
@@ -98,7 +128,13 @@ fn check_run(name: &str, smp: u32) {
     let lines = &run.lines;
     let ready = lines.iter().find(|l| matches!(l, Line::Ready { .. }));
     match ready {
-        Some(Line::Ready { guest, vcpus, mem, tsc_khz, .. }) => {
+        Some(Line::Ready {
+            guest,
+            vcpus,
+            mem,
+            tsc_khz,
+            ..
+        }) => {
             assert_eq!(guest, name);
             assert_eq!(*vcpus, smp, "vCPUs found by the guest");
             assert!(*mem > 512 << 20, "{mem}");
@@ -115,20 +151,56 @@ fn check_run(name: &str, smp: u32) {
         .collect();
     assert!(seqs.len() >= 20, "{name}: only {} heartbeats", seqs.len());
     assert_eq!(seqs[0], 0);
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{name}: heartbeat numbering has a gap");
-    assert!(lines.iter().any(|l| matches!(l, Line::Verify { ok: true, .. })), "{name}: no VERIFY ok");
-    assert!(!lines.iter().any(|l| matches!(l, Line::Verify { ok: false, .. } | Line::Error(_) | Line::Exception { .. })), "{name}: {lines:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "{name}: heartbeat numbering has a gap"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| matches!(l, Line::Verify { ok: true, .. })),
+        "{name}: no VERIFY ok"
+    );
+    assert!(
+        !lines.iter().any(|l| matches!(
+            l,
+            Line::Verify { ok: false, .. } | Line::Error(_) | Line::Exception { .. }
+        )),
+        "{name}: {lines:?}"
+    );
     if name == "kvstore" {
-        assert!(lines.iter().any(|l| matches!(l, Line::Kv { ops_s, .. } if *ops_s > 0)), "no KV line");
+        assert!(
+            lines
+                .iter()
+                .any(|l| matches!(l, Line::Kv { ops_s, .. } if *ops_s > 0)),
+            "no KV line"
+        );
     }
     if name == "dirtier" {
-        assert!(lines.iter().any(|l| matches!(l, Line::Heartbeat { rate, .. } if *rate > 0)), "dirtier wrote nothing");
+        assert!(
+            lines
+                .iter()
+                .any(|l| matches!(l, Line::Heartbeat { rate, .. } if *rate > 0)),
+            "dirtier wrote nothing"
+        );
     }
     // The last line of the output is a heartbeat (every flush ends with one).
-    assert!(matches!(lines.last(), Some(Line::Heartbeat { .. })), "{name}: {:?}", lines.last());
+    assert!(
+        matches!(lines.last(), Some(Line::Heartbeat { .. })),
+        "{name}: {:?}",
+        lines.last()
+    );
     // isa-debug-exit: value 0 -> status 1.
-    assert_eq!(run.status.code(), Some(1), "{name} smp {smp}: {:?}", run.status);
-    eprintln!("{name} smp {smp}: QEMU start to first heartbeat {:?}", run.first_hb.unwrap());
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "{name} smp {smp}: {:?}",
+        run.status
+    );
+    eprintln!(
+        "{name} smp {smp}: QEMU start to first heartbeat {:?}",
+        run.first_hb.unwrap()
+    );
 }
 
 #[test]

@@ -55,7 +55,20 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_bounded() {
         let mut last = 0;
-        for v in [0u64, 1, 15, 16, 17, 31, 32, 100, 1000, 123_456, 1 << 40, u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            15,
+            16,
+            17,
+            31,
+            32,
+            100,
+            1000,
+            123_456,
+            1 << 40,
+            u64::MAX,
+        ] {
             let b = bucket(v);
             assert!(b >= last && b < BUCKETS, "{v}");
             assert!(upper(b) >= v, "{v} above its bucket's bound {}", upper(b));

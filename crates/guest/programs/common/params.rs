@@ -150,7 +150,11 @@ impl fmt::Display for ParamError<'_> {
         match self {
             ParamError::UnknownKey(k) => write!(f, "unknown key {k}"),
             ParamError::NotKeyValue(w) => write!(f, "{w}: expected key=value"),
-            ParamError::BadValue { key, value, expected } => {
+            ParamError::BadValue {
+                key,
+                value,
+                expected,
+            } => {
                 write!(f, "{key}={value}: expected {expected}")
             }
         }
@@ -168,18 +172,30 @@ pub fn parse(program: Program, cmdline: &str) -> Result<Params, ParamError<'_>> 
             }
             return Err(ParamError::NotKeyValue(word));
         };
-        let bad = |expected| ParamError::BadValue { key, value, expected };
+        let bad = |expected| ParamError::BadValue {
+            key,
+            value,
+            expected,
+        };
         const DUR: &str = "a duration like 10ms, 500us or 2s (bare numbers are seconds)";
         const FRAC: &str = "a number from 0 to 1";
         match (key, program) {
-            ("hb", _) => p.hb_ns = duration(value).filter(|&n| n >= 10_000).ok_or(bad("a duration of at least 10us"))?,
+            ("hb", _) => {
+                p.hb_ns = duration(value)
+                    .filter(|&n| n >= 10_000)
+                    .ok_or(bad("a duration of at least 10us"))?
+            }
             ("flush", _) => p.flush_ns = duration(value).ok_or(bad(DUR))?,
             ("run", _) => p.run_ns = duration(value).ok_or(bad(DUR))?,
             ("verify", _) => p.verify_ns = duration(value).ok_or(bad(DUR))?,
-            ("serial", _) => p.serial_pct = number(value).filter(|n| (1..=100).contains(n)).ok_or(bad("a percentage from 1 to 100"))?,
+            ("serial", _) => {
+                p.serial_pct = number(value)
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or(bad("a percentage from 1 to 100"))?
+            }
             ("ws", Program::Dirtier) => {
                 p.ws = size(value)
-                    .filter(|&n| n >= 4096 && n <= 1 << 40)
+                    .filter(|n| (4096..=1 << 40).contains(n))
                     .map(|n| n.div_ceil(4096) * 4096)
                     .ok_or(bad("a size from 4K to 1T like 256M"))?
             }
@@ -191,9 +207,15 @@ pub fn parse(program: Program, cmdline: &str) -> Result<Params, ParamError<'_>> 
                     _ => return Err(bad("seq, random or hot")),
                 }
             }
-            ("hot", Program::Dirtier) => p.hot = fraction(value).filter(|&f| f > 0.0).ok_or(bad("a number above 0 up to 1"))?,
+            ("hot", Program::Dirtier) => {
+                p.hot = fraction(value)
+                    .filter(|&f| f > 0.0)
+                    .ok_or(bad("a number above 0 up to 1"))?
+            }
             ("hotshare", Program::Dirtier) => p.hotshare = fraction(value).ok_or(bad(FRAC))?,
-            ("rate", Program::Dirtier) => p.rate = number(value).ok_or(bad("pages per second (0 = unlimited)"))?,
+            ("rate", Program::Dirtier) => {
+                p.rate = number(value).ok_or(bad("pages per second (0 = unlimited)"))?
+            }
             ("phases", Program::Dirtier) => {
                 let expected = "phases like idle:2s,busy:10s (at most 8)";
                 p.nphases = 0;
@@ -212,14 +234,22 @@ pub fn parse(program: Program, cmdline: &str) -> Result<Params, ParamError<'_>> 
                     p.nphases += 1;
                 }
             }
-            ("keys", Program::Kvstore) => p.keys = number(value).filter(|&n| (1..=1 << 30).contains(&n)).ok_or(bad("a key count from 1 to 2^30"))?,
+            ("keys", Program::Kvstore) => {
+                p.keys = number(value)
+                    .filter(|&n| (1..=1 << 30).contains(&n))
+                    .ok_or(bad("a key count from 1 to 2^30"))?
+            }
             ("vsize", Program::Kvstore) => {
                 p.vsize = size(value)
                     .filter(|&n| (8..=65536).contains(&n))
                     .map(|n| n.div_ceil(8) * 8)
                     .ok_or(bad("a value size from 8 to 64K bytes"))?
             }
-            ("zipf", Program::Kvstore) => p.zipf = decimal(value).filter(|&z| (0.0..=5.0).contains(&z)).ok_or(bad("a Zipf exponent from 0 to 5"))?,
+            ("zipf", Program::Kvstore) => {
+                p.zipf = decimal(value)
+                    .filter(|&z| (0.0..=5.0).contains(&z))
+                    .ok_or(bad("a Zipf exponent from 0 to 5"))?
+            }
             ("reads", Program::Kvstore) => p.reads = fraction(value).ok_or(bad(FRAC))?,
             _ => return Err(ParamError::UnknownKey(key)),
         }
@@ -232,7 +262,9 @@ pub fn number(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    s.bytes().try_fold(0u64, |acc, b| acc.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+    s.bytes().try_fold(0u64, |acc, b| {
+        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
 }
 
 /// A duration in nanoseconds: a number with unit `ns`, `us`, `ms` or `s`;
@@ -315,9 +347,21 @@ mod tests {
         assert_eq!(p.rate, 5000);
         assert_eq!(
             p.phases(),
-            &[Phase { busy: false, ns: 2_000_000_000 }, Phase { busy: true, ns: 500_000_000 }]
+            &[
+                Phase {
+                    busy: false,
+                    ns: 2_000_000_000
+                },
+                Phase {
+                    busy: true,
+                    ns: 500_000_000
+                }
+            ]
         );
-        assert_eq!((p.hb_ns, p.flush_ns, p.run_ns, p.verify_ns), (250_000, 0, 3_000_000_000, 1_000_000_000));
+        assert_eq!(
+            (p.hb_ns, p.flush_ns, p.run_ns, p.verify_ns),
+            (250_000, 0, 3_000_000_000, 1_000_000_000)
+        );
         assert_eq!(parse(Program::Dirtier, "ws=5000").unwrap().ws, 8192);
     }
 
@@ -329,19 +373,54 @@ mod tests {
 
     #[test]
     fn refusals_name_the_problem() {
-        assert_eq!(parse(Program::Idle, "ws=1G"), Err(ParamError::UnknownKey("ws")));
-        assert_eq!(parse(Program::Dirtier, "keys=10"), Err(ParamError::UnknownKey("keys")));
-        assert_eq!(parse(Program::Dirtier, "ws=1G oops"), Err(ParamError::NotKeyValue("oops")));
+        assert_eq!(
+            parse(Program::Idle, "ws=1G"),
+            Err(ParamError::UnknownKey("ws"))
+        );
+        assert_eq!(
+            parse(Program::Dirtier, "keys=10"),
+            Err(ParamError::UnknownKey("keys"))
+        );
+        assert_eq!(
+            parse(Program::Dirtier, "ws=1G oops"),
+            Err(ParamError::NotKeyValue("oops"))
+        );
         let e = parse(Program::Dirtier, "pattern=zigzag").unwrap_err();
-        assert!(matches!(e, ParamError::BadValue { key: "pattern", value: "zigzag", .. }));
-        assert_eq!(format!("{e}"), "pattern=zigzag: expected seq, random or hot");
+        assert!(matches!(
+            e,
+            ParamError::BadValue {
+                key: "pattern",
+                value: "zigzag",
+                ..
+            }
+        ));
+        assert_eq!(
+            format!("{e}"),
+            "pattern=zigzag: expected seq, random or hot"
+        );
         for bad in [
-            "hb=5us", "hb=1h", "hb=ms", "ws=0", "ws=12Q", "ws=", "hot=0", "hot=1.5", "hotshare=x",
-            "rate=-1", "serial=0", "serial=101", "phases=idle", "phases=nap:1s", "phases=busy:1s,", "run=99999999999999999999s",
+            "hb=5us",
+            "hb=1h",
+            "hb=ms",
+            "ws=0",
+            "ws=12Q",
+            "ws=",
+            "hot=0",
+            "hot=1.5",
+            "hotshare=x",
+            "rate=-1",
+            "serial=0",
+            "serial=101",
+            "phases=idle",
+            "phases=nap:1s",
+            "phases=busy:1s,",
+            "run=99999999999999999999s",
         ] {
             assert!(parse(Program::Dirtier, bad).is_err(), "{bad} accepted");
         }
-        for bad in ["keys=0", "vsize=4", "vsize=1M", "zipf=9", "reads=2", "reads=."] {
+        for bad in [
+            "keys=0", "vsize=4", "vsize=1M", "zipf=9", "reads=2", "reads=.",
+        ] {
             assert!(parse(Program::Kvstore, bad).is_err(), "{bad} accepted");
         }
     }

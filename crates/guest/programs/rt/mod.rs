@@ -10,9 +10,9 @@
 #![allow(dead_code)]
 
 mod boot;
-mod mem;
 #[path = "../common/hist.rs"]
 pub mod hist;
+mod mem;
 #[path = "../common/params.rs"]
 pub mod params;
 #[path = "../common/pattern.rs"]
@@ -52,17 +52,23 @@ const PERCPU0: PerCpu = PerCpu(AtomicU64::new(0));
 
 #[inline(always)]
 pub fn outb(port: u16, v: u8) {
-    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
+    }
 }
 #[inline(always)]
 pub fn inb(port: u16) -> u8 {
     let v: u8;
-    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
+    }
     v
 }
 #[inline(always)]
 fn outl(port: u16, v: u32) {
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags))
+    }
 }
 
 const COM1: u16 = 0x3f8;
@@ -175,7 +181,7 @@ fn pit_calibrate() -> u64 {
     loop {
         let (t1, c1) = read();
         let d = c0.wrapping_sub(c1);
-        if d >= SPAN && d < 0x8000 {
+        if (SPAN..0x8000).contains(&d) {
             outb(0x61, g);
             return (t1 - t0) * PIT_HZ / u64::from(d) / 1000;
         }
@@ -267,7 +273,7 @@ fn multiboot_read(info: u64, boot: &mut Boot) -> Result<(), &'static str> {
 fn mp_cpus() -> Option<usize> {
     let ebda = u64::from(unsafe { rd::<u16>(0x40E) }) << 4;
     let mut areas = [(0u64, 0u64); 3];
-    if ebda >= 0x8_0000 && ebda < 0xA_0000 {
+    if (0x8_0000..0xA_0000).contains(&ebda) {
         areas[0] = (ebda, ebda + 1024);
     }
     areas[1] = (0x9_FC00, 0xA_0000);
@@ -288,17 +294,22 @@ fn mp_cpus() -> Option<usize> {
 /// QEMU on a slow (emulated ring 0) host SeaBIOS may list only the vCPUs
 /// that answered it in time in its MP table; QEMU's own MADT lists them all.
 fn madt_cpus() -> Option<usize> {
-    let rsdp = [(0xE_0000u64, 0x10_0000u64)].into_iter().find_map(|(start, end)| {
-        (start..end).step_by(16).find(|&p| unsafe { rd::<[u8; 8]>(p) } == *b"RSD PTR " && checksum(p, 20))
-    })?;
+    let rsdp = [(0xE_0000u64, 0x10_0000u64)]
+        .into_iter()
+        .find_map(|(start, end)| {
+            (start..end)
+                .step_by(16)
+                .find(|&p| unsafe { rd::<[u8; 8]>(p) } == *b"RSD PTR " && checksum(p, 20))
+        })?;
     let rsdt = u64::from(unsafe { rd::<u32>(rsdp + 16) });
     if rsdt == 0 || rsdt >= 1 << 32 || unsafe { rd::<[u8; 4]>(rsdt) } != *b"RSDT" {
         return None;
     }
     let len = u64::from(unsafe { rd::<u32>(rsdt + 4) }).min(4096);
-    let madt = (36..len).step_by(4).map(|o| u64::from(unsafe { rd::<u32>(rsdt + o) })).find(|&t| {
-        t != 0 && unsafe { rd::<[u8; 4]>(t) } == *b"APIC"
-    })?;
+    let madt = (36..len)
+        .step_by(4)
+        .map(|o| u64::from(unsafe { rd::<u32>(rsdt + o) }))
+        .find(|&t| t != 0 && unsafe { rd::<[u8; 4]>(t) } == *b"APIC")?;
     let len = u64::from(unsafe { rd::<u32>(madt + 4) }).min(1 << 16);
     let mut p = 44;
     let mut cpus = 0;
@@ -355,7 +366,10 @@ struct Heap {
     next: usize,
     end: usize,
 }
-static HEAP: Global<Heap> = Global::new(Heap { next: boot::HEAP_VA, end: boot::HEAP_VA });
+static HEAP: Global<Heap> = Global::new(Heap {
+    next: boot::HEAP_VA,
+    end: boot::HEAP_VA,
+});
 
 /// Maps every 2 MiB of available RAM above the image contiguously at HEAP_VA.
 /// The heap page directories are user-writable and were empty (never cached).
@@ -421,7 +435,10 @@ struct Console {
     buf: [u8; BUF],
     len: usize,
 }
-static CONSOLE: Global<Console> = Global::new(Console { buf: [0; BUF], len: 0 });
+static CONSOLE: Global<Console> = Global::new(Console {
+    buf: [0; BUF],
+    len: 0,
+});
 
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
@@ -530,7 +547,8 @@ impl Heart {
         let work = progress_total();
         let span = t.saturating_sub(self.window_start);
         if span >= tsc_hz() / 10 {
-            self.rate = ((work - self.window_work) as u128 * tsc_hz() as u128 / span as u128) as u64;
+            self.rate =
+                ((work - self.window_work) as u128 * tsc_hz() as u128 / span as u128) as u64;
             self.window_start = t;
             self.window_work = work;
         }
@@ -542,7 +560,11 @@ impl Heart {
         core::sync::atomic::compiler_fence(Release);
         status_u64(24, self.seq);
         status_u64(32, t);
-        let (wo, ro) = if PROGRAM_IS_KV.load(Relaxed) { (72, 80) } else { (40, 48) };
+        let (wo, ro) = if PROGRAM_IS_KV.load(Relaxed) {
+            (72, 80)
+        } else {
+            (40, 48)
+        };
         status_u64(wo, work);
         status_u64(ro, self.rate);
         status_u64(56, VERIFY_PASSES.load(Relaxed));
@@ -552,13 +574,21 @@ impl Heart {
         core::sync::atomic::compiler_fence(Release);
         status_u64(8, s + 2);
         self.seq += 1;
-        if force_flush || self.seq == 1 || c.len >= FLUSH_AT || t.wrapping_sub(self.last_flush) >= self.flush_every {
+        if force_flush
+            || self.seq == 1
+            || c.len >= FLUSH_AT
+            || t.wrapping_sub(self.last_flush) >= self.flush_every
+        {
             let before = now();
             serial_write(&c.buf[..c.len]);
             let after = now();
             if c.len >= 16 {
                 let cost = (after - before) / c.len as u64;
-                self.byte_cost = if self.byte_cost == 0 { cost } else { (3 * self.byte_cost + cost) / 4 };
+                self.byte_cost = if self.byte_cost == 0 {
+                    cost
+                } else {
+                    (3 * self.byte_cost + cost) / 4
+                };
             }
             c.len = 0;
             self.last_flush = after;
@@ -568,7 +598,8 @@ impl Heart {
     /// Time to the next heartbeat: `hb`, or longer if the serial budget needs it.
     fn spacing(&self) -> u64 {
         const LINE: u64 = 40;
-        self.interval.max(self.byte_cost * LINE * 100 / self.serial_pct)
+        self.interval
+            .max(self.byte_cost * LINE * 100 / self.serial_pct)
     }
 }
 
@@ -629,10 +660,22 @@ pub struct VerifyResult {
 }
 
 impl VerifyResult {
-    pub const EMPTY: VerifyResult = VerifyResult { pages: 0, keys: 0, max_gen: 0, fails: 0, first: None };
+    pub const EMPTY: VerifyResult = VerifyResult {
+        pages: 0,
+        keys: 0,
+        max_gen: 0,
+        fails: 0,
+        first: None,
+    };
 
     /// Records the outcome of checking one block.
-    pub fn record(&mut self, kind: &'static str, index: u64, generation: u32, r: Result<(), pattern::Found>) {
+    pub fn record(
+        &mut self,
+        kind: &'static str,
+        index: u64,
+        generation: u32,
+        r: Result<(), pattern::Found>,
+    ) {
         self.max_gen = self.max_gen.max(u64::from(generation));
         if let Err(found) = r {
             self.fails += 1;
@@ -647,7 +690,8 @@ impl VerifyResult {
 static VERIFY_ROUND: AtomicU64 = AtomicU64::new(0);
 /// Round each vCPU last finished.
 static VERIFY_DONE: [PerCpu; MAX_CPUS] = [PERCPU0; MAX_CPUS];
-static VERIFY_RESULTS: Global<[VerifyResult; MAX_CPUS]> = Global::new([VerifyResult::EMPTY; MAX_CPUS]);
+static VERIFY_RESULTS: Global<[VerifyResult; MAX_CPUS]> =
+    Global::new([VerifyResult::EMPTY; MAX_CPUS]);
 static VERIFY_PASSES: AtomicU64 = AtomicU64::new(0);
 static VERIFY_FAILS: AtomicU64 = AtomicU64::new(0);
 /// The round in progress is the final one (run= elapsed).
@@ -699,9 +743,15 @@ fn verify_collect(_t: u64) {
         None => {
             VERIFY_PASSES.fetch_add(1, Relaxed);
             if total.keys > 0 {
-                println(format_args!("VERIFY ok pages={} keys={} gen={}", total.pages, total.keys, total.max_gen));
+                println(format_args!(
+                    "VERIFY ok pages={} keys={} gen={}",
+                    total.pages, total.keys, total.max_gen
+                ));
             } else {
-                println(format_args!("VERIFY ok pages={} gen={}", total.pages, total.max_gen));
+                println(format_args!(
+                    "VERIFY ok pages={} gen={}",
+                    total.pages, total.max_gen
+                ));
             }
         }
         Some((kind, index, expected, found)) => {
@@ -721,7 +771,11 @@ fn verify_collect(_t: u64) {
     if FINAL.load(Relaxed) {
         let h = unsafe { HEART.get() };
         h.beat(now(), true);
-        exit(if VERIFY_FAILS.load(Relaxed) == 0 { EXIT_OK } else { EXIT_INTEGRITY });
+        exit(if VERIFY_FAILS.load(Relaxed) == 0 {
+            EXIT_OK
+        } else {
+            EXIT_INTEGRITY
+        });
     }
 }
 
@@ -749,11 +803,16 @@ fn start_aps(expected: usize) {
             core::ptr::copy_nonoverlapping(tss, t, 233);
             core::ptr::write_unaligned(t.add(4) as *mut u64, kstacks + (cpu as u64 + 1) * 4096);
             let base = t as u64;
-            let lo = (232u64) | ((base & 0xFF_FFFF) << 16) | (0x89u64 << 40) | (((base >> 24) & 0xFF) << 56);
+            let lo = (232u64)
+                | ((base & 0xFF_FFFF) << 16)
+                | (0x89u64 << 40)
+                | (((base >> 24) & 0xFF) << 56);
             gdt.add(2 * cpu).write_volatile(lo);
             gdt.add(2 * cpu + 1).write_volatile(base >> 32);
             let stack = alloc_slice::<u8>(boot::USTACK, "a vCPU stack");
-            ustacks.add(cpu).write_volatile(stack.as_ptr() as u64 + boot::USTACK as u64 - 8);
+            ustacks
+                .add(cpu)
+                .write_volatile(stack.as_ptr() as u64 + boot::USTACK as u64 - 8);
         }
     }
     unsafe {
@@ -805,7 +864,9 @@ extern "C" fn rt_bsp_main() -> ! {
     let magic = unsafe { core::ptr::addr_of!(boot::rt_boot_magic).read_volatile() };
     let info = unsafe { core::ptr::addr_of!(boot::rt_boot_info).read_volatile() };
     if magic != MB_BOOT_MAGIC {
-        early_error(format_args!("ERROR not started by a Multiboot loader (eax={magic:#x})"));
+        early_error(format_args!(
+            "ERROR not started by a Multiboot loader (eax={magic:#x})"
+        ));
     }
     if let Err(e) = multiboot_read(u64::from(info), boot) {
         early_error(format_args!("ERROR {e}"));
@@ -900,7 +961,8 @@ fn idt_init() {
     let idt = core::ptr::addr_of_mut!(boot::rt_idt) as *mut u64;
     let gate = |handler: u64, dpl3: bool| -> (u64, u64) {
         let attr: u64 = if dpl3 { 0xEE } else { 0x8E };
-        let lo = (handler & 0xFFFF) | (0x08 << 16) | (attr << 40) | (((handler >> 16) & 0xFFFF) << 48);
+        let lo =
+            (handler & 0xFFFF) | (0x08 << 16) | (attr << 40) | (((handler >> 16) & 0xFFFF) << 48);
         (lo, handler >> 32)
     };
     let table = unsafe { &*core::ptr::addr_of!(boot::rt_exc_table) };
@@ -923,7 +985,10 @@ fn idt_init() {
 #[unsafe(no_mangle)]
 extern "C" fn rt_exception(frame: *const u64) -> ! {
     let (vector, err, rip) = unsafe { (*frame, *frame.add(1), *frame.add(2)) };
-    let mut line = LineBuf { buf: [0; 96], len: 0 };
+    let mut line = LineBuf {
+        buf: [0; 96],
+        len: 0,
+    };
     let _ = writeln!(line, "EXCEPTION vector={vector} err={err:#x} rip={rip:#x}");
     flush_all();
     serial_write(&line.buf[..line.len]);
@@ -992,7 +1057,12 @@ pub struct Pacer {
 impl Pacer {
     pub fn new(per_sec: u64) -> Pacer {
         let hz = tsc_hz();
-        Pacer { per_sec, tokens: 0, last: now(), cap: (per_sec * hz / 100).max(hz) }
+        Pacer {
+            per_sec,
+            tokens: 0,
+            last: now(),
+            cap: (per_sec * hz / 100).max(hz),
+        }
     }
     /// May one more unit be done now?
     #[inline]
@@ -1025,7 +1095,11 @@ pub fn ln(x: f64) -> f64 {
     let bits = x.to_bits();
     let e = ((bits >> 52) & 0x7FF) as i64 - 1023;
     let m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52)); // [1, 2)
-    let (m, e) = if m > core::f64::consts::SQRT_2 { (m / 2.0, e + 1) } else { (m, e) };
+    let (m, e) = if m > core::f64::consts::SQRT_2 {
+        (m / 2.0, e + 1)
+    } else {
+        (m, e)
+    };
     let s = (m - 1.0) / (m + 1.0);
     let s2 = s * s;
     let mut term = s;
