@@ -222,11 +222,13 @@ impl Manager {
             .vms
             .iter()
             .map(|v| {
+                let cooldown = self.config.limits.vm_cooldown_s;
                 v.migrating_to.is_none()
-                    && self
-                        .last_move
-                        .get(&v.id)
-                        .is_none_or(|t| snap.time_s - t >= self.config.limits.vm_cooldown_s)
+                    && (cooldown <= 0.0
+                        || self
+                            .last_move
+                            .get(&v.id)
+                            .is_none_or(|t| snap.time_s - t >= cooldown))
             })
             .collect();
         let placement = match self.mode {
@@ -271,7 +273,7 @@ impl Manager {
         let mut targets = vec![false; snap.hosts.len()];
         for (v, from) in leaving {
             p.release_out(from);
-            match p.find_host(v, &excluded, placement) {
+            match p.find_host(v, &excluded, placement, None) {
                 Some(to) => {
                     p.add(v, to);
                     p.count_migration(from, to);
@@ -296,6 +298,8 @@ impl Manager {
                     excl_find[h] = true;
                 }
             }
+            // Only hosts with VMs can receive (empty ones are off or will be).
+            let open: Vec<usize> = (0..snap.hosts.len()).filter(|&h| !excl_place[h]).collect();
             let mut order: Vec<usize> = (0..snap.hosts.len()).filter(|&h| !excl_find[h]).collect();
             order.sort_by(|&a, &b| p.util(a).total_cmp(&p.util(b)).then(a.cmp(&b)));
             for h in order {
@@ -327,7 +331,7 @@ impl Manager {
                         ok = false;
                         break;
                     }
-                    match p.find_host(v, &excl_place, Placement::PowerAware) {
+                    match p.find_host(v, &excl_place, Placement::PowerAware, Some(&open)) {
                         Some(to) => {
                             p.add(v, to);
                             p.count_migration(h, to);
@@ -433,6 +437,7 @@ struct Planner<'a> {
     kind: Vec<usize>,
     kinds: usize,
     seen: Vec<bool>,
+    cands: Vec<(f64, usize)>,
 }
 
 /// Buffers a `Manager` keeps between intervals so planning does not allocate.
@@ -450,6 +455,7 @@ struct Bufs {
     pending_out: Vec<u32>,
     kind: Vec<usize>,
     seen: Vec<bool>,
+    cands: Vec<(f64, usize)>,
 }
 
 impl<'a> Planner<'a> {
@@ -498,6 +504,7 @@ impl<'a> Planner<'a> {
             kind: b.kind,
             kinds: 0,
             seen: b.seen,
+            cands: b.cands,
         };
         let mut reps: Vec<usize> = Vec::new();
         for (i, h) in snap.hosts.iter().enumerate() {
@@ -557,6 +564,7 @@ impl<'a> Planner<'a> {
             pending_out: self.pending_out,
             kind: self.kind,
             seen: self.seen,
+            cands: self.cands,
         }
     }
 
@@ -711,7 +719,14 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn find_host(&mut self, v: usize, excluded: &[bool], how: Placement) -> Option<usize> {
+    /// The host for VM `v`, among `among` (all hosts when `None`).
+    fn find_host(
+        &mut self,
+        v: usize,
+        excluded: &[bool],
+        how: Placement,
+        among: Option<&[usize]>,
+    ) -> Option<usize> {
         if how == Placement::LeastLoaded {
             let mut best: Option<(f64, usize)> = None;
             for h in 0..self.snap.hosts.len() {
@@ -733,8 +748,16 @@ impl<'a> Planner<'a> {
             }
         }
         self.seen.fill(false);
-        let mut best: Option<(f64, usize)> = None;
-        for h in 0..self.snap.hosts.len() {
+        // Cheap checks first; the detector runs only on the candidates in
+        // order of power increase (ties: lowest index, as a scan would give).
+        let mut cands = std::mem::take(&mut self.cands);
+        cands.clear();
+        let all = 0..self.snap.hosts.len();
+        let hosts: &mut dyn Iterator<Item = usize> = match among {
+            Some(list) => &mut list.iter().copied(),
+            None => &mut all.into_iter(),
+        };
+        for h in hosts {
             if excluded[h] {
                 continue;
             }
@@ -751,17 +774,19 @@ impl<'a> Planner<'a> {
             if !self.fits(v, h) {
                 continue;
             }
-            let delta = self.power_delta(v, h);
-            if best.is_some_and(|(b, _)| delta >= b) {
-                continue;
-            }
-            // CloudSim skips the overload check for an empty host.
-            if !empty && self.overloaded(h, Some(v)) {
-                continue;
-            }
-            best = Some((delta, h));
+            cands.push((self.power_delta(v, h), h));
         }
-        best.map(|(_, h)| h)
+        cands.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut found = None;
+        for &(_, h) in &cands {
+            // CloudSim skips the overload check for an empty host.
+            if !self.active(h) || !self.overloaded(h, Some(v)) {
+                found = Some(h);
+                break;
+            }
+        }
+        self.cands = cands;
+        found
     }
 
     fn decision(&self, v: usize, from: usize, to: usize, reason: Reason) -> Decision {

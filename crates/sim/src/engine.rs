@@ -254,6 +254,8 @@ pub fn simulate_day(
         was_active[h] = true;
     }
     let mut utils = Vec::with_capacity(nh);
+    let mut cuts: Vec<f64> = Vec::new();
+    let mut active = vec![false; nh];
 
     let capped =
         |d: f64, v: &VmSpec, h: &HostSpec| d.min(h.core_mips * v.cores.min(h.cores) as f64);
@@ -327,11 +329,13 @@ pub fn simulate_day(
             let spec = &hosts[h];
             let model = &models[spec.model];
             // Piecewise-constant segments split at migration completions.
-            let mut cuts: Vec<f64> = touching[h]
-                .iter()
-                .map(|&v| inflight[v].expect("touching VMs are in flight").remaining_s)
-                .filter(|c| *c < interval)
-                .collect();
+            cuts.clear();
+            cuts.extend(
+                touching[h]
+                    .iter()
+                    .map(|&v| inflight[v].expect("touching VMs are in flight").remaining_s)
+                    .filter(|c| *c < interval),
+            );
             cuts.push(interval);
             cuts.sort_by(f64::total_cmp);
             cuts.dedup();
@@ -396,7 +400,7 @@ pub fn simulate_day(
             }
         }
         if power_aware {
-            let mut active = vec![false; nh];
+            active.fill(false);
             for v in 0..nv {
                 active[vm_host[v]] = true;
                 if let Some(f) = inflight[v] {
@@ -408,7 +412,7 @@ pub fn simulate_day(
                     shutdowns += 1;
                 }
             }
-            was_active = active;
+            std::mem::swap(&mut was_active, &mut active);
         }
     }
 
