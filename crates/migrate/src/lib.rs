@@ -1,1 +1,44 @@
-//! migrate (work in progress).
+//! Ferry's live-migration engine.
+//!
+//! - [`migrate`] runs the source side: Setup -> Iterative rounds ->
+//!   StopAndCopy -> StateTransfer -> Commit -> Done, rolling back (the VM
+//!   resumes on the source) on any failure before Commit.
+//! - [`receive`] runs the destination side: the VM runs there only after Commit.
+//! - A [`Strategy`] decides each round; `stop-and-copy`, `xen` and `downtime`
+//!   are provided ([`strategy_by_name`]).
+//! - The VMM plugs in through [`SourceVm`], [`VmFactory`] and [`DestinationVm`];
+//!   [`fake`] implements them in memory for tests.
+//!
+//! docs/MIGRATION.md describes the state machine, strategies and safety argument;
+//! docs/PROTOCOL.md the wire protocol.
+
+mod bitmap;
+mod dest;
+mod error;
+pub mod fake;
+mod history;
+mod limiter;
+mod report;
+mod source;
+mod strategy;
+mod vm;
+
+pub use bitmap::{DirtyBitmap, LayoutError, PAGE_SIZE, PageLayout, RegionLayout, Runs, SetBits};
+pub use dest::{DestOptions, ReceiveReport, Received, accept_one, receive};
+pub use error::MigrateError;
+pub use history::PageHistory;
+pub use limiter::{Bandwidth, ParseError, TokenBucket, parse_duration};
+pub use report::{
+    CancelToken, MigrationReport, Outcome, Phase, Progress, ProgressSnapshot, RoundReport,
+    VmLocation,
+};
+pub use source::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_DOWNTIME, DEFAULT_STALL_TIMEOUT, MigrationFailure,
+    SourceOptions, migrate, migrate_stream,
+};
+pub use strategy::{
+    DEFAULT_STRATEGY, Decision, DowntimeParams, DowntimeTarget, RoundPlan, STRATEGIES, StopAndCopy,
+    Strategy, StrategyContext, UnknownStrategy, Xen, XenParams, strategy_by_name,
+};
+pub use vm::{DestinationVm, SourceVm, VmError, VmFactory};
+pub use wire::{Secret, WireError};

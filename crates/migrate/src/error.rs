@@ -1,0 +1,112 @@
+//! Errors of a migration, on either side.
+
+use std::time::Duration;
+
+use thiserror::Error;
+use wire::{AbortCode, WireError};
+
+use crate::bitmap::LayoutError;
+use crate::vm::VmError;
+
+/// Why a migration failed. Display is one line naming the problem.
+#[derive(Debug, Error)]
+pub enum MigrateError {
+    #[error("cannot resolve destination address '{addr}': {source}")]
+    Resolve {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{addr} did not answer within {timeout:?}")]
+    ConnectTimeout { addr: String, timeout: Duration },
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    #[error("the peer made no progress for {timeout:?} while {during}")]
+    Stalled {
+        during: &'static str,
+        timeout: Duration,
+    },
+    #[error("the destination refused the migration ({code}): {message}")]
+    Refused { code: AbortCode, message: String },
+    #[error("the peer aborted the migration ({code}): {message}")]
+    PeerAborted { code: AbortCode, message: String },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("VM {op} failed: {source}")]
+    Vm {
+        op: &'static str,
+        #[source]
+        source: VmError,
+    },
+    #[error("guest memory layout: {0}")]
+    Layout(#[from] LayoutError),
+    #[error("guest memory access at {gpa:#x} failed: {msg}")]
+    Memory { gpa: u64, msg: String },
+    #[error(
+        "the VM has {announced} bytes of memory, more than this destination allows ({max} bytes, --max-memory)"
+    )]
+    MemoryLimit { announced: u64, max: u64 },
+    #[error("invalid VM configuration: {0}")]
+    InvalidConfig(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("the source VM could not be resumed after a failed migration ({first}): {source}")]
+    ResumeFailed {
+        first: Box<MigrateError>,
+        #[source]
+        source: VmError,
+    },
+}
+
+impl MigrateError {
+    /// The Abort code to tell the peer about this error.
+    pub fn abort_code(&self) -> AbortCode {
+        match self {
+            MigrateError::Cancelled => AbortCode::Cancelled,
+            MigrateError::Stalled { .. } => AbortCode::Timeout,
+            MigrateError::MemoryLimit { .. } => AbortCode::MemoryLimit,
+            MigrateError::InvalidConfig(_) | MigrateError::Layout(_) => AbortCode::InvalidConfig,
+            MigrateError::Protocol(_) => AbortCode::Protocol,
+            MigrateError::Wire(e) if e.is_corrupt() => AbortCode::Corrupt,
+            MigrateError::Wire(WireError::AuthFailed(_)) => AbortCode::AuthFailed,
+            MigrateError::Wire(WireError::VersionMismatch { .. }) => AbortCode::Version,
+            MigrateError::Wire(WireError::Unexpected { .. }) => AbortCode::Protocol,
+            MigrateError::Vm { .. } | MigrateError::Memory { .. } => AbortCode::SourceVm,
+            _ => AbortCode::Internal,
+        }
+    }
+
+    /// Whether the peer already knows (it told us, or the connection is gone),
+    /// so sending it an Abort is pointless.
+    pub(crate) fn peer_knows(&self) -> bool {
+        matches!(
+            self,
+            MigrateError::PeerAborted { .. }
+                | MigrateError::Refused { .. }
+                | MigrateError::Stalled { .. }
+                | MigrateError::Wire(WireError::Closed { .. })
+                | MigrateError::Wire(WireError::Io(_))
+                | MigrateError::Wire(WireError::AuthFailed(_))
+                | MigrateError::Wire(WireError::VersionMismatch { .. })
+                | MigrateError::Wire(WireError::PeerAborted { .. })
+        )
+    }
+
+    /// Maps socket timeouts to [`MigrateError::Stalled`] and peer aborts to
+    /// [`MigrateError::PeerAborted`].
+    pub(crate) fn from_wire(e: WireError, during: &'static str, timeout: Duration) -> MigrateError {
+        if e.is_timeout() {
+            return MigrateError::Stalled { during, timeout };
+        }
+        match e {
+            WireError::PeerAborted { code, message } => MigrateError::PeerAborted { code, message },
+            e => MigrateError::Wire(e),
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! The migration report (per round and totals), and the live progress that
+//! another thread (API, progress bar) reads while a migration runs.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::limiter::fmt_bits;
+
+/// What happened in one round (the last one is the stop-and-copy round).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoundReport {
+    /// 1-based round number.
+    pub round: u32,
+    /// True for the stop-and-copy round (VM paused).
+    pub stop_and_copy: bool,
+    /// Pages pending at the start of the round.
+    pub pages_pending: u64,
+    /// Pages the guest dirtied while the round ran.
+    pub pages_dirtied: u64,
+    /// Pages sent as data.
+    pub pages_sent: u64,
+    /// Pending pages not sent this round: dirtied again during the round, or
+    /// held back by the strategy; they stay pending.
+    pub pages_skipped: u64,
+    /// Pending pages found all-zero (sent as a zero run, or not at all if the
+    /// destination never received data for them).
+    pub zero_pages: u64,
+    /// Bytes written to the connection during the round, framing included.
+    pub bytes: u64,
+    pub duration_ms: f64,
+    /// The rate limit in force, bits/s (`None` = unlimited).
+    pub rate_limit_bps: Option<u64>,
+    /// bytes * 8 / duration.
+    pub transfer_rate_bps: f64,
+    /// pages_dirtied * page size * 8 / duration.
+    pub dirty_rate_bps: f64,
+}
+
+/// How a migration ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The VM runs on the destination and acknowledged it.
+    Completed,
+    /// Cancelled before Commit; the VM runs on the source.
+    Cancelled,
+    /// Failed before Commit; the VM runs on the source.
+    Failed(String),
+    /// Commit was sent but the destination's acknowledgement never came:
+    /// the VM is paused and retired on the source and may or may not run on
+    /// the destination (docs/PROTOCOL.md, "The in-doubt window").
+    InDoubt(String),
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Completed => f.write_str("completed"),
+            Outcome::Cancelled => f.write_str("cancelled"),
+            Outcome::Failed(e) => write!(f, "failed: {e}"),
+            Outcome::InDoubt(e) => write!(f, "in doubt: {e}"),
+        }
+    }
+}
+
+impl Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Outcome {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "completed" => Outcome::Completed,
+            "cancelled" => Outcome::Cancelled,
+            _ => {
+                if let Some(e) = s.strip_prefix("failed: ") {
+                    Outcome::Failed(e.to_string())
+                } else if let Some(e) = s.strip_prefix("in doubt: ") {
+                    Outcome::InDoubt(e.to_string())
+                } else {
+                    Outcome::Failed(s)
+                }
+            }
+        })
+    }
+}
+
+/// Where the VM runs after the migration attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmLocation {
+    Source,
+    Destination,
+    /// Commit in doubt: the source will never run it; the destination may.
+    Unknown,
+}
+
+/// The whole migration, as `ferry migrate --json` prints it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MigrationReport {
+    pub strategy: String,
+    pub outcome: Outcome,
+    pub vm_location: VmLocation,
+    /// Connect to end (ack received, or failure).
+    pub total_time_ms: f64,
+    /// Source pause to destination resume, as measured by the engine
+    /// (`None` if the VM never resumed on the destination).
+    pub downtime_ms: Option<f64>,
+    /// Largest heartbeat gap across the switchover seen in the guest's serial
+    /// output; filled in by the caller that reads both sides' logs.
+    pub guest_downtime_ms: Option<f64>,
+    /// Bytes written to the connection, framing and protocol included.
+    pub bytes_sent: u64,
+    pub memory_bytes: u64,
+    /// bytes_sent / memory_bytes.
+    pub bytes_ratio: f64,
+    /// Rounds, the stop-and-copy round included.
+    pub rounds: u32,
+    /// Page transmissions beyond each page's first (a page sent 3 times counts 2).
+    pub pages_resent: u64,
+    /// Pages sent as data, all rounds.
+    pub pages_sent: u64,
+    /// Pages that were all-zero when examined, all rounds.
+    pub zero_pages: u64,
+    /// The bandwidth cap (bits/s), if any.
+    pub max_bandwidth_bps: Option<u64>,
+    pub max_downtime_ms: f64,
+    /// Time the VM spent paused on the source before Commit or rollback.
+    pub pause_ms: Option<f64>,
+    pub per_round: Vec<RoundReport>,
+}
+
+impl MigrationReport {
+    pub(crate) fn new(strategy: &str, memory_bytes: u64) -> Self {
+        MigrationReport {
+            strategy: strategy.to_string(),
+            outcome: Outcome::Failed("not started".into()),
+            vm_location: VmLocation::Source,
+            total_time_ms: 0.0,
+            downtime_ms: None,
+            guest_downtime_ms: None,
+            bytes_sent: 0,
+            memory_bytes,
+            bytes_ratio: 0.0,
+            rounds: 0,
+            pages_resent: 0,
+            pages_sent: 0,
+            zero_pages: 0,
+            max_bandwidth_bps: None,
+            max_downtime_ms: 0.0,
+            pause_ms: None,
+            per_round: Vec::new(),
+        }
+    }
+
+    /// Recomputes the totals that derive from `per_round`.
+    pub(crate) fn finish_totals(&mut self) {
+        self.rounds = self.per_round.len() as u32;
+        self.pages_sent = self.per_round.iter().map(|r| r.pages_sent).sum();
+        self.zero_pages = self.per_round.iter().map(|r| r.zero_pages).sum();
+        self.bytes_ratio = if self.memory_bytes > 0 {
+            self.bytes_sent as f64 / self.memory_bytes as f64
+        } else {
+            0.0
+        };
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+struct Bits(f64);
+impl fmt::Display for Bits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt_bits(self.0, f)
+    }
+}
+
+impl fmt::Display for MigrationReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "migration {} (strategy {})", self.outcome, self.strategy)?;
+        let loc = match self.vm_location {
+            VmLocation::Source => "source",
+            VmLocation::Destination => "destination",
+            VmLocation::Unknown => "unknown (commit in doubt)",
+        };
+        writeln!(f, "  VM runs on:        {loc}")?;
+        writeln!(f, "  total time:        {:.1} ms", self.total_time_ms)?;
+        match self.downtime_ms {
+            Some(d) => writeln!(
+                f,
+                "  downtime:          {d:.1} ms (engine: pause to resume)"
+            )?,
+            None => writeln!(f, "  downtime:          -")?,
+        }
+        if let Some(g) = self.guest_downtime_ms {
+            writeln!(f, "  guest downtime:    {g:.1} ms (largest heartbeat gap)")?;
+        }
+        writeln!(
+            f,
+            "  bytes sent:        {:.1} MiB for {:.1} MiB of memory ({:.2}x)",
+            mib(self.bytes_sent),
+            mib(self.memory_bytes),
+            self.bytes_ratio
+        )?;
+        writeln!(
+            f,
+            "  pages:             {} sent, {} resent, {} zero",
+            self.pages_sent, self.pages_resent, self.zero_pages
+        )?;
+        if let Some(b) = self.max_bandwidth_bps {
+            writeln!(f, "  bandwidth cap:     {}", Bits(b as f64))?;
+        }
+        writeln!(f, "  rounds:            {}", self.rounds)?;
+        if !self.per_round.is_empty() {
+            writeln!(
+                f,
+                "  {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>16} {:>16}",
+                "round",
+                "pending",
+                "dirtied",
+                "sent",
+                "skipped",
+                "zero",
+                "MiB",
+                "ms",
+                "rate",
+                "dirty rate"
+            )?;
+            for r in &self.per_round {
+                writeln!(
+                    f,
+                    "  {:>4}{} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10.2} {:>9.1} {:>16} {:>16}",
+                    r.round,
+                    if r.stop_and_copy { "*" } else { " " },
+                    r.pages_pending,
+                    r.pages_dirtied,
+                    r.pages_sent,
+                    r.pages_skipped,
+                    r.zero_pages,
+                    mib(r.bytes),
+                    r.duration_ms,
+                    Bits(r.transfer_rate_bps).to_string(),
+                    Bits(r.dirty_rate_bps).to_string()
+                )?;
+            }
+            writeln!(f, "  (* = stop-and-copy round, VM paused)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Phase of a running migration, for progress displays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Setup,
+    Iterative,
+    StopAndCopy,
+    StateTransfer,
+    Commit,
+    Done,
+    RolledBack,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            0 => Phase::Setup,
+            1 => Phase::Iterative,
+            2 => Phase::StopAndCopy,
+            3 => Phase::StateTransfer,
+            4 => Phase::Commit,
+            5 => Phase::Done,
+            _ => Phase::RolledBack,
+        }
+    }
+    fn to_u8(self) -> u8 {
+        match self {
+            Phase::Setup => 0,
+            Phase::Iterative => 1,
+            Phase::StopAndCopy => 2,
+            Phase::StateTransfer => 3,
+            Phase::Commit => 4,
+            Phase::Done => 5,
+            Phase::RolledBack => 6,
+        }
+    }
+}
+
+/// Live progress, updated by the engine and read from any thread.
+#[derive(Debug, Default)]
+pub struct Progress {
+    phase: AtomicU8,
+    round: AtomicU32,
+    remaining_dirty_bytes: AtomicU64,
+    bytes_sent: AtomicU64,
+    memory_bytes: AtomicU64,
+    rate_bps: AtomicU64,
+    estimated_downtime_us: AtomicU64,
+}
+
+/// A consistent-enough copy of [`Progress`] for display or JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgressSnapshot {
+    pub phase: Phase,
+    pub round: u32,
+    pub remaining_dirty_bytes: u64,
+    pub bytes_sent: u64,
+    pub memory_bytes: u64,
+    /// Transfer rate of the current or last round, bits/s.
+    pub rate_bps: u64,
+    /// Expected downtime if the VM were stopped now (remaining / rate), ms.
+    pub estimated_downtime_ms: f64,
+}
+
+impl Progress {
+    pub fn new() -> Arc<Progress> {
+        Arc::new(Progress::default())
+    }
+
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        ProgressSnapshot {
+            phase: Phase::from_u8(self.phase.load(Ordering::Relaxed)),
+            round: self.round.load(Ordering::Relaxed),
+            remaining_dirty_bytes: self.remaining_dirty_bytes.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
+            rate_bps: self.rate_bps.load(Ordering::Relaxed),
+            estimated_downtime_ms: self.estimated_downtime_us.load(Ordering::Relaxed) as f64
+                / 1000.0,
+        }
+    }
+
+    pub(crate) fn set_phase(&self, p: Phase) {
+        self.phase.store(p.to_u8(), Ordering::Relaxed);
+    }
+    pub(crate) fn set_round(&self, r: u32) {
+        self.round.store(r, Ordering::Relaxed);
+    }
+    pub(crate) fn set_memory(&self, b: u64) {
+        self.memory_bytes.store(b, Ordering::Relaxed);
+    }
+    pub(crate) fn set_sent(&self, b: u64) {
+        self.bytes_sent.store(b, Ordering::Relaxed);
+    }
+    /// Updates remaining bytes, rate, and the downtime estimate derived from them.
+    pub(crate) fn set_remaining(&self, remaining: u64, rate_bps: f64) {
+        self.remaining_dirty_bytes
+            .store(remaining, Ordering::Relaxed);
+        self.rate_bps.store(rate_bps as u64, Ordering::Relaxed);
+        let est = if rate_bps > 0.0 {
+            remaining as f64 * 8.0 / rate_bps * 1e6
+        } else {
+            0.0
+        };
+        self.estimated_downtime_us
+            .store(est.min(u64::MAX as f64) as u64, Ordering::Relaxed);
+    }
+}
+
+/// Cancels a running migration from another thread. Honoured between and
+/// within rounds, up to the moment Commit is sent.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        CancelToken::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_serializes_as_text() {
+        for (o, s) in [
+            (Outcome::Completed, "\"completed\""),
+            (Outcome::Cancelled, "\"cancelled\""),
+            (Outcome::Failed("boom".into()), "\"failed: boom\""),
+            (Outcome::InDoubt("no ack".into()), "\"in doubt: no ack\""),
+        ] {
+            assert_eq!(serde_json::to_string(&o).unwrap(), s);
+            assert_eq!(serde_json::from_str::<Outcome>(s).unwrap(), o);
+        }
+    }
+
+    #[test]
+    fn report_has_the_documented_fields() {
+        let mut r = MigrationReport::new("xen", 1 << 20);
+        r.bytes_sent = 1 << 21;
+        r.per_round.push(RoundReport {
+            round: 1,
+            pages_sent: 256,
+            ..Default::default()
+        });
+        r.finish_totals();
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        for k in [
+            "strategy",
+            "total_time_ms",
+            "downtime_ms",
+            "guest_downtime_ms",
+            "bytes_sent",
+            "memory_bytes",
+            "rounds",
+            "pages_resent",
+            "outcome",
+            "bytes_ratio",
+            "per_round",
+        ] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        assert_eq!(v["bytes_ratio"], 2.0);
+        assert_eq!(v["rounds"], 1);
+        let text = r.to_string();
+        assert!(
+            text.contains("strategy xen") && text.contains("2.00x"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn progress_estimates_downtime() {
+        let p = Progress::new();
+        p.set_phase(Phase::Iterative);
+        p.set_remaining(1_000_000, 8_000_000.0);
+        let s = p.snapshot();
+        assert_eq!(s.phase, Phase::Iterative);
+        assert!((s.estimated_downtime_ms - 1000.0).abs() < 0.01);
+        let c = CancelToken::new();
+        let c2 = c.clone();
+        c2.cancel();
+        assert!(c.is_cancelled());
+    }
+}

@@ -1,0 +1,89 @@
+//! What the engine needs from a VM on each side. The VMM implements these
+//! traits; the tests implement them with an in-memory fake ([`crate::fake`]).
+
+use vm_memory::GuestMemoryMmap;
+use vmstate::{VmConfig, VmState};
+
+use crate::bitmap::DirtyBitmap;
+
+/// Error of a VM operation, as the VMM reports it.
+pub type VmError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The running VM on the source host.
+///
+/// The engine calls these from one thread, in this order: `config`,
+/// `start_dirty_log`, then rounds of `memory` reads and `harvest_dirty`,
+/// then `pause`, a last `harvest_dirty`, `stop_dirty_log`, `save_state`;
+/// then either `retire` (after Commit) or `resume` (any failure before Commit).
+pub trait SourceVm {
+    /// The machine's configuration (regions, vCPUs), sent to the destination.
+    fn config(&self) -> VmConfig;
+
+    /// Guest memory, read by the engine page by page while the VM runs.
+    fn memory(&self) -> &GuestMemoryMmap;
+
+    /// Starts dirty-page tracking. Pages written after this call are
+    /// reported by the next [`harvest_dirty`](Self::harvest_dirty).
+    fn start_dirty_log(&mut self) -> Result<(), VmError>;
+
+    /// ORs into `into` every page written since the previous harvest (or
+    /// since `start_dirty_log`), including the VMM's own writes into guest
+    /// memory, and re-arms tracking for those pages.
+    fn harvest_dirty(&mut self, into: &mut DirtyBitmap) -> Result<(), VmError>;
+
+    /// Stops dirty-page tracking.
+    fn stop_dirty_log(&mut self) -> Result<(), VmError>;
+
+    /// Stops every vCPU (and device activity that writes guest memory).
+    fn pause(&mut self) -> Result<(), VmError>;
+
+    /// Lets a paused VM run again. Only called before Commit.
+    fn resume(&mut self) -> Result<(), VmError>;
+
+    /// Captures vCPU and device state of the paused VM.
+    fn save_state(&mut self) -> Result<VmState, VmError>;
+
+    /// The VM now belongs to the destination: it must never run here again.
+    /// Called once, after Commit was sent; the VM is paused.
+    fn retire(&mut self);
+
+    /// Optional hint: marks in `into` every page that may hold non-zero data
+    /// (e.g. resident per mincore). Pages left clear are taken as zero without
+    /// being read. Returns false (the default) if the VM cannot tell.
+    fn nonzero_hint(&self, into: &mut DirtyBitmap) -> bool {
+        let _ = into;
+        false
+    }
+
+    /// Optional: slows the vCPUs to run at most `1 - fraction` of the time
+    /// (0.0 = full speed). Returns false (the default) if unsupported.
+    fn throttle(&mut self, fraction: f64) -> Result<bool, VmError> {
+        let _ = fraction;
+        Ok(false)
+    }
+}
+
+/// Creates the VM on the destination host.
+pub trait VmFactory {
+    type Vm: DestinationVm;
+
+    /// Builds a paused VM for `config` with zero-filled memory, or refuses
+    /// (not enough host memory, bad config). Nothing runs until `resume`.
+    fn create(&mut self, config: &VmConfig) -> Result<Self::Vm, VmError>;
+}
+
+/// The incoming VM on the destination host.
+pub trait DestinationVm {
+    /// Guest memory the engine writes received pages into.
+    fn memory(&self) -> &GuestMemoryMmap;
+
+    /// Loads vCPU and device state; the VM stays paused. Everything that can
+    /// fail must fail here, so that `resume` after Commit cannot.
+    fn restore(&mut self, state: VmState) -> Result<(), VmError>;
+
+    /// Starts the vCPUs. Called only after Commit was received.
+    fn resume(&mut self) -> Result<(), VmError>;
+
+    /// Drops the VM without ever running it (any failure before Commit).
+    fn discard(self);
+}
