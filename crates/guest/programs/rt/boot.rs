@@ -112,15 +112,94 @@ ap_long:
     pushq ${ap_main}
     iretq
 
-    /* Exception stubs: push a dummy error code where the CPU pushes none. */
+    /* Exception stubs: push a dummy error code where the CPU pushes none.
+       The report is plain assembly with one-byte `out`s: ring 0 is emulated
+       here, and the emulator fails on the SSE code compiled Rust contains.
+       It first flushes what ring 3 left in the console buffer. */
     .p2align 4
 rt_exc_common:
-    movq %rsp, %rdi
-    andq $-16, %rsp
-    call {exception}
-1:  cli
-    hlt
-    jmp 1b
+    movq %rsp, %rbx
+    movw $0x3f8, %dx
+    leaq {console}(%rip), %rsi
+    movq {console} + {bufsize}(%rip), %rcx
+    cmpq ${bufsize}, %rcx
+    jbe .Lexc_flush
+    movq ${bufsize}, %rcx
+.Lexc_flush:
+    testq %rcx, %rcx
+    jz .Lexc_line
+    movb (%rsi), %al
+    outb %al, %dx
+    incq %rsi
+    decq %rcx
+    jmp .Lexc_flush
+.Lexc_line:
+    leaq .Lmsg_vector(%rip), %rsi
+    call .Lputs
+    movq 0(%rbx), %rax
+    call .Lputhex
+    leaq .Lmsg_err(%rip), %rsi
+    call .Lputs
+    movq 8(%rbx), %rax
+    call .Lputhex
+    leaq .Lmsg_rip(%rip), %rsi
+    call .Lputs
+    movq 16(%rbx), %rax
+    call .Lputhex
+    movb $10, %al
+    outb %al, %dx
+    movl $0x7f, %eax
+    movw $0xf4, %dx
+    outl %eax, %dx
+.Lexc_stop:
+    pause
+    jmp .Lexc_stop
+.Lputs:
+    movb (%rsi), %al
+    testb %al, %al
+    jz .Lputs_end
+    outb %al, %dx
+    incq %rsi
+    jmp .Lputs
+.Lputs_end:
+    ret
+    /* rax in hex with 0x and no leading zeros. */
+.Lputhex:
+    movq %rax, %r8
+    movb $0x30, %al
+    outb %al, %dx
+    movb $0x78, %al
+    outb %al, %dx
+    movl $60, %ecx
+    xorl %r9d, %r9d
+.Lhex_digit:
+    movq %r8, %rax
+    shrq %cl, %rax
+    andl $15, %eax
+    testl %r9d, %r9d
+    jnz .Lhex_out
+    testl %eax, %eax
+    jnz .Lhex_out
+    testl %ecx, %ecx
+    jnz .Lhex_next
+.Lhex_out:
+    movl $1, %r9d
+    cmpl $10, %eax
+    jb .Lhex_dec
+    addl $39, %eax
+.Lhex_dec:
+    addl $0x30, %eax
+    outb %al, %dx
+.Lhex_next:
+    subl $4, %ecx
+    jns .Lhex_digit
+    ret
+.Lmsg_vector:
+    .asciz "EXCEPTION vector="
+.Lmsg_err:
+    .asciz " err="
+.Lmsg_rip:
+    .asciz " rip="
 
     .irp n, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31
     .p2align 4
@@ -136,12 +215,11 @@ rt_exc_\n:
     jmp rt_exc_common
     .endr
 
-    /* int 0x80 from ring 3: park this vCPU for good. */
+    /* APs beyond the ones the guest uses wait here (ring 0, no stack). */
     .p2align 4
 rt_park_stub:
-    cli
-1:  hlt
-    jmp 1b
+    pause
+    jmp rt_park_stub
 
     /* Real-mode AP trampoline, copied to 0x8000 from ring 3. */
     .code16
@@ -180,9 +258,6 @@ rt_exc_table:
     .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .quad rt_exc_\n
     .endr
-    .global rt_park_addr
-rt_park_addr:
-    .quad rt_park_stub
 
     .section .data.rt_boot, "aw"
     .p2align 4
@@ -304,7 +379,8 @@ rt_ap_limit:
     tramp = const TRAMPOLINE,
     bsp_main = sym super::rt_bsp_main,
     ap_main = sym super::rt_ap_main,
-    exception = sym super::rt_exception,
+    bufsize = const super::BUF,
+    console = sym super::CONSOLE,
     options(att_syntax)
 );
 
@@ -319,7 +395,6 @@ unsafe extern "C" {
     pub static mut rt_kstacks: [u8; 4096 * (MAX_CPUS + 1)];
     pub static mut rt_ap_ustack: [u64; MAX_CPUS];
     pub static rt_exc_table: [u64; 32];
-    pub static rt_park_addr: u64;
     pub static rt_tramp_start: u8;
     pub static rt_tramp_end: u8;
     pub static rt_boot_magic: u32;

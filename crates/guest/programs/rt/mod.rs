@@ -99,8 +99,8 @@ pub fn exit(v: u32) -> ! {
     park()
 }
 
-/// Parks this vCPU for good, spinning in ring 3. (Halting in ring 0 via
-/// `int 0x80` hung the whole VM under QEMU on kvm-pvm.)
+/// Parks this vCPU for good, spinning in ring 3 (ring 3 cannot halt, and
+/// ring-0 code is emulated here).
 pub fn park() -> ! {
     loop {
         spin(u64::MAX / 2);
@@ -427,7 +427,7 @@ pub fn alloc_slice<T>(n: usize, what: &str) -> &'static mut [T] {
 
 // ---------------------------------------------------------------- console
 
-const BUF: usize = 4096;
+pub const BUF: usize = 4096;
 /// Flush when this much is buffered (a line plus a heartbeat always fit after).
 const FLUSH_AT: usize = 3072;
 
@@ -959,53 +959,19 @@ fn early_error_code(args: fmt::Arguments, code: u32) -> ! {
 /// Fills the IDT (its page is user-writable, so ring 3 does it natively).
 fn idt_init() {
     let idt = core::ptr::addr_of_mut!(boot::rt_idt) as *mut u64;
-    let gate = |handler: u64, dpl3: bool| -> (u64, u64) {
-        let attr: u64 = if dpl3 { 0xEE } else { 0x8E };
+    let gate = |handler: u64| -> (u64, u64) {
+        let attr: u64 = 0x8E;
         let lo =
             (handler & 0xFFFF) | (0x08 << 16) | (attr << 40) | (((handler >> 16) & 0xFFFF) << 48);
         (lo, handler >> 32)
     };
     let table = unsafe { &*core::ptr::addr_of!(boot::rt_exc_table) };
     for (v, &h) in table.iter().enumerate() {
-        let (lo, hi) = gate(h, false);
+        let (lo, hi) = gate(h);
         unsafe {
             idt.add(2 * v).write_volatile(lo);
             idt.add(2 * v + 1).write_volatile(hi);
         }
-    }
-    let (lo, hi) = gate(unsafe { boot::rt_park_addr }, true);
-    unsafe {
-        idt.add(2 * 0x80).write_volatile(lo);
-        idt.add(2 * 0x80 + 1).write_volatile(hi);
-    }
-}
-
-/// Ring-0 exception report: vector, error code, rip; then exit 0x7f.
-/// The line is built on the stack so another vCPU's output cannot tear it.
-#[unsafe(no_mangle)]
-extern "C" fn rt_exception(frame: *const u64) -> ! {
-    let (vector, err, rip) = unsafe { (*frame, *frame.add(1), *frame.add(2)) };
-    let mut line = LineBuf {
-        buf: [0; 96],
-        len: 0,
-    };
-    let _ = writeln!(line, "EXCEPTION vector={vector} err={err:#x} rip={rip:#x}");
-    flush_all();
-    serial_write(&line.buf[..line.len]);
-    outl(EXIT_PORT, EXIT_CRASH);
-    park()
-}
-
-struct LineBuf {
-    buf: [u8; 96],
-    len: usize,
-}
-impl Write for LineBuf {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
     }
 }
 
