@@ -1,5 +1,10 @@
 //! `ferry`: run, checkpoint and live-migrate VMs; simulate a data center.
 
+mod control;
+mod ctl;
+mod guests;
+mod host;
+mod migration;
 mod run;
 mod serial;
 
@@ -20,6 +25,10 @@ struct Cli {
 enum Command {
     /// Boot a Multiboot kernel (or a built-in guest program) on KVM.
     Run(run::RunArgs),
+    /// Start a VM from a snapshot file; the guest continues where it stopped.
+    Restore(run::RestoreArgs),
+    /// Control a running VM through its API socket.
+    Ctl(ctl::CtlArgs),
     /// Simulate a data center driven by CPU traces, with a migration policy.
     Sim(sim::cli::SimArgs),
 }
@@ -28,6 +37,8 @@ fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run(args) => run::run(args),
+        Command::Restore(args) => run::restore(args),
+        Command::Ctl(args) => ctl::run(args),
         Command::Sim(args) => sim::cli::run(args).map(|()| 0),
     };
     match result {
@@ -37,4 +48,20 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Prints an API answer; an error status becomes an error naming it.
+fn api_result(status: u16, body: serde_json::Value) -> anyhow::Result<i32> {
+    if status >= 400 {
+        let msg = body
+            .get("error")
+            .and_then(|e| e.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| body.to_string());
+        anyhow::bail!("{msg} (HTTP {status})");
+    }
+    if !body.is_null() {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    }
+    Ok(0)
 }

@@ -1,20 +1,46 @@
-//! `ferry run`: boot a guest and run it until it exits.
+//! `ferry run` and `ferry restore`: host one VM until it ends.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
+
+use crate::host::Host;
+
+/// Where serial output goes; shared by every command that runs a VM.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SerialArgs {
+    /// Write serial output to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub serial: Option<PathBuf>,
+    /// Stamp each serial line with host time (seconds since the epoch).
+    #[arg(long)]
+    pub timestamps: bool,
+}
+
+impl SerialArgs {
+    /// The sink for a guest whose TSC runs at `tsc_khz` (0 if unknown).
+    pub fn sink(&self, tsc_khz: u64) -> anyhow::Result<vmm::SerialSink> {
+        crate::serial::sink(self.serial.as_deref(), self.timestamps, tsc_khz)
+    }
+}
 
 /// Arguments of `ferry run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Multiboot v1 kernel file (the file `qemu-system-x86_64 -kernel` boots).
-    #[arg(long, conflicts_with = "guest", required_unless_present = "guest")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "guest",
+        required_unless_present = "guest"
+    )]
     pub kernel: Option<PathBuf>,
     /// Built-in guest program: dirtier, idle or kvstore.
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub guest: Option<String>,
     /// Kernel command line (the guest's parameters).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", value_name = "ARGS")]
     pub append: String,
     /// Guest RAM, e.g. 512M or 1G.
     #[arg(long, default_value = "512M")]
@@ -22,25 +48,39 @@ pub struct RunArgs {
     /// Number of vCPUs.
     #[arg(long, default_value_t = 1)]
     pub vcpus: u32,
-    /// Write serial output to this file instead of stdout.
+    /// Serve the control API on this Unix socket.
+    #[arg(long, value_name = "SOCKET")]
+    pub api: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: SerialArgs,
+}
+
+/// Arguments of `ferry restore`.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// Snapshot file written by `ferry ctl snapshot`.
+    pub file: PathBuf,
+    /// Serve the control API on this Unix socket.
+    #[arg(long, value_name = "SOCKET")]
+    pub api: Option<PathBuf>,
+    /// Restore but leave the VM paused.
     #[arg(long)]
-    pub serial: Option<PathBuf>,
-    /// Stamp each serial line with host time.
-    #[arg(long)]
-    pub timestamps: bool,
+    pub paused: bool,
+    #[command(flatten)]
+    pub output: SerialArgs,
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
-    let memory_bytes = vmm::memory::parse_size(&args.memory).map_err(anyhow::Error::msg)?;
+    let memory_bytes =
+        vmm::memory::parse_size(&args.memory).map_err(|e| anyhow::anyhow!("--memory: {e}"))?;
     let (image, name) = match (&args.kernel, &args.guest) {
         (Some(p), _) => (
             std::fs::read(p).with_context(|| format!("cannot read kernel {}", p.display()))?,
             p.display().to_string(),
         ),
-        (None, Some(g)) => anyhow::bail!("unknown guest program {g:?}"),
+        (None, Some(g)) => (crate::guests::image(g)?.to_vec(), g.clone()),
         (None, None) => anyhow::bail!("give --kernel FILE or --guest NAME"),
     };
-    let sink = crate::serial::sink(args.serial.as_deref(), args.timestamps)?;
     let vm = vmm::Vm::boot(
         &vmm::BootSpec {
             kernel: &image,
@@ -49,9 +89,30 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
             memory_bytes,
             vcpus: args.vcpus,
         },
-        sink,
+        args.output.sink(0)?,
     )?;
-    match vm.wait(None) {
+    serve(Host::new(vm), args.api.as_deref())
+}
+
+pub fn restore(args: &RestoreArgs) -> anyhow::Result<i32> {
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("cannot open snapshot {}", args.file.display()))?;
+    let (vm, _) = vmm::snapshot::restore(file, args.output.sink(0)?, &vmstate::Limits::default())
+        .with_context(|| format!("cannot restore {}", args.file.display()))?;
+    if !args.paused {
+        vm.resume()?;
+    }
+    serve(Host::new(vm), args.api.as_deref())
+}
+
+/// Runs the VM (and its API) until it ends; returns the process exit status.
+pub fn serve(host: Host, api: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let host = Arc::new(host);
+    let _server = match api {
+        Some(path) => Some(crate::control::start(host.clone(), path)?),
+        None => None,
+    };
+    match host.vm.wait(None) {
         Some(vmm::ExitReason::Guest(code)) => Ok(code),
         Some(vmm::ExitReason::Crashed(msg)) => anyhow::bail!("{msg}"),
         Some(vmm::ExitReason::Stopped) | None => Ok(0),

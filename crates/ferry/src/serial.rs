@@ -1,30 +1,49 @@
-//! Where guest serial output goes: stdout or a file, optionally stamped with host time.
+//! Where guest serial output goes: stdout or a file, optionally stamped
+//! with the host time at which each line was printed.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Builds the VMM's serial sink.
-pub fn sink(path: Option<&Path>, timestamps: bool) -> anyhow::Result<vmm::SerialSink> {
+use guest::output::{Line, parse_line};
+
+/// Builds the VMM's serial sink. With `timestamps`, each line is prefixed
+/// with `[seconds.micros]`: the batch's arrival time corrected by the TSC
+/// stamps in the guest's heartbeat lines (`tsc_khz` until the guest's READY
+/// line says better).
+pub fn sink(
+    path: Option<&Path>,
+    timestamps: bool,
+    tsc_khz: u64,
+) -> anyhow::Result<vmm::SerialSink> {
     let mut out: Box<dyn Write + Send> = match path {
         Some(p) => Box::new(io::BufWriter::new(File::create(p).map_err(|e| {
             anyhow::anyhow!("cannot create serial log {}: {e}", p.display())
         })?)),
         None => Box::new(io::stdout()),
     };
-    Ok(Box::new(move |lines: &[u8], at: SystemTime| {
+    let mut khz = tsc_khz;
+    Ok(Box::new(move |bytes: &[u8], at: SystemTime| {
         if timestamps {
-            let t = at
+            let arrival = at
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs_f64();
-            for line in lines.split_inclusive(|&b| b == b'\n') {
-                let _ = write!(out, "[{t:.6}] ");
-                let _ = out.write_all(line);
+            let text = String::from_utf8_lossy(bytes);
+            let raw: Vec<&str> = text.lines().collect();
+            let parsed: Vec<Line> = raw.iter().map(|l| parse_line(l)).collect();
+            if let Some(Line::Ready { tsc_khz, .. }) =
+                parsed.iter().find(|l| matches!(l, Line::Ready { .. }))
+            {
+                khz = *tsc_khz;
+            }
+            let times = guest::stamp::stamp(&parsed, arrival, khz);
+            for (t, l) in times.iter().zip(raw) {
+                let _ = writeln!(out, "[{t:.6}] {l}");
             }
         } else {
-            let _ = out.write_all(lines);
+            let _ = out.write_all(bytes);
         }
         let _ = out.flush();
     }))

@@ -1,0 +1,84 @@
+//! The control API of a hosted VM: routes mapped onto [`Host`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use api::types::{SnapshotRequest, SnapshotResponse, VmStatus, vm_state};
+use api::{Request, Response, Route, Server};
+
+use crate::host::Host;
+
+/// Starts serving `host` on the Unix socket `path`.
+pub fn start(host: Arc<Host>, path: &Path) -> anyhow::Result<Server> {
+    Ok(Server::bind(path, move |req| handle(&host, req))?)
+}
+
+fn handle(host: &Host, req: Request) -> Response {
+    let route = match Route::resolve(&req) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match route {
+        Route::Status => Response::ok(&status(host)),
+        Route::Pause => match host.state_name() {
+            vm_state::RUNNING | vm_state::PAUSED => match host.vm.pause() {
+                Ok(()) => Response::no_content(),
+                Err(e) => Response::error(500, e.to_string()),
+            },
+            s => Response::error(409, format!("cannot pause: the VM is {s}")),
+        },
+        Route::Resume => match host.state_name() {
+            vm_state::RUNNING | vm_state::PAUSED => match host.vm.resume() {
+                Ok(()) => Response::no_content(),
+                Err(e) => Response::error(500, e.to_string()),
+            },
+            s => Response::error(409, format!("cannot resume: the VM is {s}")),
+        },
+        Route::Snapshot => {
+            let body: SnapshotRequest = match req.json() {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            match host.state_name() {
+                vm_state::RUNNING | vm_state::PAUSED => {}
+                s => return Response::error(409, format!("cannot snapshot: the VM is {s}")),
+            }
+            match host.snapshot(Path::new(&body.path)) {
+                Ok(d) => Response::ok(&SnapshotResponse {
+                    bytes: d.bytes,
+                    pages: d.pages,
+                    zero_pages: d.zero_pages,
+                    duration_ms: d.duration_ms.round() as u64,
+                }),
+                Err(e) => Response::error(500, format!("{e:#}")),
+            }
+        }
+        Route::Shutdown => {
+            host.vm.stop(vmm::ExitReason::Stopped);
+            Response::no_content()
+        }
+        Route::Migrate | Route::MigrateProgress | Route::MigrateCancel => {
+            crate::migration::handle(host, route, &req)
+        }
+    }
+}
+
+/// What `GET /api/v1/vm` answers.
+pub fn status(host: &Host) -> VmStatus {
+    let cfg = host.vm.config();
+    let (exit_status, error) = match host.vm.run_state() {
+        vmm::RunState::Exited(vmm::ExitReason::Guest(c)) => (Some(c), None),
+        vmm::RunState::Exited(vmm::ExitReason::Crashed(m)) => (None, Some(m)),
+        _ => (None, None),
+    };
+    VmStatus {
+        state: host.state_name().to_string(),
+        memory_bytes: cfg.memory_bytes,
+        vcpus: cfg.vcpus,
+        kernel: cfg.kernel.clone(),
+        cmdline: cfg.cmdline.clone(),
+        guest: host.guest_counters(),
+        exit_status,
+        error,
+    }
+}

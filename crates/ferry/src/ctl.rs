@@ -1,0 +1,49 @@
+//! `ferry ctl`: talk to a running Ferry process through its API socket.
+
+use std::path::PathBuf;
+
+use api::Client;
+use api::routes;
+use serde_json::json;
+
+/// Arguments of `ferry ctl`.
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// API socket of the `ferry run`/`ferry restore` process.
+    #[arg(long, value_name = "SOCKET")]
+    pub api: PathBuf,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CtlCommand {
+    /// Show state, memory, vCPUs and the guest's latest counters (JSON).
+    Status,
+    /// Pause every vCPU.
+    Pause,
+    /// Resume a paused VM.
+    Resume,
+    /// Write a snapshot of the VM to FILE (the VM is paused meanwhile).
+    Snapshot { file: PathBuf },
+    /// Stop the VM and end its process.
+    Shutdown,
+}
+
+pub fn run(args: &CtlArgs) -> anyhow::Result<i32> {
+    let client = Client::new(&args.api);
+    let (status, body) = match &args.command {
+        CtlCommand::Status => client.get(routes::VM)?,
+        CtlCommand::Pause => client.put(routes::VM_PAUSE, None)?,
+        CtlCommand::Resume => client.put(routes::VM_RESUME, None)?,
+        CtlCommand::Shutdown => client.put(routes::VM_SHUTDOWN, None)?,
+        CtlCommand::Snapshot { file } => {
+            let path = std::path::absolute(file)?;
+            client.put(
+                routes::VM_SNAPSHOT,
+                Some(&json!({ "path": path.display().to_string() })),
+            )?
+        }
+    };
+    crate::api_result(status, body)
+}

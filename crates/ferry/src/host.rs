@@ -1,0 +1,100 @@
+//! One VM hosted by this process, and what operators can do to it.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use vmm::{RunState, Vm};
+
+/// The VM this process runs.
+pub struct Host {
+    pub vm: Vm,
+}
+
+/// Result of a snapshot.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SnapshotDone {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub pages: u64,
+    pub zero_pages: u64,
+    pub duration_ms: f64,
+}
+
+impl Host {
+    pub fn new(vm: Vm) -> Self {
+        Host { vm }
+    }
+
+    /// Lifecycle state as the API reports it.
+    pub fn state_name(&self) -> &'static str {
+        use api::types::vm_state;
+        match self.vm.run_state() {
+            RunState::Running => vm_state::RUNNING,
+            RunState::Paused => vm_state::PAUSED,
+            RunState::Exited(_) => vm_state::EXITED,
+        }
+    }
+
+    /// The guest's latest counters from its status page, if it publishes them.
+    pub fn guest_counters(&self) -> Option<api::types::GuestCounters> {
+        let low = self.vm.host_regions().into_iter().find(|r| r.gpa == 0)?;
+        if low.len < guest::status::GPA + guest::status::PAGE_SIZE as u64 {
+            return None;
+        }
+        // SAFETY: the page lies inside the low RAM mapping, which lives as
+        // long as the VM; the reader copes with concurrent guest writes.
+        let page = unsafe {
+            std::slice::from_raw_parts(
+                low.host.add(guest::status::GPA as usize),
+                guest::status::PAGE_SIZE,
+            )
+        };
+        let s = guest::status::read(page)?;
+        Some(api::types::GuestCounters {
+            workload: s.workload,
+            heartbeat_seq: s.heartbeat_seq,
+            pages_written: s.pages_written,
+            write_rate: s.write_rate,
+            verify_passes: s.verify_passes,
+            verify_failures: s.verify_failures,
+            ops_total: s.ops,
+            ops_per_sec: s.ops_per_sec,
+            p50_ns: s.p50_ns,
+            p99_ns: s.p99_ns,
+        })
+    }
+
+    /// Writes a snapshot atomically: to a temporary file, synced, then renamed,
+    /// so a failure never leaves a half-written snapshot under `path`.
+    pub fn snapshot(&self, path: &Path) -> anyhow::Result<SnapshotDone> {
+        let start = Instant::now();
+        let tmp = path.with_extension("partial");
+        let file = File::create(&tmp)
+            .with_context(|| format!("cannot create snapshot file {}", tmp.display()))?;
+        let result = vmm::snapshot::save(&self.vm, &file).and_then(|stats| {
+            let mut f = &file;
+            f.flush()?;
+            file.sync_all()?;
+            Ok(stats)
+        });
+        let stats = match result {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e).context("snapshot failed");
+            }
+        };
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot move snapshot into place at {}", path.display()))?;
+        Ok(SnapshotDone {
+            path: path.to_path_buf(),
+            bytes: stats.bytes,
+            pages: stats.pages,
+            zero_pages: stats.zero_pages,
+            duration_ms: start.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}
