@@ -1,0 +1,276 @@
+//! Boots the real guest programs on /dev/kvm, and round-trips them through
+//! snapshots. These tests need KVM and fail (never skip) without it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use guest::output::{Line, parse_line};
+use vmm::{BootSpec, ExitReason, Vm};
+
+type Output = Arc<Mutex<Vec<u8>>>;
+
+fn require_kvm() {
+    if let Err(e) = vmm::open_kvm() {
+        panic!("these tests need /dev/kvm: {e}");
+    }
+}
+
+fn capture() -> (vmm::SerialSink, Output) {
+    let out: Output = Arc::default();
+    let o = out.clone();
+    (
+        Box::new(move |b: &[u8], _| o.lock().unwrap().extend_from_slice(b)),
+        out,
+    )
+}
+
+fn lines(out: &Output) -> Vec<Line> {
+    let text = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
+    text.lines().map(parse_line).collect()
+}
+
+fn heartbeats(lines: &[Line]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter_map(|l| match l {
+            Line::Heartbeat { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
+fn verifies(lines: &[Line]) -> (usize, usize) {
+    let ok = lines
+        .iter()
+        .filter(|l| matches!(l, Line::Verify { ok: true, .. }))
+        .count();
+    let bad = lines
+        .iter()
+        .filter(|l| matches!(l, Line::Verify { ok: false, .. }))
+        .count();
+    (ok, bad)
+}
+
+fn boot(name: &str, cmdline: &str, memory: u64, vcpus: u32) -> (Vm, Output) {
+    require_kvm();
+    let (sink, out) = capture();
+    let vm = Vm::boot(
+        &BootSpec {
+            kernel: guest::image(name).expect("built-in guest"),
+            kernel_name: name.into(),
+            cmdline: cmdline.into(),
+            memory_bytes: memory,
+            vcpus,
+        },
+        sink,
+    )
+    .unwrap_or_else(|e| panic!("booting {name}: {e}"));
+    (vm, out)
+}
+
+fn assert_consecutive(seqs: &[u64]) {
+    for w in seqs.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "heartbeat sequence has a gap: {seqs:?}");
+    }
+}
+
+fn run_to_end(name: &str, cmdline: &str, vcpus: u32) {
+    let (vm, out) = boot(name, cmdline, 256 << 20, vcpus);
+    let exit = vm.wait(Some(Duration::from_secs(60)));
+    let l = lines(&out);
+    assert_eq!(
+        exit,
+        Some(ExitReason::Guest(1)),
+        "{name}: {:?}",
+        &l[l.len().saturating_sub(5)..]
+    );
+    assert!(
+        matches!(l.first(), Some(Line::Ready { .. })),
+        "{name} printed no READY line"
+    );
+    let hb = heartbeats(&l);
+    assert!(hb.len() > 10, "{name}: only {} heartbeats", hb.len());
+    assert_eq!(hb[0], 0);
+    assert_consecutive(&hb);
+    let (ok, bad) = verifies(&l);
+    assert!(
+        ok >= 1 && bad == 0,
+        "{name}: {ok} verifications passed, {bad} failed"
+    );
+}
+
+#[test]
+fn idle_boots_and_exits() {
+    run_to_end("idle", "run=1", 1);
+}
+
+#[test]
+fn dirtier_runs_on_two_vcpus() {
+    run_to_end("dirtier", "ws=16M rate=20000 run=1 verify=500ms", 2);
+}
+
+#[test]
+fn kvstore_serves_and_verifies() {
+    run_to_end("kvstore", "keys=20000 run=1 verify=500ms", 1);
+}
+
+/// Snapshot a running dirtier, stop it, restore into a new VM: the guest
+/// must continue its heartbeat numbering and pass its integrity check.
+fn snapshot_round_trip(vcpus: u32) {
+    let (vm, out) = boot(
+        "dirtier",
+        "ws=32M rate=20000 verify=300ms run=2",
+        256 << 20,
+        vcpus,
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    vm.pause().unwrap();
+    let mut snap = Vec::new();
+    let stats = vmm::snapshot::write_paused(&vm, &mut snap).unwrap();
+    assert!(stats.pages > 0);
+    vm.stop(ExitReason::Stopped);
+    drop(vm);
+    let before = heartbeats(&lines(&out));
+    assert!(!before.is_empty());
+
+    let (sink, out2) = capture();
+    let (vm2, _) = vmm::snapshot::restore(&snap[..], sink, &vmstate::Limits::default()).unwrap();
+    vm2.resume().unwrap();
+    let exit = vm2.wait(Some(Duration::from_secs(60)));
+    let after_lines = lines(&out2);
+    assert_eq!(
+        exit,
+        Some(ExitReason::Guest(1)),
+        "{:?}",
+        &after_lines[after_lines.len().saturating_sub(5)..]
+    );
+    let after = heartbeats(&after_lines);
+    assert!(!after.is_empty(), "the restored guest printed no heartbeat");
+    let last_before = *before.last().unwrap();
+    assert!(
+        after[0] <= last_before + 1,
+        "heartbeats jumped from {last_before} to {} across the restore",
+        after[0]
+    );
+    assert_consecutive(&after);
+    let (ok, bad) = verifies(&after_lines);
+    assert!(
+        ok >= 1 && bad == 0,
+        "after restore: {ok} verifications passed, {bad} failed"
+    );
+}
+
+#[test]
+fn snapshot_restore_one_vcpu() {
+    snapshot_round_trip(1);
+}
+
+#[test]
+fn snapshot_restore_two_vcpus() {
+    snapshot_round_trip(2);
+}
+
+#[test]
+fn damaged_snapshots_are_refused_and_leave_nothing_running() {
+    let (vm, _out) = boot("idle", "", 64 << 20, 1);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut snap = Vec::new();
+    vmm::snapshot::save(&vm, &mut snap).unwrap();
+    drop(vm);
+    let limits = vmstate::Limits::default();
+    let truncated = &snap[..snap.len() - 100];
+    let e = vmm::snapshot::restore(truncated, capture().0, &limits)
+        .err()
+        .expect("truncated snapshot restored");
+    assert!(e.to_string().contains("truncated"), "{e}");
+    let mut corrupt = snap.clone();
+    let mid = corrupt.len() / 2;
+    corrupt[mid] ^= 0x40;
+    let e = vmm::snapshot::restore(&corrupt[..], capture().0, &limits)
+        .err()
+        .expect("corrupt snapshot restored");
+    assert!(e.to_string().contains("checksum"), "{e}");
+    let small = vmstate::Limits {
+        max_memory_bytes: 1 << 20,
+    };
+    let e = vmm::snapshot::restore(&snap[..], capture().0, &small)
+        .err()
+        .expect("oversized snapshot restored");
+    assert!(e.to_string().contains("memory"), "{e}");
+}
+
+#[test]
+fn a_guest_that_crashes_is_reported() {
+    require_kvm();
+    // A Multiboot kernel whose first instruction is ud2, with no IDT: the
+    // exception cannot be delivered and the vCPU triple-faults.
+    let mut img = vec![0u8; 64];
+    let (magic, flags) = (0x1BAD_B002u32, 1u32 << 16);
+    let words = [
+        magic,
+        flags,
+        0u32.wrapping_sub(magic.wrapping_add(flags)),
+        0x10_0000,
+        0x10_0000,
+        0x10_0040,
+        0,
+        0x10_0020,
+    ];
+    for (i, w) in words.iter().enumerate() {
+        img[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    img[32] = 0x0f;
+    img[33] = 0x0b;
+    let vm = Vm::boot(
+        &BootSpec {
+            kernel: &img,
+            kernel_name: "crasher".into(),
+            cmdline: String::new(),
+            memory_bytes: 16 << 20,
+            vcpus: 1,
+        },
+        capture().0,
+    )
+    .unwrap();
+    match vm.wait(Some(Duration::from_secs(30))) {
+        Some(ExitReason::Crashed(msg)) => assert!(msg.contains("crash"), "{msg}"),
+        other => panic!("expected a crash, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_boot_input_is_refused() {
+    require_kvm();
+    let spec = |kernel: &'static [u8], memory: u64, vcpus: u32| BootSpec {
+        kernel,
+        kernel_name: "x".into(),
+        cmdline: String::new(),
+        memory_bytes: memory,
+        vcpus,
+    };
+    let e = Vm::boot(&spec(b"\x7fELF not really", 64 << 20, 1), capture().0)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("Multiboot"), "{e}");
+    let e = Vm::boot(
+        &spec(guest::image("idle").unwrap(), 1 << 50, 1),
+        capture().0,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("available"), "{e}");
+    let e = Vm::boot(
+        &spec(guest::image("idle").unwrap(), 64 << 20, 0),
+        capture().0,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("vCPUs"), "{e}");
+    let e = Vm::boot(
+        &spec(guest::image("idle").unwrap(), 1 << 20, 1),
+        capture().0,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("RAM only up to"), "{e}");
+}
