@@ -62,6 +62,12 @@ fn main() {
             eprintln!("building guest program {name} failed ({})", output.status);
             std::process::exit(1);
         }
+        // Surface the guest's compiler warnings (cargo hides build-script output).
+        for line in String::from_utf8_lossy(&output.stderr).lines() {
+            if line.starts_with("warning") && !line.contains("warnings emitted") {
+                println!("cargo:warning=guest {name}: {line}");
+            }
+        }
     }
 }
 
