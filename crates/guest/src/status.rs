@@ -160,7 +160,7 @@ mod tests {
             vcpus: 2,
             heartbeat_seq: 41,
             heartbeat_tsc: 123_456_789,
-            pages_written: 1000,
+            pages_written: 82,
             write_rate: 50_000,
             verify_passes: 3,
             verify_failures: 0,
@@ -201,7 +201,9 @@ mod tests {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, Ordering};
         // The writer keeps pages_written == heartbeat_seq * 2 in every consistent state.
-        let page: Arc<Vec<u8>> = Arc::new(vec![0u8; PAGE_SIZE]);
+        let mut initial = vec![0u8; PAGE_SIZE];
+        initial[..LEN].copy_from_slice(&encode(&sample(), 0));
+        let page: Arc<Vec<u8>> = Arc::new(initial);
         let addr = page.as_ptr() as usize;
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
@@ -210,6 +212,7 @@ mod tests {
             std::thread::spawn(move || {
                 let p = addr as *mut u8;
                 let mut s = sample();
+                s.pages_written = s.heartbeat_seq * 2;
                 let mut seq = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     s.heartbeat_seq += 1;
@@ -227,6 +230,10 @@ mod tests {
                         std::ptr::write_volatile(p.add(8) as *mut u64, (seq + 2).to_le());
                     }
                     seq += 2;
+                    // A guest writes once per heartbeat, not back to back.
+                    for _ in 0..500 {
+                        std::hint::spin_loop();
+                    }
                 }
             })
         };

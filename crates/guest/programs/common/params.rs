@@ -214,7 +214,9 @@ pub fn parse(program: Program, cmdline: &str) -> Result<Params, ParamError<'_>> 
             }
             ("hotshare", Program::Dirtier) => p.hotshare = fraction(value).ok_or(bad(FRAC))?,
             ("rate", Program::Dirtier) => {
-                p.rate = number(value).ok_or(bad("pages per second (0 = unlimited)"))?
+                p.rate = number(value)
+                    .filter(|&n| n <= 1_000_000_000)
+                    .ok_or(bad("pages per second up to 10^9 (0 = unlimited)"))?
             }
             ("phases", Program::Dirtier) => {
                 let expected = "phases like idle:2s,busy:10s (at most 8)";
