@@ -125,7 +125,8 @@ impl Policy {
                 parameter,
                 selector,
             } => {
-                format!("{}-{}-{}", detector.name(), selector.name(), parameter)
+                // `{:?}` keeps the decimal point: thr-mmt-1.0, not thr-mmt-1.
+                format!("{}-{}-{:?}", detector.name(), selector.name(), parameter)
             }
         }
     }

@@ -177,53 +177,90 @@ pub fn summary_csv(r: &Results) -> String {
     s
 }
 
-/// SVG scatter plot: median energy per day (x) against SLAV (y), one labelled
-/// point per policy.
+/// SVG scatter plot: median energy per day (x, logarithmic when the values
+/// span more than a factor of 5, as with the npa baseline) against SLAV (y),
+/// one labelled point per policy; policies on the same point share a label.
 pub fn plot_svg(r: &Results) -> Result<String, String> {
-    let pts: Vec<(f64, f64, &str)> = r
-        .summaries
-        .iter()
-        .map(|x| (x.energy_kwh, x.slav * 1e5, x.policy.as_str()))
-        .collect();
+    let mut pts: Vec<(f64, f64, String)> = Vec::new();
+    for x in &r.summaries {
+        let (e, s) = (x.energy_kwh, x.slav * 1e5);
+        match pts.iter_mut().find(|p| p.0 == e && p.1 == s) {
+            Some(p) => p.2 = format!("{}, {}", p.2, x.policy),
+            None => pts.push((e, s, x.policy.clone())),
+        }
+    }
     let (mut x0, mut x1, mut y1) = (f64::INFINITY, 0.0f64, 0.0f64);
     for p in &pts {
         x0 = x0.min(p.0);
         x1 = x1.max(p.0);
         y1 = y1.max(p.1);
     }
-    if pts.is_empty() {
-        (x0, x1) = (0.0, 1.0);
+    if pts.is_empty() || !(x0 > 0.0) {
+        (x0, x1) = (1.0, 10.0);
     }
-    let xpad = ((x1 - x0) * 0.1).max(1.0);
     let ymax = if y1 > 0.0 { y1 * 1.15 } else { 1.0 };
+    // Stack the labels of nearby points instead of printing them on top of
+    // each other: each label moves down one line per earlier close neighbour.
+    let log = x1 / x0 > 5.0;
+    let near = |a: &(f64, f64, String), b: &(f64, f64, String)| {
+        let dx = if log {
+            (a.0 / b.0).ln().abs() < 0.15
+        } else {
+            (a.0 - b.0).abs() < 0.05 * (x1 - x0)
+        };
+        dx && (a.1 - b.1).abs() < 0.05 * ymax
+    };
+    let offsets: Vec<i32> = (0..pts.len())
+        .map(|i| (0..i).filter(|&j| near(&pts[i], &pts[j])).count() as i32)
+        .collect();
+    let pts: Vec<(f64, f64, String, i32)> = pts
+        .into_iter()
+        .zip(offsets)
+        .map(|((x, y, n), o)| (x, y, n, o))
+        .collect();
+    let title = "Energy vs SLA violation (median per day)";
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (800, 560)).into_drawing_area();
         let e = |e: DrawingAreaErrorKind<_>| e.to_string();
         root.fill(&WHITE).map_err(e)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "Energy vs SLA violation (median per day)",
-                ("sans-serif", 20),
-            )
+        let mut builder = ChartBuilder::on(&root);
+        builder
+            .caption(title, ("sans-serif", 20))
             .margin(20)
             .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d((x0 - xpad).max(0.0)..(x1 + xpad), 0.0..ymax)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc("energy, kWh per day")
-            .y_desc("SLAV (x 1e-5)")
-            .draw()
-            .map_err(e)?;
-        chart
-            .draw_series(pts.iter().map(|(x, y, name)| {
-                EmptyElement::at((*x, *y))
-                    + Circle::new((0, 0), 4, BLUE.filled())
-                    + Text::new(name.to_string(), (6, -14), ("sans-serif", 13))
-            }))
-            .map_err(e)?;
+            .y_label_area_size(60);
+        let point = |(x, y, name, k): &(f64, f64, String, i32)| {
+            EmptyElement::at((*x, *y))
+                + Circle::new((0, 0), 4, BLUE.filled())
+                + Text::new(name.clone(), (6, -14 + 15 * k), ("sans-serif", 13))
+        };
+        if log {
+            let mut chart = builder
+                .build_cartesian_2d((x0 * 0.8..x1 * 1.25).log_scale(), 0.0..ymax)
+                .map_err(e)?;
+            chart
+                .configure_mesh()
+                .x_labels(12)
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .x_desc("energy, kWh per day (log scale)")
+                .y_desc("SLAV (x 1e-5)")
+                .draw()
+                .map_err(e)?;
+            chart.draw_series(pts.iter().map(point)).map_err(e)?;
+        } else {
+            let pad = ((x1 - x0) * 0.1).max(1.0);
+            let mut chart = builder
+                .build_cartesian_2d((x0 - pad).max(0.0)..(x1 + pad), 0.0..ymax)
+                .map_err(e)?;
+            chart
+                .configure_mesh()
+                .x_desc("energy, kWh per day")
+                .y_desc("SLAV (x 1e-5)")
+                .draw()
+                .map_err(e)?;
+            chart.draw_series(pts.iter().map(point)).map_err(e)?;
+        }
         root.present().map_err(e)?;
     }
     Ok(out)
