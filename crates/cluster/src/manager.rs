@@ -271,10 +271,20 @@ impl Manager {
             excluded[h] = true;
         }
         let mut targets = vec![false; snap.hosts.len()];
+        let mut busy: Vec<usize> = (0..snap.hosts.len()).filter(|&h| p.active(h)).collect();
+        let mut empties: Vec<Vec<usize>> = vec![Vec::new(); p.kinds];
+        for h in 0..snap.hosts.len() {
+            if !p.active(h) {
+                empties[p.kind[h]].push(h);
+            }
+        }
         for (v, from) in leaving {
             p.release_out(from);
-            match p.find_host(v, &excluded, placement, None) {
+            match p.find_host(v, &excluded, placement, &busy, Some(&empties)) {
                 Some(to) => {
+                    if !p.active(to) {
+                        busy.push(to);
+                    }
                     p.add(v, to);
                     p.count_migration(from, to);
                     targets[to] = true;
@@ -331,7 +341,7 @@ impl Manager {
                         ok = false;
                         break;
                     }
-                    match p.find_host(v, &excl_place, Placement::PowerAware, Some(&open)) {
+                    match p.find_host(v, &excl_place, Placement::PowerAware, &open, None) {
                         Some(to) => {
                             p.add(v, to);
                             p.count_migration(h, to);
@@ -436,7 +446,6 @@ struct Planner<'a> {
     /// kind are interchangeable, so placement evaluates only the first.
     kind: Vec<usize>,
     kinds: usize,
-    seen: Vec<bool>,
     cands: Vec<(f64, usize)>,
 }
 
@@ -454,7 +463,6 @@ struct Bufs {
     migrations: Vec<u32>,
     pending_out: Vec<u32>,
     kind: Vec<usize>,
-    seen: Vec<bool>,
     cands: Vec<(f64, usize)>,
 }
 
@@ -503,7 +511,6 @@ impl<'a> Planner<'a> {
             scratch: [0.0; HISTORY_LEN],
             kind: b.kind,
             kinds: 0,
-            seen: b.seen,
             cands: b.cands,
         };
         let mut reps: Vec<usize> = Vec::new();
@@ -522,8 +529,7 @@ impl<'a> Planner<'a> {
             }));
         }
         p.kinds = reps.len();
-        p.seen.clear();
-        p.seen.resize(p.kinds, false);
+
         for v in &snap.vms {
             let mut a = [0.0; HISTORY_LEN];
             let n = v.history.len().min(HISTORY_LEN);
@@ -563,7 +569,6 @@ impl<'a> Planner<'a> {
             migrations: self.migrations,
             pending_out: self.pending_out,
             kind: self.kind,
-            seen: self.seen,
             cands: self.cands,
         }
     }
@@ -618,6 +623,11 @@ impl<'a> Planner<'a> {
         }
         let cap = self.snap.hosts[h].cpu_capacity;
         let mut util = self.cpu[h] / cap;
+        if let Detector::Threshold { threshold } = self.cfg.detector {
+            // No history needed.
+            let extra = extra.map_or(0.0, |v| self.snap.vms[v].cpu_demand / cap);
+            return util + extra > threshold;
+        }
         self.scratch = self.hist[h];
         let mut max_t: f64 = 0.0;
         for &v in &self.host_vms[h] {
@@ -719,13 +729,16 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The host for VM `v`, among `among` (all hosts when `None`).
+    /// The host for VM `v`: among `among` (hosts with VMs; the caller keeps
+    /// the list current), and when `empties` is given also the first usable
+    /// empty host of each kind.
     fn find_host(
         &mut self,
         v: usize,
         excluded: &[bool],
         how: Placement,
-        among: Option<&[usize]>,
+        among: &[usize],
+        empties: Option<&[Vec<usize>]>,
     ) -> Option<usize> {
         if how == Placement::LeastLoaded {
             let mut best: Option<(f64, usize)> = None;
@@ -747,34 +760,27 @@ impl<'a> Planner<'a> {
                 return Some(h);
             }
         }
-        self.seen.fill(false);
         // Cheap checks first; the detector runs only on the candidates in
         // order of power increase (ties: lowest index, as a scan would give).
         let mut cands = std::mem::take(&mut self.cands);
         cands.clear();
-        let all = 0..self.snap.hosts.len();
-        let hosts: &mut dyn Iterator<Item = usize> = match among {
-            Some(list) => &mut list.iter().copied(),
-            None => &mut all.into_iter(),
-        };
-        for h in hosts {
-            if excluded[h] {
-                continue;
-            }
-            let empty = !self.active(h);
-            if empty && self.seen[self.kind[h]] {
-                continue;
-            }
-            if !self.can_start(h) {
-                continue;
-            }
-            if empty {
-                self.seen[self.kind[h]] = true;
-            }
-            if !self.fits(v, h) {
+        for &h in among {
+            if excluded[h] || !self.active(h) || !self.can_start(h) || !self.fits(v, h) {
                 continue;
             }
             cands.push((self.power_delta(v, h), h));
+        }
+        for list in empties.unwrap_or(&[]) {
+            // Empty hosts of one kind are interchangeable: the first usable one.
+            let first = list
+                .iter()
+                .copied()
+                .find(|&h| !excluded[h] && !self.active(h) && self.can_start(h));
+            if let Some(h) = first
+                && self.fits(v, h)
+            {
+                cands.push((self.power_delta(v, h), h));
+            }
         }
         cands.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let mut found = None;
