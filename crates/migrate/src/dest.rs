@@ -307,10 +307,15 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         };
         if state.config.memory_bytes != config.memory_bytes
             || state.config.regions != config.regions
+            || state.vcpus.len() != config.vcpus as usize
         {
-            return Err(MigrateError::Protocol(
-                "the VM state describes a different machine than Start announced".into(),
-            ));
+            return Err(MigrateError::Protocol(format!(
+                "the VM state describes a different machine ({} vCPUs, {} bytes) than Start announced ({} vCPUs, {} bytes)",
+                state.vcpus.len(),
+                state.config.memory_bytes,
+                config.vcpus,
+                config.memory_bytes
+            )));
         }
         let vm = self.vm.as_mut().expect("created");
         vm.restore(*state).map_err(|source| MigrateError::Vm {

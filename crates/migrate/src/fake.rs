@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmstate::{DeviceState, IrqchipState, STATE_VERSION, VmConfig, VmState};
+use vmstate::{DeviceState, IrqchipState, STATE_VERSION, VcpuState, VmConfig, VmState};
 
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
 use crate::vm::{DestinationVm, SourceVm, VmError, VmFactory};
@@ -406,7 +406,21 @@ impl SourceVm for FakeVm {
         Ok(VmState {
             version: STATE_VERSION,
             config: self.config.clone(),
-            vcpus: Vec::new(),
+            vcpus: (0..self.config.vcpus)
+                .map(|id| VcpuState {
+                    id,
+                    cpuid: Vec::new(),
+                    mp_state: Default::default(),
+                    regs: Default::default(),
+                    sregs: Default::default(),
+                    xsave: Default::default(),
+                    xcrs: Default::default(),
+                    msrs: Vec::new(),
+                    lapic: Default::default(),
+                    events: Default::default(),
+                    debugregs: Default::default(),
+                })
+                .collect(),
             irqchip: IrqchipState {
                 pic_master: Default::default(),
                 pic_slave: Default::default(),

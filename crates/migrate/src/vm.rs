@@ -43,8 +43,10 @@ pub trait SourceVm {
     /// Captures vCPU and device state of the paused VM.
     fn save_state(&mut self) -> Result<VmState, VmError>;
 
-    /// The VM now belongs to the destination: it must never run here again.
-    /// Called once, after Commit was sent; the VM is paused.
+    /// The VM now belongs to the destination: it must never run here again
+    /// (`resume` must fail from now on). Called once, when the engine starts
+    /// writing Commit; the VM is paused. Keep its memory until the caller
+    /// knows the outcome: after an in-doubt commit it is the only copy.
     fn retire(&mut self);
 
     /// Optional hint: marks in `into` every page that may hold non-zero data
