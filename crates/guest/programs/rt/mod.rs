@@ -828,11 +828,13 @@ fn start_aps(expected: usize) {
         reg(0x310).write_volatile(0);
         reg(0x300).write_volatile(0x000C_4500); // INIT, all excluding self
     }
-    spin(ticks(200_000));
+    // The TSC frequency is not known yet: wait at least 200 us (at up to 5 GHz).
+    spin(1_000_000);
     let sipi = 0x000C_4600 | (boot::TRAMPOLINE as u32 >> 12);
     unsafe { reg(0x300).write_volatile(sipi) };
     let arrived = || unsafe { boot::rt_ap_arrived.load(Acquire) } as usize;
-    let t = now() + ticks(1_000_000);
+    // At least 1 ms, then a second SIPI for APs that missed the first.
+    let t = now() + 5_000_000;
     while arrived() + 1 < expected && now() < t {
         core::hint::spin_loop();
     }
@@ -878,12 +880,13 @@ extern "C" fn rt_bsp_main() -> ! {
         Err(e) => early_error_code(format_args!("ERROR bad parameter {e}"), EXIT_BAD_PARAM),
     };
     unsafe { *PARAMS.get() = p };
-    TSC_KHZ.store(tsc_init(), Relaxed);
     heap_init(boot);
     let expected = mp_cpus().max(madt_cpus()).unwrap_or(1).clamp(1, MAX_CPUS);
+    // The APs boot (slowly, ring 0 is emulated) while the TSC is measured.
     if expected > 1 {
         start_aps(expected);
     }
+    TSC_KHZ.store(tsc_init(), Relaxed);
     let h = unsafe { HEART.get() };
     h.interval = ticks(p.hb_ns);
     h.flush_every = ticks(p.flush_ns);
