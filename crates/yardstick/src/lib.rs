@@ -8,6 +8,7 @@
 //!   a [`QemuMigration`].
 //! - [`serial`]: timestamped serial logs, heartbeats, and the guest-visible
 //!   downtime computation used for both QEMU and Ferry.
+//! - [`guests`]: Ferry's guest programs under QEMU (image, TSC stamping).
 //! - [`bench`], [`table`], [`plot`]: medians, repetitions, ratios, tables
 //!   and SVG plots.
 //!
@@ -16,6 +17,7 @@
 
 pub mod bench;
 pub mod error;
+pub mod guests;
 pub mod migration;
 pub mod plot;
 pub mod qemu;

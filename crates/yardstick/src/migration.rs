@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::error::Error;
 use crate::plot::RoundPoint;
 use crate::qemu::{Qemu, QemuConfig};
-use crate::serial::{self, max_heartbeat_gap};
+use crate::serial::{self, SerialLine, max_heartbeat_gap};
 
 /// What QEMU's `max-bandwidth` is set to when the run asks for no limit:
 /// 1 TiB/s, far above what loopback can carry (QEMU has no "off" value).
@@ -361,8 +361,27 @@ pub fn migrate_guest(
     params: &MigrationParams,
     warmup: Duration,
 ) -> Result<MigrationRun, Error> {
+    migrate_guest_after(
+        config,
+        params,
+        "the first heartbeat",
+        serial::is_heartbeat,
+        warmup,
+    )
+}
+
+/// Like [`migrate_guest`], but first waits (up to 60 s) for a serial line
+/// satisfying `ready` (named `what` in errors), e.g. a verification showing
+/// the working set is fully written, then `warmup` more.
+pub fn migrate_guest_after(
+    config: &QemuConfig,
+    params: &MigrationParams,
+    what: &str,
+    ready: impl FnMut(&SerialLine) -> bool,
+    warmup: Duration,
+) -> Result<MigrationRun, Error> {
     let mut source = Qemu::spawn(config)?;
-    source.wait_for_heartbeat(Duration::from_secs(30))?;
+    source.wait_for_line(0, Duration::from_secs(60), what, ready)?;
     let mut destination = Qemu::spawn_incoming(config)?;
     std::thread::sleep(warmup);
     let report = source.migrate_to(&mut destination, params, config.memory_mib << 20)?;
