@@ -1,5 +1,6 @@
 //! `ferry`: run, checkpoint and live-migrate VMs; simulate a data center.
 
+mod bench;
 mod control;
 mod ctl;
 mod guests;
@@ -29,6 +30,8 @@ enum Command {
     Restore(run::RestoreArgs),
     /// Control a running VM through its API socket.
     Ctl(ctl::CtlArgs),
+    /// Measure Ferry (and QEMU beside it): boot, snapshot, dirty rate, migration.
+    Bench(bench::BenchArgs),
     /// Simulate a data center driven by CPU traces, with a migration policy.
     Sim(sim::cli::SimArgs),
 }
@@ -39,6 +42,7 @@ fn main() {
         Command::Run(args) => run::run(args),
         Command::Restore(args) => run::restore(args),
         Command::Ctl(args) => ctl::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::cli::run(args).map(|()| 0),
     };
     match result {
