@@ -92,6 +92,8 @@ struct Shared {
     ctl: Mutex<Ctl>,
     cv: Condvar,
     writes: AtomicU64,
+    /// Throttle fraction as f64 bits (0 = full speed).
+    throttle: AtomicU64,
 }
 
 impl Shared {
@@ -150,6 +152,7 @@ impl FakeVm {
             }),
             cv: Condvar::new(),
             writes: AtomicU64::new(0),
+            throttle: AtomicU64::new(0f64.to_bits()),
         });
         // Every real page, in address order.
         let all: Vec<(u64, u64)> = layout
@@ -223,6 +226,11 @@ impl FakeVm {
         true
     }
 
+    /// The current throttle fraction (0 = full speed).
+    pub fn throttle_fraction(&self) -> f64 {
+        f64::from_bits(self.shared.throttle.load(Ordering::Relaxed))
+    }
+
     /// The layout of the fake's memory.
     pub fn layout(&self) -> &Arc<PageLayout> {
         &self.layout
@@ -284,7 +292,8 @@ fn guest_loop(memory: GuestMemoryMmap, shared: Arc<Shared>, ws: Vec<(u64, u64)>,
                 return;
             }
             // Writes happen with the lock held, so pause() waits for a write boundary.
-            credit += per_tick;
+            let throttle = f64::from_bits(shared.throttle.load(Ordering::Relaxed));
+            credit += per_tick * (1.0 - throttle).clamp(0.0, 1.0);
             while credit >= 1.0 && !ws.is_empty() {
                 credit -= 1.0;
                 let i = match spec.pattern {
@@ -435,6 +444,14 @@ impl SourceVm for FakeVm {
     fn retire(&mut self) {
         self.calls.push("retire");
         self.shared.lock().state = RunState::Retired;
+    }
+
+    fn throttle(&mut self, fraction: f64) -> Result<bool, VmError> {
+        self.calls.push("throttle");
+        self.shared
+            .throttle
+            .store(fraction.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+        Ok(true)
     }
 
     fn nonzero_hint(&self, into: &mut DirtyBitmap) -> bool {

@@ -33,8 +33,8 @@ pub use report::{
     VmLocation,
 };
 pub use source::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_DOWNTIME, DEFAULT_STALL_TIMEOUT, MigrationFailure,
-    SourceOptions, migrate, migrate_stream,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_DOWNTIME, DEFAULT_STALL_TIMEOUT, MAX_ROUNDS,
+    MigrationFailure, SourceOptions, migrate, migrate_stream,
 };
 pub use strategy::{
     DEFAULT_STRATEGY, Decision, DowntimeParams, DowntimeTarget, RoundPlan, STRATEGIES, StopAndCopy,

@@ -31,6 +31,9 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default downtime target given to strategies.
 pub const DEFAULT_MAX_DOWNTIME: Duration = Duration::from_millis(300);
 
+/// Pre-copy rounds after which the engine switches over whatever the
+/// strategy says (a guard against a strategy that never stops).
+pub const MAX_ROUNDS: u32 = 1000;
 /// Zero runs buffered before a ZeroPages record is written.
 const ZERO_RUN_BATCH: usize = 4096;
 /// How often a round that skips re-dirtied pages refreshes its view of them.
@@ -218,6 +221,8 @@ struct Engine<'a, V: SourceVm> {
     buf: Vec<u8>,
     zero_runs: Vec<(u64, u64)>,
     logging: bool,
+    /// The strategy throttled the vCPUs (undone on rollback).
+    throttled: bool,
     paused_at: Option<Instant>,
     migration_id: u64,
     progress: Arc<Progress>,
@@ -305,6 +310,7 @@ fn migrate_stream_from<V: SourceVm>(
         buf: vec![0; MAX_PAGES_PER_RECORD * PAGE_SIZE as usize],
         zero_runs: Vec::new(),
         logging: false,
+        throttled: false,
         paused_at: None,
         migration_id: u64::from_le_bytes(wire::nonce()[..8].try_into().expect("8 bytes")),
         progress: Arc::clone(&progress),
@@ -517,11 +523,11 @@ impl<V: SourceVm> Engine<'_, V> {
                 measured = ctx.measured_bandwidth_bps();
                 strategy.decide(&ctx)
             };
-            if let Some(bw) = measured {
-                self.progress.set_remaining(pending_pages * PAGE_SIZE, bw);
-            }
+            self.progress
+                .set_remaining(pending_pages * PAGE_SIZE, measured.unwrap_or(0.0));
             match decision {
                 Decision::StopAndCopy => break,
+                Decision::Round(_) if round > MAX_ROUNDS => break,
                 Decision::Round(plan) => {
                     self.progress.set_round(round);
                     self.round(round, &mut pending, &plan, hint.take(), false)?;
@@ -587,9 +593,11 @@ impl<V: SourceVm> Engine<'_, V> {
         };
         self.w.get_mut().get_mut().bucket.set_rate(rate);
         if let Some(t) = plan.throttle {
-            self.vm
+            let applied = self
+                .vm
                 .throttle(t)
                 .map_err(Self::vm_err("throttle vCPUs"))?;
+            self.throttled |= applied && t > 0.0;
         }
         let t0 = Instant::now();
         let b0 = self.bytes();
@@ -803,6 +811,7 @@ impl<V: SourceVm> Engine<'_, V> {
         // The point of no return is *starting* to write Commit: once any of
         // its bytes may have left, the destination may run the VM.
         self.report.vm_location = VmLocation::Unknown;
+        self.vm.retire();
         let t_commit = Instant::now();
         if let Some(p) = self.paused_at {
             self.report.pause_ms = Some(ms(t_commit.duration_since(p)));
@@ -811,7 +820,6 @@ impl<V: SourceVm> Engine<'_, V> {
             .w
             .commit(self.migration_id)
             .and_then(|()| self.w.flush());
-        self.vm.retire();
         if let Err(e) = sent {
             let err = MigrateError::from_wire(e, "sending Commit", self.stall);
             self.report.outcome = Outcome::InDoubt(format!(
@@ -864,6 +872,10 @@ impl<V: SourceVm> Engine<'_, V> {
         if self.logging {
             let _ = self.vm.stop_dirty_log();
             self.logging = false;
+        }
+        if self.throttled {
+            let _ = self.vm.throttle(0.0);
+            self.throttled = false;
         }
         let mut err = err;
         if self.paused_at.is_some()
