@@ -782,9 +782,18 @@ impl<'a> Planner<'a> {
                 cands.push((self.power_delta(v, h), h));
             }
         }
-        cands.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        // Take candidates in order of (power increase, index) until one is
+        // not overloaded with the VM; usually the first few, so no full sort.
         let mut found = None;
-        for &(_, h) in &cands {
+        while !cands.is_empty() {
+            let mut best = 0;
+            for i in 1..cands.len() {
+                let (a, b) = (cands[i], cands[best]);
+                if a.0 < b.0 || (a.0 == b.0 && a.1 < b.1) {
+                    best = i;
+                }
+            }
+            let (_, h) = cands.swap_remove(best);
             // CloudSim skips the overload check for an empty host.
             if !self.active(h) || !self.overloaded(h, Some(v)) {
                 found = Some(h);

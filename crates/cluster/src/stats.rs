@@ -1,20 +1,38 @@
 //! Small statistics used by the detectors and selectors, written to give the
 //! same numbers as CloudSim's `MathUtil` (Apache Commons Math underneath).
 
+/// Runs `f` on a scratch copy of `data` (on the stack for short slices).
+fn with_copy<R>(data: &[f64], f: impl FnOnce(&mut [f64]) -> R) -> R {
+    if data.len() <= 64 {
+        let mut buf = [0.0; 64];
+        buf[..data.len()].copy_from_slice(data);
+        f(&mut buf[..data.len()])
+    } else {
+        f(&mut data.to_vec())
+    }
+}
+
+/// Median of a slice it may reorder.
+fn median_mut(v: &mut [f64]) -> f64 {
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    // Selection, not a full sort: this runs for every candidate host.
+    let (left, mid, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
+    let upper = *mid;
+    if n % 2 == 1 {
+        upper
+    } else {
+        let lower = left.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lower + upper) / 2.0
+    }
+}
+
 /// Median of `data` (the mean of the two middle values for an even count).
 /// Returns NaN for an empty slice.
 pub fn median(data: &[f64]) -> f64 {
-    if data.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = data.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    with_copy(data, median_mut)
 }
 
 /// Median absolute deviation: `median(|x - median(x)|)`; 0 for an empty slice.
@@ -22,9 +40,13 @@ pub fn mad(data: &[f64]) -> f64 {
     if data.is_empty() {
         return 0.0;
     }
-    let m = median(data);
-    let dev: Vec<f64> = data.iter().map(|x| (m - x).abs()).collect();
-    median(&dev)
+    with_copy(data, |v| {
+        let m = median_mut(v);
+        for x in v.iter_mut() {
+            *x = (m - *x).abs();
+        }
+        median_mut(v)
+    })
 }
 
 /// Interquartile range as CloudSim computes it: sort, then
@@ -34,14 +56,23 @@ pub fn iqr(data: &[f64]) -> f64 {
     if data.is_empty() {
         return f64::NAN;
     }
-    let mut v = data.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len() as f64;
-    let idx = |q: f64| -> usize {
-        let i = (q * (n + 1.0) + 0.5).floor() as isize - 1;
-        i.clamp(0, v.len() as isize - 1) as usize
-    };
-    v[idx(0.75)] - v[idx(0.25)]
+    with_copy(data, |v| {
+        let n = v.len() as f64;
+        let idx = |q: f64| -> usize {
+            let i = (q * (n + 1.0) + 0.5).floor() as isize - 1;
+            i.clamp(0, v.len() as isize - 1) as usize
+        };
+        let (i1, i3) = (idx(0.25), idx(0.75));
+        // Two selections instead of a sort: Q3 first, then Q1 left of it.
+        let (left, q3, _) = v.select_nth_unstable_by(i3, f64::total_cmp);
+        let q3 = *q3;
+        let q1 = if i1 < i3 {
+            *left.select_nth_unstable_by(i1, f64::total_cmp).1
+        } else {
+            q3
+        };
+        q3 - q1
+    })
 }
 
 /// Ordinary least squares line through `(x[i], y[i])`: returns

@@ -90,19 +90,29 @@ fn main() {
             t.max.as_secs_f64()
         );
     };
-    for p in ["lr-mmt-1.2", "thr-mmt-0.8", "mad-mmt-2.5", "dvfs"] {
+    for p in [
+        "lr-mmt-1.2",
+        "thr-mmt-0.8",
+        "mad-mmt-2.5",
+        "iqr-mmt-1.5",
+        "dvfs",
+    ] {
         report(
             &format!("{p}, {days} days, 1 thread"),
             time(&spec(&[p], 1), 5),
         );
+        report(
+            &format!("{p}, {days} days, {cores} threads"),
+            time(&spec(&[p], cores), 5),
+        );
     }
     let all = sim::policy::PAPER_POLICIES;
     report(
-        &format!("{} paper policies, {days} days, 1 thread", all.len()),
-        time(&spec(all, 1), 3),
-    );
-    report(
         &format!("{} paper policies, {days} days, {cores} threads", all.len()),
         time(&spec(all, cores), 3),
+    );
+    report(
+        &format!("{} paper policies, {days} days, 1 thread", all.len()),
+        time(&spec(all, 1), 3),
     );
 }
