@@ -1,7 +1,7 @@
 //! Migrates an in-memory fake VM over loopback TCP and prints the report:
 //! a quick look at the engine's behaviour and throughput without KVM.
 //!
-//! cargo run --release -p migrate --example loopback -- [MiB] [strategy] [writes/s] [bandwidth|unlimited] [prefill-fraction]
+//! cargo run --release -p migrate --example loopback -- [MiB] [strategy] [writes/s] [bandwidth|unlimited] [prefill-fraction] [hint|nohint]
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -20,11 +20,13 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let writes: u64 = arg(2, "5000").parse()?;
     let bw = arg(3, "unlimited");
     let prefill: f64 = arg(4, "1.0").parse()?;
+    let hint = arg(5, "hint") == "hint";
 
     let secret = Secret::from_bytes(b"loopback example secret, 32 B!!!").ok_or("secret")?;
     let mut spec = FakeSpec::new(mib);
     spec.prefill_pages = (mib as f64 * 256.0 * prefill) as u64;
     spec.writes_per_sec = writes;
+    spec.nonzero_hint = hint;
     spec.working_set_pages = (mib * 256 / 8).max(1);
     let mut vm = FakeVm::new(spec)?;
     std::thread::sleep(Duration::from_millis(200));

@@ -88,7 +88,6 @@ struct Ctl {
 
 struct Shared {
     dirty: Vec<AtomicU64>,
-    touched: Vec<AtomicU64>,
     ctl: Mutex<Ctl>,
     cv: Condvar,
     writes: AtomicU64,
@@ -145,7 +144,6 @@ impl FakeVm {
         let words = (layout.index_len() / 64) as usize;
         let shared = Arc::new(Shared {
             dirty: (0..words).map(|_| AtomicU64::new(0)).collect(),
-            touched: (0..words).map(|_| AtomicU64::new(0)).collect(),
             ctl: Mutex::new(Ctl {
                 state: RunState::Running,
                 stop: false,
@@ -269,7 +267,6 @@ fn write_page(
     memory.write_slice(&block, GuestAddress(gpa + off))?;
     let (w, b) = ((idx / 64) as usize, idx % 64);
     shared.dirty[w].fetch_or(1 << b, Ordering::SeqCst);
-    shared.touched[w].fetch_or(1 << b, Ordering::Relaxed);
     Ok(())
 }
 
@@ -455,13 +452,7 @@ impl SourceVm for FakeVm {
     }
 
     fn nonzero_hint(&self, into: &mut DirtyBitmap) -> bool {
-        if !self.hint {
-            return false;
-        }
-        for (dst, src) in into.words_mut().iter_mut().zip(&self.shared.touched) {
-            *dst |= src.load(Ordering::SeqCst);
-        }
-        true
+        self.hint && crate::hint::resident_pages(&self.memory, into).is_ok()
     }
 }
 

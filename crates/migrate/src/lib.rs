@@ -16,6 +16,7 @@ mod bitmap;
 mod dest;
 mod error;
 pub mod fake;
+mod hint;
 mod history;
 mod limiter;
 mod report;
@@ -26,6 +27,7 @@ mod vm;
 pub use bitmap::{DirtyBitmap, LayoutError, PAGE_SIZE, PageLayout, RegionLayout, Runs, SetBits};
 pub use dest::{DestOptions, ReceiveReport, Received, accept_one, receive};
 pub use error::MigrateError;
+pub use hint::resident_pages;
 pub use history::PageHistory;
 pub use limiter::{Bandwidth, ParseError, TokenBucket, parse_duration};
 pub use report::{
