@@ -106,6 +106,32 @@ fn hotspot_moves_smallest_memory_vm_to_least_power_increase() {
 }
 
 #[test]
+fn least_loaded_and_power_aware_choose_differently() {
+    // Host 0 is a hotspot (0.9 > 0.8); MMT moves VM 2 (300 MIPS, 0.15).
+    // Power-aware: G4 host 2 at 0.3 -> 0.45 costs 100.75 - 96 = 4.75 W, G5
+    // host 1 at 0.1 -> 0.25 costs 103 - 97 = 6 W: host 2. Least loaded:
+    // host 1 ends at 0.25, host 2 at 0.45: host 1.
+    let s = snap(
+        vec![host(0, true, 0), host(1, true, 1), host(2, true, 0)],
+        vec![
+            vm(1, 0, 1500.0, 1740.0),
+            vm(2, 0, 300.0, 613.0),
+            vm(3, 1, 200.0, 870.0),
+            vm(4, 2, 600.0, 870.0),
+        ],
+    );
+    let mut c = config(thr(0.8), Selector::MinMigrationTime, Pattern::Consolidate);
+    c.coldspot_below = Some(0.0); // no coldspot phase
+    let p = Manager::new(c.clone(), 1).unwrap().decide(&s).unwrap();
+    assert_eq!(moves(&p), vec![(2, 0, 2, Reason::Hotspot)]);
+    c.pattern = Pattern::Balance;
+    let p = Manager::new(c, 1).unwrap().decide(&s).unwrap();
+    assert_eq!(moves(&p), vec![(2, 0, 1, Reason::Hotspot)]);
+    assert_eq!(p.mode, Mode::Balance);
+    assert!(p.switch_off.is_empty());
+}
+
+#[test]
 fn never_places_on_a_host_that_would_become_overloaded() {
     // Host 1 at 0.7: +0.35 would make it 1.05 > 0.8. Host 2 is off: it is
     // woken and listed in switch_on.
