@@ -3,11 +3,14 @@
 //!
 //! ```text
 //! cargo run --release -p yardstick --example qemu_bench -- \
-//!     [--kernel FILE] [--append ARGS] [--memory MIB] [--vcpus N] [--reps N] \
+//!     [--guest NAME | --kernel FILE] [--append ARGS] [--memory MIB] [--vcpus N] [--reps N] \
 //!     [--bandwidth GBIT|unlimited]... [--downtime MS] [--warmup MS] \
 //!     [--seabios] [--json] [--plot DIR]
 //! ```
-//! Without `--kernel` it uses the crate's tiny heartbeat test kernel.
+//! `--guest` takes one of Ferry's guest programs (dirtier, idle, kvstore);
+//! a dirtier is migrated once it has written its whole working set (a
+//! `VERIFY ok ... gen>=2`). Without `--guest` or `--kernel` it uses the
+//! crate's tiny heartbeat test kernel.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,6 +23,7 @@ use yardstick::table::Table;
 use yardstick::testkernel::heartbeat_kernel;
 
 struct Args {
+    guest: Option<String>,
     kernel: Option<PathBuf>,
     append: String,
     memory: u64,
@@ -35,6 +39,7 @@ struct Args {
 
 fn parse() -> Result<Args, String> {
     let mut a = Args {
+        guest: None,
         kernel: None,
         append: String::new(),
         memory: 256,
@@ -52,6 +57,7 @@ fn parse() -> Result<Args, String> {
         let mut val = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--kernel" => a.kernel = Some(val()?.into()),
+            "--guest" => a.guest = Some(val()?),
             "--append" => a.append = val()?,
             "--memory" => a.memory = val()?.parse().map_err(|e| format!("--memory: {e}"))?,
             "--vcpus" => a.vcpus = val()?.parse().map_err(|e| format!("--vcpus: {e}"))?,
@@ -91,14 +97,18 @@ fn main() {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse()?;
     let _image;
-    let kernel = match &args.kernel {
-        Some(k) => k.clone(),
-        None => {
+    let _setup;
+    let mut cfg = match (&args.guest, &args.kernel) {
+        (Some(name), _) => {
+            _setup = yardstick::guests::guest_config(name, &args.append)?;
+            _setup.config.clone()
+        }
+        (None, Some(k)) => QemuConfig::new(k.clone()),
+        (None, None) => {
             _image = ImageFile::new("heartbeat.bin", &heartbeat_kernel(None))?;
-            _image.path().to_path_buf()
+            QemuConfig::new(_image.path())
         }
     };
-    let mut cfg = QemuConfig::new(kernel);
     cfg.append = args.append.clone();
     cfg.memory_mib = args.memory;
     cfg.vcpus = args.vcpus;
@@ -141,8 +151,25 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             ..MigrationParams::default()
         };
         let runs = yardstick::bench::repeat(args.reps, |_| {
-            yardstick::migrate_guest(&cfg, &params, Duration::from_millis(args.warmup))
-                .map(|r| r.report)
+            yardstick::migrate_guest_after(
+                &cfg,
+                &params,
+                "the guest to be ready",
+                |l| {
+                    if args.guest.as_deref() == Some("dirtier") {
+                        // A full pass over the working set is done.
+                        l.text.starts_with("VERIFY ok")
+                            && l.text.split_whitespace().any(|w| {
+                                w.strip_prefix("gen=").and_then(|g| g.parse::<u64>().ok())
+                                    >= Some(2)
+                            })
+                    } else {
+                        yardstick::serial::is_heartbeat(l)
+                    }
+                },
+                Duration::from_millis(args.warmup),
+            )
+            .map(|r| r.report)
         })?;
         let med = |f: &dyn Fn(&QemuMigration) -> f64| {
             yardstick::bench::median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)

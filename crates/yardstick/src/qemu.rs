@@ -609,19 +609,21 @@ impl Drop for KillGuard {
 /// Boot time of one QEMU run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BootTime {
-    /// From spawning QEMU to the first serial line, in ms.
+    /// From spawning QEMU to the arrival of the first serial line, in ms.
     pub first_line_ms: f64,
-    /// From spawning QEMU to the first heartbeat line, in ms.
+    /// From spawning QEMU to the first heartbeat line, in ms: when the
+    /// guest printed it ([`SerialLine::time`], refined by the config's
+    /// stamper), which can precede the first line's arrival.
     pub first_heartbeat_ms: f64,
 }
 
 /// Spawns QEMU for `config`, waits for the first heartbeat, stops QEMU, and
-/// returns the times from spawn (just before `fork`) to the first line and
-/// the first heartbeat, by their host arrival (or refined) times.
+/// returns the times from spawn (just before `fork`) to the first line's
+/// arrival and to the first heartbeat.
 pub fn measure_boot(config: &QemuConfig, timeout: Duration) -> Result<BootTime, Error> {
     let mut q = Qemu::spawn(config)?;
     let hb = q.wait_for_heartbeat(timeout)?;
-    let first = q.serial.lines().first().map_or(hb.time, |l| l.time);
+    let first = q.serial.lines().first().map_or(hb.arrival, |l| l.arrival);
     let t0 = q.spawned_at;
     q.kill();
     Ok(BootTime {
@@ -738,4 +740,46 @@ pub fn check_kvm() -> Result<(), Error> {
         .open("/dev/kvm")
         .map(drop)
         .map_err(|source| Error::Kvm { source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argument_list() {
+        let mut c = QemuConfig::new("/g/dirtier.elf");
+        c.append = "ws=64M rate=1000".into();
+        c.memory_mib = 512;
+        c.vcpus = 2;
+        let a = c.args("host", Path::new("/t/s.sock"), Path::new("/t/q.sock"), true);
+        let text = a.join(" ");
+        for want in [
+            "-enable-kvm -cpu host -m 512M -smp 2",
+            "-bios /usr/share/qemu/qboot.rom",
+            "-kernel /g/dirtier.elf",
+            "-display none -no-reboot -nodefaults",
+            "-device isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-chardev socket,id=ser0,path=/t/s.sock -serial chardev:ser0",
+            "-qmp unix:/t/q.sock,server=on,wait=off",
+            "-incoming defer",
+        ] {
+            assert!(text.contains(want), "{want:?} missing in {text}");
+        }
+        // The command line stays one argument, spaces and all.
+        assert!(a.iter().any(|x| x == "ws=64M rate=1000"));
+        c.firmware = Firmware::SeaBios;
+        let a = c.args("host", Path::new("s"), Path::new("q"), false);
+        assert!(!a.iter().any(|x| x == "-bios" || x == "-incoming"));
+    }
+
+    #[test]
+    fn config_checks() {
+        let mut c = QemuConfig::new("/nonexistent/k.elf");
+        c.memory_mib = 0;
+        assert!(matches!(Qemu::spawn(&c).unwrap_err(), Error::Config(_)));
+        c.memory_mib = 1;
+        c.vcpus = 0;
+        assert!(matches!(Qemu::spawn(&c).unwrap_err(), Error::Config(_)));
+    }
 }
