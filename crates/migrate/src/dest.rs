@@ -161,7 +161,16 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
     ) -> Result<(), MigrateError> {
         wire::dest_handshake(r, w, &self.opts.secret, &self.opts.offer)
             .map_err(self.wire("authenticating the source"))?;
+        self.session(r, w, factory)
+    }
 
+    /// Everything after the handshake.
+    fn session<R: std::io::Read, W: std::io::Write, F: VmFactory<Vm = VM>>(
+        &mut self,
+        r: &mut MessageReader<R>,
+        w: &mut MessageWriter<W>,
+        factory: &mut F,
+    ) -> Result<(), MigrateError> {
         // Start: check the VM against our limits before allocating anything.
         let start = match r
             .next("waiting for Start")
@@ -382,4 +391,38 @@ impl MigrateError {
             e => e.abort_code(),
         }
     }
+}
+
+/// Runs the destination's post-handshake state machine over `stream` with
+/// the fake VM, as a fuzz target would: any input must end in a clean error
+/// or a resumed VM, and everything created must be discarded on error.
+/// Only built with the `fuzzing` feature (it skips authentication).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_session(stream: &[u8], max_memory: u64) -> Result<(), MigrateError> {
+    let secret = Secret::from_bytes(&[0u8; 32]).expect("32 bytes");
+    let opts = DestOptions::new(secret, max_memory);
+    let mut factory = crate::fake::FakeFactory::default();
+    let mut r = MessageReader::new(stream);
+    let mut w = MessageWriter::new(std::io::sink());
+    let mut rx = Receiver {
+        opts: &opts,
+        vm: None,
+        report: ReceiveReport::default(),
+    };
+    let result = rx.session(&mut r, &mut w, &mut factory);
+    if let Some(vm) = rx.vm.take() {
+        if result.is_ok() {
+            drop(vm);
+        } else {
+            vm.discard();
+        }
+    }
+    let log = factory.log();
+    assert!(!log.resumed_before_restore, "resumed before restore");
+    if result.is_err() {
+        assert_eq!(log.resumed, 0, "resumed a VM that failed to arrive");
+        assert_eq!(log.created, log.discarded, "created VM not discarded");
+    }
+    result
 }

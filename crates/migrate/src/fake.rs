@@ -330,6 +330,40 @@ fn guest_loop(memory: GuestMemoryMmap, shared: Arc<Shared>, ws: Vec<(u64, u64)>,
     }
 }
 
+/// A VM state for `config` with default register contents and `token` in
+/// the UART's pending line (so a test can see that the state arrived).
+pub fn fake_state(config: &VmConfig, token: Vec<u8>) -> VmState {
+    let mut devices = DeviceState::default();
+    devices.serial.pending_line = token;
+    VmState {
+        version: STATE_VERSION,
+        config: config.clone(),
+        vcpus: (0..config.vcpus)
+            .map(|id| VcpuState {
+                id,
+                cpuid: Vec::new(),
+                mp_state: Default::default(),
+                regs: Default::default(),
+                sregs: Default::default(),
+                xsave: Default::default(),
+                xcrs: Default::default(),
+                msrs: Vec::new(),
+                lapic: Default::default(),
+                events: Default::default(),
+                debugregs: Default::default(),
+            })
+            .collect(),
+        irqchip: IrqchipState {
+            pic_master: Default::default(),
+            pic_slave: Default::default(),
+            ioapic: Default::default(),
+            pit: Default::default(),
+            clock: Default::default(),
+        },
+        devices,
+    }
+}
+
 fn fake_err(msg: &str) -> VmError {
     msg.to_string().into()
 }
@@ -407,35 +441,7 @@ impl SourceVm for FakeVm {
         if self.run_state() != RunState::Paused {
             return Err(fake_err("save_state of a running VM"));
         }
-        let mut devices = DeviceState::default();
-        devices.serial.pending_line = self.state_token();
-        Ok(VmState {
-            version: STATE_VERSION,
-            config: self.config.clone(),
-            vcpus: (0..self.config.vcpus)
-                .map(|id| VcpuState {
-                    id,
-                    cpuid: Vec::new(),
-                    mp_state: Default::default(),
-                    regs: Default::default(),
-                    sregs: Default::default(),
-                    xsave: Default::default(),
-                    xcrs: Default::default(),
-                    msrs: Vec::new(),
-                    lapic: Default::default(),
-                    events: Default::default(),
-                    debugregs: Default::default(),
-                })
-                .collect(),
-            irqchip: IrqchipState {
-                pic_master: Default::default(),
-                pic_slave: Default::default(),
-                ioapic: Default::default(),
-                pit: Default::default(),
-                clock: Default::default(),
-            },
-            devices,
-        })
+        Ok(fake_state(&self.config, self.state_token()))
     }
 
     fn retire(&mut self) {

@@ -25,6 +25,8 @@ mod strategy;
 mod vm;
 
 pub use bitmap::{DirtyBitmap, LayoutError, PAGE_SIZE, PageLayout, RegionLayout, Runs, SetBits};
+#[cfg(feature = "fuzzing")]
+pub use dest::fuzz_session;
 pub use dest::{DestOptions, ReceiveReport, Received, accept_one, receive};
 pub use error::MigrateError;
 pub use hint::resident_pages;

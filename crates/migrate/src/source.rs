@@ -184,7 +184,13 @@ struct Meter {
 
 impl Write for Meter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = buf.len().min(WRITE_SLICE);
+        // At low rates, smaller slices keep each sleep short (cancellation
+        // and stall detection stay responsive): at most ~20 ms of data.
+        let slice = match self.bucket.rate() {
+            Some(r) => ((r.bytes_per_sec() / 50) as usize).clamp(4096, WRITE_SLICE),
+            None => WRITE_SLICE,
+        };
+        let n = buf.len().min(slice);
         self.bucket.consume(n as u64);
         let w = self.stream.write(&buf[..n])?;
         self.bytes += w as u64;
@@ -626,6 +632,7 @@ impl<V: SourceVm> Engine<'_, V> {
             ..Default::default()
         };
         let mut last_harvest = Instant::now();
+        let mut visited = c.skipped;
         for (start, count) in visit.runs() {
             let mut i = start;
             let end = start + count;
@@ -640,6 +647,13 @@ impl<V: SourceVm> Engine<'_, V> {
                 }
                 self.send_chunk(i, n, skip.then_some(&dirtied), hint.as_ref(), &mut c)?;
                 i += n;
+                visited += n;
+                let secs = t0.elapsed().as_secs_f64();
+                if secs > 0.0 {
+                    let rate = (self.bytes() - b0) as f64 * 8.0 / secs;
+                    self.progress
+                        .set_remaining((pending_pages - visited) * PAGE_SIZE, rate);
+                }
             }
         }
         self.flush_zero_runs(&mut c)?;
