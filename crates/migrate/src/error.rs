@@ -32,6 +32,12 @@ pub enum MigrateError {
         during: &'static str,
         timeout: Duration,
     },
+    #[error("the connection to the peer was lost while {during}: {source}")]
+    ConnectionLost {
+        during: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the destination refused the migration ({code}): {message}")]
     Refused { code: AbortCode, message: String },
     #[error("the peer aborted the migration ({code}): {message}")]
@@ -49,7 +55,7 @@ pub enum MigrateError {
     #[error("guest memory access at {gpa:#x} failed: {msg}")]
     Memory { gpa: u64, msg: String },
     #[error(
-        "the VM has {announced} bytes of memory, more than this destination allows ({max} bytes, --max-memory)"
+        "the VM has {} of memory, more than this destination allows ({}, --max-memory)", human(*announced), human(*max)
     )]
     MemoryLimit { announced: u64, max: u64 },
     #[error("invalid VM configuration: {0}")]
@@ -88,6 +94,7 @@ impl MigrateError {
         matches!(
             self,
             MigrateError::PeerAborted { .. }
+                | MigrateError::ConnectionLost { .. }
                 | MigrateError::Refused { .. }
                 | MigrateError::Stalled { .. }
                 | MigrateError::Wire(WireError::Closed { .. })
@@ -104,9 +111,40 @@ impl MigrateError {
         if e.is_timeout() {
             return MigrateError::Stalled { during, timeout };
         }
+        let lost = |k: std::io::ErrorKind| {
+            use std::io::ErrorKind::*;
+            matches!(
+                k,
+                BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected | UnexpectedEof
+            )
+        };
         match e {
+            WireError::Io(source)
+            | WireError::Encode(vmstate::EncodeError::Io(source))
+            | WireError::Decode(vmstate::DecodeError::Io { source, .. })
+                if lost(source.kind()) =>
+            {
+                MigrateError::ConnectionLost { during, source }
+            }
             WireError::PeerAborted { code, message } => MigrateError::PeerAborted { code, message },
             e => MigrateError::Wire(e),
         }
+    }
+}
+
+/// "512.0 MiB", or the exact byte count when that would round.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    let exact = u == 0 || bytes.is_multiple_of(1u64 << (10 * u));
+    if u == 0 || !exact {
+        format!("{bytes} bytes")
+    } else {
+        format!("{v:.0} {}", UNITS[u])
     }
 }

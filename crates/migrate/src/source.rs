@@ -387,6 +387,12 @@ impl<V: SourceVm> Engine<'_, V> {
             return Err(MigrateError::Cancelled);
         }
         match self.incoming.try_recv() {
+            Ok(FromDest::Error(WireError::Closed { .. })) => {
+                Err(MigrateError::Wire(WireError::Closed {
+                    during: "sending pages",
+                }))
+            }
+            Ok(FromDest::Error(e)) => Err(MigrateError::from_wire(e, "sending pages", self.stall)),
             Ok(m) => Err(self.unexpected(m, "while pages are being sent")),
             Err(TryRecvError::Empty) => Ok(()),
             Err(TryRecvError::Disconnected) => Err(MigrateError::Wire(WireError::Closed {
@@ -429,6 +435,9 @@ impl<V: SourceVm> Engine<'_, V> {
                 .incoming
                 .recv_timeout(left.min(Duration::from_millis(50)))
             {
+                Ok(FromDest::Error(WireError::Closed { .. })) => {
+                    return Err(MigrateError::Wire(WireError::Closed { during }));
+                }
                 Ok(FromDest::Error(e)) => {
                     return Err(MigrateError::from_wire(e, during, self.stall));
                 }
@@ -446,7 +455,10 @@ impl<V: SourceVm> Engine<'_, V> {
     fn explain(&mut self, e: MigrateError) -> MigrateError {
         if !matches!(
             e,
-            MigrateError::Wire(WireError::Io(_) | WireError::Encode(_) | WireError::Closed { .. })
+            MigrateError::ConnectionLost { .. }
+                | MigrateError::Wire(
+                    WireError::Io(_) | WireError::Encode(_) | WireError::Closed { .. }
+                )
         ) {
             return e;
         }

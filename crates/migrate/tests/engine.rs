@@ -39,6 +39,9 @@ fn run(
     let proxy = Proxy::start(daddr, fault);
     let res = migrate(vm, &proxy.addr.to_string(), opts);
     let d = dest.join().unwrap();
+    if let Err(e) = &d {
+        eprintln!("destination error: {e}");
+    }
     if fault.is_some() {
         assert!(
             proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
@@ -85,6 +88,7 @@ fn assert_rolled_back(
         vm.wait_for_writes(before + 5, Duration::from_secs(10)),
         "the guest must keep running on the source"
     );
+    eprintln!("source error: {}", fail.error);
     fail.error.to_string()
 }
 
