@@ -629,9 +629,16 @@ impl<'a> Planner<'a> {
             return util + extra > threshold;
         }
         self.scratch = self.hist[h];
+        // Only the regressions look ahead by the migration time.
+        let needs_time = matches!(
+            self.cfg.detector,
+            Detector::Lr { .. } | Detector::Lrr { .. }
+        );
         let mut max_t: f64 = 0.0;
-        for &v in &self.host_vms[h] {
-            max_t = max_t.max(self.mig_time(v, h));
+        if needs_time {
+            for &v in &self.host_vms[h] {
+                max_t = max_t.max(self.mig_time(v, h));
+            }
         }
         if let Some(v) = extra {
             let vm = &self.snap.vms[v];
@@ -640,7 +647,9 @@ impl<'a> Planner<'a> {
             for i in 0..self.vm_hist_len[v] {
                 self.scratch[i] += self.vm_hist[v][i] * w;
             }
-            max_t = max_t.max(self.mig_time(v, h));
+            if needs_time {
+                max_t = max_t.max(self.mig_time(v, h));
+            }
         }
         let mut len = HISTORY_LEN;
         while len > 0 && self.scratch[len - 1] == 0.0 {
