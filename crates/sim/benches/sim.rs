@@ -99,11 +99,11 @@ fn main() {
     ] {
         report(
             &format!("{p}, {days} days, 1 thread"),
-            time(&spec(&[p], 1), 5),
+            time(&spec(&[p], 1), 3),
         );
         report(
             &format!("{p}, {days} days, {cores} threads"),
-            time(&spec(&[p], cores), 5),
+            time(&spec(&[p], cores), 3),
         );
     }
     let all = sim::policy::PAPER_POLICIES;
@@ -113,6 +113,6 @@ fn main() {
     );
     report(
         &format!("{} paper policies, {days} days, 1 thread", all.len()),
-        time(&spec(all, 1), 3),
+        time(&spec(all, 1), 1),
     );
 }
