@@ -125,7 +125,8 @@ pub struct QemuMigration {
     pub guest_downtime_ms: Option<f64>,
     /// Our own wall time from `migrate` to seeing `completed`, in ms.
     pub wall_time_ms: f64,
-    /// From `migrate` to the guest's first heartbeat on the destination, ms.
+    /// From `migrate` to the first heartbeat the guest printed after it
+    /// resumed on the destination, in ms.
     pub resume_time_ms: Option<f64>,
     /// `ram.transferred`: RAM bytes on the wire (with page headers).
     pub bytes_sent: u64,
@@ -255,7 +256,6 @@ impl Qemu {
                 "downtime-limit": params.downtime_limit_ms,
             })),
         )?;
-        let src_lines_before = self.serial().len();
         let t_start = serial::now();
         let started = Instant::now();
         self.qmp().execute("migrate", Some(json!({ "uri": uri })))?;
@@ -298,17 +298,19 @@ impl Qemu {
         };
 
         let (guest_downtime_ms, resume_time_ms) = if outcome == Outcome::Completed {
+            // QEMU's own stop time of the source; a heartbeat printed after
+            // it ran on the destination. Earlier ones may still show up in
+            // the destination's log (printed before the stop, flushed after).
+            let paused_at = t_start + (num(&info, "total-time") - num(&info, "downtime")) / 1e3;
             let (_, first) = destination.wait_for_line(
                 0,
                 params.resume_timeout,
                 "the first heartbeat on the destination after migration",
-                serial::is_heartbeat,
+                |l| serial::is_heartbeat(l) && l.time >= paused_at,
             )?;
             let src = self.serial().lines();
             let dst = destination.serial().lines();
-            // Only the source lines printed since `migrate` matter.
-            let src = &src[src_lines_before.min(src.len())..];
-            let gap = max_heartbeat_gap(&[src, &dst], t_start, first.time);
+            let gap = max_heartbeat_gap(&[&src, &dst], t_start, first.time);
             (
                 gap.map(|g| g.seconds * 1e3),
                 Some((first.time - t_start) * 1e3),

@@ -253,8 +253,12 @@ pub struct HeartbeatGap {
 /// switchover shorter than one heartbeat interval is still seen. `None`
 /// with fewer than two heartbeats.
 ///
-/// Ferry and QEMU runs are measured with this same function, so the numbers
-/// compare like for like.
+/// For a migration, `from` is when it started and `until` the time of the
+/// first heartbeat the guest printed after it resumed on the destination
+/// (a heartbeat printed before the pause can still first appear in the
+/// destination's log, since guests buffer their output). Ferry and QEMU
+/// runs are measured with this same function, so the numbers compare like
+/// for like.
 pub fn max_heartbeat_gap(logs: &[&[SerialLine]], from: f64, until: f64) -> Option<HeartbeatGap> {
     let mut beats: Vec<Heartbeat> = logs
         .iter()
