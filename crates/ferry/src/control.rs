@@ -13,7 +13,7 @@ pub fn start(host: Arc<Host>, path: &Path) -> anyhow::Result<Server> {
     Ok(Server::bind(path, move |req| handle(&host, req))?)
 }
 
-fn handle(host: &Host, req: Request) -> Response {
+fn handle(host: &Arc<Host>, req: Request) -> Response {
     let route = match Route::resolve(&req) {
         Ok(r) => r,
         Err(resp) => return resp,
@@ -54,7 +54,7 @@ fn handle(host: &Host, req: Request) -> Response {
             }
         }
         Route::Shutdown => {
-            host.vm.stop(vmm::ExitReason::Stopped);
+            host.request_shutdown();
             Response::no_content()
         }
         Route::Migrate | Route::MigrateProgress | Route::MigrateCancel => {

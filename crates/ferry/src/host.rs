@@ -11,6 +11,9 @@ use vmm::{RunState, Vm};
 /// The VM this process runs.
 pub struct Host {
     pub vm: Vm,
+    /// The latest migration started from here, if any.
+    pub migration: std::sync::Mutex<Option<std::sync::Arc<crate::migration::Job>>>,
+    shutdown: std::sync::atomic::AtomicBool,
 }
 
 /// Result of a snapshot.
@@ -25,12 +28,34 @@ pub struct SnapshotDone {
 
 impl Host {
     pub fn new(vm: Vm) -> Self {
-        Host { vm }
+        Host {
+            vm,
+            migration: std::sync::Mutex::new(None),
+            shutdown: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Asks the process to stop the VM and exit.
+    pub fn request_shutdown(&self) {
+        self.shutdown.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.vm.stop(vmm::ExitReason::Stopped);
+    }
+
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Lifecycle state as the API reports it.
     pub fn state_name(&self) -> &'static str {
         use api::types::vm_state;
+        if let Some(job) = self.migration.lock().unwrap().as_ref() {
+            if job.running() {
+                return vm_state::MIGRATING;
+            }
+            if job.handed_over() {
+                return vm_state::MIGRATED;
+            }
+        }
         match self.vm.run_state() {
             RunState::Running => vm_state::RUNNING,
             RunState::Paused => vm_state::PAUSED,

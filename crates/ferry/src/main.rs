@@ -1,10 +1,12 @@
 //! `ferry`: run, checkpoint and live-migrate VMs; simulate a data center.
 
+mod adapter;
 mod bench;
 mod control;
 mod ctl;
 mod guests;
 mod host;
+mod live;
 mod migration;
 mod run;
 mod serial;
@@ -28,6 +30,10 @@ enum Command {
     Run(run::RunArgs),
     /// Start a VM from a snapshot file; the guest continues where it stopped.
     Restore(run::RestoreArgs),
+    /// Wait for one incoming live migration, then run the VM.
+    Receive(live::ReceiveArgs),
+    /// Live-migrate the VM of a `ferry run` process to a `ferry receive`.
+    Migrate(live::MigrateArgs),
     /// Control a running VM through its API socket.
     Ctl(ctl::CtlArgs),
     /// Measure Ferry (and QEMU beside it): boot, snapshot, dirty rate, migration.
@@ -41,6 +47,8 @@ fn main() {
     let result = match &cli.command {
         Command::Run(args) => run::run(args),
         Command::Restore(args) => run::restore(args),
+        Command::Receive(args) => live::receive(args),
+        Command::Migrate(args) => live::migrate(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::cli::run(args).map(|()| 0),

@@ -112,9 +112,31 @@ pub fn serve(host: Host, api: Option<&std::path::Path>) -> anyhow::Result<i32> {
         Some(path) => Some(crate::control::start(host.clone(), path)?),
         None => None,
     };
-    match host.vm.wait(None) {
-        Some(vmm::ExitReason::Guest(code)) => Ok(code),
-        Some(vmm::ExitReason::Crashed(msg)) => anyhow::bail!("{msg}"),
-        Some(vmm::ExitReason::Stopped) | None => Ok(0),
+    let reason = loop {
+        if let Some(r) = host.vm.wait(Some(std::time::Duration::from_millis(200))) {
+            break r;
+        }
+    };
+    match reason {
+        vmm::ExitReason::Guest(code) => Ok(code),
+        vmm::ExitReason::Crashed(msg) => anyhow::bail!("{msg}"),
+        vmm::ExitReason::Stopped => Ok(0),
+        vmm::ExitReason::Migrated => {
+            // Keep answering the API until the migrating client has read the
+            // report and asked us to exit, or for a minute at most.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !host.shutdown_requested() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let to = host
+                .migration
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|j| j.status().to)
+                .unwrap_or_default();
+            eprintln!("ferry: the VM migrated to {to}; exiting");
+            Ok(0)
+        }
     }
 }

@@ -17,8 +17,10 @@ pub enum ExitReason {
     Guest(i32),
     /// The guest crashed or KVM could not run it.
     Crashed(String),
-    /// The VMM stopped it (shutdown, or the VM moved to another host).
+    /// The VMM stopped it (shutdown).
     Stopped,
+    /// The VM moved to another host and must never run here again.
+    Migrated,
 }
 
 /// What the VMM wants the vCPUs to do.

@@ -20,7 +20,6 @@ use crate::{Error, cpu, mptable, multiboot};
 
 const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: u64 = 168;
 const MANUAL_PROTECT_ENABLE: u64 = 1;
-const MANUAL_INITIALLY_SET: u64 = 2;
 const TSS_ADDR: usize = 0xfffb_d000;
 const SERIAL_GSI: u32 = 4;
 
@@ -117,7 +116,9 @@ impl Vm {
                 cap: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 as u32,
                 ..Default::default()
             };
-            cap.args[0] = MANUAL_PROTECT_ENABLE | (manual_caps & MANUAL_INITIALLY_SET);
+            // Without INITIALLY_SET, enabling logging write-protects every page
+            // at once, so the first harvest reports only real writes.
+            cap.args[0] = MANUAL_PROTECT_ENABLE;
             fd.enable_cap(&cap)
                 .map_err(kvm_err("KVM_ENABLE_CAP(MANUAL_DIRTY_LOG_PROTECT2)"))?;
         }
@@ -354,6 +355,12 @@ impl Vm {
         c.want = Want::Run;
         self.shared.cv.notify_all();
         Ok(())
+    }
+
+    /// Hands the VM over to another host: it never runs here again, but its
+    /// memory stays readable until this `Vm` is dropped.
+    pub fn retire(&self) {
+        self.shared.finish(ExitReason::Migrated);
     }
 
     /// Ends the VM for good (its state stays readable).

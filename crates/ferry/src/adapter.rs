@@ -1,0 +1,124 @@
+//! The VMM seen through the migration engine's traits.
+
+use migrate::{DestinationVm, DirtyBitmap, SourceVm, VmError, VmFactory};
+use vm_memory::GuestMemoryMmap;
+use vmstate::{VmConfig, VmState};
+
+/// The running VM on the source side.
+pub struct Source<'a> {
+    pub vm: &'a vmm::Vm,
+    /// Per-region scratch for KVM's dirty bitmaps.
+    scratch: Vec<Vec<u64>>,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(vm: &'a vmm::Vm) -> Self {
+        Source {
+            vm,
+            scratch: vec![Vec::new(); vm.config().regions.len()],
+        }
+    }
+}
+
+impl SourceVm for Source<'_> {
+    fn config(&self) -> VmConfig {
+        self.vm.config().clone()
+    }
+
+    fn memory(&self) -> &GuestMemoryMmap {
+        self.vm.memory()
+    }
+
+    fn start_dirty_log(&mut self) -> Result<(), VmError> {
+        Ok(self.vm.start_dirty_log()?)
+    }
+
+    fn harvest_dirty(&mut self, into: &mut DirtyBitmap) -> Result<(), VmError> {
+        for s in self.scratch.iter_mut() {
+            s.iter_mut().for_each(|w| *w = 0);
+        }
+        self.vm.harvest_dirty(&mut self.scratch)?;
+        for (region, words) in self.scratch.iter().enumerate() {
+            let dst = into
+                .region_words_mut(region)
+                .ok_or("dirty bitmap has fewer regions than the VM")?;
+            for (d, s) in dst.iter_mut().zip(words) {
+                *d |= s;
+            }
+        }
+        Ok(())
+    }
+
+    fn stop_dirty_log(&mut self) -> Result<(), VmError> {
+        Ok(self.vm.stop_dirty_log()?)
+    }
+
+    fn pause(&mut self) -> Result<(), VmError> {
+        Ok(self.vm.pause()?)
+    }
+
+    fn resume(&mut self) -> Result<(), VmError> {
+        Ok(self.vm.resume()?)
+    }
+
+    fn save_state(&mut self) -> Result<VmState, VmError> {
+        Ok(self.vm.save_state()?)
+    }
+
+    fn retire(&mut self) {
+        self.vm.retire();
+    }
+
+    fn nonzero_hint(&self, into: &mut DirtyBitmap) -> bool {
+        let mut resident = Vec::new();
+        for (region, r) in self.vm.host_regions().iter().enumerate() {
+            if vmm::memory::resident_pages(r, &mut resident).is_err() {
+                return false;
+            }
+            let Some(words) = into.region_words_mut(region) else {
+                return false;
+            };
+            for (i, &b) in resident.iter().enumerate() {
+                if b != 0 {
+                    words[i / 64] |= 1 << (i % 64);
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Builds incoming VMs with the VMM.
+pub struct Factory {
+    pub serial: Option<vmm::SerialSink>,
+}
+
+/// An incoming VM.
+pub struct Incoming(pub vmm::Vm);
+
+impl VmFactory for Factory {
+    type Vm = Incoming;
+
+    fn create(&mut self, config: &VmConfig) -> Result<Incoming, VmError> {
+        let serial = self.serial.take().ok_or("this receiver already created its VM")?;
+        Ok(Incoming(vmm::Vm::for_restore(config, serial)?))
+    }
+}
+
+impl DestinationVm for Incoming {
+    fn memory(&self) -> &GuestMemoryMmap {
+        self.0.memory()
+    }
+
+    fn restore(&mut self, state: VmState) -> Result<(), VmError> {
+        Ok(self.0.restore(&state)?)
+    }
+
+    fn resume(&mut self) -> Result<(), VmError> {
+        Ok(self.0.resume()?)
+    }
+
+    fn discard(self) {
+        drop(self.0);
+    }
+}

@@ -1,0 +1,171 @@
+//! `ferry receive` and `ferry migrate`: the two ends of a live migration.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use api::Client;
+use api::routes;
+use api::types::MigrateRequest;
+use indicatif::{ProgressBar, ProgressStyle};
+use migrate::{Bandwidth, MigrationReport, Phase, Secret};
+
+use crate::host::Host;
+use crate::migration::JobStatus;
+use crate::run::SerialArgs;
+
+/// Arguments of `ferry receive`.
+#[derive(Debug, clap::Args)]
+pub struct ReceiveArgs {
+    /// Address to listen on, e.g. 127.0.0.1:7000 or 0.0.0.0:7000.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// File with the migration secret shared with the source.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: PathBuf,
+    /// Largest guest memory this host accepts.
+    #[arg(long, default_value = "16G", value_name = "SIZE")]
+    pub max_memory: String,
+    /// Serve the control API on this Unix socket once the VM runs.
+    #[arg(long, value_name = "SOCKET")]
+    pub api: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: SerialArgs,
+}
+
+/// Arguments of `ferry migrate`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// API socket of the `ferry run` process whose VM moves.
+    #[arg(long, value_name = "SOCKET")]
+    pub api: PathBuf,
+    /// Destination address (`ferry receive --listen`), host:port.
+    #[arg(long, value_name = "ADDR")]
+    pub to: String,
+    /// stop-and-copy, xen or downtime.
+    #[arg(long, default_value = migrate::DEFAULT_STRATEGY)]
+    pub strategy: String,
+    /// Bandwidth cap, e.g. 1Gbit, 500Mbit, 100MB (bytes); default unlimited.
+    #[arg(long, value_name = "RATE")]
+    pub max_bandwidth: Option<String>,
+    /// Downtime target, e.g. 300ms.
+    #[arg(long, default_value = "300ms", value_name = "TIME")]
+    pub max_downtime: String,
+    /// File with the migration secret shared with the destination.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
+    let secret = Secret::from_file(&args.secret_file)?;
+    let max_memory = vmm::memory::parse_size(&args.max_memory)
+        .map_err(|e| anyhow::anyhow!("--max-memory: {e}"))?;
+    let listener = TcpListener::bind(&args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    eprintln!("ferry: waiting for a VM on {}", listener.local_addr()?);
+    let mut factory = crate::adapter::Factory {
+        serial: Some(args.output.sink(0)?),
+    };
+    let opts = migrate::DestOptions::new(secret, max_memory);
+    let received = migrate::accept_one(&listener, &mut factory, &opts)
+        .context("incoming migration failed; nothing runs here")?;
+    eprintln!(
+        "ferry: VM received from {} ({} pages in {} rounds); running",
+        received.report.peer.as_deref().unwrap_or("?"),
+        received.report.pages,
+        received.report.rounds
+    );
+    crate::run::serve(Host::new(received.vm.0), args.api.as_deref())
+}
+
+/// Builds the API request for a migration.
+pub fn request(
+    to: &str,
+    strategy: &str,
+    max_bandwidth: Option<&str>,
+    max_downtime: &str,
+    secret_file: &std::path::Path,
+) -> anyhow::Result<MigrateRequest> {
+    migrate::strategy_by_name(strategy)?;
+    let bw = match max_bandwidth {
+        Some(s) => Some(Bandwidth::parse(s).map_err(|e| anyhow::anyhow!("--max-bandwidth: {e}"))?),
+        None => None,
+    };
+    let downtime =
+        migrate::parse_duration(max_downtime).map_err(|e| anyhow::anyhow!("--max-downtime: {e}"))?;
+    Ok(MigrateRequest {
+        to: to.to_string(),
+        strategy: Some(strategy.to_string()),
+        max_bandwidth_bps: bw.map(|b| b.bits_per_sec()),
+        max_downtime_ms: Some(downtime.as_millis().max(1) as u64),
+        secret_file: Some(std::path::absolute(secret_file)?.display().to_string()),
+    })
+}
+
+/// Starts a migration through `client`, shows its progress, and returns
+/// the final status. The source process is told to exit once the VM left.
+pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Result<JobStatus> {
+    client.put_ok(routes::VM_MIGRATE, Some(&serde_json::to_value(req)?))?;
+    let bar = if show { ProgressBar::new(1) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:60} [{bar:30}] {bytes}/{total_bytes}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let status = loop {
+        let v = client.get_ok(routes::VM_MIGRATE)?;
+        let s: JobStatus = serde_json::from_value(v)?;
+        let p = &s.progress;
+        bar.set_length(p.memory_bytes.max(1));
+        bar.set_position(p.bytes_sent.min(p.memory_bytes));
+        bar.set_message(format!(
+            "{:?} round {} | dirty {} MiB | {:.0} Mbit/s | est. downtime {:.0} ms",
+            p.phase,
+            p.round,
+            p.remaining_dirty_bytes >> 20,
+            p.rate_bps as f64 / 1e6,
+            p.estimated_downtime_ms
+        ));
+        if s.done {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    bar.finish_and_clear();
+    if matches!(status.progress.phase, Phase::Done) || status.report.as_ref().is_some_and(|r| r.vm_location != migrate::VmLocation::Source) {
+        // The source keeps the retired VM's memory until we let it go.
+        let _ = client.put(routes::VM_SHUTDOWN, None);
+    }
+    Ok(status)
+}
+
+pub fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
+    let req = request(
+        &args.to,
+        &args.strategy,
+        args.max_bandwidth.as_deref(),
+        &args.max_downtime,
+        &args.secret_file,
+    )?;
+    let client = Client::new(&args.api);
+    let status = drive(&client, &req, !args.json)?;
+    print_report(status.report.as_ref(), args.json)?;
+    match status.error {
+        None => Ok(0),
+        Some(e) => anyhow::bail!("{e}"),
+    }
+}
+
+pub fn print_report(report: Option<&MigrationReport>, json: bool) -> anyhow::Result<()> {
+    if let Some(r) = report {
+        if json {
+            println!("{}", serde_json::to_string_pretty(r)?);
+        } else {
+            println!("{r}");
+        }
+    }
+    Ok(())
+}
