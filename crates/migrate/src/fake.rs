@@ -43,6 +43,9 @@ pub struct FakeSpec {
     pub seed: u64,
     /// Whether [`SourceVm::nonzero_hint`] is offered.
     pub nonzero_hint: bool,
+    /// Report every page dirty right after `start_dirty_log`, as KVM does
+    /// with KVM_DIRTY_LOG_INITIALLY_SET.
+    pub initially_all_dirty: bool,
 }
 
 impl FakeSpec {
@@ -58,6 +61,7 @@ impl FakeSpec {
             writes_per_sec: 0,
             seed: 1,
             nonzero_hint: false,
+            initially_all_dirty: false,
         }
     }
 }
@@ -109,6 +113,7 @@ pub struct FakeVm {
     shared: Arc<Shared>,
     guest: Option<JoinHandle<()>>,
     hint: bool,
+    initially_all_dirty: bool,
     logging: bool,
     harvests: u32,
     pub faults: FakeFaults,
@@ -195,6 +200,7 @@ impl FakeVm {
             shared,
             guest: Some(guest),
             hint: spec.nonzero_hint,
+            initially_all_dirty: spec.initially_all_dirty,
             logging: false,
             harvests: 0,
             faults: FakeFaults::default(),
@@ -382,8 +388,9 @@ impl SourceVm for FakeVm {
         if self.faults.fail_start_dirty_log {
             return Err(fake_err("injected: dirty log unavailable"));
         }
+        let initial = if self.initially_all_dirty { !0 } else { 0 };
         for w in &self.shared.dirty {
-            w.store(0, Ordering::SeqCst);
+            w.store(initial, Ordering::SeqCst);
         }
         self.logging = true;
         Ok(())

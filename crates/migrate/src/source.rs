@@ -512,6 +512,14 @@ impl<V: SourceVm> Engine<'_, V> {
             .start_dirty_log()
             .map_err(Self::vm_err("start dirty logging"))?;
         self.logging = true;
+        // Every page is pending in the first round anyway: drop what the log
+        // reports now, so an implementation that starts with every page
+        // marked dirty (KVM_DIRTY_LOG_INITIALLY_SET) does not make round 2
+        // resend all memory. Writes from here on are tracked.
+        let mut initial = DirtyBitmap::new(&self.layout);
+        self.vm
+            .harvest_dirty(&mut initial)
+            .map_err(Self::vm_err("harvest dirty pages"))?;
         let mut pending = DirtyBitmap::full(&self.layout);
         let mut hint = {
             let mut h = DirtyBitmap::new(&self.layout);

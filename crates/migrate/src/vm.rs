@@ -23,7 +23,10 @@ pub trait SourceVm {
     fn memory(&self) -> &GuestMemoryMmap;
 
     /// Starts dirty-page tracking. Pages written after this call are
-    /// reported by the next [`harvest_dirty`](Self::harvest_dirty).
+    /// reported by the next [`harvest_dirty`](Self::harvest_dirty). The
+    /// engine harvests once right after this call and ignores the result
+    /// (round 1 sends every page anyway), so reporting every page dirty at
+    /// first (KVM_DIRTY_LOG_INITIALLY_SET) costs nothing.
     fn start_dirty_log(&mut self) -> Result<(), VmError>;
 
     /// ORs into `into` every page written since the previous harvest (or

@@ -191,6 +191,24 @@ fn bandwidth_cap_and_zero_pages() {
 }
 
 #[test]
+fn an_initially_all_dirty_log_does_not_resend_memory() {
+    let mut spec = busy_spec(16);
+    spec.initially_all_dirty = true;
+    let mut vm = FakeVm::new(spec).unwrap();
+    let factory = FakeFactory::default();
+    let (res, d) = run(
+        &mut vm,
+        source_opts("xen"),
+        factory.clone(),
+        dest_opts(1 << 30),
+        None,
+    );
+    let r = check_success(&vm, res, d, &factory);
+    // Only what the guest wrote (its 1024-page working set) is pending after round 1.
+    assert!(r.per_round[1].pages_pending <= 1024, "{r}");
+}
+
+#[test]
 fn nonzero_hint_skips_untouched_pages() {
     let mut spec = FakeSpec::new(16);
     spec.nonzero_hint = true;
