@@ -172,3 +172,56 @@ fn migration_of_the_test_kernel() {
     assert_eq!(dst[0].seq, last + 1, "no gap and no repeat in numbering");
     eprintln!("{}", serde_json::to_string_pretty(r).unwrap());
 }
+
+#[test]
+fn failed_and_timed_out_migrations_leave_the_source_running() {
+    require_qemu();
+    let image = ImageFile::new("hb.bin", &heartbeat_kernel(None)).unwrap();
+    let cfg = config(&image);
+    let mut source = Qemu::spawn(&cfg).unwrap();
+    source.wait_for_heartbeat(Duration::from_secs(30)).unwrap();
+
+    // The destination dies before the migration starts.
+    let mut dead = Qemu::spawn_incoming(&cfg).unwrap();
+    dead.kill();
+    let r = source
+        .migrate_to(&mut dead, &MigrationParams::default(), cfg.memory_mib << 20)
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Failed, "{r:?}");
+    assert!(r.error.is_some() && r.guest_downtime_ms.is_none(), "{r:?}");
+    assert_eq!(source.run_state().unwrap(), "running");
+
+    // A link far too slow for the guest: cancelled after the timeout.
+    let mut slow = Qemu::spawn_incoming(&cfg).unwrap();
+    let params = MigrationParams {
+        max_bandwidth: Bandwidth::BytesPerSec(1000),
+        timeout: Duration::from_millis(500),
+        ..MigrationParams::default()
+    };
+    let r = source
+        .migrate_to(&mut slow, &params, cfg.memory_mib << 20)
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::TimedOut, "{r:?}");
+    assert_eq!(source.run_state().unwrap(), "running");
+    // The guest keeps printing on the source.
+    let n = source.serial().len();
+    source
+        .wait_for_line(
+            n,
+            Duration::from_secs(10),
+            "a heartbeat after the cancel",
+            |l| heartbeat_seq(&l.text).is_some(),
+        )
+        .unwrap();
+
+    // A destination that was not started as one is refused up front.
+    let mut plain = Qemu::spawn(&cfg).unwrap();
+    let err = source
+        .migrate_to(
+            &mut plain,
+            &MigrationParams::default(),
+            cfg.memory_mib << 20,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+}
