@@ -64,8 +64,7 @@ pub struct SimArgs {
 /// Runs `ferry sim`.
 pub fn run(args: &SimArgs) -> anyhow::Result<()> {
     if args.print_scenario {
-        print!("{DEFAULT_SCENARIO}");
-        return Ok(());
+        return print_stdout(DEFAULT_SCENARIO);
     }
     let spec = build_spec(args)?;
     let results = crate::run(&spec)?;
@@ -84,12 +83,24 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
         let svg = report::plot_svg(&results).map_err(|e| anyhow::anyhow!("plot: {e}"))?;
         write("plot.svg", svg)?;
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&results)? + "\n"
     } else {
-        print!("{}", report::table(&results));
+        report::table(&results)
+    };
+    print_stdout(&text)
+}
+
+/// Writes to stdout; a closed pipe (`ferry sim | head`) is not an error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Resolves the scenario, trace folder, days and policies from the arguments.

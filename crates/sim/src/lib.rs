@@ -18,6 +18,7 @@ pub mod report;
 pub mod scenario;
 pub mod trace;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -84,9 +85,13 @@ pub fn run(spec: &RunSpec) -> Result<Results, RunError> {
     let jobs: Vec<(usize, usize)> = (0..spec.policies.len())
         .flat_map(|p| (0..days.len()).map(move |d| (p, d)))
         .collect();
-    let bar = if spec.progress {
+    // A bar on a terminal; one line per finished simulation otherwise
+    // (when asked for, e.g. in a log).
+    let total = jobs.len();
+    let tty = spec.progress && std::io::stderr().is_terminal();
+    let bar = if tty {
         let b = indicatif::ProgressBar::with_draw_target(
-            Some(jobs.len() as u64),
+            Some(total as u64),
             indicatif::ProgressDrawTarget::stderr(),
         );
         b.set_style(
@@ -99,6 +104,7 @@ pub fn run(spec: &RunSpec) -> Result<Results, RunError> {
     } else {
         indicatif::ProgressBar::hidden()
     };
+    let done = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<Result<DayResult, SimError>>>> =
         jobs.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
@@ -110,8 +116,14 @@ pub fn run(spec: &RunSpec) -> Result<Results, RunError> {
                     let Some(&(p, d)) = jobs.get(i) else { break };
                     let policy = &spec.policies[p];
                     let r = simulate_day(scenario, &days[d], policy, spec.seed);
-                    bar.set_message(format!("{} {}", policy.name(), days[d].name));
-                    bar.inc(1);
+                    let what = format!("{} {}", policy.name(), days[d].name);
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if tty {
+                        bar.set_message(what);
+                        bar.inc(1);
+                    } else if spec.progress {
+                        eprintln!("[{n}/{total}] {what}");
+                    }
                     *results[i].lock().expect("no panics while holding") = Some(r);
                 }
             });
