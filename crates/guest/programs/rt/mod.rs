@@ -161,29 +161,44 @@ fn tsc_init() -> u64 {
     pit_calibrate()
 }
 
-/// Measures the TSC against PIT channel 2 (1.193182 MHz), gated through port 0x61.
+/// Measures the TSC against PIT channel 2 (1.193182 MHz), gated through
+/// port 0x61, over 15 ms. Each port access is a VM exit and the vCPU may be
+/// descheduled at any point, so: a count is stamped with the middle of the
+/// TSC interval around its latch command, and PIT ticks are summed over
+/// consecutive reads close enough (< 13M TSC ticks: under 27 ms at any TSC
+/// above 0.5 GHz) for the 16-bit count not to have wrapped unseen; after a
+/// longer gap that pair is left out.
 fn pit_calibrate() -> u64 {
     const PIT_HZ: u64 = 1_193_182;
-    const SPAN: u16 = 17_898; // 15 ms
+    const SPAN: u64 = 17_898; // 15 ms
+    const MAX_GAP: u64 = 13_000_000;
     let g = inb(0x61);
     outb(0x61, (g & !0x02) | 0x01);
-    outb(0x43, 0xB0); // channel 2, lo/hi, mode 0
+    outb(0x43, 0xB0); // channel 2, lo/hi, mode 0 (counts down, wraps)
     outb(0x42, 0xFF);
     outb(0x42, 0xFF);
+    // (TSC at the latch, count)
     let read = || {
-        let t = now();
+        let t0 = now();
         outb(0x43, 0x80); // latch channel 2
+        let t1 = now();
         let lo = inb(0x42);
         let hi = inb(0x42);
-        (t, u16::from_le_bytes([lo, hi]))
+        (t0 + (t1 - t0) / 2, u16::from_le_bytes([lo, hi]))
     };
-    let (t0, c0) = read();
+    let mut prev = read();
+    let (mut tsc, mut ticks) = (0u64, 0u64);
     loop {
-        let (t1, c1) = read();
-        let d = c0.wrapping_sub(c1);
-        if (SPAN..0x8000).contains(&d) {
+        let cur = read();
+        let gap = cur.0 - prev.0;
+        if gap <= MAX_GAP {
+            tsc += gap;
+            ticks += u64::from(prev.1.wrapping_sub(cur.1));
+        }
+        prev = cur;
+        if ticks >= SPAN {
             outb(0x61, g);
-            return (t1 - t0) * PIT_HZ / u64::from(d) / 1000;
+            return tsc * PIT_HZ / ticks / 1000;
         }
     }
 }
