@@ -539,6 +539,9 @@ impl<'a> Planner<'a> {
             p.vm_hist.push(a);
             p.vm_hist_len.push(n);
         }
+        for (h, info) in snap.hosts.iter().enumerate() {
+            p.cpu[h] = info.cpu_overhead;
+        }
         for (i, v) in snap.vms.iter().enumerate() {
             p.add(i, v.host);
             if let Some(d) = v.migrating_to {

@@ -96,6 +96,10 @@ pub struct HostInfo {
     /// Network bandwidth, Mbit/s; 0 if unknown (then network is not checked
     /// and migrations use `Snapshot::default_bandwidth_mbps`).
     pub net_mbps: f64,
+    /// CPU the host itself uses beyond its VMs' demand (hypervisor, I/O,
+    /// migration threads), as measured; 0 when unknown. Counts towards its
+    /// utilization for detection and placement.
+    pub cpu_overhead: f64,
     /// Index into `Snapshot::power_models`.
     pub power_model: usize,
     /// Whether the host is powered on.
@@ -164,7 +168,11 @@ impl Snapshot {
                     self.power_models.len()
                 )));
             }
-            if !(h.cpu_capacity > 0.0 && h.core_capacity > 0.0 && h.ram_mb >= 0.0) {
+            if !(h.cpu_capacity > 0.0
+                && h.core_capacity > 0.0
+                && h.ram_mb >= 0.0
+                && h.cpu_overhead >= 0.0)
+            {
                 return Err(ClusterError::Snapshot(format!(
                     "host {} has a non-positive capacity",
                     h.id

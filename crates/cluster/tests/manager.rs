@@ -11,6 +11,7 @@ fn host(id: u64, on: bool, model: usize) -> HostInfo {
         core_capacity: CAP,
         ram_mb: 4096.0,
         net_mbps: 1000.0,
+        cpu_overhead: 0.0,
         power_model: model,
         on,
     }
@@ -129,6 +130,33 @@ fn least_loaded_and_power_aware_choose_differently() {
     assert_eq!(moves(&p), vec![(2, 0, 1, Reason::Hotspot)]);
     assert_eq!(p.mode, Mode::Balance);
     assert!(p.switch_off.is_empty());
+}
+
+#[test]
+fn measured_host_overhead_counts_towards_hotspots() {
+    let mut s = snap(
+        vec![host(0, true, 0), host(1, true, 0)],
+        vec![
+            vm(1, 0, 1000.0, 870.0),
+            vm(2, 0, 400.0, 613.0),
+            vm(3, 1, 1200.0, 870.0),
+        ],
+    );
+    let mut c = config(thr(0.8), Selector::MinMigrationTime, Pattern::Balance);
+    c.coldspot_below = Some(0.0);
+    // VMs alone: 0.7, not a hotspot.
+    let p = Manager::new(c.clone(), 1).unwrap().decide(&s).unwrap();
+    assert!(p.hotspots.is_empty());
+    // Plus 300 MIPS of hypervisor work: 0.85 > 0.8.
+    s.hosts[0].cpu_overhead = 300.0;
+    let p = Manager::new(c.clone(), 1).unwrap().decide(&s).unwrap();
+    assert_eq!(p.hotspots, vec![0]);
+    // MMT moves VM 2 (host 0 drops to 0.65) to host 1 (0.6 + 0.2 = 0.8 is fine)...
+    assert_eq!(moves(&p), vec![(2, 0, 1, Reason::Hotspot)]);
+    // ...unless host 1's own overhead makes it too full: nowhere to go.
+    s.hosts[1].cpu_overhead = 100.0;
+    let p = Manager::new(c, 1).unwrap().decide(&s).unwrap();
+    assert!(p.migrations.is_empty());
 }
 
 #[test]

@@ -206,6 +206,7 @@ pub fn simulate_day(
                     f64::INFINITY
                 },
                 net_mbps: h.bw_mbps,
+                cpu_overhead: 0.0,
                 power_model: h.model,
                 on: false,
             })
