@@ -100,7 +100,10 @@ impl VmFactory for Factory {
     type Vm = Incoming;
 
     fn create(&mut self, config: &VmConfig) -> Result<Incoming, VmError> {
-        let serial = self.serial.take().ok_or("this receiver already created its VM")?;
+        let serial = self
+            .serial
+            .take()
+            .ok_or("this receiver already created its VM")?;
         Ok(Incoming(vmm::Vm::for_restore(config, serial)?))
     }
 }

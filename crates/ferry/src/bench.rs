@@ -96,21 +96,31 @@ fn boot(reps: usize) -> anyhow::Result<()> {
         q.push(yardstick::measure_boot(&cfg, Duration::from_secs(20))?.first_heartbeat_ms);
     }
     let (fm, qm) = (median(&f).unwrap_or(0.0), median(&q).unwrap_or(0.0));
-    let mut t = Table::new(["guest", "Ferry first heartbeat (ms)", "QEMU first heartbeat (ms)", "Ferry/QEMU"]);
+    let mut t = Table::new([
+        "guest",
+        "Ferry first heartbeat (ms)",
+        "QEMU first heartbeat (ms)",
+        "Ferry/QEMU",
+    ]);
     t.row([
         "idle, 256 MiB, 1 vCPU".to_string(),
         format!("{fm:.1}"),
         format!("{qm:.1}"),
         ratio(fm, qm),
     ]);
-    println!("Time from starting the VMM process to the guest's first heartbeat, median of {reps} runs.\n");
+    println!(
+        "Time from starting the VMM process to the guest's first heartbeat, median of {reps} runs.\n"
+    );
     println!("{}", t.to_markdown());
     Ok(())
 }
 
 /// Boots a dirtier and waits until it has written its whole working set once.
 fn warm_dirtier(memory: u64, ws: u64, pattern: &str) -> anyhow::Result<Host> {
-    let cmdline = format!("ws={}K pattern={pattern} rate=0 hb=10ms verify=3600s", ws >> 10);
+    let cmdline = format!(
+        "ws={}K pattern={pattern} rate=0 hb=10ms verify=3600s",
+        ws >> 10
+    );
     let vm = vmm::Vm::boot(
         &vmm::BootSpec {
             kernel: crate::guests::image("dirtier")?,
@@ -142,12 +152,21 @@ fn warm_dirtier(memory: u64, ws: u64, pattern: &str) -> anyhow::Result<Host> {
 
 fn snapshot(sizes: &[String], reps: usize, dir: &std::path::Path) -> anyhow::Result<()> {
     let mut t = Table::new([
-        "guest", "written", "snapshot size", "snapshot (ms)", "snapshot GiB/s of guest", "restore (ms)", "restore GiB/s of guest",
+        "guest",
+        "written",
+        "snapshot size",
+        "snapshot (ms)",
+        "snapshot GiB/s of guest",
+        "restore (ms)",
+        "restore GiB/s of guest",
     ]);
     for size in sizes {
         let memory = vmm::memory::parse_size(size).map_err(anyhow::Error::msg)?;
         let ws = memory / 4;
-        eprintln!("snapshot: booting a {size} dirtier and writing {} MiB", ws >> 20);
+        eprintln!(
+            "snapshot: booting a {size} dirtier and writing {} MiB",
+            ws >> 20
+        );
         let host = warm_dirtier(memory, ws, "seq")?;
         let path = dir.join(format!("ferry-bench-{size}.snap"));
         let (mut save_ms, mut restore_ms, mut bytes) = (Vec::new(), Vec::new(), 0);
@@ -158,13 +177,17 @@ fn snapshot(sizes: &[String], reps: usize, dir: &std::path::Path) -> anyhow::Res
             bytes = d.bytes;
             let start = Instant::now();
             let file = std::fs::File::open(&path)?;
-            let (vm, _) = vmm::snapshot::restore(file, Box::new(|_, _| {}), &vmstate::Limits::default())?;
+            let (vm, _) =
+                vmm::snapshot::restore(file, Box::new(|_, _| {}), &vmstate::Limits::default())?;
             restore_ms.push(ms(start.elapsed()));
             drop(vm);
         }
         let _ = std::fs::remove_file(&path);
         let gib = memory as f64 / (1u64 << 30) as f64;
-        let (s, r) = (median(&save_ms).unwrap_or(0.0), median(&restore_ms).unwrap_or(0.0));
+        let (s, r) = (
+            median(&save_ms).unwrap_or(0.0),
+            median(&restore_ms).unwrap_or(0.0),
+        );
         t.row([
             size.clone(),
             format!("{} MiB", ws >> 20),
@@ -175,7 +198,9 @@ fn snapshot(sizes: &[String], reps: usize, dir: &std::path::Path) -> anyhow::Res
             format!("{:.2}", gib / (r / 1e3)),
         ]);
     }
-    println!("Snapshot to a file (written, fsynced, renamed) and restore into a new VM, median of {reps} runs.\n");
+    println!(
+        "Snapshot to a file (written, fsynced, renamed) and restore into a new VM, median of {reps} runs.\n"
+    );
     println!("{}", t.to_markdown());
     Ok(())
 }
@@ -188,7 +213,10 @@ fn measure_rate(host: &Host, seconds: f64, log_dirty: bool) -> anyhow::Result<f6
         host.vm.start_dirty_log()?;
         host.vm.harvest_dirty(&mut bitmaps)?;
     }
-    let before = host.guest_counters().context("no guest counters")?.pages_written;
+    let before = host
+        .guest_counters()
+        .context("no guest counters")?
+        .pages_written;
     let start = Instant::now();
     while start.elapsed().as_secs_f64() < seconds {
         std::thread::sleep(Duration::from_millis(100));
@@ -196,7 +224,10 @@ fn measure_rate(host: &Host, seconds: f64, log_dirty: bool) -> anyhow::Result<f6
             host.vm.harvest_dirty(&mut bitmaps)?;
         }
     }
-    let after = host.guest_counters().context("no guest counters")?.pages_written;
+    let after = host
+        .guest_counters()
+        .context("no guest counters")?
+        .pages_written;
     let elapsed = start.elapsed().as_secs_f64();
     if log_dirty {
         host.vm.stop_dirty_log()?;
@@ -205,7 +236,12 @@ fn measure_rate(host: &Host, seconds: f64, log_dirty: bool) -> anyhow::Result<f6
 }
 
 fn dirty_rate(reps: usize, seconds: f64) -> anyhow::Result<()> {
-    let mut t = Table::new(["pattern", "logging off (pages/s)", "logging on (pages/s)", "on/off"]);
+    let mut t = Table::new([
+        "pattern",
+        "logging off (pages/s)",
+        "logging on (pages/s)",
+        "on/off",
+    ]);
     for pattern in ["seq", "random"] {
         let host = warm_dirtier(512 << 20, 64 << 20, pattern)?;
         let (mut off, mut on) = (Vec::new(), Vec::new());
@@ -215,9 +251,16 @@ fn dirty_rate(reps: usize, seconds: f64) -> anyhow::Result<()> {
             on.push(measure_rate(&host, seconds, true)?);
         }
         let (a, b) = (median(&off).unwrap_or(0.0), median(&on).unwrap_or(0.0));
-        t.row([pattern.to_string(), format!("{a:.0}"), format!("{b:.0}"), ratio(b, a)]);
+        t.row([
+            pattern.to_string(),
+            format!("{a:.0}"),
+            format!("{b:.0}"),
+            ratio(b, a),
+        ]);
     }
-    println!("Dirtier write rate (64 MiB working set, unpaced), median of {reps} runs of {seconds} s; with logging on, the log is harvested and re-armed every 100 ms.\n");
+    println!(
+        "Dirtier write rate (64 MiB working set, unpaced), median of {reps} runs of {seconds} s; with logging on, the log is harvested and re-armed every 100 ms.\n"
+    );
     println!("{}", t.to_markdown());
     Ok(())
 }

@@ -37,7 +37,8 @@ impl Host {
 
     /// Asks the process to stop the VM and exit.
     pub fn request_shutdown(&self) {
-        self.shutdown.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shutdown
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.vm.stop(vmm::ExitReason::Stopped);
     }
 

@@ -95,8 +95,8 @@ pub fn request(
         Some(s) => Some(Bandwidth::parse(s).map_err(|e| anyhow::anyhow!("--max-bandwidth: {e}"))?),
         None => None,
     };
-    let downtime =
-        migrate::parse_duration(max_downtime).map_err(|e| anyhow::anyhow!("--max-downtime: {e}"))?;
+    let downtime = migrate::parse_duration(max_downtime)
+        .map_err(|e| anyhow::anyhow!("--max-downtime: {e}"))?;
     Ok(MigrateRequest {
         to: to.to_string(),
         strategy: Some(strategy.to_string()),
@@ -110,7 +110,11 @@ pub fn request(
 /// the final status. The source process is told to exit once the VM left.
 pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Result<JobStatus> {
     client.put_ok(routes::VM_MIGRATE, Some(&serde_json::to_value(req)?))?;
-    let bar = if show { ProgressBar::new(1) } else { ProgressBar::hidden() };
+    let bar = if show {
+        ProgressBar::new(1)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg:60} [{bar:30}] {bytes}/{total_bytes}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -135,7 +139,12 @@ pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Resul
         std::thread::sleep(Duration::from_millis(100));
     };
     bar.finish_and_clear();
-    if matches!(status.progress.phase, Phase::Done) || status.report.as_ref().is_some_and(|r| r.vm_location != migrate::VmLocation::Source) {
+    if matches!(status.progress.phase, Phase::Done)
+        || status
+            .report
+            .as_ref()
+            .is_some_and(|r| r.vm_location != migrate::VmLocation::Source)
+    {
         // The source keeps the retired VM's memory until we let it go.
         let _ = client.put(routes::VM_SHUTDOWN, None);
     }

@@ -4,6 +4,7 @@ mod adapter;
 mod bench;
 mod control;
 mod ctl;
+mod demo;
 mod guests;
 mod host;
 mod live;
@@ -26,6 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Live-migrate a running guest between two Ferry processes on this machine, with a report.
+    Demo(demo::DemoArgs),
     /// Boot a Multiboot kernel (or a built-in guest program) on KVM.
     Run(run::RunArgs),
     /// Start a VM from a snapshot file; the guest continues where it stopped.
@@ -45,6 +48,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Restore(args) => run::restore(args),
         Command::Receive(args) => live::receive(args),

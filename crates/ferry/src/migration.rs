@@ -54,7 +54,11 @@ impl Job {
     /// True once the VM belongs to the destination (or may: in doubt).
     pub fn handed_over(&self) -> bool {
         matches!(
-            self.result.lock().unwrap().as_ref().map(|r| r.0.vm_location),
+            self.result
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|r| r.0.vm_location),
             Some(VmLocation::Destination | VmLocation::Unknown)
         )
     }
@@ -71,9 +75,8 @@ fn options(req: &MigrateRequest) -> Result<SourceOptions, String> {
     let secret = Secret::from_file(Path::new(secret_path)).map_err(|e| e.to_string())?;
     let mut opts = SourceOptions::new(secret, strategy);
     if let Some(bps) = req.max_bandwidth_bps {
-        opts.max_bandwidth = Some(
-            Bandwidth::from_bits_per_sec(bps).ok_or("max_bandwidth_bps must be positive")?,
-        );
+        opts.max_bandwidth =
+            Some(Bandwidth::from_bits_per_sec(bps).ok_or("max_bandwidth_bps must be positive")?);
     }
     if let Some(ms) = req.max_downtime_ms {
         if ms == 0 {

@@ -48,3 +48,35 @@ pub fn sink(
         let _ = out.flush();
     }))
 }
+
+/// Reads a log written with timestamps (`[seconds] line`); lines without a
+/// stamp are skipped.
+pub fn read_stamped_log(path: &Path) -> anyhow::Result<Vec<yardstick::SerialLine>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read serial log {}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix('[')?;
+            let (t, line) = rest.split_once("] ")?;
+            let time: f64 = t.parse().ok()?;
+            Some(yardstick::SerialLine {
+                arrival: time,
+                time,
+                text: line.to_string(),
+            })
+        })
+        .collect())
+}
+
+/// The largest gap between heartbeats, across both logs, between `from` and
+/// `until` (UNIX seconds), in ms: the downtime the guest saw.
+pub fn guest_downtime_ms(
+    src: &Path,
+    dst: &Path,
+    from: f64,
+    until: f64,
+) -> anyhow::Result<Option<f64>> {
+    let (a, b) = (read_stamped_log(src)?, read_stamped_log(dst)?);
+    Ok(yardstick::serial::max_heartbeat_gap(&[&a, &b], from, until).map(|g| g.seconds * 1e3))
+}
