@@ -160,6 +160,30 @@ fn measured_host_overhead_counts_towards_hotspots() {
 }
 
 #[test]
+fn memory_and_cores_limit_placement() {
+    // Host 1 has CPU to spare but only 500 MB free: VM 2 (613 MB) goes to
+    // the off host 2 instead.
+    let mut s = snap(
+        vec![host(0, true, 0), host(1, true, 0), host(2, false, 0)],
+        vec![
+            vm(1, 0, 1100.0, 1740.0),
+            vm(2, 0, 700.0, 613.0),
+            vm(3, 1, 200.0, 3596.0),
+        ],
+    );
+    let c = config(thr(0.8), Selector::MinMigrationTime, Pattern::Balance);
+    let p = Manager::new(c.clone(), 1).unwrap().decide(&s).unwrap();
+    assert_eq!(moves(&p), vec![(2, 0, 2, Reason::Hotspot)]);
+    // A VM asking more than one core gives: hosts with 600-MIPS cores refuse it.
+    for h in s.hosts.iter_mut().skip(1) {
+        h.core_capacity = 600.0;
+        h.ram_mb = 8192.0;
+    }
+    let p = Manager::new(c, 1).unwrap().decide(&s).unwrap();
+    assert!(p.migrations.is_empty(), "{:?}", p.migrations);
+}
+
+#[test]
 fn never_places_on_a_host_that_would_become_overloaded() {
     // Host 1 at 0.7: +0.35 would make it 1.05 > 0.8. Host 2 is off: it is
     // woken and listed in switch_on.

@@ -125,6 +125,22 @@ fn tiny_scenario_matches_hand_computation() {
 }
 
 #[test]
+fn precopy_model_lengthens_migrations() {
+    // Dirtying at 31.25 MB/s over 62.5 MB/s: rounds of 10, 5, 2.5, 1.25 s,
+    // then 39.0625 MB stop-and-copy (0.625 s): 19.375 s instead of 10 s.
+    let traces = tiny_traces();
+    let scen = format!(
+        "{TINY}\n[migration]\nmodel = \"precopy\"\ndirty_rate_mb_s = 31.25\nstop_copy_mb = 50.0\n"
+    );
+    let r = sim::run(&spec(&scen, &traces, &["thr-mmt-0.8"])).unwrap();
+    let t = 19.375;
+    let pdm = (0.1 * 900.0 * t / 450000.0 + 0.1 * 200.0 * t / 180000.0) / 2.0;
+    assert!(close(r.days[0].pdm, pdm), "{} vs {pdm}", r.days[0].pdm);
+    assert_eq!(r.days[0].migrations, 2);
+    let _ = std::fs::remove_dir_all(traces);
+}
+
+#[test]
 fn default_scenario_npa_is_800_hosts_at_full_power_for_24_hours() {
     // The baseline does not depend on the load: a few synthetic VMs suffice.
     let dir = tmp("npa");
