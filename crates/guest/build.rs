@@ -64,7 +64,7 @@ fn main() {
         }
         // Surface the guest's compiler warnings (cargo hides build-script output).
         for line in String::from_utf8_lossy(&output.stderr).lines() {
-            if line.starts_with("warning") && !line.contains("warnings emitted") {
+            if line.starts_with("warning") && !line.contains(" emitted") {
                 println!("cargo:warning=guest {name}: {line}");
             }
         }

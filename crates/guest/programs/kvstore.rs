@@ -17,6 +17,7 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use rt::hist::{self, BUCKETS};
 use rt::params::{Params, Program};
 use rt::pattern;
+use rt::zipf;
 
 const PROGRAM: Program = Program::Kvstore;
 
@@ -93,14 +94,6 @@ impl Shard {
             idx: idx as u64,
         };
     }
-
-    /// Zipf rank sampled from `u` (uniform 32 bits).
-    #[inline]
-    fn rank(&self, u: u32) -> usize {
-        self.cdf
-            .partition_point(|&c| c <= u)
-            .min(self.cdf.len() - 1)
-    }
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -126,21 +119,12 @@ fn run(cpu: usize) -> ! {
     let global = |k: usize| (k * threads + cpu) as u64;
 
     // Build the key distribution: P(rank r) ~ 1 / (r + 1)^zipf.
-    let mut total = 0.0;
-    for r in 0..n {
-        total += rt::exp(-p.zipf * rt::ln((r + 1) as f64));
-        if r % 1024 == 0 {
-            rt::poll(cpu);
-        }
-    }
-    let mut acc = 0.0;
-    for r in 0..n {
-        acc += rt::exp(-p.zipf * rt::ln((r + 1) as f64));
-        shard.cdf[r] = ((acc / total) * 4_294_967_296.0).min(4_294_967_295.0) as u32;
-        if r % 1024 == 0 {
-            rt::poll(cpu);
-        }
-    }
+    let total = zipf::total(n, p.zipf, || {
+        rt::poll(cpu);
+    });
+    zipf::fill_cdf(shard.cdf, p.zipf, total, || {
+        rt::poll(cpu);
+    });
     // The table must start empty, whatever the firmware left in this RAM.
     for (i, chunk) in shard.slots.chunks_mut(256).enumerate() {
         chunk.fill(Slot { key1: 0, idx: 0 });
@@ -180,7 +164,7 @@ fn run(cpu: usize) -> ! {
         }
         let t0 = rt::now();
         let r = rng.next();
-        let k = shard.rank(r as u32);
+        let k = zipf::rank(shard.cdf, r as u32);
         let key = global(k);
         if (r >> 32) < read_cut {
             if let Some(idx) = shard.find(key) {

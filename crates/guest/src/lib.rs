@@ -13,6 +13,8 @@ pub mod hist;
 pub mod params;
 #[path = "../programs/common/pattern.rs"]
 pub mod pattern;
+#[path = "../programs/common/zipf.rs"]
+pub mod zipf;
 
 pub mod output;
 pub mod stamp;

@@ -17,6 +17,8 @@ mod mem;
 pub mod params;
 #[path = "../common/pattern.rs"]
 pub mod pattern;
+#[path = "../common/zipf.rs"]
+pub mod zipf;
 
 use core::arch::asm;
 use core::arch::x86_64::{__cpuid, _rdtsc};
@@ -1072,43 +1074,4 @@ impl Pacer {
         self.tokens = 0;
         self.last = now();
     }
-}
-
-/// Natural logarithm (x > 0), accurate to ~1e-15; no libm here.
-pub fn ln(x: f64) -> f64 {
-    let bits = x.to_bits();
-    let e = ((bits >> 52) & 0x7FF) as i64 - 1023;
-    let m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52)); // [1, 2)
-    let (m, e) = if m > core::f64::consts::SQRT_2 {
-        (m / 2.0, e + 1)
-    } else {
-        (m, e)
-    };
-    let s = (m - 1.0) / (m + 1.0);
-    let s2 = s * s;
-    let mut term = s;
-    let mut sum = 0.0;
-    let mut k = 1.0;
-    while k < 40.0 {
-        sum += term / k;
-        term *= s2;
-        k += 2.0;
-    }
-    2.0 * sum + e as f64 * core::f64::consts::LN_2
-}
-
-/// e^x for moderate x.
-pub fn exp(x: f64) -> f64 {
-    let k = (x / core::f64::consts::LN_2) as i64;
-    let r = x - k as f64 * core::f64::consts::LN_2;
-    let mut term = 1.0;
-    let mut sum = 1.0;
-    let mut i = 1.0;
-    while i < 25.0 {
-        term *= r / i;
-        sum += term;
-        i += 1.0;
-    }
-    let k = k.clamp(-1022, 1023);
-    sum * f64::from_bits(((k + 1023) as u64) << 52)
 }
