@@ -37,6 +37,8 @@ enum Command {
     Receive(live::ReceiveArgs),
     /// Live-migrate the VM of a `ferry run` process to a `ferry receive`.
     Migrate(live::MigrateArgs),
+    /// List or export the built-in guest programs.
+    Guest(guests::GuestArgs),
     /// Control a running VM through its API socket.
     Ctl(ctl::CtlArgs),
     /// Measure Ferry (and QEMU beside it): boot, snapshot, dirty rate, migration.
@@ -53,6 +55,7 @@ fn main() {
         Command::Restore(args) => run::restore(args),
         Command::Receive(args) => live::receive(args),
         Command::Migrate(args) => live::migrate(args),
+        Command::Guest(args) => guests::run(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::cli::run(args).map(|()| 0),

@@ -98,7 +98,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<i32> {
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("cannot open snapshot {}", args.file.display()))?;
     let (vm, _) = vmm::snapshot::restore(file, args.output.sink(0)?, &vmstate::Limits::default())
-        .with_context(|| format!("cannot restore {}", args.file.display()))?;
+        .with_context(|| args.file.display().to_string())?;
     if !args.paused {
         vm.resume()?;
     }
