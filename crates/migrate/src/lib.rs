@@ -7,7 +7,8 @@
 //! - A [`Strategy`] decides each round; `stop-and-copy`, `xen` and `downtime`
 //!   are provided ([`strategy_by_name`]).
 //! - The VMM plugs in through [`SourceVm`], [`VmFactory`] and [`DestinationVm`];
-//!   [`fake`] implements them in memory for tests.
+//!   [`fake`] implements them in memory for tests, and [`faults`] injects
+//!   network failures into a migration.
 //!
 //! docs/MIGRATION.md describes the state machine, strategies and safety argument;
 //! docs/PROTOCOL.md the wire protocol.
@@ -16,6 +17,7 @@ mod bitmap;
 mod dest;
 mod error;
 pub mod fake;
+pub mod faults;
 mod hint;
 mod history;
 mod limiter;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use migrate::fake::{FakeFactory, FakeSpec, FakeVm, Pattern, RunState, first_difference};
+use migrate::faults::{Action, Dir, Fault, Proxy};
 use migrate::*;
 use wire::{AbortCode, Offer, kind};
 
@@ -36,17 +37,14 @@ fn run(
     fault: Option<Fault>,
 ) -> (Result<MigrationReport, Box<MigrationFailure>>, DestResult) {
     let (daddr, dest) = start_dest(factory, dopts);
-    let proxy = Proxy::start(daddr, fault);
+    let proxy = Proxy::start(daddr, fault).unwrap();
     let res = migrate(vm, &proxy.addr.to_string(), opts);
     let d = dest.join().unwrap();
     if let Err(e) = &d {
         eprintln!("destination error: {e}");
     }
     if fault.is_some() {
-        assert!(
-            proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
-            "the fault was never injected"
-        );
+        assert!(proxy.fired(), "the fault was never injected");
     }
     drop(proxy);
     (res, d)
