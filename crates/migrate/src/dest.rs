@@ -55,9 +55,12 @@ pub struct ReceiveReport {
     pub total_time_ms: f64,
     /// Commit read to vCPUs running.
     pub commit_to_resume_ms: f64,
+    /// Whether the VM runs (false: it was paused on the source and stays paused).
+    pub running: bool,
 }
 
-/// A VM that arrived and now runs here.
+/// A VM that arrived and now runs here (or is paused, if it was paused on
+/// the source: `report.running`).
 pub struct Received<VM> {
     pub vm: VM,
     pub report: ReceiveReport,
@@ -103,6 +106,7 @@ pub fn receive<F: VmFactory>(
             peer: peer.map(|p| p.to_string()),
             ..Default::default()
         },
+        keep_paused: false,
     };
     let result = rx.run(&mut r, &mut w, factory);
     rx.report.bytes_received = r.bytes_read();
@@ -132,6 +136,8 @@ struct Receiver<'o, VM> {
     opts: &'o DestOptions,
     vm: Option<VM>,
     report: ReceiveReport,
+    /// The VM was paused on the source: do not resume it here.
+    keep_paused: bool,
 }
 
 /// Where the stream is.
@@ -196,6 +202,13 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                 start.page_size
             )));
         }
+        if start.flags & !wire::Start::KNOWN_FLAGS != 0 {
+            return Err(MigrateError::Protocol(format!(
+                "Start has unknown flags {:#x}",
+                start.flags
+            )));
+        }
+        self.keep_paused = start.flags & wire::Start::PAUSED != 0;
         let config = start.config;
         config
             .validate()
@@ -362,10 +375,13 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         }
         let t_commit = Instant::now();
         let vm = self.vm.as_mut().expect("created");
-        vm.resume().map_err(|source| MigrateError::Vm {
-            op: "resume after Commit",
-            source,
-        })?;
+        if !self.keep_paused {
+            vm.resume().map_err(|source| MigrateError::Vm {
+                op: "resume after Commit",
+                source,
+            })?;
+        }
+        self.report.running = !self.keep_paused;
         let resume = t_commit.elapsed();
         self.report.commit_to_resume_ms = resume.as_secs_f64() * 1000.0;
         // The VM is committed and running: a lost acknowledgement changes nothing here.
@@ -409,6 +425,7 @@ pub fn fuzz_session(stream: &[u8], max_memory: u64) -> Result<(), MigrateError> 
         opts: &opts,
         vm: None,
         report: ReceiveReport::default(),
+        keep_paused: false,
     };
     let result = rx.session(&mut r, &mut w, &mut factory);
     if let Some(vm) = rx.vm.take() {

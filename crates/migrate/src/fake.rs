@@ -464,6 +464,10 @@ impl SourceVm for FakeVm {
         Ok(true)
     }
 
+    fn is_running(&self) -> bool {
+        self.run_state() == RunState::Running
+    }
+
     fn nonzero_hint(&self, into: &mut DirtyBitmap) -> bool {
         self.hint && crate::hint::resident_pages(&self.memory, into).is_ok()
     }

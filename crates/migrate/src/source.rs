@@ -229,6 +229,8 @@ struct Engine<'a, V: SourceVm> {
     logging: bool,
     /// The strategy throttled the vCPUs (undone on rollback).
     throttled: bool,
+    /// The VM ran when the migration began (else it stays paused on rollback).
+    was_running: bool,
     paused_at: Option<Instant>,
     migration_id: u64,
     progress: Arc<Progress>,
@@ -317,6 +319,7 @@ fn migrate_stream_from<V: SourceVm>(
         zero_runs: Vec::new(),
         logging: false,
         throttled: false,
+        was_running: true,
         paused_at: None,
         migration_id: u64::from_le_bytes(wire::nonce()[..8].try_into().expect("8 bytes")),
         progress: Arc::clone(&progress),
@@ -489,11 +492,12 @@ impl<V: SourceVm> Engine<'_, V> {
     fn precopy_inner(&mut self, strategy: &mut dyn Strategy) -> Result<(), MigrateError> {
         // Setup: the destination checks the config against its limits.
         let config = self.vm.config();
+        self.was_running = self.vm.is_running();
         self.w
             .start(&Start {
                 migration_id: self.migration_id,
                 page_size: PAGE_SIZE as u32,
-                flags: 0,
+                flags: if self.was_running { 0 } else { Start::PAUSED },
                 config,
             })
             .and_then(|()| self.w.flush())
@@ -913,6 +917,7 @@ impl<V: SourceVm> Engine<'_, V> {
         }
         let mut err = err;
         if self.paused_at.is_some()
+            && self.was_running
             && let Err(source) = self.vm.resume()
         {
             err = MigrateError::ResumeFailed {

@@ -52,6 +52,12 @@ pub trait SourceVm {
     /// knows the outcome: after an in-doubt commit it is the only copy.
     fn retire(&mut self);
 
+    /// Whether the vCPUs run now. A VM the user paused before the migration
+    /// is not resumed on rollback, and stays paused on the destination.
+    fn is_running(&self) -> bool {
+        true
+    }
+
     /// Optional hint: marks in `into` every page that may hold non-zero data
     /// (e.g. resident per mincore). Pages left clear are taken as zero without
     /// being read. Returns false (the default) if the VM cannot tell.

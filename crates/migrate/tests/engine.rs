@@ -674,3 +674,44 @@ fn throttle_is_undone_on_rollback() {
     assert!(vm.calls.contains(&"throttle"));
     assert_eq!(vm.throttle_fraction(), 0.0);
 }
+
+#[test]
+fn a_paused_vm_stays_paused_on_both_outcomes() {
+    // Completed: it arrives paused.
+    let mut vm = FakeVm::new(busy_spec(8)).unwrap();
+    vm.pause().unwrap();
+    let factory = FakeFactory::default();
+    let (daddr, dest) = start_dest(factory.clone(), dest_opts(1 << 30));
+    let r = migrate(&mut vm, &daddr.to_string(), source_opts("downtime")).unwrap();
+    let received = dest.join().unwrap().unwrap();
+    assert_eq!(r.outcome, Outcome::Completed);
+    assert!(!received.report.running);
+    let log = factory.log();
+    assert_eq!((log.restored, log.resumed), (1, 0), "{log:?}");
+    assert_eq!(
+        first_difference(vm.memory(), received.vm.memory(), &vm.config().regions),
+        None
+    );
+
+    // Failed: it stays paused on the source.
+    let mut vm = FakeVm::new(busy_spec(8)).unwrap();
+    vm.pause().unwrap();
+    let factory = FakeFactory::default();
+    let fault = Fault {
+        dir: Dir::ToSource,
+        kind: kind::READY,
+        nth: 1,
+        action: Action::Cut,
+    };
+    let (res, _d) = run(
+        &mut vm,
+        source_opts("downtime"),
+        factory.clone(),
+        dest_opts(1 << 30),
+        Some(fault),
+    );
+    assert!(res.is_err());
+    assert_eq!(vm.run_state(), RunState::Paused);
+    assert!(!vm.calls[1..].contains(&"resume"), "{:?}", vm.calls);
+    assert_eq!(factory.log().resumed, 0);
+}

@@ -182,9 +182,17 @@ pub struct Start {
     pub migration_id: u64,
     /// Guest page size the source tracks and sends (4096).
     pub page_size: u32,
-    /// Reserved, 0.
+    /// [`Start::PAUSED`], or 0.
     pub flags: u32,
     pub config: VmConfig,
+}
+
+impl Start {
+    /// The VM was paused on the source when the migration began: the
+    /// destination leaves it paused after Commit.
+    pub const PAUSED: u32 = 1;
+    /// Every flag this version knows; a Start with others is refused.
+    pub const KNOWN_FLAGS: u32 = Self::PAUSED;
 }
 
 /// Start of a round of page data.
