@@ -16,6 +16,8 @@ pub struct RoundReport {
     pub round: u32,
     /// True for the stop-and-copy round (VM paused).
     pub stop_and_copy: bool,
+    /// True if the migration failed during this round (its numbers are partial).
+    pub interrupted: bool,
     /// Pages pending at the start of the round.
     pub pages_pending: u64,
     /// Pages the guest dirtied while the round ran.
@@ -238,7 +240,13 @@ impl fmt::Display for MigrationReport {
                     f,
                     "  {:>4}{} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10.2} {:>9.1} {:>16} {:>16}",
                     r.round,
-                    if r.stop_and_copy { "*" } else { " " },
+                    if r.interrupted {
+                        "!"
+                    } else if r.stop_and_copy {
+                        "*"
+                    } else {
+                        " "
+                    },
                     r.pages_pending,
                     r.pages_dirtied,
                     r.pages_sent,
@@ -250,7 +258,10 @@ impl fmt::Display for MigrationReport {
                     Bits(r.dirty_rate_bps).to_string()
                 )?;
             }
-            writeln!(f, "  (* = stop-and-copy round, VM paused)")?;
+            writeln!(
+                f,
+                "  (* = stop-and-copy round, VM paused; ! = interrupted by the failure)"
+            )?;
         }
         Ok(())
     }

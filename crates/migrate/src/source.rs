@@ -632,77 +632,28 @@ impl<V: SourceVm> Engine<'_, V> {
         let t0 = Instant::now();
         let b0 = self.bytes();
         let pending_pages = pending.count();
-        self.w
-            .round_begin(&RoundBegin {
-                round,
-                flags: if last { RoundBegin::FINAL } else { 0 },
-                pages: pending_pages,
-            })
-            .map_err(self.wire_err("sending pages"))?;
-
-        let mut visit = pending.clone();
         let mut held = DirtyBitmap::new(&self.layout);
-        if let Some(h) = &plan.hold_back
-            && !last
-        {
-            held.or_assign(pending);
-            held.and_assign(h);
-            visit.and_not_assign(h);
-        }
-        let skip = plan.skip_redirtied && !last;
         let mut dirtied = DirtyBitmap::new(&self.layout);
-        let mut c = RoundCounters {
-            skipped: held.count(),
-            ..Default::default()
-        };
-        let mut last_harvest = Instant::now();
-        let mut visited = c.skipped;
-        for (start, count) in visit.runs() {
-            let mut i = start;
-            let end = start + count;
-            while i < end {
-                let n = (end - i).min(MAX_PAGES_PER_RECORD as u64);
-                self.poll()?;
-                if skip && last_harvest.elapsed() >= MID_ROUND_HARVEST {
-                    self.vm
-                        .harvest_dirty(&mut dirtied)
-                        .map_err(Self::vm_err("harvest dirty pages"))?;
-                    last_harvest = Instant::now();
-                }
-                self.send_chunk(i, n, skip.then_some(&dirtied), hint.as_ref(), &mut c)?;
-                i += n;
-                visited += n;
-                let secs = t0.elapsed().as_secs_f64();
-                if secs > 0.0 {
-                    let rate = (self.bytes() - b0) as f64 * 8.0 / secs;
-                    self.progress
-                        .set_remaining((pending_pages - visited) * PAGE_SIZE, rate);
-                }
-            }
-        }
-        self.flush_zero_runs(&mut c)?;
-        if !last {
-            self.vm
-                .harvest_dirty(&mut dirtied)
-                .map_err(Self::vm_err("harvest dirty pages"))?;
-        }
-        self.w
-            .round_end(&RoundEnd {
-                round,
-                pages: c.sent,
-                zero_pages: c.zero_announced,
-            })
-            .and_then(|()| self.w.flush())
-            .map_err(self.wire_err("sending pages"))?;
-
+        let mut c = RoundCounters::default();
+        let result = self.round_body(
+            round,
+            pending,
+            plan,
+            hint,
+            last,
+            (t0, b0, pending_pages),
+            &mut held,
+            &mut dirtied,
+            &mut c,
+        );
         let duration = t0.elapsed();
         let bytes = self.bytes() - b0;
         let secs = duration.as_secs_f64().max(1e-9);
         let dirtied_pages = dirtied.count();
-        self.history.end_round(&dirtied);
         let r = RoundReport {
             round,
             stop_and_copy: last,
+            interrupted: false,
             pages_pending: pending_pages,
             pages_dirtied: dirtied_pages,
             pages_sent: c.sent,
@@ -715,11 +666,96 @@ impl<V: SourceVm> Engine<'_, V> {
             dirty_rate_bps: (dirtied_pages * PAGE_SIZE) as f64 * 8.0 / secs,
         };
         tracing::debug!(?r, "round done");
+        if let Err(e) = result {
+            // Keep what the interrupted round did, for the report.
+            self.report.per_round.push(RoundReport {
+                interrupted: true,
+                ..r
+            });
+            return Err(e);
+        }
+        self.history.end_round(&dirtied);
         *pending = dirtied;
         pending.or_assign(&held);
         self.progress
             .set_remaining(pending.count() * PAGE_SIZE, r.transfer_rate_bps);
         self.report.per_round.push(r);
+        Ok(())
+    }
+
+    /// Sends one round's pages; counters and dirty pages are left in the
+    /// out-parameters even when it fails half way.
+    #[allow(clippy::too_many_arguments)]
+    fn round_body(
+        &mut self,
+        round: u32,
+        pending: &DirtyBitmap,
+        plan: &RoundPlan,
+        hint: Option<DirtyBitmap>,
+        last: bool,
+        (t0, b0, pending_pages): (Instant, u64, u64),
+        held: &mut DirtyBitmap,
+        dirtied: &mut DirtyBitmap,
+        c: &mut RoundCounters,
+    ) -> Result<(), MigrateError> {
+        self.w
+            .round_begin(&RoundBegin {
+                round,
+                flags: if last { RoundBegin::FINAL } else { 0 },
+                pages: pending_pages,
+            })
+            .map_err(self.wire_err("sending pages"))?;
+
+        let mut visit = pending.clone();
+        if let Some(h) = &plan.hold_back
+            && !last
+        {
+            held.or_assign(pending);
+            held.and_assign(h);
+            visit.and_not_assign(h);
+        }
+        let skip = plan.skip_redirtied && !last;
+        c.skipped = held.count();
+        let mut last_harvest = Instant::now();
+        let mut visited = c.skipped;
+        for (start, count) in visit.runs() {
+            let mut i = start;
+            let end = start + count;
+            while i < end {
+                let n = (end - i).min(MAX_PAGES_PER_RECORD as u64);
+                self.poll()?;
+                if skip && last_harvest.elapsed() >= MID_ROUND_HARVEST {
+                    self.vm
+                        .harvest_dirty(dirtied)
+                        .map_err(Self::vm_err("harvest dirty pages"))?;
+                    last_harvest = Instant::now();
+                }
+                self.send_chunk(i, n, skip.then_some(&*dirtied), hint.as_ref(), c)?;
+                i += n;
+                visited += n;
+                let secs = t0.elapsed().as_secs_f64();
+                if secs > 0.0 {
+                    let rate = (self.bytes() - b0) as f64 * 8.0 / secs;
+                    self.progress
+                        .set_remaining((pending_pages - visited) * PAGE_SIZE, rate);
+                }
+            }
+        }
+        self.flush_zero_runs(c)?;
+        if !last {
+            self.vm
+                .harvest_dirty(dirtied)
+                .map_err(Self::vm_err("harvest dirty pages"))?;
+        }
+        self.w
+            .round_end(&RoundEnd {
+                round,
+                pages: c.sent,
+                zero_pages: c.zero_announced,
+            })
+            .and_then(|()| self.w.flush())
+            .map_err(self.wire_err("sending pages"))?;
+
         Ok(())
     }
 

@@ -320,6 +320,8 @@ fn connection_cut_during_rounds() {
         assert_rolled_back(&vm, &res, &factory);
         assert!(d.is_err());
         assert!(!vm.calls.contains(&"pause"), "{:?}", vm.calls);
+        let report = &res.as_ref().unwrap_err().report;
+        assert!(report.per_round.last().unwrap().interrupted, "{report}");
     }
 }
 
