@@ -3,7 +3,7 @@
 //! Every message is one checksummed frame (`vmstate::frame`); protocol
 //! messages use kinds 0x40-0xff, page data and device state travel as the
 //! vmstate records Pages, ZeroPages and State. A connection starts with a
-//! [`handshake`] (version negotiation and mutual HMAC-SHA256
+//! handshake ([`source_handshake`] / [`dest_handshake`]: version negotiation and mutual HMAC-SHA256
 //! challenge-response over a shared secret), then carries one migration:
 //! Start/Accept, rounds of pages, the final round and State, then the
 //! Ready/Commit/Resumed switchover. docs/PROTOCOL.md is the full description.
