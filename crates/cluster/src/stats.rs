@@ -263,6 +263,46 @@ mod tests {
     }
 
     #[test]
+    fn mad_matches_the_definition() {
+        let naive = |d: &[f64]| {
+            let mut s = d.to_vec();
+            s.sort_by(f64::total_cmp);
+            let med = |s: &[f64]| {
+                let n = s.len();
+                if n % 2 == 1 {
+                    s[n / 2]
+                } else {
+                    (s[n / 2 - 1] + s[n / 2]) / 2.0
+                }
+            };
+            let m = med(&s);
+            let mut dev: Vec<f64> = s.iter().map(|x| (m - x).abs()).collect();
+            dev.sort_by(f64::total_cmp);
+            med(&dev)
+        };
+        let mut x: u64 = 7;
+        for n in 1..40 {
+            let d: Vec<f64> = (0..n)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    ((x >> 40) % 50) as f64 / 50.0
+                })
+                .collect();
+            assert_eq!(mad(&d), naive(&d), "{d:?}");
+            assert_eq!(median(&d), {
+                let mut s = d.clone();
+                s.sort_by(f64::total_cmp);
+                let n = s.len();
+                if n % 2 == 1 {
+                    s[n / 2]
+                } else {
+                    (s[n / 2 - 1] + s[n / 2]) / 2.0
+                }
+            });
+        }
+    }
+
+    #[test]
     fn iqr_uses_cloudsim_indices() {
         // n = 8: q1 index round(2.25)-1 = 1, q3 index round(6.75)-1 = 6.
         let d = [8.0, 1.0, 7.0, 2.0, 6.0, 3.0, 5.0, 4.0];
