@@ -187,7 +187,7 @@ impl Default for ManagerSettings {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub scenario: Scenario,
-    /// File path, or "<built-in default>".
+    /// File path, or `<built-in default>`.
     pub origin: String,
     /// Folder relative trace paths are resolved from.
     pub base_dir: Option<PathBuf>,
