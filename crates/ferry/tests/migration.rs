@@ -1,0 +1,423 @@
+//! Safety of live migration, end to end with real `ferry` processes, KVM and
+//! TCP: every failure before Commit, injected at several points of a
+//! migration, leaves exactly one copy of the VM running (on the source) with
+//! its integrity check passing, and a retry then succeeds. docs/SAFETY.md
+//! has the matrix of failures, points and tests.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+
+use common::*;
+
+/// Where in a migration a fault is injected, judged from the engine's own
+/// progress (`GET /api/v1/vm.migrate`) or from the frames on the wire.
+#[derive(Clone, Copy, Debug)]
+enum Point {
+    /// Round 1 of pre-copy, a few MiB in (downtime strategy, slow link).
+    EarlyRound1,
+    /// Round 2 or later of pre-copy (downtime strategy, slow link).
+    LateRounds,
+    /// While memory is copied with the VM paused (stop-and-copy strategy).
+    StopAndCopy,
+    /// In the middle of the State frame (device and vCPU state).
+    StateTransfer,
+}
+
+impl Point {
+    fn migrate_args(self) -> &'static [&'static str] {
+        match self {
+            Point::EarlyRound1 | Point::LateRounds => {
+                &["--strategy", "downtime", "--max-bandwidth", SLOW]
+            }
+            Point::StopAndCopy => &["--strategy", "stop-and-copy", "--max-bandwidth", SLOW],
+            Point::StateTransfer => &["--strategy", "stop-and-copy", "--max-bandwidth", "1Gbit"],
+        }
+    }
+
+    /// Waits until the migration has reached this point (not for StateTransfer,
+    /// which a proxy finds on the wire).
+    fn wait(self, src: &Vm) {
+        match self {
+            Point::EarlyRound1 => src.wait_progress("round 1, 4 MiB sent", |ph, r, b| {
+                ph == "iterative" && r == 1 && b >= 4 << 20
+            }),
+            Point::LateRounds => {
+                src.wait_progress("round 2 or later", |ph, r, _| ph == "iterative" && r >= 2)
+            }
+            Point::StopAndCopy => src.wait_progress("stop-and-copy, 8 MiB sent", |ph, _, b| {
+                ph == "stop-and-copy" && b >= 8 << 20
+            }),
+            Point::StateTransfer => unreachable!("found by the proxy"),
+        };
+    }
+
+    /// A proxy trigger for this point: the fault lands inside a frame of
+    /// the right kind once the migration is there.
+    fn trigger(self) -> Trigger {
+        match self {
+            Point::EarlyRound1 => Trigger {
+                min_bytes: 2 << 20,
+                kind: Some(PAGES),
+                armed: true,
+            },
+            // Armed by the test once progress shows the point.
+            Point::LateRounds | Point::StopAndCopy => Trigger {
+                min_bytes: 0,
+                kind: Some(PAGES),
+                armed: false,
+            },
+            Point::StateTransfer => Trigger {
+                min_bytes: 0,
+                kind: Some(STATE),
+                armed: true,
+            },
+        }
+    }
+}
+
+const ALL_POINTS: [Point; 4] = [
+    Point::EarlyRound1,
+    Point::LateRounds,
+    Point::StopAndCopy,
+    Point::StateTransfer,
+];
+
+/// Common checks after a failed attempt: `ferry migrate` failed with one
+/// error line naming `words`, the VM runs on the source and verifies, and
+/// it is the only copy.
+fn assert_rolled_back(src: &mut Vm, migrate: &mut Proc, dest: &mut Dest, words: &[&str]) {
+    migrate.assert_failed_with(PATIENCE, words);
+    src.assert_running_and_healthy();
+    assert_exactly_one(src, &mut [dest]);
+    let m = src.migration().expect("migration status");
+    assert_eq!(m["done"], true, "{m}");
+    assert_eq!(m["report"]["vm_location"], "source", "{m}");
+}
+
+/// Proxy-injected fault at `point`; returns the proxy (kept alive by the caller).
+fn faulty_attempt(
+    dir: &Path,
+    src: &Vm,
+    secret: &Path,
+    name: &str,
+    point: Point,
+    action: Action,
+) -> (Dest, Proxy, Proc) {
+    let dest = Dest::start(dir, &format!("{name}-dst"), secret, &[]);
+    let proxy = Proxy::start(dest.socket_addr(), action, point.trigger());
+    let m = src.start_migrate(
+        dir,
+        &format!("{name}-migrate"),
+        &proxy.addr,
+        secret,
+        point.migrate_args(),
+    );
+    if matches!(point, Point::LateRounds | Point::StopAndCopy) {
+        point.wait(src);
+        proxy.arm();
+    }
+    proxy.wait_fired();
+    (dest, proxy, m)
+}
+
+// 1 ------------------------------------------------------------------------
+
+#[test]
+fn destination_killed_at_each_point_vm_stays_on_source() {
+    let _g = serial();
+    let dir = TempDir::new("kill");
+    let secret = dir.secret("secret");
+    let mut src = Vm::boot(dir.path(), "src");
+    for (i, point) in ALL_POINTS.into_iter().enumerate() {
+        let name = format!("kill{i}");
+        let (mut dest, proxy, mut m) = if let Point::StateTransfer = point {
+            // Hold the stream inside the State frame, kill, then let the
+            // source see the connection go as it would without a proxy.
+            let (mut d, p, m) = faulty_attempt(dir.path(), &src, &secret, &name, point, Action::Freeze);
+            d.proc.kill();
+            p.sever();
+            (d, Some(p), m)
+        } else {
+            let mut d = Dest::start(dir.path(), &format!("{name}-dst"), &secret, &[]);
+            let m = src.start_migrate(dir.path(), &format!("{name}-migrate"), &d.addr, &secret, point.migrate_args());
+            point.wait(&src);
+            d.proc.kill();
+            (d, None, m)
+        };
+        assert_rolled_back(&mut src, &mut m, &mut dest, &[]);
+        assert!(!dest.proc.alive(), "{point:?}: destination still alive");
+        drop(proxy);
+    }
+    assert_retry_succeeds(dir.path(), &mut src, &secret);
+}
+
+// 2 ------------------------------------------------------------------------
+
+#[test]
+fn connection_dropped_at_each_point_vm_stays_on_source() {
+    let _g = serial();
+    let dir = TempDir::new("drop");
+    let secret = dir.secret("secret");
+    let mut src = Vm::boot(dir.path(), "src");
+    for (i, point) in ALL_POINTS.into_iter().enumerate() {
+        let (mut dest, _proxy, mut m) =
+            faulty_attempt(dir.path(), &src, &secret, &format!("drop{i}"), point, Action::Close);
+        assert_rolled_back(&mut src, &mut m, &mut dest, &[]);
+        dest.assert_discarded(&["nothing runs here"]);
+    }
+    assert_retry_succeeds(dir.path(), &mut src, &secret);
+}
+
+// 3 ------------------------------------------------------------------------
+
+#[test]
+fn connection_stalled_source_aborts_after_stall_timeout() {
+    let _g = serial();
+    let dir = TempDir::new("stall");
+    let secret = dir.secret("secret");
+    let mut src = Vm::boot(dir.path(), "src");
+    for (i, point) in [Point::EarlyRound1, Point::StateTransfer].into_iter().enumerate() {
+        let (mut dest, proxy, mut m) =
+            faulty_attempt(dir.path(), &src, &secret, &format!("stall{i}"), point, Action::Freeze);
+        // migrate::DEFAULT_STALL_TIMEOUT is 10 s on both sides.
+        assert_rolled_back(&mut src, &mut m, &mut dest, &["no progress"]);
+        dest.assert_discarded(&["no progress"]);
+        drop(proxy);
+    }
+    assert_retry_succeeds(dir.path(), &mut src, &secret);
+}
+
+// 4 ------------------------------------------------------------------------
+
+#[test]
+fn corrupted_stream_is_detected_and_vm_stays_on_source() {
+    let _g = serial();
+    let dir = TempDir::new("corrupt");
+    let secret = dir.secret("secret");
+    let mut src = Vm::boot(dir.path(), "src");
+    for (i, point) in [Point::EarlyRound1, Point::StopAndCopy, Point::StateTransfer]
+        .into_iter()
+        .enumerate()
+    {
+        let (mut dest, _proxy, mut m) =
+            faulty_attempt(dir.path(), &src, &secret, &format!("corrupt{i}"), point, Action::Corrupt);
+        assert_rolled_back(&mut src, &mut m, &mut dest, &["checksum"]);
+        dest.assert_discarded(&["checksum"]);
+    }
+    assert_retry_succeeds(dir.path(), &mut src, &secret);
+}
+
+// 5 ------------------------------------------------------------------------
+
+#[test]
+fn destination_memory_limit_refuses_and_vm_stays_on_source() {
+    let _g = serial();
+    let dir = TempDir::new("oom");
+    let secret = dir.secret("secret");
+    let mut src = Vm::boot(dir.path(), "src");
+    let mut dest = Dest::start(dir.path(), "oom-dst", &secret, &["--max-memory", "64M"]);
+    let mut m = src.start_migrate(dir.path(), "oom-migrate", &dest.addr, &secret, &[]);
+    assert_rolled_back(&mut src, &mut m, &mut dest, &["memory", "64 MiB"]);
+    dest.assert_discarded(&["memory", "max-memory"]);
+    assert_retry_succeeds(dir.path(), &mut src, &secret);
+}
+
+// 6 ------------------------------------------------------------------------
+
+#[test]
+fn wrong_secret_is_refused_on_both_sides() {
+    let _g = serial();
+    let dir = TempDir::new("secret");
+    let secret = dir.secret("secret");
+    let other = dir.secret("other-secret");
+    let mut src = Vm::boot(dir.path(), "src");
+    let mut dest = Dest::start(dir.path(), "auth-dst", &other, &[]);
+    let mut m = src.start_migrate(dir.path(), "auth-migrate", &dest.addr, &secret, &[]);
+    assert_rolled_back(&mut src, &mut m, &mut dest, &["authenticat"]);
+    dest.assert_discarded(&["authenticat"]);
+    assert_retry_succeeds(dir.path(), &mut src, &secret);
+}
+
+// 7, 8 ---------------------------------------------------------------------
+
+#[test]
+fn unreachable_silent_and_garbage_peers_leave_vm_running() {
+    let _g = serial();
+    let dir = TempDir::new("peers");
+    let secret = dir.secret("secret");
+    let mut src = Vm::boot(dir.path(), "src");
+    let run = |src: &mut Vm, name: &str, to: &str, words: &[&str]| {
+        let mut m = src.start_migrate(dir.path(), name, to, &secret, &[]);
+        m.assert_failed_with(PATIENCE, words);
+        src.assert_running_and_healthy();
+        assert_exactly_one(src, &mut []);
+    };
+
+    // Nothing listens there.
+    let closed = format!("127.0.0.1:{}", free_port());
+    run(&mut src, "refused", &closed, &["cannot connect", "refused"]);
+
+    // A listener that never accepts: the kernel completes the TCP handshake
+    // but nobody ever answers Hello.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    run(&mut src, "silent", &silent_addr, &["no progress", "authenticating"]);
+    drop(silent);
+
+    // A peer that answers with random bytes.
+    let garbage = GarbageServer::start();
+    run(&mut src, "garbage", &garbage.addr.clone(), &[]);
+
+    assert_retry_succeeds(dir.path(), &mut src, &secret);
+}
+
+/// `ferry receive` fed garbage, a truncated stream, or a Hello of an unknown
+/// protocol version exits non-zero with one error line, never a panic.
+#[test]
+fn receive_rejects_garbage_truncated_and_wrong_version() {
+    require_kvm();
+    let dir = TempDir::new("recv-bad");
+    let secret = dir.secret("secret");
+
+    let hello = |min: u16, max: u16| -> Vec<u8> {
+        let mut w = wire::MessageWriter::new(Vec::new());
+        w.hello(&wire::Hello {
+            min_version: min,
+            max_version: max,
+            capabilities: wire::Capabilities::NONE,
+            nonce: [7; wire::NONCE_LEN],
+        })
+        .unwrap();
+        w.flush().unwrap();
+        w.get_ref().clone()
+    };
+    let valid = hello(wire::MIN_PROTOCOL_VERSION, wire::PROTOCOL_VERSION);
+    let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
+        ("garbage", random_bytes(4096), &[]),
+        ("truncated", valid[..valid.len() / 2].to_vec(), &[]),
+        ("version", hello(90, 99), &["version"]),
+    ];
+    for (name, bytes, words) in cases {
+        let mut dest = Dest::start(dir.path(), name, &secret, &[]);
+        let mut s = TcpStream::connect(&dest.addr).unwrap();
+        s.write_all(&bytes).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        // Whatever it answers (VersionRefused, Abort), then it closes.
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        dest.assert_discarded(words);
+    }
+}
+
+// 9 ------------------------------------------------------------------------
+
+#[test]
+fn second_migration_is_refused_while_one_runs() {
+    let _g = serial();
+    let dir = TempDir::new("second");
+    let secret = dir.secret("secret");
+    let mut src = Vm::boot(dir.path(), "src");
+    let mut dest = Dest::start(dir.path(), "dst", &secret, &[]);
+    let mut other = Dest::start(dir.path(), "other-dst", &secret, &[]);
+    let mut first = src.start_migrate(
+        dir.path(),
+        "first",
+        &dest.addr,
+        &secret,
+        &["--strategy", "xen", "--max-bandwidth", SLOW],
+    );
+    src.wait_progress("round 1 under way", |ph, _, b| ph == "iterative" && b > 1 << 20);
+    let mut second = Proc::spawn(
+        dir.path(),
+        "second",
+        &[
+            "migrate",
+            "--api",
+            src.sock.to_str().unwrap(),
+            "--to",
+            &other.addr,
+            "--secret-file",
+            secret.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    second.assert_failed_with(PATIENCE, &["already running", "409"]);
+    let st = first.wait(PATIENCE * 2);
+    assert!(st.success(), "the first migration failed: {}", first.stderr_text());
+    assert_completed_on(&mut src, &mut dest, &first);
+    // The refused destination never got a connection and still waits.
+    assert!(other.proc.alive());
+    assert!(other.state().is_none());
+    other.proc.kill();
+}
+
+// 10 -----------------------------------------------------------------------
+
+#[test]
+fn cancelled_migration_leaves_vm_running_on_source() {
+    let _g = serial();
+    let dir = TempDir::new("cancel");
+    let secret = dir.secret("secret");
+    let mut src = Vm::boot(dir.path(), "src");
+    for (i, point) in [Point::EarlyRound1, Point::LateRounds, Point::StopAndCopy]
+        .into_iter()
+        .enumerate()
+    {
+        let mut dest = Dest::start(dir.path(), &format!("cancel{i}-dst"), &secret, &[]);
+        let mut m = src.start_migrate(
+            dir.path(),
+            &format!("cancel{i}-migrate"),
+            &dest.addr,
+            &secret,
+            point.migrate_args(),
+        );
+        point.wait(&src);
+        src.client
+            .put_ok(api::routes::VM_MIGRATE_CANCEL, None)
+            .expect("cancel accepted");
+        assert_rolled_back(&mut src, &mut m, &mut dest, &["cancelled"]);
+        dest.assert_discarded(&["cancel"]);
+    }
+    assert_retry_succeeds(dir.path(), &mut src, &secret);
+}
+
+// 11 -----------------------------------------------------------------------
+
+fn happy_path(strategy: &str) {
+    let _g = serial();
+    let dir = TempDir::new(strategy);
+    let secret = dir.secret("secret");
+    let mut src = Vm::boot(dir.path(), "src");
+    let mut dest = Dest::start(dir.path(), "dst", &secret, &[]);
+    let mut m = src.start_migrate(
+        dir.path(),
+        "migrate",
+        &dest.addr,
+        &secret,
+        &["--strategy", strategy, "--max-bandwidth", "1Gbit"],
+    );
+    let st = m.wait(PATIENCE * 2);
+    assert!(st.success(), "migration failed: {}", m.stderr_text());
+    let report: serde_json::Value = serde_json::from_str(&m.stdout_text()).unwrap();
+    assert_eq!(report["strategy"], strategy);
+    assert_completed_on(&mut src, &mut dest, &m);
+}
+
+#[test]
+fn happy_path_stop_and_copy() {
+    happy_path("stop-and-copy");
+}
+
+#[test]
+fn happy_path_xen() {
+    happy_path("xen");
+}
+
+#[test]
+fn happy_path_downtime() {
+    happy_path("downtime");
+}
