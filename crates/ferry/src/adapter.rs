@@ -69,6 +69,10 @@ impl SourceVm for Source<'_> {
         self.vm.retire();
     }
 
+    fn is_running(&self) -> bool {
+        self.vm.run_state() == vmm::RunState::Running
+    }
+
     fn nonzero_hint(&self, into: &mut DirtyBitmap) -> bool {
         let mut resident = Vec::new();
         for (region, r) in self.vm.host_regions().iter().enumerate() {

@@ -9,7 +9,7 @@ use api::Client;
 use api::routes;
 use api::types::MigrateRequest;
 use indicatif::{ProgressBar, ProgressStyle};
-use migrate::{Bandwidth, MigrationReport, Phase, Secret};
+use migrate::{Bandwidth, MigrationReport, Secret};
 
 use crate::host::Host;
 use crate::migration::JobStatus;
@@ -139,14 +139,17 @@ pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Resul
         std::thread::sleep(Duration::from_millis(100));
     };
     bar.finish_and_clear();
-    if matches!(status.progress.phase, Phase::Done)
-        || status
-            .report
-            .as_ref()
-            .is_some_and(|r| r.vm_location != migrate::VmLocation::Source)
-    {
-        // The source keeps the retired VM's memory until we let it go.
-        let _ = client.put(routes::VM_SHUTDOWN, None);
+    match status.report.as_ref().map(|r| r.vm_location) {
+        // The VM runs on the destination: let the source process exit.
+        Some(migrate::VmLocation::Destination) => {
+            let _ = client.put(routes::VM_SHUTDOWN, None);
+        }
+        // In doubt: the source keeps the paused VM's memory, which may be
+        // the only copy; an operator decides (docs/PROTOCOL.md).
+        Some(migrate::VmLocation::Unknown) => eprintln!(
+            "ferry: the commit is in doubt: the source keeps the paused VM; check the destination before stopping it"
+        ),
+        _ => {}
     }
     Ok(status)
 }

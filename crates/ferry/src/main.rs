@@ -9,6 +9,7 @@ mod guests;
 mod host;
 mod live;
 mod migration;
+mod pair;
 mod run;
 mod serial;
 

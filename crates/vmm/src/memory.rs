@@ -127,25 +127,29 @@ pub fn host_regions(mem: &GuestMemoryMmap) -> Vec<HostRegion> {
         .collect()
 }
 
-/// Marks in `out` (one bool per page) the pages of `region` that the host has
-/// ever backed. Pages never touched read as zero and need not be copied.
+/// Marks in `out` (one byte per page, 1 = may hold data) the pages of
+/// `region` the host has ever backed, present in RAM or swapped out (per
+/// /proc/self/pagemap). Pages never touched read as zero and need not be copied.
 pub fn resident_pages(region: &HostRegion, out: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const PRESENT: u64 = 1 << 63;
+    const SWAPPED: u64 = 1 << 62;
+    const BATCH: usize = 8192;
     let pages = (region.len / PAGE_SIZE) as usize;
     out.clear();
     out.resize(pages, 0);
-    // SAFETY: the range is a live mapping of `len` bytes; `out` has one byte per page.
-    let r = unsafe {
-        libc::mincore(
-            region.host as *mut libc::c_void,
-            region.len as usize,
-            out.as_mut_ptr(),
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    for b in out.iter_mut() {
-        *b &= 1;
+    let pagemap = std::fs::File::open("/proc/self/pagemap")?;
+    let first = region.host as u64 / PAGE_SIZE;
+    let mut buf = vec![0u8; BATCH * 8];
+    let mut i = 0;
+    while i < pages {
+        let n = BATCH.min(pages - i);
+        pagemap.read_exact_at(&mut buf[..n * 8], (first + i as u64) * 8)?;
+        for (j, e) in buf[..n * 8].chunks_exact(8).enumerate() {
+            let v = u64::from_le_bytes(e.try_into().unwrap());
+            out[i + j] = u8::from(v & (PRESENT | SWAPPED) != 0);
+        }
+        i += n;
     }
     Ok(())
 }

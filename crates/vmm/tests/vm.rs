@@ -274,3 +274,54 @@ fn bad_boot_input_is_refused() {
     .unwrap();
     assert!(e.to_string().contains("RAM only up to"), "{e}");
 }
+
+/// A Multiboot kernel running `code` at its entry (32-bit protected mode).
+fn raw_kernel(code: &[u8]) -> Vec<u8> {
+    let mut img = vec![0u8; 32];
+    let (magic, flags) = (0x1BAD_B002u32, 1u32 << 16);
+    let end = 0x10_0020 + code.len() as u32;
+    let words = [
+        magic,
+        flags,
+        0u32.wrapping_sub(magic.wrapping_add(flags)),
+        0x10_0000,
+        0x10_0000,
+        end,
+        0,
+        0x10_0020,
+    ];
+    for (i, w) in words.iter().enumerate() {
+        img[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    img.extend_from_slice(code);
+    img
+}
+
+#[test]
+fn the_tsc_leaf_reaches_the_guest() {
+    require_kvm();
+    // mov eax,0x40000000; cpuid; cmp eax,0x40000010; je ok; mov al,2; out 0xf4,al; jmp $
+    // ok: mov eax,0x40000010; cpuid; test eax,eax; jz bad; xor eax,eax; out 0xf4,al; bad: mov al,3; out 0xf4,al; jmp $
+    let code = [
+        0xB8, 0x00, 0x00, 0x00, 0x40, 0x0F, 0xA2, 0x3D, 0x10, 0x00, 0x00, 0x40, 0x74, 0x06, 0xB0,
+        0x02, 0xE6, 0xF4, 0xEB, 0xFE, 0xB8, 0x10, 0x00, 0x00, 0x40, 0x0F, 0xA2, 0x85, 0xC0, 0x74,
+        0x04, 0x31, 0xC0, 0xE6, 0xF4, 0xB0, 0x03, 0xE6, 0xF4, 0xEB, 0xFE,
+    ];
+    let img = raw_kernel(&code);
+    let vm = Vm::boot(
+        &BootSpec {
+            kernel: &img,
+            kernel_name: "cpuid".into(),
+            cmdline: String::new(),
+            memory_bytes: 16 << 20,
+            vcpus: 1,
+        },
+        capture().0,
+    )
+    .unwrap();
+    assert_eq!(
+        vm.wait(Some(Duration::from_secs(30))),
+        Some(ExitReason::Guest(1)),
+        "2: max leaf too low, 3: no TSC kHz"
+    );
+}

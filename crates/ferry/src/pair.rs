@@ -1,0 +1,221 @@
+//! A source and a destination Ferry process on this machine, ready for a
+//! live migration: what `ferry demo` and `ferry bench migrate` run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use api::Client;
+use api::routes;
+use migrate::MigrationReport;
+
+/// Kills a child process when dropped, so no VM is ever left behind.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What to boot on the source.
+#[derive(Debug, Clone)]
+pub struct GuestSpec {
+    pub guest: String,
+    pub memory: String,
+    pub vcpus: u32,
+    pub append: String,
+}
+
+/// How to migrate.
+#[derive(Debug, Clone)]
+pub struct MigrationSpec {
+    pub strategy: String,
+    pub max_bandwidth: Option<String>,
+    pub max_downtime: String,
+}
+
+pub struct Pair {
+    pub addr: String,
+    pub secret: PathBuf,
+    pub src_log: PathBuf,
+    pub dst_log: PathBuf,
+    pub source: Client,
+    pub destination: Client,
+    src: Proc,
+    _dst: Proc,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until `ok` holds, polling every 50 ms.
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !ok()? {
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Host wall time in UNIX seconds, the clock of the serial logs.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+impl Pair {
+    /// Starts `ferry receive` and `ferry run` for `guest` in `dir`.
+    pub fn start(dir: &Path, guest: &GuestSpec) -> anyhow::Result<Pair> {
+        std::fs::create_dir_all(dir)?;
+        let secret = dir.join("secret");
+        std::fs::write(&secret, migrate::Secret::generate_hex())?;
+        let (src_sock, dst_sock) = (dir.join("source.sock"), dir.join("destination.sock"));
+        let (src_log, dst_log) = (dir.join("source.log"), dir.join("destination.log"));
+        let exe = std::env::current_exe()?;
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let spawn = |args: &[&str]| -> anyhow::Result<Proc> {
+            Ok(Proc(
+                Command::new(&exe)
+                    .args(args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("cannot start a ferry process")?,
+            ))
+        };
+        let p = |p: &Path| p.display().to_string();
+        let dst = spawn(&[
+            "receive",
+            "--listen",
+            &addr,
+            "--secret-file",
+            &p(&secret),
+            "--api",
+            &p(&dst_sock),
+            "--serial",
+            &p(&dst_log),
+            "--timestamps",
+        ])?;
+        let vcpus = guest.vcpus.to_string();
+        let src = spawn(&[
+            "run",
+            "--guest",
+            &guest.guest,
+            "--memory",
+            &guest.memory,
+            "--vcpus",
+            &vcpus,
+            "--append",
+            &guest.append,
+            "--api",
+            &p(&src_sock),
+            "--serial",
+            &p(&src_log),
+            "--timestamps",
+        ])?;
+        Ok(Pair {
+            addr,
+            secret,
+            src_log,
+            dst_log,
+            source: Client::new(&src_sock),
+            destination: Client::new(&dst_sock),
+            src,
+            _dst: dst,
+        })
+    }
+
+    /// Waits until the source guest's counters satisfy `ready`.
+    pub fn wait_source(
+        &mut self,
+        what: &str,
+        ready: impl Fn(&api::types::GuestCounters) -> bool,
+    ) -> anyhow::Result<()> {
+        let log = self.src_log.clone();
+        let (src, client) = (&mut self.src, &self.source);
+        wait_for(what, Duration::from_secs(120), || {
+            if let Some(status) = src.0.try_wait()? {
+                anyhow::bail!(
+                    "the source VM ended early ({status}); see {}",
+                    log.display()
+                );
+            }
+            Ok(client
+                .get_ok(routes::VM)
+                .ok()
+                .and_then(|v| serde_json::from_value::<api::types::VmStatus>(v).ok())
+                .and_then(|s| s.guest)
+                .is_some_and(|g| ready(&g)))
+        })
+    }
+
+    /// Migrates the source VM to the destination; the report carries the
+    /// guest-visible downtime once the guest has printed a heartbeat there.
+    pub fn migrate(
+        &self,
+        spec: &MigrationSpec,
+        show: bool,
+    ) -> anyhow::Result<(MigrationReport, Option<String>)> {
+        let req = crate::live::request(
+            &self.addr,
+            &spec.strategy,
+            spec.max_bandwidth.as_deref(),
+            &spec.max_downtime,
+            &self.secret,
+        )?;
+        let started = now();
+        let status = crate::live::drive(&self.source, &req, show)?;
+        let mut report = status.report.context("the source gave no report")?;
+        if status.error.is_none() {
+            let resumed = now();
+            // The largest gap ends at the first heartbeat on the destination.
+            let _ = self.wait_line_after(&self.dst_log, resumed, "HB ", Duration::from_secs(30));
+            report.guest_downtime_ms =
+                crate::serial::guest_downtime_ms(&self.src_log, &self.dst_log, started, now())?;
+        }
+        Ok((report, status.error))
+    }
+
+    /// The first line starting with `prefix` that `log` got at or after `after`.
+    pub fn wait_line_after(
+        &self,
+        log: &Path,
+        after: f64,
+        prefix: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let mut found = None;
+        wait_for(&format!("{prefix:?} in {}", log.display()), timeout, || {
+            if let Ok(lines) = crate::serial::read_stamped_log(log) {
+                found = lines
+                    .iter()
+                    .find(|l| l.time >= after && l.text.starts_with(prefix))
+                    .map(|l| l.text.clone());
+            }
+            Ok(found.is_some())
+        })?;
+        Ok(found.unwrap_or_default())
+    }
+
+    /// Stops the destination VM (the source has exited after a migration).
+    pub fn shutdown(self) {
+        let _ = self.destination.put(routes::VM_SHUTDOWN, None);
+        let _ = self.source.put(routes::VM_SHUTDOWN, None);
+    }
+}
