@@ -45,6 +45,21 @@ _start:
     rdtsc
     movl %eax, rt_boot_tsc
     movl %edx, rt_boot_tsc + 4
+    # TSC kHz from the hypervisor timing leaf, read here in ring 0: on some
+    # hosts (kvm-pvm) CPUID from ring 3 is not intercepted and shows the
+    # outer host's leaves instead of the VMM's.
+    movl $1, %eax
+    cpuid
+    btl $31, %ecx
+    jnc 1f
+    movl $0x40000000, %eax
+    cpuid
+    cmpl $0x40000010, %eax
+    jb 1f
+    movl $0x40000010, %eax
+    cpuid
+    movl %eax, rt_hv_tsc_khz
+1:
     movl $rt_tss, %eax
     movw %ax, rt_gdt_tss + 2
     shrl $16, %eax
@@ -363,6 +378,9 @@ rt_boot_tsc:
     .global rt_boot_magic
 rt_boot_magic:
     .skip 4
+    .global rt_hv_tsc_khz
+rt_hv_tsc_khz:
+    .skip 4
     .global rt_boot_info
 rt_boot_info:
     .skip 4
@@ -398,6 +416,7 @@ unsafe extern "C" {
     pub static rt_tramp_start: u8;
     pub static rt_tramp_end: u8;
     pub static rt_boot_magic: u32;
+    pub static rt_hv_tsc_khz: u32;
     pub static rt_boot_tsc: u64;
     pub static rt_boot_info: u32;
     pub static rt_ap_arrived: core::sync::atomic::AtomicU32;

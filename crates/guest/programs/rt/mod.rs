@@ -149,6 +149,11 @@ pub fn spin(t: u64) {
 static TSC_SOURCE: Global<&str> = Global::new("cpuid");
 
 fn tsc_init() -> u64 {
+    // SAFETY: written once by the boot code before any thread started.
+    let khz = unsafe { core::ptr::read_volatile(&raw const boot::rt_hv_tsc_khz) };
+    if khz != 0 {
+        return u64::from(khz);
+    }
     let leaf1 = __cpuid(1);
     if leaf1.ecx & (1 << 31) != 0 {
         let hv = __cpuid(0x4000_0000);
