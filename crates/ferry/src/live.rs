@@ -58,6 +58,11 @@ pub struct MigrateArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Timestamped serial logs of the source and the destination
+    /// (`--serial FILE --timestamps` on both): fills in the guest-visible
+    /// downtime, the largest heartbeat gap across the switchover.
+    #[arg(long, num_args = 2, value_names = ["SOURCE_LOG", "DESTINATION_LOG"])]
+    pub guest_logs: Option<Vec<PathBuf>>,
 }
 
 pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
@@ -163,7 +168,16 @@ pub fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
         &args.secret_file,
     )?;
     let client = Client::new(&args.api);
-    let status = drive(&client, &req, !args.json)?;
+    let started = crate::pair::now();
+    let mut status = drive(&client, &req, !args.json)?;
+    if let (Some(logs), Some(report)) = (&args.guest_logs, status.report.as_mut())
+        && status.error.is_none()
+    {
+        // Give the destination's first heartbeats time to reach its log.
+        std::thread::sleep(Duration::from_millis(500));
+        report.guest_downtime_ms =
+            crate::serial::guest_downtime_ms(&logs[0], &logs[1], started, crate::pair::now())?;
+    }
     print_report(status.report.as_ref(), args.json)?;
     match status.error {
         None => Ok(0),
