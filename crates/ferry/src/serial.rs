@@ -80,3 +80,45 @@ pub fn guest_downtime_ms(
     let (a, b) = (read_stamped_log(src)?, read_stamped_log(dst)?);
     Ok(yardstick::serial::max_heartbeat_gap(&[&a, &b], from, until).map(|g| g.seconds * 1e3))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("ferry-serial-{}-{name}", std::process::id()))
+    }
+
+    #[test]
+    fn stamped_lines_are_placed_by_their_tsc() {
+        let path = tmp("stamped.log");
+        let mut s = sink(Some(&path), true, 1_000_000).unwrap(); // 1 GHz TSC
+        let at = UNIX_EPOCH + Duration::from_secs(100);
+        s(b"HB seq=1 tsc=1000000000 rate=0\nVERIFY ok pages=1 gen=1\nHB seq=2 tsc=1500000000 rate=0\n", at);
+        drop(s);
+        let lines = read_stamped_log(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(lines.len(), 3);
+        // The last heartbeat arrived at 100 s; the first was printed 0.5 s before.
+        assert!((lines[0].time - 99.5).abs() < 1e-6, "{}", lines[0].time);
+        assert!((lines[1].time - 100.0).abs() < 1e-6);
+        assert!((lines[2].time - 100.0).abs() < 1e-6);
+        assert_eq!(lines[1].text, "VERIFY ok pages=1 gen=1");
+    }
+
+    #[test]
+    fn guest_downtime_is_the_gap_across_both_logs() {
+        let (a, b) = (tmp("a.log"), tmp("b.log"));
+        std::fs::write(
+            &a,
+            "[10.000] HB seq=1 tsc=1\n[10.010] HB seq=2 tsc=2\nnot stamped\n",
+        )
+        .unwrap();
+        std::fs::write(&b, "[10.210] HB seq=3 tsc=3\n[10.220] HB seq=4 tsc=4\n").unwrap();
+        let d = guest_downtime_ms(&a, &b, 10.005, 11.0).unwrap().unwrap();
+        std::fs::remove_file(&a).unwrap();
+        std::fs::remove_file(&b).unwrap();
+        assert!((d - 200.0).abs() < 1e-6, "{d}");
+    }
+}
