@@ -204,23 +204,7 @@ fn a_guest_that_crashes_is_reported() {
     require_kvm();
     // A Multiboot kernel whose first instruction is ud2, with no IDT: the
     // exception cannot be delivered and the vCPU triple-faults.
-    let mut img = vec![0u8; 64];
-    let (magic, flags) = (0x1BAD_B002u32, 1u32 << 16);
-    let words = [
-        magic,
-        flags,
-        0u32.wrapping_sub(magic.wrapping_add(flags)),
-        0x10_0000,
-        0x10_0000,
-        0x10_0040,
-        0,
-        0x10_0020,
-    ];
-    for (i, w) in words.iter().enumerate() {
-        img[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
-    }
-    img[32] = 0x0f;
-    img[33] = 0x0b;
+    let img = raw_kernel(&[0x0f, 0x0b]);
     let vm = Vm::boot(
         &BootSpec {
             kernel: &img,
