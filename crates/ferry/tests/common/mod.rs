@@ -27,6 +27,8 @@ pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 /// rounds) and verified every 500 ms.
 pub const GUEST_ARGS: &str = "ws=64M rate=5000 verify=500ms";
 pub const GUEST_MEMORY: &str = "256M";
+/// Pages in the working set of [`GUEST_ARGS`].
+pub const WS_PAGES: u64 = (64 << 20) / 4096;
 /// Slow link for failure tests: a migration lasts several seconds.
 pub const SLOW: &str = "200Mbit";
 
@@ -92,7 +94,10 @@ impl TempDir {
     }
     /// Writes a fresh random 64-hex-digit migration secret, returns its path.
     pub fn secret(&self, name: &str) -> PathBuf {
-        let hex: String = random_bytes(32).iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = random_bytes(32)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let p = self.0.join(name);
         fs::write(&p, hex + "\n").unwrap();
         p
@@ -100,8 +105,13 @@ impl TempDir {
 }
 
 impl Drop for TempDir {
+    /// Kept when the test failed, for its logs.
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        if thread::panicking() {
+            eprintln!("test files kept in {}", self.0.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -207,6 +217,7 @@ impl Proc {
             "{}: expected exactly one error line, stderr:\n{err}",
             self.name
         );
+        eprintln!("[{}] {}", self.name, lines[0]);
         let line = lines[0].to_lowercase();
         for w in words {
             assert!(
@@ -229,10 +240,7 @@ impl Drop for Proc {
 }
 
 pub fn assert_no_panic(who: &str, stderr: &str) {
-    assert!(
-        !stderr.contains("panicked"),
-        "{who} panicked:\n{stderr}"
-    );
+    assert!(!stderr.contains("panicked"), "{who} panicked:\n{stderr}");
 }
 
 /// What a serial log says.
@@ -250,11 +258,7 @@ pub fn read_serial(path: &Path) -> Serial {
     for line in text.lines().filter(|l| !l.is_empty()) {
         let body = line.split_once("] ").map_or(line, |(_, b)| b);
         if let Some(rest) = body.strip_prefix("HB seq=") {
-            if let Some(n) = rest
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse().ok())
-            {
+            if let Some(n) = rest.split_whitespace().next().and_then(|n| n.parse().ok()) {
                 s.heartbeats.push(n);
             }
         } else if body.starts_with("VERIFY ok") {
@@ -338,13 +342,17 @@ impl Vm {
             sock,
             serial,
         };
-        // Running, and the guest has verified its working set once.
-        wait_for("the source VM to boot and verify once", PATIENCE, || {
+        // Running, the guest has verified once, and it has written as many
+        // pages as its working set holds, so memory is mostly data, not zero.
+        wait_for("the source VM to boot and fill its working set", PATIENCE, || {
             if !vm.proc.alive() {
                 panic!("ferry run exited early: {}", vm.proc.stderr_text());
             }
             let v = status(&vm.sock)?;
-            (v["state"] == "running" && counter(&v, "verify_passes") >= 1).then_some(())
+            (v["state"] == "running"
+                && counter(&v, "verify_passes") >= 1
+                && counter(&v, "pages_written") >= WS_PAGES)
+                .then_some(())
         });
         vm
     }
@@ -371,10 +379,7 @@ impl Vm {
             if pred(phase, p["round"].as_u64()?, p["bytes_sent"].as_u64()?) {
                 return Some(m);
             }
-            assert!(
-                m["done"] != true,
-                "the migration ended before {what}: {m}"
-            );
+            assert!(m["done"] != true, "the migration ended before {what}: {m}");
             None
         })
     }
@@ -384,29 +389,52 @@ impl Vm {
     /// `VERIFY FAIL` anywhere.
     pub fn assert_running_and_healthy(&mut self) {
         let v = wait_for("the source VM to run again", PATIENCE, || {
-            assert!(self.proc.alive(), "the source process died: {}", self.proc.stderr_text());
+            assert!(
+                self.proc.alive(),
+                "the source process died: {}",
+                self.proc.stderr_text()
+            );
             let v = status(&self.sock)?;
             (v["state"] == "running").then_some(v)
         });
         let hb = counter(&v, "heartbeat_seq");
         let passes = counter(&v, "verify_passes");
         let logged = read_serial(&self.serial).verify_ok;
-        wait_for("heartbeats, a verify pass and a logged VERIFY ok on the source", PATIENCE, || {
-            let v = status(&self.sock)?;
-            assert_eq!(v["state"], "running", "the source VM stopped running: {v}");
-            assert_eq!(counter(&v, "verify_failures"), 0, "guest verification failed: {v}");
-            let log = read_serial(&self.serial);
-            (counter(&v, "heartbeat_seq") > hb
-                && counter(&v, "verify_passes") > passes
-                && log.verify_ok > logged)
-                .then_some(())
-        });
+        wait_for(
+            "heartbeats, a verify pass and a logged VERIFY ok on the source",
+            PATIENCE,
+            || {
+                let v = status(&self.sock)?;
+                assert_eq!(v["state"], "running", "the source VM stopped running: {v}");
+                assert_eq!(
+                    counter(&v, "verify_failures"),
+                    0,
+                    "guest verification failed: {v}"
+                );
+                let log = read_serial(&self.serial);
+                (counter(&v, "heartbeat_seq") > hb
+                    && counter(&v, "verify_passes") > passes
+                    && log.verify_ok > logged)
+                    .then_some(())
+            },
+        );
         let log = read_serial(&self.serial);
-        assert!(log.verify_fail.is_empty(), "VERIFY FAIL on the source: {:?}", log.verify_fail);
+        assert!(
+            log.verify_fail.is_empty(),
+            "VERIFY FAIL on the source: {:?}",
+            log.verify_fail
+        );
     }
 
     /// Starts `ferry migrate --json` in the background.
-    pub fn start_migrate(&self, dir: &Path, name: &str, to: &str, secret: &Path, extra: &[&str]) -> Proc {
+    pub fn start_migrate(
+        &self,
+        dir: &Path,
+        name: &str,
+        to: &str,
+        secret: &Path,
+        extra: &[&str],
+    ) -> Proc {
         let mut args = vec![
             "migrate",
             "--api",
@@ -460,7 +488,9 @@ impl Dest {
         // Probing the port would use up its one connection: read stderr.
         wait_for("ferry receive to listen", PATIENCE, || {
             assert!(proc.alive(), "ferry receive exited: {}", proc.stderr_text());
-            proc.stderr_text().contains("waiting for a VM").then_some(())
+            proc.stderr_text()
+                .contains("waiting for a VM")
+                .then_some(())
         });
         Dest {
             proc,
@@ -482,7 +512,10 @@ impl Dest {
     /// `words`, no API socket answering, nothing in its serial log.
     pub fn assert_discarded(&mut self, words: &[&str]) {
         self.proc.assert_failed_with(PATIENCE, words);
-        assert!(status(&self.sock).is_none(), "the failed destination serves an API");
+        assert!(
+            status(&self.sock).is_none(),
+            "the failed destination serves an API"
+        );
         let log = read_serial(&self.serial);
         assert!(
             log.heartbeats.is_empty() && log.verify_ok == 0,
@@ -514,9 +547,20 @@ pub fn assert_exactly_one(src: &mut Vm, dests: &mut [&mut Dest]) {
 /// bandwidth) completes: the rolled-back VM is fully usable.
 pub fn assert_retry_succeeds(dir: &Path, src: &mut Vm, secret: &Path) {
     let mut dest = Dest::start(dir, "retry-dst", secret, &[]);
-    let mut m = src.start_migrate(dir, "retry-migrate", &dest.addr, secret, &["--strategy", "downtime"]);
+    let mut m = src.start_migrate(
+        dir,
+        "retry-migrate",
+        &dest.addr,
+        secret,
+        &["--strategy", "downtime"],
+    );
     let st = m.wait(PATIENCE * 2);
-    assert!(st.success(), "retry failed: {}\n{}", m.stderr_text(), m.stdout_text());
+    assert!(
+        st.success(),
+        "retry failed: {}\n{}",
+        m.stderr_text(),
+        m.stdout_text()
+    );
     assert_completed_on(src, &mut dest, &m);
 }
 
@@ -528,18 +572,26 @@ pub fn assert_completed_on(src: &mut Vm, dest: &mut Dest, m: &Proc) {
     assert_eq!(report["outcome"], "completed", "{report}");
     assert_eq!(report["vm_location"], "destination", "{report}");
     let st = src.proc.wait(PATIENCE);
-    assert!(st.success(), "source exited {st}: {}", src.proc.stderr_text());
+    assert!(
+        st.success(),
+        "source exited {st}: {}",
+        src.proc.stderr_text()
+    );
     assert_no_panic("source", &src.proc.stderr_text());
     assert_eq!(dest.state().as_deref(), Some("running"));
     wait_for("VERIFY ok on the destination", PATIENCE, || {
         let v = status(&dest.sock)?;
         assert_eq!(counter(&v, "verify_failures"), 0, "{v}");
-        (read_serial(&dest.serial).verify_ok >= 1 && counter(&v, "verify_passes") >= 1).then_some(())
+        (read_serial(&dest.serial).verify_ok >= 1 && counter(&v, "verify_passes") >= 1)
+            .then_some(())
     });
     assert_exactly_one(src, &mut [dest]);
     let s = read_serial(&src.serial);
     let d = read_serial(&dest.serial);
-    assert!(s.verify_fail.is_empty() && d.verify_fail.is_empty(), "{s:?} {d:?}");
+    assert!(
+        s.verify_fail.is_empty() && d.verify_fail.is_empty(),
+        "{s:?} {d:?}"
+    );
     let last = *s.heartbeats.last().expect("source heartbeats");
     let first = *d.heartbeats.first().expect("destination heartbeats");
     assert!(
@@ -569,11 +621,14 @@ pub struct Trigger {
     pub min_bytes: u64,
     pub kind: Option<u8>,
     pub armed: bool,
+    /// Act just after that frame instead of inside it (Close, Freeze only).
+    pub after_frame: bool,
 }
 
 /// vmstate frame kinds (docs/PROTOCOL.md).
 pub const PAGES: u8 = 0x03;
 pub const STATE: u8 = 0x05;
+pub const COMMIT: u8 = 0x4a;
 
 struct Shared {
     action: Action,
@@ -654,7 +709,9 @@ impl Proxy {
     }
 
     pub fn wait_fired(&self) {
-        wait_for("the proxy's fault to fire", PATIENCE, || self.fired().then_some(()));
+        wait_for("the proxy's fault to fire", PATIENCE, || {
+            self.fired().then_some(())
+        });
     }
 
     /// Source-to-destination bytes forwarded so far.
@@ -675,6 +732,9 @@ impl Drop for Proxy {
     }
 }
 
+/// Frame header: kind u8, flags u8, reserved u16, length u32 (then payload, CRC u32).
+const HEADER: usize = 8;
+
 /// Tracks frame boundaries in the source's stream to place the fault.
 struct Frames {
     header: Vec<u8>,
@@ -694,19 +754,22 @@ impl Frames {
                 i += n;
                 continue;
             }
-            let need = 12 - self.header.len();
+            let need = HEADER - self.header.len();
             let n = need.min(chunk.len() - i);
             self.header.extend_from_slice(&chunk[i..i + n]);
             i += n;
-            if self.header.len() == 12 {
+            if self.header.len() == HEADER {
                 let kind = self.header[0];
                 let len = u32::from_le_bytes(self.header[4..8].try_into().unwrap()) as u64;
-                let start = at + i as u64 - 12;
+                let start = at + i as u64 - HEADER as u64;
                 self.header.clear();
                 self.rest = len + 4;
                 if start >= t.min_bytes && t.kind.is_none_or(|k| k == kind) {
+                    if t.after_frame {
+                        return Some(start + HEADER as u64 + len + 4);
+                    }
                     // Middle of the payload (the CRC if there is none).
-                    return Some(start + 12 + len / 2);
+                    return Some(start + HEADER as u64 + len / 2);
                 }
             }
         }
@@ -753,7 +816,11 @@ fn pump_forward(mut from: TcpStream, mut to: TcpStream, sh: &Shared) {
         let end = at + n as u64;
         let mut keep = n;
         let mut act = None;
-        if let Some(x) = target.filter(|&x| !fired && x < end) {
+        let due = |x: u64| match sh.action {
+            Action::Corrupt => x < end,
+            Action::Close | Action::Freeze => x <= end,
+        };
+        if let Some(x) = target.filter(|&x| !fired && due(x)) {
             let off = (x - at) as usize;
             match sh.action {
                 Action::Corrupt => {
