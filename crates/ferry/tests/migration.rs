@@ -499,7 +499,9 @@ fn commit_window_attempt(
 fn assert_in_doubt(report: &serde_json::Value) {
     assert_eq!(report["vm_location"], "unknown", "{report}");
     assert!(
-        report["outcome"].as_str().is_some_and(|o| o.starts_with("in doubt")),
+        report["outcome"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("in doubt")),
         "{report}"
     );
 }

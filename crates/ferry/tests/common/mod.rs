@@ -344,16 +344,20 @@ impl Vm {
         };
         // Running, the guest has verified once, and it has written as many
         // pages as its working set holds, so memory is mostly data, not zero.
-        wait_for("the source VM to boot and fill its working set", PATIENCE, || {
-            if !vm.proc.alive() {
-                panic!("ferry run exited early: {}", vm.proc.stderr_text());
-            }
-            let v = status(&vm.sock)?;
-            (v["state"] == "running"
-                && counter(&v, "verify_passes") >= 1
-                && counter(&v, "pages_written") >= WS_PAGES)
-                .then_some(())
-        });
+        wait_for(
+            "the source VM to boot and fill its working set",
+            PATIENCE,
+            || {
+                if !vm.proc.alive() {
+                    panic!("ferry run exited early: {}", vm.proc.stderr_text());
+                }
+                let v = status(&vm.sock)?;
+                (v["state"] == "running"
+                    && counter(&v, "verify_passes") >= 1
+                    && counter(&v, "pages_written") >= WS_PAGES)
+                    .then_some(())
+            },
+        );
         vm
     }
 
@@ -528,16 +532,16 @@ impl Dest {
 /// a live process whose API says it holds the VM.
 pub fn assert_exactly_one(src: &mut Vm, dests: &mut [&mut Dest]) {
     let mut holders = Vec::new();
-    if src.proc.alive() {
-        if let Some(s) = src.state().filter(|s| holds_vm(s)) {
-            holders.push(format!("source ({s})"));
-        }
+    if src.proc.alive()
+        && let Some(s) = src.state().filter(|s| holds_vm(s))
+    {
+        holders.push(format!("source ({s})"));
     }
     for d in dests.iter_mut() {
-        if d.proc.alive() {
-            if let Some(s) = d.state().filter(|s| holds_vm(s)) {
-                holders.push(format!("{} ({s})", d.proc.name));
-            }
+        if d.proc.alive()
+            && let Some(s) = d.state().filter(|s| holds_vm(s))
+        {
+            holders.push(format!("{} ({s})", d.proc.name));
         }
     }
     assert_eq!(holders.len(), 1, "copies of the VM: {holders:?}");
@@ -579,12 +583,18 @@ pub fn assert_completed_on(src: &mut Vm, dest: &mut Dest, m: &Proc) {
     );
     assert_no_panic("source", &src.proc.stderr_text());
     assert_eq!(dest.state().as_deref(), Some("running"));
-    wait_for("VERIFY ok on the destination", PATIENCE, || {
-        let v = status(&dest.sock)?;
-        assert_eq!(counter(&v, "verify_failures"), 0, "{v}");
-        (read_serial(&dest.serial).verify_ok >= 1 && counter(&v, "verify_passes") >= 1)
-            .then_some(())
-    });
+    // Serial output is batched: wait for both kinds of line in the log.
+    wait_for(
+        "VERIFY ok and heartbeats on the destination",
+        PATIENCE,
+        || {
+            let v = status(&dest.sock)?;
+            assert_eq!(counter(&v, "verify_failures"), 0, "{v}");
+            let log = read_serial(&dest.serial);
+            (log.verify_ok >= 1 && !log.heartbeats.is_empty() && counter(&v, "verify_passes") >= 1)
+                .then_some(())
+        },
+    );
     assert_exactly_one(src, &mut [dest]);
     let s = read_serial(&src.serial);
     let d = read_serial(&dest.serial);
