@@ -542,11 +542,13 @@ fn commit_delivered_but_ack_lost_vm_runs_only_on_destination() {
     wait_for("the destination to run and verify", PATIENCE, || {
         let v = status(&dest.sock)?;
         assert_eq!(v["guest"]["verify_failures"], 0, "{v}");
-        (v["state"] == "running" && read_serial(&dest.serial).verify_ok >= 1).then_some(())
+        let log = read_serial(&dest.serial);
+        (v["state"] == "running" && log.verify_ok >= 1 && !log.heartbeats.is_empty()).then_some(())
     });
     assert_exactly_one(&mut src, &mut [&mut dest]);
     let log = read_serial(&dest.serial);
     assert!(log.verify_fail.is_empty(), "{log:?}");
+    assert_one_after_other(&read_serial(&src.serial), &log);
 }
 
 #[test]

@@ -247,6 +247,8 @@ pub fn assert_no_panic(who: &str, stderr: &str) {
 #[derive(Debug, Default)]
 pub struct Serial {
     pub heartbeats: Vec<u64>,
+    /// Guest TSC of each heartbeat (the host's TSC: it is not virtualized).
+    pub heartbeat_tsc: Vec<u64>,
     pub verify_ok: usize,
     pub verify_fail: Vec<String>,
 }
@@ -258,8 +260,15 @@ pub fn read_serial(path: &Path) -> Serial {
     for line in text.lines().filter(|l| !l.is_empty()) {
         let body = line.split_once("] ").map_or(line, |(_, b)| b);
         if let Some(rest) = body.strip_prefix("HB seq=") {
-            if let Some(n) = rest.split_whitespace().next().and_then(|n| n.parse().ok()) {
-                s.heartbeats.push(n);
+            let mut words = rest.split_whitespace();
+            let seq = words.next().and_then(|n| n.parse().ok());
+            let tsc = words
+                .next()
+                .and_then(|w| w.strip_prefix("tsc="))
+                .and_then(|n| n.parse().ok());
+            if let (Some(seq), Some(tsc)) = (seq, tsc) {
+                s.heartbeats.push(seq);
+                s.heartbeat_tsc.push(tsc);
             }
         } else if body.starts_with("VERIFY ok") {
             s.verify_ok += 1;
@@ -607,6 +616,22 @@ pub fn assert_completed_on(src: &mut Vm, dest: &mut Dest, m: &Proc) {
     assert!(
         first <= last + 1 && first > 0,
         "heartbeat numbering has a gap: source ends at {last}, destination starts at {first}"
+    );
+    assert_one_after_other(&s, &d);
+}
+
+/// The guest never ran in both places at once: every heartbeat on the
+/// source precedes every heartbeat on the destination (same host TSC).
+pub fn assert_one_after_other(src: &Serial, dst: &Serial) {
+    let src_last = src.heartbeat_tsc.iter().max().expect("source heartbeats");
+    let dst_first = dst
+        .heartbeat_tsc
+        .iter()
+        .min()
+        .expect("destination heartbeats");
+    assert!(
+        src_last < dst_first,
+        "the guest ran on both sides at once: source heartbeat at tsc {src_last}, destination at {dst_first}"
     );
 }
 
