@@ -195,7 +195,7 @@ fn connection_stalled_source_aborts_after_stall_timeout() {
     let dir = TempDir::new("stall");
     let secret = dir.secret("secret");
     let mut src = Vm::boot(dir.path(), "src");
-    for (i, point) in [Point::EarlyRound1, Point::StateTransfer]
+    for (i, point) in [Point::EarlyRound1, Point::StopAndCopy, Point::StateTransfer]
         .into_iter()
         .enumerate()
     {
@@ -223,10 +223,7 @@ fn corrupted_stream_is_detected_and_vm_stays_on_source() {
     let dir = TempDir::new("corrupt");
     let secret = dir.secret("secret");
     let mut src = Vm::boot(dir.path(), "src");
-    for (i, point) in [Point::EarlyRound1, Point::StopAndCopy, Point::StateTransfer]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, point) in ALL_POINTS.into_iter().enumerate() {
         let (mut dest, _proxy, mut m) = faulty_attempt(
             dir.path(),
             &src,
@@ -405,22 +402,34 @@ fn cancelled_migration_leaves_vm_running_on_source() {
     let dir = TempDir::new("cancel");
     let secret = dir.secret("secret");
     let mut src = Vm::boot(dir.path(), "src");
-    for (i, point) in [Point::EarlyRound1, Point::LateRounds, Point::StopAndCopy]
-        .into_iter()
-        .enumerate()
-    {
-        let mut dest = Dest::start(dir.path(), &format!("cancel{i}-dst"), &secret, &[]);
+    for (i, point) in ALL_POINTS.into_iter().enumerate() {
+        let name = format!("cancel{i}");
+        let cancel = |src: &Vm| {
+            src.client
+                .put_ok(api::routes::VM_MIGRATE_CANCEL, None)
+                .expect("cancel accepted");
+        };
+        if let Point::StateTransfer = point {
+            // The stream is held inside the State frame, so the source waits
+            // for Ready: cancelling must not wait for the stall timeout.
+            let (mut dest, proxy, mut m) =
+                faulty_attempt(dir.path(), &src, &secret, &name, point, Action::Freeze);
+            cancel(&src);
+            assert_rolled_back(&mut src, &mut m, &mut dest, &["cancelled"]);
+            proxy.sever();
+            dest.assert_discarded(&[]);
+            continue;
+        }
+        let mut dest = Dest::start(dir.path(), &format!("{name}-dst"), &secret, &[]);
         let mut m = src.start_migrate(
             dir.path(),
-            &format!("cancel{i}-migrate"),
+            &format!("{name}-migrate"),
             &dest.addr,
             &secret,
             point.migrate_args(),
         );
         point.wait(&src);
-        src.client
-            .put_ok(api::routes::VM_MIGRATE_CANCEL, None)
-            .expect("cancel accepted");
+        cancel(&src);
         assert_rolled_back(&mut src, &mut m, &mut dest, &["cancelled"]);
         dest.assert_discarded(&["cancel"]);
     }
