@@ -22,13 +22,13 @@ use serde_json::Value;
 
 pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
-/// Guest used by every test: a 64 MiB working set written at 5000 pages/s
+/// Guest used by every test: a 32 MiB working set written at 5000 pages/s
 /// (about 20 MB/s, close to a 200 Mbit/s link, so pre-copy takes several
 /// rounds) and verified every 500 ms.
-pub const GUEST_ARGS: &str = "ws=64M rate=5000 verify=500ms";
+pub const GUEST_ARGS: &str = "ws=32M rate=5000 verify=500ms";
 pub const GUEST_MEMORY: &str = "256M";
 /// Pages in the working set of [`GUEST_ARGS`].
-pub const WS_PAGES: u64 = (64 << 20) / 4096;
+pub const WS_PAGES: u64 = (32 << 20) / 4096;
 /// Slow link for failure tests: a migration lasts several seconds.
 pub const SLOW: &str = "200Mbit";
 
