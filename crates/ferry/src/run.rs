@@ -122,19 +122,36 @@ pub fn serve(host: Host, api: Option<&std::path::Path>) -> anyhow::Result<i32> {
         vmm::ExitReason::Crashed(msg) => anyhow::bail!("{msg}"),
         vmm::ExitReason::Stopped => Ok(0),
         vmm::ExitReason::Migrated => {
+            // The VM was retired when Commit went out; the job ends once the
+            // destination acknowledged (or the acknowledgement was lost).
+            let job = host.migration.lock().unwrap().clone();
+            while job.as_ref().is_some_and(|j| j.running()) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let status = job.map(|j| j.status());
+            let to = status.as_ref().map(|s| s.to.clone()).unwrap_or_default();
+            let in_doubt = status
+                .as_ref()
+                .and_then(|s| s.report.as_ref())
+                .is_none_or(|r| r.vm_location != migrate::VmLocation::Destination);
+            if in_doubt {
+                // The retired VM's memory may be the only copy: keep it until
+                // an operator who checked the destination says otherwise.
+                eprintln!(
+                    "ferry: the commit to {to} is in doubt; keeping the stopped VM until `ferry ctl shutdown`"
+                );
+                while !host.shutdown_requested() {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                eprintln!("ferry: shut down by the operator; the VM's memory here is released");
+                return Ok(0);
+            }
             // Keep answering the API until the migrating client has read the
             // report and asked us to exit, or for a minute at most.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
             while !host.shutdown_requested() && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            let to = host
-                .migration
-                .lock()
-                .unwrap()
-                .as_ref()
-                .map(|j| j.status().to)
-                .unwrap_or_default();
             eprintln!("ferry: the VM migrated to {to}; exiting");
             Ok(0)
         }

@@ -606,14 +606,12 @@ fn commit_lost_in_flight_source_keeps_retired_vm() {
 }
 
 #[test]
-#[ignore = "bug: crates/ferry/src/run.rs serve() exits 60 s after the VM is retired even when the commit is in doubt, freeing what may be the only copy"]
 fn commit_lost_in_flight_source_keeps_retired_vm_past_a_minute() {
     source_keeps_retired_vm(std::time::Duration::from_secs(65));
 }
 
 /// An error's cause appears once in `ferry receive`'s error line.
 #[test]
-#[ignore = "bug: MigrateError::Wire and WireError::Decode use #[error(\"{0}\")] with #[from], so anyhow's {:#} prints the cause three times"]
 fn receive_error_names_its_cause_once() {
     require_kvm();
     let dir = TempDir::new("recv-dup");
