@@ -162,8 +162,10 @@ fn snapshot(sizes: &[String], reps: usize, dir: &std::path::Path) -> anyhow::Res
         "snapshot size",
         "snapshot (ms)",
         "snapshot GiB/s of guest",
+        "snapshot GiB/s of data",
         "restore (ms)",
         "restore GiB/s of guest",
+        "restore GiB/s of data",
     ]);
     for size in sizes {
         let memory = vmm::memory::parse_size(size).map_err(anyhow::Error::msg)?;
@@ -189,6 +191,7 @@ fn snapshot(sizes: &[String], reps: usize, dir: &std::path::Path) -> anyhow::Res
         }
         let _ = std::fs::remove_file(&path);
         let gib = memory as f64 / (1u64 << 30) as f64;
+        let data_gib = bytes as f64 / (1u64 << 30) as f64;
         let (s, r) = (
             median(&save_ms).unwrap_or(0.0),
             median(&restore_ms).unwrap_or(0.0),
@@ -199,8 +202,10 @@ fn snapshot(sizes: &[String], reps: usize, dir: &std::path::Path) -> anyhow::Res
             format!("{} MiB", bytes >> 20),
             format!("{s:.0}"),
             format!("{:.2}", gib / (s / 1e3)),
+            format!("{:.2}", data_gib / (s / 1e3)),
             format!("{r:.0}"),
             format!("{:.2}", gib / (r / 1e3)),
+            format!("{:.2}", data_gib / (r / 1e3)),
         ]);
     }
     println!(
