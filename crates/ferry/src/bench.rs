@@ -967,3 +967,111 @@ fn plots(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> MigrateBenchArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: MigrateBenchArgs,
+        }
+        let argv = std::iter::once("bench").chain(extra.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).unwrap().a
+    }
+
+    fn err(extra: &[&str]) -> String {
+        plan(&args(extra)).err().unwrap().to_string()
+    }
+
+    #[test]
+    fn bad_flags_are_refused_before_anything_runs() {
+        assert!(err(&["--workloads", "idle,nope"]).contains("\"nope\""));
+        assert!(err(&["--strategies", "yolo"]).contains("yolo"));
+        assert!(err(&["--bandwidths", "fast"]).contains("--bandwidths"));
+        assert!(err(&["--memory", "256M"]).contains("too small"));
+        assert!(err(&["--reps", "0"]).contains("--reps"));
+        assert!(err(&["--warmup", "soon"]).contains("--warmup"));
+        assert!(err(&["--max-downtime", "0ms"]).contains("--max-downtime"));
+    }
+
+    #[test]
+    fn defaults_cover_the_matrix() {
+        let p = plan(&args(&["--no-qemu"])).unwrap();
+        assert_eq!(p.reps, 3);
+        assert_eq!(p.workloads.len(), WORKLOADS.len());
+        assert_eq!(p.strategies, migrate::STRATEGIES);
+        assert_eq!(p.memory, 512 << 20);
+        assert!(!p.qemu);
+        let bw: Vec<_> = p
+            .bandwidths
+            .iter()
+            .map(|b| (b.ferry.clone(), b.qemu))
+            .collect();
+        assert_eq!(
+            bw,
+            [
+                (
+                    Some("1Gbit".into()),
+                    yardstick::Bandwidth::BytesPerSec(125_000_000)
+                ),
+                (None, yardstick::Bandwidth::Unlimited)
+            ]
+        );
+        let all = plan(&args(&["--no-qemu", "--workloads", "all"])).unwrap();
+        assert_eq!(all.workloads.len(), WORKLOADS.len());
+    }
+
+    #[test]
+    fn start_point_is_the_time_to_write_the_working_set_once() {
+        let w = |n: &str| WORKLOADS.iter().find(|w| w.name == n).unwrap().fill();
+        assert_eq!(w("idle"), Duration::ZERO);
+        assert_eq!(w("static"), Duration::from_secs(3));
+        // 65,536 pages at 20,000 pages/s.
+        assert_eq!(w("dirty-20k"), Duration::from_secs_f64(3.2768));
+    }
+
+    fn ferry_record(rep: usize, ok: bool, total: f64, bytes: u64) -> RunRecord {
+        let r: migrate::MigrationReport = serde_json::from_value(serde_json::json!({
+            "strategy": "downtime", "outcome": if ok { "completed" } else { "failed: boom" },
+            "vm_location": "destination", "total_time_ms": total, "downtime_ms": 10.0,
+            "guest_downtime_ms": 20.0, "bytes_sent": bytes, "memory_bytes": 1000u64,
+            "bytes_ratio": bytes as f64 / 1000.0, "rounds": 2, "pages_resent": 0,
+            "pages_sent": 0, "zero_pages": 0, "max_bandwidth_bps": null,
+            "max_downtime_ms": 300.0, "pause_ms": null, "per_round": []
+        }))
+        .unwrap();
+        RunRecord {
+            workload: "idle".into(),
+            system: "downtime".into(),
+            bandwidth: "unlimited".into(),
+            rep,
+            memory_bytes: 1000,
+            ok,
+            error: (!ok).then(|| "boom".to_string()),
+            ferry: Some(r),
+            qemu: None,
+        }
+    }
+
+    #[test]
+    fn medians_use_completed_runs_and_failures_are_listed() {
+        let records = vec![
+            ferry_record(0, true, 100.0, 500),
+            ferry_record(1, false, 1.0, 1),
+            ferry_record(2, true, 300.0, 700),
+        ];
+        let c = cell(&records, "idle", "downtime", "unlimited");
+        assert_eq!((c.ok, c.runs), (2, 3));
+        assert_eq!(c.total_ms, Some(200.0));
+        assert_eq!(c.bytes, Some(600.0));
+        assert_eq!(c.first_error.as_deref(), Some("boom"));
+        let mut p = plan(&args(&["--no-qemu", "--workloads", "idle"])).unwrap();
+        p.bandwidths.retain(|b| b.label == "unlimited");
+        let md = migrate_tables(&p, &records, &["downtime".to_string()]);
+        assert!(md.contains("| 2/3 "), "{md}");
+        assert!(md.contains("idle downtime unlimited rep 2: boom"), "{md}");
+    }
+}
