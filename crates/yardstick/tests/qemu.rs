@@ -150,7 +150,10 @@ fn migration_of_the_test_kernel() {
     let r = &run.report;
     assert_eq!(r.outcome, Outcome::Completed, "{r:?}");
     // QEMU reports whole ms; a 64 MiB idle guest may stop for less than 1.
-    assert!(r.total_time_ms > 0.0 && r.total_time_ms >= r.downtime_ms, "{r:?}");
+    assert!(
+        r.total_time_ms > 0.0 && r.total_time_ms >= r.downtime_ms,
+        "{r:?}"
+    );
     assert_eq!(r.memory_bytes, cfg.memory_mib << 20, "{r:?}");
     assert!(r.ram_total_bytes >= r.memory_bytes, "{r:?}");
     assert!(
