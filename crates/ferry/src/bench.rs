@@ -313,6 +313,11 @@ pub struct MigrateBenchArgs {
     /// Do not run QEMU even when it is installed.
     #[arg(long)]
     pub no_qemu: bool,
+    /// After each completed migration, wait for the guest's second
+    /// self-verification on the destination (a whole round run there) and
+    /// count the run as failed unless it passed.
+    #[arg(long)]
+    pub verify: bool,
     /// Directory for the plots, the JSON of all runs and failed runs' logs.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
@@ -443,6 +448,8 @@ struct RunRecord {
     error: Option<String>,
     ferry: Option<migrate::MigrationReport>,
     qemu: Option<yardstick::QemuMigration>,
+    /// With `--verify`: the destination's verification line.
+    verify: Option<String>,
 }
 
 /// The numbers compared between Ferry and QEMU.
@@ -502,6 +509,7 @@ struct MigratePlan {
     warmup: Duration,
     qemu_timeout: Duration,
     qemu: bool,
+    verify: bool,
 }
 
 fn plan(a: &MigrateBenchArgs) -> anyhow::Result<MigratePlan> {
@@ -566,6 +574,7 @@ fn plan(a: &MigrateBenchArgs) -> anyhow::Result<MigratePlan> {
         warmup,
         qemu_timeout,
         qemu,
+        verify: a.verify,
     })
 }
 
@@ -576,7 +585,7 @@ fn ferry_run(
     strategy: &str,
     bw: &BenchBandwidth,
     p: &MigratePlan,
-) -> anyhow::Result<(migrate::MigrationReport, Option<String>)> {
+) -> anyhow::Result<(migrate::MigrationReport, Option<String>, Option<String>)> {
     use crate::pair::{GuestSpec, MigrationSpec, Pair};
     let mut pair = Pair::start(
         dir,
@@ -596,9 +605,43 @@ fn ferry_run(
         max_bandwidth: bw.ferry.clone(),
         max_downtime: format!("{}ms", p.max_downtime.as_millis()),
     };
-    let out = pair.migrate(&spec, false)?;
+    let (report, error) = pair.migrate(&spec, false)?;
+    let verify = if p.verify && error.is_none() {
+        Some(second_verify(|after| {
+            pair.wait_line_after(&pair.dst_log, after, "VERIFY", VERIFY_TIMEOUT)
+                .map(|l| (l, after_line_time(&pair.dst_log, after)))
+        })?)
+    } else {
+        None
+    };
     pair.shutdown();
-    Ok(out)
+    Ok((report, error, verify))
+}
+
+/// How long to wait for each verification line on the destination.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Host time of the first `VERIFY` line at or after `after` in a stamped log.
+fn after_line_time(log: &std::path::Path, after: f64) -> f64 {
+    crate::serial::read_stamped_log(log)
+        .ok()
+        .and_then(|lines| {
+            lines
+                .iter()
+                .find(|l| l.time >= after && l.text.starts_with("VERIFY"))
+                .map(|l| l.time)
+        })
+        .unwrap_or(after)
+}
+
+/// The second `VERIFY` line after now: the first may have read part of the
+/// memory on the source; the second is a whole round on the destination.
+/// `next(after)` returns the first such line at or after `after` and its time.
+fn second_verify(
+    mut next: impl FnMut(f64) -> anyhow::Result<(String, f64)>,
+) -> anyhow::Result<String> {
+    let (_, t) = next(crate::pair::now())?;
+    Ok(next(t + 1e-6)?.0)
 }
 
 /// One QEMU migration of the same guest, start point and parameters.
@@ -606,7 +649,7 @@ fn qemu_run(
     w: &Workload,
     bw: &BenchBandwidth,
     p: &MigratePlan,
-) -> anyhow::Result<yardstick::QemuMigration> {
+) -> anyhow::Result<(yardstick::QemuMigration, Option<String>)> {
     let mut setup = yardstick::guests::guest_config(w.guest, w.append)?;
     setup.config.memory_mib = p.memory >> 20;
     setup.config.vcpus = 1;
@@ -617,14 +660,25 @@ fn qemu_run(
         ..Default::default()
     };
     let ready = w.ready;
-    let run = yardstick::migrate_guest_after(
+    let mut run = yardstick::migrate_guest_after(
         &setup.config,
         &params,
         &format!("a {ready:?} line"),
         |l| l.text.starts_with(ready),
         w.fill() + p.warmup,
     )?;
-    Ok(run.report)
+    let verify = if p.verify && run.report.outcome == yardstick::Outcome::Completed {
+        let dst = &mut run.destination;
+        Some(second_verify(|after| {
+            let (_, l) = dst.wait_for_line(0, VERIFY_TIMEOUT, "a VERIFY line", |l| {
+                l.text.starts_with("VERIFY") && l.time >= after
+            })?;
+            Ok((l.text, l.time))
+        })?)
+    } else {
+        None
+    };
+    Ok((run.report, verify))
 }
 
 fn migrate_bench(a: &MigrateBenchArgs) -> anyhow::Result<()> {
@@ -668,6 +722,7 @@ fn migrate_bench(a: &MigrateBenchArgs) -> anyhow::Result<()> {
                         error: None,
                         ferry: None,
                         qemu: None,
+                        verify: None,
                     };
                     let dir = a.out.join("runs").join(format!(
                         "{n:03}-{}-{sys}-{}",
@@ -676,7 +731,8 @@ fn migrate_bench(a: &MigrateBenchArgs) -> anyhow::Result<()> {
                     ));
                     if sys == "qemu" {
                         match qemu_run(w, bw, &p) {
-                            Ok(q) => {
+                            Ok((q, verify)) => {
+                                rec.verify = verify;
                                 rec.ok = q.outcome == yardstick::Outcome::Completed;
                                 if !rec.ok {
                                     rec.error = Some(match q.outcome {
@@ -695,7 +751,8 @@ fn migrate_bench(a: &MigrateBenchArgs) -> anyhow::Result<()> {
                         }
                     } else {
                         match ferry_run(&dir, w, sys, bw, &p) {
-                            Ok((r, err)) => {
+                            Ok((r, err, verify)) => {
+                                rec.verify = verify;
                                 rec.ok = err.is_none() && r.outcome == migrate::Outcome::Completed;
                                 rec.error =
                                     err.or_else(|| (!rec.ok).then(|| r.outcome.to_string()));
@@ -703,6 +760,12 @@ fn migrate_bench(a: &MigrateBenchArgs) -> anyhow::Result<()> {
                             }
                             Err(e) => rec.error = Some(format!("{e:#}")),
                         }
+                    }
+                    if let Some(v) = &rec.verify
+                        && !v.starts_with("VERIFY ok")
+                    {
+                        rec.ok = false;
+                        rec.error = Some(format!("integrity check on the destination: {v}"));
                     }
                     match (rec.metrics(), &rec.error) {
                         (Some(m), _) => eprintln!(
@@ -757,6 +820,7 @@ fn write_json(
         "max_downtime_ms": p.max_downtime.as_millis() as u64,
         "warmup_ms": p.warmup.as_millis() as u64,
         "qemu_timeout_ms": p.qemu_timeout.as_millis() as u64,
+        "verify": p.verify,
         "workloads": p.workloads,
         "runs": records,
     });
@@ -902,6 +966,9 @@ fn migrate_tables(p: &MigratePlan, records: &[RunRecord], systems: &[String]) ->
             p.max_downtime.as_millis(),
             t.to_markdown()
         ));
+        if p.verify {
+            out.push_str("Each completed run counts only if the guest's second self-verification on the destination passed (`--verify`).\n\n");
+        }
     }
     let failures: Vec<&RunRecord> = records.iter().filter(|r| !r.ok).collect();
     if !failures.is_empty() {
@@ -1053,6 +1120,7 @@ mod tests {
             error: (!ok).then(|| "boom".to_string()),
             ferry: Some(r),
             qemu: None,
+            verify: None,
         }
     }
 
