@@ -85,6 +85,9 @@ pub struct MigrateRequest {
     pub strategy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bandwidth_bps: Option<u64>,
+    /// Emulated link capacity: caps every round, the paused switchover too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_bandwidth_bps: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_downtime_ms: Option<u64>,
     /// File holding the migration secret shared with the destination.

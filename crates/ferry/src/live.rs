@@ -46,9 +46,15 @@ pub struct MigrateArgs {
     /// stop-and-copy, xen or downtime.
     #[arg(long, default_value = migrate::DEFAULT_STRATEGY)]
     pub strategy: String,
-    /// Bandwidth cap, e.g. 1Gbit, 500Mbit, 100MB (bytes); default unlimited.
+    /// Bandwidth cap while the guest runs, e.g. 1Gbit, 500Mbit, 100MB
+    /// (bytes); the paused switchover uses the whole link, as in QEMU.
+    /// Default: unlimited.
     #[arg(long, value_name = "RATE")]
     pub max_bandwidth: Option<String>,
+    /// Emulate a link of this capacity: caps every round, the switchover
+    /// included (to reproduce e.g. the literature's 1 Gbit/s links on loopback).
+    #[arg(long, value_name = "RATE")]
+    pub link_bandwidth: Option<String>,
     /// Downtime target, e.g. 300ms.
     #[arg(long, default_value = "300ms", value_name = "TIME")]
     pub max_downtime: String,
@@ -96,19 +102,22 @@ pub fn request(
     secret_file: &std::path::Path,
 ) -> anyhow::Result<MigrateRequest> {
     migrate::strategy_by_name(strategy)?;
-    let bw = match max_bandwidth {
-        Some(s) => Some(Bandwidth::parse(s).map_err(|e| anyhow::anyhow!("--max-bandwidth: {e}"))?),
-        None => None,
-    };
+    let bw = parse_bandwidth(max_bandwidth, "--max-bandwidth")?;
     let downtime = migrate::parse_duration(max_downtime)
         .map_err(|e| anyhow::anyhow!("--max-downtime: {e}"))?;
     Ok(MigrateRequest {
         to: to.to_string(),
         strategy: Some(strategy.to_string()),
         max_bandwidth_bps: bw.map(|b| b.bits_per_sec()),
+        link_bandwidth_bps: None,
         max_downtime_ms: Some(downtime.as_millis().max(1) as u64),
         secret_file: Some(std::path::absolute(secret_file)?.display().to_string()),
     })
+}
+
+fn parse_bandwidth(text: Option<&str>, flag: &str) -> anyhow::Result<Option<Bandwidth>> {
+    text.map(|s| Bandwidth::parse(s).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+        .transpose()
 }
 
 /// Starts a migration through `client`, shows its progress, and returns
@@ -160,13 +169,15 @@ pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Resul
 }
 
 pub fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
-    let req = request(
+    let mut req = request(
         &args.to,
         &args.strategy,
         args.max_bandwidth.as_deref(),
         &args.max_downtime,
         &args.secret_file,
     )?;
+    req.link_bandwidth_bps = parse_bandwidth(args.link_bandwidth.as_deref(), "--link-bandwidth")?
+        .map(|b| b.bits_per_sec());
     let client = Client::new(&args.api);
     let started = crate::pair::now();
     let mut status = drive(&client, &req, !args.json)?;

@@ -78,6 +78,10 @@ fn options(req: &MigrateRequest) -> Result<SourceOptions, String> {
         opts.max_bandwidth =
             Some(Bandwidth::from_bits_per_sec(bps).ok_or("max_bandwidth_bps must be positive")?);
     }
+    if let Some(bps) = req.link_bandwidth_bps {
+        opts.link_bandwidth =
+            Some(Bandwidth::from_bits_per_sec(bps).ok_or("link_bandwidth_bps must be positive")?);
+    }
     if let Some(ms) = req.max_downtime_ms {
         if ms == 0 {
             return Err("max_downtime_ms must be positive".into());

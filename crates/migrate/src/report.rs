@@ -129,8 +129,11 @@ pub struct MigrationReport {
     pub pages_sent: u64,
     /// Pages that were all-zero when examined, all rounds.
     pub zero_pages: u64,
-    /// The bandwidth cap (bits/s), if any.
+    /// The bandwidth cap while the guest runs (bits/s), if any.
     pub max_bandwidth_bps: Option<u64>,
+    /// The emulated link's capacity (bits/s), capping every round, if any.
+    #[serde(default)]
+    pub link_bandwidth_bps: Option<u64>,
     pub max_downtime_ms: f64,
     /// Time the VM spent paused on the source before Commit or rollback.
     pub pause_ms: Option<f64>,
@@ -154,6 +157,7 @@ impl MigrationReport {
             pages_sent: 0,
             zero_pages: 0,
             max_bandwidth_bps: None,
+            link_bandwidth_bps: None,
             max_downtime_ms: 0.0,
             pause_ms: None,
             per_round: Vec::new(),
@@ -217,7 +221,14 @@ impl fmt::Display for MigrationReport {
             self.pages_sent, self.pages_resent, self.zero_pages
         )?;
         if let Some(b) = self.max_bandwidth_bps {
-            writeln!(f, "  bandwidth cap:     {}", Bits(b as f64))?;
+            writeln!(
+                f,
+                "  bandwidth cap:     {} while the guest runs",
+                Bits(b as f64)
+            )?;
+        }
+        if let Some(b) = self.link_bandwidth_bps {
+            writeln!(f, "  emulated link:     {}", Bits(b as f64))?;
         }
         writeln!(f, "  rounds:            {}", self.rounds)?;
         if !self.per_round.is_empty() {

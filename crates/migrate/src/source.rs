@@ -45,8 +45,13 @@ const WRITE_SLICE: usize = 256 * 1024;
 pub struct SourceOptions {
     pub secret: Secret,
     pub strategy: Box<dyn Strategy>,
-    /// Cap on the bandwidth used (`None` = unlimited).
+    /// Cap on the bandwidth used while the guest runs (`None` = unlimited),
+    /// QEMU's `max-bandwidth`: the paused switchover uses the whole link.
     pub max_bandwidth: Option<Bandwidth>,
+    /// Capacity of an emulated link (`None` = the real one): caps every
+    /// round, the paused switchover included, to reproduce slow links on
+    /// loopback.
+    pub link_bandwidth: Option<Bandwidth>,
     /// Downtime target, given to the strategy.
     pub max_downtime: Duration,
     pub connect_timeout: Duration,
@@ -67,6 +72,7 @@ impl SourceOptions {
             secret,
             strategy,
             max_bandwidth: None,
+            link_bandwidth: None,
             max_downtime: DEFAULT_MAX_DOWNTIME,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
@@ -236,8 +242,18 @@ struct Engine<'a, V: SourceVm> {
     progress: Arc<Progress>,
     cancel: CancelToken,
     stall: Duration,
+    /// The live rounds' cap: the smaller of max-bandwidth and the link.
     max_bandwidth: Option<Bandwidth>,
+    link_bandwidth: Option<Bandwidth>,
     max_downtime: Duration,
+}
+
+/// The tighter of two optional caps.
+fn min_bandwidth(a: Option<Bandwidth>, b: Option<Bandwidth>) -> Option<Bandwidth> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 fn migrate_stream_from<V: SourceVm>(
@@ -249,6 +265,7 @@ fn migrate_stream_from<V: SourceVm>(
     let config = vm.config();
     let mut report = MigrationReport::new(opts.strategy.name(), config.memory_bytes);
     report.max_bandwidth_bps = opts.max_bandwidth.map(|b| b.bits_per_sec());
+    report.link_bandwidth_bps = opts.link_bandwidth.map(|b| b.bits_per_sec());
     report.max_downtime_ms = ms(opts.max_downtime);
     let progress = Arc::clone(&opts.progress);
     progress.set_memory(config.memory_bytes);
@@ -277,7 +294,7 @@ fn migrate_stream_from<V: SourceVm>(
         let mut r = MessageReader::new(BufReader::new(read_half));
         let meter = Meter {
             stream: stream.try_clone().map_err(io)?,
-            bucket: TokenBucket::new(opts.max_bandwidth),
+            bucket: TokenBucket::new(min_bandwidth(opts.max_bandwidth, opts.link_bandwidth)),
             bytes: 0,
             progress: Arc::clone(&progress),
         };
@@ -325,7 +342,8 @@ fn migrate_stream_from<V: SourceVm>(
         progress: Arc::clone(&progress),
         cancel: opts.cancel.clone(),
         stall: opts.stall_timeout,
-        max_bandwidth: opts.max_bandwidth,
+        max_bandwidth: min_bandwidth(opts.max_bandwidth, opts.link_bandwidth),
+        link_bandwidth: opts.link_bandwidth,
         max_downtime: opts.max_downtime,
     };
     let result = match engine.precopy(&mut *opts.strategy) {
@@ -617,9 +635,15 @@ impl<V: SourceVm> Engine<'_, V> {
         hint: Option<DirtyBitmap>,
         last: bool,
     ) -> Result<(), MigrateError> {
-        let rate = match (plan.rate_limit, self.max_bandwidth) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        // While the VM is paused only the link limits: like QEMU, the
+        // switchover is not held back by the background cap.
+        let rate = if last {
+            self.link_bandwidth
+        } else {
+            min_bandwidth(
+                min_bandwidth(plan.rate_limit, self.max_bandwidth),
+                self.link_bandwidth,
+            )
         };
         self.w.get_mut().get_mut().bucket.set_rate(rate);
         if let Some(t) = plan.throttle {

@@ -717,3 +717,36 @@ fn a_paused_vm_stays_paused_on_both_outcomes() {
     assert!(!vm.calls[1..].contains(&"resume"), "{:?}", vm.calls);
     assert_eq!(factory.log().resumed, 0);
 }
+
+#[test]
+fn the_background_cap_spares_the_switchover_but_a_link_does_not() {
+    let run_with = |max: Option<&str>, link: Option<&str>| {
+        let mut spec = busy_spec(8);
+        spec.prefill_pages = 500;
+        let mut vm = FakeVm::new(spec).unwrap();
+        let factory = FakeFactory::default();
+        let mut opts = source_opts("downtime");
+        opts.max_bandwidth = max.map(|b| Bandwidth::parse(b).unwrap());
+        opts.link_bandwidth = link.map(|b| Bandwidth::parse(b).unwrap());
+        let (res, d) = run(&mut vm, opts, factory.clone(), dest_opts(1 << 30), None);
+        check_success(&vm, res, d, &factory)
+    };
+    let r = run_with(Some("400Mbit"), None);
+    let (live, paused) = r.per_round.split_at(r.per_round.len() - 1);
+    assert!(
+        live.iter().all(|x| x.rate_limit_bps == Some(400_000_000)),
+        "{r}"
+    );
+    assert!(
+        paused[0].stop_and_copy && paused[0].rate_limit_bps.is_none(),
+        "{r}"
+    );
+    let r = run_with(Some("400Mbit"), Some("200Mbit"));
+    assert!(
+        r.per_round
+            .iter()
+            .all(|x| x.rate_limit_bps == Some(200_000_000)),
+        "{r}"
+    );
+    assert_eq!(r.link_bandwidth_bps, Some(200_000_000));
+}
