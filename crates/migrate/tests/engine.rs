@@ -50,6 +50,31 @@ fn run(
     (res, d)
 }
 
+/// Migrates with the `downtime` strategy through a proxy that applies
+/// `action` to the `nth` frame of `kind` going in `dir`.
+fn run_faulted(
+    vm: &mut FakeVm,
+    factory: &FakeFactory,
+    dir: Dir,
+    kind: u8,
+    nth: u32,
+    action: Action,
+) -> (Result<MigrationReport, Box<MigrationFailure>>, DestResult) {
+    let fault = Fault {
+        dir,
+        kind,
+        nth,
+        action,
+    };
+    run(
+        vm,
+        source_opts("downtime"),
+        factory.clone(),
+        dest_opts(1 << 30),
+        Some(fault),
+    )
+}
+
 /// The source kept the VM: it runs, nothing ran on the destination.
 fn assert_rolled_back(
     vm: &FakeVm,
@@ -353,19 +378,7 @@ fn destination_stalls() {
 fn corrupted_page_frame_is_detected() {
     let mut vm = FakeVm::new(busy_spec(16)).unwrap();
     let factory = FakeFactory::default();
-    let fault = Fault {
-        dir: Dir::ToDest,
-        kind: 0x03,
-        nth: 2,
-        action: Action::Corrupt,
-    };
-    let (res, d) = run(
-        &mut vm,
-        source_opts("downtime"),
-        factory.clone(),
-        dest_opts(1 << 30),
-        Some(fault),
-    );
+    let (res, d) = run_faulted(&mut vm, &factory, Dir::ToDest, 0x03, 2, Action::Corrupt);
     let e = assert_rolled_back(&vm, &res, &factory);
     assert!(e.contains("checksum"), "{e}");
     let de = d.err().unwrap().to_string();
@@ -376,18 +389,13 @@ fn corrupted_page_frame_is_detected() {
 fn corrupted_reply_is_detected() {
     let mut vm = FakeVm::new(busy_spec(8)).unwrap();
     let factory = FakeFactory::default();
-    let fault = Fault {
-        dir: Dir::ToSource,
-        kind: kind::ACCEPT,
-        nth: 1,
-        action: Action::Corrupt,
-    };
-    let (res, d) = run(
+    let (res, d) = run_faulted(
         &mut vm,
-        source_opts("downtime"),
-        factory.clone(),
-        dest_opts(1 << 30),
-        Some(fault),
+        &factory,
+        Dir::ToSource,
+        kind::ACCEPT,
+        1,
+        Action::Corrupt,
     );
     let e = assert_rolled_back(&vm, &res, &factory);
     assert!(e.contains("checksum"), "{e}");
@@ -399,18 +407,13 @@ fn ready_lost_before_commit_rolls_back() {
     // The VM is paused when the connection dies: it must resume on the source.
     let mut vm = FakeVm::new(busy_spec(16)).unwrap();
     let factory = FakeFactory::default();
-    let fault = Fault {
-        dir: Dir::ToSource,
-        kind: kind::READY,
-        nth: 1,
-        action: Action::Cut,
-    };
-    let (res, d) = run(
+    let (res, d) = run_faulted(
         &mut vm,
-        source_opts("downtime"),
-        factory.clone(),
-        dest_opts(1 << 30),
-        Some(fault),
+        &factory,
+        Dir::ToSource,
+        kind::READY,
+        1,
+        Action::Cut,
     );
     assert_rolled_back(&vm, &res, &factory);
     assert!(
@@ -435,19 +438,7 @@ fn commit_lost_leaves_the_vm_nowhere_but_never_twice() {
     // The source never runs the VM again; the destination never starts it.
     let mut vm = FakeVm::new(busy_spec(8)).unwrap();
     let factory = FakeFactory::default();
-    let fault = Fault {
-        dir: Dir::ToDest,
-        kind: kind::COMMIT,
-        nth: 1,
-        action: Action::Cut,
-    };
-    let (res, d) = run(
-        &mut vm,
-        source_opts("downtime"),
-        factory.clone(),
-        dest_opts(1 << 30),
-        Some(fault),
-    );
+    let (res, d) = run_faulted(&mut vm, &factory, Dir::ToDest, kind::COMMIT, 1, Action::Cut);
     let f = res.err().unwrap();
     assert!(
         matches!(f.report.outcome, Outcome::InDoubt(_)),
@@ -466,18 +457,13 @@ fn commit_lost_leaves_the_vm_nowhere_but_never_twice() {
 fn lost_acknowledgement_leaves_the_vm_on_the_destination() {
     let mut vm = FakeVm::new(busy_spec(8)).unwrap();
     let factory = FakeFactory::default();
-    let fault = Fault {
-        dir: Dir::ToSource,
-        kind: kind::RESUMED,
-        nth: 1,
-        action: Action::Cut,
-    };
-    let (res, d) = run(
+    let (res, d) = run_faulted(
         &mut vm,
-        source_opts("downtime"),
-        factory.clone(),
-        dest_opts(1 << 30),
-        Some(fault),
+        &factory,
+        Dir::ToSource,
+        kind::RESUMED,
+        1,
+        Action::Cut,
     );
     let f = res.err().unwrap();
     assert!(matches!(f.report.outcome, Outcome::InDoubt(_)));
@@ -643,6 +629,9 @@ fn custom_strategy_holds_hot_pages_back_and_throttles() {
     let factory = FakeFactory::default();
     let mut opts = source_opts("xen");
     opts.strategy = Box::new(HoldHot { rounds: 5 });
+    // Rounds long enough for the guest thread to dirty pages even on a
+    // loaded machine, so later rounds have history to act on.
+    opts.max_bandwidth = Some(Bandwidth::parse("400Mbit").unwrap());
     let (res, d) = run(&mut vm, opts, factory.clone(), dest_opts(1 << 30), None);
     let r = check_success(&vm, res, d, &factory);
     assert_eq!(r.strategy, "hold-hot");
