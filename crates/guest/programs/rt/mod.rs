@@ -865,9 +865,11 @@ fn start_aps(expected: usize) {
     }
 }
 
-/// Waits (bounded) for the APs, then fixes the thread count.
+/// Waits (bounded) for the APs, then fixes the thread count. APs arrive in
+/// about a millisecond; the bound only matters on a host so loaded that a
+/// vCPU thread waits long for a core, or for an AP that never answers.
 fn await_aps(expected: usize) -> usize {
-    let deadline = now() + ticks(100_000_000);
+    let deadline = now() + ticks(3_000_000_000);
     let arrived = || unsafe { boot::rt_ap_arrived.load(Acquire) } as usize;
     while arrived() + 1 < expected && now() < deadline {
         core::hint::spin_loop();
