@@ -50,6 +50,21 @@ fn run(
     (res, d)
 }
 
+/// Migrates with `strategy`, default options and no fault.
+fn run_default(
+    vm: &mut FakeVm,
+    strategy: &str,
+    factory: &FakeFactory,
+) -> (Result<MigrationReport, Box<MigrationFailure>>, DestResult) {
+    run(
+        vm,
+        source_opts(strategy),
+        factory.clone(),
+        dest_opts(1 << 30),
+        None,
+    )
+}
+
 /// Migrates with the `downtime` strategy through a proxy that applies
 /// `action` to the `nth` frame of `kind` going in `dir`.
 fn run_faulted(
@@ -219,13 +234,7 @@ fn an_initially_all_dirty_log_does_not_resend_memory() {
     spec.initially_all_dirty = true;
     let mut vm = FakeVm::new(spec).unwrap();
     let factory = FakeFactory::default();
-    let (res, d) = run(
-        &mut vm,
-        source_opts("xen"),
-        factory.clone(),
-        dest_opts(1 << 30),
-        None,
-    );
+    let (res, d) = run_default(&mut vm, "xen", &factory);
     let r = check_success(&vm, res, d, &factory);
     // Only what the guest wrote (its 1024-page working set) is pending after round 1.
     assert!(r.per_round[1].pages_pending <= 1024, "{r}");
@@ -238,13 +247,7 @@ fn nonzero_hint_skips_untouched_pages() {
     spec.writes_per_sec = 1000;
     let mut vm = FakeVm::new(spec).unwrap();
     let factory = FakeFactory::default();
-    let (res, d) = run(
-        &mut vm,
-        source_opts("xen"),
-        factory.clone(),
-        dest_opts(1 << 30),
-        None,
-    );
+    let (res, d) = run_default(&mut vm, "xen", &factory);
     let r = check_success(&vm, res, d, &factory);
     assert!(r.per_round[0].zero_pages >= 16 * 256 * 3 / 4 - 512, "{r}");
 }
@@ -310,13 +313,7 @@ fn destination_cannot_create_the_vm() {
         fail_create: true,
         ..FakeFactory::default()
     };
-    let (res, _d) = run(
-        &mut vm,
-        source_opts("xen"),
-        factory.clone(),
-        dest_opts(1 << 30),
-        None,
-    );
+    let (res, _d) = run_default(&mut vm, "xen", &factory);
     let e = assert_rolled_back(&vm, &res, &factory);
     assert!(
         e.contains("out of resources") && e.contains("cannot allocate"),
@@ -485,13 +482,7 @@ fn destination_restore_failure_rolls_back() {
         fail_restore: true,
         ..FakeFactory::default()
     };
-    let (res, _d) = run(
-        &mut vm,
-        source_opts("downtime"),
-        factory.clone(),
-        dest_opts(1 << 30),
-        None,
-    );
+    let (res, _d) = run_default(&mut vm, "downtime", &factory);
     let e = assert_rolled_back(&vm, &res, &factory);
     assert!(
         e.contains("restore failed") && e.contains("KVM refused"),
