@@ -1,12 +1,12 @@
 //! Ferry's migration decision engine.
 //!
 //! Each scheduling interval the caller (the trace-driven simulator in `sim`,
-//! later the live manager) builds a [`Snapshot`] of the hosts and VMs and calls
+//! later the live manager) builds a [`PoolView`] of the hosts and VMs and calls
 //! [`Manager::decide`]. The engine finds hotspots with a [`Detector`], picks the
 //! mode (balance or consolidate, see [`Pattern`]), selects VMs to move with a
 //! [`Selector`], places them (power-aware best fit decreasing, or least loaded
 //! when balancing), empties coldspots when consolidating, and respects the
-//! [`Limits`]. The result is a [`Plan`]: migrations (vm, from, to, reason) and
+//! [`MigrationLimits`]. The result is a [`Plan`]: migrations (vm, from, to, reason) and
 //! hosts to switch off and on. Nothing here knows about KVM or about the
 //! simulator. The policies follow Beloglazov & Buyya, CCPE 2012, as implemented
 //! in CloudSim's `PowerVmAllocationPolicyMigration*` classes, plus Sandpiper's
@@ -23,8 +23,8 @@ pub mod select;
 pub mod stats;
 
 pub use detect::{Detector, HostLoad};
-pub use manager::{Config, Decision, Limits, Manager, Mode, Pattern, Placement, Plan, Reason};
-pub use model::{HostInfo, PowerModel, Snapshot, VmInfo};
+pub use manager::{Config, Manager, MigrationLimits, Mode, Move, Pattern, Placement, Plan, Reason};
+pub use model::{HostInfo, PoolView, PowerModel, VmInfo};
 pub use select::Selector;
 
 /// Errors of the decision engine.
@@ -32,7 +32,7 @@ pub use select::Selector;
 pub enum ClusterError {
     /// The snapshot is inconsistent (an index out of range, a negative size...).
     #[error("invalid snapshot: {0}")]
-    Snapshot(String),
+    PoolView(String),
     /// A configuration value is out of range.
     #[error("invalid manager configuration: {0}")]
     Config(String),

@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::ClusterError;
 use crate::detect::{Detector, HostLoad};
-use crate::model::Snapshot;
+use crate::model::PoolView;
 use crate::select::{self, Candidate, Selector};
 
 /// Length of the utilization history the detectors and selectors use
@@ -51,9 +51,9 @@ pub enum Mode {
     Balance,
 }
 
-/// Limits that keep migrations from swamping hosts or ping-ponging.
+/// MigrationLimits that keep migrations from swamping hosts or ping-ponging.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
+pub struct MigrationLimits {
     /// Most concurrent migrations (in + out) touching one host.
     pub per_host: Option<u32>,
     /// Most concurrent migrations in the cluster.
@@ -62,7 +62,7 @@ pub struct Limits {
     pub vm_cooldown_s: f64,
 }
 
-impl Default for Limits {
+impl Default for MigrationLimits {
     fn default() -> Self {
         Self {
             per_host: None,
@@ -81,7 +81,7 @@ pub struct Config {
     /// In consolidate mode, only hosts below this utilization are coldspots;
     /// `None` tries every host, least loaded first (Beloglazov & Buyya).
     pub coldspot_below: Option<f64>,
-    pub limits: Limits,
+    pub limits: MigrationLimits,
 }
 
 impl Config {
@@ -141,7 +141,7 @@ pub enum Reason {
 
 /// One migration to start.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+pub struct Move {
     /// Index of the VM in the snapshot, and its id.
     pub vm: usize,
     pub vm_id: u64,
@@ -157,7 +157,7 @@ pub struct Plan {
     pub mode: Mode,
     /// Hotspots found (host indices).
     pub hotspots: Vec<usize>,
-    pub migrations: Vec<Decision>,
+    pub migrations: Vec<Move>,
     /// Hosts that will have no VM once the migrations finish: switch them off then.
     pub switch_off: Vec<usize>,
     /// Hosts that are off and receive a VM: switch them on first.
@@ -204,7 +204,7 @@ impl Manager {
     }
 
     /// Decides the migrations for this interval.
-    pub fn decide(&mut self, snap: &Snapshot) -> Result<Plan, ClusterError> {
+    pub fn decide(&mut self, snap: &PoolView) -> Result<Plan, ClusterError> {
         snap.validate()?;
         let mut p = Planner::new(snap, self.config.clone(), std::mem::take(&mut self.bufs));
         let hotspots: Vec<usize> = (0..snap.hosts.len())
@@ -385,7 +385,7 @@ impl Manager {
         Ok(plan)
     }
 
-    fn update_mode(&mut self, snap: &Snapshot, has_hotspots: bool) {
+    fn update_mode(&mut self, snap: &PoolView, has_hotspots: bool) {
         let Pattern::Auto {
             consolidate_below,
             balance_above,
@@ -427,7 +427,7 @@ impl Manager {
 
 /// The tentative allocation while a plan is being built.
 struct Planner<'a> {
-    snap: &'a Snapshot,
+    snap: &'a PoolView,
     cfg: Config,
     host_vms: Vec<Vec<usize>>,
     cpu: Vec<f64>,
@@ -467,7 +467,7 @@ struct Bufs {
 }
 
 impl<'a> Planner<'a> {
-    fn new(snap: &'a Snapshot, cfg: Config, mut b: Bufs) -> Self {
+    fn new(snap: &'a PoolView, cfg: Config, mut b: Bufs) -> Self {
         let nh = snap.hosts.len();
         b.host_vms.resize_with(nh, Vec::new);
         b.host_vms.truncate(nh);
@@ -816,8 +816,8 @@ impl<'a> Planner<'a> {
         found
     }
 
-    fn decision(&self, v: usize, from: usize, to: usize, reason: Reason) -> Decision {
-        Decision {
+    fn decision(&self, v: usize, from: usize, to: usize, reason: Reason) -> Move {
+        Move {
             vm: v,
             vm_id: self.snap.vms[v].id,
             from,

@@ -94,13 +94,13 @@ pub struct HostInfo {
     /// Memory, MB.
     pub ram_mb: f64,
     /// Network bandwidth, Mbit/s; 0 if unknown (then network is not checked
-    /// and migrations use `Snapshot::default_bandwidth_mbps`).
+    /// and migrations use `PoolView::default_bandwidth_mbps`).
     pub net_mbps: f64,
     /// CPU the host itself uses beyond its VMs' demand (hypervisor, I/O,
     /// migration threads), as measured; 0 when unknown. Counts towards its
     /// utilization for detection and placement.
     pub cpu_overhead: f64,
-    /// Index into `Snapshot::power_models`.
+    /// Index into `PoolView::power_models`.
     pub power_model: usize,
     /// Whether the host is powered on.
     pub on: bool,
@@ -134,7 +134,7 @@ pub struct VmInfo {
 
 /// Everything the engine needs for one decision.
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot {
+pub struct PoolView {
     /// Current time, seconds (any origin; used for cooldowns).
     pub time_s: f64,
     /// Length of the scheduling interval, seconds.
@@ -148,20 +148,20 @@ pub struct Snapshot {
     pub vms: Vec<VmInfo>,
 }
 
-impl Snapshot {
+impl PoolView {
     /// Checks indices and numbers; the engine calls it before deciding.
     pub fn validate(&self) -> Result<(), ClusterError> {
         if !(self.interval_s > 0.0) {
-            return Err(ClusterError::Snapshot("interval_s must be positive".into()));
+            return Err(ClusterError::PoolView("interval_s must be positive".into()));
         }
         if !(self.migration_bw_share > 0.0 && self.migration_bw_share <= 1.0) {
-            return Err(ClusterError::Snapshot(
+            return Err(ClusterError::PoolView(
                 "migration_bw_share must be in (0, 1]".into(),
             ));
         }
         for (i, h) in self.hosts.iter().enumerate() {
             if h.power_model >= self.power_models.len() {
-                return Err(ClusterError::Snapshot(format!(
+                return Err(ClusterError::PoolView(format!(
                     "host {} (index {i}) names power model {} of {}",
                     h.id,
                     h.power_model,
@@ -173,7 +173,7 @@ impl Snapshot {
                 && h.ram_mb >= 0.0
                 && h.cpu_overhead >= 0.0)
             {
-                return Err(ClusterError::Snapshot(format!(
+                return Err(ClusterError::PoolView(format!(
                     "host {} has a non-positive capacity",
                     h.id
                 )));
@@ -181,7 +181,7 @@ impl Snapshot {
         }
         for v in &self.vms {
             if v.host >= self.hosts.len() {
-                return Err(ClusterError::Snapshot(format!(
+                return Err(ClusterError::PoolView(format!(
                     "VM {} is on host index {} but there are {} hosts",
                     v.id,
                     v.host,
@@ -189,13 +189,13 @@ impl Snapshot {
                 )));
             }
             if matches!(v.migrating_to, Some(d) if d >= self.hosts.len()) {
-                return Err(ClusterError::Snapshot(format!(
+                return Err(ClusterError::PoolView(format!(
                     "VM {} migrates to an unknown host index",
                     v.id
                 )));
             }
             if !(v.cpu_demand >= 0.0 && v.cpu_size > 0.0 && v.ram_mb >= 0.0) {
-                return Err(ClusterError::Snapshot(format!(
+                return Err(ClusterError::PoolView(format!(
                     "VM {} has a negative or non-numeric size or demand",
                     v.id
                 )));

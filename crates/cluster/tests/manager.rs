@@ -32,8 +32,8 @@ fn vm(id: u64, host: usize, demand: f64, ram: f64) -> VmInfo {
     }
 }
 
-fn snap(hosts: Vec<HostInfo>, vms: Vec<VmInfo>) -> Snapshot {
-    Snapshot {
+fn snap(hosts: Vec<HostInfo>, vms: Vec<VmInfo>) -> PoolView {
+    PoolView {
         time_s: 0.0,
         interval_s: 300.0,
         migration_bw_share: 0.5,
@@ -50,7 +50,7 @@ fn config(detector: Detector, selector: Selector, pattern: Pattern) -> Config {
         selector,
         pattern,
         coldspot_below: None,
-        limits: Limits::default(),
+        limits: MigrationLimits::default(),
     }
 }
 
@@ -371,12 +371,12 @@ fn auto_pattern_switches_with_hysteresis() {
 fn bad_snapshot_and_config_are_errors() {
     let mut m = Manager::new(config(thr(0.8), Selector::Random, Pattern::Consolidate), 1).unwrap();
     let s = snap(vec![host(0, true, 0)], vec![vm(1, 3, 10.0, 10.0)]);
-    assert!(matches!(m.decide(&s), Err(ClusterError::Snapshot(_))));
+    assert!(matches!(m.decide(&s), Err(ClusterError::PoolView(_))));
     let mut s = snap(vec![host(0, true, 7)], vec![]);
-    assert!(matches!(m.decide(&s), Err(ClusterError::Snapshot(_))));
+    assert!(matches!(m.decide(&s), Err(ClusterError::PoolView(_))));
     s.hosts[0].power_model = 0;
     s.interval_s = 0.0;
-    assert!(matches!(m.decide(&s), Err(ClusterError::Snapshot(_))));
+    assert!(matches!(m.decide(&s), Err(ClusterError::PoolView(_))));
     let bad = config(
         Detector::Sandpiper {
             threshold: 0.8,

@@ -11,7 +11,7 @@ use anyhow::Context;
 use yardstick::bench::{median, ratio};
 use yardstick::table::Table;
 
-use crate::host::Host;
+use crate::instance::Instance;
 
 /// Arguments of `ferry bench`.
 #[derive(Debug, clap::Args)]
@@ -121,7 +121,7 @@ fn boot(reps: usize) -> anyhow::Result<()> {
 }
 
 /// Boots a dirtier and waits until it has written its whole working set once.
-fn warm_dirtier(memory: u64, ws: u64, pattern: &str) -> anyhow::Result<Host> {
+fn warm_dirtier(memory: u64, ws: u64, pattern: &str) -> anyhow::Result<Instance> {
     let cmdline = format!(
         "ws={}K pattern={pattern} rate=0 hb=10ms verify=3600s",
         ws >> 10
@@ -136,7 +136,7 @@ fn warm_dirtier(memory: u64, ws: u64, pattern: &str) -> anyhow::Result<Host> {
         },
         Box::new(|_, _| {}),
     )?;
-    let host = Host::new(vm);
+    let host = Instance::new(vm);
     let pages = ws / 4096;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -168,7 +168,7 @@ fn snapshot(sizes: &[String], reps: usize, dir: &std::path::Path) -> anyhow::Res
         "restore GiB/s of data",
     ]);
     for size in sizes {
-        let memory = vmm::memory::parse_size(size).map_err(anyhow::Error::msg)?;
+        let memory = units::ByteSize::parse(size)?.bytes();
         let ws = memory / 4;
         eprintln!(
             "snapshot: booting a {size} dirtier and writing {} MiB",
@@ -185,7 +185,7 @@ fn snapshot(sizes: &[String], reps: usize, dir: &std::path::Path) -> anyhow::Res
             let start = Instant::now();
             let file = std::fs::File::open(&path)?;
             let (vm, _) =
-                vmm::snapshot::restore(file, Box::new(|_, _| {}), &vmstate::Limits::default())?;
+                vmm::snapshot::restore(file, Box::new(|_, _| {}), &vmstate::ReadLimits::default())?;
             restore_ms.push(ms(start.elapsed()));
             drop(vm);
         }
@@ -216,7 +216,7 @@ fn snapshot(sizes: &[String], reps: usize, dir: &std::path::Path) -> anyhow::Res
 }
 
 /// Write rate over `seconds`, optionally re-arming dirty tracking every 100 ms as a migration does.
-fn measure_rate(host: &Host, seconds: f64, log_dirty: bool) -> anyhow::Result<f64> {
+fn measure_rate(host: &Instance, seconds: f64, log_dirty: bool) -> anyhow::Result<f64> {
     let regions = host.vm.config().regions.len();
     let mut bitmaps = vec![Vec::new(); regions];
     if log_dirty {
@@ -415,7 +415,7 @@ struct BenchBandwidth {
     label: String,
     /// For Ferry's request (`None` = unlimited).
     ferry: Option<String>,
-    qemu: yardstick::Bandwidth,
+    qemu: Option<units::Bandwidth>,
 }
 
 fn parse_bandwidth(s: &str) -> anyhow::Result<BenchBandwidth> {
@@ -423,14 +423,14 @@ fn parse_bandwidth(s: &str) -> anyhow::Result<BenchBandwidth> {
         return Ok(BenchBandwidth {
             label: "unlimited".into(),
             ferry: None,
-            qemu: yardstick::Bandwidth::Unlimited,
+            qemu: None,
         });
     }
-    let b = migrate::Bandwidth::parse(s).map_err(|e| anyhow::anyhow!("--bandwidths: {e}"))?;
+    let b = units::Bandwidth::parse(s).map_err(|e| anyhow::anyhow!("--bandwidths: {e}"))?;
     Ok(BenchBandwidth {
         label: s.to_string(),
         ferry: Some(s.to_string()),
-        qemu: yardstick::Bandwidth::BytesPerSec(b.bits_per_sec() / 8),
+        qemu: Some(b),
     })
 }
 
@@ -539,8 +539,9 @@ fn plan(a: &MigrateBenchArgs) -> anyhow::Result<MigratePlan> {
         .iter()
         .map(|b| parse_bandwidth(b))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let memory =
-        vmm::memory::parse_size(&a.memory).map_err(|e| anyhow::anyhow!("--memory: {e}"))?;
+    let memory = units::ByteSize::parse(&a.memory)
+        .map_err(|e| anyhow::anyhow!("--memory: {e}"))?
+        .bytes();
     // The working set plus room for the guest's own tables and the kernel.
     let need = workloads.iter().map(|w| w.ws).max().unwrap_or(0) + (64 << 20);
     if memory < need.max(128 << 20) {
@@ -551,7 +552,7 @@ fn plan(a: &MigrateBenchArgs) -> anyhow::Result<MigratePlan> {
         );
     }
     let dur = |flag: &str, s: &str| {
-        migrate::parse_duration(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+        units::parse_duration(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
     };
     let max_downtime = dur("max-downtime", &a.max_downtime)?;
     if max_downtime.is_zero() {
@@ -667,7 +668,7 @@ fn qemu_run(
         |l| l.text.starts_with(ready),
         w.fill() + p.warmup,
     )?;
-    let verify = if p.verify && run.report.outcome == yardstick::Outcome::Completed {
+    let verify = if p.verify && run.report.outcome == yardstick::QemuOutcome::Completed {
         let dst = &mut run.destination;
         Some(second_verify(|after| {
             let (_, l) = dst.wait_for_line(0, VERIFY_TIMEOUT, "a VERIFY line", |l| {
@@ -733,10 +734,10 @@ fn migrate_bench(a: &MigrateBenchArgs) -> anyhow::Result<()> {
                         match qemu_run(w, bw, &p) {
                             Ok((q, verify)) => {
                                 rec.verify = verify;
-                                rec.ok = q.outcome == yardstick::Outcome::Completed;
+                                rec.ok = q.outcome == yardstick::QemuOutcome::Completed;
                                 if !rec.ok {
                                     rec.error = Some(match q.outcome {
-                                        yardstick::Outcome::TimedOut => {
+                                        yardstick::QemuOutcome::TimedOut => {
                                             format!("did not converge within {:?}", p.qemu_timeout)
                                         }
                                         o => format!(
@@ -773,7 +774,7 @@ fn migrate_bench(a: &MigrateBenchArgs) -> anyhow::Result<()> {
                             m.total_ms,
                             opt_ms(m.downtime_ms),
                             opt_ms(m.guest_downtime_ms),
-                            yardstick::bench::format_bytes(m.bytes as u64)
+                            units::format_bytes(m.bytes as u64)
                         ),
                         (None, e) => eprintln!("FAILED: {}", e.as_deref().unwrap_or("?")),
                     }
@@ -962,7 +963,7 @@ fn migrate_tables(p: &MigratePlan, records: &[RunRecord], systems: &[String]) ->
             "### Bandwidth {}\n\nMedians of the successful runs out of {} ({} guest, 1 vCPU, downtime target {} ms); `ok` = completed runs out of all; F/Q = Ferry/QEMU.\n\n{}\n",
             bw.label,
             p.reps,
-            yardstick::bench::format_bytes(p.memory),
+            units::format_bytes(p.memory),
             p.max_downtime.as_millis(),
             t.to_markdown()
         ));
@@ -1082,9 +1083,9 @@ mod tests {
             [
                 (
                     Some("1Gbit".into()),
-                    yardstick::Bandwidth::BytesPerSec(125_000_000)
+                    units::Bandwidth::from_bits_per_sec(1_000_000_000)
                 ),
-                (None, yardstick::Bandwidth::Unlimited)
+                (None, None)
             ]
         );
         let all = plan(&args(&["--no-qemu", "--workloads", "all"])).unwrap();

@@ -1,4 +1,4 @@
-//! The control API of a hosted VM: routes mapped onto [`Host`].
+//! The control API of a hosted VM: routes mapped onto [`Instance`].
 
 use std::path::Path;
 use std::sync::Arc;
@@ -6,14 +6,14 @@ use std::sync::Arc;
 use api::types::{SnapshotRequest, SnapshotResponse, VmStatus, vm_state};
 use api::{Request, Response, Route, Server};
 
-use crate::host::Host;
+use crate::instance::Instance;
 
 /// Starts serving `host` on the Unix socket `path`.
-pub fn start(host: Arc<Host>, path: &Path) -> anyhow::Result<Server> {
+pub fn start(host: Arc<Instance>, path: &Path) -> anyhow::Result<Server> {
     Ok(Server::bind(path, move |req| handle(&host, req))?)
 }
 
-fn handle(host: &Arc<Host>, req: Request) -> Response {
+fn handle(host: &Arc<Instance>, req: Request) -> Response {
     let route = match Route::resolve(&req) {
         Ok(r) => r,
         Err(resp) => return resp,
@@ -64,7 +64,7 @@ fn handle(host: &Arc<Host>, req: Request) -> Response {
 }
 
 /// What `GET /api/v1/vm` answers.
-pub fn status(host: &Host) -> VmStatus {
+pub fn status(host: &Instance) -> VmStatus {
     let cfg = host.vm.config();
     let (exit_status, error) = match host.vm.run_state() {
         vmm::RunState::Exited(vmm::ExitReason::Guest(c)) => (Some(c), None),

@@ -9,9 +9,10 @@ use api::Client;
 use api::routes;
 use api::types::MigrateRequest;
 use indicatif::{ProgressBar, ProgressStyle};
-use migrate::{Bandwidth, MigrationReport, Secret};
+use migrate::{MigrationReport, Secret};
+use units::Bandwidth;
 
-use crate::host::Host;
+use crate::instance::Instance;
 use crate::migration::JobStatus;
 use crate::run::SerialArgs;
 
@@ -73,8 +74,9 @@ pub struct MigrateArgs {
 
 pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
     let secret = Secret::from_file(&args.secret_file)?;
-    let max_memory = vmm::memory::parse_size(&args.max_memory)
-        .map_err(|e| anyhow::anyhow!("--max-memory: {e}"))?;
+    let max_memory = units::ByteSize::parse(&args.max_memory)
+        .map_err(|e| anyhow::anyhow!("--max-memory: {e}"))?
+        .bytes();
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("ferry: waiting for a VM on {}", listener.local_addr()?);
@@ -90,7 +92,7 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
         received.report.pages,
         received.report.rounds
     );
-    crate::run::serve(Host::new(received.vm.0), args.api.as_deref())
+    crate::run::serve(Instance::new(received.vm.0), args.api.as_deref())
 }
 
 /// Builds the API request for a migration.
@@ -103,8 +105,8 @@ pub fn request(
 ) -> anyhow::Result<MigrateRequest> {
     migrate::strategy_by_name(strategy)?;
     let bw = parse_bandwidth(max_bandwidth, "--max-bandwidth")?;
-    let downtime = migrate::parse_duration(max_downtime)
-        .map_err(|e| anyhow::anyhow!("--max-downtime: {e}"))?;
+    let downtime =
+        units::parse_duration(max_downtime).map_err(|e| anyhow::anyhow!("--max-downtime: {e}"))?;
     Ok(MigrateRequest {
         to: to.to_string(),
         strategy: Some(strategy.to_string()),

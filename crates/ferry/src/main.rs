@@ -6,7 +6,7 @@ mod control;
 mod ctl;
 mod demo;
 mod guests;
-mod host;
+mod instance;
 mod live;
 mod migration;
 mod pair;

@@ -8,12 +8,12 @@ use std::time::Duration;
 use api::types::MigrateRequest;
 use api::{Request, Response, Route};
 use migrate::{
-    Bandwidth, CancelToken, MigrationReport, Progress, ProgressSnapshot, Secret, SourceOptions,
-    VmLocation,
+    CancelToken, MigrationReport, Progress, ProgressSnapshot, Secret, SourceOptions, VmLocation,
 };
 use serde::{Deserialize, Serialize};
+use units::Bandwidth;
 
-use crate::host::Host;
+use crate::instance::Instance;
 
 /// What `GET /api/v1/vm.migrate` answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,7 +92,7 @@ fn options(req: &MigrateRequest) -> Result<SourceOptions, String> {
 }
 
 /// Starts a migration job for `host`.
-fn start(host: &Arc<Host>, req: MigrateRequest) -> Response {
+fn start(host: &Arc<Instance>, req: MigrateRequest) -> Response {
     let opts = match options(&req) {
         Ok(o) => o,
         Err(e) => return Response::error(400, e),
@@ -136,7 +136,7 @@ fn start(host: &Arc<Host>, req: MigrateRequest) -> Response {
     }
 }
 
-pub fn handle(host: &Arc<Host>, route: Route, req: &Request) -> Response {
+pub fn handle(host: &Arc<Instance>, route: Route, req: &Request) -> Response {
     match route {
         Route::Migrate => match req.json::<MigrateRequest>() {
             Ok(body) => start(host, body),

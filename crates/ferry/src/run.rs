@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::host::Host;
+use crate::instance::Instance;
 
 /// Where serial output goes; shared by every command that runs a VM.
 #[derive(Debug, Clone, clap::Args)]
@@ -71,8 +71,9 @@ pub struct RestoreArgs {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
-    let memory_bytes =
-        vmm::memory::parse_size(&args.memory).map_err(|e| anyhow::anyhow!("--memory: {e}"))?;
+    let memory_bytes = units::ByteSize::parse(&args.memory)
+        .map_err(|e| anyhow::anyhow!("--memory: {e}"))?
+        .bytes();
     let (image, name) = match (&args.kernel, &args.guest) {
         (Some(p), _) => (
             std::fs::read(p).with_context(|| format!("cannot read kernel {}", p.display()))?,
@@ -91,22 +92,23 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         },
         args.output.sink(0)?,
     )?;
-    serve(Host::new(vm), args.api.as_deref())
+    serve(Instance::new(vm), args.api.as_deref())
 }
 
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<i32> {
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("cannot open snapshot {}", args.file.display()))?;
-    let (vm, _) = vmm::snapshot::restore(file, args.output.sink(0)?, &vmstate::Limits::default())
-        .with_context(|| args.file.display().to_string())?;
+    let (vm, _) =
+        vmm::snapshot::restore(file, args.output.sink(0)?, &vmstate::ReadLimits::default())
+            .with_context(|| args.file.display().to_string())?;
     if !args.paused {
         vm.resume()?;
     }
-    serve(Host::new(vm), args.api.as_deref())
+    serve(Instance::new(vm), args.api.as_deref())
 }
 
 /// Runs the VM (and its API) until it ends; returns the process exit status.
-pub fn serve(host: Host, api: Option<&std::path::Path>) -> anyhow::Result<i32> {
+pub fn serve(host: Instance, api: Option<&std::path::Path>) -> anyhow::Result<i32> {
     let host = Arc::new(host);
     let _server = match api {
         Some(path) => Some(crate::control::start(host.clone(), path)?),

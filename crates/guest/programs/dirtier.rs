@@ -10,7 +10,7 @@
 #[path = "rt/mod.rs"]
 mod rt;
 
-use rt::params::{Params, Pattern, Program};
+use rt::params::{Params, AccessPattern, Program};
 use rt::pattern::{self, PAGE_WORDS};
 
 const PROGRAM: Program = Program::Dirtier;
@@ -83,13 +83,13 @@ fn run(cpu: usize) -> ! {
             continue;
         }
         let i = match p.pattern {
-            Pattern::Seq => {
+            AccessPattern::Seq => {
                 let i = next;
                 next = if next + 1 == len { 0 } else { next + 1 };
                 i
             }
-            Pattern::Random => rng.below(len as u64) as usize,
-            Pattern::Hot => {
+            AccessPattern::Random => rng.below(len as u64) as usize,
+            AccessPattern::Hot => {
                 if hot_len == len || rng.unit() < p.hotshare {
                     rng.below(hot_len as u64) as usize
                 } else {

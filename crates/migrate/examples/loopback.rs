@@ -9,8 +9,9 @@ use std::time::Duration;
 use migrate::DestinationVm;
 use migrate::fake::{FakeFactory, FakeSpec, FakeVm, first_difference};
 use migrate::{
-    Bandwidth, DestOptions, Secret, SourceOptions, SourceVm, accept_one, migrate, strategy_by_name,
+    DestOptions, Secret, SourceOptions, SourceVm, accept_one, migrate, strategy_by_name,
 };
+use units::Bandwidth;
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

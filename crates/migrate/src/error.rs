@@ -55,7 +55,7 @@ pub enum MigrateError {
     #[error("guest memory access at {gpa:#x} failed: {msg}")]
     Memory { gpa: u64, msg: String },
     #[error(
-        "the VM has {} of memory, more than this destination allows ({}, --max-memory)", human(*announced), human(*max)
+        "the VM has {} of memory, more than this destination allows ({}, --max-memory)", units::format_bytes(*announced), units::format_bytes(*max)
     )]
     MemoryLimit { announced: u64, max: u64 },
     #[error("invalid VM configuration: {0}")]
@@ -129,22 +129,5 @@ impl MigrateError {
             WireError::PeerAborted { code, message } => MigrateError::PeerAborted { code, message },
             e => MigrateError::Wire(e),
         }
-    }
-}
-
-/// "512.0 MiB", or the exact byte count when that would round.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    let exact = u == 0 || bytes.is_multiple_of(1u64 << (10 * u));
-    if u == 0 || !exact {
-        format!("{bytes} bytes")
-    } else {
-        format!("{v:.0} {}", UNITS[u])
     }
 }

@@ -18,7 +18,7 @@ use crate::vm::{DestinationVm, SourceVm, VmError, VmFactory};
 
 /// Which pages of the working set the fake guest writes.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Pattern {
+pub enum WritePattern {
     /// Every page equally likely.
     Uniform,
     /// Page after page, wrapping around.
@@ -37,7 +37,7 @@ pub struct FakeSpec {
     pub prefill_pages: u64,
     /// The guest writes the first `working_set_pages` pages of memory.
     pub working_set_pages: u64,
-    pub pattern: Pattern,
+    pub pattern: WritePattern,
     /// Page writes per second (0 = idle).
     pub writes_per_sec: u64,
     pub seed: u64,
@@ -57,7 +57,7 @@ impl FakeSpec {
             vcpus: 1,
             prefill_pages: pages / 4,
             working_set_pages: pages / 8,
-            pattern: Pattern::Uniform,
+            pattern: WritePattern::Uniform,
             writes_per_sec: 0,
             seed: 1,
             nonzero_hint: false,
@@ -300,12 +300,12 @@ fn guest_loop(memory: GuestMemoryMmap, shared: Arc<Shared>, ws: Vec<(u64, u64)>,
             while credit >= 1.0 && !ws.is_empty() {
                 credit -= 1.0;
                 let i = match spec.pattern {
-                    Pattern::Uniform => (xorshift(&mut rng) % ws.len() as u64) as usize,
-                    Pattern::Sequential => {
+                    WritePattern::Uniform => (xorshift(&mut rng) % ws.len() as u64) as usize,
+                    WritePattern::Sequential => {
                         seq = (seq + 1) % ws.len();
                         seq
                     }
-                    Pattern::HotSet {
+                    WritePattern::HotSet {
                         hot_fraction,
                         hot_share,
                     } => {

@@ -33,7 +33,7 @@ pub use dest::{DestOptions, ReceiveReport, Received, accept_one, receive};
 pub use error::MigrateError;
 pub use hint::resident_pages;
 pub use history::PageHistory;
-pub use limiter::{Bandwidth, ParseError, TokenBucket, parse_duration};
+pub use limiter::TokenBucket;
 pub use report::{
     CancelToken, MigrationReport, Outcome, Phase, Progress, ProgressSnapshot, RoundReport,
     VmLocation,

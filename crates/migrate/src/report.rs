@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::limiter::fmt_bits;
-
 /// What happened in one round (the last one is the stop-and-copy round).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoundReport {
@@ -184,7 +182,7 @@ fn mib(bytes: u64) -> f64 {
 struct Bits(f64);
 impl fmt::Display for Bits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt_bits(self.0, f)
+        f.write_str(&units::format_bits_per_sec(self.0))
     }
 }
 

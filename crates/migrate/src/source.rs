@@ -17,12 +17,13 @@ use wire::{
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
 use crate::error::MigrateError;
 use crate::history::PageHistory;
-use crate::limiter::{Bandwidth, TokenBucket};
+use crate::limiter::TokenBucket;
 use crate::report::{
     CancelToken, MigrationReport, Outcome, Phase, Progress, RoundReport, VmLocation,
 };
 use crate::strategy::{Decision, RoundPlan, Strategy, StrategyContext};
 use crate::vm::SourceVm;
+use units::Bandwidth;
 
 /// Default time allowed for the TCP connection to be established.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

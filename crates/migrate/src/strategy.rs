@@ -9,8 +9,8 @@ use thiserror::Error;
 
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE};
 use crate::history::PageHistory;
-use crate::limiter::Bandwidth;
 use crate::report::RoundReport;
+use units::Bandwidth;
 
 /// Name of the default strategy (chosen on the benchmark, docs/BENCHMARKS.md).
 pub const DEFAULT_STRATEGY: &str = "downtime";

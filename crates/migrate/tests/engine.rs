@@ -7,9 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use migrate::fake::{FakeFactory, FakeSpec, FakeVm, Pattern, RunState, first_difference};
+use migrate::fake::{FakeFactory, FakeSpec, FakeVm, RunState, WritePattern, first_difference};
 use migrate::faults::{Action, Dir, Fault, Proxy};
 use migrate::*;
+use units::Bandwidth;
 use wire::{AbortCode, Offer, kind};
 
 const MIB: u64 = 1 << 20;
@@ -202,7 +203,7 @@ fn bandwidth_cap_and_zero_pages() {
     spec.prefill_pages = 300;
     spec.working_set_pages = 64;
     spec.writes_per_sec = 500;
-    spec.pattern = Pattern::HotSet {
+    spec.pattern = WritePattern::HotSet {
         hot_fraction: 0.1,
         hot_share: 0.9,
     };
@@ -612,7 +613,7 @@ impl Strategy for HoldHot {
 fn custom_strategy_holds_hot_pages_back_and_throttles() {
     let mut spec = busy_spec(16);
     spec.vcpus = 2;
-    spec.pattern = Pattern::HotSet {
+    spec.pattern = WritePattern::HotSet {
         hot_fraction: 0.05,
         hot_share: 0.95,
     };

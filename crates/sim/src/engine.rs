@@ -1,7 +1,7 @@
 //! The simulation of one day for one policy, and the metrics of
 //! Beloglazov & Buyya 2012.
 
-use cluster::{Config, HostInfo, Limits, Manager, Pattern, PowerModel, Snapshot, VmInfo};
+use cluster::{Config, HostInfo, Manager, MigrationLimits, Pattern, PoolView, PowerModel, VmInfo};
 
 use crate::policy::Policy;
 use crate::scenario::Scenario;
@@ -172,7 +172,7 @@ pub fn simulate_day(
                 selector: *selector,
                 pattern,
                 coldspot_below: ms.coldspot_below,
-                limits: Limits {
+                limits: MigrationLimits {
                     per_host: ms.max_migrations_per_host,
                     per_cluster: ms.max_migrations_per_cluster,
                     vm_cooldown_s: ms.vm_cooldown_s,
@@ -187,7 +187,7 @@ pub fn simulate_day(
         _ => None,
     };
 
-    let mut snap = Snapshot {
+    let mut snap = PoolView {
         time_s: 0.0,
         interval_s: interval,
         migration_bw_share: mig.bandwidth_share,

@@ -26,13 +26,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub use engine::{DayResult, MemoryOverBandwidth, MigrationTime, PreCopy, SimError, simulate_day};
 pub use policy::Policy;
 pub use report::{Results, Summary};
-pub use scenario::{Loaded, Scenario};
+pub use scenario::{LoadedScenario, Scenario};
 pub use trace::{Day, TraceError};
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
-    pub loaded: Loaded,
+    pub loaded: LoadedScenario,
     pub trace_dir: PathBuf,
     pub policies: Vec<Policy>,
     pub seed: u64,

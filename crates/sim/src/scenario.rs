@@ -185,7 +185,7 @@ impl Default for ManagerSettings {
 
 /// A scenario and where it came from (for messages and relative paths).
 #[derive(Debug, Clone)]
-pub struct Loaded {
+pub struct LoadedScenario {
     pub scenario: Scenario,
     /// File path, or `<built-in default>`.
     pub origin: String,
@@ -205,14 +205,14 @@ impl Scenario {
     }
 
     /// Reads a scenario file.
-    pub fn load(path: &Path) -> Result<Loaded, ScenarioError> {
+    pub fn load(path: &Path) -> Result<LoadedScenario, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|e| ScenarioError::Io {
             path: path.to_path_buf(),
             source: e,
         })?;
         let origin = path.display().to_string();
         let scenario = Self::parse(&text, &origin)?;
-        Ok(Loaded {
+        Ok(LoadedScenario {
             scenario,
             origin,
             base_dir: path.parent().map(Path::to_path_buf),
@@ -220,10 +220,10 @@ impl Scenario {
     }
 
     /// The built-in default scenario.
-    pub fn builtin() -> Loaded {
+    pub fn builtin() -> LoadedScenario {
         let origin = "<built-in default>".to_string();
         let scenario = Self::parse(DEFAULT_SCENARIO, &origin).expect("built-in scenario is valid");
-        Loaded {
+        LoadedScenario {
             scenario,
             origin,
             base_dir: None,

@@ -63,7 +63,7 @@ fn tiny_traces() -> PathBuf {
 fn spec(scenario: &str, traces: &Path, policies: &[&str]) -> RunSpec {
     let scenario = Scenario::parse(scenario, "test.toml").unwrap();
     RunSpec {
-        loaded: sim::Loaded {
+        loaded: sim::LoadedScenario {
             scenario,
             origin: "test.toml".into(),
             base_dir: None,

@@ -48,8 +48,8 @@ pub fn allocate(regions: &[(u64, u64)]) -> Result<GuestMemoryMmap, Error> {
     {
         return Err(Error::MemorySize(format!(
             "the guest wants {} but the host has only {} available",
-            human(total),
-            human(avail)
+            units::format_bytes(total),
+            units::format_bytes(avail)
         )));
     }
     let ranges: Vec<_> = regions
@@ -57,49 +57,7 @@ pub fn allocate(regions: &[(u64, u64)]) -> Result<GuestMemoryMmap, Error> {
         .map(|&(start, len)| (GuestAddress(start), len as usize))
         .collect();
     GuestMemoryMmap::from_ranges(&ranges)
-        .map_err(|e| Error::MemorySize(format!("cannot map {}: {e}", human(total))))
-}
-
-/// Sizes like "1 GiB" for messages.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if v.fract() == 0.0 {
-        format!("{v} {}", UNITS[u])
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// Parses sizes such as `512M`, `1G`, `4096K` or plain bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => {
-            let unit = t[i..].to_ascii_lowercase();
-            let mult = match unit.as_str() {
-                "k" | "kb" | "kib" => 1u64 << 10,
-                "m" | "mb" | "mib" => 1 << 20,
-                "g" | "gb" | "gib" => 1 << 30,
-                "t" | "tb" | "tib" => 1 << 40,
-                "b" => 1,
-                _ => return Err(format!("unknown size unit in {text:?} (use K, M, G or T)")),
-            };
-            (&t[..i], mult)
-        }
-        None => (t, 1),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (examples: 512M, 1G)"))?;
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {text:?} is too large"))
+        .map_err(|e| Error::MemorySize(format!("cannot map {}: {e}", units::format_bytes(total))))
 }
 
 /// A region's host mapping, for bulk copies. Valid while the memory lives.
@@ -168,16 +126,6 @@ mod tests {
                 (HIGH_RAM_START, (4 << 30) - MMIO_HOLE_START)
             ]
         );
-    }
-
-    #[test]
-    fn sizes_parse_and_refuse_nonsense() {
-        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
-        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("12Q").is_err());
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("99999999999T").is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub const EBDA_START: u64 = 0x9_fc00;
 
 /// Where a loaded kernel starts.
 #[derive(Debug, Clone, Copy)]
-pub struct Loaded {
+pub struct LoadedKernel {
     pub entry: u32,
     pub mbi: u32,
     pub end: u64,
@@ -189,7 +189,7 @@ pub fn load(
     memory_bytes: u64,
     image: &[u8],
     cmdline: &str,
-) -> Result<Loaded, Error> {
+) -> Result<LoadedKernel, Error> {
     let (hdr, flags) = find_header(image)?;
     let required = flags & 0xffff;
     let unsupported = required & !(FLAG_PAGE_ALIGN | FLAG_MEMORY_INFO);
@@ -234,7 +234,7 @@ pub fn load(
         )));
     }
     write_boot_info(mem, memory_bytes, cmdline)?;
-    Ok(Loaded {
+    Ok(LoadedKernel {
         entry,
         mbi: MBI_ADDR as u32,
         end,

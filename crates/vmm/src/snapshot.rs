@@ -57,7 +57,7 @@ pub fn write_paused<W: Write>(vm: &Vm, w: W) -> Result<SnapshotStats, Error> {
 pub fn restore<R: Read>(
     r: R,
     serial: SerialSink,
-    limits: &vmstate::Limits,
+    limits: &vmstate::ReadLimits,
 ) -> Result<(Vm, SnapshotStats), Error> {
     let mut sink = RestoreSink {
         serial: Some(serial),

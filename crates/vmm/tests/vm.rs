@@ -134,7 +134,8 @@ fn snapshot_round_trip(vcpus: u32) {
     assert!(!before.is_empty());
 
     let (sink, out2) = capture();
-    let (vm2, _) = vmm::snapshot::restore(&snap[..], sink, &vmstate::Limits::default()).unwrap();
+    let (vm2, _) =
+        vmm::snapshot::restore(&snap[..], sink, &vmstate::ReadLimits::default()).unwrap();
     vm2.resume().unwrap();
     let exit = vm2.wait(Some(Duration::from_secs(60)));
     let after_lines = lines(&out2);
@@ -177,7 +178,7 @@ fn damaged_snapshots_are_refused_and_leave_nothing_running() {
     let mut snap = Vec::new();
     vmm::snapshot::save(&vm, &mut snap).unwrap();
     drop(vm);
-    let limits = vmstate::Limits::default();
+    let limits = vmstate::ReadLimits::default();
     let truncated = &snap[..snap.len() - 100];
     let e = vmm::snapshot::restore(truncated, capture().0, &limits)
         .err()
@@ -190,7 +191,7 @@ fn damaged_snapshots_are_refused_and_leave_nothing_running() {
         .err()
         .expect("corrupt snapshot restored");
     assert!(e.to_string().contains("checksum"), "{e}");
-    let small = vmstate::Limits {
+    let small = vmstate::ReadLimits {
         max_memory_bytes: 1 << 20,
     };
     let e = vmm::snapshot::restore(&snap[..], capture().0, &small)

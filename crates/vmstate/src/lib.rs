@@ -23,7 +23,7 @@ pub use error::{ConfigError, DecodeError, EncodeError, FrameKind, SinkError};
 pub use frame::{Frame, FrameReader, FrameWriter, Kinds, MAX_PAYLOAD};
 pub use record::{FORMAT_VERSION, MAGIC, MAX_PAGES_PER_RECORD, PAGE_SIZE, Record, Totals};
 pub use snapshot::{
-    Limits, SnapshotSink, SnapshotStats, SnapshotWriter, read_snapshot, read_snapshot_frames,
+    ReadLimits, SnapshotSink, SnapshotStats, SnapshotWriter, read_snapshot, read_snapshot_frames,
     read_snapshot_with_limits, write_snapshot,
 };
 pub use state::*;

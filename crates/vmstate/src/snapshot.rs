@@ -230,35 +230,35 @@ pub trait SnapshotSink {
 
 /// What a reader accepts beyond the format's own checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
+pub struct ReadLimits {
     /// A Config announcing more guest memory than this is refused.
     pub max_memory_bytes: u64,
 }
 
-impl Default for Limits {
+impl Default for ReadLimits {
     /// 1 TiB: a guard against absurd streams; destinations pass their own.
     fn default() -> Self {
-        Limits {
+        ReadLimits {
             max_memory_bytes: 1 << 40,
         }
     }
 }
 
 /// Reads a whole snapshot from `r` (buffered internally) into `sink` with
-/// default [`Limits`]; returns the VM state from the State record and what
+/// default [`ReadLimits`]; returns the VM state from the State record and what
 /// the stream held. Fails on anything after the End record.
 pub fn read_snapshot<R: Read, S: SnapshotSink + ?Sized>(
     r: R,
     sink: &mut S,
 ) -> Result<(VmState, SnapshotStats), DecodeError> {
-    read_snapshot_with_limits(r, sink, &Limits::default())
+    read_snapshot_with_limits(r, sink, &ReadLimits::default())
 }
 
 /// [`read_snapshot`] with explicit limits.
 pub fn read_snapshot_with_limits<R: Read, S: SnapshotSink + ?Sized>(
     r: R,
     sink: &mut S,
-    limits: &Limits,
+    limits: &ReadLimits,
 ) -> Result<(VmState, SnapshotStats), DecodeError> {
     let mut fr = FrameReader::new(
         BufReader::with_capacity(IO_BUFFER, r),
@@ -283,7 +283,7 @@ pub fn read_snapshot_with_limits<R: Read, S: SnapshotSink + ?Sized>(
 pub fn read_snapshot_frames<R: Read, S: SnapshotSink + ?Sized>(
     fr: &mut FrameReader<R>,
     sink: &mut S,
-    limits: &Limits,
+    limits: &ReadLimits,
 ) -> Result<(VmState, SnapshotStats), DecodeError> {
     let start_bytes = fr.bytes_read();
     let first_index = fr.frames_read();

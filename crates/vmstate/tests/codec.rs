@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vmstate::record::{self, kind};
 use vmstate::{
-    DecodeError, EncodeError, FrameReader, FrameWriter, Kinds, Limits, MAX_PAYLOAD, SinkError,
+    DecodeError, EncodeError, FrameReader, FrameWriter, Kinds, MAX_PAYLOAD, ReadLimits, SinkError,
     SnapshotSink, SnapshotWriter, Totals, VmConfig, VmState, read_snapshot, read_snapshot_frames,
     read_snapshot_with_limits, write_snapshot,
 };
@@ -423,7 +423,7 @@ fn memory_beyond_config_or_limits_is_refused() {
     ));
 
     // Announced memory above the destination's limit.
-    let limits = Limits {
+    let limits = ReadLimits {
         max_memory_bytes: LOW,
     };
     let err = read_snapshot_with_limits(&bytes[..], &mut NullSink, &limits).unwrap_err();
@@ -544,7 +544,7 @@ fn a_snapshot_can_be_embedded_in_a_protocol_stream() {
 
     let mut fr = FrameReader::new(Cursor::new(&bytes), Kinds::state_records().with(BYE, "bye"));
     let mut sink = MemSink::default();
-    let (got, _) = read_snapshot_frames(&mut fr, &mut sink, &Limits::default()).unwrap();
+    let (got, _) = read_snapshot_frames(&mut fr, &mut sink, &ReadLimits::default()).unwrap();
     assert_same_state(&f.state, &got);
     let next = fr.next_frame().unwrap().unwrap();
     assert_eq!((next.kind.kind, next.payload), (BYE, &b"done"[..]));

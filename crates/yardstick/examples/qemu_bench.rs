@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p yardstick --example qemu_bench -- \
 //!     [--guest NAME | --kernel FILE] [--append ARGS] [--memory MIB] [--vcpus N] [--reps N] \
-//!     [--bandwidth GBIT|unlimited]... [--downtime MS] [--warmup MS] \
+//!     [--bandwidth RATE|unlimited]... [--downtime MS] [--warmup MS] \
 //!     [--seabios] [--json] [--plot DIR]
 //! ```
 //! `--guest` takes one of Ferry's guest programs (dirtier, idle, kvstore);
@@ -15,8 +15,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use yardstick::bench::{Summary, format_bytes};
-use yardstick::migration::{Bandwidth, MigrationParams, QemuMigration};
+use units::{Bandwidth, format_bytes};
+use yardstick::bench::Stats;
+use yardstick::migration::{MigrationParams, QemuMigration};
 use yardstick::plot::{rounds_svg, save};
 use yardstick::qemu::{Firmware, ImageFile, QemuConfig, measure_boot};
 use yardstick::table::Table;
@@ -29,7 +30,7 @@ struct Args {
     memory: u64,
     vcpus: u32,
     reps: usize,
-    bandwidths: Vec<Bandwidth>,
+    bandwidths: Vec<Option<Bandwidth>>,
     downtime: u64,
     warmup: u64,
     seabios: bool,
@@ -67,9 +68,9 @@ fn parse() -> Result<Args, String> {
             "--bandwidth" => {
                 let v = val()?;
                 a.bandwidths.push(if v == "unlimited" {
-                    Bandwidth::Unlimited
+                    None
                 } else {
-                    Bandwidth::gbit(v.parse().map_err(|e| format!("--bandwidth {v}: {e}"))?)
+                    Some(Bandwidth::parse(&v).map_err(|e| format!("--bandwidth: {e}"))?)
                 });
             }
             "--seabios" => a.seabios = true,
@@ -82,7 +83,7 @@ fn parse() -> Result<Args, String> {
         return Err("--reps must be at least 1".into());
     }
     if a.bandwidths.is_empty() {
-        a.bandwidths = vec![Bandwidth::gbit(1.0), Bandwidth::Unlimited];
+        a.bandwidths = vec![Bandwidth::from_bits_per_sec(1_000_000_000), None];
     }
     Ok(a)
 }
@@ -122,7 +123,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let first: Vec<f64> = boots.iter().map(|b| b.first_line_ms).collect();
     let mut t = Table::new(["measure", "median ms", "min..max, n"]);
     for (name, v) in [("first serial line", &first), ("first heartbeat", &hb)] {
-        let s = Summary::of(v).ok_or("no boot measurements")?;
+        let s = Stats::of(v).ok_or("no boot measurements")?;
         t.row([name.to_string(), format!("{:.1}", s.median), format!("{s}")]);
     }
     println!(
@@ -144,9 +145,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "rounds",
     ]);
     let mut all: Vec<QemuMigration> = Vec::new();
-    for bw in &args.bandwidths {
+    for cap in &args.bandwidths {
+        let bw = cap.map_or("unlimited".to_string(), |b| b.to_string());
         let params = MigrationParams {
-            max_bandwidth: *bw,
+            max_bandwidth: *cap,
             downtime_limit_ms: args.downtime,
             ..MigrationParams::default()
         };
@@ -176,7 +178,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         };
         let outcomes: Vec<String> = runs.iter().map(|r| format!("{:?}", r.outcome)).collect();
         t.row([
-            bw.to_string(),
+            bw.clone(),
             outcomes.join(","),
             format!("{:.0}", med(&|r| r.total_time_ms)),
             format!("{:.0}", med(&|r| r.downtime_ms)),
@@ -188,7 +190,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         if let (Some(dir), Some(first)) = (&args.plot, runs.first())
             && !first.per_round.is_empty()
         {
-            let name = format!("qemu-rounds-{}.svg", bw.to_string().replace('/', "_"));
+            let name = format!("qemu-rounds-{}.svg", bw.replace(['/', ' '], "_"));
             save(
                 &dir.join(name),
                 &rounds_svg(&format!("QEMU migration, {bw}"), &first.per_round)?,

@@ -21,7 +21,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
 
 /// Median, minimum and maximum of a set of repetitions.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
+pub struct Stats {
     /// Number of values.
     pub n: usize,
     /// Their median.
@@ -32,11 +32,11 @@ pub struct Summary {
     pub max: f64,
 }
 
-impl Summary {
+impl Stats {
     /// Summarizes `values`; `None` when empty or when a value is NaN.
-    pub fn of(values: &[f64]) -> Option<Summary> {
+    pub fn of(values: &[f64]) -> Option<Stats> {
         let median = median(values)?;
-        Some(Summary {
+        Some(Stats {
             n: values.len(),
             median,
             min: values.iter().copied().fold(f64::INFINITY, f64::min),
@@ -45,7 +45,7 @@ impl Summary {
     }
 }
 
-impl std::fmt::Display for Summary {
+impl std::fmt::Display for Stats {
     /// `median (min..max, n=N)`, with the formatter's precision (default 1).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let p = f.precision().unwrap_or(1);
@@ -91,22 +91,6 @@ pub fn ferry_vs_qemu(ferry: f64, qemu: f64) -> String {
     format!("Ferry/QEMU {}", ratio(ferry, qemu))
 }
 
-/// Bytes with a binary unit: `512 B`, `1.5 KiB`, `2.00 GiB`.
-pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    let p = if v < 10.0 { 2 } else { 1 };
-    format!("{v:.p$} {}", UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,7 +102,7 @@ mod tests {
         assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(median(&[1.0, f64::NAN]), None);
-        let s = Summary::of(&[4.0, 1.0, 9.0]).unwrap();
+        let s = Stats::of(&[4.0, 1.0, 9.0]).unwrap();
         assert_eq!((s.n, s.median, s.min, s.max), (3, 4.0, 1.0, 9.0));
         assert_eq!(s.to_string(), "4.0 (1.0..9.0, n=3)");
         assert_eq!(format!("{s:.2}"), "4.00 (1.00..9.00, n=3)");
@@ -144,9 +128,5 @@ mod tests {
         assert_eq!(ratio(83.0, 100.0), "0.83x");
         assert_eq!(ratio(1.0, 0.0), "n/a");
         assert_eq!(ferry_vs_qemu(2.0, 1.0), "Ferry/QEMU 2.00x");
-        assert_eq!(format_bytes(512), "512 B");
-        assert_eq!(format_bytes(1536), "1.50 KiB");
-        assert_eq!(format_bytes(3 << 30), "3.00 GiB");
-        assert_eq!(format_bytes(100 << 20), "100.0 MiB");
     }
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::qemu::{ImageFile, QemuConfig, StamperFactory, host_tsc_hz};
-use crate::serial::{SerialLine, Stamper};
+use crate::qemu::{ImageFile, QemuConfig, StampFnFactory, host_tsc_hz};
+use crate::serial::{SerialLine, StampFn};
 
 /// A QEMU configuration for one of Ferry's guests, with the image file it
 /// points to (keep this value alive while QEMU runs).
@@ -49,8 +49,8 @@ pub fn guest_config(name: &str, append: &str) -> Result<GuestSetup, Error> {
 /// [`MAX_BUFFERING_S`] before it (a virtualized, offset TSC), the batch is
 /// stamped relative to its own last heartbeat instead, as
 /// `guest::stamp::stamp` does by itself.
-pub fn guest_stamper(tsc_khz: u64) -> StamperFactory {
-    Arc::new(move || -> Stamper {
+pub fn guest_stamper(tsc_khz: u64) -> StampFnFactory {
+    Arc::new(move || -> StampFn {
         Box::new(move |batch: &[String], arrival: f64| {
             let host_tsc = read_tsc();
             let mut lines: Vec<guest::output::Line> =

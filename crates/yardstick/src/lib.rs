@@ -28,8 +28,7 @@ pub mod testkernel;
 
 pub use error::Error;
 pub use migration::{
-    Bandwidth, MigrationParams, MigrationRun, Outcome, QemuMigration, migrate_guest,
-    migrate_guest_after,
+    MigrationParams, MigrationRun, QemuMigration, QemuOutcome, migrate_guest, migrate_guest_after,
 };
 pub use qemu::{BootTime, Firmware, ImageFile, Qemu, QemuConfig, measure_boot};
 pub use qmp::{Qmp, QmpError};

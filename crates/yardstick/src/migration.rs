@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use units::Bandwidth;
+
 use crate::error::Error;
 use crate::plot::RoundPoint;
 use crate::qemu::{Qemu, QemuConfig};
@@ -24,45 +26,17 @@ pub const UNLIMITED_BYTES_PER_S: u64 = 1 << 40;
 /// QEMU's default `max-bandwidth` (128 MiB/s).
 pub const QEMU_DEFAULT_BYTES_PER_S: u64 = 128 << 20;
 
-/// A migration bandwidth cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Bandwidth {
-    /// No cap (see [`UNLIMITED_BYTES_PER_S`]).
-    Unlimited,
-    /// A cap in bytes per second.
-    BytesPerSec(u64),
-}
-
-impl Bandwidth {
-    /// A cap of `gbit` gigabits (10^9 bits) per second.
-    pub fn gbit(gbit: f64) -> Bandwidth {
-        Bandwidth::BytesPerSec((gbit * 1e9 / 8.0) as u64)
-    }
-
-    /// The value passed to QEMU's `max-bandwidth` (bytes/s).
-    pub fn qemu_value(self) -> u64 {
-        match self {
-            Bandwidth::Unlimited => UNLIMITED_BYTES_PER_S,
-            Bandwidth::BytesPerSec(b) => b,
-        }
-    }
-}
-
-impl std::fmt::Display for Bandwidth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Bandwidth::Unlimited => write!(f, "unlimited"),
-            Bandwidth::BytesPerSec(b) => write!(f, "{}Mbit/s", *b as f64 * 8.0 / 1e6),
-        }
-    }
+/// The value passed to QEMU's `max-bandwidth` (bytes/s) for a cap
+/// (`None` = unlimited, see [`UNLIMITED_BYTES_PER_S`]).
+pub fn qemu_max_bandwidth(cap: Option<Bandwidth>) -> u64 {
+    cap.map_or(UNLIMITED_BYTES_PER_S, |b| b.bytes_per_sec())
 }
 
 /// Parameters of one QEMU migration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationParams {
-    /// QEMU `max-bandwidth`.
-    pub max_bandwidth: Bandwidth,
+    /// QEMU `max-bandwidth` (`None` = unlimited).
+    pub max_bandwidth: Option<Bandwidth>,
     /// QEMU `downtime-limit` in ms (QEMU's default is 300).
     pub downtime_limit_ms: u64,
     /// Give up (and `migrate_cancel`) after this long.
@@ -81,7 +55,7 @@ impl Default for MigrationParams {
     /// QEMU's own defaults: 128 MiB/s, 300 ms; 120 s timeout.
     fn default() -> Self {
         MigrationParams {
-            max_bandwidth: Bandwidth::BytesPerSec(QEMU_DEFAULT_BYTES_PER_S),
+            max_bandwidth: Bandwidth::from_bytes_per_sec(QEMU_DEFAULT_BYTES_PER_S),
             downtime_limit_ms: 300,
             timeout: Duration::from_secs(120),
             poll_interval: Duration::from_millis(10),
@@ -94,7 +68,7 @@ impl Default for MigrationParams {
 /// How a migration ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum QemuOutcome {
     /// QEMU reported `completed`; the guest runs on the destination.
     Completed,
     /// QEMU reported `failed`; the guest keeps running on the source.
@@ -111,7 +85,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QemuMigration {
     /// How it ended.
-    pub outcome: Outcome,
+    pub outcome: QemuOutcome,
     /// QEMU's `error-desc`, when it failed.
     pub error: Option<String>,
     /// QEMU's `total-time`: from `migrate` to completion, in ms.
@@ -220,7 +194,7 @@ impl Qemu {
     /// Live-migrates this QEMU's guest to `destination` (from
     /// [`Qemu::spawn_incoming`] with the same configuration) and measures
     /// it. A failed or timed-out migration is a report with that
-    /// [`Outcome`], not an error; errors are QMP or protocol trouble.
+    /// [`QemuOutcome`], not an error; errors are QMP or protocol trouble.
     pub fn migrate_to(
         &mut self,
         destination: &mut Qemu,
@@ -252,7 +226,7 @@ impl Qemu {
         self.qmp().execute(
             "migrate-set-parameters",
             Some(json!({
-                "max-bandwidth": params.max_bandwidth.qemu_value(),
+                "max-bandwidth": qemu_max_bandwidth(params.max_bandwidth),
                 "downtime-limit": params.downtime_limit_ms,
             })),
         )?;
@@ -291,13 +265,13 @@ impl Qemu {
         let wall_time_ms = started.elapsed().as_secs_f64() * 1e3;
         let status = info["status"].as_str().unwrap_or("");
         let outcome = match status {
-            "completed" => Outcome::Completed,
-            _ if timed_out => Outcome::TimedOut,
-            "failed" => Outcome::Failed,
-            _ => Outcome::Cancelled,
+            "completed" => QemuOutcome::Completed,
+            _ if timed_out => QemuOutcome::TimedOut,
+            "failed" => QemuOutcome::Failed,
+            _ => QemuOutcome::Cancelled,
         };
 
-        let (guest_downtime_ms, resume_time_ms) = if outcome == Outcome::Completed {
+        let (guest_downtime_ms, resume_time_ms) = if outcome == QemuOutcome::Completed {
             // QEMU's own stop time of the source; a heartbeat printed after
             // it ran on the destination. Earlier ones may still show up in
             // the destination's log (printed before the stop, flushed after).
@@ -346,7 +320,7 @@ impl Qemu {
             mbps: num(ram, "mbps"),
             downtime_bytes: ram.get("downtime-bytes").and_then(Value::as_u64),
             precopy_bytes: ram.get("precopy-bytes").and_then(Value::as_u64),
-            max_bandwidth_bytes_per_s: params.max_bandwidth.qemu_value(),
+            max_bandwidth_bytes_per_s: qemu_max_bandwidth(params.max_bandwidth),
             downtime_limit_ms: params.downtime_limit_ms,
             capabilities: params.capabilities.clone(),
             per_round: rounds_from_polls(&polls),
@@ -425,10 +399,8 @@ mod tests {
 
     #[test]
     fn bandwidth_values() {
-        assert_eq!(Bandwidth::gbit(1.0).qemu_value(), 125_000_000);
-        assert_eq!(Bandwidth::Unlimited.qemu_value(), UNLIMITED_BYTES_PER_S);
-        assert_eq!(Bandwidth::gbit(1.0).to_string(), "1000Mbit/s");
-        let json = serde_json::to_string(&Bandwidth::BytesPerSec(5)).unwrap();
-        assert_eq!(json, r#"{"bytes_per_sec":5}"#);
+        let gbit = Bandwidth::from_bits_per_sec(1_000_000_000);
+        assert_eq!(qemu_max_bandwidth(gbit), 125_000_000);
+        assert_eq!(qemu_max_bandwidth(None), UNLIMITED_BYTES_PER_S);
     }
 }

@@ -34,7 +34,7 @@ pub struct Series {
 
 /// A named line of (x, y) points (see [`lines_svg`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Line {
+pub struct Polyline {
     /// Legend label.
     pub name: String,
     /// Points in drawing order.
@@ -240,7 +240,7 @@ pub fn lines_svg(
     title: &str,
     x_label: &str,
     y_label: &str,
-    lines: &[Line],
+    lines: &[Polyline],
 ) -> Result<String, Error> {
     let all: Vec<(f64, f64)> = lines
         .iter()
@@ -378,7 +378,7 @@ mod tests {
 
     #[test]
     fn lines_plot_and_save() {
-        let lines = vec![Line {
+        let lines = vec![Polyline {
             name: "rate".into(),
             points: vec![(0.0, 1.0), (1.0, 3.0)],
         }];

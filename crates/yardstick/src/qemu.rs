@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::error::Error;
 use crate::qmp::Qmp;
-use crate::serial::{self, SerialLine, SerialLog, Stamper};
+use crate::serial::{self, SerialLine, SerialLog, StampFn};
 
 /// The CPU model that works on these machines. `-cpu host` and `-cpu max`
 /// both abort on kvm-pvm ("failed to set MSR 0x10a"): the nested KVM lists
@@ -31,8 +31,8 @@ pub const DEFAULT_CPU: &str = "host,-arch-capabilities";
 /// Where qboot, the minimal firmware Debian's qemu-system-data ships, lives.
 pub const QBOOT_PATH: &str = "/usr/share/qemu/qboot.rom";
 
-/// Builds a fresh [`Stamper`] for each QEMU process's serial log.
-pub type StamperFactory = Arc<dyn Fn() -> Stamper + Send + Sync>;
+/// Builds a fresh [`StampFn`] for each QEMU process's serial log.
+pub type StampFnFactory = Arc<dyn Fn() -> StampFn + Send + Sync>;
 
 /// The firmware QEMU runs before the Multiboot kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,8 +70,8 @@ pub struct QemuConfig {
     pub qmp_timeout: Duration,
     /// Bound on QEMU's start until serial and QMP are connected.
     pub start_timeout: Duration,
-    /// Optional refinement of serial line times (see [`serial::Stamper`]).
-    pub stamper: Option<StamperFactory>,
+    /// Optional refinement of serial line times (see [`serial::StampFn`]).
+    pub stamper: Option<StampFnFactory>,
     /// Give the guest CPUID leaf 0x40000010 (TSC frequency in kHz), as
     /// Ferry's VMM does: adds `+invtsc,tsc-frequency=<host TSC Hz>` to the
     /// CPU model. Without `+invtsc` QEMU 7.2 does not offer that leaf, and

@@ -3,7 +3,7 @@
 //!
 //! Every line is stamped with host wall time (seconds since the UNIX epoch,
 //! f64) when its terminating newline arrives. Guests batch their serial
-//! output, so all lines of one batch arrive together; a [`Stamper`] can
+//! output, so all lines of one batch arrive together; a [`StampFn`] can
 //! refine each line's time within its batch (e.g. from a TSC value the guest
 //! printed), which is what makes heartbeat gaps exact.
 
@@ -28,7 +28,7 @@ pub struct SerialLine {
     /// Host wall time when the line's newline arrived (UNIX seconds).
     pub arrival: f64,
     /// Best estimate of when the guest printed the line (UNIX seconds):
-    /// `arrival` unless a [`Stamper`] refined it.
+    /// `arrival` unless a [`StampFn`] refined it.
     pub time: f64,
     /// The line without its line ending.
     pub text: String,
@@ -37,7 +37,7 @@ pub struct SerialLine {
 /// Refines the times of one batch of lines that arrived together at
 /// `arrival`. Returns one time per line (UNIX seconds); a result of another
 /// length is ignored and every line keeps `arrival`.
-pub type Stamper = Box<dyn FnMut(&[String], f64) -> Vec<f64> + Send>;
+pub type StampFn = Box<dyn FnMut(&[String], f64) -> Vec<f64> + Send>;
 
 #[derive(Debug, Default)]
 struct LogState {
@@ -63,7 +63,7 @@ impl SerialLog {
     /// closed when the reader ends.
     pub fn capture<R: Read + Send + 'static>(
         reader: R,
-        stamper: Option<Stamper>,
+        stamper: Option<StampFn>,
     ) -> (SerialLog, JoinHandle<()>) {
         let log = SerialLog::new();
         let writer = log.clone();
@@ -74,7 +74,7 @@ impl SerialLog {
         (log, handle)
     }
 
-    fn pump<R: Read>(&self, mut reader: R, mut stamper: Option<Stamper>) {
+    fn pump<R: Read>(&self, mut reader: R, mut stamper: Option<StampFn>) {
         let mut buf = vec![0u8; 64 * 1024];
         let mut pending: Vec<u8> = Vec::new();
         loop {
@@ -107,7 +107,7 @@ impl SerialLog {
         cv.notify_all();
     }
 
-    fn push_batch(&self, batch: Vec<String>, arrival: f64, stamper: Option<&mut Stamper>) {
+    fn push_batch(&self, batch: Vec<String>, arrival: f64, stamper: Option<&mut StampFn>) {
         let times = stamper
             .map(|s| s(&batch, arrival))
             .filter(|t| t.len() == batch.len())
@@ -329,7 +329,7 @@ mod tests {
     #[test]
     fn stamper_refines_batches() {
         let (mut w, r) = UnixStream::pair().unwrap();
-        let stamper: Stamper = Box::new(|batch: &[String], arrival: f64| {
+        let stamper: StampFn = Box::new(|batch: &[String], arrival: f64| {
             (0..batch.len())
                 .map(|i| arrival - (batch.len() - 1 - i) as f64)
                 .collect()

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use yardstick::guests::{guest_config, verify_result};
-use yardstick::migration::{Bandwidth, MigrationParams, Outcome};
+use yardstick::migration::{MigrationParams, QemuOutcome};
 use yardstick::qemu::{self, Qemu};
 use yardstick::serial::{heartbeat_seq, heartbeats};
 
@@ -54,7 +54,7 @@ fn dirtier_migrates_qemu_to_qemu() {
     let mut g = guest_config("dirtier", "ws=32M rate=20000 pattern=seq verify=500ms").unwrap();
     g.config.memory_mib = 256;
     let params = MigrationParams {
-        max_bandwidth: Bandwidth::Unlimited,
+        max_bandwidth: None,
         timeout: Duration::from_secs(60),
         ..MigrationParams::default()
     };
@@ -71,7 +71,7 @@ fn dirtier_migrates_qemu_to_qemu() {
     .unwrap();
     let r = run.report.clone();
     eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
-    assert_eq!(r.outcome, Outcome::Completed, "{r:?}");
+    assert_eq!(r.outcome, QemuOutcome::Completed, "{r:?}");
     // The whole resident working set must cross.
     assert!(r.bytes_sent >= 32 << 20, "{r:?}");
     assert!(r.normal_pages * 4096 >= 32 << 20, "{r:?}");

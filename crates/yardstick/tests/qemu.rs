@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use yardstick::migration::{Bandwidth, MigrationParams, Outcome};
+use units::Bandwidth;
+use yardstick::migration::{MigrationParams, QemuOutcome};
 use yardstick::qemu::{self, Firmware, ImageFile, Qemu, QemuConfig, guest_exit_value};
 use yardstick::serial::{heartbeat_seq, heartbeats};
 use yardstick::testkernel::heartbeat_kernel;
@@ -143,12 +144,12 @@ fn migration_of_the_test_kernel() {
     let image = ImageFile::new("hb.bin", &heartbeat_kernel(None)).unwrap();
     let cfg = config(&image);
     let params = MigrationParams {
-        max_bandwidth: Bandwidth::Unlimited,
+        max_bandwidth: None,
         ..MigrationParams::default()
     };
     let mut run = yardstick::migrate_guest(&cfg, &params, Duration::from_millis(200)).unwrap();
     let r = &run.report;
-    assert_eq!(r.outcome, Outcome::Completed, "{r:?}");
+    assert_eq!(r.outcome, QemuOutcome::Completed, "{r:?}");
     // QEMU reports whole ms; a 64 MiB idle guest may stop for less than 1.
     assert!(
         r.total_time_ms > 0.0 && r.total_time_ms >= r.downtime_ms,
@@ -191,21 +192,21 @@ fn failed_and_timed_out_migrations_leave_the_source_running() {
     let r = source
         .migrate_to(&mut dead, &MigrationParams::default(), cfg.memory_mib << 20)
         .unwrap();
-    assert_eq!(r.outcome, Outcome::Failed, "{r:?}");
+    assert_eq!(r.outcome, QemuOutcome::Failed, "{r:?}");
     assert!(r.error.is_some() && r.guest_downtime_ms.is_none(), "{r:?}");
     assert_eq!(source.run_state().unwrap(), "running");
 
     // A link far too slow for the guest: cancelled after the timeout.
     let mut slow = Qemu::spawn_incoming(&cfg).unwrap();
     let params = MigrationParams {
-        max_bandwidth: Bandwidth::BytesPerSec(1000),
+        max_bandwidth: Bandwidth::from_bytes_per_sec(1000),
         timeout: Duration::from_millis(500),
         ..MigrationParams::default()
     };
     let r = source
         .migrate_to(&mut slow, &params, cfg.memory_mib << 20)
         .unwrap();
-    assert_eq!(r.outcome, Outcome::TimedOut, "{r:?}");
+    assert_eq!(r.outcome, QemuOutcome::TimedOut, "{r:?}");
     assert_eq!(source.run_state().unwrap(), "running");
     // The guest keeps printing on the source.
     let n = source.serial().len();

@@ -39,7 +39,7 @@ impl Program {
 
 /// Dirtier access pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pattern {
+pub enum AccessPattern {
     /// Each vCPU walks its partition in order.
     Seq,
     /// Uniformly random pages of the partition.
@@ -50,7 +50,7 @@ pub enum Pattern {
 
 /// One dirtier phase; the last one lasts forever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Phase {
+pub struct LoadPhase {
     /// Writing at `rate` (true) or heartbeats only (false).
     pub busy: bool,
     /// Length in nanoseconds.
@@ -78,7 +78,7 @@ pub struct Params {
     /// Dirtier working-set size in bytes (a multiple of 4 KiB), `ws=256M`.
     pub ws: u64,
     /// Dirtier access pattern, `pattern=seq`.
-    pub pattern: Pattern,
+    pub pattern: AccessPattern,
     /// Hot-set fraction of the working set, `hot=0.1`.
     pub hot: f64,
     /// Share of writes that go to the hot set, `hotshare=0.9`.
@@ -86,7 +86,7 @@ pub struct Params {
     /// Target pages/s for the whole VM; 0 = as fast as possible.
     pub rate: u64,
     /// Dirtier phases; `nphases == 0` means always busy.
-    pub phases: [Phase; MAX_PHASES],
+    pub phases: [LoadPhase; MAX_PHASES],
     /// Number of valid entries in `phases`.
     pub nphases: usize,
     /// kvstore: number of keys.
@@ -108,11 +108,11 @@ impl Params {
         verify_ns: 2_000_000_000,
         serial_pct: 25,
         ws: 256 << 20,
-        pattern: Pattern::Seq,
+        pattern: AccessPattern::Seq,
         hot: 0.1,
         hotshare: 0.9,
         rate: 0,
-        phases: [Phase { busy: true, ns: 0 }; MAX_PHASES],
+        phases: [LoadPhase { busy: true, ns: 0 }; MAX_PHASES],
         nphases: 0,
         keys: 100_000,
         vsize: 256,
@@ -121,7 +121,7 @@ impl Params {
     };
 
     /// The phases that apply; an always-busy phase when none were given.
-    pub fn phases(&self) -> &[Phase] {
+    pub fn phases(&self) -> &[LoadPhase] {
         if self.nphases == 0 {
             &Params::DEFAULT.phases[..1]
         } else {
@@ -201,9 +201,9 @@ pub fn parse(program: Program, cmdline: &str) -> Result<Params, ParamError<'_>> 
             }
             ("pattern", Program::Dirtier) => {
                 p.pattern = match value {
-                    "seq" => Pattern::Seq,
-                    "random" => Pattern::Random,
-                    "hot" => Pattern::Hot,
+                    "seq" => AccessPattern::Seq,
+                    "random" => AccessPattern::Random,
+                    "hot" => AccessPattern::Hot,
                     _ => return Err(bad("seq, random or hot")),
                 }
             }
@@ -232,7 +232,7 @@ pub fn parse(program: Program, cmdline: &str) -> Result<Params, ParamError<'_>> 
                     if p.nphases == MAX_PHASES {
                         return Err(bad(expected));
                     }
-                    p.phases[p.nphases] = Phase { busy, ns };
+                    p.phases[p.nphases] = LoadPhase { busy, ns };
                     p.nphases += 1;
                 }
             }
@@ -331,7 +331,7 @@ mod tests {
     fn defaults_and_kernel_path() {
         let p = parse(Program::Dirtier, "/tmp/dirtier.elf").unwrap();
         assert_eq!(p, Params::DEFAULT);
-        assert_eq!(p.phases(), &[Phase { busy: true, ns: 0 }]);
+        assert_eq!(p.phases(), &[LoadPhase { busy: true, ns: 0 }]);
         assert_eq!(parse(Program::Idle, "").unwrap(), Params::DEFAULT);
     }
 
@@ -343,18 +343,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.ws, 1 << 30);
-        assert_eq!(p.pattern, Pattern::Hot);
+        assert_eq!(p.pattern, AccessPattern::Hot);
         assert_eq!(p.hot, 0.25);
         assert_eq!(p.hotshare, 0.75);
         assert_eq!(p.rate, 5000);
         assert_eq!(
             p.phases(),
             &[
-                Phase {
+                LoadPhase {
                     busy: false,
                     ns: 2_000_000_000
                 },
-                Phase {
+                LoadPhase {
                     busy: true,
                     ns: 500_000_000
                 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use vmm::{RunState, Vm};
 
 /// The VM this process runs.
-pub struct Host {
+pub struct Instance {
     pub vm: Vm,
     /// The latest migration started from here, if any.
     pub migration: std::sync::Mutex<Option<std::sync::Arc<crate::migration::Job>>>,
@@ -26,9 +26,9 @@ pub struct SnapshotDone {
     pub duration_ms: f64,
 }
 
-impl Host {
+impl Instance {
     pub fn new(vm: Vm) -> Self {
-        Host {
+        Instance {
             vm,
             migration: std::sync::Mutex::new(None),
             shutdown: std::sync::atomic::AtomicBool::new(false),
