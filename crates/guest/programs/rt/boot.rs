@@ -23,6 +23,46 @@ core::arch::global_asm!(
     .set MAXCPU, {maxcpu}
     .set TSS_LIMIT, 104 + 128
 
+    /* The steps the BSP (from 32-bit protected mode) and the AP trampoline
+       (from real mode) share. The macros expand in place, so the copied
+       trampoline stays self-contained. */
+
+    /* Paging on with long mode: CR4 PAE, OSFXSR, OSXMMEXCPT; CR3 the
+       static tables; EFER.LME; CR0 PE, MP, PG with caching on and EM off. */
+    .macro enable_long_mode
+    movl %cr4, %eax
+    orl $0x620, %eax
+    movl %eax, %cr4
+    movl $rt_pml4, %eax
+    movl %eax, %cr3
+    movl $0xC0000080, %ecx
+    rdmsr
+    orl $0x100, %eax
+    wrmsr
+    movl %cr0, %eax
+    andl $0x9FFFFFFB, %eax
+    orl $0x80000003, %eax
+    movl %eax, %cr0
+    .endm
+
+    /* Kernel data selector into DS, ES and SS, after the far jump to 64-bit code. */
+    .macro load_data_segments
+    movl $0x10, %eax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    .endm
+
+    /* iretq to ring 3 at `entry` on `stack`, IOPL 0 and interrupts off. */
+    .macro enter_ring3 stack, entry
+    pushq $0x23
+    pushq \stack
+    pushq $0x2
+    pushq $0x1b
+    pushq \entry
+    iretq
+    .endm
+
     .section .multiboot, "a"
     .p2align 2
 mb_header:
@@ -66,44 +106,21 @@ _start:
     movb %al, rt_gdt_tss + 4
     movb %ah, rt_gdt_tss + 7
     lgdt rt_gdtr
-    movl %cr4, %eax
-    orl $0x620, %eax
-    movl %eax, %cr4
-    movl $rt_pml4, %eax
-    movl %eax, %cr3
-    movl $0xC0000080, %ecx
-    rdmsr
-    orl $0x100, %eax
-    wrmsr
-    movl %cr0, %eax
-    andl $0x9FFFFFFB, %eax
-    orl $0x80000003, %eax
-    movl %eax, %cr0
+    enable_long_mode
     ljmp $0x08, $bsp_long
 
     .code64
 bsp_long:
-    movl $0x10, %eax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
+    load_data_segments
     movw $0x28, %ax
     ltr %ax
     lidt rt_idtr
     movq $rt_kstacks + KSTACK, %rsp
-    pushq $0x23
-    pushq $rt_ustack0 + {ustack} - 8
-    pushq $0x2
-    pushq $0x1b
-    pushq ${bsp_main}
-    iretq
+    enter_ring3 "$rt_ustack0 + {ustack} - 8", ${bsp_main}
 
     /* AP path: the trampoline jumps here in long mode, ring 0. */
 ap_long:
-    movl $0x10, %eax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
+    load_data_segments
     movl $1, %ebx
     lock xaddl %ebx, rt_ap_arrived
     incl %ebx
@@ -120,12 +137,7 @@ ap_long:
     leaq rt_kstacks(%rcx), %rsp
     movq rt_ap_ustack(,%rbx,8), %rax
     movq %rbx, %rdi
-    pushq $0x23
-    pushq %rax
-    pushq $0x2
-    pushq $0x1b
-    pushq ${ap_main}
-    iretq
+    enter_ring3 %rax, ${ap_main}
 
     /* Exception stubs: push a dummy error code where the CPU pushes none.
        The report is plain assembly with one-byte `out`s: ring 0 is emulated
@@ -245,19 +257,7 @@ rt_tramp_start:
     xorw %ax, %ax
     movw %ax, %ds
     lgdtl (rt_tramp_gdtr - rt_tramp_start + {tramp})
-    movl %cr4, %eax
-    orl $0x620, %eax
-    movl %eax, %cr4
-    movl $rt_pml4, %eax
-    movl %eax, %cr3
-    movl $0xC0000080, %ecx
-    rdmsr
-    orl $0x100, %eax
-    wrmsr
-    movl %cr0, %eax
-    andl $0x9FFFFFFB, %eax
-    orl $0x80000003, %eax
-    movl %eax, %cr0
+    enable_long_mode
     ljmpl $0x08, $ap_long
     .p2align 2
 rt_tramp_gdtr:
