@@ -10,7 +10,7 @@
 #[path = "rt/mod.rs"]
 mod rt;
 
-use rt::params::{Params, AccessPattern, Program};
+use rt::params::{AccessPattern, Params, Program};
 use rt::pattern::{self, PAGE_WORDS};
 
 const PROGRAM: Program = Program::Dirtier;

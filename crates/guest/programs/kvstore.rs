@@ -203,7 +203,7 @@ impl Report {
     fn new() -> Report {
         Report {
             last: rt::now(),
-            ops: total_ops(),
+            ops: rt::progress_total(),
             prev: [0; BUCKETS],
         }
     }
@@ -225,7 +225,7 @@ impl Report {
             *d = c - p;
         }
         self.prev = cur;
-        let ops = total_ops();
+        let ops = rt::progress_total();
         let ops_s = ((ops - self.ops) as u128 * rt::tsc_hz() as u128 / span as u128) as u64;
         let (p50, p99, p999) = (
             hist::percentile(&diff, 0.5),
@@ -240,10 +240,6 @@ impl Report {
         self.last = t;
         self.ops = ops;
     }
-}
-
-fn total_ops() -> u64 {
-    rt::PROGRESS.iter().map(|c| c.0.load(Relaxed)).sum()
 }
 
 /// Checks every key of this shard: present, and its value matches its version.

@@ -46,6 +46,16 @@ pub enum Found {
     Corrupt,
 }
 
+/// As the `VERIFY FAIL` line's `found=` says it: the generation, or `corrupt`.
+impl core::fmt::Display for Found {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Found::Generation(g) => write!(f, "{g}"),
+            Found::Corrupt => f.write_str("corrupt"),
+        }
+    }
+}
+
 /// Checks `words` against the content of `index` at `generation`.
 pub fn check(words: &[u64], index: u64, generation: u32) -> Result<(), Found> {
     if matches(words, index, generation) {
@@ -127,6 +137,12 @@ mod tests {
         let mut other = [0u64; PAGE_WORDS];
         fill(&mut other, 6, 2);
         assert_eq!(check(&other, 5, 2), Err(Found::Corrupt));
+    }
+
+    #[test]
+    fn found_as_printed() {
+        assert_eq!(Found::Generation(3).to_string(), "3");
+        assert_eq!(Found::Corrupt.to_string(), "corrupt");
     }
 
     #[test]

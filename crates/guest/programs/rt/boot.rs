@@ -395,10 +395,10 @@ rt_ap_limit:
     heap_pds = const HEAP_PDS,
     ustack = const USTACK,
     tramp = const TRAMPOLINE,
-    bsp_main = sym super::rt_bsp_main,
-    ap_main = sym super::rt_ap_main,
-    bufsize = const super::BUF,
-    console = sym super::CONSOLE,
+    bsp_main = sym super::entry::rt_bsp_main,
+    ap_main = sym super::entry::rt_ap_main,
+    bufsize = const super::console::BUF,
+    console = sym super::console::CONSOLE,
     options(att_syntax)
 );
 
