@@ -2,22 +2,13 @@
 //! [`GPA`] at every heartbeat, so the VMM can read them without a VM exit.
 //! A seqlock protects it: `seq` is odd while the guest writes.
 //!
-//! Layout (little-endian u64 unless noted), see docs/GUESTS.md:
-//! 0 magic `FERRYST1`; 8 seq; 16 layout version (u32) + vCPUs (u32);
-//! 24 heartbeat seq; 32 TSC of that heartbeat; 40 pages written; 48 write
-//! rate (pages/s); 56 verify passes; 64 verify failures; 72 ops; 80 ops/s;
-//! 88 p50 latency (ns); 96 p99 latency (ns); 104 workload name (16 bytes, NUL padded).
+//! The layout (docs/GUESTS.md) is `programs/common/status_layout.rs`, the
+//! very file the guests write by.
 
-/// Guest-physical address of the status page.
-pub const GPA: u64 = 0x6000;
-/// Size of the status page (the guest reserves the whole page).
-pub const PAGE_SIZE: usize = 4096;
-/// Bytes of the page in use.
-pub const LEN: usize = 120;
-/// First eight bytes of a valid page.
-pub const MAGIC: [u8; 8] = *b"FERRYST1";
-/// The layout version this crate reads.
-pub const VERSION: u32 = 1;
+#[path = "../programs/common/status_layout.rs"]
+mod layout;
+
+pub use layout::{GPA, LEN, MAGIC, PAGE_SIZE, VERSION};
 
 /// A consistent snapshot of the guest's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,30 +56,30 @@ pub fn decode(bytes: &[u8]) -> Result<Status, StatusError> {
     if bytes[..8] != MAGIC {
         return Err(StatusError::NoMagic);
     }
-    let seq = u64_at(bytes, 8);
+    let seq = u64_at(bytes, layout::SEQ);
     if seq % 2 == 1 {
         return Err(StatusError::Torn(seq));
     }
-    let vv = u64_at(bytes, 16);
+    let vv = u64_at(bytes, layout::VERSION_VCPUS);
     let version = vv as u32;
     if version != VERSION {
         return Err(StatusError::Version(version));
     }
-    let name = &bytes[104..120];
+    let name = &bytes[layout::WORKLOAD..layout::WORKLOAD + layout::WORKLOAD_LEN];
     let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
     Ok(Status {
         version,
         vcpus: (vv >> 32) as u32,
-        heartbeat_seq: u64_at(bytes, 24),
-        heartbeat_tsc: u64_at(bytes, 32),
-        pages_written: u64_at(bytes, 40),
-        write_rate: u64_at(bytes, 48),
-        verify_passes: u64_at(bytes, 56),
-        verify_failures: u64_at(bytes, 64),
-        ops: u64_at(bytes, 72),
-        ops_per_sec: u64_at(bytes, 80),
-        p50_ns: u64_at(bytes, 88),
-        p99_ns: u64_at(bytes, 96),
+        heartbeat_seq: u64_at(bytes, layout::HEARTBEAT_SEQ),
+        heartbeat_tsc: u64_at(bytes, layout::HEARTBEAT_TSC),
+        pages_written: u64_at(bytes, layout::PAGES_WRITTEN),
+        write_rate: u64_at(bytes, layout::WRITE_RATE),
+        verify_passes: u64_at(bytes, layout::VERIFY_PASSES),
+        verify_failures: u64_at(bytes, layout::VERIFY_FAILURES),
+        ops: u64_at(bytes, layout::OPS),
+        ops_per_sec: u64_at(bytes, layout::OPS_PER_SEC),
+        p50_ns: u64_at(bytes, layout::P50_NS),
+        p99_ns: u64_at(bytes, layout::P99_NS),
         workload: String::from_utf8_lossy(&name[..end]).into_owned(),
     })
 }
@@ -105,13 +96,13 @@ pub fn read(page: &[u8]) -> Option<Status> {
     for _ in 0..10_000 {
         let mut copy = [0u8; LEN];
         // Volatile: the guest writes this memory concurrently.
-        let seq_before = unsafe { std::ptr::read_volatile(p.add(8) as *const [u8; 8]) };
+        let seq_before = unsafe { std::ptr::read_volatile(p.add(layout::SEQ) as *const [u8; 8]) };
         for (i, b) in copy.iter_mut().enumerate() {
             *b = unsafe { std::ptr::read_volatile(p.add(i)) };
         }
         std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
-        let seq_after = unsafe { std::ptr::read_volatile(p.add(8) as *const [u8; 8]) };
-        if seq_before != seq_after || copy[8..16] != seq_before {
+        let seq_after = unsafe { std::ptr::read_volatile(p.add(layout::SEQ) as *const [u8; 8]) };
+        if seq_before != seq_after || copy[layout::SEQ..layout::SEQ + 8] != seq_before {
             std::hint::spin_loop();
             continue;
         }
@@ -129,24 +120,27 @@ pub fn encode(s: &Status, seq: u64) -> [u8; LEN] {
     let mut b = [0u8; LEN];
     b[..8].copy_from_slice(&MAGIC);
     let words = [
-        (8, seq),
-        (16, u64::from(s.version) | (u64::from(s.vcpus) << 32)),
-        (24, s.heartbeat_seq),
-        (32, s.heartbeat_tsc),
-        (40, s.pages_written),
-        (48, s.write_rate),
-        (56, s.verify_passes),
-        (64, s.verify_failures),
-        (72, s.ops),
-        (80, s.ops_per_sec),
-        (88, s.p50_ns),
-        (96, s.p99_ns),
+        (layout::SEQ, seq),
+        (
+            layout::VERSION_VCPUS,
+            u64::from(s.version) | (u64::from(s.vcpus) << 32),
+        ),
+        (layout::HEARTBEAT_SEQ, s.heartbeat_seq),
+        (layout::HEARTBEAT_TSC, s.heartbeat_tsc),
+        (layout::PAGES_WRITTEN, s.pages_written),
+        (layout::WRITE_RATE, s.write_rate),
+        (layout::VERIFY_PASSES, s.verify_passes),
+        (layout::VERIFY_FAILURES, s.verify_failures),
+        (layout::OPS, s.ops),
+        (layout::OPS_PER_SEC, s.ops_per_sec),
+        (layout::P50_NS, s.p50_ns),
+        (layout::P99_NS, s.p99_ns),
     ];
     for (off, v) in words {
         b[off..off + 8].copy_from_slice(&v.to_le_bytes());
     }
-    let n = s.workload.len().min(15);
-    b[104..104 + n].copy_from_slice(&s.workload.as_bytes()[..n]);
+    let n = s.workload.len().min(layout::WORKLOAD_LEN - 1);
+    b[layout::WORKLOAD..layout::WORKLOAD + n].copy_from_slice(&s.workload.as_bytes()[..n]);
     b
 }
 
@@ -178,6 +172,31 @@ mod tests {
         page[..LEN].copy_from_slice(&encode(&sample(), 84));
         assert_eq!(read(&page), Some(sample()));
         assert_eq!(decode(&page), Ok(sample()));
+    }
+
+    #[test]
+    fn layout_fields_follow_each_other() {
+        use layout::*;
+        let words = [
+            SEQ,
+            VERSION_VCPUS,
+            HEARTBEAT_SEQ,
+            HEARTBEAT_TSC,
+            PAGES_WRITTEN,
+            WRITE_RATE,
+            VERIFY_PASSES,
+            VERIFY_FAILURES,
+            OPS,
+            OPS_PER_SEC,
+            P50_NS,
+            P99_NS,
+            WORKLOAD,
+        ];
+        // The magic, then one u64 each, then the name up to LEN.
+        for (i, off) in words.into_iter().enumerate() {
+            assert_eq!(off, MAGIC.len() + 8 * i);
+        }
+        assert_eq!(LEN, 120);
     }
 
     #[test]
