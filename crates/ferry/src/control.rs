@@ -3,10 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use api::types::{SnapshotRequest, SnapshotResponse, VmStatus, vm_state};
+use api::types::{MigrateRequest, SnapshotRequest, SnapshotResponse, VmStatus, vm_state};
 use api::{Request, Response, Route, Server};
 
 use crate::instance::Instance;
+use crate::migration::StartError;
 
 /// Starts serving `host` on the Unix socket `path`.
 pub fn start(host: Arc<Instance>, path: &Path) -> anyhow::Result<Server> {
@@ -57,9 +58,32 @@ fn handle(host: &Arc<Instance>, req: Request) -> Response {
             host.request_shutdown();
             Response::no_content()
         }
-        Route::Migrate | Route::MigrateProgress | Route::MigrateCancel => {
-            crate::migration::handle(host, route, &req)
-        }
+        Route::Migrate => match req.json::<MigrateRequest>() {
+            Ok(body) => match host.start_migration(body) {
+                Ok(()) => Response::json(202, &serde_json::json!({ "started": true })),
+                Err(e) => Response::error(start_error_status(&e), e.to_string()),
+            },
+            Err(resp) => resp,
+        },
+        Route::MigrateProgress => match host.migration() {
+            Some(job) => Response::ok(&job.status()),
+            None => Response::error(404, "no migration has been started"),
+        },
+        Route::MigrateCancel => match host.migration() {
+            Some(job) if job.running() => {
+                job.cancel();
+                Response::json(202, &serde_json::json!({ "cancelling": true }))
+            }
+            _ => Response::error(409, "no migration is running"),
+        },
+    }
+}
+
+fn start_error_status(e: &StartError) -> u16 {
+    match e {
+        StartError::Invalid(_) => 400,
+        StartError::Running { .. } | StartError::Migrated | StartError::State(_) => 409,
+        StartError::Thread(_) => 500,
     }
 }
 

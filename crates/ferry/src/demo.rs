@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::pair::{GuestSpec, MigrationSpec, Pair, now};
+use crate::pair::{GuestSpec, MigrationSpec, Pair};
+use crate::serial::now;
 
 /// Arguments of `ferry demo`.
 #[derive(Debug, clap::Args)]

@@ -3,17 +3,22 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context;
+use api::types::{MigrateRequest, vm_state};
 use vmm::{RunState, Vm};
+
+use crate::migration::{self, Job, StartError};
 
 /// The VM this process runs.
 pub struct Instance {
-    pub vm: Vm,
+    pub vm: Arc<Vm>,
     /// The latest migration started from here, if any.
-    pub migration: std::sync::Mutex<Option<std::sync::Arc<crate::migration::Job>>>,
-    shutdown: std::sync::atomic::AtomicBool,
+    migration: Mutex<Option<Arc<Job>>>,
+    shutdown: AtomicBool,
 }
 
 /// Result of a snapshot.
@@ -29,26 +34,53 @@ pub struct SnapshotDone {
 impl Instance {
     pub fn new(vm: Vm) -> Self {
         Instance {
-            vm,
-            migration: std::sync::Mutex::new(None),
-            shutdown: std::sync::atomic::AtomicBool::new(false),
+            vm: Arc::new(vm),
+            migration: Mutex::new(None),
+            shutdown: AtomicBool::new(false),
         }
     }
 
     /// Asks the process to stop the VM and exit.
     pub fn request_shutdown(&self) {
-        self.shutdown
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shutdown.store(true, Ordering::SeqCst);
         self.vm.stop(vmm::ExitReason::Stopped);
     }
 
     pub fn shutdown_requested(&self) -> bool {
-        self.shutdown.load(std::sync::atomic::Ordering::SeqCst)
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// The latest migration started from here, if any.
+    pub fn migration(&self) -> Option<Arc<Job>> {
+        self.migration.lock().unwrap().clone()
+    }
+
+    /// Starts migrating the VM as `req` asks, unless the request is bad, a
+    /// migration is running, or the VM is not running or paused here.
+    pub fn start_migration(&self, req: MigrateRequest) -> Result<(), StartError> {
+        let opts = migration::options(&req)?;
+        let state = self.state_name();
+        let mut slot = self.migration.lock().unwrap();
+        if let Some(job) = slot.as_ref() {
+            if job.running() {
+                return Err(StartError::Running {
+                    to: job.to().to_string(),
+                });
+            }
+            if job.handed_over() {
+                return Err(StartError::Migrated);
+            }
+        }
+        match state {
+            vm_state::RUNNING | vm_state::PAUSED => {}
+            s => return Err(StartError::State(s)),
+        }
+        *slot = Some(Job::spawn(self.vm.clone(), req.to, opts)?);
+        Ok(())
     }
 
     /// Lifecycle state as the API reports it.
     pub fn state_name(&self) -> &'static str {
-        use api::types::vm_state;
         if let Some(job) = self.migration.lock().unwrap().as_ref() {
             if job.running() {
                 return vm_state::MIGRATING;

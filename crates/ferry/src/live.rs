@@ -142,11 +142,11 @@ pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Resul
         bar.set_length(p.memory_bytes.max(1));
         bar.set_position(p.bytes_sent.min(p.memory_bytes));
         bar.set_message(format!(
-            "{:?} round {} | dirty {} MiB | {:.0} Mbit/s | est. downtime {:.0} ms",
+            "{:?} round {} | dirty {} | {} | est. downtime {:.0} ms",
             p.phase,
             p.round,
-            p.remaining_dirty_bytes >> 20,
-            p.rate_bps as f64 / 1e6,
+            units::format_bytes(p.remaining_dirty_bytes),
+            units::format_bits_per_sec(p.rate_bps as f64),
             p.estimated_downtime_ms
         ));
         if s.done {
@@ -181,7 +181,7 @@ pub fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
     req.link_bandwidth_bps = parse_bandwidth(args.link_bandwidth.as_deref(), "--link-bandwidth")?
         .map(|b| b.bits_per_sec());
     let client = Client::new(&args.api);
-    let started = crate::pair::now();
+    let started = crate::serial::now();
     let mut status = drive(&client, &req, !args.json)?;
     if let (Some(logs), Some(report)) = (&args.guest_logs, status.report.as_mut())
         && status.error.is_none()
@@ -189,7 +189,7 @@ pub fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
         // Give the destination's first heartbeats time to reach its log.
         std::thread::sleep(Duration::from_millis(500));
         report.guest_downtime_ms =
-            crate::serial::guest_downtime_ms(&logs[0], &logs[1], started, crate::pair::now())?;
+            crate::serial::guest_downtime_ms(&logs[0], &logs[1], started, crate::serial::now())?;
     }
     print_report(status.report.as_ref(), args.json)?;
     match status.error {

@@ -86,19 +86,3 @@ fn error_line(e: &anyhow::Error) -> String {
     }
     out
 }
-
-/// Prints an API answer; an error status becomes an error naming it.
-fn api_result(status: u16, body: serde_json::Value) -> anyhow::Result<i32> {
-    if status >= 400 {
-        let msg = body
-            .get("error")
-            .and_then(|e| e.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| body.to_string());
-        anyhow::bail!("{msg} (HTTP {status})");
-    }
-    if !body.is_null() {
-        println!("{}", serde_json::to_string_pretty(&body)?);
-    }
-    Ok(0)
-}

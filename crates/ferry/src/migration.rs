@@ -1,19 +1,18 @@
-//! Live migration out of this process: one job at a time, driven through
-//! the control API and run by the `migrate` engine on its own thread.
+//! Live migration out of this process: one job, run by the `migrate`
+//! engine on its own thread. A job knows the VM it moves, not the
+//! [`Instance`](crate::instance::Instance) that holds it.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::types::MigrateRequest;
-use api::{Request, Response, Route};
 use migrate::{
     CancelToken, MigrationReport, Progress, ProgressSnapshot, Secret, SourceOptions, VmLocation,
 };
 use serde::{Deserialize, Serialize};
 use units::Bandwidth;
-
-use crate::instance::Instance;
+use vmm::Vm;
 
 /// What `GET /api/v1/vm.migrate` answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +26,35 @@ pub struct JobStatus {
     pub error: Option<String>,
 }
 
+/// Why a migration was not started.
+#[derive(Debug)]
+pub enum StartError {
+    /// The request is not valid.
+    Invalid(String),
+    /// A migration is already running.
+    Running { to: String },
+    /// The VM belongs to a destination already.
+    Migrated,
+    /// The VM cannot migrate in this lifecycle state.
+    State(&'static str),
+    /// The migration thread could not be started.
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Invalid(why) => f.write_str(why),
+            StartError::Running { to } => write!(f, "a migration to {to} is already running"),
+            StartError::Migrated => f.write_str("the VM has already migrated away"),
+            StartError::State(s) => write!(f, "cannot migrate: the VM is {s}"),
+            StartError::Thread(e) => write!(f, "cannot start the migration thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
 /// A migration started from this process.
 pub struct Job {
     to: String,
@@ -36,6 +64,34 @@ pub struct Job {
 }
 
 impl Job {
+    /// Starts migrating `vm` to `to` on a new thread.
+    pub fn spawn(vm: Arc<Vm>, to: String, opts: SourceOptions) -> Result<Arc<Job>, StartError> {
+        let job = Arc::new(Job {
+            to: to.clone(),
+            progress: opts.progress.clone(),
+            cancel: opts.cancel.clone(),
+            result: Mutex::new(None),
+        });
+        let j = job.clone();
+        std::thread::Builder::new()
+            .name("migration".into())
+            .spawn(move || {
+                let mut src = crate::adapter::Source::new(&vm);
+                let result = match migrate::migrate(&mut src, &to, opts) {
+                    Ok(report) => (report, None),
+                    Err(f) => (f.report.clone(), Some(f.error.to_string())),
+                };
+                *j.result.lock().unwrap() = Some(result);
+            })
+            .map_err(StartError::Thread)?;
+        Ok(job)
+    }
+
+    /// The destination's address.
+    pub fn to(&self) -> &str {
+        &self.to
+    }
+
     pub fn status(&self) -> JobStatus {
         let result = self.result.lock().unwrap().clone();
         JobStatus {
@@ -62,97 +118,38 @@ impl Job {
             Some(VmLocation::Destination | VmLocation::Unknown)
         )
     }
+
+    /// Asks the engine to roll back; it stops at its next check.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
 }
 
 /// Builds the engine's options from an API request, or says what is wrong.
-fn options(req: &MigrateRequest) -> Result<SourceOptions, String> {
+pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
+    let invalid = |e: &dyn std::fmt::Display| StartError::Invalid(e.to_string());
     let name = req.strategy.as_deref().unwrap_or(migrate::DEFAULT_STRATEGY);
-    let strategy = migrate::strategy_by_name(name).map_err(|e| e.to_string())?;
-    let secret_path = req
-        .secret_file
-        .as_deref()
-        .ok_or("a migration secret is required: give secret_file (--secret-file)")?;
-    let secret = Secret::from_file(Path::new(secret_path)).map_err(|e| e.to_string())?;
+    let strategy = migrate::strategy_by_name(name).map_err(|e| invalid(&e))?;
+    let secret_path = req.secret_file.as_deref().ok_or_else(|| {
+        invalid(&"a migration secret is required: give secret_file (--secret-file)")
+    })?;
+    let secret = Secret::from_file(Path::new(secret_path)).map_err(|e| invalid(&e))?;
     let mut opts = SourceOptions::new(secret, strategy);
+    let rate = |bps: u64, what: &str| {
+        Bandwidth::from_bits_per_sec(bps)
+            .ok_or_else(|| invalid(&format!("{what} must be positive")))
+    };
     if let Some(bps) = req.max_bandwidth_bps {
-        opts.max_bandwidth =
-            Some(Bandwidth::from_bits_per_sec(bps).ok_or("max_bandwidth_bps must be positive")?);
+        opts.max_bandwidth = Some(rate(bps, "max_bandwidth_bps")?);
     }
     if let Some(bps) = req.link_bandwidth_bps {
-        opts.link_bandwidth =
-            Some(Bandwidth::from_bits_per_sec(bps).ok_or("link_bandwidth_bps must be positive")?);
+        opts.link_bandwidth = Some(rate(bps, "link_bandwidth_bps")?);
     }
     if let Some(ms) = req.max_downtime_ms {
         if ms == 0 {
-            return Err("max_downtime_ms must be positive".into());
+            return Err(invalid(&"max_downtime_ms must be positive"));
         }
         opts.max_downtime = Duration::from_millis(ms);
     }
     Ok(opts)
-}
-
-/// Starts a migration job for `host`.
-fn start(host: &Arc<Instance>, req: MigrateRequest) -> Response {
-    let opts = match options(&req) {
-        Ok(o) => o,
-        Err(e) => return Response::error(400, e),
-    };
-    let state = host.state_name();
-    let mut slot = host.migration.lock().unwrap();
-    if let Some(job) = slot.as_ref() {
-        if job.running() {
-            return Response::error(409, format!("a migration to {} is already running", job.to));
-        }
-        if job.handed_over() {
-            return Response::error(409, "the VM has already migrated away");
-        }
-    }
-    match state {
-        api::types::vm_state::RUNNING | api::types::vm_state::PAUSED => {}
-        s => return Response::error(409, format!("cannot migrate: the VM is {s}")),
-    }
-    let job = Arc::new(Job {
-        to: req.to.clone(),
-        progress: opts.progress.clone(),
-        cancel: opts.cancel.clone(),
-        result: Mutex::new(None),
-    });
-    *slot = Some(job.clone());
-    drop(slot);
-    let h = host.clone();
-    let spawned = std::thread::Builder::new()
-        .name("migration".into())
-        .spawn(move || {
-            let mut src = crate::adapter::Source::new(&h.vm);
-            let result = match migrate::migrate(&mut src, &req.to, opts) {
-                Ok(report) => (report, None),
-                Err(f) => (f.report.clone(), Some(f.error.to_string())),
-            };
-            *job.result.lock().unwrap() = Some(result);
-        });
-    match spawned {
-        Ok(_) => Response::json(202, &serde_json::json!({ "started": true })),
-        Err(e) => Response::error(500, format!("cannot start the migration thread: {e}")),
-    }
-}
-
-pub fn handle(host: &Arc<Instance>, route: Route, req: &Request) -> Response {
-    match route {
-        Route::Migrate => match req.json::<MigrateRequest>() {
-            Ok(body) => start(host, body),
-            Err(resp) => resp,
-        },
-        Route::MigrateProgress => match host.migration.lock().unwrap().as_ref() {
-            Some(job) => Response::ok(&job.status()),
-            None => Response::error(404, "no migration has been started"),
-        },
-        Route::MigrateCancel => match host.migration.lock().unwrap().as_ref() {
-            Some(job) if job.running() => {
-                job.cancel.cancel();
-                Response::json(202, &serde_json::json!({ "cancelling": true }))
-            }
-            _ => Response::error(409, "no migration is running"),
-        },
-        _ => Response::error(404, "not a migration route"),
-    }
 }

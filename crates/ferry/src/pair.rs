@@ -10,6 +10,8 @@ use api::Client;
 use api::routes;
 use migrate::MigrationReport;
 
+use crate::serial::now;
+
 /// Kills a child process when dropped, so no VM is ever left behind.
 struct Proc(Child);
 
@@ -68,14 +70,6 @@ pub fn wait_for(
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
-}
-
-/// Host wall time in UNIX seconds, the clock of the serial logs.
-pub fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
 }
 
 impl Pair {

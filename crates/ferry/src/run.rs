@@ -126,7 +126,7 @@ pub fn serve(host: Instance, api: Option<&std::path::Path>) -> anyhow::Result<i3
         vmm::ExitReason::Migrated => {
             // The VM was retired when Commit went out; the job ends once the
             // destination acknowledged (or the acknowledgement was lost).
-            let job = host.migration.lock().unwrap().clone();
+            let job = host.migration();
             while job.as_ref().is_some_and(|j| j.running()) {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }

@@ -49,6 +49,14 @@ pub fn sink(
     }))
 }
 
+/// Host wall time in UNIX seconds, the clock of the stamped logs.
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
 /// Reads a log written with timestamps (`[seconds] line`); lines without a
 /// stamp are skipped.
 pub fn read_stamped_log(path: &Path) -> anyhow::Result<Vec<yardstick::SerialLine>> {

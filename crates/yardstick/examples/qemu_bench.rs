@@ -127,9 +127,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         t.row([name.to_string(), format!("{:.1}", s.median), format!("{s}")]);
     }
     println!(
-        "QEMU boot ({:?} firmware, {} MiB, {} vCPU)\n{}",
+        "QEMU boot ({:?} firmware, {}, {} vCPU)\n{}",
         cfg.firmware,
-        cfg.memory_mib,
+        format_bytes(cfg.memory_mib << 20),
         cfg.vcpus,
         t.to_markdown()
     );

@@ -63,18 +63,6 @@ pub fn repeat<T, E>(reps: usize, mut run: impl FnMut(usize) -> Result<T, E>) -> 
     (0..reps).map(&mut run).collect()
 }
 
-/// Runs `run` `reps` times and returns the median of what `metric` extracts
-/// from each result, along with all results.
-pub fn repeat_median<T, E>(
-    reps: usize,
-    run: impl FnMut(usize) -> Result<T, E>,
-    metric: impl Fn(&T) -> f64,
-) -> Result<(Option<f64>, Vec<T>), E> {
-    let results = repeat(reps, run)?;
-    let values: Vec<f64> = results.iter().map(metric).collect();
-    Ok((median(&values), results))
-}
-
 /// `ours / theirs` formatted as `0.83x`; `n/a` when it is not a finite
 /// number (e.g. `theirs` is 0).
 pub fn ratio(ours: f64, theirs: f64) -> String {
@@ -84,11 +72,6 @@ pub fn ratio(ours: f64, theirs: f64) -> String {
     } else {
         "n/a".to_string()
     }
-}
-
-/// `Ferry/QEMU 0.83x`.
-pub fn ferry_vs_qemu(ferry: f64, qemu: f64) -> String {
-    format!("Ferry/QEMU {}", ratio(ferry, qemu))
 }
 
 #[cfg(test)]
@@ -119,14 +102,11 @@ mod tests {
         });
         assert_eq!(r.unwrap_err(), "boom");
         assert_eq!(calls, 2);
-        let (m, all) = repeat_median(3, |i| Ok::<_, ()>(i as f64 * 2.0), |x| *x).unwrap();
-        assert_eq!((m, all.len()), (Some(2.0), 3));
     }
 
     #[test]
-    fn ratios_and_bytes() {
+    fn ratios() {
         assert_eq!(ratio(83.0, 100.0), "0.83x");
         assert_eq!(ratio(1.0, 0.0), "n/a");
-        assert_eq!(ferry_vs_qemu(2.0, 1.0), "Ferry/QEMU 2.00x");
     }
 }

@@ -182,6 +182,16 @@ pub struct MigrationRun {
     pub destination: Qemu,
 }
 
+/// How a polled migration ended.
+struct Polled {
+    /// The last `query-migrate` answer.
+    info: Value,
+    /// (dirty-sync count, normal pages, dirty-page rate) of every poll.
+    polls: Vec<(u64, u64, f64)>,
+    /// Cancelled because it ran past the timeout.
+    timed_out: bool,
+}
+
 fn num(v: &Value, key: &str) -> f64 {
     v.get(key).and_then(Value::as_f64).unwrap_or(0.0)
 }
@@ -208,60 +218,15 @@ impl Qemu {
             })?
             .to_string();
         let version = self.qmp().qemu_version().to_string();
-        if !params.capabilities.is_empty() {
-            let caps: Vec<Value> = params
-                .capabilities
-                .iter()
-                .map(|c| json!({"capability": c, "state": true}))
-                .collect();
-            self.qmp().execute(
-                "migrate-set-capabilities",
-                Some(json!({ "capabilities": caps })),
-            )?;
-            destination.qmp().execute(
-                "migrate-set-capabilities",
-                Some(json!({ "capabilities": caps })),
-            )?;
-        }
-        self.qmp().execute(
-            "migrate-set-parameters",
-            Some(json!({
-                "max-bandwidth": qemu_max_bandwidth(params.max_bandwidth),
-                "downtime-limit": params.downtime_limit_ms,
-            })),
-        )?;
+        self.set_migration_parameters(destination, params)?;
         let t_start = serial::now();
         let started = Instant::now();
         self.qmp().execute("migrate", Some(json!({ "uri": uri })))?;
-
-        let mut timed_out = false;
-        let mut polls: Vec<(u64, u64, f64)> = Vec::new();
-        let info = loop {
-            let info = self.qmp().execute("query-migrate", None)?;
-            if let Some(ram) = info.get("ram") {
-                polls.push((
-                    uint(ram, "dirty-sync-count"),
-                    uint(ram, "normal"),
-                    num(ram, "dirty-pages-rate"),
-                ));
-            }
-            let status = info["status"].as_str().unwrap_or("").to_string();
-            match status.as_str() {
-                "completed" | "failed" | "cancelled" => break info,
-                "" => {
-                    return Err(Error::Reply {
-                        command: "query-migrate".into(),
-                        detail: format!("no status: {info}"),
-                    });
-                }
-                _ => {}
-            }
-            if started.elapsed() > params.timeout && !timed_out {
-                timed_out = true;
-                self.qmp().execute("migrate_cancel", None)?;
-            }
-            std::thread::sleep(params.poll_interval);
-        };
+        let Polled {
+            info,
+            polls,
+            timed_out,
+        } = self.poll_migration(params, started)?;
         let wall_time_ms = started.elapsed().as_secs_f64() * 1e3;
         let status = info["status"].as_str().unwrap_or("");
         let outcome = match status {
@@ -270,25 +235,8 @@ impl Qemu {
             "failed" => QemuOutcome::Failed,
             _ => QemuOutcome::Cancelled,
         };
-
         let (guest_downtime_ms, resume_time_ms) = if outcome == QemuOutcome::Completed {
-            // QEMU's own stop time of the source; a heartbeat printed after
-            // it ran on the destination. Earlier ones may still show up in
-            // the destination's log (printed before the stop, flushed after).
-            let paused_at = t_start + (num(&info, "total-time") - num(&info, "downtime")) / 1e3;
-            let (_, first) = destination.wait_for_line(
-                0,
-                params.resume_timeout,
-                "the first heartbeat on the destination after migration",
-                |l| serial::is_heartbeat(l) && l.time >= paused_at,
-            )?;
-            let src = self.serial().lines();
-            let dst = destination.serial().lines();
-            let gap = max_heartbeat_gap(&[&src, &dst], t_start, first.time);
-            (
-                gap.map(|g| g.seconds * 1e3),
-                Some((first.time - t_start) * 1e3),
-            )
+            self.guest_downtime(destination, &info, t_start, params)?
         } else {
             (None, None)
         };
@@ -326,6 +274,109 @@ impl Qemu {
             per_round: rounds_from_polls(&polls),
             qemu_version: version,
         })
+    }
+
+    /// Capabilities on both sides, then the source's bandwidth and downtime.
+    fn set_migration_parameters(
+        &mut self,
+        destination: &mut Qemu,
+        params: &MigrationParams,
+    ) -> Result<(), Error> {
+        if !params.capabilities.is_empty() {
+            let caps: Vec<Value> = params
+                .capabilities
+                .iter()
+                .map(|c| json!({"capability": c, "state": true}))
+                .collect();
+            self.qmp().execute(
+                "migrate-set-capabilities",
+                Some(json!({ "capabilities": caps })),
+            )?;
+            destination.qmp().execute(
+                "migrate-set-capabilities",
+                Some(json!({ "capabilities": caps })),
+            )?;
+        }
+        self.qmp().execute(
+            "migrate-set-parameters",
+            Some(json!({
+                "max-bandwidth": qemu_max_bandwidth(params.max_bandwidth),
+                "downtime-limit": params.downtime_limit_ms,
+            })),
+        )?;
+        Ok(())
+    }
+
+    /// Polls `query-migrate` until the migration ended, cancelling it after
+    /// `params.timeout`.
+    fn poll_migration(
+        &mut self,
+        params: &MigrationParams,
+        started: Instant,
+    ) -> Result<Polled, Error> {
+        let mut timed_out = false;
+        let mut polls: Vec<(u64, u64, f64)> = Vec::new();
+        loop {
+            let info = self.qmp().execute("query-migrate", None)?;
+            if let Some(ram) = info.get("ram") {
+                polls.push((
+                    uint(ram, "dirty-sync-count"),
+                    uint(ram, "normal"),
+                    num(ram, "dirty-pages-rate"),
+                ));
+            }
+            let status = info["status"].as_str().unwrap_or("").to_string();
+            match status.as_str() {
+                "completed" | "failed" | "cancelled" => {
+                    return Ok(Polled {
+                        info,
+                        polls,
+                        timed_out,
+                    });
+                }
+                "" => {
+                    return Err(Error::Reply {
+                        command: "query-migrate".into(),
+                        detail: format!("no status: {info}"),
+                    });
+                }
+                _ => {}
+            }
+            if started.elapsed() > params.timeout && !timed_out {
+                timed_out = true;
+                self.qmp().execute("migrate_cancel", None)?;
+            }
+            std::thread::sleep(params.poll_interval);
+        }
+    }
+
+    /// After a completed migration that started at `t_start`: the guest's
+    /// largest heartbeat gap and the time to its first heartbeat on the
+    /// destination, in ms.
+    fn guest_downtime(
+        &mut self,
+        destination: &mut Qemu,
+        info: &Value,
+        t_start: f64,
+        params: &MigrationParams,
+    ) -> Result<(Option<f64>, Option<f64>), Error> {
+        // QEMU's own stop time of the source; a heartbeat printed after
+        // it ran on the destination. Earlier ones may still show up in
+        // the destination's log (printed before the stop, flushed after).
+        let paused_at = t_start + (num(info, "total-time") - num(info, "downtime")) / 1e3;
+        let (_, first) = destination.wait_for_line(
+            0,
+            params.resume_timeout,
+            "the first heartbeat on the destination after migration",
+            |l| serial::is_heartbeat(l) && l.time >= paused_at,
+        )?;
+        let src = self.serial().lines();
+        let dst = destination.serial().lines();
+        let gap = max_heartbeat_gap(&[&src, &dst], t_start, first.time);
+        Ok((
+            gap.map(|g| g.seconds * 1e3),
+            Some((first.time - t_start) * 1e3),
+        ))
     }
 }
 

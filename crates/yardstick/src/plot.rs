@@ -384,7 +384,7 @@ mod tests {
         }];
         let svg = lines_svg("t", "s", "pages/s", &lines).unwrap();
         assert!(svg.contains("rate") && svg.contains("<polyline"));
-        let dir = crate::qemu::TempDir::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.svg");
         save(&p, &svg).unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), svg);

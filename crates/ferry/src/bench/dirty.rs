@@ -1,0 +1,71 @@
+//! `ferry bench dirty-rate`: how fast the dirtier writes with dirty logging
+//! off and on (the write-protect faults a migration causes).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use yardstick::bench::{median, ratio};
+use yardstick::table::Table;
+
+use super::warm_dirtier;
+use crate::instance::Instance;
+
+/// Write rate over `seconds`, optionally re-arming dirty tracking every 100 ms as a migration does.
+fn measure_rate(host: &Instance, seconds: f64, log_dirty: bool) -> anyhow::Result<f64> {
+    let regions = host.vm.config().regions.len();
+    let mut bitmaps = vec![Vec::new(); regions];
+    if log_dirty {
+        host.vm.start_dirty_log()?;
+        host.vm.harvest_dirty(&mut bitmaps)?;
+    }
+    let before = host
+        .guest_counters()
+        .context("no guest counters")?
+        .pages_written;
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < seconds {
+        std::thread::sleep(Duration::from_millis(100));
+        if log_dirty {
+            host.vm.harvest_dirty(&mut bitmaps)?;
+        }
+    }
+    let after = host
+        .guest_counters()
+        .context("no guest counters")?
+        .pages_written;
+    let elapsed = start.elapsed().as_secs_f64();
+    if log_dirty {
+        host.vm.stop_dirty_log()?;
+    }
+    Ok((after - before) as f64 / elapsed)
+}
+
+pub fn run(reps: usize, seconds: f64) -> anyhow::Result<()> {
+    let mut t = Table::new([
+        "pattern",
+        "logging off (pages/s)",
+        "logging on (pages/s)",
+        "on/off",
+    ]);
+    for pattern in ["seq", "random"] {
+        let host = warm_dirtier(512 << 20, 64 << 20, pattern)?;
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for i in 0..reps {
+            eprintln!("dirty-rate: {pattern} run {}/{reps}", i + 1);
+            off.push(measure_rate(&host, seconds, false)?);
+            on.push(measure_rate(&host, seconds, true)?);
+        }
+        let (a, b) = (median(&off).unwrap_or(0.0), median(&on).unwrap_or(0.0));
+        t.row([
+            pattern.to_string(),
+            format!("{a:.0}"),
+            format!("{b:.0}"),
+            ratio(b, a),
+        ]);
+    }
+    println!(
+        "Dirtier write rate (64 MiB working set, unpaced), median of {reps} runs of {seconds} s; with logging on, the log is harvested and re-armed every 100 ms.\n"
+    );
+    println!("{}", t.to_markdown());
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! `ferry bench`: measurements with medians of several runs, QEMU side by
+//! side where it applies. Results are printed as Markdown tables for
+//! docs/BENCHMARKS.md.
+//!
+//! - [`boot`]: VMM start to the guest's first heartbeat.
+//! - [`snapshot`]: snapshot and restore throughput.
+//! - [`dirty`]: the dirtier's write rate with dirty logging off and on.
+//! - `bench migrate`: [`plan`] (flags checked into a matrix over the
+//!   [`workload`] table), [`migrate`] (one Ferry or QEMU migration per
+//!   cell and repetition, kept as a [`record`]), [`report`] (tables, plots).
+
+mod boot;
+mod dirty;
+mod migrate;
+mod plan;
+mod record;
+mod report;
+mod snapshot;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use plan::MigrateBenchArgs;
+
+use crate::instance::Instance;
+
+/// Arguments of `ferry bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchWhat {
+    /// Time from starting the VMM to the guest's first heartbeat, Ferry and QEMU.
+    Boot {
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
+    /// Snapshot and restore throughput of guests with a 25% written working set.
+    Snapshot {
+        /// Guest sizes to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1G,4G")]
+        sizes: Vec<String>,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Directory for the snapshot files.
+        #[arg(long, default_value = "/tmp")]
+        dir: PathBuf,
+    },
+    /// Live migration between two Ferry processes for each workload x
+    /// strategy x bandwidth, with QEMU's live migration of the same guest
+    /// in the same run (when installed).
+    Migrate(MigrateBenchArgs),
+    /// The dirtier's achieved write rate with dirty logging off and on.
+    DirtyRate {
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Seconds each measurement lasts.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<i32> {
+    match &args.what {
+        BenchWhat::Boot { reps } => boot::run(*reps),
+        BenchWhat::Snapshot { sizes, reps, dir } => snapshot::run(sizes, *reps, dir),
+        BenchWhat::DirtyRate { reps, seconds } => dirty::run(*reps, *seconds),
+        BenchWhat::Migrate(a) => migrate::run(a),
+    }?;
+    Ok(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Boots a dirtier and waits until it has written its whole working set once.
+fn warm_dirtier(memory: u64, ws: u64, pattern: &str) -> anyhow::Result<Instance> {
+    let cmdline = format!(
+        "ws={}K pattern={pattern} rate=0 hb=10ms verify=3600s",
+        ws >> 10
+    );
+    let vm = vmm::Vm::boot(
+        &vmm::BootSpec {
+            kernel: crate::guests::image("dirtier")?,
+            kernel_name: "dirtier".into(),
+            cmdline,
+            memory_bytes: memory,
+            vcpus: 1,
+        },
+        Box::new(|_, _| {}),
+    )?;
+    let host = Instance::new(vm);
+    let pages = ws / 4096;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Some(c) = host.guest_counters()
+            && c.pages_written >= pages
+        {
+            return Ok(host);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the dirtier did not write its working set within 10 minutes");
+        }
+        if let vmm::RunState::Exited(r) = host.vm.run_state() {
+            anyhow::bail!("the dirtier ended early: {r:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,230 @@
+//! One measured migration as `ferry bench migrate` keeps it, and runs.json.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use migrate::MigrationReport;
+use yardstick::{QemuMigration, QemuOutcome};
+
+use super::plan::MigratePlan;
+
+/// One measured migration, Ferry's or QEMU's, as written to runs.json.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    pub workload: String,
+    /// A Ferry strategy, or `qemu`.
+    pub system: String,
+    pub bandwidth: String,
+    pub rep: usize,
+    pub memory_bytes: u64,
+    /// Completed with the VM on the destination.
+    pub ok: bool,
+    pub error: Option<String>,
+    pub ferry: Option<migrate::MigrationReport>,
+    pub qemu: Option<yardstick::QemuMigration>,
+    /// With `--verify`: the destination's verification line.
+    pub verify: Option<String>,
+}
+
+/// The numbers compared between Ferry and QEMU.
+#[derive(Debug, Clone, Copy)]
+pub struct Metrics {
+    pub total_ms: f64,
+    pub downtime_ms: Option<f64>,
+    pub guest_downtime_ms: Option<f64>,
+    pub bytes: f64,
+    pub bytes_ratio: f64,
+    pub rounds: f64,
+    /// Wire rate of the first (bulk) round, bytes/s (Ferry only).
+    pub round1_bytes_per_s: Option<f64>,
+}
+
+impl RunRecord {
+    pub fn metrics(&self) -> Option<Metrics> {
+        if !self.ok {
+            return None;
+        }
+        if let Some(r) = &self.ferry {
+            let r1 = r
+                .per_round
+                .first()
+                .filter(|r| r.duration_ms > 0.0 && !r.stop_and_copy)
+                .map(|r| r.bytes as f64 / (r.duration_ms / 1e3));
+            return Some(Metrics {
+                total_ms: r.total_time_ms,
+                downtime_ms: r.downtime_ms,
+                guest_downtime_ms: r.guest_downtime_ms,
+                bytes: r.bytes_sent as f64,
+                bytes_ratio: r.bytes_ratio,
+                rounds: r.rounds as f64,
+                round1_bytes_per_s: r1,
+            });
+        }
+        self.qemu.as_ref().map(|q| Metrics {
+            total_ms: q.total_time_ms,
+            downtime_ms: Some(q.downtime_ms),
+            guest_downtime_ms: q.guest_downtime_ms,
+            bytes: q.bytes_sent as f64,
+            bytes_ratio: q.bytes_per_memory,
+            rounds: q.rounds as f64,
+            round1_bytes_per_s: None,
+        })
+    }
+}
+
+/// What a Ferry run returns: the report, the migration's error, and the
+/// destination's verification line (with `--verify`).
+pub type FerryRun = (MigrationReport, Option<String>, Option<String>);
+
+/// What a QEMU run returns: the measurement and the verification line.
+pub type QemuRun = (QemuMigration, Option<String>);
+
+impl RunRecord {
+    /// A run not yet measured (failed until told otherwise).
+    pub fn new(workload: &str, system: &str, bandwidth: &str, rep: usize, memory: u64) -> Self {
+        RunRecord {
+            workload: workload.into(),
+            system: system.into(),
+            bandwidth: bandwidth.into(),
+            rep,
+            memory_bytes: memory,
+            ok: false,
+            error: None,
+            ferry: None,
+            qemu: None,
+            verify: None,
+        }
+    }
+
+    /// Records a Ferry run's result.
+    pub fn set_ferry(&mut self, run: anyhow::Result<FerryRun>) {
+        match run {
+            Ok((r, err, verify)) => {
+                self.verify = verify;
+                self.ok = err.is_none() && r.outcome == migrate::Outcome::Completed;
+                self.error = err.or_else(|| (!self.ok).then(|| r.outcome.to_string()));
+                self.ferry = Some(r);
+            }
+            Err(e) => self.error = Some(format!("{e:#}")),
+        }
+        self.check_verify();
+    }
+
+    /// Records a QEMU run's result; `timeout` is when QEMU was cancelled.
+    pub fn set_qemu(&mut self, run: anyhow::Result<QemuRun>, timeout: Duration) {
+        match run {
+            Ok((q, verify)) => {
+                self.verify = verify;
+                self.ok = q.outcome == QemuOutcome::Completed;
+                if !self.ok {
+                    self.error = Some(match q.outcome {
+                        QemuOutcome::TimedOut => format!("did not converge within {timeout:?}"),
+                        o => format!("{o:?}: {}", q.error.clone().unwrap_or_default()),
+                    });
+                }
+                self.qemu = Some(q);
+            }
+            Err(e) => self.error = Some(format!("{e:#}")),
+        }
+        self.check_verify();
+    }
+
+    /// A run whose guest failed its check on the destination failed.
+    fn check_verify(&mut self) {
+        if let Some(v) = &self.verify
+            && !v.starts_with("VERIFY ok")
+        {
+            self.ok = false;
+            self.error = Some(format!("integrity check on the destination: {v}"));
+        }
+    }
+
+    /// One line for the progress output.
+    pub fn summary(&self) -> String {
+        match (self.metrics(), &self.error) {
+            (Some(m), _) => format!(
+                "{:.0} ms, downtime {}, guest {}, {}",
+                m.total_ms,
+                opt_ms(m.downtime_ms),
+                opt_ms(m.guest_downtime_ms),
+                units::format_bytes(m.bytes as u64)
+            ),
+            (None, e) => format!("FAILED: {}", e.as_deref().unwrap_or("?")),
+        }
+    }
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.0} ms"))
+}
+
+/// The start time of the benchmark as runs.json gives it.
+pub fn now_utc() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Writes `out/runs.json`: the plan and every run so far.
+pub fn write_json(
+    out: &Path,
+    p: &MigratePlan,
+    started: &str,
+    records: &[RunRecord],
+) -> anyhow::Result<()> {
+    let doc = serde_json::json!({
+        "started": started,
+        "memory_bytes": p.memory,
+        "max_downtime_ms": p.max_downtime.as_millis() as u64,
+        "warmup_ms": p.warmup.as_millis() as u64,
+        "qemu_timeout_ms": p.qemu_timeout.as_millis() as u64,
+        "verify": p.verify,
+        "workloads": p.workloads,
+        "runs": records,
+    });
+    let path = out.join("runs.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A Ferry record with these numbers (for tests).
+#[cfg(test)]
+pub fn ferry_record(rep: usize, ok: bool, total: f64, bytes: u64) -> RunRecord {
+    let r: MigrationReport = serde_json::from_value(serde_json::json!({
+        "strategy": "downtime", "outcome": if ok { "completed" } else { "failed: boom" },
+        "vm_location": "destination", "total_time_ms": total, "downtime_ms": 10.0,
+        "guest_downtime_ms": 20.0, "bytes_sent": bytes, "memory_bytes": 1000u64,
+        "bytes_ratio": bytes as f64 / 1000.0, "rounds": 2, "pages_resent": 0,
+        "pages_sent": 0, "zero_pages": 0, "max_bandwidth_bps": null,
+        "max_downtime_ms": 300.0, "pause_ms": null, "per_round": []
+    }))
+    .unwrap();
+    let mut rec = RunRecord::new("idle", "downtime", "unlimited", rep, 1000);
+    rec.set_ferry(Ok((r, (!ok).then(|| "boom".to_string()), None)));
+    rec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_check_on_the_destination_fails_the_run() {
+        let mut rec = ferry_record(0, true, 100.0, 500);
+        assert!(rec.ok && rec.metrics().is_some());
+        let report = rec.ferry.clone().unwrap();
+        rec.set_ferry(Ok((report, None, Some("VERIFY FAIL page=3".into()))));
+        assert!(!rec.ok && rec.metrics().is_none());
+        assert!(
+            rec.summary().contains("integrity check"),
+            "{}",
+            rec.summary()
+        );
+    }
+}

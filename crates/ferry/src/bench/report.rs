@@ -1,0 +1,264 @@
+//! `ferry bench migrate`'s results: medians per cell, Markdown tables for
+//! docs/BENCHMARKS.md, and grouped bar plots.
+
+use std::path::Path;
+
+use yardstick::bench::{median, ratio};
+use yardstick::plot::Series;
+use yardstick::table::Table;
+
+use super::plan::{BenchBandwidth, MigratePlan};
+use super::record::{Metrics, RunRecord};
+
+/// Medians over the successful runs of one cell, and how many succeeded.
+struct Cell {
+    ok: usize,
+    runs: usize,
+    total_ms: Option<f64>,
+    downtime_ms: Option<f64>,
+    guest_downtime_ms: Option<f64>,
+    bytes: Option<f64>,
+    bytes_ratio: Option<f64>,
+    rounds: Option<f64>,
+    round1: Option<f64>,
+    first_error: Option<String>,
+}
+
+impl Cell {
+    fn of(records: &[RunRecord], workload: &str, system: &str, bw: &str) -> Cell {
+        let runs: Vec<&RunRecord> = records
+            .iter()
+            .filter(|r| r.workload == workload && r.system == system && r.bandwidth == bw)
+            .collect();
+        let m: Vec<Metrics> = runs.iter().filter_map(|r| r.metrics()).collect();
+        let med = |f: &dyn Fn(&Metrics) -> Option<f64>| {
+            let v: Vec<f64> = m.iter().filter_map(f).collect();
+            median(&v)
+        };
+        Cell {
+            ok: m.len(),
+            runs: runs.len(),
+            total_ms: med(&|m| Some(m.total_ms)),
+            downtime_ms: med(&|m| m.downtime_ms),
+            guest_downtime_ms: med(&|m| m.guest_downtime_ms),
+            bytes: med(&|m| Some(m.bytes)),
+            bytes_ratio: med(&|m| Some(m.bytes_ratio)),
+            rounds: med(&|m| Some(m.rounds)),
+            round1: med(&|m| m.round1_bytes_per_s),
+            first_error: runs.iter().find_map(|r| r.error.clone()),
+        }
+    }
+
+    /// `completed/all`.
+    fn ok_text(&self) -> String {
+        format!("{}/{}", self.ok, self.runs)
+    }
+
+    /// Bytes on the wire and their ratio to guest memory.
+    fn bytes_text(&self) -> String {
+        match (self.bytes, self.bytes_ratio) {
+            (Some(b), Some(r)) => format!("{} ({r:.2}x)", units::format_bytes(b.round() as u64)),
+            _ => "-".into(),
+        }
+    }
+}
+
+fn fmt_opt(v: Option<f64>, p: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.p$}"))
+}
+
+fn ratio_opt(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => ratio(a, b),
+        _ => "-".into(),
+    }
+}
+
+const FERRY_COLUMNS: [&str; 9] = [
+    "workload",
+    "strategy",
+    "ok",
+    "total ms",
+    "downtime ms",
+    "guest downtime ms",
+    "bytes (x memory)",
+    "rounds",
+    "round-1 GB/s",
+];
+
+const QEMU_COLUMNS: [&str; 10] = [
+    "QEMU ok",
+    "QEMU total ms",
+    "QEMU downtime ms",
+    "QEMU guest downtime ms",
+    "QEMU bytes (x memory)",
+    "QEMU rounds",
+    "total F/Q",
+    "downtime F/Q",
+    "guest downtime F/Q",
+    "bytes F/Q",
+];
+
+/// Markdown: one table per bandwidth, plus the failures.
+pub fn migrate_tables(p: &MigratePlan, records: &[RunRecord], systems: &[String]) -> String {
+    let mut out = String::new();
+    for bw in &p.bandwidths {
+        out.push_str(&format!(
+            "### Bandwidth {}\n\nMedians of the successful runs out of {} ({} guest, 1 vCPU, downtime target {} ms); `ok` = completed runs out of all; F/Q = Ferry/QEMU.\n\n{}\n",
+            bw.label,
+            p.reps,
+            units::format_bytes(p.memory),
+            p.max_downtime.as_millis(),
+            bandwidth_table(p, records, systems, bw).to_markdown()
+        ));
+        if p.verify {
+            out.push_str("Each completed run counts only if the guest's second self-verification on the destination passed (`--verify`).\n\n");
+        }
+    }
+    let failures: Vec<&RunRecord> = records.iter().filter(|r| !r.ok).collect();
+    if !failures.is_empty() {
+        out.push_str("### Failed or non-converging runs\n\n");
+        for r in failures {
+            out.push_str(&format!(
+                "- {} {} {} rep {}: {}\n",
+                r.workload,
+                r.system,
+                r.bandwidth,
+                r.rep + 1,
+                r.error.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    out
+}
+
+/// One row per workload and Ferry strategy, QEMU's numbers beside them.
+fn bandwidth_table(
+    p: &MigratePlan,
+    records: &[RunRecord],
+    systems: &[String],
+    bw: &BenchBandwidth,
+) -> Table {
+    let mut head = FERRY_COLUMNS.to_vec();
+    if p.qemu {
+        head.extend(QEMU_COLUMNS);
+    }
+    let mut t = Table::new(head);
+    for w in &p.workloads {
+        let q = Cell::of(records, w.name, "qemu", &bw.label);
+        for s in systems.iter().filter(|s| *s != "qemu") {
+            let c = Cell::of(records, w.name, s, &bw.label);
+            let mut row = vec![
+                w.name.to_string(),
+                s.to_string(),
+                c.ok_text(),
+                fmt_opt(c.total_ms, 0),
+                fmt_opt(c.downtime_ms, 1),
+                fmt_opt(c.guest_downtime_ms, 1),
+                c.bytes_text(),
+                fmt_opt(c.rounds, 0),
+                fmt_opt(c.round1.map(|b| b / 1e9), 2),
+            ];
+            if p.qemu {
+                row.extend(qemu_cells(&c, &q));
+            }
+            t.row(row);
+        }
+    }
+    t
+}
+
+/// QEMU's cell `q` and the Ferry/QEMU ratios for Ferry's cell `c`.
+fn qemu_cells(c: &Cell, q: &Cell) -> [String; 10] {
+    let q_ok = match &q.first_error {
+        Some(e) if e.contains("converge") => format!("{} (no convergence)", q.ok_text()),
+        _ => q.ok_text(),
+    };
+    [
+        q_ok,
+        fmt_opt(q.total_ms, 0),
+        fmt_opt(q.downtime_ms, 1),
+        fmt_opt(q.guest_downtime_ms, 1),
+        q.bytes_text(),
+        fmt_opt(q.rounds, 0),
+        ratio_opt(c.total_ms, q.total_ms),
+        ratio_opt(c.downtime_ms, q.downtime_ms),
+        ratio_opt(c.guest_downtime_ms, q.guest_downtime_ms),
+        ratio_opt(c.bytes, q.bytes),
+    ]
+}
+
+/// Grouped bar plots per bandwidth: workloads x (strategies + QEMU).
+pub fn plots(
+    out: &Path,
+    p: &MigratePlan,
+    records: &[RunRecord],
+    systems: &[String],
+) -> anyhow::Result<()> {
+    let categories: Vec<String> = p.workloads.iter().map(|w| w.name.to_string()).collect();
+    type Pick = fn(&Cell) -> Option<f64>;
+    let metrics: [(&str, &str, Pick); 3] = [
+        ("guest-downtime", "guest-visible downtime (ms)", |c| {
+            c.guest_downtime_ms
+        }),
+        ("total-time", "total migration time (ms)", |c| c.total_ms),
+        ("bytes", "bytes on the wire (MiB)", |c| {
+            c.bytes.map(|b| b / (1u64 << 20) as f64)
+        }),
+    ];
+    for bw in &p.bandwidths {
+        for (file, label, pick) in metrics {
+            let series: Vec<Series> = systems
+                .iter()
+                .map(|s| Series {
+                    name: if s == "qemu" {
+                        "QEMU".into()
+                    } else {
+                        format!("Ferry {s}")
+                    },
+                    values: p
+                        .workloads
+                        .iter()
+                        .map(|w| pick(&Cell::of(records, w.name, s, &bw.label)).unwrap_or(0.0))
+                        .collect(),
+                })
+                .collect();
+            let svg = yardstick::plot::grouped_bars_svg(
+                &format!("{label}, {} (median; 0 = no completed run)", bw.label),
+                label,
+                &categories,
+                &series,
+            )?;
+            let name = format!("migrate-{file}-{}.svg", bw.label.replace('/', "_"));
+            yardstick::plot::save(&out.join(name), &svg)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::plan::{plan, test_args};
+    use crate::bench::record::ferry_record;
+
+    #[test]
+    fn medians_use_completed_runs_and_failures_are_listed() {
+        let records = vec![
+            ferry_record(0, true, 100.0, 500),
+            ferry_record(1, false, 1.0, 1),
+            ferry_record(2, true, 300.0, 700),
+        ];
+        let c = Cell::of(&records, "idle", "downtime", "unlimited");
+        assert_eq!((c.ok, c.runs), (2, 3));
+        assert_eq!(c.total_ms, Some(200.0));
+        assert_eq!(c.bytes, Some(600.0));
+        assert_eq!(c.bytes_text(), "600 B (0.60x)");
+        assert_eq!(c.first_error.as_deref(), Some("boom"));
+        let mut p = plan(&test_args(&["--no-qemu", "--workloads", "idle"])).unwrap();
+        p.bandwidths.retain(|b| b.label == "unlimited");
+        let md = migrate_tables(&p, &records, &["downtime".to_string()]);
+        assert!(md.contains("| 2/3 "), "{md}");
+        assert!(md.contains("idle downtime unlimited rep 2: boom"), "{md}");
+    }
+}
