@@ -117,7 +117,7 @@ impl DestinationVm for Incoming {
         self.0.memory()
     }
 
-    fn restore(&mut self, state: VmState) -> Result<(), VmError> {
+    fn restore_state(&mut self, state: VmState) -> Result<(), VmError> {
         Ok(self.0.restore(&state)?)
     }
 

@@ -532,7 +532,8 @@ fn plan(a: &MigrateBenchArgs) -> anyhow::Result<MigratePlan> {
         workloads.push(w.clone());
     }
     for s in &a.strategies {
-        migrate::strategy_by_name(s).map_err(|e| anyhow::anyhow!("--strategies: {e}"))?;
+        s.parse::<migrate::StrategyKind>()
+            .map_err(|e| anyhow::anyhow!("--strategies: {e}"))?;
     }
     let bandwidths = a
         .bandwidths

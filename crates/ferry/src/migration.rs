@@ -67,7 +67,10 @@ impl Job {
 /// Builds the engine's options from an API request, or says what is wrong.
 fn options(req: &MigrateRequest) -> Result<SourceOptions, String> {
     let name = req.strategy.as_deref().unwrap_or(migrate::DEFAULT_STRATEGY);
-    let strategy = migrate::strategy_by_name(name).map_err(|e| e.to_string())?;
+    let strategy = name
+        .parse::<migrate::StrategyKind>()
+        .map_err(|e| e.to_string())?
+        .build();
     let secret_path = req
         .secret_file
         .as_deref()

@@ -480,7 +480,7 @@ pub struct DestLog {
     pub restored: u32,
     pub resumed: u32,
     pub discarded: u32,
-    /// Set if `resume` was ever called before `restore`.
+    /// Set if `resume` was ever called before `restore_state`.
     pub resumed_before_restore: bool,
     /// The token found in the restored state.
     pub state_token: Option<Vec<u8>>,
@@ -536,7 +536,7 @@ impl DestinationVm for FakeDestVm {
         &self.memory
     }
 
-    fn restore(&mut self, state: VmState) -> Result<(), VmError> {
+    fn restore_state(&mut self, state: VmState) -> Result<(), VmError> {
         if self.fail_restore {
             return Err(fake_err("injected: KVM refused the vCPU state"));
         }

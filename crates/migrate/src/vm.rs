@@ -90,7 +90,7 @@ pub trait DestinationVm {
 
     /// Loads vCPU and device state; the VM stays paused. Everything that can
     /// fail must fail here, so that `resume` after Commit cannot.
-    fn restore(&mut self, state: VmState) -> Result<(), VmError>;
+    fn restore_state(&mut self, state: VmState) -> Result<(), VmError>;
 
     /// Starts the vCPUs. Called only after Commit was received.
     fn resume(&mut self) -> Result<(), VmError>;
