@@ -118,7 +118,7 @@ impl DestinationVm for Incoming {
     }
 
     fn restore_state(&mut self, state: VmState) -> Result<(), VmError> {
-        Ok(self.0.restore(&state)?)
+        Ok(self.0.restore_state(&state)?)
     }
 
     fn resume(&mut self) -> Result<(), VmError> {
