@@ -83,7 +83,7 @@ impl Vm {
                 max,
             });
         }
-        vcpu::install_kick_handler()?;
+        vcpu::install_kick_handler().map_err(Error::KickSignal)?;
         let memory = memory::allocate(&config.regions)?;
         let fd = kvm.create_vm().map_err(Error::CreateVm)?;
         let dirty = DirtyLog::new(&fd, memory.num_regions())?;
