@@ -1,8 +1,8 @@
 //! The destination side: accept one connection, authenticate, check the VM
 //! against local limits, write pages into a fresh VM, load its state, and
 //! run it only once Commit has arrived. Any failure before Commit discards
-//! everything received. `session` holds the state machine
-//! ([`Stage`](session::Stage) draws it).
+//! everything received. `session` holds the state machine; its `Stage`
+//! enum draws it.
 
 mod session;
 

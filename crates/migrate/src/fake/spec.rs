@@ -25,7 +25,7 @@ pub struct FakeSpec {
     /// Page writes per second (0 = idle).
     pub writes_per_sec: u64,
     pub seed: u64,
-    /// Whether [`SourceVm::nonzero_hint`] is offered.
+    /// Whether [`SourceVm::nonzero_hint`](crate::SourceVm::nonzero_hint) is offered.
     pub nonzero_hint: bool,
     /// Report every page dirty right after `start_dirty_log`, as KVM does
     /// with KVM_DIRTY_LOG_INITIALLY_SET.
