@@ -117,8 +117,8 @@ impl DestinationVm for Incoming {
         self.0.memory()
     }
 
-    fn restore(&mut self, state: VmState) -> Result<(), VmError> {
-        Ok(self.0.restore(&state)?)
+    fn restore_state(&mut self, state: VmState) -> Result<(), VmError> {
+        Ok(self.0.restore_state(&state)?)
     }
 
     fn resume(&mut self) -> Result<(), VmError> {

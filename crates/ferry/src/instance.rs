@@ -132,12 +132,14 @@ impl Instance {
         let tmp = path.with_extension("partial");
         let file = File::create(&tmp)
             .with_context(|| format!("cannot create snapshot file {}", tmp.display()))?;
-        let result = vmm::snapshot::save(&self.vm, &file).and_then(|stats| {
-            let mut f = &file;
-            f.flush()?;
-            file.sync_all()?;
-            Ok(stats)
-        });
+        let result = vmm::snapshot::save(&self.vm, &file)
+            .map_err(anyhow::Error::from)
+            .and_then(|stats| {
+                let mut f = &file;
+                f.flush()?;
+                file.sync_all()?;
+                Ok(stats)
+            });
         let stats = match result {
             Ok(s) => s,
             Err(e) => {

@@ -103,7 +103,7 @@ pub fn request(
     max_downtime: &str,
     secret_file: &std::path::Path,
 ) -> anyhow::Result<MigrateRequest> {
-    migrate::strategy_by_name(strategy)?;
+    strategy.parse::<migrate::StrategyKind>()?;
     let bw = parse_bandwidth(max_bandwidth, "--max-bandwidth")?;
     let downtime =
         units::parse_duration(max_downtime).map_err(|e| anyhow::anyhow!("--max-downtime: {e}"))?;

@@ -129,7 +129,10 @@ impl Job {
 pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
     let invalid = |e: &dyn std::fmt::Display| StartError::Invalid(e.to_string());
     let name = req.strategy.as_deref().unwrap_or(migrate::DEFAULT_STRATEGY);
-    let strategy = migrate::strategy_by_name(name).map_err(|e| invalid(&e))?;
+    let strategy = name
+        .parse::<migrate::StrategyKind>()
+        .map_err(|e| invalid(&e))?
+        .build();
     let secret_path = req.secret_file.as_deref().ok_or_else(|| {
         invalid(&"a migration secret is required: give secret_file (--secret-file)")
     })?;

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use migrate::DestinationVm;
 use migrate::fake::{FakeFactory, FakeSpec, FakeVm, first_difference};
-use migrate::{
-    DestOptions, Secret, SourceOptions, SourceVm, accept_one, migrate, strategy_by_name,
-};
+use migrate::{DestOptions, Secret, SourceOptions, SourceVm, StrategyKind, accept_one, migrate};
 use units::Bandwidth;
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -43,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             &DestOptions::new(dest_secret, 64 << 30),
         )
     });
-    let mut opts = SourceOptions::new(secret, strategy_by_name(&strategy)?);
+    let mut opts = SourceOptions::new(secret, strategy.parse::<StrategyKind>()?.build());
     if bw != "unlimited" {
         opts.max_bandwidth = Some(Bandwidth::parse(&bw)?);
     }

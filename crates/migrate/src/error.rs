@@ -1,5 +1,6 @@
 //! Errors of a migration, on either side.
 
+use std::fmt;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -46,14 +47,18 @@ pub enum MigrateError {
     Cancelled,
     #[error("VM {op} failed: {source}")]
     Vm {
-        op: &'static str,
+        op: VmOp,
         #[source]
         source: VmError,
     },
     #[error("guest memory layout: {0}")]
     Layout(#[from] LayoutError),
-    #[error("guest memory access at {gpa:#x} failed: {msg}")]
-    Memory { gpa: u64, msg: String },
+    #[error("guest memory access at {gpa:#x} failed: {source}")]
+    Memory {
+        gpa: u64,
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
     #[error(
         "the VM has {} of memory, more than this destination allows ({}, --max-memory)", units::format_bytes(*announced), units::format_bytes(*max)
     )]
@@ -68,6 +73,45 @@ pub enum MigrateError {
         #[source]
         source: VmError,
     },
+}
+
+/// The VM operation that failed, in [`MigrateError::Vm`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VmOp {
+    /// Source: [`SourceVm::start_dirty_log`](crate::SourceVm::start_dirty_log).
+    StartDirtyLog,
+    /// Source: [`SourceVm::harvest_dirty`](crate::SourceVm::harvest_dirty).
+    HarvestDirty,
+    /// Source: [`SourceVm::stop_dirty_log`](crate::SourceVm::stop_dirty_log).
+    StopDirtyLog,
+    /// Source: [`SourceVm::throttle`](crate::SourceVm::throttle).
+    Throttle,
+    /// Source: [`SourceVm::pause`](crate::SourceVm::pause).
+    Pause,
+    /// Source: [`SourceVm::save_state`](crate::SourceVm::save_state).
+    SaveState,
+    /// Destination: [`VmFactory::create`](crate::VmFactory::create).
+    Create,
+    /// Destination: [`DestinationVm::restore_state`](crate::DestinationVm::restore_state).
+    RestoreState,
+    /// Destination: [`DestinationVm::resume`](crate::DestinationVm::resume), after Commit.
+    Resume,
+}
+
+impl fmt::Display for VmOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VmOp::StartDirtyLog => "start dirty logging",
+            VmOp::HarvestDirty => "harvest dirty pages",
+            VmOp::StopDirtyLog => "stop dirty logging",
+            VmOp::Throttle => "throttle vCPUs",
+            VmOp::Pause => "pause",
+            VmOp::SaveState => "save state",
+            VmOp::Create => "create",
+            VmOp::RestoreState => "restore",
+            VmOp::Resume => "resume after Commit",
+        })
+    }
 }
 
 impl MigrateError {
@@ -85,6 +129,19 @@ impl MigrateError {
             MigrateError::Wire(WireError::Unexpected { .. }) => AbortCode::Protocol,
             MigrateError::Vm { .. } | MigrateError::Memory { .. } => AbortCode::SourceVm,
             _ => AbortCode::Internal,
+        }
+    }
+
+    /// The Abort code the destination sends for this error: a VM it cannot
+    /// create is a resource problem, any other VM failure a failed restore.
+    pub(crate) fn abort_code_dest(&self) -> AbortCode {
+        match self {
+            MigrateError::Vm {
+                op: VmOp::Create, ..
+            } => AbortCode::Resources,
+            MigrateError::Vm { .. } => AbortCode::Restore,
+            MigrateError::Memory { .. } => AbortCode::Internal,
+            e => e.abort_code(),
         }
     }
 

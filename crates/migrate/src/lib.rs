@@ -5,7 +5,7 @@
 //!   resumes on the source) on any failure before Commit.
 //! - [`receive`] runs the destination side: the VM runs there only after Commit.
 //! - A [`Strategy`] decides each round; `stop-and-copy`, `xen` and `downtime`
-//!   are provided ([`strategy_by_name`]).
+//!   are provided ([`StrategyKind`] parses their names).
 //! - The VMM plugs in through [`SourceVm`], [`VmFactory`] and [`DestinationVm`];
 //!   [`fake`] implements them in memory for tests, and [`faults`] injects
 //!   network failures into a migration.
@@ -30,7 +30,7 @@ pub use bitmap::{DirtyBitmap, LayoutError, PAGE_SIZE, PageLayout, RegionLayout, 
 #[cfg(feature = "fuzzing")]
 pub use dest::fuzz_session;
 pub use dest::{DestOptions, ReceiveReport, Received, accept_one, receive};
-pub use error::MigrateError;
+pub use error::{MigrateError, VmOp};
 pub use hint::resident_pages;
 pub use history::PageHistory;
 pub use limiter::TokenBucket;
@@ -44,7 +44,7 @@ pub use source::{
 };
 pub use strategy::{
     DEFAULT_STRATEGY, Decision, DowntimeParams, DowntimeTarget, RoundPlan, STRATEGIES, StopAndCopy,
-    Strategy, StrategyContext, UnknownStrategy, Xen, XenParams, strategy_by_name,
+    Strategy, StrategyContext, StrategyKind, UnknownStrategy, Xen, XenParams,
 };
 pub use vm::{DestinationVm, SourceVm, VmError, VmFactory};
 pub use wire::{Secret, WireError};

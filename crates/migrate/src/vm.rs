@@ -1,5 +1,6 @@
-//! What the engine needs from a VM on each side. The VMM implements these
-//! traits; the tests implement them with an in-memory fake ([`crate::fake`]).
+//! What the engine needs from a VM on each side. The `ferry` binary adapts
+//! its VMM to these traits (`crates/ferry/src/adapter.rs`); the tests use an
+//! in-memory fake ([`crate::fake`]).
 
 use vm_memory::GuestMemoryMmap;
 use vmstate::{VmConfig, VmState};
@@ -59,7 +60,8 @@ pub trait SourceVm {
     }
 
     /// Optional hint: marks in `into` every page that may hold non-zero data
-    /// (e.g. resident per mincore). Pages left clear are taken as zero without
+    /// (e.g. present or swapped out per /proc/self/pagemap, see
+    /// [`crate::resident_pages`]). Pages left clear are taken as zero without
     /// being read. Returns false (the default) if the VM cannot tell.
     fn nonzero_hint(&self, into: &mut DirtyBitmap) -> bool {
         let _ = into;
@@ -90,7 +92,7 @@ pub trait DestinationVm {
 
     /// Loads vCPU and device state; the VM stays paused. Everything that can
     /// fail must fail here, so that `resume` after Commit cannot.
-    fn restore(&mut self, state: VmState) -> Result<(), VmError>;
+    fn restore_state(&mut self, state: VmState) -> Result<(), VmError>;
 
     /// Starts the vCPUs. Called only after Commit was received.
     fn resume(&mut self) -> Result<(), VmError>;

@@ -23,7 +23,7 @@ fn busy_spec(mib: u64) -> FakeSpec {
 }
 
 fn source_opts(strategy: &str) -> SourceOptions {
-    let mut o = SourceOptions::new(secret(), strategy_by_name(strategy).unwrap());
+    let mut o = SourceOptions::new(secret(), strategy.parse::<StrategyKind>().unwrap().build());
     o.stall_timeout = Duration::from_secs(2);
     o.connect_timeout = Duration::from_secs(2);
     o

@@ -14,10 +14,6 @@ use crate::Error;
 pub const TIMING_LEAF: u32 = 0x4000_0010;
 const KVM_SIGNATURE_LEAF: u32 = 0x4000_0000;
 
-fn kvm_err(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> Error {
-    move |e| Error::Kvm(what, e)
-}
-
 /// CPUID for vCPU `id`: what KVM supports, with the APIC ID set and the
 /// TSC frequency published.
 pub fn cpuid_for(
@@ -28,7 +24,7 @@ pub fn cpuid_for(
 ) -> Result<Vec<kvm_cpuid_entry2>, Error> {
     let supported = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        .map_err(Error::GetSupportedCpuid)?;
     let mut entries: Vec<kvm_cpuid_entry2> = supported.as_slice().to_vec();
     let mut has_timing = false;
     for e in entries.iter_mut() {
@@ -58,14 +54,14 @@ pub fn cpuid_for(
 }
 
 pub fn set_cpuid(vcpu: &VcpuFd, entries: &[kvm_cpuid_entry2]) -> Result<(), Error> {
-    let cpuid = CpuId::from_entries(entries)
-        .map_err(|_| Error::Config(format!("{} CPUID entries are too many", entries.len())))?;
-    vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))
+    let cpuid =
+        CpuId::from_entries(entries).map_err(|_| Error::TooManyCpuidEntries(entries.len()))?;
+    vcpu.set_cpuid2(&cpuid).map_err(Error::SetCpuid)
 }
 
 /// Registers for a Multiboot entry: 32-bit protected mode, flat segments, paging off.
 pub fn set_boot_registers(vcpu: &VcpuFd, entry: u32, mbi: u32) -> Result<(), Error> {
-    let mut sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+    let mut sregs = vcpu.get_sregs().map_err(Error::GetSregs)?;
     let code = kvm_segment {
         base: 0,
         limit: 0xffff_ffff,
@@ -95,7 +91,7 @@ pub fn set_boot_registers(vcpu: &VcpuFd, entry: u32, mbi: u32) -> Result<(), Err
     sregs.cr0 = 0x11; // PE | ET
     sregs.cr4 = 0;
     sregs.efer = 0;
-    vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+    vcpu.set_sregs(&sregs).map_err(Error::SetSregs)?;
     let regs = kvm_bindings::kvm_regs {
         rip: entry as u64,
         rax: crate::multiboot::BOOT_MAGIC as u64,
@@ -103,20 +99,20 @@ pub fn set_boot_registers(vcpu: &VcpuFd, entry: u32, mbi: u32) -> Result<(), Err
         rflags: 0x2,
         ..Default::default()
     };
-    vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+    vcpu.set_regs(&regs).map_err(Error::SetRegs)?;
     let fpu = kvm_bindings::kvm_fpu {
         fcw: 0x37f,
         mxcsr: 0x1f80,
         ..Default::default()
     };
-    vcpu.set_fpu(&fpu).map_err(kvm_err("KVM_SET_FPU"))
+    vcpu.set_fpu(&fpu).map_err(Error::SetFpu)
 }
 
 /// Wires LINT0 to ExtINT and LINT1 to NMI, as a PC BIOS leaves them.
 pub fn set_lint(vcpu: &VcpuFd) -> Result<(), Error> {
     const LVT_LINT0: usize = 0x350;
     const LVT_LINT1: usize = 0x360;
-    let mut lapic = vcpu.get_lapic().map_err(kvm_err("KVM_GET_LAPIC"))?;
+    let mut lapic = vcpu.get_lapic().map_err(Error::GetLapic)?;
     let mut put = |off: usize, mode: u32| {
         let bytes: &mut [u8] =
             // SAFETY: c_char and u8 have the same layout.
@@ -127,7 +123,7 @@ pub fn set_lint(vcpu: &VcpuFd) -> Result<(), Error> {
     };
     put(LVT_LINT0, 0x7);
     put(LVT_LINT1, 0x4);
-    vcpu.set_lapic(&lapic).map_err(kvm_err("KVM_SET_LAPIC"))
+    vcpu.set_lapic(&lapic).map_err(Error::SetLapic)
 }
 
 /// Reads every MSR in `indices` that KVM lets us read.
@@ -143,8 +139,8 @@ fn get_msrs(vcpu: &VcpuFd, indices: &[u32]) -> Result<Vec<(u32, u64)>, Error> {
             })
             .collect();
         let mut msrs =
-            Msrs::from_entries(&entries).map_err(|_| Error::Config("too many MSRs".into()))?;
-        let n = vcpu.get_msrs(&mut msrs).map_err(kvm_err("KVM_GET_MSRS"))?;
+            Msrs::from_entries(&entries).map_err(|_| Error::TooManyMsrs(entries.len()))?;
+        let n = vcpu.get_msrs(&mut msrs).map_err(Error::GetMsrs)?;
         out.extend(msrs.as_slice()[..n].iter().map(|e| (e.index, e.data)));
         // KVM stops at the first MSR it cannot read: skip that one.
         rest = &rest[(n + 1).min(rest.len())..];
@@ -153,25 +149,21 @@ fn get_msrs(vcpu: &VcpuFd, indices: &[u32]) -> Result<Vec<(u32, u64)>, Error> {
 }
 
 /// Captures vCPU `id`'s state. The vCPU must be paused with its I/O completed.
-pub fn save(
+pub fn save_state(
     vcpu: &VcpuFd,
     id: u32,
     cpuid: &[kvm_cpuid_entry2],
     msr_index: &[u32],
 ) -> Result<VcpuState, Error> {
-    let mp_state = vcpu.get_mp_state().map_err(kvm_err("KVM_GET_MP_STATE"))?;
-    let regs = vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
-    let sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
-    let xsave = vcpu.get_xsave().map_err(kvm_err("KVM_GET_XSAVE"))?;
-    let xcrs = vcpu.get_xcrs().map_err(kvm_err("KVM_GET_XCRS"))?;
-    let debugregs = vcpu
-        .get_debug_regs()
-        .map_err(kvm_err("KVM_GET_DEBUGREGS"))?;
-    let lapic = vcpu.get_lapic().map_err(kvm_err("KVM_GET_LAPIC"))?;
+    let mp_state = vcpu.get_mp_state().map_err(Error::GetMpState)?;
+    let regs = vcpu.get_regs().map_err(Error::GetRegs)?;
+    let sregs = vcpu.get_sregs().map_err(Error::GetSregs)?;
+    let xsave = vcpu.get_xsave().map_err(Error::GetXsave)?;
+    let xcrs = vcpu.get_xcrs().map_err(Error::GetXcrs)?;
+    let debugregs = vcpu.get_debug_regs().map_err(Error::GetDebugRegs)?;
+    let lapic = vcpu.get_lapic().map_err(Error::GetLapic)?;
     let msrs = get_msrs(vcpu, msr_index)?;
-    let events = vcpu
-        .get_vcpu_events()
-        .map_err(kvm_err("KVM_GET_VCPU_EVENTS"))?;
+    let events = vcpu.get_vcpu_events().map_err(Error::GetVcpuEvents)?;
     Ok(VcpuState {
         id,
         cpuid: cpuid.to_vec(),
@@ -188,18 +180,17 @@ pub fn save(
 }
 
 /// Loads `s` into a freshly created vCPU, in the order KVM requires.
-pub fn restore(vcpu: &VcpuFd, s: &VcpuState) -> Result<(), Error> {
+pub fn restore_state(vcpu: &VcpuFd, s: &VcpuState) -> Result<(), Error> {
     set_cpuid(vcpu, &s.cpuid)?;
-    vcpu.set_mp_state(s.mp_state)
-        .map_err(kvm_err("KVM_SET_MP_STATE"))?;
-    vcpu.set_regs(&s.regs).map_err(kvm_err("KVM_SET_REGS"))?;
-    vcpu.set_sregs(&s.sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+    vcpu.set_mp_state(s.mp_state).map_err(Error::SetMpState)?;
+    vcpu.set_regs(&s.regs).map_err(Error::SetRegs)?;
+    vcpu.set_sregs(&s.sregs).map_err(Error::SetSregs)?;
     // SAFETY: the buffer is a full kvm_xsave obtained from KVM_GET_XSAVE.
-    unsafe { vcpu.set_xsave(&s.xsave) }.map_err(kvm_err("KVM_SET_XSAVE"))?;
-    vcpu.set_xcrs(&s.xcrs).map_err(kvm_err("KVM_SET_XCRS"))?;
+    unsafe { vcpu.set_xsave(&s.xsave) }.map_err(Error::SetXsave)?;
+    vcpu.set_xcrs(&s.xcrs).map_err(Error::SetXcrs)?;
     vcpu.set_debug_regs(&s.debugregs)
-        .map_err(kvm_err("KVM_SET_DEBUGREGS"))?;
-    vcpu.set_lapic(&s.lapic).map_err(kvm_err("KVM_SET_LAPIC"))?;
+        .map_err(Error::SetDebugRegs)?;
+    vcpu.set_lapic(&s.lapic).map_err(Error::SetLapic)?;
     let entries: Vec<kvm_msr_entry> = s
         .msrs
         .iter()
@@ -209,14 +200,14 @@ pub fn restore(vcpu: &VcpuFd, s: &VcpuState) -> Result<(), Error> {
             ..Default::default()
         })
         .collect();
-    let msrs = Msrs::from_entries(&entries).map_err(|_| Error::Config("too many MSRs".into()))?;
-    let n = vcpu.set_msrs(&msrs).map_err(kvm_err("KVM_SET_MSRS"))?;
+    let msrs = Msrs::from_entries(&entries).map_err(|_| Error::TooManyMsrs(entries.len()))?;
+    let n = vcpu.set_msrs(&msrs).map_err(Error::SetMsrs)?;
     if n != entries.len() {
-        return Err(Error::Restore(format!(
-            "KVM refused MSR {:#x} of vCPU {}",
-            entries[n].index, s.id
-        )));
+        return Err(Error::MsrRefused {
+            index: entries[n].index,
+            vcpu: s.id,
+        });
     }
     vcpu.set_vcpu_events(&s.events)
-        .map_err(kvm_err("KVM_SET_VCPU_EVENTS"))
+        .map_err(Error::SetVcpuEvents)
 }

@@ -67,7 +67,7 @@ impl Devices {
             sink: Mutex::new(sink),
         };
         if let Some(s) = state {
-            d.load(s);
+            d.restore_state(s);
         }
         d
     }
@@ -117,7 +117,7 @@ impl Devices {
     }
 
     /// Replaces device state with a saved one.
-    pub fn load(&self, state: &DeviceState) {
+    pub fn restore_state(&self, state: &DeviceState) {
         let mut uart = self.uart.lock().unwrap();
         let irq = uart.interrupt_evt().0.try_clone();
         let st = to_superio(&state.serial);
@@ -132,7 +132,7 @@ impl Devices {
     }
 
     /// Device state for a snapshot or migration.
-    pub fn save(&self) -> DeviceState {
+    pub fn save_state(&self) -> DeviceState {
         let uart = self.uart.lock().unwrap();
         DeviceState {
             serial: from_superio(&uart.state(), uart.writer().bytes.clone()),
@@ -192,7 +192,7 @@ mod tests {
         let d = Devices::new(EventFd::new(0).unwrap(), sink, None);
         d.pio_write(SERIAL_PORT, b"hello\nwor");
         assert_eq!(&*got.lock().unwrap(), b"hello\n");
-        let state = d.save();
+        let state = d.save_state();
         assert_eq!(state.serial.pending_line, b"wor");
         let (sink2, got2) = capture();
         let d2 = Devices::new(EventFd::new(0).unwrap(), sink2, Some(&state));

@@ -39,25 +39,24 @@ pub fn allocate(regions: &[(u64, u64)]) -> Result<GuestMemoryMmap, Error> {
             .iter()
             .any(|r| r.1 % PAGE_SIZE != 0 || r.0 % PAGE_SIZE != 0)
     {
-        return Err(Error::MemorySize(format!(
-            "{total} bytes is not a positive multiple of 4 KiB"
-        )));
+        return Err(Error::MemoryUnaligned { bytes: total });
     }
     if let Some(avail) = host_available()
         && total > avail
     {
-        return Err(Error::MemorySize(format!(
-            "the guest wants {} but the host has only {} available",
-            units::format_bytes(total),
-            units::format_bytes(avail)
-        )));
+        return Err(Error::MemoryUnavailable {
+            wanted: total,
+            available: avail,
+        });
     }
     let ranges: Vec<_> = regions
         .iter()
         .map(|&(start, len)| (GuestAddress(start), len as usize))
         .collect();
-    GuestMemoryMmap::from_ranges(&ranges)
-        .map_err(|e| Error::MemorySize(format!("cannot map {}: {e}", units::format_bytes(total))))
+    GuestMemoryMmap::from_ranges(&ranges).map_err(|source| Error::MapMemory {
+        bytes: total,
+        source,
+    })
 }
 
 /// A region's host mapping, for bulk copies. Valid while the memory lives.

@@ -75,12 +75,10 @@ pub fn build(vcpus: u32) -> Vec<u8> {
 pub fn write(mem: &GuestMemoryMmap, vcpus: u32) -> Result<(), Error> {
     let t = build(vcpus);
     if t.len() as u64 > 0xa_0000 - EBDA_START {
-        return Err(Error::Config(format!(
-            "{vcpus} vCPUs do not fit in the MP table"
-        )));
+        return Err(Error::MpTableFull { vcpus });
     }
     mem.write_slice(&t, GuestAddress(EBDA_START))
-        .map_err(|e| Error::Kernel(format!("cannot write MP table: {e}")))
+        .map_err(Error::WriteMpTable)
 }
 
 #[cfg(test)]

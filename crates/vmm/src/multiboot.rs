@@ -1,8 +1,7 @@
 //! Multiboot v1 loader: the same kernel files QEMU's `-kernel` boots.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
-use crate::Error;
 use crate::memory::{HIGH_RAM_START, MMIO_HOLE_START};
 
 const MAGIC: u32 = 0x1BAD_B002;
@@ -24,6 +23,58 @@ pub const MIN_LOAD_ADDR: u64 = 0x10_0000;
 /// Start of the reserved area that holds the MP table, up to 1 MiB.
 pub const EBDA_START: u64 = 0x9_fc00;
 
+/// Why a kernel image cannot be booted.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("not a Multiboot v1 kernel (no valid header in its first 8 KiB)")]
+    NotMultiboot,
+    #[error("Multiboot header is truncated")]
+    HeaderTruncated,
+    #[error("Multiboot header_addr {header_addr:#x} does not fit load_addr {load_addr:#x}")]
+    HeaderAddress { header_addr: u64, load_addr: u64 },
+    #[error("load_end_addr {0:#x} is below load_addr")]
+    LoadEndBelowStart(u64),
+    #[error("bss_end_addr {0:#x} is below load_addr")]
+    BssEndBelowStart(u64),
+    #[error("kernel file is truncated: needs {needed} bytes, has {len}")]
+    FileTruncated { needed: u64, len: usize },
+    #[error("bad ELF kernel: {0}")]
+    Elf(ElfError),
+    #[error("the kernel requires a video mode; Ferry has no display")]
+    VideoMode,
+    #[error("the kernel requires Multiboot features {0:#x} that Ferry does not provide")]
+    UnsupportedFeatures(u32),
+    #[error("kernel wants to load at {0:#x}, below 1 MiB")]
+    BelowOneMib(u64),
+    #[error("kernel needs memory up to {end:#x} but the guest has RAM only up to {ram_end:#x}")]
+    OutOfRam { end: u64, ram_end: u64 },
+    #[error("command line is {0} bytes; the limit is {MAX_CMDLINE}")]
+    CmdlineTooLong(usize),
+    #[error("cannot write kernel into memory: {0}")]
+    WriteKernel(#[source] GuestMemoryError),
+    #[error("cannot write boot info: {0}")]
+    WriteBootInfo(#[source] GuestMemoryError),
+}
+
+/// What is wrong with an ELF kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ElfError {
+    #[error("no ELF header, and no a.out-kludge addresses")]
+    NoHeader,
+    #[error("unknown ELF class")]
+    UnknownClass,
+    #[error("truncated header")]
+    TruncatedHeader,
+    #[error("entry point above 4 GiB")]
+    EntryAbove4Gib,
+    #[error("program headers run past the end of the file")]
+    ProgramHeadersPastEnd,
+    #[error("segment runs past the end of the file")]
+    SegmentPastEnd,
+    #[error("no loadable segments")]
+    NoLoadableSegments,
+}
+
 /// Where a loaded kernel starts.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadedKernel {
@@ -37,7 +88,7 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 }
 
 /// Finds and checks the Multiboot header; returns (offset, flags).
-fn find_header(image: &[u8]) -> Result<(usize, u32), Error> {
+fn find_header(image: &[u8]) -> Result<(usize, u32), KernelError> {
     let limit = image.len().min(8192);
     let mut off = 0;
     while off + 12 <= limit {
@@ -52,9 +103,7 @@ fn find_header(image: &[u8]) -> Result<(usize, u32), Error> {
         }
         off += 4;
     }
-    Err(Error::Kernel(
-        "not a Multiboot v1 kernel (no valid header in its first 8 KiB)".into(),
-    ))
+    Err(KernelError::NotMultiboot)
 }
 
 /// A load segment: file bytes placed at a guest address, then zero-filled to `mem_len`.
@@ -64,9 +113,9 @@ struct Segment<'a> {
     mem_len: u64,
 }
 
-fn kludge_segments(image: &[u8], hdr: usize) -> Result<(Vec<Segment<'_>>, u32), Error> {
+fn kludge_segments(image: &[u8], hdr: usize) -> Result<(Vec<Segment<'_>>, u32), KernelError> {
     if hdr + 32 > image.len() {
-        return Err(Error::Kernel("Multiboot header is truncated".into()));
+        return Err(KernelError::HeaderTruncated);
     }
     let header_addr = u32_at(image, hdr + 12) as u64;
     let load_addr = u32_at(image, hdr + 16) as u64;
@@ -74,31 +123,31 @@ fn kludge_segments(image: &[u8], hdr: usize) -> Result<(Vec<Segment<'_>>, u32), 
     let bss_end = u32_at(image, hdr + 24) as u64;
     let entry = u32_at(image, hdr + 28);
     if header_addr < load_addr || header_addr - load_addr > hdr as u64 {
-        return Err(Error::Kernel(format!(
-            "Multiboot header_addr {header_addr:#x} does not fit load_addr {load_addr:#x}"
-        )));
+        return Err(KernelError::HeaderAddress {
+            header_addr,
+            load_addr,
+        });
     }
     let file_start = hdr as u64 - (header_addr - load_addr);
     let file_len = if load_end == 0 {
         image.len() as u64 - file_start
     } else {
-        load_end.checked_sub(load_addr).ok_or_else(|| {
-            Error::Kernel(format!("load_end_addr {load_end:#x} is below load_addr"))
-        })?
+        load_end
+            .checked_sub(load_addr)
+            .ok_or(KernelError::LoadEndBelowStart(load_end))?
     };
     if file_start + file_len > image.len() as u64 {
-        return Err(Error::Kernel(format!(
-            "kernel file is truncated: needs {} bytes, has {}",
-            file_start + file_len,
-            image.len()
-        )));
+        return Err(KernelError::FileTruncated {
+            needed: file_start + file_len,
+            len: image.len(),
+        });
     }
     let mem_len = if bss_end == 0 {
         file_len
     } else {
         bss_end
             .checked_sub(load_addr)
-            .ok_or_else(|| Error::Kernel(format!("bss_end_addr {bss_end:#x} is below load_addr")))?
+            .ok_or(KernelError::BssEndBelowStart(bss_end))?
     }
     .max(file_len);
     let data = &image[file_start as usize..(file_start + file_len) as usize];
@@ -112,21 +161,21 @@ fn kludge_segments(image: &[u8], hdr: usize) -> Result<(Vec<Segment<'_>>, u32), 
     ))
 }
 
-fn elf_segments(image: &[u8]) -> Result<(Vec<Segment<'_>>, u32), Error> {
-    let bad = |m: &str| Error::Kernel(format!("bad ELF kernel: {m}"));
+fn elf_segments(image: &[u8]) -> Result<(Vec<Segment<'_>>, u32), KernelError> {
+    let bad = KernelError::Elf;
     if image.len() < 52 || &image[..4] != b"\x7fELF" {
-        return Err(bad("no ELF header, and no a.out-kludge addresses"));
+        return Err(bad(ElfError::NoHeader));
     }
     let is64 = match image[4] {
         1 => false,
         2 => true,
-        _ => return Err(bad("unknown ELF class")),
+        _ => return Err(bad(ElfError::UnknownClass)),
     };
     let u16_at = |o: usize| u16::from_le_bytes([image[o], image[o + 1]]);
     let u64_at = |o: usize| u64::from_le_bytes(image[o..o + 8].try_into().unwrap());
     let (entry, phoff, phentsize, phnum) = if is64 {
         if image.len() < 64 {
-            return Err(bad("truncated header"));
+            return Err(bad(ElfError::TruncatedHeader));
         }
         (u64_at(24), u64_at(32), u16_at(54), u16_at(56))
     } else {
@@ -137,12 +186,12 @@ fn elf_segments(image: &[u8]) -> Result<(Vec<Segment<'_>>, u32), Error> {
             u16_at(44),
         )
     };
-    let entry = u32::try_from(entry).map_err(|_| bad("entry point above 4 GiB"))?;
+    let entry = u32::try_from(entry).map_err(|_| bad(ElfError::EntryAbove4Gib))?;
     let mut segs = Vec::new();
     for i in 0..phnum as u64 {
         let o = (phoff + i * phentsize as u64) as usize;
         if o + phentsize as usize > image.len() {
-            return Err(bad("program headers run past the end of the file"));
+            return Err(bad(ElfError::ProgramHeadersPastEnd));
         }
         let (ty, off, paddr, filesz, memsz) = if is64 {
             (
@@ -168,7 +217,7 @@ fn elf_segments(image: &[u8]) -> Result<(Vec<Segment<'_>>, u32), Error> {
             .checked_add(filesz)
             .is_none_or(|e| e > image.len() as u64)
         {
-            return Err(bad("segment runs past the end of the file"));
+            return Err(bad(ElfError::SegmentPastEnd));
         }
         segs.push(Segment {
             addr: paddr,
@@ -177,7 +226,7 @@ fn elf_segments(image: &[u8]) -> Result<(Vec<Segment<'_>>, u32), Error> {
         });
     }
     if segs.is_empty() {
-        return Err(bad("no loadable segments"));
+        return Err(bad(ElfError::NoLoadableSegments));
     }
     Ok((segs, entry))
 }
@@ -189,19 +238,15 @@ pub fn load(
     memory_bytes: u64,
     image: &[u8],
     cmdline: &str,
-) -> Result<LoadedKernel, Error> {
+) -> Result<LoadedKernel, KernelError> {
     let (hdr, flags) = find_header(image)?;
     let required = flags & 0xffff;
     let unsupported = required & !(FLAG_PAGE_ALIGN | FLAG_MEMORY_INFO);
     if unsupported & FLAG_VIDEO != 0 {
-        return Err(Error::Kernel(
-            "the kernel requires a video mode; Ferry has no display".into(),
-        ));
+        return Err(KernelError::VideoMode);
     }
     if unsupported != 0 {
-        return Err(Error::Kernel(format!(
-            "the kernel requires Multiboot features {unsupported:#x} that Ferry does not provide"
-        )));
+        return Err(KernelError::UnsupportedFeatures(unsupported));
     }
     let (segments, entry) = if flags & FLAG_AOUT_KLUDGE != 0 {
         kludge_segments(image, hdr)?
@@ -213,25 +258,20 @@ pub fn load(
     for s in &segments {
         let seg_end = s.addr + s.mem_len;
         if s.addr < MIN_LOAD_ADDR {
-            return Err(Error::Kernel(format!(
-                "kernel wants to load at {:#x}, below 1 MiB",
-                s.addr
-            )));
+            return Err(KernelError::BelowOneMib(s.addr));
         }
         if seg_end > low_end {
-            return Err(Error::Kernel(format!(
-                "kernel needs memory up to {seg_end:#x} but the guest has RAM only up to {low_end:#x}"
-            )));
+            return Err(KernelError::OutOfRam {
+                end: seg_end,
+                ram_end: low_end,
+            });
         }
         mem.write_slice(s.data, GuestAddress(s.addr))
-            .map_err(|e| Error::Kernel(format!("cannot write kernel into memory: {e}")))?;
+            .map_err(KernelError::WriteKernel)?;
         end = end.max(seg_end);
     }
     if cmdline.len() > MAX_CMDLINE {
-        return Err(Error::Kernel(format!(
-            "command line is {} bytes; the limit is {MAX_CMDLINE}",
-            cmdline.len()
-        )));
+        return Err(KernelError::CmdlineTooLong(cmdline.len()));
     }
     write_boot_info(mem, memory_bytes, cmdline)?;
     Ok(LoadedKernel {
@@ -255,8 +295,12 @@ pub fn memory_map(memory_bytes: u64) -> Vec<(u64, u64, u32)> {
     map
 }
 
-fn write_boot_info(mem: &GuestMemoryMmap, memory_bytes: u64, cmdline: &str) -> Result<(), Error> {
-    let io = |e: vm_memory::GuestMemoryError| Error::Kernel(format!("cannot write boot info: {e}"));
+fn write_boot_info(
+    mem: &GuestMemoryMmap,
+    memory_bytes: u64,
+    cmdline: &str,
+) -> Result<(), KernelError> {
+    let io = KernelError::WriteBootInfo;
     let mut mmap = Vec::new();
     for (base, len, ty) in memory_map(memory_bytes) {
         mmap.extend_from_slice(&20u32.to_le_bytes());

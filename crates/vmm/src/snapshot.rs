@@ -26,11 +26,11 @@ pub fn save<W: Write>(vm: &Vm, w: W) -> Result<SnapshotStats, Error> {
 /// Writes a paused VM to `w`.
 pub fn write_paused<W: Write>(vm: &Vm, w: W) -> Result<SnapshotStats, Error> {
     let state = vm.save_state()?;
-    let enc = |e: vmstate::EncodeError| Error::State(format!("cannot write snapshot: {e}"));
+    let enc = Error::WriteSnapshot;
     let mut sw = SnapshotWriter::new(w, vm.config()).map_err(enc)?;
     let mut resident = Vec::new();
     for r in vm.host_regions() {
-        memory::resident_pages(&r, &mut resident)?;
+        memory::resident_pages(&r, &mut resident).map_err(Error::ResidentPages)?;
         let mut i = 0;
         while i < resident.len() {
             if resident[i] == 0 {
@@ -63,12 +63,10 @@ pub fn restore<R: Read>(
         serial: Some(serial),
         vm: None,
     };
-    let (state, stats) = vmstate::read_snapshot_with_limits(r, &mut sink, limits)
-        .map_err(|e| Error::Restore(e.to_string()))?;
-    let mut vm = sink
-        .vm
-        .ok_or_else(|| Error::Restore("snapshot has no configuration".into()))?;
-    vm.restore(&state)?;
+    let (state, stats) =
+        vmstate::read_snapshot_with_limits(r, &mut sink, limits).map_err(Error::ReadSnapshot)?;
+    let mut vm = sink.vm.ok_or(Error::SnapshotWithoutConfig)?;
+    vm.restore_state(&state)?;
     Ok((vm, stats))
 }
 

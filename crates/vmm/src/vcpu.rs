@@ -99,13 +99,10 @@ pub fn kick_signal() -> libc::c_int {
 }
 
 /// Installs the kick handler once per process.
-pub fn install_kick_handler() -> Result<(), crate::Error> {
-    static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    ONCE.get_or_init(|| {
-        register_signal_handler(kick_signal(), kick_handler).map_err(|e| e.to_string())
-    })
-    .clone()
-    .map_err(|e| crate::Error::Config(format!("cannot install the vCPU kick signal handler: {e}")))
+pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    static ONCE: std::sync::OnceLock<Result<(), vmm_sys_util::errno::Error>> =
+        std::sync::OnceLock::new();
+    *ONCE.get_or_init(|| register_signal_handler(kick_signal(), kick_handler))
 }
 
 /// A running vCPU thread.

@@ -30,15 +30,6 @@ impl Kinds {
         Kinds { names: [None; 256] }
     }
 
-    /// The state record kinds of this crate (0x01-0x06).
-    pub fn state_records() -> Self {
-        let mut k = Self::empty();
-        for &(kind, name) in crate::record::RECORD_KINDS {
-            k.names[kind as usize] = Some(name);
-        }
-        k
-    }
-
     /// Adds (or renames) a kind.
     pub fn with(mut self, kind: u8, name: &'static str) -> Self {
         self.names[kind as usize] = Some(name);
@@ -101,11 +92,13 @@ impl<W: Write> FrameWriter<W> {
 
     /// Writes one frame whose payload is the concatenation of `parts`, each
     /// written straight from the caller's slice (no copy into a frame buffer).
+    /// The frame layer knows kinds only as numbers: a
+    /// [`EncodeError::PayloadTooLarge`] names the kind by its number.
     pub fn write_frame(&mut self, kind: u8, flags: u8, parts: &[&[u8]]) -> Result<(), EncodeError> {
         let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
         if len > u64::from(MAX_PAYLOAD) {
             return Err(EncodeError::PayloadTooLarge {
-                kind: crate::record::describe_kind(kind),
+                kind: FrameKind { kind, name: None },
                 len,
                 max: MAX_PAYLOAD,
             });

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{DecodeError, EncodeError, FrameKind};
-use crate::frame::{Frame, FrameWriter};
+use crate::frame::{Frame, FrameWriter, Kinds};
 use crate::state::{STATE_VERSION, VmConfig, VmState};
 
 /// Record kinds. 0x00 is never valid; 0x07-0x3f are reserved for future
@@ -25,7 +25,7 @@ pub mod kind {
     pub const PROTOCOL_MIN: u8 = 0x40;
 }
 
-pub(crate) const RECORD_KINDS: &[(u8, &str)] = &[
+const RECORD_KINDS: &[(u8, &str)] = &[
     (kind::HEADER, "header"),
     (kind::CONFIG, "config"),
     (kind::PAGES, "pages"),
@@ -34,12 +34,38 @@ pub(crate) const RECORD_KINDS: &[(u8, &str)] = &[
     (kind::END, "end"),
 ];
 
+impl Kinds {
+    /// The state record kinds of this crate (0x01-0x06), with their names.
+    pub fn state_records() -> Self {
+        RECORD_KINDS
+            .iter()
+            .fold(Kinds::empty(), |k, &(kind, name)| k.with(kind, name))
+    }
+}
+
 /// Name of a state record kind, for messages.
-pub(crate) fn describe_kind(k: u8) -> FrameKind {
+fn describe_kind(k: u8) -> FrameKind {
     FrameKind {
         kind: k,
         name: RECORD_KINDS.iter().find(|(x, _)| *x == k).map(|(_, n)| *n),
     }
+}
+
+/// Writes one record frame; an oversize payload is reported with the
+/// record's name (the frame layer knows only the number).
+fn write_record<W: Write>(
+    fw: &mut FrameWriter<W>,
+    kind: u8,
+    parts: &[&[u8]],
+) -> Result<(), EncodeError> {
+    fw.write_frame(kind, 0, parts).map_err(|e| match e {
+        EncodeError::PayloadTooLarge { len, max, .. } => EncodeError::PayloadTooLarge {
+            kind: describe_kind(kind),
+            len,
+            max,
+        },
+        e => e,
+    })
 }
 
 /// First bytes of every Header record.
@@ -140,40 +166,7 @@ impl<'a> Record<'a> {
             });
         }
         match frame.kind.kind {
-            kind::HEADER => {
-                if p.len() < MAGIC.len() || p[..MAGIC.len()] != MAGIC {
-                    return Err(DecodeError::NotFerry(
-                        "the Header record has the wrong magic".into(),
-                    ));
-                }
-                if p.len() < 12 {
-                    return Err(malformed(format!("header of {} bytes", p.len())));
-                }
-                let format_version = u32::from_le_bytes(p[8..12].try_into().expect("4 bytes"));
-                if format_version != FORMAT_VERSION {
-                    return Err(DecodeError::UnsupportedVersion {
-                        found: format_version,
-                        supported: FORMAT_VERSION,
-                    });
-                }
-                if p.len() != HEADER_LEN {
-                    return Err(malformed(format!(
-                        "header of {} bytes, expected {HEADER_LEN}",
-                        p.len()
-                    )));
-                }
-                let state_version = u32::from_le_bytes(p[12..16].try_into().expect("4 bytes"));
-                if state_version != STATE_VERSION {
-                    return Err(DecodeError::UnsupportedStateVersion {
-                        found: state_version,
-                        supported: STATE_VERSION,
-                    });
-                }
-                Ok(Record::Header {
-                    format_version,
-                    state_version,
-                })
-            }
+            kind::HEADER => parse_header(p, malformed),
             kind::CONFIG => Ok(Record::Config(decode_cbor(p).map_err(malformed)?)),
             kind::STATE => {
                 let state: VmState = decode_cbor(p).map_err(malformed)?;
@@ -185,72 +178,9 @@ impl<'a> Record<'a> {
                 }
                 Ok(Record::State(Box::new(state)))
             }
-            kind::PAGES => {
-                let Some((gpa, data)) = p.split_first_chunk::<8>() else {
-                    return Err(malformed(format!(
-                        "{} bytes, no room for the address",
-                        p.len()
-                    )));
-                };
-                let gpa = u64::from_le_bytes(*gpa);
-                if gpa % PAGE_SIZE as u64 != 0 {
-                    return Err(malformed(format!("address {gpa:#x} is not page aligned")));
-                }
-                if data.is_empty()
-                    || data.len() % PAGE_SIZE != 0
-                    || data.len() > MAX_PAGES_PER_RECORD * PAGE_SIZE
-                {
-                    return Err(malformed(format!(
-                        "{} data bytes is not 1 to {MAX_PAGES_PER_RECORD} whole pages",
-                        data.len()
-                    )));
-                }
-                if gpa.checked_add(data.len() as u64).is_none() {
-                    return Err(malformed(format!("pages at {gpa:#x} wrap around")));
-                }
-                Ok(Record::Pages { gpa, data })
-            }
-            kind::ZERO_PAGES => {
-                if p.is_empty()
-                    || !p.len().is_multiple_of(ZERO_RUN_LEN)
-                    || p.len() > MAX_ZERO_RUNS_PER_RECORD * ZERO_RUN_LEN
-                {
-                    return Err(malformed(format!(
-                        "{} bytes is not 1 to {MAX_ZERO_RUNS_PER_RECORD} runs of {ZERO_RUN_LEN} bytes",
-                        p.len()
-                    )));
-                }
-                let runs = ZeroRuns { payload: p };
-                for (gpa, count) in runs.clone() {
-                    if gpa % PAGE_SIZE as u64 != 0 || count == 0 {
-                        return Err(malformed(format!(
-                            "zero run at {gpa:#x} of {count} pages is empty or not page aligned"
-                        )));
-                    }
-                    if count
-                        .checked_mul(PAGE_SIZE as u64)
-                        .and_then(|len| gpa.checked_add(len))
-                        .is_none()
-                    {
-                        return Err(malformed(format!(
-                            "zero run at {gpa:#x} of {count} pages wraps around"
-                        )));
-                    }
-                }
-                Ok(Record::ZeroPages(runs))
-            }
-            kind::END => {
-                if p.len() != END_LEN {
-                    return Err(malformed(format!("{} bytes, expected {END_LEN}", p.len())));
-                }
-                let word =
-                    |i: usize| u64::from_le_bytes(p[i * 8..i * 8 + 8].try_into().expect("8"));
-                Ok(Record::End(Totals {
-                    pages: word(0),
-                    zero_pages: word(1),
-                    records: word(2),
-                }))
-            }
+            kind::PAGES => parse_pages(p).map_err(malformed),
+            kind::ZERO_PAGES => parse_zero_pages(p).map_err(malformed),
+            kind::END => parse_end(p).map_err(malformed),
             _ => Err(DecodeError::Unexpected {
                 frame: frame.index,
                 kind: frame.kind,
@@ -258,6 +188,110 @@ impl<'a> Record<'a> {
             }),
         }
     }
+}
+
+/// Checks the Header's magic and versions; `malformed` names the frame.
+fn parse_header<'a>(
+    p: &[u8],
+    malformed: impl Fn(String) -> DecodeError,
+) -> Result<Record<'a>, DecodeError> {
+    if p.len() < MAGIC.len() || p[..MAGIC.len()] != MAGIC {
+        return Err(DecodeError::NotFerry(
+            "the Header record has the wrong magic".into(),
+        ));
+    }
+    if p.len() < 12 {
+        return Err(malformed(format!("header of {} bytes", p.len())));
+    }
+    let format_version = u32::from_le_bytes(p[8..12].try_into().expect("4 bytes"));
+    if format_version != FORMAT_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            found: format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if p.len() != HEADER_LEN {
+        return Err(malformed(format!(
+            "header of {} bytes, expected {HEADER_LEN}",
+            p.len()
+        )));
+    }
+    let state_version = u32::from_le_bytes(p[12..16].try_into().expect("4 bytes"));
+    if state_version != STATE_VERSION {
+        return Err(DecodeError::UnsupportedStateVersion {
+            found: state_version,
+            supported: STATE_VERSION,
+        });
+    }
+    Ok(Record::Header {
+        format_version,
+        state_version,
+    })
+}
+
+fn parse_pages(p: &[u8]) -> Result<Record<'_>, String> {
+    let Some((gpa, data)) = p.split_first_chunk::<8>() else {
+        return Err(format!("{} bytes, no room for the address", p.len()));
+    };
+    let gpa = u64::from_le_bytes(*gpa);
+    if gpa % PAGE_SIZE as u64 != 0 {
+        return Err(format!("address {gpa:#x} is not page aligned"));
+    }
+    if data.is_empty()
+        || data.len() % PAGE_SIZE != 0
+        || data.len() > MAX_PAGES_PER_RECORD * PAGE_SIZE
+    {
+        return Err(format!(
+            "{} data bytes is not 1 to {MAX_PAGES_PER_RECORD} whole pages",
+            data.len()
+        ));
+    }
+    if gpa.checked_add(data.len() as u64).is_none() {
+        return Err(format!("pages at {gpa:#x} wrap around"));
+    }
+    Ok(Record::Pages { gpa, data })
+}
+
+fn parse_zero_pages(p: &[u8]) -> Result<Record<'_>, String> {
+    if p.is_empty()
+        || !p.len().is_multiple_of(ZERO_RUN_LEN)
+        || p.len() > MAX_ZERO_RUNS_PER_RECORD * ZERO_RUN_LEN
+    {
+        return Err(format!(
+            "{} bytes is not 1 to {MAX_ZERO_RUNS_PER_RECORD} runs of {ZERO_RUN_LEN} bytes",
+            p.len()
+        ));
+    }
+    let runs = ZeroRuns { payload: p };
+    for (gpa, count) in runs.clone() {
+        if gpa % PAGE_SIZE as u64 != 0 || count == 0 {
+            return Err(format!(
+                "zero run at {gpa:#x} of {count} pages is empty or not page aligned"
+            ));
+        }
+        if count
+            .checked_mul(PAGE_SIZE as u64)
+            .and_then(|len| gpa.checked_add(len))
+            .is_none()
+        {
+            return Err(format!(
+                "zero run at {gpa:#x} of {count} pages wraps around"
+            ));
+        }
+    }
+    Ok(Record::ZeroPages(runs))
+}
+
+fn parse_end<'a>(p: &[u8]) -> Result<Record<'a>, String> {
+    if p.len() != END_LEN {
+        return Err(format!("{} bytes, expected {END_LEN}", p.len()));
+    }
+    let word = |i: usize| u64::from_le_bytes(p[i * 8..i * 8 + 8].try_into().expect("8"));
+    Ok(Record::End(Totals {
+        pages: word(0),
+        zero_pages: word(1),
+        records: word(2),
+    }))
 }
 
 fn decode_cbor<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
@@ -286,7 +320,7 @@ pub fn write_header<W: Write>(fw: &mut FrameWriter<W>) -> Result<(), EncodeError
     p[..8].copy_from_slice(&MAGIC);
     p[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     p[12..16].copy_from_slice(&STATE_VERSION.to_le_bytes());
-    fw.write_frame(kind::HEADER, 0, &[&p])
+    write_record(fw, kind::HEADER, &[&p])
 }
 
 /// Writes the Config record (CBOR). The config is validated first.
@@ -296,7 +330,7 @@ pub fn write_config<W: Write>(
 ) -> Result<(), EncodeError> {
     config.validate()?;
     let cbor = encode_cbor(config, "VM config")?;
-    fw.write_frame(kind::CONFIG, 0, &[&cbor])
+    write_record(fw, kind::CONFIG, &[&cbor])
 }
 
 /// Writes one Pages record: `data` is 1 to [`MAX_PAGES_PER_RECORD`] whole
@@ -314,7 +348,7 @@ pub fn write_pages<W: Write>(
             max: MAX_PAGES_PER_RECORD as u64,
         });
     }
-    fw.write_frame(kind::PAGES, 0, &[&gpa.to_le_bytes(), data])
+    write_record(fw, kind::PAGES, &[&gpa.to_le_bytes(), data])
 }
 
 /// Writes one ZeroPages record of 1 to [`MAX_ZERO_RUNS_PER_RECORD`]
@@ -337,7 +371,7 @@ pub fn write_zero_pages<W: Write>(
         p.extend_from_slice(&gpa.to_le_bytes());
         p.extend_from_slice(&count.to_le_bytes());
     }
-    fw.write_frame(kind::ZERO_PAGES, 0, &[&p])
+    write_record(fw, kind::ZERO_PAGES, &[&p])
 }
 
 /// Writes the State record (CBOR). Refuses a state whose `version` is not
@@ -350,7 +384,7 @@ pub fn write_state<W: Write>(fw: &mut FrameWriter<W>, state: &VmState) -> Result
         });
     }
     let cbor = encode_cbor(state, "VM state")?;
-    fw.write_frame(kind::STATE, 0, &[&cbor])
+    write_record(fw, kind::STATE, &[&cbor])
 }
 
 /// Writes the End record.
@@ -359,7 +393,7 @@ pub fn write_end<W: Write>(fw: &mut FrameWriter<W>, totals: &Totals) -> Result<(
     p[..8].copy_from_slice(&totals.pages.to_le_bytes());
     p[8..16].copy_from_slice(&totals.zero_pages.to_le_bytes());
     p[16..].copy_from_slice(&totals.records.to_le_bytes());
-    fw.write_frame(kind::END, 0, &[&p])
+    write_record(fw, kind::END, &[&p])
 }
 
 fn check_run(gpa: u64, len: u64) -> Result<(), EncodeError> {

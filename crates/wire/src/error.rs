@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 use vmstate::{DecodeError, EncodeError};
 
-use crate::message::AbortCode;
+use crate::abort::AbortCode;
 
 /// Everything that can go wrong on a migration connection. Display gives
 /// one line naming the problem.

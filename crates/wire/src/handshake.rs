@@ -4,11 +4,10 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use crate::abort::AbortCode;
 use crate::auth::{Secret, Transcript, nonce};
 use crate::error::WireError;
-use crate::message::{
-    AbortCode, Capabilities, Hello, Message, MessageReader, MessageWriter, Welcome,
-};
+use crate::message::{Capabilities, Hello, Message, MessageReader, MessageWriter, Welcome};
 
 /// Protocol version this implementation speaks best.
 pub const PROTOCOL_VERSION: u16 = 1;

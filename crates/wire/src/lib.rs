@@ -8,20 +8,21 @@
 //! Start/Accept, rounds of pages, the final round and State, then the
 //! Ready/Commit/Resumed switchover. docs/PROTOCOL.md is the full description.
 
+mod abort;
 mod auth;
 mod error;
 mod handshake;
 mod message;
 
+pub use abort::{Abort, AbortCode};
 pub use auth::{MIN_SECRET_LEN, Secret, Transcript, nonce};
 pub use error::WireError;
 pub use handshake::{
     MIN_PROTOCOL_VERSION, Offer, PROTOCOL_VERSION, Session, dest_handshake, source_handshake,
 };
 pub use message::{
-    Abort, AbortCode, Capabilities, HELLO_MAGIC, Hello, MAX_CONFIG_LEN, MAX_TEXT, Message,
-    MessageReader, MessageWriter, NONCE_LEN, Resumed, RoundBegin, RoundEnd, Start, Welcome, kind,
-    protocol_kinds,
+    Capabilities, HELLO_MAGIC, Hello, MAX_CONFIG_LEN, MAX_TEXT, Message, MessageReader,
+    MessageWriter, NONCE_LEN, Resumed, RoundBegin, RoundEnd, Start, Welcome, kind, protocol_kinds,
 };
 /// Re-exported so users of this crate need not depend on vmstate for page records.
 pub use vmstate::record::{MAX_PAGES_PER_RECORD, MAX_ZERO_RUNS_PER_RECORD, PAGE_SIZE, ZeroRuns};

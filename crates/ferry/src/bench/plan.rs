@@ -130,7 +130,8 @@ pub fn plan(a: &MigrateBenchArgs) -> anyhow::Result<MigratePlan> {
     }
     let workloads = parse_workloads(&a.workloads)?;
     for s in &a.strategies {
-        migrate::strategy_by_name(s).map_err(|e| anyhow::anyhow!("--strategies: {e}"))?;
+        s.parse::<migrate::StrategyKind>()
+            .map_err(|e| anyhow::anyhow!("--strategies: {e}"))?;
     }
     let bandwidths = a
         .bandwidths

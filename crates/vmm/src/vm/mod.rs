@@ -1,12 +1,15 @@
 //! The virtual machine: KVM objects, guest memory, devices and vCPU threads.
+//! Dirty-page tracking is in `dirty_log`.
+
+mod dirty_log;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kvm_bindings::{
     KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MEM_LOG_DIRTY_PAGES,
-    KVM_PIT_SPEAKER_DUMMY, kvm_clear_dirty_log, kvm_cpuid_entry2, kvm_enable_cap, kvm_irqchip,
-    kvm_pit_config, kvm_userspace_memory_region,
+    KVM_PIT_SPEAKER_DUMMY, kvm_cpuid_entry2, kvm_irqchip, kvm_pit_config,
+    kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -14,21 +17,15 @@ use vmm_sys_util::eventfd::EventFd;
 use vmstate::{IrqchipState, STATE_VERSION, VmConfig, VmState};
 
 use crate::devices::{Devices, SerialSink};
-use crate::memory::{self, PAGE_SIZE};
+use crate::memory;
 use crate::vcpu::{self, ExitReason, Shared, VcpuThread, Want};
 use crate::{Error, cpu, mptable, multiboot};
+use dirty_log::DirtyLog;
 
-const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: u64 = 168;
-const MANUAL_PROTECT_ENABLE: u64 = 1;
+/// Most vCPUs a Ferry VM may have.
+const MAX_VCPUS: u32 = 64;
 const TSS_ADDR: usize = 0xfffb_d000;
 const SERIAL_GSI: u32 = 4;
-
-vmm_sys_util::ioctl_iowr_nr!(
-    KVM_CLEAR_DIRTY_LOG,
-    kvm_bindings::KVMIO,
-    0xc0,
-    kvm_clear_dirty_log
-);
 
 /// What to boot.
 #[derive(Debug, Clone)]
@@ -50,13 +47,6 @@ pub enum RunState {
     Exited(ExitReason),
 }
 
-struct DirtyLog {
-    enabled: bool,
-    manual: bool,
-    /// Pages the VMM itself wrote, per region, merged into every harvest.
-    vmm_writes: Vec<Vec<u64>>,
-}
-
 /// A KVM virtual machine with its memory, devices and vCPU threads.
 pub struct Vm {
     kvm: Kvm,
@@ -71,80 +61,52 @@ pub struct Vm {
     _serial_irq: EventFd,
 }
 
-fn kvm_err(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> Error {
-    move |e| Error::Kvm(what, e)
-}
-
 /// Opens /dev/kvm with an error that says what to do.
 pub fn open_kvm() -> Result<Kvm, Error> {
-    Kvm::new().map_err(|e| {
-        let hint = match e.errno() {
-            libc::ENOENT => "no /dev/kvm on this host (is KVM enabled? load kvm_intel or kvm_amd)",
-            libc::EACCES | libc::EPERM => {
-                "permission denied on /dev/kvm (run as root or join the kvm group)"
-            }
-            _ => "cannot open /dev/kvm",
-        };
-        Error::NoKvm(format!("{hint}: {e}"))
-    })
+    Kvm::new().map_err(Error::OpenKvm)
 }
 
 impl Vm {
     /// Creates the machine: memory, slots, interrupt controllers, devices; no vCPUs yet.
     fn create(config: VmConfig, sink: SerialSink) -> Result<Vm, Error> {
-        if config.vcpus == 0 || config.vcpus > 64 {
-            return Err(Error::Config(format!(
-                "{} vCPUs requested; Ferry supports 1 to 64",
-                config.vcpus
-            )));
+        if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
+            return Err(Error::VcpuCount {
+                vcpus: config.vcpus,
+                max: MAX_VCPUS,
+            });
         }
         let kvm = open_kvm()?;
         let max = kvm.get_max_vcpus() as u32;
         if config.vcpus > max {
-            return Err(Error::Config(format!(
-                "{} vCPUs requested but KVM allows {max}",
-                config.vcpus
-            )));
+            return Err(Error::KvmVcpuLimit {
+                vcpus: config.vcpus,
+                max,
+            });
         }
-        vcpu::install_kick_handler()?;
+        vcpu::install_kick_handler().map_err(Error::KickSignal)?;
         let memory = memory::allocate(&config.regions)?;
-        let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-        let manual_caps = fd.check_extension_raw(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) as u64;
-        let manual = manual_caps & MANUAL_PROTECT_ENABLE != 0;
-        if manual {
-            let mut cap = kvm_enable_cap {
-                cap: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 as u32,
-                ..Default::default()
-            };
-            // Without INITIALLY_SET, enabling logging write-protects every page
-            // at once, so the first harvest reports only real writes.
-            cap.args[0] = MANUAL_PROTECT_ENABLE;
-            fd.enable_cap(&cap)
-                .map_err(kvm_err("KVM_ENABLE_CAP(MANUAL_DIRTY_LOG_PROTECT2)"))?;
-        }
-        fd.set_tss_address(TSS_ADDR)
-            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-        fd.create_irq_chip()
-            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        let fd = kvm.create_vm().map_err(Error::CreateVm)?;
+        let dirty = DirtyLog::new(&fd, memory.num_regions())?;
+        fd.set_tss_address(TSS_ADDR).map_err(Error::SetTssAddress)?;
+        fd.create_irq_chip().map_err(Error::CreateIrqchip)?;
         let pit = kvm_pit_config {
             flags: KVM_PIT_SPEAKER_DUMMY,
             ..Default::default()
         };
-        fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
-        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::Io)?;
+        fd.create_pit2(pit).map_err(Error::CreatePit)?;
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::SerialEventFd)?;
         fd.register_irqfd(&serial_irq, SERIAL_GSI)
-            .map_err(kvm_err("KVM_IRQFD"))?;
+            .map_err(Error::RegisterIrqfd)?;
         let devices = Arc::new(Devices::new(
-            serial_irq.try_clone().map_err(Error::Io)?,
+            serial_irq.try_clone().map_err(Error::SerialEventFd)?,
             sink,
             None,
         ));
         let msr_index = kvm
             .get_msr_index_list()
-            .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?
+            .map_err(Error::GetMsrIndexList)?
             .as_slice()
             .to_vec();
-        let regions = memory.num_regions();
         let vm = Vm {
             kvm,
             fd,
@@ -154,11 +116,7 @@ impl Vm {
             devices,
             shared: Arc::new(Shared::new(Want::Pause)),
             vcpus: Mutex::new(Vec::new()),
-            dirty: Mutex::new(DirtyLog {
-                enabled: false,
-                manual,
-                vmm_writes: vec![Vec::new(); regions],
-            }),
+            dirty: Mutex::new(dirty),
             _serial_irq: serial_irq,
         };
         vm.set_slots(false)?;
@@ -180,7 +138,7 @@ impl Vm {
             };
             // SAFETY: the mapping lives as long as the VM, which owns it.
             unsafe { self.fd.set_user_memory_region(region) }
-                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+                .map_err(Error::SetUserMemoryRegion)?;
         }
         Ok(())
     }
@@ -222,55 +180,48 @@ impl Vm {
     }
 
     /// Creates an empty machine for `config`, to be filled with memory and
-    /// then [`Vm::restore`]d. Nothing runs yet.
+    /// then given its state with [`Vm::restore_state`]. Nothing runs yet.
     pub fn for_restore(config: &VmConfig, sink: SerialSink) -> Result<Vm, Error> {
         let total: u64 = config.regions.iter().map(|r| r.1).sum();
         if total != config.memory_bytes || config.regions != memory::layout(config.memory_bytes) {
-            return Err(Error::Restore(format!(
-                "memory layout {:?} does not match {} bytes of RAM",
-                config.regions, config.memory_bytes
-            )));
+            return Err(Error::LayoutMismatch {
+                regions: config.regions.clone(),
+                memory_bytes: config.memory_bytes,
+            });
         }
         Vm::create(config.clone(), sink)
     }
 
     /// Loads the saved state into this machine; the vCPUs are created paused.
-    pub fn restore(&mut self, state: &VmState) -> Result<(), Error> {
+    pub fn restore_state(&mut self, state: &VmState) -> Result<(), Error> {
         if state.version != STATE_VERSION {
-            return Err(Error::Restore(format!(
-                "state version {} is not supported (this Ferry reads {STATE_VERSION})",
-                state.version
-            )));
+            return Err(Error::StateVersion {
+                found: state.version,
+                supported: STATE_VERSION,
+            });
         }
         if state.vcpus.len() != self.config.vcpus as usize {
-            return Err(Error::Restore(format!(
-                "state has {} vCPUs but the VM was configured with {}",
-                state.vcpus.len(),
-                self.config.vcpus
-            )));
+            return Err(Error::VcpuCountMismatch {
+                state: state.vcpus.len(),
+                config: self.config.vcpus,
+            });
         }
         if !self.vcpus.lock().unwrap().is_empty() {
-            return Err(Error::Restore("the VM already has vCPUs".into()));
+            return Err(Error::AlreadyHasVcpus);
         }
         let irq = &state.irqchip;
         for chip in [&irq.pic_master, &irq.pic_slave, &irq.ioapic] {
-            self.fd
-                .set_irqchip(chip)
-                .map_err(kvm_err("KVM_SET_IRQCHIP"))?;
+            self.fd.set_irqchip(chip).map_err(Error::SetIrqchip)?;
         }
-        self.fd
-            .set_pit2(&irq.pit)
-            .map_err(kvm_err("KVM_SET_PIT2"))?;
+        self.fd.set_pit2(&irq.pit).map_err(Error::SetPit)?;
         let mut clock = irq.clock;
         clock.flags = 0;
-        self.fd
-            .set_clock(&clock)
-            .map_err(kvm_err("KVM_SET_CLOCK"))?;
-        self.devices.load(&state.devices);
+        self.fd.set_clock(&clock).map_err(Error::SetClock)?;
+        self.devices.restore_state(&state.devices);
         let mut fds = Vec::new();
         for s in &state.vcpus {
             let fd = self.create_vcpu(s.id)?;
-            cpu::restore(&fd, s)?;
+            cpu::restore_state(&fd, s)?;
             fds.push(fd);
         }
         self.config.tsc_khz = state.config.tsc_khz;
@@ -278,21 +229,20 @@ impl Vm {
     }
 
     fn create_vcpu(&self, id: u32) -> Result<VcpuFd, Error> {
-        self.fd
-            .create_vcpu(id as u64)
-            .map_err(kvm_err("KVM_CREATE_VCPU"))
+        self.fd.create_vcpu(id as u64).map_err(Error::CreateVcpu)
     }
 
     fn start_threads(&self, fds: Vec<VcpuFd>) -> Result<(), Error> {
         let mut threads = self.vcpus.lock().unwrap();
         for (id, fd) in fds.into_iter().enumerate() {
+            let id = id as u32;
             let t = vcpu::spawn(
-                id as u32,
+                id,
                 Arc::new(Mutex::new(fd)),
                 self.shared.clone(),
                 self.devices.clone(),
             )
-            .map_err(Error::Io)?;
+            .map_err(|source| Error::SpawnVcpu { id, source })?;
             threads.push(t);
         }
         Ok(())
@@ -395,9 +345,7 @@ impl Vm {
         {
             let c = self.shared.ctl.lock().unwrap();
             if c.want == Want::Run || c.parked < threads.len() {
-                return Err(Error::State(
-                    "the VM must be paused to save its state".into(),
-                ));
+                return Err(Error::NotPaused);
             }
         }
         let mut vcpus = Vec::with_capacity(threads.len());
@@ -405,33 +353,31 @@ impl Vm {
             let fd = t.fd.lock().unwrap();
             let cpuid = fd
                 .get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-                .map_err(kvm_err("KVM_GET_CPUID2"))?;
+                .map_err(Error::GetCpuid)?;
             let cpuid: Vec<kvm_cpuid_entry2> = cpuid.as_slice().to_vec();
-            vcpus.push(cpu::save(&fd, id as u32, &cpuid, &self.msr_index)?);
+            vcpus.push(cpu::save_state(&fd, id as u32, &cpuid, &self.msr_index)?);
         }
         let chip = |id| -> Result<kvm_irqchip, Error> {
             let mut c = kvm_irqchip {
                 chip_id: id,
                 ..Default::default()
             };
-            self.fd
-                .get_irqchip(&mut c)
-                .map_err(kvm_err("KVM_GET_IRQCHIP"))?;
+            self.fd.get_irqchip(&mut c).map_err(Error::GetIrqchip)?;
             Ok(c)
         };
         let irqchip = IrqchipState {
             pic_master: chip(KVM_IRQCHIP_PIC_MASTER)?,
             pic_slave: chip(KVM_IRQCHIP_PIC_SLAVE)?,
             ioapic: chip(KVM_IRQCHIP_IOAPIC)?,
-            pit: self.fd.get_pit2().map_err(kvm_err("KVM_GET_PIT2"))?,
-            clock: self.fd.get_clock().map_err(kvm_err("KVM_GET_CLOCK"))?,
+            pit: self.fd.get_pit2().map_err(Error::GetPit)?,
+            clock: self.fd.get_clock().map_err(Error::GetClock)?,
         };
         Ok(VmState {
             version: STATE_VERSION,
             config: self.config.clone(),
             vcpus,
             irqchip,
-            devices: self.devices.save(),
+            devices: self.devices.save_state(),
         })
     }
 
@@ -439,100 +385,7 @@ impl Vm {
     pub fn read_memory(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Error> {
         self.memory
             .read_slice(buf, GuestAddress(gpa))
-            .map_err(|e| Error::State(format!("cannot read guest memory at {gpa:#x}: {e}")))
-    }
-
-    /// Writes guest memory on behalf of the VMM; the pages count as dirty.
-    pub fn write_memory(&self, gpa: u64, data: &[u8]) -> Result<(), Error> {
-        self.memory
-            .write_slice(data, GuestAddress(gpa))
-            .map_err(|e| Error::State(format!("cannot write guest memory at {gpa:#x}: {e}")))?;
-        let mut d = self.dirty.lock().unwrap();
-        if d.enabled && !data.is_empty() {
-            let first = gpa / PAGE_SIZE;
-            let last = (gpa + data.len() as u64 - 1) / PAGE_SIZE;
-            for page in first..=last {
-                if let Some((slot, idx)) = self.page_slot(page * PAGE_SIZE) {
-                    let words = &mut d.vmm_writes[slot];
-                    words[idx / 64] |= 1 << (idx % 64);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn page_slot(&self, gpa: u64) -> Option<(usize, usize)> {
-        self.config
-            .regions
-            .iter()
-            .enumerate()
-            .find(|(_, r)| gpa >= r.0 && gpa < r.0 + r.1)
-            .map(|(i, r)| (i, ((gpa - r.0) / PAGE_SIZE) as usize))
-    }
-
-    /// Starts dirty-page tracking on every memory slot.
-    pub fn start_dirty_log(&self) -> Result<(), Error> {
-        let mut d = self.dirty.lock().unwrap();
-        if d.enabled {
-            return Ok(());
-        }
-        self.set_slots(true)?;
-        for (i, r) in self.config.regions.iter().enumerate() {
-            d.vmm_writes[i] = vec![0; (r.1 / PAGE_SIZE).div_ceil(64) as usize];
-        }
-        d.enabled = true;
-        Ok(())
-    }
-
-    /// Stops dirty-page tracking.
-    pub fn stop_dirty_log(&self) -> Result<(), Error> {
-        let mut d = self.dirty.lock().unwrap();
-        if d.enabled {
-            self.set_slots(false)?;
-            d.enabled = false;
-        }
-        Ok(())
-    }
-
-    /// ORs into `out[region]` every page written since the previous harvest
-    /// (by the guest or the VMM) and re-arms tracking for those pages.
-    /// Bit `i` of region `r` is the page at `regions[r].0 + i * 4096`.
-    pub fn harvest_dirty(&self, out: &mut [Vec<u64>]) -> Result<(), Error> {
-        let mut d = self.dirty.lock().unwrap();
-        if !d.enabled {
-            return Err(Error::State("dirty logging is not enabled".into()));
-        }
-        for (slot, r) in self.config.regions.iter().enumerate() {
-            let pages = r.1 / PAGE_SIZE;
-            let mut bitmap = self
-                .fd
-                .get_dirty_log(slot as u32, r.1 as usize)
-                .map_err(kvm_err("KVM_GET_DIRTY_LOG"))?;
-            if d.manual && bitmap.iter().any(|&w| w != 0) {
-                let mut clear = kvm_clear_dirty_log {
-                    slot: slot as u32,
-                    num_pages: pages as u32,
-                    first_page: 0,
-                    ..Default::default()
-                };
-                clear.__bindgen_anon_1.dirty_bitmap = bitmap.as_mut_ptr().cast();
-                // SAFETY: the bitmap covers `num_pages` bits of this slot.
-                let ret = unsafe {
-                    vmm_sys_util::ioctl::ioctl_with_ref(&self.fd, KVM_CLEAR_DIRTY_LOG(), &clear)
-                };
-                if ret < 0 {
-                    return Err(Error::Kvm("KVM_CLEAR_DIRTY_LOG", kvm_ioctls::Error::last()));
-                }
-            }
-            let dst = &mut out[slot];
-            dst.resize(bitmap.len(), 0);
-            let own = &mut d.vmm_writes[slot];
-            for (i, w) in bitmap.iter().enumerate() {
-                dst[i] |= w | own.get(i).copied().unwrap_or(0);
-            }
-            own.iter_mut().for_each(|w| *w = 0);
-        }
-        Ok(())
+            .map_err(|source| Error::ReadMemory { gpa, source })
     }
 
     /// Host mappings of guest RAM, for bulk copies.

@@ -1,0 +1,162 @@
+//! The destination side: accept one connection, authenticate, check the VM
+//! against local limits, write pages into a fresh VM, load its state, and
+//! run it only once Commit has arrived. Any failure before Commit discards
+//! everything received. `session` holds the state machine; its `Stage`
+//! enum draws it.
+
+mod session;
+
+use std::io::{BufReader, BufWriter};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use wire::{MessageReader, MessageWriter, Offer, Secret, WireError};
+
+use crate::error::MigrateError;
+use crate::source::DEFAULT_STALL_TIMEOUT;
+use crate::vm::{DestinationVm, VmFactory};
+use session::Receiver;
+
+/// How to receive.
+#[derive(Clone, Debug)]
+pub struct DestOptions {
+    pub secret: Secret,
+    /// Largest guest memory accepted, bytes (`--max-memory`).
+    pub max_memory: u64,
+    /// Abort when the source makes no progress for this long.
+    pub stall_timeout: Duration,
+    /// Protocol versions and capabilities accepted.
+    pub offer: Offer,
+}
+
+impl DestOptions {
+    pub fn new(secret: Secret, max_memory: u64) -> Self {
+        DestOptions {
+            secret,
+            max_memory,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            offer: Offer::default(),
+        }
+    }
+}
+
+/// What the destination saw.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReceiveReport {
+    pub peer: Option<String>,
+    pub memory_bytes: u64,
+    pub rounds: u32,
+    /// Pages received as data.
+    pub pages: u64,
+    /// Pages announced zero.
+    pub zero_pages: u64,
+    pub bytes_received: u64,
+    /// Connection accepted to VM resumed.
+    pub total_time_ms: f64,
+    /// Commit read to vCPUs running.
+    pub commit_to_resume_ms: f64,
+    /// Whether the VM runs (false: it was paused on the source and stays paused).
+    pub running: bool,
+}
+
+/// A VM that arrived and now runs here (or is paused, if it was paused on
+/// the source: `report.running`).
+pub struct Received<VM> {
+    pub vm: VM,
+    pub report: ReceiveReport,
+}
+
+/// Accepts one connection on `listener` and receives a VM over it.
+pub fn accept_one<F: VmFactory>(
+    listener: &TcpListener,
+    factory: &mut F,
+    opts: &DestOptions,
+) -> Result<Received<F::Vm>, MigrateError> {
+    let (stream, _) = listener
+        .accept()
+        .map_err(|e| MigrateError::Wire(WireError::Io(e)))?;
+    receive(stream, factory, opts)
+}
+
+/// Receives a VM over an accepted connection. On success the VM runs.
+pub fn receive<F: VmFactory>(
+    stream: TcpStream,
+    factory: &mut F,
+    opts: &DestOptions,
+) -> Result<Received<F::Vm>, MigrateError> {
+    let started = Instant::now();
+    let io = |e| MigrateError::Wire(WireError::Io(e));
+    let peer: Option<SocketAddr> = stream.peer_addr().ok();
+    stream.set_nodelay(true).map_err(io)?;
+    stream
+        .set_read_timeout(Some(opts.stall_timeout))
+        .map_err(io)?;
+    stream
+        .set_write_timeout(Some(opts.stall_timeout))
+        .map_err(io)?;
+    let mut r = MessageReader::new(BufReader::with_capacity(
+        256 * 1024,
+        stream.try_clone().map_err(io)?,
+    ));
+    let mut w = MessageWriter::new(BufWriter::new(stream));
+    let mut rx = Receiver::new(
+        opts,
+        ReceiveReport {
+            peer: peer.map(|p| p.to_string()),
+            ..Default::default()
+        },
+    );
+    let result = rx.run(&mut r, &mut w, factory);
+    rx.report.bytes_received = r.bytes_read();
+    rx.report.total_time_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(()) => {
+            let vm = rx.vm.take().expect("a received VM");
+            Ok(Received {
+                vm,
+                report: rx.report,
+            })
+        }
+        Err(e) => {
+            if !e.peer_knows() {
+                let _ = w.abort(e.abort_code_dest(), &e.to_string());
+                let _ = w.flush();
+            }
+            if let Some(vm) = rx.vm.take() {
+                vm.discard();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Runs the destination's post-handshake state machine over `stream` with
+/// the fake VM, as a fuzz target would: any input must end in a clean error
+/// or a resumed VM, and everything created must be discarded on error.
+/// Only built with the `fuzzing` feature (it skips authentication).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_session(stream: &[u8], max_memory: u64) -> Result<(), MigrateError> {
+    let secret = Secret::from_bytes(&[0u8; 32]).expect("32 bytes");
+    let opts = DestOptions::new(secret, max_memory);
+    let mut factory = crate::fake::FakeFactory::default();
+    let mut r = MessageReader::new(stream);
+    let mut w = MessageWriter::new(std::io::sink());
+    let mut rx = Receiver::new(&opts, ReceiveReport::default());
+    let result = rx.session(&mut r, &mut w, &mut factory);
+    if let Some(vm) = rx.vm.take() {
+        if result.is_ok() {
+            drop(vm);
+        } else {
+            vm.discard();
+        }
+    }
+    let log = factory.log();
+    assert!(!log.resumed_before_restore, "resumed before restore");
+    if result.is_err() {
+        assert_eq!(log.resumed, 0, "resumed a VM that failed to arrive");
+        assert_eq!(log.created, log.discarded, "created VM not discarded");
+    }
+    result
+}

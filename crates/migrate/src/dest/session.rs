@@ -1,0 +1,435 @@
+//! The destination's state machine, after the handshake: one step per
+//! [`Stage`], each reading the message it expects and refusing any other.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use vm_memory::{Bytes, GuestAddress};
+use vmstate::{VmConfig, VmState};
+use wire::{Abort, Message, MessageReader, MessageWriter, Resumed, RoundBegin, RoundEnd, Start};
+
+use super::{DestOptions, ReceiveReport};
+use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
+use crate::error::{MigrateError, VmOp};
+use crate::vm::{DestinationVm, VmFactory};
+
+/// Where the destination is in a migration.
+///
+/// ```text
+///   AwaitStart
+///       | Start within limits: create the VM (paused, zeroed), send Accept
+///       v
+///   BetweenRounds <-------------------------------+
+///       | RoundBegin(n), n above every            |
+///       | earlier round                           | RoundEnd(n)
+///       v                                         |
+///   InRound { n, last: false } -------------------+
+///       ^    | Pages, ZeroPages: written into guest memory
+///       +----+
+///
+///   BetweenRounds
+///       | RoundBegin(n, FINAL)
+///       v
+///   InRound { n, last: true }  (Pages, ZeroPages as above)
+///       | RoundEnd(n)
+///       v
+///   AwaitState
+///       | State of the machine Start announced: restore_state, send Ready
+///       v
+///   AwaitCommit
+///       | Commit with Start's migration id: resume the VM, send Resumed
+///       v
+///   Running
+///
+/// Any other message, an Abort, the connection closing, a stall or a
+/// failure in any stage before Running: send Abort (unless the source
+/// already knows) and discard the VM, which never ran here.
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stage {
+    AwaitStart,
+    BetweenRounds,
+    InRound { round: u32, last: bool },
+    AwaitState,
+    AwaitCommit,
+    Running,
+}
+
+impl Stage {
+    /// Where the stream is, for errors about a message that has no place there.
+    fn describe(self) -> &'static str {
+        match self {
+            Stage::AwaitStart => "expecting Start",
+            Stage::BetweenRounds => "between rounds",
+            Stage::InRound { .. } => "inside a round",
+            Stage::AwaitState => "after the final round, expecting State",
+            Stage::AwaitCommit => "expecting Commit",
+            Stage::Running => "after Commit",
+        }
+    }
+}
+
+/// One incoming migration on the destination.
+pub(super) struct Receiver<'o, VM> {
+    opts: &'o DestOptions,
+    /// The VM, from Start on.
+    pub(super) vm: Option<VM>,
+    pub(super) report: ReceiveReport,
+    stage: Stage,
+    /// The VM was paused on the source: do not resume it here.
+    keep_paused: bool,
+}
+
+/// What Start announced, and what the rounds wrote so far.
+struct Arrival {
+    config: VmConfig,
+    migration_id: u64,
+    layout: Arc<PageLayout>,
+    /// Pages that hold data from this migration (the others are still zero).
+    written: DirtyBitmap,
+    last_round: u32,
+}
+
+fn peer_aborted(a: Abort) -> MigrateError {
+    MigrateError::PeerAborted {
+        code: a.code,
+        message: a.message,
+    }
+}
+
+impl<'o, VM: DestinationVm> Receiver<'o, VM> {
+    pub(super) fn new(opts: &'o DestOptions, report: ReceiveReport) -> Self {
+        Receiver {
+            opts,
+            vm: None,
+            report,
+            stage: Stage::AwaitStart,
+            keep_paused: false,
+        }
+    }
+
+    fn wire(&self, during: &'static str) -> impl FnOnce(wire::WireError) -> MigrateError + use<VM> {
+        let t = self.opts.stall_timeout;
+        move |e| MigrateError::from_wire(e, during, t)
+    }
+
+    /// The handshake, then the session.
+    pub(super) fn run<R: Read, W: Write, F: VmFactory<Vm = VM>>(
+        &mut self,
+        r: &mut MessageReader<R>,
+        w: &mut MessageWriter<W>,
+        factory: &mut F,
+    ) -> Result<(), MigrateError> {
+        wire::dest_handshake(r, w, &self.opts.secret, &self.opts.offer)
+            .map_err(self.wire("authenticating the source"))?;
+        self.session(r, w, factory)
+    }
+
+    /// Everything after the handshake, stage by stage.
+    pub(super) fn session<R: Read, W: Write, F: VmFactory<Vm = VM>>(
+        &mut self,
+        r: &mut MessageReader<R>,
+        w: &mut MessageWriter<W>,
+        factory: &mut F,
+    ) -> Result<(), MigrateError> {
+        let start = self.await_start(r)?;
+        let mut arrival = self.accept(*start, w, factory)?;
+        let state = self.receive_rounds(r, &mut arrival)?;
+        self.restore_state(&arrival.config, state, w)?;
+        self.await_commit(r, arrival.migration_id)?;
+        self.resume(w)
+    }
+
+    /// AwaitStart: the source's Start.
+    fn await_start<R: Read>(
+        &mut self,
+        r: &mut MessageReader<R>,
+    ) -> Result<Box<Start>, MigrateError> {
+        match r
+            .next("waiting for Start")
+            .map_err(self.wire("waiting for Start"))?
+        {
+            Message::Start(s) => Ok(s),
+            Message::Abort(a) => Err(peer_aborted(a)),
+            m => Err(MigrateError::Protocol(format!(
+                "expected Start, got {}",
+                m.name()
+            ))),
+        }
+    }
+
+    /// Checks the VM against our limits before allocating anything, then
+    /// creates it and accepts.
+    fn accept<W: Write, F: VmFactory<Vm = VM>>(
+        &mut self,
+        start: Start,
+        w: &mut MessageWriter<W>,
+        factory: &mut F,
+    ) -> Result<Arrival, MigrateError> {
+        if u64::from(start.page_size) != PAGE_SIZE {
+            return Err(MigrateError::InvalidConfig(format!(
+                "page size {} is not supported (only {PAGE_SIZE})",
+                start.page_size
+            )));
+        }
+        if start.flags & !Start::KNOWN_FLAGS != 0 {
+            return Err(MigrateError::Protocol(format!(
+                "Start has unknown flags {:#x}",
+                start.flags
+            )));
+        }
+        self.keep_paused = start.flags & Start::PAUSED != 0;
+        let config = start.config;
+        config
+            .validate()
+            .map_err(|e| MigrateError::InvalidConfig(e.to_string()))?;
+        if config.memory_bytes > self.opts.max_memory {
+            return Err(MigrateError::MemoryLimit {
+                announced: config.memory_bytes,
+                max: self.opts.max_memory,
+            });
+        }
+        let layout = PageLayout::new(&config.regions)?;
+        self.report.memory_bytes = config.memory_bytes;
+        let vm = factory.create(&config).map_err(|source| MigrateError::Vm {
+            op: VmOp::Create,
+            source,
+        })?;
+        self.vm = Some(vm);
+        w.accept()
+            .and_then(|()| w.flush())
+            .map_err(self.wire("accepting the VM"))?;
+        self.stage = Stage::BetweenRounds;
+        Ok(Arrival {
+            config,
+            migration_id: start.migration_id,
+            written: DirtyBitmap::new(&layout),
+            layout,
+            last_round: 0,
+        })
+    }
+
+    /// BetweenRounds and InRound until the final round ends, then
+    /// AwaitState: returns the State record.
+    fn receive_rounds<R: Read>(
+        &mut self,
+        r: &mut MessageReader<R>,
+        arrival: &mut Arrival,
+    ) -> Result<Box<VmState>, MigrateError> {
+        loop {
+            let msg = r
+                .next("receiving pages")
+                .map_err(self.wire("receiving pages"))?;
+            match (msg, self.stage) {
+                (Message::RoundBegin(b), Stage::BetweenRounds) => self.round_begin(&b, arrival)?,
+                (Message::Pages { gpa, data }, Stage::InRound { .. }) => {
+                    self.pages(gpa, data, arrival)?
+                }
+                (Message::ZeroPages(runs), Stage::InRound { .. }) => {
+                    for (gpa, count) in runs {
+                        self.zero_run(gpa, count, arrival)?;
+                    }
+                }
+                (Message::RoundEnd(e), Stage::InRound { round, last }) => {
+                    self.round_end(&e, round, last, arrival)?
+                }
+                (Message::State(s), Stage::AwaitState) => return Ok(s),
+                (Message::Abort(a), _) => return Err(peer_aborted(a)),
+                (m, stage) => {
+                    return Err(MigrateError::Protocol(format!(
+                        "unexpected {} ({})",
+                        m.name(),
+                        stage.describe()
+                    )));
+                }
+            }
+        }
+    }
+
+    fn round_begin(&mut self, b: &RoundBegin, arrival: &Arrival) -> Result<(), MigrateError> {
+        if b.round <= arrival.last_round {
+            return Err(MigrateError::Protocol(format!(
+                "round {} after round {}",
+                b.round, arrival.last_round
+            )));
+        }
+        self.stage = Stage::InRound {
+            round: b.round,
+            last: b.is_final(),
+        };
+        Ok(())
+    }
+
+    fn round_end(
+        &mut self,
+        e: &RoundEnd,
+        round: u32,
+        last: bool,
+        arrival: &mut Arrival,
+    ) -> Result<(), MigrateError> {
+        if e.round != round {
+            return Err(MigrateError::Protocol(format!(
+                "RoundEnd for round {} inside round {round}",
+                e.round
+            )));
+        }
+        arrival.last_round = round;
+        self.report.rounds = round;
+        self.stage = if last {
+            Stage::AwaitState
+        } else {
+            Stage::BetweenRounds
+        };
+        Ok(())
+    }
+
+    /// Page data, written into guest memory.
+    fn pages(&mut self, gpa: u64, data: &[u8], arrival: &mut Arrival) -> Result<(), MigrateError> {
+        let first = arrival
+            .layout
+            .check_range(gpa, data.len() as u64)
+            .ok_or_else(|| {
+                MigrateError::Protocol(format!(
+                    "pages {gpa:#x}..{:#x} lie outside guest memory",
+                    gpa.saturating_add(data.len() as u64)
+                ))
+            })?;
+        self.vm_memory()?
+            .write_slice(data, GuestAddress(gpa))
+            .map_err(|source| MigrateError::Memory { gpa, source })?;
+        let n = data.len() as u64 / PAGE_SIZE;
+        arrival.written.set_run(first, n);
+        self.report.pages += n;
+        Ok(())
+    }
+
+    /// A run of zero pages: only pages that received data need zeroing.
+    fn zero_run(
+        &mut self,
+        gpa: u64,
+        count: u64,
+        arrival: &mut Arrival,
+    ) -> Result<(), MigrateError> {
+        let first = count
+            .checked_mul(PAGE_SIZE)
+            .and_then(|len| arrival.layout.check_range(gpa, len))
+            .ok_or_else(|| {
+                MigrateError::Protocol(format!(
+                    "zero run at {gpa:#x} of {count} pages lies outside guest memory"
+                ))
+            })?;
+        const ZERO_PAGE: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+        for p in 0..count {
+            // Pages never written here are still zero: no need to touch them.
+            if arrival.written.get(first + p) {
+                let a = gpa + p * PAGE_SIZE;
+                self.vm_memory()?
+                    .write_slice(&ZERO_PAGE, GuestAddress(a))
+                    .map_err(|source| MigrateError::Memory { gpa: a, source })?;
+                arrival.written.unset(first + p);
+            }
+        }
+        self.report.zero_pages += count;
+        Ok(())
+    }
+
+    /// AwaitState -> AwaitCommit: the state must describe the machine Start
+    /// announced; everything that can fail happens here, before Ready.
+    fn restore_state<W: Write>(
+        &mut self,
+        config: &VmConfig,
+        state: Box<VmState>,
+        w: &mut MessageWriter<W>,
+    ) -> Result<(), MigrateError> {
+        if state.config.memory_bytes != config.memory_bytes
+            || state.config.regions != config.regions
+            || state.vcpus.len() != config.vcpus as usize
+        {
+            return Err(MigrateError::Protocol(format!(
+                "the VM state describes a different machine ({} vCPUs, {} bytes) than Start announced ({} vCPUs, {} bytes)",
+                state.vcpus.len(),
+                state.config.memory_bytes,
+                config.vcpus,
+                config.memory_bytes
+            )));
+        }
+        self.vm_mut()?
+            .restore_state(*state)
+            .map_err(|source| MigrateError::Vm {
+                op: VmOp::RestoreState,
+                source,
+            })?;
+        w.ready()
+            .and_then(|()| w.flush())
+            .map_err(self.wire("sending Ready"))?;
+        self.stage = Stage::AwaitCommit;
+        Ok(())
+    }
+
+    /// AwaitCommit: the VM runs here only once Commit has been read.
+    fn await_commit<R: Read>(
+        &mut self,
+        r: &mut MessageReader<R>,
+        migration_id: u64,
+    ) -> Result<(), MigrateError> {
+        match r
+            .next("waiting for Commit")
+            .map_err(self.wire("waiting for Commit"))?
+        {
+            Message::Commit { migration_id: id } if id == migration_id => Ok(()),
+            Message::Commit { migration_id: id } => Err(MigrateError::Protocol(format!(
+                "Commit for migration {id:#x}, expected {migration_id:#x}"
+            ))),
+            Message::Abort(a) => Err(peer_aborted(a)),
+            m => Err(MigrateError::Protocol(format!(
+                "expected Commit, got {}",
+                m.name()
+            ))),
+        }
+    }
+
+    /// Commit read -> Running: start the vCPUs (unless the VM was paused on
+    /// the source) and acknowledge.
+    fn resume<W: Write>(&mut self, w: &mut MessageWriter<W>) -> Result<(), MigrateError> {
+        let t_commit = Instant::now();
+        let keep_paused = self.keep_paused;
+        if !keep_paused {
+            self.vm_mut()?.resume().map_err(|source| MigrateError::Vm {
+                op: VmOp::Resume,
+                source,
+            })?;
+        }
+        self.stage = Stage::Running;
+        self.report.running = !keep_paused;
+        let resume = t_commit.elapsed();
+        self.report.commit_to_resume_ms = resume.as_secs_f64() * 1000.0;
+        // The VM is committed and running: a lost acknowledgement changes nothing here.
+        let _ = w
+            .resumed(&Resumed {
+                commit_to_resume_ns: resume.as_nanos() as u64,
+                resumed_unix_ns: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64),
+            })
+            .and_then(|()| w.flush());
+        Ok(())
+    }
+
+    fn vm_mut(&mut self) -> Result<&mut VM, MigrateError> {
+        self.vm.as_mut().ok_or_else(|| no_vm(self.stage))
+    }
+
+    fn vm_memory(&self) -> Result<&vm_memory::GuestMemoryMmap, MigrateError> {
+        self.vm
+            .as_ref()
+            .map(|vm| vm.memory())
+            .ok_or_else(|| no_vm(self.stage))
+    }
+}
+
+/// A step that needs the VM ran before Start created it: a bug in this
+/// state machine, reported rather than panicking.
+fn no_vm(stage: Stage) -> MigrateError {
+    MigrateError::Protocol(format!("no VM yet ({})", stage.describe()))
+}

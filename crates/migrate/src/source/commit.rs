@@ -1,0 +1,128 @@
+//! How a migration ends on the source: Commit (the point of no return),
+//! or rollback (the VM runs on here) from any state before it.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::engine::Engine;
+use super::incoming::FromDest;
+use super::ms;
+use crate::error::MigrateError;
+use crate::report::{MigrationReport, Outcome, Phase, VmLocation};
+use crate::vm::SourceVm;
+
+impl<V: SourceVm> Engine<'_, V> {
+    /// Sends Commit; from here on the VM never runs on this host again.
+    pub(super) fn commit(&mut self) -> Result<(), MigrateError> {
+        self.progress.set_phase(Phase::Commit);
+        // The point of no return is *starting* to write Commit: once any of
+        // its bytes may have left, the destination may run the VM.
+        self.report.vm_location = VmLocation::Unknown;
+        self.vm.retire();
+        let t_commit = Instant::now();
+        if let Some(p) = self.paused_at {
+            self.report.pause_ms = Some(ms(t_commit.duration_since(p)));
+        }
+        let sent = self
+            .w
+            .commit(self.migration_id)
+            .and_then(|()| self.w.flush());
+        if let Err(e) = sent {
+            let err = MigrateError::from_wire(e, "sending Commit", self.stall);
+            self.report.outcome = Outcome::InDoubt(format!(
+                "sending Commit failed ({err}); the VM is retired here and may or may not run on the destination"
+            ));
+            return Err(err);
+        }
+        match self
+            .incoming
+            .wait("waiting for the destination to resume the VM", false)
+        {
+            Ok(FromDest::Resumed(ack)) => {
+                self.acknowledged(t_commit, ack);
+                Ok(())
+            }
+            Ok(m) => {
+                let err = self.incoming.unexpected(m, "instead of Resumed");
+                self.report.outcome = Outcome::InDoubt(format!(
+                    "after Commit: {err}; the VM is retired here and may or may not run on the destination"
+                ));
+                Err(err)
+            }
+            Err(err) => {
+                self.report.outcome = Outcome::InDoubt(format!(
+                    "no acknowledgement after Commit ({err}); the VM is retired here and may or may not run on the destination"
+                ));
+                Err(err)
+            }
+        }
+    }
+
+    /// The destination runs the VM: the migration is complete. Downtime
+    /// ends at the resume, estimated from the Commit/Resumed round trip.
+    fn acknowledged(&mut self, t_commit: Instant, ack: wire::Resumed) {
+        let t_ack = Instant::now();
+        let round_trip = t_ack.duration_since(t_commit);
+        let resume = Duration::from_nanos(ack.commit_to_resume_ns);
+        // The network part of the round trip, split evenly between the two directions.
+        let one_way = round_trip.saturating_sub(resume) / 2;
+        let resumed_at = (t_commit + one_way + resume).min(t_ack);
+        if let Some(p) = self.paused_at {
+            self.report.downtime_ms = Some(ms(resumed_at.duration_since(p)));
+        }
+        self.report.vm_location = VmLocation::Destination;
+        self.report.outcome = Outcome::Completed;
+        self.progress.set_phase(Phase::Done);
+        tracing::debug!(
+            resumed_unix_ns = ack.resumed_unix_ns,
+            now_unix_ns = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            "destination resumed"
+        );
+    }
+
+    /// Any failure before Commit: the VM runs on here.
+    pub(super) fn rollback(&mut self, err: MigrateError) -> MigrateError {
+        self.progress.set_phase(Phase::RolledBack);
+        if self.logging {
+            let _ = self.vm.stop_dirty_log();
+            self.logging = false;
+        }
+        if self.throttled {
+            let _ = self.vm.throttle(0.0);
+            self.throttled = false;
+        }
+        let mut err = err;
+        if self.paused_at.is_some()
+            && self.was_running
+            && let Err(source) = self.vm.resume()
+        {
+            err = MigrateError::ResumeFailed {
+                first: Box::new(err),
+                source,
+            };
+        }
+        if let Some(p) = self.paused_at {
+            self.report.pause_ms = Some(ms(p.elapsed()));
+        }
+        if !err.peer_knows() {
+            let _ = self.w.abort(err.abort_code(), &err.to_string());
+            let _ = self.w.flush();
+        }
+        self.report.vm_location = VmLocation::Source;
+        self.report.outcome = match err {
+            MigrateError::Cancelled => Outcome::Cancelled,
+            ref e => Outcome::Failed(e.to_string()),
+        };
+        err
+    }
+
+    /// The report, with the totals filled in.
+    pub(super) fn finish(self) -> MigrationReport {
+        let mut report = self.report;
+        report.total_time_ms = ms(self.started.elapsed());
+        report.bytes_sent = self.w.get_ref().get_ref().bytes();
+        report.finish_totals();
+        report
+    }
+}

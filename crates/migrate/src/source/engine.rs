@@ -1,0 +1,274 @@
+//! The source's state machine up to Commit: Setup (Start, Accept, dirty
+//! logging on), Iterative rounds while the strategy wants them,
+//! StopAndCopy, StateTransfer until the destination is Ready.
+
+use std::io::BufWriter;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wire::{MAX_PAGES_PER_RECORD, MessageWriter, Start, WireError};
+
+use super::incoming::{FromDest, Incoming};
+use super::meter::{Meter, min_bandwidth};
+use super::options::SourceOptions;
+use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
+use crate::error::{MigrateError, VmOp};
+use crate::history::PageHistory;
+use crate::report::{CancelToken, MigrationReport, Phase, Progress};
+use crate::strategy::{Decision, RoundPlan, Strategy, StrategyContext};
+use crate::vm::{SourceVm, VmError};
+use units::Bandwidth;
+
+/// Pre-copy rounds after which the engine switches over whatever the
+/// strategy says (a guard against a strategy that never stops).
+pub const MAX_ROUNDS: u32 = 1000;
+
+pub(super) type Writer = MessageWriter<BufWriter<Meter>>;
+
+/// One migration on the source, from the handshake on.
+pub(super) struct Engine<'a, V: SourceVm> {
+    pub(super) vm: &'a mut V,
+    pub(super) layout: Arc<PageLayout>,
+    pub(super) w: Writer,
+    pub(super) incoming: Incoming,
+    pub(super) history: PageHistory,
+    /// Pages whose latest content on the destination is non-zero data.
+    pub(super) dest_nonzero: DirtyBitmap,
+    pub(super) report: MigrationReport,
+    pub(super) started: Instant,
+    /// Pages read from guest memory, one record's worth.
+    pub(super) buf: Vec<u8>,
+    /// Zero runs not yet written, (gpa, pages).
+    pub(super) zero_runs: Vec<(u64, u64)>,
+    /// Dirty logging is on (stopped on rollback).
+    pub(super) logging: bool,
+    /// The strategy throttled the vCPUs (undone on rollback).
+    pub(super) throttled: bool,
+    /// The VM ran when the migration began (else it stays paused on rollback).
+    pub(super) was_running: bool,
+    pub(super) paused_at: Option<Instant>,
+    pub(super) migration_id: u64,
+    pub(super) progress: Arc<Progress>,
+    pub(super) cancel: CancelToken,
+    pub(super) stall: Duration,
+    /// The live rounds' cap: the smaller of max-bandwidth and the link.
+    pub(super) max_bandwidth: Option<Bandwidth>,
+    pub(super) link_bandwidth: Option<Bandwidth>,
+    pub(super) max_downtime: Duration,
+}
+
+impl<'a, V: SourceVm> Engine<'a, V> {
+    pub(super) fn new(
+        vm: &'a mut V,
+        layout: Arc<PageLayout>,
+        (w, incoming): (Writer, Incoming),
+        report: MigrationReport,
+        started: Instant,
+        opts: &SourceOptions,
+    ) -> Self {
+        Engine {
+            vm,
+            history: PageHistory::new(&layout),
+            dest_nonzero: DirtyBitmap::new(&layout),
+            layout,
+            w,
+            incoming,
+            report,
+            started,
+            buf: vec![0; MAX_PAGES_PER_RECORD * PAGE_SIZE as usize],
+            zero_runs: Vec::new(),
+            logging: false,
+            throttled: false,
+            was_running: true,
+            paused_at: None,
+            migration_id: u64::from_le_bytes(wire::nonce()[..8].try_into().expect("8 bytes")),
+            progress: Arc::clone(&opts.progress),
+            cancel: opts.cancel.clone(),
+            stall: opts.stall_timeout,
+            max_bandwidth: min_bandwidth(opts.max_bandwidth, opts.link_bandwidth),
+            link_bandwidth: opts.link_bandwidth,
+            max_downtime: opts.max_downtime,
+        }
+    }
+}
+
+impl<V: SourceVm> Engine<'_, V> {
+    pub(super) fn vm_err(op: VmOp) -> impl FnOnce(VmError) -> MigrateError {
+        move |source| MigrateError::Vm { op, source }
+    }
+
+    pub(super) fn wire_err(
+        &self,
+        during: &'static str,
+    ) -> impl FnOnce(WireError) -> MigrateError + use<V> {
+        let stall = self.stall;
+        move |e| MigrateError::from_wire(e, during, stall)
+    }
+
+    /// Bytes written to the connection so far.
+    pub(super) fn bytes(&self) -> u64 {
+        self.w.get_ref().get_ref().bytes()
+    }
+
+    /// Everything before Commit. On error, the destination's own
+    /// explanation (an Abort just before it closed) wins over a bare I/O error.
+    pub(super) fn precopy(&mut self, strategy: &mut dyn Strategy) -> Result<(), MigrateError> {
+        let r = self.precopy_inner(strategy);
+        r.map_err(|e| self.incoming.explain(e))
+    }
+
+    fn precopy_inner(&mut self, strategy: &mut dyn Strategy) -> Result<(), MigrateError> {
+        self.setup()?;
+        let mut pending = self.start_dirty_log()?;
+        let mut hint = {
+            let mut h = DirtyBitmap::new(&self.layout);
+            self.vm.nonzero_hint(&mut h).then_some(h)
+        };
+        self.progress.set_phase(Phase::Iterative);
+        let round = self.iterate(strategy, &mut pending, &mut hint)?;
+        self.stop_and_copy(round, pending, hint)?;
+        self.transfer_state()
+    }
+
+    /// Setup: the destination checks the config against its limits.
+    fn setup(&mut self) -> Result<(), MigrateError> {
+        let config = self.vm.config();
+        self.was_running = self.vm.is_running();
+        self.w
+            .start(&Start {
+                migration_id: self.migration_id,
+                page_size: PAGE_SIZE as u32,
+                flags: if self.was_running { 0 } else { Start::PAUSED },
+                config,
+            })
+            .and_then(|()| self.w.flush())
+            .map_err(self.wire_err("sending Start"))?;
+        match self
+            .incoming
+            .wait("waiting for the destination to accept the VM", true)?
+        {
+            FromDest::Accept => Ok(()),
+            FromDest::Abort(a) => Err(MigrateError::Refused {
+                code: a.code,
+                message: a.message,
+            }),
+            m => Err(self.incoming.unexpected(m, "instead of Accept")),
+        }
+    }
+
+    /// Turns dirty logging on; returns the first round's pending pages (all).
+    fn start_dirty_log(&mut self) -> Result<DirtyBitmap, MigrateError> {
+        self.vm
+            .start_dirty_log()
+            .map_err(Self::vm_err(VmOp::StartDirtyLog))?;
+        self.logging = true;
+        // Every page is pending in the first round anyway: drop what the log
+        // reports now, so an implementation that starts with every page
+        // marked dirty (KVM_DIRTY_LOG_INITIALLY_SET) does not make round 2
+        // resend all memory. Writes from here on are tracked.
+        let mut initial = DirtyBitmap::new(&self.layout);
+        self.vm
+            .harvest_dirty(&mut initial)
+            .map_err(Self::vm_err(VmOp::HarvestDirty))?;
+        Ok(DirtyBitmap::full(&self.layout))
+    }
+
+    /// Iterative rounds, as long as the strategy wants them; returns the
+    /// number the stop-and-copy round gets. The first round takes the hint.
+    fn iterate(
+        &mut self,
+        strategy: &mut dyn Strategy,
+        pending: &mut DirtyBitmap,
+        hint: &mut Option<DirtyBitmap>,
+    ) -> Result<u32, MigrateError> {
+        let mut round = 1u32;
+        loop {
+            self.incoming.poll()?;
+            let pending_pages = pending.count();
+            let measured;
+            let decision = {
+                let ctx = StrategyContext {
+                    round,
+                    pending,
+                    pending_pages,
+                    history: &self.history,
+                    rounds: &self.report.per_round,
+                    memory_bytes: self.layout.bytes(),
+                    bytes_sent: self.bytes(),
+                    elapsed: self.started.elapsed(),
+                    max_bandwidth: self.max_bandwidth,
+                    max_downtime: self.max_downtime,
+                };
+                measured = ctx.measured_bandwidth_bps();
+                strategy.decide(&ctx)
+            };
+            self.progress
+                .set_remaining(pending_pages * PAGE_SIZE, measured.unwrap_or(0.0));
+            match decision {
+                Decision::StopAndCopy => return Ok(round),
+                Decision::Round(_) if round > MAX_ROUNDS => return Ok(round),
+                Decision::Round(plan) => {
+                    self.progress.set_round(round);
+                    self.round(round, pending, &plan, hint.take(), false)?;
+                    round += 1;
+                }
+            }
+        }
+    }
+
+    /// Stop-and-copy: pause, collect the last dirty pages, send everything pending.
+    fn stop_and_copy(
+        &mut self,
+        round: u32,
+        mut pending: DirtyBitmap,
+        mut hint: Option<DirtyBitmap>,
+    ) -> Result<(), MigrateError> {
+        self.progress.set_phase(Phase::StopAndCopy);
+        self.progress.set_round(round);
+        if self.cancel.is_cancelled() {
+            return Err(MigrateError::Cancelled);
+        }
+        self.vm.pause().map_err(Self::vm_err(VmOp::Pause))?;
+        self.paused_at = Some(Instant::now());
+        let mut last = DirtyBitmap::new(&self.layout);
+        self.vm
+            .harvest_dirty(&mut last)
+            .map_err(Self::vm_err(VmOp::HarvestDirty))?;
+        pending.or_assign(&last);
+        self.vm
+            .stop_dirty_log()
+            .map_err(Self::vm_err(VmOp::StopDirtyLog))?;
+        self.logging = false;
+        if hint.is_some() {
+            // Paused: a fresh hint is exact.
+            let mut h = DirtyBitmap::new(&self.layout);
+            hint = self.vm.nonzero_hint(&mut h).then_some(h);
+        }
+        self.round(round, &mut pending, &RoundPlan::default(), hint, true)
+    }
+
+    /// State transfer, then wait for the destination to have loaded it.
+    fn transfer_state(&mut self) -> Result<(), MigrateError> {
+        self.progress.set_phase(Phase::StateTransfer);
+        let state = self
+            .vm
+            .save_state()
+            .map_err(Self::vm_err(VmOp::SaveState))?;
+        self.w
+            .state(&state)
+            .and_then(|()| self.w.flush())
+            .map_err(self.wire_err("sending the VM state"))?;
+        match self
+            .incoming
+            .wait("waiting for the destination to load the VM state", true)?
+        {
+            FromDest::Ready => {}
+            m => return Err(self.incoming.unexpected(m, "instead of Ready")),
+        }
+        // Last chance to cancel: after this point the VM moves.
+        if self.cancel.is_cancelled() {
+            return Err(MigrateError::Cancelled);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,164 @@
+//! What the destination says while pages stream out: a reader thread
+//! forwards its messages, so an Abort is seen between two page batches
+//! rather than after the next blocking write.
+
+use std::io::{self, BufReader};
+use std::net::TcpStream;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use wire::{Abort, Message, MessageReader, Resumed, WireError};
+
+use crate::error::MigrateError;
+use crate::report::CancelToken;
+
+/// What the reader thread forwards from the destination.
+pub(super) enum FromDest {
+    Accept,
+    Ready,
+    Resumed(Resumed),
+    Abort(Abort),
+    Other(&'static str),
+    Error(WireError),
+}
+
+/// The engine's end of the reader thread.
+pub(super) struct Incoming {
+    rx: Receiver<FromDest>,
+    stall: Duration,
+    cancel: CancelToken,
+}
+
+impl Incoming {
+    /// Starts the reader thread over `r`. The thread ends when the
+    /// connection does (shut it down, then join the handle).
+    pub(super) fn spawn(
+        r: MessageReader<BufReader<TcpStream>>,
+        stall: Duration,
+        cancel: CancelToken,
+    ) -> io::Result<(Incoming, JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel();
+        let reader = thread::Builder::new()
+            .name("migrate-reader".into())
+            .spawn(move || reader_loop(r, tx))?;
+        Ok((Incoming { rx, stall, cancel }, reader))
+    }
+
+    /// Checks for cancellation and for anything the destination said.
+    pub(super) fn poll(&self) -> Result<(), MigrateError> {
+        if self.cancel.is_cancelled() {
+            return Err(MigrateError::Cancelled);
+        }
+        match self.rx.try_recv() {
+            Ok(FromDest::Error(WireError::Closed { .. })) => {
+                Err(MigrateError::Wire(WireError::Closed {
+                    during: "sending pages",
+                }))
+            }
+            Ok(FromDest::Error(e)) => Err(MigrateError::from_wire(e, "sending pages", self.stall)),
+            Ok(m) => Err(self.unexpected(m, "while pages are being sent")),
+            Err(TryRecvError::Empty) => Ok(()),
+            Err(TryRecvError::Disconnected) => Err(MigrateError::Wire(WireError::Closed {
+                during: "sending pages",
+            })),
+        }
+    }
+
+    /// The error for a message that has no place `when` it arrived.
+    pub(super) fn unexpected(&self, m: FromDest, when: &'static str) -> MigrateError {
+        match m {
+            FromDest::Abort(a) => MigrateError::PeerAborted {
+                code: a.code,
+                message: a.message,
+            },
+            FromDest::Error(e) => MigrateError::from_wire(e, when, self.stall),
+            FromDest::Accept => MigrateError::Protocol(format!("unexpected Accept {when}")),
+            FromDest::Ready => MigrateError::Protocol(format!("unexpected Ready {when}")),
+            FromDest::Resumed(_) => MigrateError::Protocol(format!("unexpected Resumed {when}")),
+            FromDest::Other(name) => {
+                MigrateError::Protocol(format!("unexpected {name} from the destination {when}"))
+            }
+        }
+    }
+
+    /// Waits up to the stall timeout for the destination's next message.
+    pub(super) fn wait(
+        &self,
+        during: &'static str,
+        cancellable: bool,
+    ) -> Result<FromDest, MigrateError> {
+        let deadline = Instant::now() + self.stall;
+        loop {
+            if cancellable && self.cancel.is_cancelled() {
+                return Err(MigrateError::Cancelled);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(MigrateError::Stalled {
+                    during,
+                    timeout: self.stall,
+                });
+            }
+            match self.rx.recv_timeout(left.min(Duration::from_millis(50))) {
+                Ok(FromDest::Error(WireError::Closed { .. })) => {
+                    return Err(MigrateError::Wire(WireError::Closed { during }));
+                }
+                Ok(FromDest::Error(e)) => {
+                    return Err(MigrateError::from_wire(e, during, self.stall));
+                }
+                Ok(m) => return Ok(m),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(MigrateError::Wire(WireError::Closed { during }));
+                }
+            }
+        }
+    }
+
+    /// A write failed: if the destination explained itself (Abort) just
+    /// before closing, report that instead of the bare I/O error.
+    pub(super) fn explain(&self, e: MigrateError) -> MigrateError {
+        if !matches!(
+            e,
+            MigrateError::ConnectionLost { .. }
+                | MigrateError::Wire(
+                    WireError::Io(_) | WireError::Encode(_) | WireError::Closed { .. }
+                )
+        ) {
+            return e;
+        }
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while let Ok(m) = self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if let FromDest::Abort(a) = m {
+                return MigrateError::PeerAborted {
+                    code: a.code,
+                    message: a.message,
+                };
+            }
+        }
+        e
+    }
+}
+
+fn reader_loop(mut r: MessageReader<BufReader<TcpStream>>, tx: mpsc::Sender<FromDest>) {
+    loop {
+        let item = match r.next("migrating") {
+            Ok(Message::Accept) => FromDest::Accept,
+            Ok(Message::Ready) => FromDest::Ready,
+            Ok(Message::Resumed(x)) => FromDest::Resumed(x),
+            Ok(Message::Abort(a)) => FromDest::Abort(a),
+            Ok(m) => FromDest::Other(m.name()),
+            Err(e) => {
+                let _ = tx.send(FromDest::Error(e));
+                return;
+            }
+        };
+        if tx.send(item).is_err() {
+            return;
+        }
+    }
+}

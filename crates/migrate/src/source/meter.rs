@@ -1,0 +1,69 @@
+//! The socket writer: paces writes with the token bucket and counts bytes.
+
+use std::io::{self, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use crate::limiter::TokenBucket;
+use crate::report::Progress;
+use units::Bandwidth;
+
+/// Largest write handed to the socket at once, so rate limiting stays smooth.
+pub(super) const WRITE_SLICE: usize = 256 * 1024;
+
+/// The rate-limited, counting writer under the message writer.
+pub(super) struct Meter {
+    stream: TcpStream,
+    bucket: TokenBucket,
+    bytes: u64,
+    progress: Arc<Progress>,
+}
+
+impl Meter {
+    pub(super) fn new(stream: TcpStream, rate: Option<Bandwidth>, progress: Arc<Progress>) -> Self {
+        Meter {
+            stream,
+            bucket: TokenBucket::new(rate),
+            bytes: 0,
+            progress,
+        }
+    }
+
+    /// Bytes handed to the socket so far.
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Changes the rate limit (`None` = unlimited).
+    pub(super) fn set_rate(&mut self, rate: Option<Bandwidth>) {
+        self.bucket.set_rate(rate);
+    }
+}
+
+impl Write for Meter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // At low rates, smaller slices keep each sleep short (cancellation
+        // and stall detection stay responsive): at most ~20 ms of data.
+        let slice = match self.bucket.rate() {
+            Some(r) => ((r.bytes_per_sec() / 50) as usize).clamp(4096, WRITE_SLICE),
+            None => WRITE_SLICE,
+        };
+        let n = buf.len().min(slice);
+        self.bucket.consume(n as u64);
+        let w = self.stream.write(&buf[..n])?;
+        self.bytes += w as u64;
+        self.progress.set_sent(self.bytes);
+        Ok(w)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+/// The tighter of two optional caps.
+pub(super) fn min_bandwidth(a: Option<Bandwidth>, b: Option<Bandwidth>) -> Option<Bandwidth> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

@@ -1,0 +1,152 @@
+//! The source side: Setup -> Iterative rounds -> StopAndCopy -> StateTransfer
+//! -> Commit -> Done, with rollback (VM resumed here) from every state before Commit.
+//!
+//! [`migrate`] connects and hands over to the engine: `engine` runs the
+//! states up to Ready, `round` sends one round of pages, `commit` ends the
+//! migration either way; `meter` paces and counts what goes on the socket,
+//! `incoming` forwards what the destination says.
+
+mod commit;
+mod connect;
+mod engine;
+mod incoming;
+mod meter;
+mod options;
+mod round;
+
+use std::io::{self, BufReader, BufWriter};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wire::{MessageReader, MessageWriter, WireError};
+
+use crate::bitmap::PageLayout;
+use crate::error::MigrateError;
+use crate::report::{MigrationReport, Outcome, Phase};
+use crate::vm::SourceVm;
+use engine::{Engine, Writer};
+use incoming::Incoming;
+use meter::{Meter, WRITE_SLICE, min_bandwidth};
+
+pub use engine::MAX_ROUNDS;
+pub use options::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_DOWNTIME, DEFAULT_STALL_TIMEOUT, MigrationFailure,
+    SourceOptions,
+};
+
+/// Connects to `to` ("host:port") and migrates `vm` there.
+///
+/// Before Commit, any failure leaves the VM running here (resumed if it was
+/// paused) and returns `Err`, with `report.vm_location == Source`. After
+/// Commit, the VM never runs here again: `Ok` once the destination
+/// acknowledged, or `Err` with `Outcome::InDoubt` if the acknowledgement was lost.
+pub fn migrate<V: SourceVm>(
+    vm: &mut V,
+    to: &str,
+    opts: SourceOptions,
+) -> Result<MigrationReport, Box<MigrationFailure>> {
+    let started = Instant::now();
+    opts.progress.set_phase(Phase::Setup);
+    match connect::connect(to, opts.connect_timeout) {
+        Ok(stream) => migrate_stream_from(vm, stream, opts, started),
+        Err(error) => {
+            let report = MigrationReport::new(opts.strategy.name(), vm.config().memory_bytes);
+            Err(failed_early(error, report, &opts, started))
+        }
+    }
+}
+
+/// Migrates `vm` over an already connected stream.
+pub fn migrate_stream<V: SourceVm>(
+    vm: &mut V,
+    stream: TcpStream,
+    opts: SourceOptions,
+) -> Result<MigrationReport, Box<MigrationFailure>> {
+    migrate_stream_from(vm, stream, opts, Instant::now())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A failure before the engine started: nothing was sent, the VM never paused.
+fn failed_early(
+    error: MigrateError,
+    mut report: MigrationReport,
+    opts: &SourceOptions,
+    started: Instant,
+) -> Box<MigrationFailure> {
+    report.outcome = Outcome::Failed(error.to_string());
+    report.total_time_ms = ms(started.elapsed());
+    opts.progress.set_phase(Phase::RolledBack);
+    Box::new(MigrationFailure { error, report })
+}
+
+fn migrate_stream_from<V: SourceVm>(
+    vm: &mut V,
+    stream: TcpStream,
+    mut opts: SourceOptions,
+    started: Instant,
+) -> Result<MigrationReport, Box<MigrationFailure>> {
+    let config = vm.config();
+    let mut report = MigrationReport::new(opts.strategy.name(), config.memory_bytes);
+    report.max_bandwidth_bps = opts.max_bandwidth.map(|b| b.bits_per_sec());
+    report.link_bandwidth_bps = opts.link_bandwidth.map(|b| b.bits_per_sec());
+    report.max_downtime_ms = ms(opts.max_downtime);
+    opts.progress.set_memory(config.memory_bytes);
+    opts.progress.set_phase(Phase::Setup);
+    let layout = match PageLayout::new(&config.regions) {
+        Ok(l) => l,
+        Err(e) => return Err(failed_early(e.into(), report, &opts, started)),
+    };
+    let (channel, reader) = match connect_session(&stream, &opts) {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = stream.shutdown(Shutdown::Both);
+            return Err(failed_early(e, report, &opts, started));
+        }
+    };
+    let mut engine = Engine::new(vm, layout, channel, report, started, &opts);
+    let result = match engine.precopy(&mut *opts.strategy) {
+        Ok(()) => engine.commit(),
+        Err(e) => Err(engine.rollback(e)),
+    };
+    let _ = stream.shutdown(Shutdown::Both);
+    let _ = reader.join();
+    let mut report = engine.finish();
+    match result {
+        Ok(()) => Ok(report),
+        Err(error) => {
+            if report.outcome == Outcome::Completed {
+                report.outcome = Outcome::Failed(error.to_string());
+            }
+            Err(Box::new(MigrationFailure { error, report }))
+        }
+    }
+}
+
+/// Handshake on this thread; then a reader thread forwards the
+/// destination's messages so Aborts are seen while pages stream out.
+fn connect_session(
+    stream: &TcpStream,
+    opts: &SourceOptions,
+) -> Result<((Writer, Incoming), std::thread::JoinHandle<()>), MigrateError> {
+    let stall = opts.stall_timeout;
+    let io = |e: io::Error| MigrateError::Wire(WireError::Io(e));
+    stream.set_nodelay(true).map_err(io)?;
+    stream.set_write_timeout(Some(stall)).map_err(io)?;
+    stream.set_read_timeout(Some(stall)).map_err(io)?;
+    let mut r = MessageReader::new(BufReader::new(stream.try_clone().map_err(io)?));
+    let meter = Meter::new(
+        stream.try_clone().map_err(io)?,
+        min_bandwidth(opts.max_bandwidth, opts.link_bandwidth),
+        Arc::clone(&opts.progress),
+    );
+    let mut w = MessageWriter::new(BufWriter::with_capacity(WRITE_SLICE, meter));
+    let _session = wire::source_handshake(&mut r, &mut w, &opts.secret, &opts.offer)
+        .map_err(|e| MigrateError::from_wire(e, "authenticating", stall))?;
+    stream.set_read_timeout(None).map_err(io)?;
+    let (incoming, reader) = Incoming::spawn(r, stall, opts.cancel.clone()).map_err(io)?;
+    Ok(((w, incoming), reader))
+}

@@ -1,0 +1,79 @@
+//! How to migrate, and what a failed migration returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wire::{Offer, Secret};
+
+use crate::error::MigrateError;
+use crate::report::{CancelToken, MigrationReport, Progress};
+use crate::strategy::Strategy;
+use units::Bandwidth;
+
+/// Default time allowed for the TCP connection to be established.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time without progress after which a migration is aborted.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default downtime target given to strategies.
+pub const DEFAULT_MAX_DOWNTIME: Duration = Duration::from_millis(300);
+
+/// How to migrate.
+pub struct SourceOptions {
+    pub secret: Secret,
+    pub strategy: Box<dyn Strategy>,
+    /// Cap on the bandwidth used while the guest runs (`None` = unlimited),
+    /// QEMU's `max-bandwidth`: the paused switchover uses the whole link.
+    pub max_bandwidth: Option<Bandwidth>,
+    /// Capacity of an emulated link (`None` = the real one): caps every
+    /// round, the paused switchover included, to reproduce slow links on
+    /// loopback.
+    pub link_bandwidth: Option<Bandwidth>,
+    /// Downtime target, given to the strategy.
+    pub max_downtime: Duration,
+    pub connect_timeout: Duration,
+    /// Abort when the destination makes no progress for this long.
+    pub stall_timeout: Duration,
+    /// Live progress, for another thread to poll.
+    pub progress: Arc<Progress>,
+    /// Set from another thread to cancel (honoured until Commit is sent).
+    pub cancel: CancelToken,
+    /// Protocol versions and capabilities offered.
+    pub offer: Offer,
+}
+
+impl SourceOptions {
+    /// Options with the defaults above, unlimited bandwidth, and fresh progress/cancel handles.
+    pub fn new(secret: Secret, strategy: Box<dyn Strategy>) -> Self {
+        SourceOptions {
+            secret,
+            strategy,
+            max_bandwidth: None,
+            link_bandwidth: None,
+            max_downtime: DEFAULT_MAX_DOWNTIME,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            progress: Progress::new(),
+            cancel: CancelToken::new(),
+            offer: Offer::default(),
+        }
+    }
+}
+
+/// A migration that did not complete; `report.vm_location` says where the VM runs.
+#[derive(Debug)]
+pub struct MigrationFailure {
+    pub error: MigrateError,
+    pub report: MigrationReport,
+}
+
+impl std::fmt::Display for MigrationFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "migration failed: {}", self.error)
+    }
+}
+
+impl std::error::Error for MigrationFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}

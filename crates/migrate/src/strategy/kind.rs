@@ -1,0 +1,91 @@
+//! Strategy names: the one place where a name given by a user (flag, API
+//! request, benchmark matrix) becomes a strategy.
+
+use std::fmt;
+use std::str::FromStr;
+
+use thiserror::Error;
+
+use super::{DowntimeTarget, StopAndCopy, Strategy, Xen};
+
+/// The strategies Ferry provides, by name.
+///
+/// Parse one with [`str::parse`], build it with [`StrategyKind::build`].
+/// Strategies are built with their default parameters; per-strategy
+/// parameters given by name (`--strategy-param KEY=VALUE`) will be a map
+/// handed to the builder next to the kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StrategyKind {
+    /// [`StopAndCopy`]: the non-live baseline.
+    StopAndCopy,
+    /// [`Xen`]: Clark et al.'s rate-limited pre-copy.
+    Xen,
+    /// [`DowntimeTarget`]: QEMU's downtime rule.
+    Downtime,
+}
+
+impl StrategyKind {
+    /// Every strategy, in the order help texts and benchmarks list them.
+    pub const ALL: [StrategyKind; 3] = [
+        StrategyKind::StopAndCopy,
+        StrategyKind::Xen,
+        StrategyKind::Downtime,
+    ];
+
+    /// The default strategy (chosen on the benchmark, docs/BENCHMARKS.md).
+    pub const DEFAULT: StrategyKind = StrategyKind::Downtime;
+
+    /// The name users give on the command line and in API requests.
+    pub const fn name(self) -> &'static str {
+        match self {
+            StrategyKind::StopAndCopy => "stop-and-copy",
+            StrategyKind::Xen => "xen",
+            StrategyKind::Downtime => "downtime",
+        }
+    }
+
+    /// The strategy, with default parameters.
+    pub fn build(self) -> Box<dyn Strategy> {
+        match self {
+            StrategyKind::StopAndCopy => Box::new(StopAndCopy),
+            StrategyKind::Xen => Box::new(Xen::default()),
+            StrategyKind::Downtime => Box::new(DowntimeTarget::default()),
+        }
+    }
+}
+
+/// Name of the default strategy, for flag defaults.
+pub const DEFAULT_STRATEGY: &str = StrategyKind::DEFAULT.name();
+
+/// Every strategy name, in [`StrategyKind::ALL`] order.
+pub const STRATEGIES: &[&str] = &{
+    let mut names = [""; StrategyKind::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = StrategyKind::ALL[i].name();
+        i += 1;
+    }
+    names
+};
+
+impl fmt::Display for StrategyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for StrategyKind {
+    type Err = UnknownStrategy;
+
+    fn from_str(name: &str) -> Result<Self, UnknownStrategy> {
+        StrategyKind::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| UnknownStrategy(name.to_string()))
+    }
+}
+
+/// A strategy name that is not one of [`STRATEGIES`].
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("unknown strategy '{0}' (known: {known})", known = STRATEGIES.join(", "))]
+pub struct UnknownStrategy(pub String);

@@ -1,0 +1,113 @@
+//! Strategies: before every round the engine asks the strategy whether to
+//! run another pre-copy round (and how: rate, which pages to hold back,
+//! whether to skip pages dirtied again mid-round, vCPU throttling) or to stop
+//! the VM and copy the rest.
+
+//!
+//! Each strategy has a name ([`StrategyKind`], parsed in one place) and its
+//! own file.
+
+mod downtime;
+mod kind;
+#[cfg(test)]
+mod tests;
+mod xen;
+
+use std::time::Duration;
+
+use crate::bitmap::{DirtyBitmap, PAGE_SIZE};
+use crate::history::PageHistory;
+use crate::report::RoundReport;
+use units::Bandwidth;
+
+pub use downtime::{DowntimeParams, DowntimeTarget};
+pub use kind::{DEFAULT_STRATEGY, STRATEGIES, StrategyKind, UnknownStrategy};
+pub use xen::{Xen, XenParams};
+
+/// What a strategy sees before each round.
+pub struct StrategyContext<'a> {
+    /// Number of the round about to be planned (1-based).
+    pub round: u32,
+    /// Pages that would be sent in it.
+    pub pending: &'a DirtyBitmap,
+    pub pending_pages: u64,
+    /// Per-page dirty and send history.
+    pub history: &'a PageHistory,
+    /// Completed rounds.
+    pub rounds: &'a [RoundReport],
+    pub memory_bytes: u64,
+    /// Bytes written to the connection so far (handshake included).
+    pub bytes_sent: u64,
+    /// Time since the migration started.
+    pub elapsed: Duration,
+    /// The user's bandwidth cap (`None` = unlimited).
+    pub max_bandwidth: Option<Bandwidth>,
+    /// The user's downtime target.
+    pub max_downtime: Duration,
+}
+
+impl StrategyContext<'_> {
+    /// Bandwidth the connection achieved, bits/s: the last round's if it
+    /// lasted long enough to be meaningful, else the average over all rounds.
+    pub fn measured_bandwidth_bps(&self) -> Option<f64> {
+        let last = self.rounds.last()?;
+        if last.duration_ms >= 50.0 && last.bytes > 0 {
+            return Some(last.transfer_rate_bps);
+        }
+        let bytes: u64 = self.rounds.iter().map(|r| r.bytes).sum();
+        let ms: f64 = self.rounds.iter().map(|r| r.duration_ms).sum();
+        (ms > 0.0 && bytes > 0).then(|| bytes as f64 * 8.0 / (ms / 1000.0))
+    }
+
+    /// The guest's dirty rate in the last round, bits/s.
+    pub fn last_dirty_rate_bps(&self) -> Option<f64> {
+        self.rounds.last().map(|r| r.dirty_rate_bps)
+    }
+
+    /// Bytes still to send if the VM stopped now (an upper bound: zero pages cost less).
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending_pages * PAGE_SIZE
+    }
+}
+
+/// How to run one pre-copy round.
+#[derive(Clone, Debug, Default)]
+pub struct RoundPlan {
+    /// Rate limit for this round; the engine also applies the user's cap.
+    pub rate_limit: Option<Bandwidth>,
+    /// Skip a pending page if the guest dirtied it again since the round
+    /// began (it will be sent in a later round anyway).
+    pub skip_redirtied: bool,
+    /// Pages to hold back this round (they stay pending).
+    pub hold_back: Option<DirtyBitmap>,
+    /// Throttle the vCPUs to this fraction of time not running (if the VM supports it).
+    pub throttle: Option<f64>,
+}
+
+/// A strategy's answer before each round.
+#[derive(Clone, Debug)]
+pub enum Decision {
+    /// Run another pre-copy round with the VM running.
+    Round(RoundPlan),
+    /// Pause the VM and send everything pending.
+    StopAndCopy,
+}
+
+/// Decides, round by round, how pre-copy proceeds and when it ends.
+pub trait Strategy: Send {
+    fn name(&self) -> &str;
+    fn decide(&mut self, ctx: &StrategyContext<'_>) -> Decision;
+}
+
+/// Non-live baseline: stop the VM at once and copy all memory.
+#[derive(Clone, Debug, Default)]
+pub struct StopAndCopy;
+
+impl Strategy for StopAndCopy {
+    fn name(&self) -> &str {
+        StrategyKind::StopAndCopy.name()
+    }
+    fn decide(&mut self, _ctx: &StrategyContext<'_>) -> Decision {
+        Decision::StopAndCopy
+    }
+}

@@ -1,0 +1,232 @@
+//! Decoding a verified frame into a [`Message`], checking every length.
+
+use vmstate::VmConfig;
+use vmstate::frame::Frame;
+use vmstate::record::{self, Record};
+
+use super::{
+    Capabilities, HELLO_MAGIC, Hello, MAX_CONFIG_LEN, MAX_TEXT, Message, NONCE_LEN, Resumed,
+    RoundBegin, RoundEnd, Start, Welcome, kind,
+};
+use crate::abort::{Abort, AbortCode};
+use crate::error::WireError;
+
+impl<'a> Message<'a> {
+    /// Decodes a verified frame.
+    pub fn decode(frame: &Frame<'a>) -> Result<Message<'a>, WireError> {
+        let k = frame.kind.kind;
+        if k < record::kind::PROTOCOL_MIN {
+            return decode_record(frame);
+        }
+        let name = frame.kind.name.unwrap_or("unknown message");
+        if frame.flags != 0 {
+            return Err(WireError::Malformed {
+                kind: name,
+                what: format!("unknown flags {:#04x}", frame.flags),
+            });
+        }
+        let mut c = Cursor {
+            p: frame.payload,
+            kind: name,
+        };
+        let msg = match k {
+            // Later versions may append fields to these two: no end check.
+            kind::HELLO => return decode_hello(&mut c).map(Message::Hello),
+            kind::VERSION_REFUSED => return decode_version_refused(&mut c),
+            kind::WELCOME => Message::Welcome(decode_welcome(&mut c)?),
+            kind::AUTH_PROOF => Message::AuthProof(c.array()?),
+            kind::AUTH_OK => Message::AuthOk,
+            kind::START => Message::Start(Box::new(decode_start(&mut c)?)),
+            kind::ACCEPT => {
+                let _reserved = c.u64()?;
+                Message::Accept
+            }
+            kind::ROUND_BEGIN => Message::RoundBegin(RoundBegin {
+                round: c.u32()?,
+                flags: c.u32()?,
+                pages: c.u64()?,
+            }),
+            kind::ROUND_END => Message::RoundEnd(decode_round_end(&mut c)?),
+            kind::READY => Message::Ready,
+            kind::COMMIT => Message::Commit {
+                migration_id: c.u64()?,
+            },
+            kind::RESUMED => Message::Resumed(Resumed {
+                commit_to_resume_ns: c.u64()?,
+                resumed_unix_ns: c.u64()?,
+            }),
+            kind::ABORT => Message::Abort(decode_abort(&mut c)?),
+            _ => {
+                return Err(WireError::Malformed {
+                    kind: name,
+                    what: format!("kind {k:#04x} is not a message of this protocol version"),
+                });
+            }
+        };
+        c.end()?;
+        Ok(msg)
+    }
+}
+
+/// The vmstate records the protocol carries: Pages, ZeroPages and State.
+fn decode_record<'a>(frame: &Frame<'a>) -> Result<Message<'a>, WireError> {
+    Ok(match Record::parse(frame)? {
+        Record::Pages { gpa, data } => Message::Pages { gpa, data },
+        Record::ZeroPages(runs) => Message::ZeroPages(runs),
+        Record::State(s) => Message::State(s),
+        _ => {
+            return Err(WireError::Unexpected {
+                got: "a snapshot-only record",
+                expected: "a migration message",
+            });
+        }
+    })
+}
+
+fn decode_hello(c: &mut Cursor<'_>) -> Result<Hello, WireError> {
+    let magic = c.take(8)?;
+    if magic != HELLO_MAGIC {
+        return Err(WireError::NotFerry);
+    }
+    let min_version = c.u16()?;
+    let max_version = c.u16()?;
+    let _reserved = c.u32()?;
+    let capabilities = Capabilities(c.u64()?);
+    let nonce = c.array()?;
+    if min_version > max_version {
+        return Err(c.malformed(format!(
+            "version range {min_version}..={max_version} is empty"
+        )));
+    }
+    Ok(Hello {
+        min_version,
+        max_version,
+        capabilities,
+        nonce,
+    })
+}
+
+fn decode_version_refused<'a>(c: &mut Cursor<'_>) -> Result<Message<'a>, WireError> {
+    let min_version = c.u16()?;
+    let max_version = c.u16()?;
+    // Any text after the range is informational and ignored.
+    Ok(Message::VersionRefused {
+        min_version,
+        max_version,
+    })
+}
+
+fn decode_welcome(c: &mut Cursor<'_>) -> Result<Welcome, WireError> {
+    let version = c.u16()?;
+    let _reserved = c.take(6)?;
+    Ok(Welcome {
+        version,
+        capabilities: Capabilities(c.u64()?),
+        nonce: c.array()?,
+        proof: c.array()?,
+    })
+}
+
+fn decode_start(c: &mut Cursor<'_>) -> Result<Start, WireError> {
+    let migration_id = c.u64()?;
+    let page_size = c.u32()?;
+    let flags = c.u32()?;
+    let cbor = std::mem::take(&mut c.p);
+    if cbor.len() > MAX_CONFIG_LEN {
+        return Err(c.malformed(format!(
+            "config of {} bytes exceeds {MAX_CONFIG_LEN}",
+            cbor.len()
+        )));
+    }
+    let mut rest = cbor;
+    let config: VmConfig = ciborium::from_reader(&mut rest)
+        .map_err(|e| c.malformed(format!("invalid CBOR config: {e}")))?;
+    if !rest.is_empty() {
+        return Err(c.malformed(format!("{} bytes after the config", rest.len())));
+    }
+    Ok(Start {
+        migration_id,
+        page_size,
+        flags,
+        config,
+    })
+}
+
+fn decode_round_end(c: &mut Cursor<'_>) -> Result<RoundEnd, WireError> {
+    let round = c.u32()?;
+    let _reserved = c.u32()?;
+    Ok(RoundEnd {
+        round,
+        pages: c.u64()?,
+        zero_pages: c.u64()?,
+    })
+}
+
+fn decode_abort(c: &mut Cursor<'_>) -> Result<Abort, WireError> {
+    let code = AbortCode::from_u16(c.u16()?);
+    let _reserved = c.u16()?;
+    let message = c.text()?;
+    Ok(Abort { code, message })
+}
+
+/// Little-endian cursor over a payload; every read checks the length.
+struct Cursor<'a> {
+    p: &'a [u8],
+    kind: &'static str,
+}
+
+impl<'a> Cursor<'a> {
+    fn malformed(&self, what: String) -> WireError {
+        WireError::Malformed {
+            kind: self.kind,
+            what,
+        }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if self.p.len() < n {
+            return Err(WireError::Malformed {
+                kind: self.kind,
+                what: format!("payload too short ({} bytes left, need {n})", self.p.len()),
+            });
+        }
+        let (a, b) = self.p.split_at(n);
+        self.p = b;
+        Ok(a)
+    }
+    fn u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
+    }
+    fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn array(&mut self) -> Result<[u8; NONCE_LEN], WireError> {
+        Ok(self.take(NONCE_LEN)?.try_into().expect("32"))
+    }
+    /// The payload must be fully consumed.
+    fn end(&self) -> Result<(), WireError> {
+        if self.p.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError::Malformed {
+                kind: self.kind,
+                what: format!("{} unexpected trailing bytes", self.p.len()),
+            })
+        }
+    }
+    fn text(&mut self) -> Result<String, WireError> {
+        let rest = std::mem::take(&mut self.p);
+        if rest.len() > MAX_TEXT {
+            return Err(WireError::Malformed {
+                kind: self.kind,
+                what: format!("text of {} bytes exceeds {MAX_TEXT}", rest.len()),
+            });
+        }
+        String::from_utf8(rest.to_vec()).map_err(|_| WireError::Malformed {
+            kind: self.kind,
+            what: "text is not UTF-8".into(),
+        })
+    }
+}

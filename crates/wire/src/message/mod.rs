@@ -1,0 +1,230 @@
+//! Protocol messages (frame kinds 0x40-0xff) and their payload layouts.
+//! All integers are little endian. Layouts are documented in docs/PROTOCOL.md.
+//! Decoding, writing and reading live in the submodules.
+
+mod decode;
+mod reader;
+mod writer;
+
+use vmstate::frame::Kinds;
+use vmstate::record::{self, ZeroRuns};
+use vmstate::{VmConfig, VmState};
+
+use crate::abort::Abort;
+
+pub use reader::MessageReader;
+pub use writer::MessageWriter;
+
+/// Frame kinds of the protocol messages. 0x4d-0xff are free; 0x50-0x5f are
+/// set aside for post-copy, several streams and compression (docs/PROTOCOL.md).
+pub mod kind {
+    pub const HELLO: u8 = 0x40;
+    pub const WELCOME: u8 = 0x41;
+    pub const VERSION_REFUSED: u8 = 0x42;
+    pub const AUTH_PROOF: u8 = 0x43;
+    pub const AUTH_OK: u8 = 0x44;
+    pub const START: u8 = 0x45;
+    pub const ACCEPT: u8 = 0x46;
+    pub const ROUND_BEGIN: u8 = 0x47;
+    pub const ROUND_END: u8 = 0x48;
+    pub const READY: u8 = 0x49;
+    pub const COMMIT: u8 = 0x4a;
+    pub const RESUMED: u8 = 0x4b;
+    pub const ABORT: u8 = 0x4c;
+}
+
+/// First bytes of every Hello: lets a destination tell a Ferry source from
+/// anything else that connects, whatever its protocol version.
+pub const HELLO_MAGIC: [u8; 8] = *b"FERRYMIG";
+/// Length of nonces and HMAC-SHA256 proofs.
+pub const NONCE_LEN: usize = 32;
+/// Longest Abort / VersionRefused text accepted.
+pub const MAX_TEXT: usize = 4096;
+/// Largest CBOR-encoded VmConfig accepted in Start.
+pub const MAX_CONFIG_LEN: usize = 64 * 1024;
+
+/// Payload of a version-1 Hello (later versions may append fields).
+const HELLO_LEN: usize = 56;
+/// Payload of a Welcome.
+const WELCOME_LEN: usize = 80;
+
+/// Optional protocol features, negotiated in Hello/Welcome as the
+/// intersection of both sides' sets. Version 1 defines none that change the
+/// stream; the bits below are reserved so peers of later versions can agree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Capabilities(pub u64);
+
+impl Capabilities {
+    pub const NONE: Capabilities = Capabilities(0);
+    /// Destination may request pages (post-copy / hybrid). Reserved.
+    pub const POSTCOPY: Capabilities = Capabilities(1 << 0);
+    /// Page data may arrive on several TCP streams. Reserved.
+    pub const MULTI_STREAM: Capabilities = Capabilities(1 << 1);
+    /// Pages records may be compressed. Reserved.
+    pub const COMPRESSION: Capabilities = Capabilities(1 << 2);
+    /// What this implementation supports.
+    pub const SUPPORTED: Capabilities = Capabilities(0);
+
+    pub fn intersect(self, other: Capabilities) -> Capabilities {
+        Capabilities(self.0 & other.0)
+    }
+
+    pub fn contains(self, other: Capabilities) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// Source -> destination, first frame of every connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub min_version: u16,
+    pub max_version: u16,
+    pub capabilities: Capabilities,
+    pub nonce: [u8; NONCE_LEN],
+}
+
+/// Destination -> source: the chosen version and the destination's proof.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Welcome {
+    pub version: u16,
+    pub capabilities: Capabilities,
+    pub nonce: [u8; NONCE_LEN],
+    pub proof: [u8; NONCE_LEN],
+}
+
+/// Source -> destination: the VM to be migrated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Start {
+    /// Random id of this migration attempt (echoed in Commit).
+    pub migration_id: u64,
+    /// Guest page size the source tracks and sends (4096).
+    pub page_size: u32,
+    /// [`Start::PAUSED`], or 0.
+    pub flags: u32,
+    pub config: VmConfig,
+}
+
+impl Start {
+    /// The VM was paused on the source when the migration began: the
+    /// destination leaves it paused after Commit.
+    pub const PAUSED: u32 = 1;
+    /// Every flag this version knows; a Start with others is refused.
+    pub const KNOWN_FLAGS: u32 = Self::PAUSED;
+}
+
+/// Start of a round of page data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoundBegin {
+    /// 1-based; the stop-and-copy round has [`RoundBegin::FINAL`] set.
+    pub round: u32,
+    pub flags: u32,
+    /// Pages the source plans to examine this round (informational).
+    pub pages: u64,
+}
+
+impl RoundBegin {
+    /// The VM is paused on the source: this is the last round.
+    pub const FINAL: u32 = 1;
+
+    pub fn is_final(&self) -> bool {
+        self.flags & Self::FINAL != 0
+    }
+}
+
+/// End of a round of page data, with what the source sent in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoundEnd {
+    pub round: u32,
+    /// Pages sent as data in Pages records this round.
+    pub pages: u64,
+    /// Pages announced zero in ZeroPages records this round.
+    pub zero_pages: u64,
+}
+
+/// Destination -> source after Commit: the VM runs on the destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resumed {
+    /// Time from reading Commit to the vCPUs running, in ns (destination clock).
+    pub commit_to_resume_ns: u64,
+    /// Wall-clock time of the resume, ns since the Unix epoch (destination clock).
+    pub resumed_unix_ns: u64,
+}
+
+/// One decoded message. Page data borrows from the reader's buffer.
+#[derive(Debug)]
+pub enum Message<'a> {
+    Hello(Hello),
+    Welcome(Welcome),
+    /// The destination speaks none of the offered versions: its own range.
+    VersionRefused {
+        min_version: u16,
+        max_version: u16,
+    },
+    AuthProof([u8; NONCE_LEN]),
+    AuthOk,
+    Start(Box<Start>),
+    Accept,
+    RoundBegin(RoundBegin),
+    RoundEnd(RoundEnd),
+    /// vmstate Pages record: whole pages starting at `gpa`.
+    Pages {
+        gpa: u64,
+        data: &'a [u8],
+    },
+    /// vmstate ZeroPages record: runs of pages that are all zero.
+    ZeroPages(ZeroRuns<'a>),
+    /// vmstate State record: vCPU and device state.
+    State(Box<VmState>),
+    Ready,
+    Commit {
+        migration_id: u64,
+    },
+    Resumed(Resumed),
+    Abort(Abort),
+}
+
+impl Message<'_> {
+    /// Short name for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "Hello",
+            Message::Welcome(_) => "Welcome",
+            Message::VersionRefused { .. } => "VersionRefused",
+            Message::AuthProof(_) => "AuthProof",
+            Message::AuthOk => "AuthOk",
+            Message::Start(_) => "Start",
+            Message::Accept => "Accept",
+            Message::RoundBegin(_) => "RoundBegin",
+            Message::RoundEnd(_) => "RoundEnd",
+            Message::Pages { .. } => "Pages",
+            Message::ZeroPages(_) => "ZeroPages",
+            Message::State(_) => "State",
+            Message::Ready => "Ready",
+            Message::Commit { .. } => "Commit",
+            Message::Resumed(_) => "Resumed",
+            Message::Abort(_) => "Abort",
+        }
+    }
+}
+
+/// The frame kinds a protocol reader accepts: the protocol messages plus
+/// the Pages, ZeroPages and State records.
+pub fn protocol_kinds() -> Kinds {
+    Kinds::empty()
+        .with(record::kind::PAGES, "Pages")
+        .with(record::kind::ZERO_PAGES, "ZeroPages")
+        .with(record::kind::STATE, "State")
+        .with(kind::HELLO, "Hello")
+        .with(kind::WELCOME, "Welcome")
+        .with(kind::VERSION_REFUSED, "VersionRefused")
+        .with(kind::AUTH_PROOF, "AuthProof")
+        .with(kind::AUTH_OK, "AuthOk")
+        .with(kind::START, "Start")
+        .with(kind::ACCEPT, "Accept")
+        .with(kind::ROUND_BEGIN, "RoundBegin")
+        .with(kind::ROUND_END, "RoundEnd")
+        .with(kind::READY, "Ready")
+        .with(kind::COMMIT, "Commit")
+        .with(kind::RESUMED, "Resumed")
+        .with(kind::ABORT, "Abort")
+}

@@ -1,0 +1,168 @@
+//! Encoding messages and page records as frames.
+
+use std::io::Write;
+
+use vmstate::VmState;
+use vmstate::frame::FrameWriter;
+use vmstate::record;
+
+use super::{
+    HELLO_LEN, HELLO_MAGIC, Hello, MAX_TEXT, NONCE_LEN, Resumed, RoundBegin, RoundEnd, Start,
+    WELCOME_LEN, Welcome, kind,
+};
+use crate::abort::AbortCode;
+use crate::error::WireError;
+
+/// Writes protocol messages and page records as frames.
+#[derive(Debug)]
+pub struct MessageWriter<W: Write> {
+    inner: FrameWriter<W>,
+}
+
+impl<W: Write> MessageWriter<W> {
+    pub fn new(inner: W) -> Self {
+        MessageWriter {
+            inner: FrameWriter::new(inner),
+        }
+    }
+
+    fn frame(&mut self, kind: u8, parts: &[&[u8]]) -> Result<(), WireError> {
+        Ok(self.inner.write_frame(kind, 0, parts)?)
+    }
+
+    pub fn hello(&mut self, h: &Hello) -> Result<(), WireError> {
+        let mut p = [0u8; HELLO_LEN];
+        p[..8].copy_from_slice(&HELLO_MAGIC);
+        p[8..10].copy_from_slice(&h.min_version.to_le_bytes());
+        p[10..12].copy_from_slice(&h.max_version.to_le_bytes());
+        p[16..24].copy_from_slice(&h.capabilities.0.to_le_bytes());
+        p[24..56].copy_from_slice(&h.nonce);
+        self.frame(kind::HELLO, &[&p])
+    }
+
+    pub fn welcome(&mut self, w: &Welcome) -> Result<(), WireError> {
+        let mut p = [0u8; WELCOME_LEN];
+        p[..2].copy_from_slice(&w.version.to_le_bytes());
+        p[8..16].copy_from_slice(&w.capabilities.0.to_le_bytes());
+        p[16..48].copy_from_slice(&w.nonce);
+        p[48..80].copy_from_slice(&w.proof);
+        self.frame(kind::WELCOME, &[&p])
+    }
+
+    pub fn version_refused(&mut self, min_version: u16, max_version: u16) -> Result<(), WireError> {
+        let mut p = [0u8; 4];
+        p[..2].copy_from_slice(&min_version.to_le_bytes());
+        p[2..].copy_from_slice(&max_version.to_le_bytes());
+        self.frame(kind::VERSION_REFUSED, &[&p])
+    }
+
+    pub fn auth_proof(&mut self, proof: &[u8; NONCE_LEN]) -> Result<(), WireError> {
+        self.frame(kind::AUTH_PROOF, &[proof])
+    }
+
+    pub fn auth_ok(&mut self) -> Result<(), WireError> {
+        self.frame(kind::AUTH_OK, &[])
+    }
+
+    pub fn start(&mut self, s: &Start) -> Result<(), WireError> {
+        s.config.validate().map_err(vmstate::EncodeError::from)?;
+        let mut head = [0u8; 16];
+        head[..8].copy_from_slice(&s.migration_id.to_le_bytes());
+        head[8..12].copy_from_slice(&s.page_size.to_le_bytes());
+        head[12..16].copy_from_slice(&s.flags.to_le_bytes());
+        let mut cbor = Vec::with_capacity(256);
+        ciborium::into_writer(&s.config, &mut cbor).map_err(|e| {
+            WireError::Encode(vmstate::EncodeError::Cbor {
+                what: "VM config",
+                msg: e.to_string(),
+            })
+        })?;
+        self.frame(kind::START, &[&head, &cbor])
+    }
+
+    pub fn accept(&mut self) -> Result<(), WireError> {
+        self.frame(kind::ACCEPT, &[&[0u8; 8]])
+    }
+
+    pub fn round_begin(&mut self, r: &RoundBegin) -> Result<(), WireError> {
+        let mut p = [0u8; 16];
+        p[..4].copy_from_slice(&r.round.to_le_bytes());
+        p[4..8].copy_from_slice(&r.flags.to_le_bytes());
+        p[8..].copy_from_slice(&r.pages.to_le_bytes());
+        self.frame(kind::ROUND_BEGIN, &[&p])
+    }
+
+    pub fn round_end(&mut self, r: &RoundEnd) -> Result<(), WireError> {
+        let mut p = [0u8; 24];
+        p[..4].copy_from_slice(&r.round.to_le_bytes());
+        p[8..16].copy_from_slice(&r.pages.to_le_bytes());
+        p[16..].copy_from_slice(&r.zero_pages.to_le_bytes());
+        self.frame(kind::ROUND_END, &[&p])
+    }
+
+    /// A Pages record: 1 to 256 whole pages at page-aligned `gpa`, written without a copy.
+    pub fn pages(&mut self, gpa: u64, data: &[u8]) -> Result<(), WireError> {
+        Ok(record::write_pages(&mut self.inner, gpa, data)?)
+    }
+
+    /// A ZeroPages record of (gpa, page count) runs.
+    pub fn zero_pages(&mut self, runs: &[(u64, u64)]) -> Result<(), WireError> {
+        Ok(record::write_zero_pages(&mut self.inner, runs)?)
+    }
+
+    /// The State record.
+    pub fn state(&mut self, state: &VmState) -> Result<(), WireError> {
+        Ok(record::write_state(&mut self.inner, state)?)
+    }
+
+    pub fn ready(&mut self) -> Result<(), WireError> {
+        self.frame(kind::READY, &[])
+    }
+
+    pub fn commit(&mut self, migration_id: u64) -> Result<(), WireError> {
+        self.frame(kind::COMMIT, &[&migration_id.to_le_bytes()])
+    }
+
+    pub fn resumed(&mut self, r: &Resumed) -> Result<(), WireError> {
+        let mut p = [0u8; 16];
+        p[..8].copy_from_slice(&r.commit_to_resume_ns.to_le_bytes());
+        p[8..].copy_from_slice(&r.resumed_unix_ns.to_le_bytes());
+        self.frame(kind::RESUMED, &[&p])
+    }
+
+    pub fn abort(&mut self, code: AbortCode, message: &str) -> Result<(), WireError> {
+        let mut head = [0u8; 4];
+        head[..2].copy_from_slice(&code.to_u16().to_le_bytes());
+        self.frame(kind::ABORT, &[&head, clip(message).as_bytes()])
+    }
+
+    /// Flushes the underlying writer (the frame layer itself does not buffer).
+    pub fn flush(&mut self) -> Result<(), WireError> {
+        Ok(self.inner.flush()?)
+    }
+
+    /// Bytes written so far, framing included.
+    pub fn bytes_written(&self) -> u64 {
+        self.inner.bytes_written()
+    }
+
+    pub fn get_ref(&self) -> &W {
+        self.inner.get_ref()
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        self.inner.get_mut()
+    }
+}
+
+/// Cuts `s` to at most [`MAX_TEXT`] bytes at a character boundary.
+fn clip(s: &str) -> &str {
+    if s.len() <= MAX_TEXT {
+        return s;
+    }
+    let mut end = MAX_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
