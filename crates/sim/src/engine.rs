@@ -222,7 +222,7 @@ pub fn simulate_day(
                 cpu_demand: 0.0,
                 ram_mb: v.ram,
                 net_mbps: 0.0,
-                history: Vec::with_capacity(cluster::manager::HISTORY_LEN),
+                history: Vec::with_capacity(cluster::HISTORY_LEN),
                 migrating_to: None,
                 dirty_rate_mb_s: None,
             })
@@ -275,7 +275,7 @@ pub fn simulate_day(
                 info.host = vm_host[v];
                 info.cpu_demand = demand[v];
                 info.history.clear();
-                let from = (t + 1).saturating_sub(cluster::manager::HISTORY_LEN);
+                let from = (t + 1).saturating_sub(cluster::HISTORY_LEN);
                 info.history
                     .extend_from_slice(&day.utilization[v][from..=t]);
                 info.migrating_to = inflight[v].map(|f| f.to);
