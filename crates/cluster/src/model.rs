@@ -137,7 +137,7 @@ pub struct VmInfo {
     pub dirty_rate_mb_s: Option<f64>,
 }
 
-/// Everything the engine needs for one decision.
+/// One interval's view of the pool: everything the engine needs to decide.
 #[derive(Debug, Clone, Default)]
 pub struct PoolView {
     /// Current time, seconds (any origin; used for cooldowns).

@@ -20,7 +20,7 @@ pub enum Reason {
     Coldspot,
 }
 
-/// One migration to start.
+/// One VM move the manager decides: a migration to start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Move {
     /// Index of the VM in the pool view, and its id.

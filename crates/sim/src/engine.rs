@@ -1,5 +1,5 @@
 //! The simulation of one day for one policy: a [`DaySimulation`] steps
-//! through the scheduling intervals; [`Metrics`](metrics) add up what
+//! through the scheduling intervals; its metrics add up what
 //! Beloglazov & Buyya 2012 measure.
 
 mod datacenter;

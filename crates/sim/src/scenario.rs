@@ -414,3 +414,20 @@ mod by_name {
             .map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names written back to TOML read the same (pattern, migration model).
+    #[test]
+    fn scenario_round_trips_through_toml() {
+        let mut s = Scenario::builtin().scenario;
+        s.manager.pattern = PatternKind::Auto;
+        s.migration.model = MigrationModel::Precopy;
+        let text = toml::to_string(&s).unwrap();
+        assert!(text.contains("pattern = \"auto\""), "{text}");
+        assert!(text.contains("model = \"precopy\""), "{text}");
+        assert_eq!(Scenario::parse(&text, "round trip").unwrap(), s);
+    }
+}
