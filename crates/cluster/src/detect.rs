@@ -1,5 +1,6 @@
 //! Hotspot (overload) detectors.
 
+use crate::names::{self, UnknownName};
 use crate::stats;
 
 /// What a detector looks at for one host.
@@ -43,16 +44,81 @@ pub const ADAPTIVE_MIN_HISTORY: usize = 12;
 /// Observations the local regressions use.
 pub const LR_WINDOW: usize = 10;
 
-impl Detector {
-    /// Short name as used in policy names: thr, sp, iqr, mad, lr, lrr.
-    pub fn name(&self) -> &'static str {
+/// A detector without its parameters: what policy names spell
+/// (`thr`, `iqr`, `mad`, `lr`, `lrr`, `sp`; `sandpiper` also parses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectorKind {
+    Threshold,
+    Iqr,
+    Mad,
+    Lr,
+    Lrr,
+    Sandpiper,
+}
+
+impl DetectorKind {
+    /// Every kind, in the order names are listed.
+    pub const ALL: [DetectorKind; 6] = [
+        DetectorKind::Threshold,
+        DetectorKind::Iqr,
+        DetectorKind::Mad,
+        DetectorKind::Lr,
+        DetectorKind::Lrr,
+        DetectorKind::Sandpiper,
+    ];
+
+    /// Short name as used in policy names.
+    pub fn name(self) -> &'static str {
         match self {
-            Detector::Threshold { .. } => "thr",
-            Detector::Sandpiper { .. } => "sp",
-            Detector::Iqr { .. } => "iqr",
-            Detector::Mad { .. } => "mad",
-            Detector::Lr { .. } => "lr",
-            Detector::Lrr { .. } => "lrr",
+            DetectorKind::Threshold => "thr",
+            DetectorKind::Iqr => "iqr",
+            DetectorKind::Mad => "mad",
+            DetectorKind::Lr => "lr",
+            DetectorKind::Lrr => "lrr",
+            DetectorKind::Sandpiper => "sp",
+        }
+    }
+
+    /// The parameter Beloglazov & Buyya recommend (threshold or safety
+    /// parameter); Sandpiper's usual threshold.
+    pub fn default_parameter(self) -> f64 {
+        match self {
+            DetectorKind::Threshold => 0.8,
+            DetectorKind::Iqr => 1.5,
+            DetectorKind::Mad => 2.5,
+            DetectorKind::Lr | DetectorKind::Lrr => 1.2,
+            DetectorKind::Sandpiper => 0.75,
+        }
+    }
+}
+
+impl std::str::FromStr for DetectorKind {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        if s.eq_ignore_ascii_case("sandpiper") {
+            return Ok(DetectorKind::Sandpiper);
+        }
+        names::parse("detector", s, &Self::ALL, Self::name)
+    }
+}
+
+impl std::fmt::Display for DetectorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Detector {
+    /// Which detector this is, without its parameters.
+    pub fn kind(&self) -> DetectorKind {
+        match self {
+            Detector::Threshold { .. } => DetectorKind::Threshold,
+            Detector::Sandpiper { .. } => DetectorKind::Sandpiper,
+            Detector::Iqr { .. } => DetectorKind::Iqr,
+            Detector::Mad { .. } => DetectorKind::Mad,
+            Detector::Lr { .. } => DetectorKind::Lr,
+            Detector::Lrr { .. } => DetectorKind::Lrr,
         }
     }
 

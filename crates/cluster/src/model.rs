@@ -2,6 +2,10 @@
 
 use crate::ClusterError;
 
+/// Length of the utilization history the detectors and selectors use
+/// (CloudSim's `PowerVm.HISTORY_LEN`).
+pub const HISTORY_LEN: usize = 30;
+
 /// Host power as a function of CPU utilization, from measured points at
 /// equally spaced utilizations (SPECpower: 0 %, 10 %, ..., 100 %), linearly
 /// interpolated between points.
@@ -15,18 +19,18 @@ impl PowerModel {
     /// non-negative number of watts and the points must not decrease.
     pub fn new(watts: Vec<f64>) -> Result<Self, ClusterError> {
         if watts.len() < 2 {
-            return Err(ClusterError::PowerModel(format!(
+            return Err(ClusterError::InvalidPowerModel(format!(
                 "needs at least 2 points (idle and full), got {}",
                 watts.len()
             )));
         }
         if let Some(w) = watts.iter().find(|w| !w.is_finite() || **w < 0.0) {
-            return Err(ClusterError::PowerModel(format!(
+            return Err(ClusterError::InvalidPowerModel(format!(
                 "point {w} is not a non-negative number of watts"
             )));
         }
         if watts.windows(2).any(|p| p[1] < p[0]) {
-            return Err(ClusterError::PowerModel(
+            return Err(ClusterError::InvalidPowerModel(
                 "points must not decrease with utilization".into(),
             ));
         }
@@ -124,7 +128,8 @@ pub struct VmInfo {
     /// Network demand, Mbit/s; 0 if unknown.
     pub net_mbps: f64,
     /// Recent CPU utilization as fractions of `cpu_size`, oldest first, the
-    /// last being the current interval. Detectors use at most the last 30.
+    /// last being the current interval. Detectors use at most the last
+    /// [`HISTORY_LEN`].
     pub history: Vec<f64>,
     /// Destination host index when a migration of this VM is in flight.
     pub migrating_to: Option<usize>,
@@ -132,7 +137,7 @@ pub struct VmInfo {
     pub dirty_rate_mb_s: Option<f64>,
 }
 
-/// Everything the engine needs for one decision.
+/// One interval's view of the pool: everything the engine needs to decide.
 #[derive(Debug, Clone, Default)]
 pub struct PoolView {
     /// Current time, seconds (any origin; used for cooldowns).
@@ -152,16 +157,18 @@ impl PoolView {
     /// Checks indices and numbers; the engine calls it before deciding.
     pub fn validate(&self) -> Result<(), ClusterError> {
         if !(self.interval_s > 0.0) {
-            return Err(ClusterError::PoolView("interval_s must be positive".into()));
+            return Err(ClusterError::InvalidPoolView(
+                "interval_s must be positive".into(),
+            ));
         }
         if !(self.migration_bw_share > 0.0 && self.migration_bw_share <= 1.0) {
-            return Err(ClusterError::PoolView(
+            return Err(ClusterError::InvalidPoolView(
                 "migration_bw_share must be in (0, 1]".into(),
             ));
         }
         for (i, h) in self.hosts.iter().enumerate() {
             if h.power_model >= self.power_models.len() {
-                return Err(ClusterError::PoolView(format!(
+                return Err(ClusterError::InvalidPoolView(format!(
                     "host {} (index {i}) names power model {} of {}",
                     h.id,
                     h.power_model,
@@ -173,7 +180,7 @@ impl PoolView {
                 && h.ram_mb >= 0.0
                 && h.cpu_overhead >= 0.0)
             {
-                return Err(ClusterError::PoolView(format!(
+                return Err(ClusterError::InvalidPoolView(format!(
                     "host {} has a non-positive capacity",
                     h.id
                 )));
@@ -181,7 +188,7 @@ impl PoolView {
         }
         for v in &self.vms {
             if v.host >= self.hosts.len() {
-                return Err(ClusterError::PoolView(format!(
+                return Err(ClusterError::InvalidPoolView(format!(
                     "VM {} is on host index {} but there are {} hosts",
                     v.id,
                     v.host,
@@ -189,13 +196,13 @@ impl PoolView {
                 )));
             }
             if matches!(v.migrating_to, Some(d) if d >= self.hosts.len()) {
-                return Err(ClusterError::PoolView(format!(
+                return Err(ClusterError::InvalidPoolView(format!(
                     "VM {} migrates to an unknown host index",
                     v.id
                 )));
             }
             if !(v.cpu_demand >= 0.0 && v.cpu_size > 0.0 && v.ram_mb >= 0.0) {
-                return Err(ClusterError::PoolView(format!(
+                return Err(ClusterError::InvalidPoolView(format!(
                     "VM {} has a negative or non-numeric size or demand",
                     v.id
                 )));

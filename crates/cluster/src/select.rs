@@ -1,5 +1,6 @@
 //! VM selection: which VM leaves a hotspot first.
 
+use crate::names::{self, UnknownName};
 use crate::stats;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -23,6 +24,15 @@ pub enum Selector {
 }
 
 impl Selector {
+    /// Every selector, in the order names are listed.
+    pub const ALL: [Selector; 5] = [
+        Selector::MinMigrationTime,
+        Selector::Random,
+        Selector::MaxCorrelation,
+        Selector::MinUtilization,
+        Selector::VolumeToSize,
+    ];
+
     /// Short name used in policy names: mmt, rs, mc, mu, vsr.
     pub fn name(self) -> &'static str {
         match self {
@@ -32,6 +42,20 @@ impl Selector {
             Selector::MinUtilization => "mu",
             Selector::VolumeToSize => "vsr",
         }
+    }
+}
+
+impl std::str::FromStr for Selector {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        names::parse("selector", s, &Self::ALL, Self::name)
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -32,7 +32,7 @@ fn vm(id: u64, host: usize, demand: f64, ram: f64) -> VmInfo {
     }
 }
 
-fn snap(hosts: Vec<HostInfo>, vms: Vec<VmInfo>) -> PoolView {
+fn pool(hosts: Vec<HostInfo>, vms: Vec<VmInfo>) -> PoolView {
     PoolView {
         time_s: 0.0,
         interval_s: 300.0,
@@ -70,7 +70,7 @@ fn hotspot_moves_smallest_memory_vm_to_least_power_increase() {
     // Host 0 at 0.85 (> 0.8): MMT picks VM 2 (613 MB). Hosts 1 (G4) and 2 (G5)
     // both run a VM at 0.25; adding 300 MIPS (0.15) costs
     // G4: P(0.4)-P(0.25) = 99.5-94.3 = 5.2 W, G5: P(0.4)-P(0.25) = 110-103 = 7 W.
-    let s = snap(
+    let s = pool(
         vec![host(0, true, 0), host(1, true, 0), host(2, true, 1)],
         vec![
             vm(1, 0, 1400.0, 1740.0),
@@ -112,7 +112,7 @@ fn least_loaded_and_power_aware_choose_differently() {
     // Power-aware: G4 host 2 at 0.3 -> 0.45 costs 100.75 - 96 = 4.75 W, G5
     // host 1 at 0.1 -> 0.25 costs 103 - 97 = 6 W: host 2. Least loaded:
     // host 1 ends at 0.25, host 2 at 0.45: host 1.
-    let s = snap(
+    let s = pool(
         vec![host(0, true, 0), host(1, true, 1), host(2, true, 0)],
         vec![
             vm(1, 0, 1500.0, 1740.0),
@@ -134,7 +134,7 @@ fn least_loaded_and_power_aware_choose_differently() {
 
 #[test]
 fn measured_host_overhead_counts_towards_hotspots() {
-    let mut s = snap(
+    let mut s = pool(
         vec![host(0, true, 0), host(1, true, 0)],
         vec![
             vm(1, 0, 1000.0, 870.0),
@@ -163,7 +163,7 @@ fn measured_host_overhead_counts_towards_hotspots() {
 fn memory_and_cores_limit_placement() {
     // Host 1 has CPU to spare but only 500 MB free: VM 2 (613 MB) goes to
     // the off host 2 instead.
-    let mut s = snap(
+    let mut s = pool(
         vec![host(0, true, 0), host(1, true, 0), host(2, false, 0)],
         vec![
             vm(1, 0, 1100.0, 1740.0),
@@ -187,7 +187,7 @@ fn memory_and_cores_limit_placement() {
 fn never_places_on_a_host_that_would_become_overloaded() {
     // Host 1 at 0.7: +0.35 would make it 1.05 > 0.8. Host 2 is off: it is
     // woken and listed in switch_on.
-    let s = snap(
+    let s = pool(
         vec![host(0, true, 0), host(1, true, 0), host(2, false, 0)],
         vec![
             vm(1, 0, 1100.0, 1740.0),
@@ -211,7 +211,7 @@ fn coldspot_is_emptied_and_switched_off_all_or_nothing() {
     // grows least (host 0 at 0.3 -> 0.4: G4 99.5-96 = 3.5 W; host 1 G5 at 0.5 ->
     // 0.6: 121-116 = 5 W). Then host 1 (0.5) is tried but host 0 received a VM
     // and host 2 is being emptied: nothing else. Host 3 is on and empty: off.
-    let s = snap(
+    let s = pool(
         vec![
             host(0, true, 0),
             host(1, true, 1),
@@ -234,7 +234,7 @@ fn coldspot_is_emptied_and_switched_off_all_or_nothing() {
     assert_eq!(p.switch_off, vec![2, 3]);
 
     // All or nothing: host 0 holds two VMs and only one fits on host 1.
-    let s = snap(
+    let s = pool(
         vec![host(0, true, 0), host(1, true, 0)],
         vec![
             vm(1, 0, 300.0, 870.0),
@@ -257,7 +257,7 @@ fn coldspot_is_emptied_and_switched_off_all_or_nothing() {
 
 #[test]
 fn coldspot_threshold_limits_candidates() {
-    let s = snap(
+    let s = pool(
         vec![host(0, true, 0), host(1, true, 0)],
         vec![vm(1, 0, 400.0, 870.0), vm(2, 1, 600.0, 870.0)],
     );
@@ -281,7 +281,7 @@ fn limits_cap_migrations_and_cooldown_stops_ping_pong() {
         vm(4, 1, 100.0, 870.0),
         vm(5, 2, 100.0, 870.0),
     ];
-    let s = snap(hosts, vms);
+    let s = pool(hosts, vms);
     let c = config(thr(0.5), Selector::MinMigrationTime, Pattern::Balance);
     let p = Manager::new(c.clone(), 1).unwrap().decide(&s).unwrap();
     assert_eq!(p.migrations.len(), 2);
@@ -301,7 +301,7 @@ fn limits_cap_migrations_and_cooldown_stops_ping_pong() {
     let mut m = Manager::new(c2, 1).unwrap();
     let p = m.decide(&s).unwrap();
     assert_eq!(p.migrations[0].vm_id, 1);
-    let mut s2 = snap(
+    let mut s2 = pool(
         vec![host(0, true, 0), host(1, true, 0), host(2, true, 0)],
         vec![
             vm(1, 1, 800.0, 613.0),
@@ -322,7 +322,7 @@ fn limits_cap_migrations_and_cooldown_stops_ping_pong() {
 fn in_flight_migrations_count_against_limits_and_capacity() {
     let mut v1 = vm(1, 0, 900.0, 613.0);
     v1.migrating_to = Some(1);
-    let s = snap(
+    let s = pool(
         vec![host(0, true, 0), host(1, true, 0)],
         vec![v1, vm(2, 0, 900.0, 870.0), vm(3, 1, 100.0, 870.0)],
     );
@@ -341,7 +341,7 @@ fn auto_pattern_switches_with_hysteresis() {
         dwell: 2,
     };
     let mut m = Manager::new(config(thr(0.8), Selector::MinMigrationTime, pattern), 1).unwrap();
-    let busy = snap(
+    let busy = pool(
         vec![host(0, true, 0), host(1, true, 0)],
         vec![
             vm(1, 0, 1000.0, 870.0),
@@ -349,7 +349,7 @@ fn auto_pattern_switches_with_hysteresis() {
             vm(3, 1, 900.0, 870.0),
         ],
     );
-    let idle = snap(
+    let idle = pool(
         vec![host(0, true, 0), host(1, true, 0)],
         vec![vm(1, 0, 100.0, 870.0), vm(3, 1, 100.0, 870.0)],
     );
@@ -368,15 +368,24 @@ fn auto_pattern_switches_with_hysteresis() {
 }
 
 #[test]
-fn bad_snapshot_and_config_are_errors() {
+fn bad_pool_view_and_config_are_errors() {
     let mut m = Manager::new(config(thr(0.8), Selector::Random, Pattern::Consolidate), 1).unwrap();
-    let s = snap(vec![host(0, true, 0)], vec![vm(1, 3, 10.0, 10.0)]);
-    assert!(matches!(m.decide(&s), Err(ClusterError::PoolView(_))));
-    let mut s = snap(vec![host(0, true, 7)], vec![]);
-    assert!(matches!(m.decide(&s), Err(ClusterError::PoolView(_))));
+    let s = pool(vec![host(0, true, 0)], vec![vm(1, 3, 10.0, 10.0)]);
+    assert!(matches!(
+        m.decide(&s),
+        Err(ClusterError::InvalidPoolView(_))
+    ));
+    let mut s = pool(vec![host(0, true, 7)], vec![]);
+    assert!(matches!(
+        m.decide(&s),
+        Err(ClusterError::InvalidPoolView(_))
+    ));
     s.hosts[0].power_model = 0;
     s.interval_s = 0.0;
-    assert!(matches!(m.decide(&s), Err(ClusterError::PoolView(_))));
+    assert!(matches!(
+        m.decide(&s),
+        Err(ClusterError::InvalidPoolView(_))
+    ));
     let bad = config(
         Detector::Sandpiper {
             threshold: 0.8,
@@ -386,7 +395,10 @@ fn bad_snapshot_and_config_are_errors() {
         Selector::Random,
         Pattern::Consolidate,
     );
-    assert!(matches!(Manager::new(bad, 1), Err(ClusterError::Config(_))));
+    assert!(matches!(
+        Manager::new(bad, 1),
+        Err(ClusterError::InvalidConfig(_))
+    ));
     let bad = config(
         thr(0.8),
         Selector::Random,
@@ -396,5 +408,8 @@ fn bad_snapshot_and_config_are_errors() {
             dwell: 1,
         },
     );
-    assert!(matches!(Manager::new(bad, 1), Err(ClusterError::Config(_))));
+    assert!(matches!(
+        Manager::new(bad, 1),
+        Err(ClusterError::InvalidConfig(_))
+    ));
 }

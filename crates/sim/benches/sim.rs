@@ -73,7 +73,7 @@ fn main() {
         trace_dir: trace_dir.clone(),
         policies: policies
             .iter()
-            .map(|p| Policy::parse(p).expect("known policy"))
+            .map(|p| p.parse::<Policy>().expect("known policy"))
             .collect(),
         seed: 1,
         threads,

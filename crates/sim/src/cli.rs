@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use cluster::PatternKind;
 
 use crate::policy::{PAPER_POLICIES, Policy};
 use crate::scenario::{DEFAULT_SCENARIO, Scenario};
@@ -37,7 +38,7 @@ pub struct SimArgs {
     pub paper: bool,
     /// Manager pattern: consolidate, balance or auto (overrides the scenario).
     #[arg(long, value_name = "PATTERN")]
-    pub pattern: Option<String>,
+    pub pattern: Option<PatternKind>,
     /// Seed for random VM selection (overrides the scenario).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -120,11 +121,8 @@ pub fn build_spec(args: &SimArgs) -> anyhow::Result<RunSpec> {
     if !args.day_names.is_empty() {
         sim.day_names = Some(args.day_names.clone());
     }
-    if let Some(p) = &args.pattern {
-        if !["consolidate", "balance", "auto"].contains(&p.as_str()) {
-            bail!("unknown --pattern {p:?}: use consolidate, balance or auto");
-        }
-        loaded.scenario.manager.pattern = p.clone();
+    if let Some(p) = args.pattern {
+        loaded.scenario.manager.pattern = p;
     }
     let names: Vec<String> = if args.paper {
         PAPER_POLICIES.iter().map(|s| s.to_string()).collect()
@@ -138,7 +136,7 @@ pub fn build_spec(args: &SimArgs) -> anyhow::Result<RunSpec> {
     }
     let policies = names
         .iter()
-        .map(|n| Policy::parse(n))
+        .map(|n| n.parse::<Policy>())
         .collect::<Result<Vec<_>, _>>()?;
     let trace_dir = match (&args.trace_dir, &loaded.scenario.simulation.trace_dir) {
         (Some(d), _) => d.clone(),

@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub use engine::{DayResult, MemoryOverBandwidth, MigrationTime, PreCopy, SimError, simulate_day};
+pub use engine::{
+    DayResult, DaySimulation, MemoryOverBandwidth, MigrationTime, PreCopy, SimError, simulate_day,
+};
 pub use policy::Policy;
 pub use report::{Results, Summary};
 pub use scenario::{LoadedScenario, Scenario};
@@ -116,7 +118,7 @@ pub fn run(spec: &RunSpec) -> Result<Results, RunError> {
                     let Some(&(p, d)) = jobs.get(i) else { break };
                     let policy = &spec.policies[p];
                     let r = simulate_day(scenario, &days[d], policy, spec.seed);
-                    let what = format!("{} {}", policy.name(), days[d].name);
+                    let what = format!("{policy} {}", days[d].name);
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     if tty {
                         bar.set_message(what);

@@ -1,16 +1,26 @@
 //! Policy names: `npa`, `dvfs`, or `<detector>-<selector>[-<parameter>]` as
 //! in Beloglazov & Buyya (e.g. `lr-mmt-1.2`, `thr-mmt-0.8`, `sp-vsr-0.75`).
 
-use cluster::{Detector, Selector};
+use std::str::FromStr;
+
+use cluster::{Config, Detector, DetectorKind, Selector, UnknownName};
+
+use crate::scenario::ManagerSettings;
 
 /// An unknown or malformed policy name.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error(
-    "unknown policy {name:?}: {why}; known: npa, dvfs, or DETECTOR-SELECTOR[-PARAM] with DETECTOR one of thr, iqr, mad, lr, lrr, sp and SELECTOR one of mmt, rs, mc, mu, vsr (e.g. lr-mmt-1.2)"
-)]
-pub struct PolicyError {
-    pub name: String,
-    pub why: String,
+pub enum PolicyError {
+    #[error(
+        "unknown policy {name:?}: expected npa, dvfs or DETECTOR-SELECTOR[-PARAM] (e.g. lr-mmt-1.2)"
+    )]
+    Shape { name: String },
+    /// The detector or selector part is unknown.
+    #[error("unknown policy {name:?}: {part}")]
+    UnknownPart { name: String, part: UnknownName },
+    #[error("policy {name:?}: parameter {parameter:?} is not a non-negative number")]
+    Parameter { name: String, parameter: String },
+    #[error("policy {name:?}: a threshold must be positive")]
+    Threshold { name: String },
 }
 
 /// What runs the data center.
@@ -28,85 +38,39 @@ pub enum Policy {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DetectorKind {
-    Thr,
-    Iqr,
-    Mad,
-    Lr,
-    Lrr,
-    Sandpiper,
-}
+impl FromStr for Policy {
+    type Err = PolicyError;
 
-impl DetectorKind {
-    fn default_parameter(self) -> f64 {
-        match self {
-            DetectorKind::Thr => 0.8,
-            DetectorKind::Iqr => 1.5,
-            DetectorKind::Mad => 2.5,
-            DetectorKind::Lr | DetectorKind::Lrr => 1.2,
-            DetectorKind::Sandpiper => 0.75,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            DetectorKind::Thr => "thr",
-            DetectorKind::Iqr => "iqr",
-            DetectorKind::Mad => "mad",
-            DetectorKind::Lr => "lr",
-            DetectorKind::Lrr => "lrr",
-            DetectorKind::Sandpiper => "sp",
-        }
-    }
-}
-
-impl Policy {
-    /// Parses a policy name (case-insensitive).
-    pub fn parse(name: &str) -> Result<Self, PolicyError> {
-        let fail = |why: &str| PolicyError {
-            name: name.to_string(),
-            why: why.to_string(),
-        };
+    /// Parses a policy name (ASCII case does not matter).
+    fn from_str(name: &str) -> Result<Self, PolicyError> {
         let lower = name.trim().to_ascii_lowercase();
         match lower.as_str() {
             "npa" => return Ok(Policy::Npa),
             "dvfs" => return Ok(Policy::Dvfs),
             _ => {}
         }
+        let name = || name.to_string();
         let parts: Vec<&str> = lower.split('-').collect();
         if parts.len() < 2 || parts.len() > 3 {
-            return Err(fail(
-                "expected DETECTOR-SELECTOR or DETECTOR-SELECTOR-PARAM",
-            ));
+            return Err(PolicyError::Shape { name: name() });
         }
-        let detector = match parts[0] {
-            "thr" => DetectorKind::Thr,
-            "iqr" => DetectorKind::Iqr,
-            "mad" => DetectorKind::Mad,
-            "lr" => DetectorKind::Lr,
-            "lrr" => DetectorKind::Lrr,
-            "sp" | "sandpiper" => DetectorKind::Sandpiper,
-            _ => return Err(fail(&format!("unknown detector {:?}", parts[0]))),
-        };
-        let selector = match parts[1] {
-            "mmt" => Selector::MinMigrationTime,
-            "rs" => Selector::Random,
-            "mc" => Selector::MaxCorrelation,
-            "mu" => Selector::MinUtilization,
-            "vsr" => Selector::VolumeToSize,
-            _ => return Err(fail(&format!("unknown selector {:?}", parts[1]))),
-        };
+        let part = |part| PolicyError::UnknownPart { name: name(), part };
+        let detector: DetectorKind = parts[0].parse().map_err(part)?;
+        let selector: Selector = parts[1].parse().map_err(part)?;
         let parameter = match parts.get(2) {
             None => detector.default_parameter(),
             Some(p) => p
                 .parse::<f64>()
                 .ok()
                 .filter(|v| v.is_finite() && *v >= 0.0)
-                .ok_or_else(|| fail(&format!("parameter {p:?} is not a non-negative number")))?,
+                .ok_or_else(|| PolicyError::Parameter {
+                    name: name(),
+                    parameter: p.to_string(),
+                })?,
         };
-        if matches!(detector, DetectorKind::Thr | DetectorKind::Sandpiper) && parameter <= 0.0 {
-            return Err(fail("a threshold must be positive"));
+        if matches!(detector, DetectorKind::Threshold | DetectorKind::Sandpiper) && parameter <= 0.0
+        {
+            return Err(PolicyError::Threshold { name: name() });
         }
         Ok(Policy::Managed {
             detector,
@@ -114,21 +78,38 @@ impl Policy {
             selector,
         })
     }
+}
 
-    /// Canonical name, e.g. `lr-mmt-1.2`.
-    pub fn name(&self) -> String {
+/// The canonical name, e.g. `lr-mmt-1.2`.
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Policy::Npa => "npa".into(),
-            Policy::Dvfs => "dvfs".into(),
+            Policy::Npa => f.write_str("npa"),
+            Policy::Dvfs => f.write_str("dvfs"),
+            // `{:?}` keeps the decimal point: thr-mmt-1.0, not thr-mmt-1.
             Policy::Managed {
                 detector,
                 parameter,
                 selector,
-            } => {
-                // `{:?}` keeps the decimal point: thr-mmt-1.0, not thr-mmt-1.
-                format!("{}-{}-{:?}", detector.name(), selector.name(), parameter)
-            }
+            } => write!(f, "{detector}-{selector}-{parameter:?}"),
         }
+    }
+}
+
+impl Policy {
+    /// The engine's configuration for a managed policy (`None` for npa and
+    /// dvfs), with the scenario's manager settings.
+    pub fn config(&self, m: &ManagerSettings) -> Option<Config> {
+        let Policy::Managed { selector, .. } = *self else {
+            return None;
+        };
+        Some(Config {
+            detector: self.detector(m.fallback_threshold, m.sandpiper_k, m.sandpiper_n)?,
+            selector,
+            pattern: m.pattern(),
+            coldspot_below: m.coldspot_below,
+            limits: m.limits(),
+        })
     }
 
     /// The engine's detector for a managed policy.
@@ -143,7 +124,7 @@ impl Policy {
         };
         let s = parameter;
         Some(match detector {
-            DetectorKind::Thr => Detector::Threshold { threshold: s },
+            DetectorKind::Threshold => Detector::Threshold { threshold: s },
             DetectorKind::Iqr => Detector::Iqr {
                 safety: s,
                 fallback,
@@ -192,19 +173,24 @@ mod tests {
             "mad-mu-2.5",
             "sp-vsr-0.75",
         ] {
-            assert_eq!(Policy::parse(n).unwrap().name(), n);
+            assert_eq!(n.parse::<Policy>().unwrap().to_string(), n);
         }
-        assert_eq!(Policy::parse("LRR-MMT").unwrap().name(), "lrr-mmt-1.2");
+        let p: Policy = "LRR-MMT".parse().unwrap();
+        assert_eq!(p.to_string(), "lrr-mmt-1.2");
+        let p: Policy = "sandpiper-vsr".parse().unwrap();
+        assert_eq!(p.to_string(), "sp-vsr-0.75");
     }
 
     #[test]
     fn unknown_names_are_explained() {
-        let e = Policy::parse("foo-mmt").unwrap_err().to_string();
+        let e = "foo-mmt".parse::<Policy>().unwrap_err().to_string();
         assert!(e.contains("unknown detector \"foo\""), "{e}");
-        let e = Policy::parse("lr-xyz").unwrap_err().to_string();
+        assert!(e.contains("known: thr, iqr, mad, lr, lrr, sp"), "{e}");
+        let e = "lr-xyz".parse::<Policy>().unwrap_err().to_string();
         assert!(e.contains("unknown selector \"xyz\""), "{e}");
-        assert!(Policy::parse("lr-mmt-abc").is_err());
-        assert!(Policy::parse("thr-mmt-0").is_err());
-        assert!(Policy::parse("lr").is_err());
+        assert!("lr-mmt-abc".parse::<Policy>().is_err());
+        assert!("thr-mmt-0".parse::<Policy>().is_err());
+        let e = "lr".parse::<Policy>().unwrap_err().to_string();
+        assert!(e.contains("DETECTOR-SELECTOR"), "{e}");
     }
 }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use cluster::{MigrationLimits, Pattern, PatternKind};
 use serde::{Deserialize, Serialize};
 
 /// The default scenario, compiled in.
@@ -113,8 +114,8 @@ fn one() -> u32 {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Migration {
-    /// "memory-over-bandwidth" (the paper) or "precopy".
-    pub model: String,
+    /// How long a migration takes.
+    pub model: MigrationModel,
     /// Share of the host bandwidth migrations get (CloudSim: half).
     pub bandwidth_share: f64,
     /// CPU lost by the migrating VM while it moves, as a share of its demand
@@ -131,7 +132,7 @@ pub struct Migration {
 impl Default for Migration {
     fn default() -> Self {
         Self {
-            model: "memory-over-bandwidth".into(),
+            model: MigrationModel::MemoryOverBandwidth,
             bandwidth_share: 0.5,
             degradation: 0.1,
             dirty_rate_mb_s: 0.0,
@@ -141,12 +142,23 @@ impl Default for Migration {
     }
 }
 
+/// The migration-time models a scenario names.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrationModel {
+    /// Memory / bandwidth (the paper): `memory-over-bandwidth`.
+    MemoryOverBandwidth,
+    /// Iterative pre-copy rounds with a dirty rate: `precopy`.
+    Precopy,
+}
+
 /// Settings of the decision engine that policy names do not carry.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ManagerSettings {
-    /// "consolidate", "balance" or "auto".
-    pub pattern: String,
+    /// consolidate, balance or auto.
+    #[serde(with = "by_name")]
+    pub pattern: PatternKind,
     /// Auto pattern: consolidate below this pool load...
     pub consolidate_below: f64,
     /// ...balance at or above it when hotspots exist...
@@ -168,7 +180,7 @@ pub struct ManagerSettings {
 impl Default for ManagerSettings {
     fn default() -> Self {
         Self {
-            pattern: "consolidate".into(),
+            pattern: PatternKind::Consolidate,
             consolidate_below: 0.5,
             balance_above: 0.8,
             dwell: 3,
@@ -179,6 +191,29 @@ impl Default for ManagerSettings {
             max_migrations_per_host: None,
             max_migrations_per_cluster: None,
             vm_cooldown_s: 0.0,
+        }
+    }
+}
+
+impl ManagerSettings {
+    /// The pattern with its `auto` parameters.
+    pub fn pattern(&self) -> Pattern {
+        match self.pattern {
+            PatternKind::Consolidate => Pattern::Consolidate,
+            PatternKind::Balance => Pattern::Balance,
+            PatternKind::Auto => Pattern::Auto {
+                consolidate_below: self.consolidate_below,
+                balance_above: self.balance_above,
+                dwell: self.dwell,
+            },
+        }
+    }
+
+    pub fn limits(&self) -> MigrationLimits {
+        MigrationLimits {
+            per_host: self.max_migrations_per_host,
+            per_cluster: self.max_migrations_per_cluster,
+            vm_cooldown_s: self.vm_cooldown_s,
         }
     }
 }
@@ -198,7 +233,7 @@ impl Scenario {
     pub fn parse(text: &str, origin: &str) -> Result<Self, ScenarioError> {
         let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
             path: origin.to_string(),
-            message: e.to_string(),
+            message: one_line(text, &e),
         })?;
         s.validate(origin)?;
         Ok(s)
@@ -315,15 +350,6 @@ impl Scenario {
             }
         }
         let m = &self.migration;
-        if m.model != "memory-over-bandwidth" && m.model != "precopy" {
-            return Err(err(
-                "migration.model".into(),
-                format!(
-                    "unknown model {:?}: use \"memory-over-bandwidth\" or \"precopy\"",
-                    m.model
-                ),
-            ));
-        }
         if !(m.bandwidth_share > 0.0 && m.bandwidth_share <= 1.0) {
             return Err(err(
                 "migration.bandwidth_share".into(),
@@ -342,20 +368,66 @@ impl Scenario {
                 "must be >= 0".into(),
             ));
         }
-        let mg = &self.manager;
-        if !["consolidate", "balance", "auto"].contains(&mg.pattern.as_str()) {
-            return Err(err(
-                "manager.pattern".into(),
-                format!(
-                    "unknown pattern {:?}: use consolidate, balance or auto",
-                    mg.pattern
-                ),
-            ));
-        }
         for (i, p) in sim.policies.iter().enumerate() {
-            crate::policy::Policy::parse(p)
+            p.parse::<crate::policy::Policy>()
                 .map_err(|e| err(format!("simulation.policies[{i}]"), e.to_string()))?;
         }
         Ok(())
+    }
+}
+
+/// A TOML error on one line: "line L, column C (`the line`): message".
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return e.message().trim_end().to_string();
+    };
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    let source = text[line_start..].lines().next().unwrap_or("").trim();
+    format!(
+        "line {line}, column {column} (`{source}`): {}",
+        e.message().trim_end()
+    )
+}
+
+/// Serde for values named by `FromStr` and `Display` (cluster's names), so
+/// a scenario spells them as everywhere else.
+mod by_name {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names written back to TOML read the same (pattern, migration model).
+    #[test]
+    fn scenario_round_trips_through_toml() {
+        let mut s = Scenario::builtin().scenario;
+        s.manager.pattern = PatternKind::Auto;
+        s.migration.model = MigrationModel::Precopy;
+        let text = toml::to_string(&s).unwrap();
+        assert!(text.contains("pattern = \"auto\""), "{text}");
+        assert!(text.contains("model = \"precopy\""), "{text}");
+        assert_eq!(Scenario::parse(&text, "round trip").unwrap(), s);
     }
 }

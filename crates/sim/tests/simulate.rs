@@ -69,7 +69,10 @@ fn spec(scenario: &str, traces: &Path, policies: &[&str]) -> RunSpec {
             base_dir: None,
         },
         trace_dir: traces.to_path_buf(),
-        policies: policies.iter().map(|p| Policy::parse(p).unwrap()).collect(),
+        policies: policies
+            .iter()
+            .map(|p| p.parse::<Policy>().unwrap())
+            .collect(),
         seed: 7,
         threads: 2,
         progress: false,
@@ -337,6 +340,33 @@ fn bad_traces_are_clear_errors() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Interval by interval: after the first interval only its energy counts
+/// (the hand computation above); the whole day is what `simulate_day` gives.
+#[test]
+fn day_simulation_steps_one_interval_at_a_time() {
+    let traces = tiny_traces();
+    let scenario = Scenario::parse(TINY, "test.toml").unwrap();
+    let day = sim::trace::load_day(&traces, "day1", 3).unwrap();
+    let policy: Policy = "thr-mmt-0.8".parse().unwrap();
+    let mut first = sim::DaySimulation::new(&scenario, &day, &policy, 7).unwrap();
+    first.step().unwrap();
+    let i0 = 132.0 * 10.0 + 150.0 * 290.0 + 120.0 * 10.0;
+    let r = first.finish();
+    assert!(close(r.energy_kwh, i0 / 3.6e6), "{}", r.energy_kwh);
+    assert_eq!(r.migrations, 1);
+    let mut all = sim::DaySimulation::new(&scenario, &day, &policy, 7).unwrap();
+    let mut steps = 0;
+    while !all.is_over() {
+        all.step().unwrap();
+        steps += 1;
+    }
+    assert_eq!(steps, 3);
+    all.step().unwrap(); // past the end: nothing happens
+    let whole = sim::simulate_day(&scenario, &day, &policy, 7).unwrap();
+    assert_eq!(all.finish(), whole);
+    let _ = std::fs::remove_dir_all(traces);
+}
+
 #[test]
 fn impossible_scenarios_and_unknown_names_are_clear_errors() {
     let dir = tiny_traces();
@@ -367,6 +397,13 @@ fn impossible_scenarios_and_unknown_names_are_clear_errors() {
     let wrong_type = TINY.replace("count = 2", "count = \"two\"");
     let e = run_err(&wrong_type, &dir);
     assert!(e.contains("bad.toml") && e.contains("count"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    let pattern = format!("{TINY}\n[manager]\npattern = \"often\"\n");
+    let e = run_err(&pattern, &dir);
+    assert!(
+        e.contains("unknown pattern \"often\" (known: consolidate, balance, auto)"),
+        "{e}"
+    );
     let e = Scenario::load(&dir.join("missing.toml"))
         .unwrap_err()
         .to_string();

@@ -1,0 +1,264 @@
+//! The tentative allocation while a plan is built: which VMs each host
+//! holds, its CPU, memory and network load and its utilization history,
+//! updated as VMs are moved on paper. Its buffers live in the `Manager`
+//! between intervals so planning does not allocate.
+
+use crate::detect::{Detector, HostLoad};
+use crate::model::{HISTORY_LEN, PoolView};
+use crate::select::Candidate;
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Allocation {
+    /// VM indices on each host (sources of in-flight migrations included).
+    host_vms: Vec<Vec<usize>>,
+    cpu: Vec<f64>,
+    ram: Vec<f64>,
+    net: Vec<f64>,
+    /// Each host's utilization history, newest first (see `HostLoad`).
+    hist: Vec<[f64; HISTORY_LEN]>,
+    /// Each VM's history, newest first, and how much of it is filled.
+    vm_hist: Vec<[f64; HISTORY_LEN]>,
+    vm_hist_len: Vec<usize>,
+    /// VMs migrating in to each host.
+    reserved_in: Vec<u32>,
+    /// Hosts with the same specification share a kind: all empty hosts of a
+    /// kind are interchangeable, so placement evaluates only the first.
+    kind: Vec<usize>,
+    kinds: usize,
+    scratch: [f64; HISTORY_LEN],
+}
+
+impl Allocation {
+    /// Starts an interval from the allocation in `view`; a VM in flight
+    /// occupies both its source and its destination.
+    pub fn reset(&mut self, view: &PoolView) {
+        let nh = view.hosts.len();
+        self.host_vms.resize_with(nh, Vec::new);
+        self.host_vms.truncate(nh);
+        for l in self.host_vms.iter_mut() {
+            l.clear();
+        }
+        for v in [&mut self.cpu, &mut self.ram, &mut self.net] {
+            v.clear();
+            v.resize(nh, 0.0);
+        }
+        self.reserved_in.clear();
+        self.reserved_in.resize(nh, 0);
+        self.hist.clear();
+        self.hist.resize(nh, [0.0; HISTORY_LEN]);
+        self.scratch = [0.0; HISTORY_LEN];
+        self.find_kinds(view);
+
+        self.vm_hist.clear();
+        self.vm_hist_len.clear();
+        for v in &view.vms {
+            let mut a = [0.0; HISTORY_LEN];
+            let n = v.history.len().min(HISTORY_LEN);
+            for (i, x) in v.history.iter().rev().take(n).enumerate() {
+                a[i] = *x;
+            }
+            self.vm_hist.push(a);
+            self.vm_hist_len.push(n);
+        }
+        for (h, info) in view.hosts.iter().enumerate() {
+            self.cpu[h] = info.cpu_overhead;
+        }
+        for (i, v) in view.vms.iter().enumerate() {
+            self.add(view, i, v.host);
+            if let Some(d) = v.migrating_to {
+                self.cpu[d] += v.cpu_demand;
+                self.ram[d] += v.ram_mb;
+                self.net[d] += v.net_mbps;
+                self.reserved_in[d] += 1;
+            }
+        }
+    }
+
+    fn find_kinds(&mut self, view: &PoolView) {
+        self.kind.clear();
+        let mut reps: Vec<usize> = Vec::new();
+        for (i, h) in view.hosts.iter().enumerate() {
+            let same = reps.iter().position(|&r| {
+                let o = &view.hosts[r];
+                o.power_model == h.power_model
+                    && o.cpu_capacity == h.cpu_capacity
+                    && o.core_capacity == h.core_capacity
+                    && o.ram_mb == h.ram_mb
+                    && o.net_mbps == h.net_mbps
+            });
+            self.kind.push(same.unwrap_or_else(|| {
+                reps.push(i);
+                reps.len() - 1
+            }));
+        }
+        self.kinds = reps.len();
+    }
+
+    /// Puts VM `v` on host `h`.
+    pub fn add(&mut self, view: &PoolView, v: usize, h: usize) {
+        let vm = &view.vms[v];
+        self.host_vms[h].push(v);
+        self.cpu[h] += vm.cpu_demand;
+        self.ram[h] += vm.ram_mb;
+        self.net[h] += vm.net_mbps;
+        let w = vm.cpu_size / view.hosts[h].cpu_capacity;
+        for i in 0..self.vm_hist_len[v] {
+            self.hist[h][i] += self.vm_hist[v][i] * w;
+        }
+    }
+
+    /// Takes VM `v` off host `h`.
+    pub fn remove(&mut self, view: &PoolView, v: usize, h: usize) {
+        let vm = &view.vms[v];
+        if let Some(pos) = self.host_vms[h].iter().position(|x| *x == v) {
+            self.host_vms[h].remove(pos);
+        }
+        self.cpu[h] -= vm.cpu_demand;
+        self.ram[h] -= vm.ram_mb;
+        self.net[h] -= vm.net_mbps;
+        let w = vm.cpu_size / view.hosts[h].cpu_capacity;
+        for i in 0..self.vm_hist_len[v] {
+            self.hist[h][i] -= self.vm_hist[v][i] * w;
+        }
+        if self.host_vms[h].is_empty() {
+            // Avoid rounding residue: an empty host has no history.
+            self.hist[h] = [0.0; HISTORY_LEN];
+        }
+    }
+
+    /// The VMs host `h` holds.
+    pub fn vms_on(&self, h: usize) -> &[usize] {
+        &self.host_vms[h]
+    }
+
+    /// Whether a VM is migrating in to host `h`.
+    pub fn has_arrivals(&self, h: usize) -> bool {
+        self.reserved_in[h] > 0
+    }
+
+    /// Host has VMs (or VMs arriving): it draws power and counts as active.
+    pub fn active(&self, h: usize) -> bool {
+        !self.host_vms[h].is_empty() || self.reserved_in[h] > 0
+    }
+
+    pub fn util(&self, view: &PoolView, h: usize) -> f64 {
+        self.cpu[h] / view.hosts[h].cpu_capacity
+    }
+
+    /// The kind of host `h` (0..kinds()).
+    pub fn kind(&self, h: usize) -> usize {
+        self.kind[h]
+    }
+
+    pub fn kinds(&self) -> usize {
+        self.kinds
+    }
+
+    /// Runs the detector on host `h` as planned, optionally with VM `extra` added.
+    pub fn overloaded(
+        &mut self,
+        view: &PoolView,
+        detector: &Detector,
+        h: usize,
+        extra: Option<usize>,
+    ) -> bool {
+        if self.host_vms[h].is_empty() && self.reserved_in[h] == 0 && extra.is_none() {
+            return false;
+        }
+        let cap = view.hosts[h].cpu_capacity;
+        let mut util = self.cpu[h] / cap;
+        if let Detector::Threshold { threshold } = *detector {
+            // No history needed.
+            let extra = extra.map_or(0.0, |v| view.vms[v].cpu_demand / cap);
+            return util + extra > threshold;
+        }
+        self.scratch = self.hist[h];
+        // Only the regressions look ahead by the migration time.
+        let needs_time = matches!(detector, Detector::Lr { .. } | Detector::Lrr { .. });
+        let mut max_t: f64 = 0.0;
+        if needs_time {
+            for &v in &self.host_vms[h] {
+                max_t = max_t.max(migration_time(view, v, h));
+            }
+        }
+        if let Some(v) = extra {
+            let vm = &view.vms[v];
+            util += vm.cpu_demand / cap;
+            let w = vm.cpu_size / cap;
+            for i in 0..self.vm_hist_len[v] {
+                self.scratch[i] += self.vm_hist[v][i] * w;
+            }
+            if needs_time {
+                max_t = max_t.max(migration_time(view, v, h));
+            }
+        }
+        let mut len = HISTORY_LEN;
+        while len > 0 && self.scratch[len - 1] == 0.0 {
+            len -= 1;
+        }
+        let load = HostLoad {
+            utilization: util,
+            history_newest_first: &self.scratch[..len],
+            max_migration_time_s: max_t,
+            interval_s: view.interval_s,
+        };
+        detector.is_overloaded(&load)
+    }
+
+    /// VM `v` on host `h` as a selector sees it.
+    pub fn candidate(&self, view: &PoolView, v: usize, h: usize) -> Candidate<'_> {
+        let vm = &view.vms[v];
+        let host = &view.hosts[h];
+        Candidate {
+            ram_mb: vm.ram_mb,
+            utilization: vm.cpu_demand / vm.cpu_size,
+            cpu_share: vm.cpu_demand / host.cpu_capacity,
+            mem_share: if host.ram_mb > 0.0 {
+                vm.ram_mb / host.ram_mb
+            } else {
+                0.0
+            },
+            net_share: if host.net_mbps > 0.0 {
+                vm.net_mbps / host.net_mbps
+            } else {
+                0.0
+            },
+            history_newest_first: &self.vm_hist[v][..self.vm_hist_len[v]],
+        }
+    }
+
+    /// Whether VM `v` fits on host `h` as planned: CPU, one core's share,
+    /// memory, and network when the host reports it.
+    pub fn fits(&self, view: &PoolView, v: usize, h: usize) -> bool {
+        let vm = &view.vms[v];
+        let host = &view.hosts[h];
+        let eps = 1e-9;
+        self.cpu[h] + vm.cpu_demand <= host.cpu_capacity + eps
+            && vm.cpu_demand <= host.core_capacity * vm.cores.max(1) as f64 + eps
+            && self.ram[h] + vm.ram_mb <= host.ram_mb + eps
+            && (host.net_mbps <= 0.0 || self.net[h] + vm.net_mbps <= host.net_mbps + eps)
+    }
+
+    /// Host `h`'s utilization with VM `v` added.
+    pub fn util_with(&self, view: &PoolView, v: usize, h: usize) -> f64 {
+        (self.cpu[h] + view.vms[v].cpu_demand) / view.hosts[h].cpu_capacity
+    }
+
+    /// Power increase (W) of putting `v` on `h`; an inactive host adds all
+    /// of its power, idle included.
+    pub fn power_delta(&self, view: &PoolView, v: usize, h: usize) -> f64 {
+        let host = &view.hosts[h];
+        let model = &view.power_models[host.power_model];
+        let after = model.power(self.util_with(view, v, h));
+        if self.active(h) {
+            after - model.power(self.util(view, h))
+        } else {
+            after
+        }
+    }
+}
+
+/// Seconds VM `v` would take to leave host `h` (memory over bandwidth).
+fn migration_time(view: &PoolView, v: usize, h: usize) -> f64 {
+    view.vms[v].ram_mb / view.migration_bandwidth_mb_s(h, h)
+}

@@ -1,0 +1,65 @@
+//! What configures a `Manager`, and the ranges its values must respect.
+
+use crate::ClusterError;
+use crate::detect::Detector;
+use crate::limits::MigrationLimits;
+use crate::pattern::Pattern;
+use crate::select::Selector;
+
+/// Everything that configures a `Manager`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub detector: Detector,
+    pub selector: Selector,
+    pub pattern: Pattern,
+    /// In consolidate mode, only hosts below this utilization are coldspots;
+    /// `None` tries every host, least loaded first (Beloglazov & Buyya).
+    pub coldspot_below: Option<f64>,
+    pub limits: MigrationLimits,
+}
+
+impl Config {
+    /// Checks parameter ranges.
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        let bad = |m: String| Err(ClusterError::InvalidConfig(m));
+        match self.detector {
+            Detector::Threshold { threshold } | Detector::Sandpiper { threshold, .. }
+                if !(threshold > 0.0 && threshold.is_finite()) =>
+            {
+                return bad(format!("threshold {threshold} must be a positive number"));
+            }
+            Detector::Sandpiper { k, n, .. } if k == 0 || n == 0 || k > n => {
+                return bad(format!("sandpiper needs 1 <= k <= n, got k={k} n={n}"));
+            }
+            Detector::Iqr { safety, fallback }
+            | Detector::Mad { safety, fallback }
+            | Detector::Lr { safety, fallback }
+            | Detector::Lrr { safety, fallback }
+                if !(safety >= 0.0 && safety.is_finite() && fallback > 0.0) =>
+            {
+                return bad(format!(
+                    "safety parameter {safety} must be >= 0 and fallback threshold {fallback} > 0"
+                ));
+            }
+            _ => {}
+        }
+        if let Pattern::Auto {
+            consolidate_below,
+            balance_above,
+            ..
+        } = self.pattern
+            && !(consolidate_below < balance_above)
+        {
+            return bad(format!(
+                "consolidate_below ({consolidate_below}) must be below balance_above ({balance_above})"
+            ));
+        }
+        if !(self.limits.vm_cooldown_s >= 0.0) {
+            return bad("vm_cooldown_s must be >= 0".into());
+        }
+        if self.limits.per_host == Some(0) || self.limits.per_cluster == Some(0) {
+            return bad("migration limits must be at least 1 (omit them for no limit)".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! Placement: which host a VM leaving another goes to (docs/MANAGER.md,
+//! "Placement").
+
+use crate::names::{self, UnknownName};
+use crate::planner::Planner;
+
+/// Where a VM leaving a host goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Power-aware best fit decreasing: the host whose power grows least.
+    PowerAware,
+    /// The powered-on host with the lowest utilization after the move; an
+    /// off host is woken (power-aware choice) only when no on host fits.
+    LeastLoaded,
+}
+
+impl Placement {
+    /// Every placement, in the order names are listed.
+    pub const ALL: [Placement; 2] = [Placement::PowerAware, Placement::LeastLoaded];
+
+    /// Name as written in configurations: power-aware, least-loaded.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::PowerAware => "power-aware",
+            Placement::LeastLoaded => "least-loaded",
+        }
+    }
+}
+
+impl std::str::FromStr for Placement {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        names::parse("placement", s, &Self::ALL, Self::name)
+    }
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Planner<'_> {
+    /// The host for VM `v`, never one in `excluded`, one that cannot start
+    /// another migration, or one the detector would call overloaded with
+    /// the VM added. Power-aware candidates are `among` (hosts with VMs; the
+    /// caller keeps the list current) and, when `empties` is given, the
+    /// first usable empty host of each kind.
+    pub(crate) fn find_host(
+        &mut self,
+        v: usize,
+        excluded: &[bool],
+        how: Placement,
+        among: &[usize],
+        empties: Option<&[Vec<usize>]>,
+    ) -> Option<usize> {
+        if how == Placement::LeastLoaded
+            && let Some(h) = self.least_loaded(v, excluded)
+        {
+            return Some(h);
+        }
+        self.least_power(v, excluded, among, empties)
+    }
+
+    /// The powered-on host with the lowest utilization after the move.
+    fn least_loaded(&mut self, v: usize, excluded: &[bool]) -> Option<usize> {
+        let view = self.view;
+        let mut best: Option<(f64, usize)> = None;
+        for h in 0..view.hosts.len() {
+            if excluded[h]
+                || !view.hosts[h].on
+                || !self.alloc.fits(view, v, h)
+                || !self.count.can_start(h)
+            {
+                continue;
+            }
+            let after = self.alloc.util_with(view, v, h);
+            if best.is_some_and(|(b, _)| after >= b) {
+                continue;
+            }
+            if self.alloc.active(h)
+                && self
+                    .alloc
+                    .overloaded(view, &self.config.detector, h, Some(v))
+            {
+                continue;
+            }
+            best = Some((after, h));
+        }
+        best.map(|(_, h)| h)
+    }
+
+    /// The host whose power grows least (ties: the lowest index).
+    fn least_power(
+        &mut self,
+        v: usize,
+        excluded: &[bool],
+        among: &[usize],
+        empties: Option<&[Vec<usize>]>,
+    ) -> Option<usize> {
+        let view = self.view;
+        let alloc = &mut *self.alloc;
+        let count = &*self.count;
+        // Cheap checks first; the detector runs only on the candidates in
+        // order of power increase (ties: lowest index, as a scan would give).
+        let cands = &mut *self.candidates;
+        cands.clear();
+        for &h in among {
+            if excluded[h] || !alloc.active(h) || !count.can_start(h) || !alloc.fits(view, v, h) {
+                continue;
+            }
+            cands.push((alloc.power_delta(view, v, h), h));
+        }
+        for list in empties.unwrap_or(&[]) {
+            // Empty hosts of one kind are interchangeable: the first usable one.
+            let first = list
+                .iter()
+                .copied()
+                .find(|&h| !excluded[h] && !alloc.active(h) && count.can_start(h));
+            if let Some(h) = first
+                && alloc.fits(view, v, h)
+            {
+                cands.push((alloc.power_delta(view, v, h), h));
+            }
+        }
+        // Take candidates in order of (power increase, index) until one is
+        // not overloaded with the VM; usually the first few, so no full sort.
+        while !cands.is_empty() {
+            let mut best = 0;
+            for i in 1..cands.len() {
+                let (a, b) = (cands[i], cands[best]);
+                if a.0 < b.0 || (a.0 == b.0 && a.1 < b.1) {
+                    best = i;
+                }
+            }
+            let (_, h) = cands.swap_remove(best);
+            // CloudSim skips the overload check for an empty host.
+            if !alloc.active(h) || !alloc.overloaded(view, &self.config.detector, h, Some(v)) {
+                return Some(h);
+            }
+        }
+        None
+    }
+}

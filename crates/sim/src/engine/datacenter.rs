@@ -1,0 +1,194 @@
+//! The modelled data center: hosts and VMs built from a scenario, their
+//! initial placement, and the engine's view of them.
+
+use cluster::{HISTORY_LEN, HostInfo, PoolView, PowerModel, VmInfo};
+
+use super::SimError;
+use crate::policy::Policy;
+use crate::scenario::Scenario;
+use crate::trace::Day;
+
+/// One host: cores and MIPS, memory (MB), bandwidth, power model index.
+#[derive(Debug, Clone)]
+pub(crate) struct HostSpec {
+    pub cores: u32,
+    pub core_mips: f64,
+    /// cores x core_mips.
+    pub capacity: f64,
+    pub ram: f64,
+    pub bw_mbps: f64,
+    pub model: usize,
+}
+
+impl HostSpec {
+    /// The CPU a VM asking for `demand` gets here: one host core per VM core at most.
+    pub fn cpu_given(&self, demand: f64, vm: &VmSpec) -> f64 {
+        demand.min(self.core_mips * vm.cores.min(self.cores) as f64)
+    }
+}
+
+/// One VM: its size in MIPS and cores, memory (MB), and scenario type index.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct VmSpec {
+    pub mips: f64,
+    pub cores: u32,
+    pub ram: f64,
+    pub vm_type: usize,
+}
+
+/// Hosts in the order CloudSim creates them: types interleaved (host i is
+/// of type i mod #types) while every type still has hosts left.
+pub(crate) fn build_hosts(s: &Scenario) -> (Vec<HostSpec>, Vec<PowerModel>) {
+    let models: Vec<PowerModel> = s
+        .host_types
+        .iter()
+        .map(|t| PowerModel::new(t.power_watts.clone()).expect("validated"))
+        .collect();
+    let mut left: Vec<usize> = s.host_types.iter().map(|t| t.count).collect();
+    let mut hosts = Vec::with_capacity(s.host_count());
+    while left.iter().any(|c| *c > 0) {
+        for (i, t) in s.host_types.iter().enumerate() {
+            if left[i] > 0 {
+                left[i] -= 1;
+                hosts.push(HostSpec {
+                    cores: t.cores,
+                    core_mips: t.mips_per_core,
+                    capacity: t.mips_per_core * t.cores as f64,
+                    ram: t.ram_mb,
+                    bw_mbps: t.bandwidth_mbps,
+                    model: i,
+                });
+            }
+        }
+    }
+    (hosts, models)
+}
+
+/// VM i gets type i / ceil(n / #types), as CloudSim's `Helper.createVmList`.
+pub(crate) fn build_vms(s: &Scenario, n: usize) -> Vec<VmSpec> {
+    let types = s.vm_types.len();
+    let block = n.div_ceil(types).max(1);
+    (0..n)
+        .map(|i| {
+            let k = (i / block).min(types - 1);
+            let t = &s.vm_types[k];
+            VmSpec {
+                mips: t.mips,
+                cores: t.cores,
+                ram: t.ram_mb,
+                vm_type: k,
+            }
+        })
+        .collect()
+}
+
+/// Initial placement, reserving each VM's full size: first fit for the
+/// baselines (CloudSim's `PowerVmAllocationPolicySimple`), power-aware best
+/// fit for the managed policies.
+pub(crate) fn initial_placement(
+    hosts: &[HostSpec],
+    models: &[PowerModel],
+    vms: &[VmSpec],
+    policy: &Policy,
+    day: &Day,
+    s: &Scenario,
+) -> Result<Vec<usize>, SimError> {
+    let mut cpu = vec![0.0; hosts.len()];
+    let mut ram = vec![0.0; hosts.len()];
+    let mut out = Vec::with_capacity(vms.len());
+    let first_fit = matches!(policy, Policy::Npa | Policy::Dvfs);
+    for (i, v) in vms.iter().enumerate() {
+        let fits = |h: usize| {
+            let spec = &hosts[h];
+            v.cores <= spec.cores
+                && v.mips <= spec.core_mips * v.cores as f64 + 1e-9
+                && cpu[h] + v.mips <= spec.capacity + 1e-9
+                && ram[h] + v.ram <= spec.ram + 1e-9
+        };
+        let chosen = if first_fit {
+            (0..hosts.len()).find(|&h| fits(h))
+        } else {
+            let mut best: Option<(f64, usize)> = None;
+            for h in 0..hosts.len() {
+                if !fits(h) {
+                    continue;
+                }
+                let m = &models[hosts[h].model];
+                let after = m.power((cpu[h] + v.mips) / hosts[h].capacity);
+                let now = if cpu[h] > 0.0 {
+                    m.power(cpu[h] / hosts[h].capacity)
+                } else {
+                    0.0
+                };
+                let delta = after - now;
+                if best.is_none_or(|(b, _)| delta < b) {
+                    best = Some((delta, h));
+                }
+            }
+            best.map(|(_, h)| h)
+        };
+        let Some(h) = chosen else {
+            return Err(SimError::NoRoom {
+                day: day.name.clone(),
+                index: i,
+                file: day.files[i].clone(),
+                vm_type: s.vm_types[v.vm_type].name.clone(),
+            });
+        };
+        cpu[h] += v.mips;
+        ram[h] += v.ram;
+        out.push(h);
+    }
+    Ok(out)
+}
+
+/// The engine's view of the data center before the first interval: every
+/// host off, every VM on host 0 with no demand (`DaySimulation` fills them in).
+pub(crate) fn pool_view(
+    s: &Scenario,
+    hosts: &[HostSpec],
+    models: &[PowerModel],
+    vms: &[VmSpec],
+) -> PoolView {
+    PoolView {
+        time_s: 0.0,
+        interval_s: s.simulation.interval_s,
+        migration_bw_share: s.migration.bandwidth_share,
+        default_bandwidth_mbps: 1000.0,
+        power_models: models.to_vec(),
+        hosts: hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| HostInfo {
+                id: i as u64,
+                cpu_capacity: h.capacity,
+                core_capacity: h.core_mips,
+                ram_mb: if s.simulation.enforce_ram {
+                    h.ram
+                } else {
+                    f64::INFINITY
+                },
+                net_mbps: h.bw_mbps,
+                cpu_overhead: 0.0,
+                power_model: h.model,
+                on: false,
+            })
+            .collect(),
+        vms: vms
+            .iter()
+            .enumerate()
+            .map(|(i, v)| VmInfo {
+                id: i as u64,
+                host: 0,
+                cpu_size: v.mips,
+                cores: v.cores,
+                cpu_demand: 0.0,
+                ram_mb: v.ram,
+                net_mbps: 0.0,
+                history: Vec::with_capacity(HISTORY_LEN),
+                migrating_to: None,
+                dirty_rate_mb_s: None,
+            })
+            .collect(),
+    }
+}
