@@ -10,7 +10,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    MemoryRegionAddress,
+};
 use vmstate::{DeviceState, IrqchipState, STATE_VERSION, VcpuState, VmConfig, VmState};
 
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
@@ -469,7 +472,17 @@ impl SourceVm for FakeVm {
     }
 
     fn nonzero_hint(&self, into: &mut DirtyBitmap) -> bool {
-        self.hint && crate::hint::resident_pages(&self.memory, into).is_ok()
+        // The regions match the bitmap's layout: both come from one config.
+        self.hint
+            && self.memory.iter().enumerate().all(|(i, r)| {
+                let (Ok(host), Some(words)) = (
+                    r.get_host_address(MemoryRegionAddress(0)),
+                    into.region_words_mut(i),
+                ) else {
+                    return false;
+                };
+                vmstate::resident_pages(host, r.len() as usize, words).is_ok()
+            })
     }
 }
 
