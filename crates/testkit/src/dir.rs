@@ -27,6 +27,21 @@ impl TempDir {
     }
 }
 
+/// A `TempDir` stands for its path wherever a `&Path` is expected.
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         if std::thread::panicking() {

@@ -2,24 +2,15 @@
 //! heartbeat kernel. They need qemu-system-x86_64 and /dev/kvm and fail with
 //! a clear message when either is missing (CI installs QEMU).
 
-use std::path::Path;
 use std::time::Duration;
 
+use testkit::require_qemu;
 use units::Bandwidth;
 use yardstick::migration::{MigrationParams, QemuOutcome};
 use yardstick::qemu::{self, Firmware, ImageFile, Qemu, QemuConfig, guest_exit_value};
 use yardstick::serial::{heartbeat_seq, heartbeats};
 use yardstick::testkernel::heartbeat_kernel;
 use yardstick::{Error, QmpError};
-
-fn require_qemu() {
-    if let Err(e) = qemu::qemu_version(Path::new("qemu-system-x86_64")) {
-        panic!("these tests need QEMU: {e}");
-    }
-    if let Err(e) = qemu::check_kvm() {
-        panic!("these tests need KVM: {e}");
-    }
-}
 
 fn config(image: &ImageFile) -> QemuConfig {
     let mut c = QemuConfig::new(image.path());
