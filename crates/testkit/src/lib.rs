@@ -21,3 +21,35 @@ pub use dir::TempDir;
 pub use net::{RogueServer, free_port};
 pub use require::{QEMU, require_kvm, require_qemu};
 pub use wait::{POLL, random_bytes, wait_for};
+
+#[cfg(test)]
+mod tests {
+    /// The kit stays out of every crate's build: only `[dev-dependencies]`
+    /// may name it.
+    #[test]
+    fn testkit_is_only_a_dev_dependency() {
+        let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut users = 0;
+        for entry in std::fs::read_dir(&crates).unwrap() {
+            let manifest = entry.unwrap().path().join("Cargo.toml");
+            let Ok(text) = std::fs::read_to_string(&manifest) else {
+                continue;
+            };
+            let mut section = "";
+            for line in text.lines().map(str::trim) {
+                if line.starts_with('[') {
+                    section = line;
+                } else if line.starts_with("testkit") {
+                    assert_eq!(
+                        section,
+                        "[dev-dependencies]",
+                        "{}: testkit must be a dev-dependency only",
+                        manifest.display()
+                    );
+                    users += 1;
+                }
+            }
+        }
+        assert!(users > 0, "no crate uses testkit");
+    }
+}
