@@ -18,7 +18,6 @@ mod dest;
 mod error;
 pub mod fake;
 pub mod faults;
-mod hint;
 mod history;
 mod limiter;
 mod report;
@@ -31,7 +30,6 @@ pub use bitmap::{DirtyBitmap, LayoutError, PAGE_SIZE, PageLayout, RegionLayout, 
 pub use dest::fuzz_session;
 pub use dest::{DestOptions, ReceiveReport, Received, accept_one, receive};
 pub use error::{MigrateError, VmOp};
-pub use hint::resident_pages;
 pub use history::PageHistory;
 pub use limiter::TokenBucket;
 pub use report::{

@@ -1,25 +1,11 @@
 //! The simulator on hand-made traces whose results are worked out by hand,
 //! the default scenario's baseline, determinism, and bad input.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 use sim::cli::{SimArgs, build_spec};
 use sim::{Policy, RunSpec, Scenario};
-
-/// A fresh, empty temporary folder for one test.
-fn tmp(tag: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "ferry-sim-{}-{}-{}",
-        std::process::id(),
-        tag,
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use testkit::TempDir;
 
 fn write_trace(dir: &Path, day: &str, name: &str, values: &[u32]) {
     let d = dir.join(day);
@@ -52,8 +38,8 @@ mips = 1000.0
 ram_mb = 625.0
 "#;
 
-fn tiny_traces() -> PathBuf {
-    let dir = tmp("tiny");
+fn tiny_traces() -> TempDir {
+    let dir = TempDir::new("sim-tiny");
     // Names with spaces, as in the real set.
     write_trace(&dir, "day1", "node a_slice x", &[30, 30, 90]);
     write_trace(&dir, "day1", "node b_slice y", &[20, 20, 20]);
@@ -124,7 +110,6 @@ fn tiny_scenario_matches_hand_computation() {
     // NPA: both hosts at 200 W all the time.
     let npa = &r.days[2];
     assert!(close(npa.energy_kwh, 2.0 * 200.0 * 900.0 / 3.6e6));
-    let _ = std::fs::remove_dir_all(traces);
 }
 
 #[test]
@@ -140,13 +125,12 @@ fn precopy_model_lengthens_migrations() {
     let pdm = (0.1 * 900.0 * t / 450000.0 + 0.1 * 200.0 * t / 180000.0) / 2.0;
     assert!(close(r.days[0].pdm, pdm), "{} vs {pdm}", r.days[0].pdm);
     assert_eq!(r.days[0].migrations, 2);
-    let _ = std::fs::remove_dir_all(traces);
 }
 
 #[test]
 fn default_scenario_npa_is_800_hosts_at_full_power_for_24_hours() {
     // The baseline does not depend on the load: a few synthetic VMs suffice.
-    let dir = tmp("npa");
+    let dir = TempDir::new("sim-npa");
     for i in 0..8u32 {
         let v: Vec<u32> = (0..288).map(|t| (t * 7 + i * 13) % 100).collect();
         write_trace(&dir, "20110101", &format!("vm {i}"), &v);
@@ -155,7 +139,7 @@ fn default_scenario_npa_is_800_hosts_at_full_power_for_24_hours() {
     loaded.scenario.simulation.policies = vec!["npa".into()];
     let r = sim::run(&RunSpec {
         loaded,
-        trace_dir: dir.clone(),
+        trace_dir: dir.to_path_buf(),
         policies: vec![Policy::Npa],
         seed: 1,
         threads: 1,
@@ -170,7 +154,6 @@ fn default_scenario_npa_is_800_hosts_at_full_power_for_24_hours() {
         r.days[0].energy_kwh
     );
     assert_eq!(r.days[0].hosts, 800);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A small synthetic data center with bursty traces, for determinism.
@@ -222,7 +205,7 @@ ram_mb = 613.0
 
 #[test]
 fn runs_are_byte_identical() {
-    let dir = tmp("det");
+    let dir = TempDir::new("sim-det");
     synthetic(&dir, 24);
     let policies = [
         "dvfs",
@@ -254,19 +237,18 @@ fn runs_are_byte_identical() {
     s.seed = 8;
     let r2 = sim::run(&s).unwrap();
     assert_ne!(sim::report::days_csv(&r1), sim::report::days_csv(&r2));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn cli_writes_table_csv_svg_and_json() {
     let traces = tiny_traces();
-    let scen_dir = tmp("scen");
+    let scen_dir = TempDir::new("sim-scen");
     let scen = scen_dir.join("tiny scenario.toml");
     std::fs::write(&scen, TINY).unwrap();
     let out = scen_dir.join("out");
     let args = SimArgs {
         scenario: Some(scen),
-        trace_dir: Some(traces.clone()),
+        trace_dir: Some(traces.to_path_buf()),
         policies: vec!["npa".into(), "dvfs".into(), "lr-mmt".into()],
         out: Some(out.clone()),
         no_progress: true,
@@ -282,8 +264,6 @@ fn cli_writes_table_csv_svg_and_json() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["summaries"][2]["policy"], "lr-mmt-1.2");
-    let _ = std::fs::remove_dir_all(traces);
-    let _ = std::fs::remove_dir_all(scen_dir);
 }
 
 fn run_err(scenario: &str, traces: &Path) -> String {
@@ -303,7 +283,7 @@ fn run_err(scenario: &str, traces: &Path) -> String {
 
 #[test]
 fn bad_traces_are_clear_errors() {
-    let dir = tmp("badtrace");
+    let dir = TempDir::new("sim-badtrace");
     // Missing folder.
     let e = run_err(TINY, &dir.join("nope"));
     assert!(e.contains("nope") && e.contains("does not exist"), "{e}");
@@ -337,7 +317,6 @@ fn bad_traces_are_clear_errors() {
     s.loaded.scenario.simulation.day_names = Some(vec!["day9".into()]);
     let e = sim::run(&s).unwrap_err().to_string();
     assert!(e.contains("day9"), "{e}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Interval by interval: after the first interval only its energy counts
@@ -418,10 +397,9 @@ fn impossible_scenarios_and_unknown_names_are_clear_errors() {
     // Unknown policy on the command line.
     let args = SimArgs {
         policies: vec!["bogus".into()],
-        trace_dir: Some(dir.clone()),
+        trace_dir: Some(dir.to_path_buf()),
         ..SimArgs::default()
     };
     let e = build_spec(&args).unwrap_err().to_string();
     assert!(e.contains("bogus"), "{e}");
-    let _ = std::fs::remove_dir_all(dir);
 }

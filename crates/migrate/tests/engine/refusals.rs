@@ -1,0 +1,183 @@
+//! Runs refused or failed by either side without a network fault: wrong
+//! secret or version, limits, VM failures on both sides, cancellation, and
+//! peers that are not there or not Ferry.
+
+use std::time::Duration;
+
+use migrate::fake::{FakeFactory, FakeVm, RunState};
+use migrate::*;
+use testkit::{RogueServer, free_port, wait_for};
+use units::Bandwidth;
+use wire::{AbortCode, Offer};
+
+use crate::harness::*;
+
+#[test]
+fn wrong_secret_is_refused_on_both_sides() {
+    let mut vm = FakeVm::new(busy_spec(8)).unwrap();
+    let factory = FakeFactory::default();
+    let mut opts = source_opts("xen");
+    opts.secret = Secret::from_bytes(b"some other secret of 32 bytes!!!").unwrap();
+    let (res, d) = run(&mut vm, opts, factory.clone(), dest_opts(1 << 30), None);
+    let e = assert_rolled_back(&vm, &res, &factory);
+    assert!(e.contains("authentication failed"), "{e}");
+    let de = d.err().unwrap().to_string();
+    assert!(de.contains("authentication failed"), "{de}");
+    assert_eq!(factory.log().created, 0);
+    assert!(!vm.calls.contains(&"pause"));
+}
+
+#[test]
+fn wrong_version_is_refused_on_both_sides() {
+    let mut vm = FakeVm::new(busy_spec(8)).unwrap();
+    let factory = FakeFactory::default();
+    let mut opts = source_opts("xen");
+    opts.offer = Offer {
+        min_version: 7,
+        max_version: 9,
+        ..Offer::default()
+    };
+    let (res, d) = run(&mut vm, opts, factory.clone(), dest_opts(1 << 30), None);
+    let e = assert_rolled_back(&vm, &res, &factory);
+    assert!(e.contains("version mismatch") && e.contains("7..=9"), "{e}");
+    let de = d.err().unwrap().to_string();
+    assert!(de.contains("version mismatch"), "{de}");
+}
+
+#[test]
+fn too_much_memory_is_refused() {
+    let mut vm = FakeVm::new(busy_spec(32)).unwrap();
+    let factory = FakeFactory::default();
+    let (res, d) = run(
+        &mut vm,
+        source_opts("xen"),
+        factory.clone(),
+        dest_opts(16 * MIB),
+        None,
+    );
+    let e = assert_rolled_back(&vm, &res, &factory);
+    assert!(e.contains("refused") && e.contains("--max-memory"), "{e}");
+    match &res.as_ref().err().unwrap().error {
+        MigrateError::Refused { code, .. } => assert_eq!(*code, AbortCode::MemoryLimit),
+        other => panic!("{other}"),
+    }
+    assert!(matches!(d, Err(MigrateError::MemoryLimit { .. })));
+    assert_eq!(factory.log().created, 0);
+    assert!(!vm.calls.contains(&"start_dirty_log"));
+}
+
+#[test]
+fn destination_cannot_create_the_vm() {
+    let mut vm = FakeVm::new(busy_spec(8)).unwrap();
+    let factory = FakeFactory {
+        fail_create: true,
+        ..FakeFactory::default()
+    };
+    let (res, _d) = run_default(&mut vm, "xen", &factory);
+    let e = assert_rolled_back(&vm, &res, &factory);
+    assert!(
+        e.contains("out of resources") && e.contains("cannot allocate"),
+        "{e}"
+    );
+}
+
+#[test]
+fn destination_restore_failure_rolls_back() {
+    let mut vm = FakeVm::new(busy_spec(8)).unwrap();
+    let factory = FakeFactory {
+        fail_restore: true,
+        ..FakeFactory::default()
+    };
+    let (res, _d) = run_default(&mut vm, "downtime", &factory);
+    let e = assert_rolled_back(&vm, &res, &factory);
+    assert!(
+        e.contains("restore failed") && e.contains("KVM refused"),
+        "{e}"
+    );
+    assert!(vm.calls.contains(&"resume"));
+}
+
+#[test]
+fn source_vm_failures_roll_back() {
+    for fault in 0..3 {
+        let mut vm = FakeVm::new(busy_spec(8)).unwrap();
+        match fault {
+            0 => vm.faults.fail_save_state = true,
+            1 => vm.faults.fail_harvest = Some(2),
+            _ => vm.faults.fail_pause = true,
+        }
+        let factory = FakeFactory::default();
+        let (res, d) = run(
+            &mut vm,
+            source_opts("downtime"),
+            factory.clone(),
+            dest_opts(1 << 30),
+            None,
+        );
+        let e = assert_rolled_back(&vm, &res, &factory);
+        assert!(e.contains("injected"), "{e}");
+        let de = d.err().unwrap().to_string();
+        assert!(de.contains("source VM error"), "{de}");
+    }
+}
+
+#[test]
+fn cancel_mid_migration() {
+    let mut vm = FakeVm::new(busy_spec(32)).unwrap();
+    let factory = FakeFactory::default();
+    let mut opts = source_opts("xen");
+    // Slow rounds, so the cancel lands inside one.
+    opts.max_bandwidth = Some(Bandwidth::parse("20Mbit").unwrap());
+    let cancel = opts.cancel.clone();
+    let progress = opts.progress.clone();
+    let t = std::thread::spawn(move || {
+        wait_for("1 MiB sent", Duration::from_secs(60), || {
+            (progress.snapshot().bytes_sent >= 1 << 20).then_some(())
+        });
+        cancel.cancel();
+    });
+    let (res, d) = run(&mut vm, opts, factory.clone(), dest_opts(1 << 30), None);
+    t.join().unwrap();
+    assert_rolled_back(&vm, &res, &factory);
+    let f = res.err().unwrap();
+    assert_eq!(f.report.outcome, Outcome::Cancelled);
+    assert!(matches!(f.error, MigrateError::Cancelled));
+    let de = d.err().unwrap().to_string();
+    assert!(de.contains("cancelled"), "{de}");
+}
+
+#[test]
+fn unreachable_and_silent_destinations() {
+    let mut vm = FakeVm::new(busy_spec(8)).unwrap();
+    // Nothing listens on the port.
+    let closed = format!("127.0.0.1:{}", free_port());
+    let f = migrate(&mut vm, &closed, source_opts("xen")).unwrap_err();
+    assert!(
+        f.error.to_string().contains("cannot connect"),
+        "{}",
+        f.error
+    );
+    assert_eq!(vm.run_state(), RunState::Running);
+    // Not an address at all.
+    let f = migrate(&mut vm, "no-such-host.invalid:1", source_opts("xen")).unwrap_err();
+    assert!(
+        f.error.to_string().contains("cannot resolve"),
+        "{}",
+        f.error
+    );
+    // Accepts but never answers.
+    let silent = RogueServer::start(Vec::new(), Duration::from_secs(3));
+    let mut opts = source_opts("xen");
+    opts.stall_timeout = Duration::from_millis(500);
+    let f = migrate(&mut vm, &silent.addr.to_string(), opts).unwrap_err();
+    assert!(f.error.to_string().contains("no progress"), "{}", f.error);
+    // Answers garbage.
+    let garbage = RogueServer::start(
+        b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec(),
+        Duration::from_secs(1),
+    );
+    let f = migrate(&mut vm, &garbage.addr.to_string(), source_opts("xen")).unwrap_err();
+    assert!(f.error.to_string().contains("frame 0"), "{}", f.error);
+    assert_eq!(vm.run_state(), RunState::Running);
+    assert!(!vm.calls.contains(&"pause"));
+}

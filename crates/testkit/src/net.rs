@@ -1,0 +1,72 @@
+//! Loopback peers for network tests.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+/// A loopback port nobody listens on right now (another process may take
+/// it later: use it at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"))
+        .port()
+}
+
+/// A TCP server on loopback that is no migration peer: it answers every
+/// connection with `reply` (nothing if empty), holds it open for `hold`,
+/// then closes it. It serves until dropped.
+pub struct RogueServer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl RogueServer {
+    pub fn start(reply: Vec<u8>, hold: Duration) -> RogueServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"));
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = Arc::clone(&stop);
+        thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.write_all(&reply);
+                        thread::sleep(hold);
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        RogueServer { addr, stop }
+    }
+}
+
+impl Drop for RogueServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpStream;
+
+    #[test]
+    fn rogue_server_answers_and_closes() {
+        let server = RogueServer::start(b"no".to_vec(), Duration::from_millis(10));
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"no");
+        assert_ne!(free_port(), 0);
+    }
+}
