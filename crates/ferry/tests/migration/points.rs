@@ -25,7 +25,8 @@ impl Point {
             Point::EarlyRound1 | Point::LateRounds => {
                 &["--strategy", "downtime", "--max-bandwidth", SLOW]
             }
-            Point::StopAndCopy => &["--strategy", "stop-and-copy", "--max-bandwidth", SLOW],
+            // The paused round ignores --max-bandwidth (as QEMU): emulate the link.
+            Point::StopAndCopy => &["--strategy", "stop-and-copy", "--link-bandwidth", SLOW],
             Point::StateTransfer => &["--strategy", "stop-and-copy", "--max-bandwidth", "1Gbit"],
         }
     }
