@@ -122,11 +122,33 @@ pub fn receive<F: VmFactory>(
             if !e.peer_knows() {
                 let _ = w.abort(e.abort_code_dest(), &e.to_string());
                 let _ = w.flush();
+                drain_after_abort(w.get_ref().get_ref());
             }
             if let Some(vm) = rx.vm.take() {
                 vm.discard();
             }
             Err(e)
+        }
+    }
+}
+
+/// Lets the source read our Abort: closing a socket with unread bytes
+/// queued makes the kernel send a reset, which can destroy the Abort before
+/// the source reads it. So stop writing, then read and drop what the source
+/// still sends until it closes (bounded by a short deadline).
+fn drain_after_abort(stream: &TcpStream) {
+    const LINGER: Duration = Duration::from_secs(1);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + LINGER;
+    let mut buf = [0u8; 64 * 1024];
+    let mut s = stream;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
     }
 }
