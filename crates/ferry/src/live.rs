@@ -145,7 +145,7 @@ pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Resul
             "{:?} round {} | dirty {} | {} | est. downtime {:.0} ms",
             p.phase,
             p.round,
-            units::format_bytes(p.remaining_dirty_bytes),
+            units::format_bytes(p.remaining_bytes),
             units::format_bits_per_sec(p.rate_bps as f64),
             p.estimated_downtime_ms
         ));
