@@ -185,6 +185,15 @@ impl MigrationReport {
     }
 }
 
+impl MigrationReport {
+    /// The downtime target, for people.
+    fn target(&self) -> String {
+        let d =
+            std::time::Duration::try_from_secs_f64(self.max_downtime_ms / 1e3).unwrap_or_default();
+        units::format_duration(d)
+    }
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -209,13 +218,13 @@ impl fmt::Display for MigrationReport {
         match self.downtime_ms {
             Some(d) if self.downtime_target_missed => writeln!(
                 f,
-                "  downtime:          {d:.1} ms (engine: pause to resume), ABOVE the {:.1} ms target",
-                self.max_downtime_ms
+                "  downtime:          {d:.1} ms (engine: pause to resume), ABOVE the {} target",
+                self.target()
             )?,
             Some(d) => writeln!(
                 f,
-                "  downtime:          {d:.1} ms (engine: pause to resume; target {:.1} ms)",
-                self.max_downtime_ms
+                "  downtime:          {d:.1} ms (engine: pause to resume; target {})",
+                self.target()
             )?,
             None => writeln!(f, "  downtime:          -")?,
         }
