@@ -84,8 +84,8 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
             let p = dir.join(name);
             std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
         };
-        write("summary.csv", report::summary_csv(&results))?;
-        write("days.csv", report::days_csv(&results))?;
+        write("summary.csv", report::summary_csv(&results)?)?;
+        write("days.csv", report::days_csv(&results)?)?;
         write(
             "results.json",
             serde_json::to_string_pretty(&results)? + "\n",
