@@ -174,7 +174,9 @@ pub fn outcome(report: Option<&MigrationReport>, error: Option<&str>) -> anyhow:
             eprintln!(
                 "ferry: warning: the VM moved, but its downtime ({:.1} ms) exceeded the {} target",
                 report.downtime_ms.unwrap_or_default(),
-                units::format_duration(Duration::from_secs_f64(report.max_downtime_ms / 1e3))
+                units::format_duration(
+                    Duration::try_from_secs_f64(report.max_downtime_ms / 1e3).unwrap_or_default()
+                )
             );
             Ok(code)
         }
