@@ -5,6 +5,7 @@
 //! has the matrix of failures, points and tests.
 
 mod commit;
+mod control;
 mod happy;
 mod harness;
 mod interrupted;

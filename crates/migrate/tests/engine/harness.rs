@@ -182,7 +182,14 @@ pub fn check_success(
         "destination memory differs from the source's at pause"
     );
     assert!(report.per_round.last().unwrap().stop_and_copy);
-    assert!(report.downtime_ms.is_some());
+    let downtime = report
+        .downtime_ms
+        .expect("a completed migration has a downtime");
+    assert_eq!(
+        report.downtime_target_missed,
+        downtime > report.max_downtime_ms,
+        "{report}"
+    );
     assert!(report.bytes_sent > 0);
     assert_eq!(received.report.rounds, report.rounds);
     assert_eq!(received.report.pages, report.pages_sent);
