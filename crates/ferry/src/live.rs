@@ -84,7 +84,7 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
         serial: Some(args.output.sink(0)?),
     };
     let opts = migrate::DestOptions::new(secret, max_memory);
-    let received = migrate::accept_one(&listener, &mut factory, &opts)
+    let received = migrate::accept_one(listener, &mut factory, &opts)
         .context("incoming migration failed; nothing runs here")?;
     eprintln!(
         "ferry: VM received from {} ({} pages in {} rounds); running",

@@ -11,6 +11,7 @@
 mod abort;
 mod auth;
 mod error;
+pub mod gate;
 mod handshake;
 mod message;
 
@@ -18,11 +19,13 @@ pub use abort::{Abort, AbortCode};
 pub use auth::{MIN_SECRET_LEN, Secret, Transcript, nonce};
 pub use error::WireError;
 pub use handshake::{
-    MIN_PROTOCOL_VERSION, Offer, PROTOCOL_VERSION, Session, dest_handshake, source_handshake,
+    MIN_PROTOCOL_VERSION, Offer, PROTOCOL_VERSION, REFUSAL, Session, dest_handshake,
+    source_handshake,
 };
 pub use message::{
-    Capabilities, HELLO_MAGIC, Hello, MAX_CONFIG_LEN, MAX_TEXT, Message, MessageReader,
-    MessageWriter, NONCE_LEN, Resumed, RoundBegin, RoundEnd, Start, Welcome, kind, protocol_kinds,
+    Capabilities, HANDSHAKE_MAX_PAYLOAD, HELLO_MAGIC, Hello, MAX_CONFIG_LEN, MAX_TEXT, Message,
+    MessageReader, MessageWriter, NONCE_LEN, Resumed, RoundBegin, RoundEnd, Start, Welcome,
+    handshake_kinds, kind, protocol_kinds,
 };
 /// Re-exported so users of this crate need not depend on vmstate for page records.
 pub use vmstate::record::{MAX_PAGES_PER_RECORD, MAX_ZERO_RUNS_PER_RECORD, PAGE_SIZE, ZeroRuns};

@@ -18,11 +18,10 @@ fn wrong_secret_is_refused_on_both_sides() {
     let factory = FakeFactory::default();
     let mut opts = source_opts("xen");
     opts.secret = Secret::from_bytes(b"some other secret of 32 bytes!!!").unwrap();
-    let (res, d) = run(&mut vm, opts, factory.clone(), dest_opts(1 << 30), None);
+    let (res, d) = run(&mut vm, opts, factory.clone(), waiting_dest(), None);
     let e = assert_rolled_back(&vm, &res, &factory);
     assert!(e.contains("authentication failed"), "{e}");
-    let de = d.err().unwrap().to_string();
-    assert!(de.contains("authentication failed"), "{de}");
+    assert_refused_one(d);
     assert_eq!(factory.log().created, 0);
     assert!(!vm.calls.contains(&"pause"));
 }
@@ -37,11 +36,48 @@ fn wrong_version_is_refused_on_both_sides() {
         max_version: 9,
         ..Offer::default()
     };
-    let (res, d) = run(&mut vm, opts, factory.clone(), dest_opts(1 << 30), None);
+    let (res, d) = run(&mut vm, opts, factory.clone(), waiting_dest(), None);
     let e = assert_rolled_back(&vm, &res, &factory);
     assert!(e.contains("version mismatch") && e.contains("7..=9"), "{e}");
-    let de = d.err().unwrap().to_string();
-    assert!(de.contains("version mismatch"), "{de}");
+    assert_refused_one(d);
+}
+
+/// A destination that gives up waiting soon after a refusal.
+fn waiting_dest() -> DestOptions {
+    let mut o = dest_opts(1 << 30);
+    o.accept_timeout = Some(Duration::from_secs(1));
+    o
+}
+
+/// The destination refused the one peer and kept waiting, for nothing.
+fn assert_refused_one(d: DestResult) {
+    match d {
+        Err(MigrateError::AcceptTimeout { refused: 1, .. }) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a VM arrived"),
+    }
+}
+
+/// Garbage, an idle connection and a wrong secret at the destination's
+/// port while the source connects: the destination refuses them and the
+/// migration completes.
+#[test]
+fn hostile_peers_at_the_destination_do_not_stop_the_migration() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let mut vm = FakeVm::new(busy_spec(8)).unwrap();
+    let factory = FakeFactory::default();
+    let (addr, dest) = start_dest(factory.clone(), dest_opts(1 << 30));
+    let mut garbage = TcpStream::connect(addr).unwrap();
+    garbage.write_all(&testkit::random_bytes(4096)).unwrap();
+    let _idle = TcpStream::connect(addr).unwrap();
+    let mut wrong = source_opts("xen");
+    wrong.secret = Secret::from_bytes(b"some other secret of 32 bytes!!!").unwrap();
+    let mut other = FakeVm::new(busy_spec(1)).unwrap();
+    let refused = migrate(&mut other, &addr.to_string(), wrong).unwrap_err();
+    assert!(refused.error.to_string().contains("authentication failed"));
+    let res = migrate(&mut vm, &addr.to_string(), source_opts("xen"));
+    check_success(&vm, res, dest.join().unwrap(), &factory);
 }
 
 #[test]
