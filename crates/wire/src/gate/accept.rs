@@ -59,6 +59,9 @@ impl Shared {
     pub(super) fn close(&self) {
         self.stop.store(true, Ordering::SeqCst);
         lock(&self.pending).cut_all();
+        if let Some(n) = lock(&self.log).take_summary(Instant::now()) {
+            log::summary(n, self.limits.log_interval);
+        }
     }
 
     fn refuse(&self, peer: SocketAddr, why: Refusal) {

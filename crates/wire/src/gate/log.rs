@@ -124,7 +124,8 @@ impl RefusalLog {
         }
     }
 
-    fn take_summary(&mut self, now: Instant) -> Option<u64> {
+    /// The refusals not logged yet, due or not (the gate closes).
+    pub(super) fn take_summary(&mut self, now: Instant) -> Option<u64> {
         let n = std::mem::take(&mut self.suppressed);
         self.summarized = now;
         (n > 0).then_some(n)
