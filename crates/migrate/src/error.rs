@@ -29,7 +29,7 @@ pub enum MigrateError {
     #[error("{0}")]
     Wire(#[from] WireError),
     #[error(
-        "no source authenticated within {} ({refused} connections refused; see the log)",
+        "no source authenticated within {}; peers refused meanwhile: {refused} (see the log)",
         units::format_duration(*waited)
     )]
     AcceptTimeout { waited: Duration, refused: u64 },

@@ -7,6 +7,7 @@
 mod commit;
 mod happy;
 mod harness;
+mod hostile;
 mod interrupted;
 mod points;
 mod refused;
