@@ -21,7 +21,7 @@ mod pending;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -124,7 +124,8 @@ pub struct GateStats {
 /// sees them. Dropping it closes the listener and every connection still
 /// authenticating.
 pub struct Gate<T> {
-    admitted: Receiver<Admitted<T>>,
+    /// In a mutex so that several threads may wait in `next`.
+    admitted: Mutex<Receiver<Admitted<T>>>,
     shared: Arc<Shared>,
     local_addr: SocketAddr,
     thread: Option<JoinHandle<()>>,
@@ -145,7 +146,7 @@ impl<T: Send + 'static> Gate<T> {
         let (tx, admitted) = mpsc::sync_channel(shared.limits.max_pending);
         let thread = accept::spawn(listener, Arc::new(handshake), Arc::clone(&shared), tx)?;
         Ok(Gate {
-            admitted,
+            admitted: Mutex::new(admitted),
             shared,
             local_addr,
             thread: Some(thread),
@@ -155,9 +156,10 @@ impl<T: Send + 'static> Gate<T> {
     /// The next authenticated connection, waiting at most `timeout`
     /// (forever if `None`); `None` when none came in time.
     pub fn next(&self, timeout: Option<Duration>) -> Option<Admitted<T>> {
+        let admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
         match timeout {
-            None => self.admitted.recv().ok(),
-            Some(t) => self.admitted.recv_timeout(t).ok(),
+            None => admitted.recv().ok(),
+            Some(t) => admitted.recv_timeout(t).ok(),
         }
     }
 
