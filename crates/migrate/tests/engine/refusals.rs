@@ -217,3 +217,70 @@ fn unreachable_and_silent_destinations() {
     assert_eq!(vm.run_state(), RunState::Running);
     assert!(!vm.calls.contains(&"pause"));
 }
+
+/// A host receiving several VMs at once: one gate, each authenticated
+/// source served as its own session on its own thread; a garbage peer
+/// meanwhile disturbs neither.
+#[test]
+fn one_gate_serves_concurrent_migrations_as_separate_sessions() {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    let opts = Arc::new(dest_opts(1 << 30));
+    let gate = Arc::new(listen(TcpListener::bind("127.0.0.1:0").unwrap(), &opts).unwrap());
+    let addr = gate.local_addr().to_string();
+    let receivers: Vec<_> = (0..2)
+        .map(|_| {
+            let (gate, opts) = (Arc::clone(&gate), Arc::clone(&opts));
+            std::thread::spawn(move || {
+                let source = gate.next(Some(Duration::from_secs(30))).expect("a source");
+                let factory = FakeFactory::default();
+                let received = receive(source, &mut factory.clone(), &opts);
+                (received, factory)
+            })
+        })
+        .collect();
+    let mut garbage = TcpStream::connect(&addr).unwrap();
+    garbage.write_all(&testkit::random_bytes(4096)).unwrap();
+    let sources: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut vm = FakeVm::new(busy_spec(4)).unwrap();
+                let res = migrate(&mut vm, &addr, source_opts("xen"));
+                (vm, res)
+            })
+        })
+        .collect();
+    let sources: Vec<_> = sources.into_iter().map(|t| t.join().unwrap()).collect();
+    let received: Vec<_> = receivers.into_iter().map(|t| t.join().unwrap()).collect();
+    // Each session received one whole VM: what one source sent.
+    let mut sent: Vec<u64> = sources
+        .into_iter()
+        .map(|(vm, res)| {
+            let report = res.unwrap_or_else(|f| panic!("{}", f.error));
+            assert_eq!(report.outcome, Outcome::Completed);
+            assert_eq!(vm.run_state(), RunState::Retired);
+            report.pages_sent
+        })
+        .collect();
+    let mut got: Vec<u64> = received
+        .iter()
+        .map(|(d, factory)| {
+            let d = d
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .expect("the session completed");
+            let log = factory.log();
+            assert_eq!((log.created, log.resumed, log.discarded), (1, 1, 0));
+            d.report.pages
+        })
+        .collect();
+    sent.sort();
+    got.sort();
+    assert_eq!(sent, got);
+    assert_eq!(gate.stats().admitted, 2);
+    wait_for("the garbage refused", Duration::from_secs(20), || {
+        (gate.stats().refused == 1).then_some(())
+    });
+}
