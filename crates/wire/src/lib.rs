@@ -6,7 +6,9 @@
 //! handshake ([`source_handshake`] / [`dest_handshake`]: version negotiation and mutual HMAC-SHA256
 //! challenge-response over a shared secret), then carries one migration:
 //! Start/Accept, rounds of pages, the final round and State, then the
-//! Ready/Commit/Resumed switchover. docs/PROTOCOL.md is the full description.
+//! Ready/Commit/Resumed switchover. Every listening socket admits its peers
+//! through a [`gate::Gate`]: concurrent handshakes with a deadline, bounded,
+//! refusals logged at a bounded rate. docs/PROTOCOL.md is the full description.
 
 mod abort;
 mod auth;
