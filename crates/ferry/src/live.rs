@@ -33,6 +33,11 @@ pub struct ReceiveArgs {
     /// Serve the control API on this Unix socket once the VM runs.
     #[arg(long, value_name = "SOCKET")]
     pub api: Option<PathBuf>,
+    /// Give up when no source has authenticated within this long, e.g. 10m.
+    /// Peers that fail to authenticate are refused (and logged); the
+    /// receiver keeps waiting for its source. Default: wait for ever.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    pub accept_timeout: Option<std::time::Duration>,
     #[command(flatten)]
     pub output: SerialArgs,
 }
@@ -74,14 +79,17 @@ pub struct MigrateArgs {
 pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
     let secret = Secret::from_file(&args.secret_file)?;
     let max_memory = args.max_memory.bytes();
+    let accept_timeout = args.accept_timeout;
+    log_to_stderr();
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("ferry: waiting for a VM on {}", listener.local_addr()?);
     let mut factory = crate::adapter::Factory {
         serial: Some(args.output.sink(0)?),
     };
-    let opts = migrate::DestOptions::new(secret, max_memory);
-    let received = migrate::accept_one(&listener, &mut factory, &opts)
+    let mut opts = migrate::DestOptions::new(secret, max_memory);
+    opts.accept_timeout = accept_timeout;
+    let received = migrate::accept_one(listener, &mut factory, &opts)
         .context("incoming migration failed; nothing runs here")?;
     eprintln!(
         "ferry: VM received from {} ({} pages in {} rounds); running",
@@ -90,6 +98,17 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
         received.report.rounds
     );
     crate::run::serve(Instance::new(received.vm.0), args.api.as_deref())
+}
+
+/// Refused peers are logged (warnings) on stderr, one line each at a
+/// bounded rate. A global subscriber installed earlier wins.
+fn log_to_stderr() {
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
 }
 
 /// Starts a migration through `client`, shows its progress, and returns

@@ -29,6 +29,11 @@ pub enum MigrateError {
     ConnectTimeout { addr: String, timeout: Duration },
     #[error("{0}")]
     Wire(#[from] WireError),
+    #[error(
+        "no source authenticated within {}; peers refused meanwhile: {refused} (see the log)",
+        units::format_duration(*waited)
+    )]
+    AcceptTimeout { waited: Duration, refused: u64 },
     #[error("the peer made no progress for {timeout:?} while {during}")]
     Stalled {
         during: &'static str,

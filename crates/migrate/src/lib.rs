@@ -3,7 +3,8 @@
 //! - [`migrate`] runs the source side: Setup -> Iterative rounds ->
 //!   StopAndCopy -> StateTransfer -> Commit -> Done, rolling back (the VM
 //!   resumes on the source) on any failure before Commit.
-//! - [`receive`] runs the destination side: the VM runs there only after Commit.
+//! - [`receive`] runs the destination side: the VM runs there only after
+//!   Commit; sources authenticate first at the gate [`listen`] opens.
 //! - A [`Strategy`] decides each round; `stop-and-copy`, `xen` and `downtime`
 //!   are provided ([`StrategyKind`] parses their names). [`Limits`] bound
 //!   pre-copy (the strategy's own, or the operator's) and [`OnTimeout`] says
@@ -35,7 +36,7 @@ pub use convergence::{
 };
 #[cfg(feature = "fuzzing")]
 pub use dest::fuzz_session;
-pub use dest::{DestOptions, ReceiveReport, Received, accept_one, receive};
+pub use dest::{DestOptions, ReceiveReport, Received, accept_one, listen, receive};
 pub use error::{MigrateError, VmOp};
 pub use history::PageHistory;
 pub use limiter::TokenBucket;
@@ -50,4 +51,5 @@ pub use strategy::{
     Strategy, StrategyContext, StrategyKind, UnknownStrategy, Xen, XenParams,
 };
 pub use vm::{DestinationVm, SourceVm, VmError, VmFactory};
-pub use wire::{Secret, WireError};
+pub use wire::gate::{Admitted, Gate, GateLimits, GateStats};
+pub use wire::{Secret, Session, WireError};

@@ -5,7 +5,8 @@
 //! - [`require_kvm`], [`require_qemu`]: tests that need them fail (never
 //!   skip) with one clear message when they are missing.
 //! - [`TempDir`]: a temporary directory, kept when the test fails.
-//! - [`free_port`], [`RogueServer`]: loopback peers for network tests.
+//! - [`free_port`], [`RogueServer`], [`connect_from`]: loopback peers for
+//!   network tests, from any loopback address.
 //! - [`wait_for`]: polling with a bounded limit, never a bare sleep.
 //! - [`random_bytes`]: non-cryptographic bytes for garbage and test secrets.
 //!
@@ -18,7 +19,7 @@ mod require;
 mod wait;
 
 pub use dir::TempDir;
-pub use net::{RogueServer, free_port};
+pub use net::{RogueServer, connect_from, free_port};
 pub use require::{QEMU, require_kvm, require_qemu};
 pub use wait::{POLL, random_bytes, wait_for};
 

@@ -8,6 +8,7 @@ mod commit;
 mod control;
 mod happy;
 mod harness;
+mod hostile;
 mod interrupted;
 mod points;
 mod refused;

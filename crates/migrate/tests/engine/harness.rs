@@ -25,7 +25,7 @@ pub fn start_dest(factory: FakeFactory, opts: DestOptions) -> (SocketAddr, JoinH
     let addr = listener.local_addr().unwrap();
     let h = thread::spawn(move || {
         let mut f = factory;
-        migrate::accept_one(&listener, &mut f, &opts)
+        migrate::accept_one(listener, &mut f, &opts)
     });
     (addr, h)
 }
