@@ -43,6 +43,13 @@ impl Harness for Embedded {
         Store::connect(&config).unwrap()
     }
 
+    fn config(&self) -> StoreConfig {
+        StoreConfig::Embedded {
+            socket: self.socket.clone(),
+            deadline: DEADLINE,
+        }
+    }
+
     fn kill(&mut self) {
         self.server = None;
     }

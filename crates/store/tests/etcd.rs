@@ -31,6 +31,10 @@ impl Harness for EtcdHarness {
         Store::connect(&StoreConfig::Etcd(config)).unwrap()
     }
 
+    fn config(&self) -> StoreConfig {
+        StoreConfig::Etcd(EtcdConfig::new(vec![self.etcd.endpoint()]))
+    }
+
     fn kill(&mut self) {
         self.etcd.kill();
     }

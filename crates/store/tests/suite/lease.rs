@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use store::{Election, EventKind, LeaseKeeper, Op, StoreError, Txn};
 use testkit::wait_for;
 
+use super::child::{ELECTION, spawn_leader};
 use super::{DEADLINE, Harness, LIMIT};
 
 pub fn leases_expire_with_their_keys(h: &mut impl Harness) {
@@ -117,4 +118,26 @@ pub fn a_standby_takes_over_when_the_leader_lapses(h: &mut impl Harness) {
         matches!(lost, Err(StoreError::LeaseNotFound(_))),
         "a dead lease cannot stand: {lost:?}"
     );
+}
+
+pub fn a_standby_takes_over_when_the_leader_process_is_killed(
+    h: &mut impl Harness,
+    child_test: &str,
+) {
+    let s = h.store(DEADLINE);
+    let mut child = spawn_leader(&h.config(), child_test);
+    let election = Election::new(s.clone(), ELECTION).unwrap();
+    assert_eq!(election.leader().unwrap().unwrap().value, b"child");
+    let lease = s.grant_lease(Duration::from_secs(1)).unwrap();
+    let _keeper = LeaseKeeper::start(s.clone(), lease).unwrap();
+    let standby = election.campaign(lease.id, b"standby", Duration::from_millis(500));
+    assert!(standby.unwrap().is_none(), "two leaders");
+
+    child.kill();
+    let mine = election
+        .campaign(lease.id, b"standby", LIMIT)
+        .unwrap()
+        .expect("the standby takes over");
+    assert!(mine.is_current(&s).unwrap());
+    assert_eq!(election.leader().unwrap().unwrap().value, b"standby");
 }

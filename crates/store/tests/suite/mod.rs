@@ -1,6 +1,7 @@
 //! The behaviour every store backend must have, run against each by
 //! `behaviour_suite!` (tests/embedded.rs, tests/etcd.rs).
 
+pub mod child;
 pub mod down;
 pub mod kv;
 pub mod lease;
@@ -17,6 +18,8 @@ pub const LIMIT: Duration = Duration::from_secs(60);
 /// A store to test, and how to take it down and bring it back.
 pub trait Harness {
     fn store(&self, deadline: Duration) -> Store;
+    /// How another process reaches the store.
+    fn config(&self) -> store::StoreConfig;
     /// Makes the store unreachable at once (its process or server ends).
     fn kill(&mut self);
     /// Serves again at the same address (etcd: with its data; the embedded
@@ -68,6 +71,18 @@ macro_rules! behaviour_suite {
         #[test]
         fn a_standby_takes_over_when_the_leader_lapses() {
             suite::lease::a_standby_takes_over_when_the_leader_lapses(&mut $make);
+        }
+        #[test]
+        fn a_standby_takes_over_when_the_leader_process_is_killed() {
+            suite::lease::a_standby_takes_over_when_the_leader_process_is_killed(
+                &mut $make,
+                "leader_child",
+            );
+        }
+        #[test]
+        #[ignore = "a helper process, started by the election test"]
+        fn leader_child() {
+            suite::child::lead_until_killed();
         }
         #[test]
         fn a_store_that_is_down_gives_errors_not_hangs() {
