@@ -22,9 +22,28 @@ pub struct RoundReport {
     pub pages_dirtied: u64,
     /// Pages sent as data.
     pub pages_sent: u64,
-    /// Pending pages not sent this round: dirtied again during the round, or
-    /// held back by the strategy; they stay pending.
+    /// Pending pages not sent this round because the guest dirtied them
+    /// again during it; they stay pending.
     pub pages_skipped: u64,
+    /// Pending pages the strategy held back this round; they stay pending
+    /// (the stop-and-copy sends those still held).
+    #[serde(default)]
+    pub pages_held_back: u64,
+    /// Pending pages the strategy predicted will be written again (its
+    /// hold-back candidates before any budget); `None` if it predicts nothing.
+    #[serde(default)]
+    pub pages_predicted_hot: Option<u64>,
+    /// Of the pages held back, the share the guest dirtied during the round
+    /// (for strategies that predict; `None` if nothing was held back).
+    #[serde(default)]
+    pub prediction_precision: Option<f64>,
+    /// Of the pending pages the guest dirtied during the round, the share
+    /// that was held back (`None` if it dirtied none of them).
+    #[serde(default)]
+    pub prediction_recall: Option<f64>,
+    /// Share of time the vCPUs were kept out of the guest, percent.
+    #[serde(default)]
+    pub throttle_pct: f64,
     /// Pending pages found all-zero (sent as a zero run, or not at all if the
     /// destination never received data for them).
     pub zero_pages: u64,
@@ -230,24 +249,37 @@ impl fmt::Display for MigrationReport {
         }
         writeln!(f, "  rounds:            {}", self.rounds)?;
         if !self.per_round.is_empty() {
-            writeln!(
+            let predicts = self
+                .per_round
+                .iter()
+                .any(|r| r.pages_predicted_hot.is_some());
+            let throttles = self.per_round.iter().any(|r| r.throttle_pct > 0.0);
+            write!(
                 f,
-                "  {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>16} {:>16}",
+                "  {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>16} {:>16}",
                 "round",
                 "pending",
                 "dirtied",
                 "sent",
                 "skipped",
+                "held",
                 "zero",
                 "MiB",
                 "ms",
                 "rate",
                 "dirty rate"
             )?;
+            if predicts {
+                write!(f, " {:>9} {:>9} {:>9}", "hot", "precision", "recall")?;
+            }
+            if throttles {
+                write!(f, " {:>9}", "throttle")?;
+            }
+            writeln!(f)?;
             for r in &self.per_round {
-                writeln!(
+                write!(
                     f,
-                    "  {:>4}{} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10.2} {:>9.1} {:>16} {:>16}",
+                    "  {:>4}{} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10.2} {:>9.1} {:>16} {:>16}",
                     r.round,
                     if r.interrupted {
                         "!"
@@ -260,12 +292,29 @@ impl fmt::Display for MigrationReport {
                     r.pages_dirtied,
                     r.pages_sent,
                     r.pages_skipped,
+                    r.pages_held_back,
                     r.zero_pages,
                     mib(r.bytes),
                     r.duration_ms,
                     Bits(r.transfer_rate_bps).to_string(),
                     Bits(r.dirty_rate_bps).to_string()
                 )?;
+                if predicts {
+                    let pct =
+                        |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.1}%", v * 100.0));
+                    let hot = r.pages_predicted_hot.map_or("-".into(), |h| h.to_string());
+                    write!(
+                        f,
+                        " {:>9} {:>9} {:>9}",
+                        hot,
+                        pct(r.prediction_precision),
+                        pct(r.prediction_recall)
+                    )?;
+                }
+                if throttles {
+                    write!(f, " {:>8.0}%", r.throttle_pct)?;
+                }
+                writeln!(f)?;
             }
             writeln!(
                 f,

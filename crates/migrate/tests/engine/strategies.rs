@@ -58,7 +58,10 @@ fn custom_strategy_holds_hot_pages_back_and_throttles() {
     assert_eq!(r.strategy, "hold-hot");
     assert_eq!(r.rounds, 6, "{r}");
     // Rounds after the first hold back the pages dirtied recently.
-    assert!(r.per_round[2..5].iter().any(|x| x.pages_skipped > 0), "{r}");
+    assert!(
+        r.per_round[2..5].iter().any(|x| x.pages_held_back > 0),
+        "{r}"
+    );
     assert!(vm.calls.contains(&"throttle"));
 }
 
