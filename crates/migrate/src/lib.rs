@@ -41,8 +41,9 @@ pub use source::{
     MigrationFailure, SourceOptions, migrate, migrate_stream,
 };
 pub use strategy::{
-    DEFAULT_STRATEGY, Decision, DowntimeParams, DowntimeTarget, RoundPlan, STRATEGIES, StopAndCopy,
-    Strategy, StrategyContext, StrategyKind, UnknownStrategy, Xen, XenParams,
+    DEFAULT_STRATEGY, Decision, DowntimeParams, DowntimeTarget, Known, RoundPlan, STRATEGIES,
+    StopAndCopy, Strategy, StrategyContext, StrategyError, StrategyKind, StrategyParams,
+    UnknownStrategy, Xen, XenEnd, XenParams,
 };
 pub use vm::{DestinationVm, SourceVm, VmError, VmFactory};
 pub use wire::{Secret, WireError};

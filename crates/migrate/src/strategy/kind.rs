@@ -6,14 +6,14 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
-use super::{DowntimeTarget, StopAndCopy, Strategy, Xen};
+use super::params::{ParamReader, StrategyError, StrategyParams};
+use super::{DowntimeParams, DowntimeTarget, StopAndCopy, Strategy, Xen, XenParams};
 
 /// The strategies Ferry provides, by name.
 ///
-/// Parse one with [`str::parse`], build it with [`StrategyKind::build`].
-/// Strategies are built with their default parameters; per-strategy
-/// parameters given by name (`--strategy-param KEY=VALUE`) will be a map
-/// handed to the builder next to the kind.
+/// Parse one with [`str::parse`], build it with [`StrategyKind::build_with`]
+/// and its parameters by name ([`StrategyParams`], `--strategy-param
+/// KEY=VALUE`), or with [`StrategyKind::build`] and the defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StrategyKind {
     /// [`StopAndCopy`]: the non-live baseline.
@@ -46,11 +46,26 @@ impl StrategyKind {
 
     /// The strategy, with default parameters.
     pub fn build(self) -> Box<dyn Strategy> {
-        match self {
+        self.build_with(&StrategyParams::new())
+            .expect("the default parameters are valid")
+    }
+
+    /// The strategy with `params` (unknown keys and values out of range are
+    /// refused, one error line each; absent keys take their defaults).
+    pub fn build_with(self, params: &StrategyParams) -> Result<Box<dyn Strategy>, StrategyError> {
+        let mut reader = ParamReader::new(self, params);
+        let r = &mut reader;
+        let s: Box<dyn Strategy> = match self {
             StrategyKind::StopAndCopy => Box::new(StopAndCopy),
-            StrategyKind::Xen => Box::new(Xen::default()),
-            StrategyKind::Downtime => Box::new(DowntimeTarget::default()),
-        }
+            StrategyKind::Xen => Box::new(Xen {
+                params: XenParams::read(r)?,
+            }),
+            StrategyKind::Downtime => Box::new(DowntimeTarget {
+                params: DowntimeParams::read(r)?,
+            }),
+        };
+        reader.finish()?;
+        Ok(s)
     }
 }
 

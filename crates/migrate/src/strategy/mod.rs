@@ -3,11 +3,14 @@
 //! whether to skip pages dirtied again mid-round, vCPU throttling) or to stop
 //! the VM and copy the rest.
 //!
-//! Each strategy has a name ([`StrategyKind`], parsed in one place) and its
+//! Each strategy has a name ([`StrategyKind`], parsed in one place), its
+//! parameters by name ([`StrategyParams`], checked by the strategy) and its
 //! own file.
 
 mod downtime;
 mod kind;
+#[allow(dead_code)] // Used by the strategies of the next commit.
+mod params;
 #[cfg(test)]
 mod tests;
 mod xen;
@@ -21,7 +24,8 @@ use units::Bandwidth;
 
 pub use downtime::{DowntimeParams, DowntimeTarget};
 pub use kind::{DEFAULT_STRATEGY, STRATEGIES, StrategyKind, UnknownStrategy};
-pub use xen::{Xen, XenParams};
+pub use params::{Known, StrategyError, StrategyParams};
+pub use xen::{Xen, XenEnd, XenParams};
 
 /// A round shorter than this (ms) measures rates too coarsely to act on.
 #[allow(dead_code)]

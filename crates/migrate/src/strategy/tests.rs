@@ -123,3 +123,59 @@ fn names() {
     let e = "yolo".parse::<StrategyKind>().unwrap_err().to_string();
     assert!(e.contains("yolo") && e.contains("xen"), "{e}");
 }
+
+#[test]
+fn parameters_parse_once_and_fail_in_one_line() {
+    let p = StrategyParams::parse(["alpha=0.3", " threshold = 0.6 "]).unwrap();
+    assert_eq!(p.get("threshold"), Some("0.6"));
+    assert_eq!(StrategyParams::from_map(&p.to_map()).unwrap(), {
+        let mut q = StrategyParams::new();
+        q.insert("alpha", "0.3").unwrap();
+        q.insert("threshold", "0.6").unwrap();
+        q
+    });
+    let e = |r: Result<StrategyParams, StrategyError>| r.unwrap_err().to_string();
+    assert_eq!(
+        e(StrategyParams::parse(["alpha"])),
+        "strategy parameter 'alpha' is not KEY=VALUE"
+    );
+    assert_eq!(
+        e(StrategyParams::parse(["=3"])),
+        "strategy parameter '=3' is not KEY=VALUE"
+    );
+    assert_eq!(
+        e(StrategyParams::parse(["a=1", "a=2"])),
+        "strategy parameter 'a' is given twice"
+    );
+    // Every strategy builds with no parameters; stop-and-copy takes none.
+    for kind in StrategyKind::ALL {
+        assert!(kind.build_with(&StrategyParams::new()).is_ok(), "{kind}");
+    }
+    let one = StrategyParams::parse(["max-rounds=5"]).unwrap();
+    let err = StrategyKind::StopAndCopy
+        .build_with(&one)
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err,
+        "strategy stop-and-copy has no parameter 'max-rounds' (it takes none)"
+    );
+    for kind in [StrategyKind::Xen, StrategyKind::Downtime] {
+        assert!(kind.build_with(&one).is_ok());
+    }
+    let bad = StrategyParams::parse(["max-rounds=0"]).unwrap();
+    let err = StrategyKind::Downtime.build_with(&bad).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "strategy downtime: max-rounds=0: must be in [1, 1000]"
+    );
+    let bad = StrategyParams::parse(["start-rate=100Mb"]).unwrap();
+    let err = StrategyKind::Xen
+        .build_with(&bad)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.starts_with("strategy xen: start-rate=100Mb: "), "{err}");
+    assert!(!err.contains('\n'));
+}
