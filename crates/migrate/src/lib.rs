@@ -4,8 +4,9 @@
 //!   StopAndCopy -> StateTransfer -> Commit -> Done, rolling back (the VM
 //!   resumes on the source) on any failure before Commit.
 //! - [`receive`] runs the destination side: the VM runs there only after Commit.
-//! - A [`Strategy`] decides each round; `stop-and-copy`, `xen` and `downtime`
-//!   are provided ([`StrategyKind`] parses their names).
+//! - A [`Strategy`] decides each round; `stop-and-copy`, `xen`, `downtime`,
+//!   `predictive`, `delayed` and `auto-converge` are provided
+//!   ([`StrategyKind`] parses their names, [`StrategyParams`] their parameters).
 //! - The VMM plugs in through [`SourceVm`], [`VmFactory`] and [`DestinationVm`];
 //!   [`fake`] implements them in memory for tests, and [`faults`] injects
 //!   network failures into a migration.
@@ -41,9 +42,10 @@ pub use source::{
     MigrationFailure, SourceOptions, migrate, migrate_stream,
 };
 pub use strategy::{
-    DEFAULT_STRATEGY, Decision, DowntimeParams, DowntimeTarget, Known, RoundPlan, STRATEGIES,
-    StopAndCopy, Strategy, StrategyContext, StrategyError, StrategyKind, StrategyParams,
-    UnknownStrategy, Xen, XenEnd, XenParams,
+    AdaptiveRateParams, AutoConverge, AutoConvergeParams, DEFAULT_STRATEGY, Decision, Delayed,
+    DelayedParams, DowntimeParams, DowntimeTarget, Known, Predictive, PredictiveParams, RoundPlan,
+    STRATEGIES, SmoothingParams, StopAndCopy, Strategy, StrategyContext, StrategyError,
+    StrategyKind, StrategyParams, UnknownStrategy, Xen, XenEnd, XenParams,
 };
 pub use vm::{DestinationVm, SourceVm, VmError, VmFactory};
 pub use wire::{Secret, WireError};

@@ -7,7 +7,10 @@ use std::str::FromStr;
 use thiserror::Error;
 
 use super::params::{ParamReader, StrategyError, StrategyParams};
-use super::{DowntimeParams, DowntimeTarget, StopAndCopy, Strategy, Xen, XenParams};
+use super::{
+    AutoConverge, AutoConvergeParams, Delayed, DelayedParams, DowntimeParams, DowntimeTarget,
+    Predictive, PredictiveParams, StopAndCopy, Strategy, Xen, XenParams,
+};
 
 /// The strategies Ferry provides, by name.
 ///
@@ -22,14 +25,23 @@ pub enum StrategyKind {
     Xen,
     /// [`DowntimeTarget`]: QEMU's downtime rule.
     Downtime,
+    /// [`Predictive`]: seed 000's dirty-page prediction and adaptive bandwidth.
+    Predictive,
+    /// [`Delayed`]: seed 003's delayed copy by temporal locality.
+    Delayed,
+    /// [`AutoConverge`]: QEMU's downtime rule with vCPU throttling.
+    AutoConverge,
 }
 
 impl StrategyKind {
     /// Every strategy, in the order help texts and benchmarks list them.
-    pub const ALL: [StrategyKind; 3] = [
+    pub const ALL: [StrategyKind; 6] = [
         StrategyKind::StopAndCopy,
         StrategyKind::Xen,
         StrategyKind::Downtime,
+        StrategyKind::Predictive,
+        StrategyKind::Delayed,
+        StrategyKind::AutoConverge,
     ];
 
     /// The default strategy (chosen on the benchmark, docs/BENCHMARKS.md).
@@ -41,6 +53,9 @@ impl StrategyKind {
             StrategyKind::StopAndCopy => "stop-and-copy",
             StrategyKind::Xen => "xen",
             StrategyKind::Downtime => "downtime",
+            StrategyKind::Predictive => "predictive",
+            StrategyKind::Delayed => "delayed",
+            StrategyKind::AutoConverge => "auto-converge",
         }
     }
 
@@ -63,6 +78,9 @@ impl StrategyKind {
             StrategyKind::Downtime => Box::new(DowntimeTarget {
                 params: DowntimeParams::read(r)?,
             }),
+            StrategyKind::Predictive => Box::new(Predictive::new(PredictiveParams::read(r)?)),
+            StrategyKind::Delayed => Box::new(Delayed::new(DelayedParams::read(r)?)),
+            StrategyKind::AutoConverge => Box::new(AutoConverge::new(AutoConvergeParams::read(r)?)),
         };
         reader.finish()?;
         Ok(s)

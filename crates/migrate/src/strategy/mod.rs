@@ -5,12 +5,18 @@
 //!
 //! Each strategy has a name ([`StrategyKind`], parsed in one place), its
 //! parameters by name ([`StrategyParams`], checked by the strategy) and its
-//! own file.
+//! own file; `smoothing`, `bandwidth` and `hold` are the predictor, the
+//! adaptive rate and the budgeted hold-back set they share.
 
+mod auto_converge;
+mod bandwidth;
+mod delayed;
 mod downtime;
+mod hold;
 mod kind;
-#[allow(dead_code)] // Used by the strategies of the next commit.
 mod params;
+mod predictive;
+mod smoothing;
 #[cfg(test)]
 mod tests;
 mod xen;
@@ -22,13 +28,17 @@ use crate::history::PageHistory;
 use crate::report::RoundReport;
 use units::Bandwidth;
 
+pub use auto_converge::{AutoConverge, AutoConvergeParams};
+pub use bandwidth::AdaptiveRateParams;
+pub use delayed::{Delayed, DelayedParams};
 pub use downtime::{DowntimeParams, DowntimeTarget};
 pub use kind::{DEFAULT_STRATEGY, STRATEGIES, StrategyKind, UnknownStrategy};
 pub use params::{Known, StrategyError, StrategyParams};
+pub use predictive::{Predictive, PredictiveParams};
+pub use smoothing::SmoothingParams;
 pub use xen::{Xen, XenEnd, XenParams};
 
 /// A round shorter than this (ms) measures rates too coarsely to act on.
-#[allow(dead_code)]
 pub(crate) const MEASURED_MS: f64 = 50.0;
 
 /// What a strategy sees before each round.
