@@ -20,7 +20,7 @@ pub struct DemoArgs {
         default_value = "ws=256M pattern=hot hot=0.1 hotshare=0.9 rate=10000 verify=1s"
     )]
     pub workload: String,
-    /// Migration strategy: stop-and-copy, xen or downtime.
+    /// Migration strategy (see `ferry migrate --help`).
     #[arg(long, default_value = migrate::DEFAULT_STRATEGY)]
     pub strategy: String,
     /// Bandwidth cap (the literature's links are 1 Gbit/s).

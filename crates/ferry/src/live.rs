@@ -44,9 +44,14 @@ pub struct MigrateArgs {
     /// Destination address (`ferry receive --listen`), host:port.
     #[arg(long, value_name = "ADDR")]
     pub to: String,
-    /// stop-and-copy, xen or downtime.
+    /// stop-and-copy, xen, downtime, predictive, delayed or auto-converge
+    /// (docs/MIGRATION.md).
     #[arg(long, default_value = migrate::DEFAULT_STRATEGY)]
     pub strategy: String,
+    /// A parameter of the strategy, e.g. `alpha=0.3` (repeatable; each
+    /// strategy's parameters and defaults are in docs/MIGRATION.md).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub strategy_param: Vec<String>,
     /// Bandwidth cap while the guest runs, e.g. 1Gbit, 500Mbit, 100MB
     /// (bytes); the paused switchover uses the whole link, as in QEMU.
     /// Default: unlimited.
@@ -110,6 +115,7 @@ pub fn request(
     Ok(MigrateRequest {
         to: to.to_string(),
         strategy: Some(strategy.to_string()),
+        strategy_params: Default::default(),
         max_bandwidth_bps: bw.map(|b| b.bits_per_sec()),
         link_bandwidth_bps: None,
         max_downtime_ms: Some(downtime.as_millis().max(1) as u64),
@@ -180,6 +186,12 @@ pub fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
     )?;
     req.link_bandwidth_bps = parse_bandwidth(args.link_bandwidth.as_deref(), "--link-bandwidth")?
         .map(|b| b.bits_per_sec());
+    // Checked here too, so that a mistake is one line before anything starts.
+    let params = migrate::StrategyParams::parse(&args.strategy_param)?;
+    args.strategy
+        .parse::<migrate::StrategyKind>()?
+        .build_with(&params)?;
+    req.strategy_params = params.to_map();
     let client = Client::new(&args.api);
     let started = crate::serial::now();
     let mut status = drive(&client, &req, !args.json)?;

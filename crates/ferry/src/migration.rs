@@ -129,10 +129,13 @@ impl Job {
 pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
     let invalid = |e: &dyn std::fmt::Display| StartError::Invalid(e.to_string());
     let name = req.strategy.as_deref().unwrap_or(migrate::DEFAULT_STRATEGY);
+    let params =
+        migrate::StrategyParams::from_map(&req.strategy_params).map_err(|e| invalid(&e))?;
     let strategy = name
         .parse::<migrate::StrategyKind>()
         .map_err(|e| invalid(&e))?
-        .build();
+        .build_with(&params)
+        .map_err(|e| invalid(&e))?;
     let secret_path = req.secret_file.as_deref().ok_or_else(|| {
         invalid(&"a migration secret is required: give secret_file (--secret-file)")
     })?;

@@ -23,7 +23,7 @@ pub struct MigrateBenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "stop-and-copy,xen,downtime"
+        default_value = "stop-and-copy,xen,downtime,predictive,delayed,auto-converge"
     )]
     pub strategies: Vec<String>,
     /// Bandwidth caps (`unlimited` or e.g. 1Gbit, 500Mbit).
