@@ -4,8 +4,10 @@
 //!
 //! QEMU's scheme (`cpu-throttle`): with throttle `f`, a timer fires every
 //! `TIMESLICE / (1 - f)` and kicks every vCPU out of KVM_RUN; each vCPU
-//! then stays out for `TIMESLICE * f / (1 - f)` before entering the guest
-//! again, so it runs `TIMESLICE` of every period, `1 - f` of the time.
+//! then stays out for `f / (1 - f)` times the time it ran since its last
+//! time out (`TIMESLICE` when the timer is punctual, never more) before
+//! entering the guest again, so it runs about `1 - f` of the time, also on
+//! a loaded host where wake-ups come late.
 //! Kicks are the signal that pauses use (immediate_exit), so this works on
 //! any KVM, nested or not. A vCPU out of the guest sleeps on the VM's
 //! condition variable: pause, stop and a lower throttle wake it at once.
@@ -97,27 +99,47 @@ pub(crate) fn timer_loop(shared: Arc<Shared>) {
     }
 }
 
-/// Called by a vCPU thread out of KVM_RUN: if a period started since it
-/// last looked (`seen`), it stays out of the guest for the throttled share
-/// of it, or until the VM must pause or the throttle is lowered.
-pub(crate) fn stay_out(shared: &Shared, seen: &mut u64) {
-    let t = &shared.throttle;
-    let epoch = t.epoch();
-    if epoch == *seen {
-        return;
-    }
-    *seen = epoch;
-    let f = t.fraction();
-    if f <= 0.0 {
-        return;
-    }
-    let deadline = Instant::now() + TIMESLICE.mul_f64(f / (1.0 - f));
-    let mut c = shared.ctl.lock().unwrap();
-    while c.want == Want::Run && t.fraction() >= f {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
+/// One vCPU thread's view of the throttle.
+pub(crate) struct VcpuThrottle {
+    /// The last period this vCPU acted on.
+    seen: u64,
+    /// When it last entered the guest after time out.
+    since: Instant,
+}
+
+impl VcpuThrottle {
+    pub fn new(t: &Throttle) -> Self {
+        VcpuThrottle {
+            seen: t.epoch(),
+            since: Instant::now(),
         }
-        c = shared.cv.wait_timeout(c, deadline - now).unwrap().0;
+    }
+
+    /// Called by the vCPU thread out of KVM_RUN: if a period started since
+    /// it last looked, it stays out of the guest `f / (1 - f)` times as
+    /// long as it ran since its last time out, at most `TIMESLICE` (so a
+    /// late wake-up does not eat into the next run), or until the VM must
+    /// pause or the throttle is lowered. Ticks during that time are
+    /// absorbed: a vCPU always runs between two times out.
+    pub fn stay_out(&mut self, shared: &Shared) {
+        let t = &shared.throttle;
+        if t.epoch() == self.seen {
+            return;
+        }
+        let f = t.fraction();
+        if f > 0.0 {
+            let ran = self.since.elapsed().min(TIMESLICE);
+            let deadline = Instant::now() + ran.mul_f64(f / (1.0 - f));
+            let mut c = shared.ctl.lock().unwrap();
+            while c.want == Want::Run && t.fraction() >= f {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                c = shared.cv.wait_timeout(c, deadline - now).unwrap().0;
+            }
+        }
+        self.seen = t.epoch();
+        self.since = Instant::now();
     }
 }

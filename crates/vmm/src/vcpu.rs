@@ -10,7 +10,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
 use crate::devices::{Devices, PioOutcome};
-use crate::throttle::{self, Throttle};
+use crate::throttle::{Throttle, VcpuThrottle};
 
 /// Why the VM stopped running for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +140,7 @@ pub fn spawn(
 fn run_loop(id: u32, fd: &Mutex<VcpuFd>, shared: &Shared, devices: &Devices) {
     let mut vcpu = fd.lock().unwrap();
     KVM_RUN.with(|c| c.set(vcpu.get_kvm_run() as *mut kvm_run));
-    let mut throttle_epoch = shared.throttle.epoch();
+    let mut throttle = VcpuThrottle::new(&shared.throttle);
     loop {
         let want = shared.ctl.lock().unwrap().want;
         if want != Want::Run {
@@ -170,7 +170,7 @@ fn run_loop(id: u32, fd: &Mutex<VcpuFd>, shared: &Shared, devices: &Devices) {
         if let Some(reason) = outcome {
             shared.finish(reason);
         }
-        throttle::stay_out(shared, &mut throttle_epoch);
+        throttle.stay_out(shared);
     }
 }
 
