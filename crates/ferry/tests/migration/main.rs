@@ -10,3 +10,4 @@ mod harness;
 mod interrupted;
 mod points;
 mod refused;
+mod strategies;
