@@ -1,4 +1,4 @@
-//! Row 12 of docs/SAFETY.md: the strategies that hold pages back or
+//! Rows 14 and 15 of docs/SAFETY.md: the strategies that hold pages back or
 //! throttle the vCPUs (`predictive`, `delayed`, `auto-converge`) roll back
 //! like the others, and auto-converge's throttle is real (the guest's own
 //! rate counter shows it) and released on rollback and at the switchover.
@@ -38,7 +38,7 @@ fn cut_in_round(
     (dest, proxy, m)
 }
 
-/// docs/SAFETY.md row 12: a failure in a late pre-copy round rolls back.
+/// docs/SAFETY.md row 14: a failure in a late pre-copy round rolls back.
 #[test]
 fn connection_cut_in_a_late_round_rolls_back_with_every_new_strategy() {
     let _g = serial();
@@ -69,9 +69,9 @@ fn connection_cut_in_a_late_round_rolls_back_with_every_new_strategy() {
     assert_retry_succeeds(dir.path(), &mut src, &secret);
 }
 
-/// The guest writes as fast as it can, so its rate counter measures its time
-/// in the guest; a slow link it outruns makes auto-converge throttle it at
-/// once to 90 %, then 99 %.
+/// docs/SAFETY.md row 15. The guest writes as fast as it can, so its rate
+/// counter measures its time in the guest; a slow link it outruns makes
+/// auto-converge throttle it at once to 90 %, then 99 %.
 #[test]
 fn auto_converge_throttle_shows_in_the_guest_and_is_released() {
     let _g = serial();
