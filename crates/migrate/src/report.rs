@@ -504,6 +504,43 @@ mod tests {
     }
 
     #[test]
+    fn prediction_and_throttle_columns_appear_when_used() {
+        let mut r = MigrationReport::new("predictive", 1 << 20);
+        r.per_round.push(RoundReport {
+            round: 1,
+            ..Default::default()
+        });
+        let plain = r.to_string();
+        assert!(
+            plain.contains("held") && !plain.contains("precision") && !plain.contains("throttle")
+        );
+        r.per_round.push(RoundReport {
+            round: 2,
+            pages_held_back: 40,
+            pages_predicted_hot: Some(50),
+            prediction_precision: Some(0.75),
+            prediction_recall: None,
+            throttle_pct: 30.0,
+            ..Default::default()
+        });
+        let text = r.to_string();
+        assert!(
+            text.contains("precision") && text.contains("75.0%") && text.contains("30%"),
+            "{text}"
+        );
+        let v = serde_json::to_value(&r.per_round[1]).unwrap();
+        assert_eq!(v["pages_held_back"], 40);
+        assert_eq!(v["prediction_precision"], 0.75);
+        assert!(v["prediction_recall"].is_null());
+        // Reports written before these fields still load.
+        let old = r#"{"round":1,"stop_and_copy":false,"interrupted":false,"pages_pending":1,
+            "pages_dirtied":0,"pages_sent":1,"pages_skipped":0,"zero_pages":0,"bytes":4096,
+            "duration_ms":1.0,"rate_limit_bps":null,"transfer_rate_bps":1.0,"dirty_rate_bps":0.0}"#;
+        let back: RoundReport = serde_json::from_str(old).unwrap();
+        assert_eq!(back.throttle_pct, 0.0);
+    }
+
+    #[test]
     fn progress_estimates_downtime() {
         let p = Progress::new();
         p.set_phase(Phase::Iterative);
