@@ -108,8 +108,9 @@ impl PageState {
 /// Seed 003's delayed copy on Xen's loop: pending pages are classified by
 /// temporal locality (module docs); warm pages wait one round, hot pages
 /// wait for the stop-and-copy (hot first, then warm, within
-/// `hold_budget`); the rest go at Xen's rates, and Xen's end rules count
-/// the pages a round would send.
+/// `hold_budget`); the rest go at Xen's rates (from the guest's whole
+/// dirty rate, as in `xen`), and Xen's end rules count the pages a round
+/// would send.
 #[derive(Clone, Debug, Default)]
 pub struct Delayed {
     params: DelayedParams,
@@ -152,8 +153,13 @@ impl Strategy for Delayed {
     fn decide(&mut self, ctx: &StrategyContext<'_>) -> Decision {
         let held = self.hold(ctx);
         let sendable = ctx.pending_pages - held.held;
-        let dirty = ctx.dirty_rate_outside_bps(&held.pages);
-        match self.params.xen.schedule(ctx, sendable, dirty) {
+        // Xen's rates unchanged (the guest's whole dirty rate), so that the
+        // delay is the only difference from `xen`.
+        match self
+            .params
+            .xen
+            .schedule(ctx, sendable, ctx.last_dirty_rate_bps())
+        {
             Decision::Round(mut plan) => {
                 plan.predicted_hot = Some(held.predicted);
                 plan.hold_back = Some(held.pages);
@@ -226,8 +232,8 @@ mod tests {
         assert_eq!(p.predicted_hot, Some(100));
         assert_eq!(held.count(), 200);
         assert!(held.get(0) && held.get(150) && !held.get(250));
-        // Xen's rate: the dirty rate of the pages sent (100 pages in 1 s)
-        // + 50 Mbit/s, not below 100 Mbit/s.
+        // Xen's rate: the dirty rate (300 pages in 1 s) + 50 Mbit/s, not
+        // below 100 Mbit/s.
         assert_eq!(p.rate_limit.map(|b| b.bits_per_sec()), Some(100_000_000));
         assert!(p.skip_redirtied);
     }
