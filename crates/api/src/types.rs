@@ -1,6 +1,8 @@
 //! Request and response bodies of the control API (JSON).
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Values of [`VmStatus::state`].
 pub mod vm_state {
@@ -84,9 +86,18 @@ pub struct SnapshotResponse {
 #[serde(deny_unknown_fields)]
 pub struct MigrateRequest {
     pub to: String,
-    /// `stop-and-copy`, `xen` or `downtime` (the default).
+    /// `stop-and-copy`, `xen`, `downtime` (the default), `predictive`,
+    /// `delayed` or `auto-converge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,
+    /// The strategy's parameters by name (`--strategy-param KEY=VALUE`),
+    /// e.g. `{"alpha": "0.3"}`; numbers may be given as JSON numbers.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "param_values"
+    )]
+    pub strategy_params: BTreeMap<String, String>,
     /// Cap while the guest runs, bits/s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bandwidth_bps: Option<u64>,
@@ -115,4 +126,65 @@ pub struct MigrateRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+/// Strategy parameter values: strings, or numbers and booleans taken as
+/// their text.
+fn param_values<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Text(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let map = BTreeMap::<String, Value>::deserialize(d)?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::Text(s) => s,
+                Value::Int(i) => i.to_string(),
+                Value::Float(f) => f.to_string(),
+                Value::Bool(b) => b.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategy_params_take_strings_and_numbers() {
+        let r: MigrateRequest = serde_json::from_str(
+            r#"{"to": "h:1", "strategy": "predictive",
+                "strategy_params": {"alpha": 0.3, "max-rounds": 10, "hold-budget": "unlimited"}}"#,
+        )
+        .unwrap();
+        let p = &r.strategy_params;
+        assert_eq!(p["alpha"], "0.3");
+        assert_eq!(p["max-rounds"], "10");
+        assert_eq!(p["hold-budget"], "unlimited");
+        let back = serde_json::to_value(&r).unwrap();
+        assert_eq!(back["strategy_params"]["alpha"], "0.3");
+        // Absent: empty, and not written back.
+        let r: MigrateRequest = serde_json::from_str(r#"{"to": "h:1"}"#).unwrap();
+        assert!(r.strategy_params.is_empty());
+        assert!(
+            serde_json::to_value(&r)
+                .unwrap()
+                .get("strategy_params")
+                .is_none()
+        );
+        assert!(
+            serde_json::from_str::<MigrateRequest>(
+                r#"{"to": "h:1", "strategy_params": {"a": [1]}}"#
+            )
+            .is_err()
+        );
+    }
 }

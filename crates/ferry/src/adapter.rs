@@ -73,6 +73,11 @@ impl SourceVm for Source<'_> {
         self.vm.run_state() == vmm::RunState::Running
     }
 
+    fn throttle(&mut self, fraction: f64) -> Result<bool, VmError> {
+        self.vm.set_throttle(fraction)?;
+        Ok(true)
+    }
+
     fn nonzero_hint(&self, into: &mut DirtyBitmap) -> bool {
         self.vm
             .host_regions()

@@ -61,7 +61,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<i32> {
         g.pages_written > 20_000
     })?;
     eprintln!("demo: migrating with strategy {}", args.how.strategy);
-    let req = args.how.request(Some(args.max_bandwidth));
+    let req = args.how.request(Some(args.max_bandwidth))?;
     let (report, error) = pair.migrate(req, !args.json)?;
     crate::live::print_report(Some(&report), args.json)?;
     if error.is_some() {

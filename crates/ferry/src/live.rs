@@ -156,7 +156,7 @@ pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Resul
 }
 
 pub fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
-    let mut req = args.how.request(args.max_bandwidth);
+    let mut req = args.how.request(args.max_bandwidth)?;
     req.to = args.to.clone();
     req.link_bandwidth_bps = args.link_bandwidth.map(Bandwidth::bits_per_sec);
     req.secret_file = Some(

@@ -131,8 +131,12 @@ impl Job {
 pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
     let invalid = |e: &dyn std::fmt::Display| StartError::Invalid(e.to_string());
     let name = req.strategy.as_deref().unwrap_or(migrate::DEFAULT_STRATEGY);
+    let params =
+        migrate::StrategyParams::from_map(&req.strategy_params).map_err(|e| invalid(&e))?;
     let strategy = name
         .parse::<migrate::StrategyKind>()
+        .map_err(|e| invalid(&e))?
+        .build_with(&params)
         .map_err(|e| invalid(&e))?;
     let rate = |bps: Option<u64>, what: &str| {
         bps.map(|b| {
@@ -165,7 +169,7 @@ pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
         invalid(&"a migration secret is required: give secret_file (--secret-file)")
     })?;
     let secret = Secret::from_file(Path::new(secret_path)).map_err(|e| invalid(&e))?;
-    let mut opts = SourceOptions::new(secret, strategy.build());
+    let mut opts = SourceOptions::new(secret, strategy);
     opts.max_bandwidth = max_bandwidth;
     opts.link_bandwidth = link_bandwidth;
     if let Some(d) = max_downtime {

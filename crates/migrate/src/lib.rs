@@ -5,10 +5,11 @@
 //!   resumes on the source) on any failure before Commit.
 //! - [`receive`] runs the destination side: the VM runs there only after
 //!   Commit; sources authenticate first at the gate [`listen`] opens.
-//! - A [`Strategy`] decides each round; `stop-and-copy`, `xen` and `downtime`
-//!   are provided ([`StrategyKind`] parses their names). [`Limits`] bound
-//!   pre-copy (the strategy's own, or the operator's) and [`OnTimeout`] says
-//!   what happens when a bound is reached.
+//! - A [`Strategy`] decides each round; `stop-and-copy`, `xen`, `downtime`,
+//!   `predictive`, `delayed` and `auto-converge` are provided
+//!   ([`StrategyKind`] parses their names, [`StrategyParams`] their
+//!   parameters). [`Limits`] bound pre-copy (the strategy's own, or the
+//!   operator's) and [`OnTimeout`] says what happens when a bound is reached.
 //! - The VMM plugs in through [`SourceVm`], [`VmFactory`] and [`DestinationVm`];
 //!   [`fake`] implements them in memory for tests, and [`faults`] injects
 //!   network failures into a migration.
@@ -47,8 +48,10 @@ pub use source::{
     MigrationFailure, SourceOptions, migrate, migrate_stream,
 };
 pub use strategy::{
-    DEFAULT_STRATEGY, Decision, DowntimeParams, DowntimeTarget, RoundPlan, STRATEGIES, StopAndCopy,
-    Strategy, StrategyContext, StrategyKind, UnknownStrategy, Xen, XenParams,
+    AdaptiveRateParams, AutoConverge, AutoConvergeParams, DEFAULT_STRATEGY, Decision, Delayed,
+    DelayedParams, DowntimeParams, DowntimeTarget, Known, Predictive, PredictiveParams, RoundPlan,
+    STRATEGIES, SmoothingParams, StopAndCopy, Strategy, StrategyContext, StrategyError,
+    StrategyKind, StrategyParams, UnknownStrategy, Xen, XenEnd, XenParams,
 };
 pub use vm::{DestinationVm, SourceVm, VmError, VmFactory};
 pub use wire::gate::{Admitted, Gate, GateLimits, GateStats};

@@ -12,3 +12,4 @@ mod hostile;
 mod interrupted;
 mod points;
 mod refused;
+mod strategies;

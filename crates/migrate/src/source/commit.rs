@@ -91,9 +91,11 @@ impl<V: SourceVm> Engine<'_, V> {
             let _ = self.vm.stop_dirty_log();
             self.logging = false;
         }
-        if self.throttled {
-            let _ = self.vm.throttle(0.0);
-            self.throttled = false;
+        if self.throttle > 0.0 {
+            if let Err(e) = self.vm.throttle(0.0) {
+                tracing::warn!(error = %e, "could not release the vCPU throttle on rollback");
+            }
+            self.throttle = 0.0;
         }
         let mut err = err;
         if self.paused_at.is_some()

@@ -44,8 +44,9 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) zero_runs: Vec<(u64, u64)>,
     /// Dirty logging is on (stopped on rollback).
     pub(super) logging: bool,
-    /// The strategy throttled the vCPUs (undone on rollback).
-    pub(super) throttled: bool,
+    /// The vCPU throttle in force (fraction of time; 0 = none), released
+    /// when the VM pauses for the switchover and on rollback.
+    pub(super) throttle: f64,
     /// The VM ran when the migration began (else it stays paused on rollback).
     pub(super) was_running: bool,
     pub(super) paused_at: Option<Instant>,
@@ -83,7 +84,7 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             buf: vec![0; MAX_PAGES_PER_RECORD * PAGE_SIZE as usize],
             zero_runs: Vec::new(),
             logging: false,
-            throttled: false,
+            throttle: 0.0,
             was_running: true,
             paused_at: None,
             migration_id: u64::from_le_bytes(wire::nonce()[..8].try_into().expect("8 bytes")),
@@ -110,6 +111,17 @@ impl<V: SourceVm> Engine<'_, V> {
     ) -> impl FnOnce(WireError) -> MigrateError + use<V> {
         let stall = self.stall;
         move |e| MigrateError::from_wire(e, during, stall)
+    }
+
+    /// Throttles the vCPUs to `fraction` of the time out of the guest (0 =
+    /// full speed), if the VM can.
+    pub(super) fn set_throttle(&mut self, fraction: f64) -> Result<(), MigrateError> {
+        let applied = self
+            .vm
+            .throttle(fraction)
+            .map_err(Self::vm_err(VmOp::Throttle))?;
+        self.throttle = if applied { fraction } else { 0.0 };
+        Ok(())
     }
 
     /// Bytes written to the connection so far.
@@ -267,6 +279,11 @@ impl<V: SourceVm> Engine<'_, V> {
         }
         self.vm.pause().map_err(Self::vm_err(VmOp::Pause))?;
         self.paused_at = Some(Instant::now());
+        if self.throttle > 0.0 {
+            // The switchover: whatever runs next (here after a rollback, or
+            // the destination) runs at full speed.
+            self.set_throttle(0.0)?;
+        }
         let mut last = DirtyBitmap::new(&self.layout);
         self.vm
             .harvest_dirty(&mut last)
