@@ -9,6 +9,8 @@
 //! - The VMM plugs in through [`SourceVm`], [`VmFactory`] and [`DestinationVm`];
 //!   [`fake`] implements them in memory for tests, and [`faults`] injects
 //!   network failures into a migration.
+//! - An [`Observer`] in [`SourceOptions`] hears each phase, round and the
+//!   end of a migration ([`MigrationEvent`]).
 //!
 //! docs/MIGRATION.md describes the state machine, strategies and safety argument;
 //! docs/PROTOCOL.md the wire protocol.
@@ -16,6 +18,7 @@
 mod bitmap;
 mod dest;
 mod error;
+mod events;
 pub mod fake;
 pub mod faults;
 mod history;
@@ -30,6 +33,7 @@ pub use bitmap::{DirtyBitmap, LayoutError, PAGE_SIZE, PageLayout, RegionLayout, 
 pub use dest::fuzz_session;
 pub use dest::{DestOptions, ReceiveReport, Received, accept_one, receive};
 pub use error::{MigrateError, VmOp};
+pub use events::{MigrationEvent, Observer};
 pub use history::PageHistory;
 pub use limiter::TokenBucket;
 pub use report::{

@@ -13,6 +13,7 @@ use super::meter::{Meter, min_bandwidth};
 use super::options::SourceOptions;
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
 use crate::error::{MigrateError, VmOp};
+use crate::events::{self, Observer};
 use crate::history::PageHistory;
 use crate::report::{CancelToken, MigrationReport, Phase, Progress};
 use crate::strategy::{Decision, RoundPlan, Strategy, StrategyContext};
@@ -55,6 +56,7 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) max_bandwidth: Option<Bandwidth>,
     pub(super) link_bandwidth: Option<Bandwidth>,
     pub(super) max_downtime: Duration,
+    pub(super) observer: Option<Observer>,
 }
 
 impl<'a, V: SourceVm> Engine<'a, V> {
@@ -81,13 +83,14 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             throttled: false,
             was_running: true,
             paused_at: None,
-            migration_id: u64::from_le_bytes(wire::nonce()[..8].try_into().expect("8 bytes")),
+            migration_id: opts.migration_id,
             progress: Arc::clone(&opts.progress),
             cancel: opts.cancel.clone(),
             stall: opts.stall_timeout,
             max_bandwidth: min_bandwidth(opts.max_bandwidth, opts.link_bandwidth),
             link_bandwidth: opts.link_bandwidth,
             max_downtime: opts.max_downtime,
+            observer: opts.observer.clone(),
         }
     }
 }
@@ -103,6 +106,11 @@ impl<V: SourceVm> Engine<'_, V> {
     ) -> impl FnOnce(WireError) -> MigrateError + use<V> {
         let stall = self.stall;
         move |e| MigrateError::from_wire(e, during, stall)
+    }
+
+    /// Enters `phase`: live progress and the observer.
+    pub(super) fn enter(&self, phase: Phase) {
+        events::enter(&self.progress, self.observer.as_ref(), phase);
     }
 
     /// Bytes written to the connection so far.
@@ -124,7 +132,7 @@ impl<V: SourceVm> Engine<'_, V> {
             let mut h = DirtyBitmap::new(&self.layout);
             self.vm.nonzero_hint(&mut h).then_some(h)
         };
-        self.progress.set_phase(Phase::Iterative);
+        self.enter(Phase::Iterative);
         let round = self.iterate(strategy, &mut pending, &mut hint)?;
         self.stop_and_copy(round, pending, hint)?;
         self.transfer_state()
@@ -223,7 +231,7 @@ impl<V: SourceVm> Engine<'_, V> {
         mut pending: DirtyBitmap,
         mut hint: Option<DirtyBitmap>,
     ) -> Result<(), MigrateError> {
-        self.progress.set_phase(Phase::StopAndCopy);
+        self.enter(Phase::StopAndCopy);
         self.progress.set_round(round);
         if self.cancel.is_cancelled() {
             return Err(MigrateError::Cancelled);
@@ -249,7 +257,7 @@ impl<V: SourceVm> Engine<'_, V> {
 
     /// State transfer, then wait for the destination to have loaded it.
     fn transfer_state(&mut self) -> Result<(), MigrateError> {
-        self.progress.set_phase(Phase::StateTransfer);
+        self.enter(Phase::StateTransfer);
         let state = self
             .vm
             .save_state()

@@ -6,6 +6,7 @@ use std::time::Duration;
 use wire::{Offer, Secret};
 
 use crate::error::MigrateError;
+use crate::events::Observer;
 use crate::report::{CancelToken, MigrationReport, Progress};
 use crate::strategy::Strategy;
 use units::Bandwidth;
@@ -39,6 +40,11 @@ pub struct SourceOptions {
     pub cancel: CancelToken,
     /// Protocol versions and capabilities offered.
     pub offer: Offer,
+    /// Identity of this migration, sent to the destination in Start
+    /// (random by default): the one name both sides log it under.
+    pub migration_id: u64,
+    /// Told of each phase, round and the end, on the migration's thread.
+    pub observer: Option<Observer>,
 }
 
 impl SourceOptions {
@@ -55,6 +61,8 @@ impl SourceOptions {
             progress: Progress::new(),
             cancel: CancelToken::new(),
             offer: Offer::default(),
+            migration_id: u64::from_le_bytes(wire::nonce()[..8].try_into().expect("8 bytes")),
+            observer: None,
         }
     }
 }

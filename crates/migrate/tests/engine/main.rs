@@ -5,5 +5,6 @@
 mod converge;
 mod harness;
 mod network;
+mod observer;
 mod refusals;
 mod strategies;
