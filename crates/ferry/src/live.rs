@@ -1,17 +1,19 @@
 //! `ferry receive` and `ferry migrate`: the two ends of a live migration.
 
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use api::Client;
+use api::events::EventKind;
 use api::routes;
-use api::types::MigrateRequest;
+use api::types::{MigrateRequest, vm_state};
 use indicatif::{ProgressBar, ProgressStyle};
 use migrate::{MigrationReport, Secret};
 use units::Bandwidth;
 
+use crate::hosting::{HostArgs, Hosting};
 use crate::instance::Instance;
 use crate::migration::JobStatus;
 use crate::run::SerialArgs;
@@ -28,9 +30,8 @@ pub struct ReceiveArgs {
     /// Largest guest memory this host accepts.
     #[arg(long, default_value = "16G", value_name = "SIZE")]
     pub max_memory: String,
-    /// Serve the control API on this Unix socket once the VM runs.
-    #[arg(long, value_name = "SOCKET")]
-    pub api: Option<PathBuf>,
+    #[command(flatten)]
+    pub host: HostArgs,
     #[command(flatten)]
     pub output: SerialArgs,
 }
@@ -79,20 +80,56 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
         .bytes();
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    eprintln!("ferry: waiting for a VM on {}", listener.local_addr()?);
+    let hosting = Hosting::start(&args.host, vm_state::INCOMING)?;
+    let host = hosting.instance.clone();
+    tracing::info!(vm = %host.id(), "waiting for a VM on {}", listener.local_addr()?);
+    let Some(stream) = accept_unless_shutdown(&listener, &host)? else {
+        tracing::info!(vm = %host.id(), "shut down before any VM arrived");
+        return Ok(0);
+    };
     let mut factory = crate::adapter::Factory {
         serial: Some(args.output.sink(0)?),
     };
     let opts = migrate::DestOptions::new(secret, max_memory);
-    let received = migrate::accept_one(&listener, &mut factory, &opts)
+    let received = migrate::receive(stream, &mut factory, &opts)
         .context("incoming migration failed; nothing runs here")?;
-    eprintln!(
-        "ferry: VM received from {} ({} pages in {} rounds); running",
-        received.report.peer.as_deref().unwrap_or("?"),
-        received.report.pages,
-        received.report.rounds
+    let r = &received.report;
+    tracing::debug!(
+        vm = %host.id(),
+        pages = r.pages,
+        rounds = r.rounds,
+        bytes = r.bytes_received,
+        "incoming migration done"
     );
-    crate::run::serve(Instance::new(received.vm.0), args.api.as_deref())
+    host.events().publish(EventKind::MigrationReceived {
+        migration: format!("{:016x}", r.migration_id),
+        from: r.peer.clone(),
+    });
+    hosting.run(received.vm.0)
+}
+
+/// The first connection, or `None` if a shutdown is asked for first.
+fn accept_unless_shutdown(
+    listener: &TcpListener,
+    host: &Instance,
+) -> anyhow::Result<Option<TcpStream>> {
+    listener.set_nonblocking(true)?;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false)?;
+                return Ok(Some(stream));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if host.shutdown_requested() {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("cannot accept a connection"),
+        }
+    }
 }
 
 /// Builds the API request for a migration.
@@ -126,6 +163,25 @@ fn parse_bandwidth(text: Option<&str>, flag: &str) -> anyhow::Result<Option<Band
 /// the final status. The source process is told to exit once the VM left.
 pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Result<JobStatus> {
     client.put_ok(routes::VM_MIGRATE, Some(&serde_json::to_value(req)?))?;
+    let status = follow(client, show)?;
+    match status.report.as_ref().map(|r| r.vm_location) {
+        // The VM runs on the destination: let the source process exit.
+        Some(migrate::VmLocation::Destination) => {
+            let _ = client.put(routes::VM_SHUTDOWN, None);
+        }
+        // In doubt: the source keeps the paused VM's memory, which may be
+        // the only copy; an operator decides (docs/PROTOCOL.md).
+        Some(migrate::VmLocation::Unknown) => tracing::warn!(
+            "the commit is in doubt: the source keeps the paused VM; check the destination before stopping it"
+        ),
+        _ => {}
+    }
+    Ok(status)
+}
+
+/// Shows the progress of the migration `client`'s process runs (a bar
+/// when `show`) until it is done; returns its final status.
+pub fn follow(client: &Client, show: bool) -> anyhow::Result<JobStatus> {
     let bar = if show {
         ProgressBar::new(1)
     } else {
@@ -155,18 +211,6 @@ pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Resul
         std::thread::sleep(Duration::from_millis(100));
     };
     bar.finish_and_clear();
-    match status.report.as_ref().map(|r| r.vm_location) {
-        // The VM runs on the destination: let the source process exit.
-        Some(migrate::VmLocation::Destination) => {
-            let _ = client.put(routes::VM_SHUTDOWN, None);
-        }
-        // In doubt: the source keeps the paused VM's memory, which may be
-        // the only copy; an operator decides (docs/PROTOCOL.md).
-        Some(migrate::VmLocation::Unknown) => eprintln!(
-            "ferry: the commit is in doubt: the source keeps the paused VM; check the destination before stopping it"
-        ),
-        _ => {}
-    }
     Ok(status)
 }
 
