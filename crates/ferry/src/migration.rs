@@ -245,3 +245,34 @@ pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
     }
     Ok(opts)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn keys(v: &serde_json::Value) -> BTreeSet<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    }
+
+    /// `GET /api/v1/vm.migrate` answers what crates/api/openapi.yaml says.
+    #[test]
+    fn status_has_the_documented_fields() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../api/openapi.yaml");
+        let doc: serde_json::Value =
+            serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let schema = |name: &str| keys(&doc["components"]["schemas"][name]["properties"]);
+        let status = JobStatus {
+            id: "0".into(),
+            to: "h:1".into(),
+            done: false,
+            progress: Progress::new().snapshot(),
+            report: None,
+            error: None,
+        };
+        let v = serde_json::to_value(&status).unwrap();
+        assert_eq!(keys(&v), schema("MigrationStatus"));
+        assert_eq!(keys(&v["progress"]), schema("MigrationProgress"));
+    }
+}
