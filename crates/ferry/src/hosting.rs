@@ -49,6 +49,9 @@ fn parse_name(s: &str) -> Result<String, String> {
 pub struct Hosting {
     pub instance: Arc<Instance>,
     server: Option<api::Server>,
+    /// Shutdown requests that do not count against the VM (see
+    /// [`Hosting::forgive_shutdowns`]).
+    forgiven: u64,
 }
 
 impl Hosting {
@@ -66,7 +69,19 @@ impl Hosting {
             None => None,
         };
         forward_signals(instance.clone())?;
-        Ok(Hosting { instance, server })
+        Ok(Hosting {
+            instance,
+            server,
+            forgiven: 0,
+        })
+    }
+
+    /// The shutdown requests made so far do not stop the VM about to run:
+    /// for a VM that arrived although a shutdown was asked for during its
+    /// incoming migration (stopping it now would lose it: the source has
+    /// handed it over).
+    pub fn forgive_shutdowns(&mut self) {
+        self.forgiven = self.instance.shutdown_requests();
     }
 
     /// Runs `vm` until it ends; returns the process exit status.
@@ -80,7 +95,7 @@ impl Hosting {
             }
             // A migration before Commit was cancelled by the request and
             // rolls back first; one past Commit ends with the VM retired.
-            if host.shutdown_requested() && !host.migrating() {
+            if host.shutdown_requests() > self.forgiven && !host.migrating() {
                 vm.stop(ExitReason::Stopped);
             }
         };

@@ -1,7 +1,8 @@
 //! `ferry receive` and `ferry migrate`: the two ends of a live migration.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -80,7 +81,7 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
         .bytes();
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let hosting = Hosting::start(&args.host, vm_state::INCOMING)?;
+    let mut hosting = Hosting::start(&args.host, vm_state::INCOMING)?;
     let host = hosting.instance.clone();
     tracing::info!(vm = %host.id(), "waiting for a VM on {}", listener.local_addr()?);
     let Some(stream) = accept_unless_shutdown(&listener, &host)? else {
@@ -91,8 +92,19 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
         serial: Some(args.output.sink(0)?),
     };
     let opts = migrate::DestOptions::new(secret, max_memory);
-    let received = migrate::receive(stream, &mut factory, &opts)
-        .context("incoming migration failed; nothing runs here")?;
+    let received = receive_unless_shutdown(stream, &mut factory, &opts, &host);
+    let received = match received {
+        Ok(r) => r,
+        Err(_) if host.shutdown_requested() => {
+            tracing::info!(vm = %host.id(), "shut down during an incoming migration: it was abandoned and the VM stays on the source");
+            return Ok(0);
+        }
+        Err(e) => return Err(e).context("incoming migration failed; nothing runs here"),
+    };
+    if host.shutdown_requested() {
+        tracing::warn!(vm = %host.id(), "a shutdown was asked for during the incoming migration, which completed anyway: the VM runs here; ask again to stop it");
+        hosting.forgive_shutdowns();
+    }
     let r = &received.report;
     tracing::debug!(
         vm = %host.id(),
@@ -106,6 +118,33 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
         from: r.peer.clone(),
     });
     hosting.run(received.vm.0)
+}
+
+/// Receives a VM over `stream`; a shutdown asked for meanwhile closes the
+/// connection, so the migration fails (and rolls back to the source) unless
+/// it is already past Commit.
+fn receive_unless_shutdown(
+    stream: TcpStream,
+    factory: &mut crate::adapter::Factory,
+    opts: &migrate::DestOptions,
+    host: &Instance,
+) -> anyhow::Result<migrate::Received<crate::adapter::Incoming>> {
+    let watched = stream.try_clone()?;
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                if host.shutdown_requested() {
+                    let _ = watched.shutdown(Shutdown::Both);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let received = migrate::receive(stream, factory, opts);
+        done.store(true, Ordering::SeqCst);
+        Ok(received?)
+    })
 }
 
 /// The first connection, or `None` if a shutdown is asked for first.

@@ -255,3 +255,24 @@ fn sigterm_during_a_migration_rolls_it_back_before_stopping() {
         "nothing runs on the destination"
     );
 }
+
+#[test]
+fn sigterm_on_the_destination_abandons_the_incoming_migration() {
+    let _s = serial();
+    let (mut pair, mut migrate, events) = slow_migration("dst-sigterm-1");
+    pair.dst.signal(libc::SIGTERM);
+    let st = pair.dst.wait(PATIENCE);
+    assert_eq!(st.code(), Some(0), "{}", pair.dst.stderr_text());
+    assert!(
+        pair.dst.stderr_text().contains("abandoned"),
+        "{}",
+        pair.dst.stderr_text()
+    );
+    assert!(!pair.dst_api.exists());
+    let rolled = wait_event(&events, "migration-rolled-back");
+    assert_eq!(rolled["cancelled"], false);
+    assert_eq!(migrate.wait(PATIENCE).code(), Some(1));
+    assert_eq!(state(&pair.src_api).as_deref(), Some("running"));
+    ctl_json(&pair.src_api, &["shutdown"]);
+    assert!(pair.src.wait(PATIENCE).success());
+}
