@@ -66,8 +66,12 @@ impl Pair {
                 &p(&dir.join("src.serial")),
             ],
         );
-        ctl_json(&src_api, &["--wait", "30s", "ping"]);
         ctl_json(&dst_api, &["--wait", "30s", "ping"]);
+        ctl_json(&src_api, &["--wait", "30s", "ping"]);
+        // The API answers while the guest boots; a migration needs it running.
+        wait_for("the source guest to run", PATIENCE, || {
+            (state(&src_api).as_deref() == Some("running")).then_some(())
+        });
         Pair {
             dir,
             src_api,
