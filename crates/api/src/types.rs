@@ -6,8 +6,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 /// Values of [`VmStatus::state`].
 pub mod vm_state {
-    /// Booting or restoring; not yet running guest code.
-    pub const STARTING: &str = "starting";
+    /// Booting or restoring: the API answers, no guest code runs yet.
+    pub const BOOTING: &str = "booting";
+    /// Waiting for (or receiving) an incoming live migration; nothing runs yet.
+    pub const INCOMING: &str = "incoming";
     pub const RUNNING: &str = "running";
     pub const PAUSED: &str = "paused";
     /// A migration to another host is in progress; the VM still runs here.
@@ -21,6 +23,9 @@ pub mod vm_state {
 /// `GET /api/v1/vm`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct VmStatus {
+    /// The VM's identity (`--name`, or generated), the `vm` of its events.
+    #[serde(default)]
+    pub id: String,
     /// One of [`vm_state`].
     pub state: String,
     pub memory_bytes: u64,
@@ -120,6 +125,42 @@ pub struct MigrateRequest {
     /// File holding the migration secret shared with the destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<String>,
+}
+
+/// `GET /api/v1/ping`: the process is up and its API answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    pub pid: u32,
+    /// The VM's identity, as in [`VmStatus::id`].
+    pub vm: String,
+}
+
+/// `GET /api/v1/version`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// Version of the `ferry` program.
+    pub version: String,
+    /// Version of this API ([`crate::API_VERSION`]), the path's `/api/v1`.
+    pub api: String,
+    /// Migration protocol versions this process speaks, oldest and newest.
+    pub migration_protocol_min: u32,
+    pub migration_protocol_max: u32,
+    /// Format version of snapshot files it writes and reads.
+    pub snapshot_format: u32,
+}
+
+/// Answer to `PUT /api/v1/vm.migrate` (202).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationStarted {
+    pub started: bool,
+    /// The migration's id, as in its events, logs and status.
+    pub migration: String,
+}
+
+/// Answer to `PUT /api/v1/vm.migrate-cancel` (202).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationCancelling {
+    pub cancelling: bool,
 }
 
 /// Body of every error response.

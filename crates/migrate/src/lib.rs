@@ -13,6 +13,8 @@
 //! - The VMM plugs in through [`SourceVm`], [`VmFactory`] and [`DestinationVm`];
 //!   [`fake`] implements them in memory for tests, and [`faults`] injects
 //!   network failures into a migration.
+//! - An [`Observer`] in [`SourceOptions`] hears each phase, round and the
+//!   end of a migration ([`MigrationEvent`]).
 //!
 //! docs/MIGRATION.md describes the state machine, strategies and safety argument;
 //! docs/PROTOCOL.md the wire protocol.
@@ -21,6 +23,7 @@ mod bitmap;
 mod convergence;
 mod dest;
 mod error;
+mod events;
 pub mod fake;
 pub mod faults;
 mod history;
@@ -39,6 +42,7 @@ pub use convergence::{
 pub use dest::fuzz_session;
 pub use dest::{DestOptions, ReceiveReport, Received, accept_one, listen, receive};
 pub use error::{MigrateError, VmOp};
+pub use events::{MigrationEvent, Observer};
 pub use history::PageHistory;
 pub use limiter::TokenBucket;
 pub use progress::{CancelToken, Phase, Progress, ProgressSnapshot};

@@ -14,6 +14,7 @@ use super::options::SourceOptions;
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
 use crate::convergence::{LimitReached, Limits, OnTimeout};
 use crate::error::{MigrateError, VmOp};
+use crate::events::{self, Observer};
 use crate::history::PageHistory;
 use crate::progress::{CancelToken, Phase, Progress};
 use crate::report::MigrationReport;
@@ -61,6 +62,7 @@ pub(super) struct Engine<'a, V: SourceVm> {
     /// Bounds on pre-copy in force: the operator's, else the strategy's.
     pub(super) limits: Limits,
     pub(super) on_timeout: OnTimeout,
+    pub(super) observer: Option<Observer>,
 }
 
 impl<'a, V: SourceVm> Engine<'a, V> {
@@ -87,7 +89,7 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             throttle: 0.0,
             was_running: true,
             paused_at: None,
-            migration_id: u64::from_le_bytes(wire::nonce()[..8].try_into().expect("8 bytes")),
+            migration_id: opts.migration_id,
             progress: Arc::clone(&opts.progress),
             cancel: opts.cancel.clone(),
             stall: opts.stall_timeout,
@@ -96,6 +98,7 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             max_downtime: opts.max_downtime,
             limits: opts.limits.or(opts.strategy.limits()),
             on_timeout: opts.on_timeout,
+            observer: opts.observer.clone(),
         }
     }
 }
@@ -124,6 +127,11 @@ impl<V: SourceVm> Engine<'_, V> {
         Ok(())
     }
 
+    /// Enters `phase`: live progress and the observer.
+    pub(super) fn enter(&self, phase: Phase) {
+        events::enter(&self.progress, self.observer.as_ref(), phase);
+    }
+
     /// Bytes written to the connection so far.
     pub(super) fn bytes(&self) -> u64 {
         self.w.get_ref().get_ref().bytes()
@@ -143,7 +151,7 @@ impl<V: SourceVm> Engine<'_, V> {
             let mut h = DirtyBitmap::new(&self.layout);
             self.vm.nonzero_hint(&mut h).then_some(h)
         };
-        self.progress.set_phase(Phase::Iterative);
+        self.enter(Phase::Iterative);
         let round = self.iterate(strategy, &mut pending, &mut hint)?;
         self.stop_and_copy(round, pending, hint)?;
         self.transfer_state()
@@ -272,7 +280,7 @@ impl<V: SourceVm> Engine<'_, V> {
         mut pending: DirtyBitmap,
         mut hint: Option<DirtyBitmap>,
     ) -> Result<(), MigrateError> {
-        self.progress.set_phase(Phase::StopAndCopy);
+        self.enter(Phase::StopAndCopy);
         self.progress.set_round(round);
         if self.cancel.is_cancelled() {
             return Err(MigrateError::Cancelled);
@@ -303,7 +311,7 @@ impl<V: SourceVm> Engine<'_, V> {
 
     /// State transfer, then wait for the destination to have loaded it.
     fn transfer_state(&mut self) -> Result<(), MigrateError> {
-        self.progress.set_phase(Phase::StateTransfer);
+        self.enter(Phase::StateTransfer);
         let state = self
             .vm
             .save_state()

@@ -12,6 +12,7 @@ use super::meter::min_bandwidth;
 use super::ms;
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE};
 use crate::error::{MigrateError, VmOp};
+use crate::events::{self, MigrationEvent};
 use crate::report::RoundReport;
 use crate::strategy::RoundPlan;
 use crate::vm::SourceVm;
@@ -178,10 +179,12 @@ impl<V: SourceVm> Engine<'_, V> {
         tracing::debug!(?report, "round done");
         if let Err(e) = result {
             // Keep what the interrupted round did, for the report.
-            self.report.per_round.push(RoundReport {
+            let report = RoundReport {
                 interrupted: true,
                 ..report
-            });
+            };
+            events::notify(self.observer.as_ref(), MigrationEvent::Round(&report));
+            self.report.per_round.push(report);
             return Err(e);
         }
         self.history.end_round(&r.dirtied);
@@ -195,6 +198,7 @@ impl<V: SourceVm> Engine<'_, V> {
         if !r.last {
             self.progress.set_dirty_rate(report.dirty_rate_bps);
         }
+        events::notify(self.observer.as_ref(), MigrationEvent::Round(&report));
         self.report.per_round.push(report);
         Ok(())
     }

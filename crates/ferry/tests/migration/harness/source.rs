@@ -40,7 +40,7 @@ pub fn guest_rate(sock: &Path) -> u64 {
 
 /// A VM that runs or could run: the states in which a process holds it live.
 pub fn holds_vm(state: &str) -> bool {
-    matches!(state, "running" | "paused" | "migrating" | "starting")
+    matches!(state, "running" | "paused" | "migrating" | "booting")
 }
 
 /// The source: `ferry run` of the dirtier with an API socket.
