@@ -22,6 +22,7 @@ pub fn on_timeout() -> impl TypedValueParser<Value = OnTimeout> {
         PossibleValue::new(k.name()).help(match k {
             OnTimeout::Abort => "roll back: the VM keeps running here",
             OnTimeout::Force => "switch over now, whatever the downtime",
+            OnTimeout::Postcopy => "switch to post-copy now: the VM runs on the destination",
         })
     });
     let planned = migrate::PLANNED_ON_TIMEOUT
@@ -131,7 +132,6 @@ mod tests {
             (&["--timeout", "10"][..], "needs a unit"),
             (&["--timeout", "0s"][..], "greater than zero"),
             (&["--max-downtime", "3"][..], "needs a unit"),
-            (&["--on-timeout", "postcopy"][..], "not available yet"),
             (&["--on-timeout", "auto-converge"][..], "not available yet"),
             (&["--on-timeout", "pray"][..], "invalid value 'pray'"),
             (&["--strategy", "yolo"][..], "invalid value 'yolo'"),

@@ -150,6 +150,9 @@ pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Resul
         Some(migrate::VmLocation::Unknown) => eprintln!(
             "ferry: the commit is in doubt: the source keeps the paused VM; check the destination before stopping it"
         ),
+        Some(migrate::VmLocation::Nowhere) => eprintln!(
+            "ferry: post-copy was interrupted: the VM runs nowhere; the source keeps it paused with its memory as at the switch"
+        ),
         _ => {}
     }
     Ok(status)

@@ -108,7 +108,8 @@ impl Job {
         self.result.lock().unwrap().is_none()
     }
 
-    /// True once the VM belongs to the destination (or may: in doubt).
+    /// True once the VM belongs to the destination (or may: in doubt), or
+    /// runs nowhere after an interrupted post-copy.
     pub fn handed_over(&self) -> bool {
         matches!(
             self.result
@@ -116,7 +117,7 @@ impl Job {
                 .unwrap()
                 .as_ref()
                 .map(|r| r.0.vm_location),
-            Some(VmLocation::Destination | VmLocation::Unknown)
+            Some(VmLocation::Destination | VmLocation::Unknown | VmLocation::Nowhere)
         )
     }
 
@@ -206,7 +207,7 @@ mod tests {
             (serde_json::json!({ "max_downtime_ms": 0 }), "positive"),
             (serde_json::json!({ "max_downtime_ms": -1.0 }), "positive"),
             (
-                serde_json::json!({ "on_timeout": "postcopy" }),
+                serde_json::json!({ "on_timeout": "auto-converge" }),
                 "not available yet",
             ),
             (serde_json::json!({ "on_timeout": "maybe" }), "unknown"),

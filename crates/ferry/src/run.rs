@@ -133,21 +133,28 @@ pub fn serve(host: Instance, api: Option<&std::path::Path>) -> anyhow::Result<i3
             }
             let status = job.map(|j| j.status());
             let to = status.as_ref().map(|s| s.to.clone()).unwrap_or_default();
-            let in_doubt = status
+            let location = status
                 .as_ref()
                 .and_then(|s| s.report.as_ref())
-                .is_none_or(|r| r.vm_location != migrate::VmLocation::Destination);
-            if in_doubt {
+                .map(|r| r.vm_location);
+            if location != Some(migrate::VmLocation::Destination) {
                 // The retired VM's memory may be the only copy: keep it until
                 // an operator who checked the destination says otherwise.
-                eprintln!(
-                    "ferry: the commit to {to} is in doubt; keeping the stopped VM until `ferry ctl shutdown`"
-                );
+                let (what, code) = if location == Some(migrate::VmLocation::Nowhere) {
+                    (
+                        "post-copy to {to} was interrupted",
+                        crate::exit::INTERRUPTED,
+                    )
+                } else {
+                    ("the commit to {to} is in doubt", crate::exit::IN_DOUBT)
+                };
+                let what = what.replace("{to}", &to);
+                eprintln!("ferry: {what}; keeping the stopped VM until `ferry ctl shutdown`");
                 while !host.shutdown_requested() {
                     std::thread::sleep(std::time::Duration::from_millis(200));
                 }
                 eprintln!("ferry: shut down by the operator; the VM's memory here is released");
-                return Ok(crate::exit::IN_DOUBT);
+                return Ok(code);
             }
             // Keep answering the API until the migrating client has read the
             // report and asked us to exit, or for a minute at most.

@@ -6,7 +6,9 @@
 //! - [`receive`] runs the destination side: the VM runs there only after
 //!   Commit; sources authenticate first at the gate [`listen`] opens.
 //! - A [`Strategy`] decides each round; `stop-and-copy`, `xen` and `downtime`
-//!   are provided ([`StrategyKind`] parses their names). [`Limits`] bound
+//!   are provided, and `postcopy` and `hybrid`, which end in post-copy (the
+//!   VM runs on the destination before its memory has arrived; pages
+//!   follow, requested ones first) ([`StrategyKind`] parses their names). [`Limits`] bound
 //!   pre-copy (the strategy's own, or the operator's) and [`OnTimeout`] says
 //!   what happens when a bound is reached.
 //! - The VMM plugs in through [`SourceVm`], [`VmFactory`] and [`DestinationVm`];
@@ -36,20 +38,25 @@ pub use convergence::{
 };
 #[cfg(feature = "fuzzing")]
 pub use dest::fuzz_session;
-pub use dest::{DestOptions, ReceiveReport, Received, accept_one, listen, receive};
+pub use dest::{
+    DestOptions, FAULT_BLOCK_PAGES, ReceiveReport, Received, accept_one, listen, receive,
+};
 pub use error::{MigrateError, VmOp};
 pub use history::PageHistory;
 pub use limiter::TokenBucket;
-pub use progress::{CancelToken, Phase, Progress, ProgressSnapshot};
-pub use report::{MigrationReport, Outcome, RoundReport, VmLocation};
+pub use progress::{
+    CancelToken, Phase, PostcopyRefused, PostcopySwitch, Progress, ProgressSnapshot,
+};
+pub use report::{MigrationReport, Outcome, PostcopyReport, RoundReport, VmLocation};
 pub use source::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_DOWNTIME, DEFAULT_STALL_TIMEOUT, MAX_ROUNDS,
     MigrationFailure, SourceOptions, migrate, migrate_stream,
 };
 pub use strategy::{
-    DEFAULT_STRATEGY, Decision, DowntimeParams, DowntimeTarget, RoundPlan, STRATEGIES, StopAndCopy,
-    Strategy, StrategyContext, StrategyKind, UnknownStrategy, Xen, XenParams,
+    DEFAULT_STRATEGY, Decision, DowntimeParams, DowntimeTarget, Hybrid, HybridParams, Postcopy,
+    RoundPlan, STRATEGIES, StopAndCopy, Strategy, StrategyContext, StrategyKind, UnknownStrategy,
+    Xen, XenParams,
 };
-pub use vm::{DestinationVm, SourceVm, VmError, VmFactory};
+pub use vm::{DestinationVm, PostcopyMemory, SourceVm, VmError, VmFactory};
 pub use wire::gate::{Admitted, Gate, GateLimits, GateStats};
 pub use wire::{Secret, Session, WireError};

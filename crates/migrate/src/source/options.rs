@@ -7,7 +7,7 @@ use wire::{Offer, Secret};
 
 use crate::convergence::{Limits, OnTimeout};
 use crate::error::MigrateError;
-use crate::progress::{CancelToken, Progress};
+use crate::progress::{CancelToken, PostcopySwitch, Progress};
 use crate::report::MigrationReport;
 use crate::strategy::Strategy;
 use units::Bandwidth;
@@ -45,6 +45,8 @@ pub struct SourceOptions {
     pub progress: Arc<Progress>,
     /// Set from another thread to cancel (honoured until Commit is sent).
     pub cancel: CancelToken,
+    /// Set from another thread to switch a running pre-copy to post-copy.
+    pub postcopy_switch: PostcopySwitch,
     /// Protocol versions and capabilities offered.
     pub offer: Offer,
 }
@@ -64,6 +66,7 @@ impl SourceOptions {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             progress: Progress::new(),
             cancel: CancelToken::new(),
+            postcopy_switch: PostcopySwitch::new(),
             offer: Offer::default(),
         }
     }

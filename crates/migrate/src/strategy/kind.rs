@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
-use super::{DowntimeTarget, StopAndCopy, Strategy, Xen};
+use super::{DowntimeTarget, Hybrid, Postcopy, StopAndCopy, Strategy, Xen};
 
 /// The strategies Ferry provides, by name.
 ///
@@ -22,14 +22,20 @@ pub enum StrategyKind {
     Xen,
     /// [`DowntimeTarget`]: QEMU's downtime rule.
     Downtime,
+    /// [`Postcopy`]: switch at once, pages follow on demand.
+    Postcopy,
+    /// [`Hybrid`]: pre-copy rounds, then post-copy.
+    Hybrid,
 }
 
 impl StrategyKind {
     /// Every strategy, in the order help texts and benchmarks list them.
-    pub const ALL: [StrategyKind; 3] = [
+    pub const ALL: [StrategyKind; 5] = [
         StrategyKind::StopAndCopy,
         StrategyKind::Xen,
         StrategyKind::Downtime,
+        StrategyKind::Postcopy,
+        StrategyKind::Hybrid,
     ];
 
     /// The default strategy (chosen on the benchmark, docs/BENCHMARKS.md).
@@ -41,6 +47,8 @@ impl StrategyKind {
             StrategyKind::StopAndCopy => "stop-and-copy",
             StrategyKind::Xen => "xen",
             StrategyKind::Downtime => "downtime",
+            StrategyKind::Postcopy => "postcopy",
+            StrategyKind::Hybrid => "hybrid",
         }
     }
 
@@ -50,7 +58,14 @@ impl StrategyKind {
             StrategyKind::StopAndCopy => Box::new(StopAndCopy),
             StrategyKind::Xen => Box::new(Xen::default()),
             StrategyKind::Downtime => Box::new(DowntimeTarget::default()),
+            StrategyKind::Postcopy => Box::new(Postcopy),
+            StrategyKind::Hybrid => Box::new(Hybrid::default()),
         }
+    }
+
+    /// Whether the strategy ends in post-copy (needs a destination that can).
+    pub fn is_postcopy(self) -> bool {
+        matches!(self, StrategyKind::Postcopy | StrategyKind::Hybrid)
     }
 }
 

@@ -8,6 +8,7 @@
 //! own file.
 
 mod downtime;
+mod hybrid;
 mod kind;
 #[cfg(test)]
 mod tests;
@@ -22,6 +23,7 @@ use crate::report::RoundReport;
 use units::Bandwidth;
 
 pub use downtime::{DowntimeParams, DowntimeTarget};
+pub use hybrid::{Hybrid, HybridParams, Postcopy};
 pub use kind::{DEFAULT_STRATEGY, STRATEGIES, StrategyKind, UnknownStrategy};
 pub use xen::{Xen, XenParams};
 
@@ -92,6 +94,11 @@ pub enum Decision {
     Round(RoundPlan),
     /// Pause the VM and send everything pending.
     StopAndCopy,
+    /// Pause the VM, send its state and the set of pages still to send,
+    /// run it on the destination, and send those pages after: requested
+    /// ones first, the rest in the background (needs a destination that
+    /// can, `Capabilities::POSTCOPY`).
+    Postcopy,
 }
 
 /// Decides, round by round, how pre-copy proceeds and when it ends.
@@ -104,6 +111,14 @@ pub trait Strategy: Send {
     /// [`Limits`] replace (`SourceOptions::limits`). None by default.
     fn limits(&self) -> Limits {
         Limits::default()
+    }
+    /// How this strategy switches over when pre-copy is ended for it (a
+    /// limit reached with `--on-timeout force`, the round guard):
+    /// [`Decision::StopAndCopy`] by default, [`Decision::Postcopy`] for
+    /// strategies that end in post-copy (the engine then checks at Setup
+    /// that the destination can).
+    fn switchover(&self) -> Decision {
+        Decision::StopAndCopy
     }
 }
 

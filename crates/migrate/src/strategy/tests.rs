@@ -51,7 +51,7 @@ fn round(dirty_bps: f64, rate_bps: f64) -> RoundReport {
 fn rate_of(d: Decision) -> Option<u64> {
     match d {
         Decision::Round(p) => Some(p.rate_limit.map_or(0, |b| b.bits_per_sec())),
-        Decision::StopAndCopy => None,
+        Decision::StopAndCopy | Decision::Postcopy => None,
     }
 }
 
@@ -124,4 +124,59 @@ fn names() {
     assert!(STRATEGIES.contains(&DEFAULT_STRATEGY));
     let e = "yolo".parse::<StrategyKind>().unwrap_err().to_string();
     assert!(e.contains("yolo") && e.contains("xen"), "{e}");
+}
+
+#[test]
+fn hybrid_switches_to_postcopy_when_rounds_stop_paying() {
+    let mut h = Hybrid::default();
+    let mut f = Fixture::new(262_144);
+    // Round 1 always runs.
+    assert!(matches!(h.decide(&f.ctx(1, 0, None)), Decision::Round(_)));
+    // The set shrank a lot (all memory -> 10%): another round.
+    f.rounds.push(RoundReport {
+        pages_pending: 262_144,
+        ..round(1e6, 1e9)
+    });
+    f.pending = DirtyBitmap::new(&f.layout);
+    f.pending.set_run(0, 26_214);
+    assert!(matches!(
+        h.decide(&f.ctx(2, 1 << 30, None)),
+        Decision::Round(_)
+    ));
+    // It no longer shrinks: switch.
+    f.rounds.push(RoundReport {
+        pages_pending: 26_214,
+        ..round(1e6, 1e9)
+    });
+    f.pending.set_run(0, 25_000);
+    assert!(matches!(
+        h.decide(&f.ctx(3, 1 << 30, None)),
+        Decision::Postcopy
+    ));
+    // The guest dirties faster than the link: switch.
+    f.rounds.push(RoundReport {
+        pages_pending: 100_000,
+        ..round(2e9, 1e9)
+    });
+    assert!(matches!(
+        h.decide(&f.ctx(4, 1 << 30, None)),
+        Decision::Postcopy
+    ));
+    // Where the wrapped rules would stop and copy, hybrid switches.
+    f.rounds.push(RoundReport {
+        pages_pending: 100_000,
+        ..round(1e6, 1e9)
+    });
+    f.pending = DirtyBitmap::new(&f.layout);
+    f.pending.set_run(0, 10);
+    assert!(matches!(
+        h.decide(&f.ctx(5, 1 << 30, None)),
+        Decision::Postcopy
+    ));
+    assert!(matches!(h.switchover(), Decision::Postcopy));
+    assert_eq!(h.limits(), DowntimeTarget::default().limits());
+    assert!(matches!(
+        Postcopy.decide(&f.ctx(1, 0, None)),
+        Decision::Postcopy
+    ));
 }

@@ -6,5 +6,6 @@ mod converge;
 mod harness;
 mod limits;
 mod network;
+mod postcopy;
 mod refusals;
 mod strategies;
