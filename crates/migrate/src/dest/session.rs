@@ -424,6 +424,9 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
     pub(super) fn resume<W: Write>(&mut self, w: &SharedWriter<W>) -> Result<(), MigrateError> {
         let t_commit = Instant::now();
         let keep_paused = self.keep_paused;
+        // Held from before the vCPUs start: in post-copy their first fault
+        // must not put a PageRequest on the wire ahead of Resumed.
+        let mut w = lock(w);
         if !keep_paused {
             self.vm_mut()?.resume().map_err(|source| MigrateError::Vm {
                 op: VmOp::Resume,
@@ -435,7 +438,6 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         let resume = t_commit.elapsed();
         self.report.commit_to_resume_ms = resume.as_secs_f64() * 1000.0;
         // The VM is committed and running: a lost acknowledgement changes nothing here.
-        let mut w = lock(w);
         let _ = w
             .resumed(&Resumed {
                 commit_to_resume_ns: resume.as_nanos() as u64,

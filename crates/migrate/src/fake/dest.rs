@@ -156,6 +156,11 @@ impl DestinationVm for FakeDestVm {
                 .name("fake-dest-guest".into())
                 .spawn(move || toucher(mem, touches, every, w, s))?;
             self.guest = Some((h, stop, waited));
+            // A real vCPU may fault before resume returns: its page request
+            // must still follow Resumed on the wire.
+            if let Some(mem) = &self.postcopy {
+                mem.fault_at_once();
+            }
         }
         Ok(())
     }

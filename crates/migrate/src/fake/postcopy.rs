@@ -87,6 +87,31 @@ impl FakePostcopy {
         true
     }
 
+    /// As a vCPU that faults the instant it starts: reports the first
+    /// absent page and returns once the fault was taken (or after 1 s),
+    /// plus a moment for whoever took it to act on it.
+    pub(super) fn fault_at_once(&self) {
+        let Some(gpa) = (0..self.layout.index_len())
+            .find(|&i| !self.is_present(i))
+            .and_then(|i| self.layout.gpa_of(i))
+        else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut q = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        q.push_back(gpa);
+        self.cv.notify_all();
+        while !q.is_empty() && Instant::now() < deadline {
+            q = self
+                .cv
+                .wait_timeout(q, Duration::from_millis(10))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(q);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
     fn put(&self, gpa: u64, pages: u64, data: Option<&[u8]>) -> Result<(), VmError> {
         let first = self
             .layout
