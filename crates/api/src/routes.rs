@@ -11,6 +11,9 @@ pub const VM_SNAPSHOT: &str = "/api/v1/vm.snapshot";
 /// Start a migration (PUT, [`crate::types::MigrateRequest`]); its progress (GET).
 pub const VM_MIGRATE: &str = "/api/v1/vm.migrate";
 pub const VM_MIGRATE_CANCEL: &str = "/api/v1/vm.migrate-cancel";
+/// Switch a running pre-copy to post-copy now (PUT), like QEMU's
+/// `migrate-start-postcopy`.
+pub const VM_MIGRATE_POSTCOPY: &str = "/api/v1/vm.migrate-postcopy";
 pub const VM_SHUTDOWN: &str = "/api/v1/vm.shutdown";
 
 /// One operation of the API.
@@ -23,11 +26,12 @@ pub enum Route {
     Migrate,
     MigrateProgress,
     MigrateCancel,
+    MigratePostcopy,
     Shutdown,
 }
 
 impl Route {
-    pub const ALL: [Route; 8] = [
+    pub const ALL: [Route; 9] = [
         Route::Status,
         Route::Pause,
         Route::Resume,
@@ -35,6 +39,7 @@ impl Route {
         Route::Migrate,
         Route::MigrateProgress,
         Route::MigrateCancel,
+        Route::MigratePostcopy,
         Route::Shutdown,
     ];
 
@@ -53,6 +58,7 @@ impl Route {
             Route::Snapshot => VM_SNAPSHOT,
             Route::Migrate | Route::MigrateProgress => VM_MIGRATE,
             Route::MigrateCancel => VM_MIGRATE_CANCEL,
+            Route::MigratePostcopy => VM_MIGRATE_POSTCOPY,
             Route::Shutdown => VM_SHUTDOWN,
         }
     }

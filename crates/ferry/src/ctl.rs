@@ -31,6 +31,9 @@ pub enum CtlCommand {
     },
     /// Stop the VM and end its process.
     Shutdown,
+    /// Switch the running migration to post-copy now: the VM resumes on
+    /// the destination and the pages left follow on demand (docs/MIGRATION.md).
+    MigratePostcopy,
 }
 
 pub fn run(args: &CtlArgs) -> anyhow::Result<i32> {
@@ -40,6 +43,7 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<i32> {
         CtlCommand::Pause => client.put(routes::VM_PAUSE, None)?,
         CtlCommand::Resume => client.put(routes::VM_RESUME, None)?,
         CtlCommand::Shutdown => client.put(routes::VM_SHUTDOWN, None)?,
+        CtlCommand::MigratePostcopy => client.put(routes::VM_MIGRATE_POSTCOPY, None)?,
         CtlCommand::Snapshot { file } => {
             let path = std::path::absolute(file)?;
             client.put(

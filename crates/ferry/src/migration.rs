@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use api::types::MigrateRequest;
 use migrate::{
-    CancelToken, Limits, MigrationReport, OnTimeout, Progress, ProgressSnapshot, Secret,
-    SourceOptions, VmLocation,
+    CancelToken, Limits, MigrationReport, OnTimeout, PostcopySwitch, Progress, ProgressSnapshot,
+    Secret, SourceOptions, VmLocation,
 };
 use serde::{Deserialize, Serialize};
 use units::Bandwidth;
@@ -61,6 +61,7 @@ pub struct Job {
     to: String,
     progress: Arc<Progress>,
     cancel: CancelToken,
+    switch: PostcopySwitch,
     result: Mutex<Option<(MigrationReport, Option<String>)>>,
 }
 
@@ -71,6 +72,7 @@ impl Job {
             to: to.clone(),
             progress: opts.progress.clone(),
             cancel: opts.cancel.clone(),
+            switch: opts.postcopy_switch.clone(),
             result: Mutex::new(None),
         });
         let j = job.clone();
@@ -124,6 +126,12 @@ impl Job {
     /// Asks the engine to roll back; it stops at its next check.
     pub fn cancel(&self) {
         self.cancel.cancel();
+    }
+
+    /// Asks a running pre-copy to switch to post-copy at its next batch;
+    /// refused when the destination cannot take the VM that way.
+    pub fn switch_to_postcopy(&self) -> Result<(), migrate::PostcopyRefused> {
+        self.switch.request()
     }
 }
 

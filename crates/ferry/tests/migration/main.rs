@@ -11,4 +11,5 @@ mod harness;
 mod hostile;
 mod interrupted;
 mod points;
+mod postcopy;
 mod refused;
