@@ -32,6 +32,23 @@ pub fn on_timeout() -> impl TypedValueParser<Value = OnTimeout> {
         .try_map(|s| s.parse::<OnTimeout>())
 }
 
+/// A post-copy fault block (`ferry receive --postcopy-block`): a size in
+/// whole pages from one page to [`migrate::MAX_FAULT_BLOCK_PAGES`]; pages.
+pub fn fault_block(s: &str) -> Result<u64, String> {
+    let b = units::ByteSize::parse(s)
+        .map_err(|e| e.to_string())?
+        .bytes();
+    let page = migrate::PAGE_SIZE;
+    let max = migrate::MAX_FAULT_BLOCK_PAGES;
+    if b % page != 0 || !(1..=max).contains(&(b / page)) {
+        return Err(format!(
+            "a post-copy block is 4K to {} in whole 4K pages",
+            units::format_bytes(max * page)
+        ));
+    }
+    Ok(b / page)
+}
+
 /// A count of at least 1 (`--reps`, `--vcpus`...).
 pub fn positive() -> impl TypedValueParser<Value = usize> {
     clap::value_parser!(u64)
@@ -122,6 +139,17 @@ mod tests {
         let d = parse(&[]).unwrap();
         assert_eq!(d.on_timeout, OnTimeout::Force);
         assert_eq!(d.strategy, StrategyKind::DEFAULT);
+    }
+
+    #[test]
+    fn a_fault_block_is_whole_pages_up_to_1m() {
+        assert_eq!(fault_block("64K"), Ok(16));
+        assert_eq!(fault_block("4K"), Ok(1));
+        assert_eq!(fault_block("1M"), Ok(256));
+        for bad in ["3K", "0", "2M", "6K", "fast"] {
+            let e = fault_block(bad).unwrap_err();
+            assert_eq!(e.lines().count(), 1, "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -38,6 +38,11 @@ pub struct ReceiveArgs {
     /// receiver keeps waiting for its source. Default: wait for ever.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub accept_timeout: Option<std::time::Duration>,
+    /// In post-copy, how much guest memory one page fault asks the source
+    /// for: the aligned block around the faulting page, a size from 4K to
+    /// 1M in whole pages (docs/MIGRATION.md, "Block size").
+    #[arg(long, default_value = "64K", value_name = "SIZE", value_parser = crate::flags::fault_block)]
+    pub postcopy_block: u64,
     #[command(flatten)]
     pub output: SerialArgs,
 }
@@ -89,6 +94,7 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
     };
     let mut opts = migrate::DestOptions::new(secret, max_memory);
     opts.accept_timeout = accept_timeout;
+    opts.fault_block_pages = args.postcopy_block;
     let received = migrate::accept_one(listener, &mut factory, &opts)
         .context("incoming migration failed; nothing runs here")?;
     eprintln!(
@@ -97,6 +103,18 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
         received.report.pages,
         received.report.rounds
     );
+    let r = &received.report;
+    if r.postcopy_pages > 0 {
+        eprintln!(
+            "ferry: post-copy: {} pages fetched in {}; {} faults waited p50 {} p99 {}, {} in all",
+            r.postcopy_pages,
+            units::format_duration(Duration::from_secs_f64(r.postcopy_ms / 1e3)),
+            r.faults,
+            units::format_duration(Duration::from_secs_f64(r.fault_p50_ms / 1e3)),
+            units::format_duration(Duration::from_secs_f64(r.fault_p99_ms / 1e3)),
+            units::format_duration(Duration::from_secs_f64(r.fault_wait_ms / 1e3)),
+        );
+    }
     crate::run::serve(Instance::new(received.vm.0), args.api.as_deref())
 }
 

@@ -39,7 +39,8 @@ pub use convergence::{
 #[cfg(feature = "fuzzing")]
 pub use dest::fuzz_session;
 pub use dest::{
-    DestOptions, FAULT_BLOCK_PAGES, ReceiveReport, Received, accept_one, listen, receive,
+    DestOptions, FAULT_BLOCK_PAGES, MAX_FAULT_BLOCK_PAGES, ReceiveReport, Received, accept_one,
+    listen, receive,
 };
 pub use error::{MigrateError, VmOp};
 pub use history::PageHistory;

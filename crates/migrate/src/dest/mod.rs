@@ -25,7 +25,7 @@ use crate::source::DEFAULT_STALL_TIMEOUT;
 use crate::vm::{DestinationVm, VmFactory};
 use session::Receiver;
 
-pub use postcopy::FAULT_BLOCK_PAGES;
+pub use postcopy::{FAULT_BLOCK_PAGES, MAX_FAULT_BLOCK_PAGES};
 
 /// How to receive.
 #[derive(Clone, Debug)]
@@ -45,6 +45,10 @@ pub struct DestOptions {
     /// Take VMs in post-copy when the source asks and the VM can
     /// ([`DestinationVm::supports_postcopy`]).
     pub postcopy: bool,
+    /// Pages asked for per fault in post-copy: the aligned block around the
+    /// faulting page (1 to [`MAX_FAULT_BLOCK_PAGES`]; docs/MIGRATION.md,
+    /// "Block size").
+    pub fault_block_pages: u64,
 }
 
 impl DestOptions {
@@ -57,6 +61,7 @@ impl DestOptions {
             gate: GateLimits::default(),
             accept_timeout: None,
             postcopy: true,
+            fault_block_pages: FAULT_BLOCK_PAGES,
         }
     }
 }
@@ -91,6 +96,9 @@ pub struct ReceiveReport {
     pub fault_p50_ms: f64,
     #[serde(default)]
     pub fault_p99_ms: f64,
+    /// The faults' waits added up: how long vCPUs stood still for pages, ms.
+    #[serde(default)]
+    pub fault_wait_ms: f64,
 }
 
 /// A VM that arrived and now runs here (or is paused, if it was paused on

@@ -22,6 +22,8 @@ use crate::vm::{DestinationVm, PostcopyMemory};
 /// Pages requested per fault: the aligned block around the faulting page.
 /// 16 pages (64 KiB) measured best here (docs/MIGRATION.md, "Block size").
 pub const FAULT_BLOCK_PAGES: u64 = 16;
+/// The largest block a fault may ask for (1 MiB): one record's worth.
+pub const MAX_FAULT_BLOCK_PAGES: u64 = 256;
 /// How long the fault thread waits for a fault before checking for the end.
 const FAULT_POLL: Duration = Duration::from_millis(20);
 
@@ -53,6 +55,8 @@ pub(super) struct Switch {
     received_count: AtomicU64,
     memory: Arc<dyn PostcopyMemory>,
     faults: FaultLog,
+    /// Pages per request ([`DestOptions::fault_block_pages`](super::DestOptions)).
+    block: u64,
 }
 
 /// Faults waiting for their page, and how long the served ones waited.
@@ -83,6 +87,15 @@ impl FaultLog {
                 served.push(t.elapsed());
             }
         }
+    }
+
+    /// Time the faulting vCPUs waited in all.
+    fn total_wait(&self) -> Duration {
+        self.served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .sum()
     }
 
     /// Faults, p50 and p99 of their wait, ns.
@@ -146,6 +159,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             missing,
             memory,
             faults: FaultLog::default(),
+            block: self.opts.fault_block_pages.clamp(1, MAX_FAULT_BLOCK_PAGES),
         })
     }
 
@@ -185,6 +199,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         self.report.faults = faults;
         self.report.fault_p50_ms = p50 as f64 / 1e6;
         self.report.fault_p99_ms = p99 as f64 / 1e6;
+        self.report.fault_wait_ms = switch.faults.total_wait().as_secs_f64() * 1e3;
         result?;
         self.set_stage(Stage::Running);
         // Every page is here: a lost acknowledgement changes nothing for the VM.
@@ -361,8 +376,8 @@ fn block_request(
         .iter()
         .find(|r| idx >= r.first_index && idx < r.first_index + r.pages)?;
     let off = idx - region.first_index;
-    let start = region.first_index + off - off % FAULT_BLOCK_PAGES;
-    let end = (start + FAULT_BLOCK_PAGES).min(region.first_index + region.pages);
+    let start = region.first_index + off - off % switch.block;
+    let end = (start + switch.block).min(region.first_index + region.pages);
     let wanted = |i: u64| switch.missing.get(i) && !switch.received.get(i) && !requested.get(i);
     let first = (start..end).find(|&i| wanted(i))?;
     let last = (first..end).rev().find(|&i| wanted(i))?;
