@@ -80,8 +80,9 @@ fn measure(
     p: &MigratePlan,
 ) -> RunRecord {
     let mut rec = RunRecord::new(w.name, sys, &bw.label, rep, p.memory);
-    if sys == "qemu" {
-        rec.set_qemu(qemu_run(w, bw, p), p.qemu_timeout);
+    if super::plan::is_qemu(sys) {
+        let postcopy = sys == super::plan::QEMU_POSTCOPY;
+        rec.set_qemu(qemu_run(w, bw, p, postcopy), p.qemu_timeout);
     } else {
         rec.set_ferry(ferry_run(dir, w, sys, bw, p));
     }
@@ -159,7 +160,12 @@ fn second_verify(
 }
 
 /// One QEMU migration of the same guest, start point and parameters.
-fn qemu_run(w: &Workload, bw: &BenchBandwidth, p: &MigratePlan) -> anyhow::Result<QemuRun> {
+fn qemu_run(
+    w: &Workload,
+    bw: &BenchBandwidth,
+    p: &MigratePlan,
+    postcopy: bool,
+) -> anyhow::Result<QemuRun> {
     let mut setup = yardstick::guests::guest_config(w.guest, w.append)?;
     setup.config.memory_mib = p.memory >> 20;
     setup.config.vcpus = 1;
@@ -167,6 +173,7 @@ fn qemu_run(w: &Workload, bw: &BenchBandwidth, p: &MigratePlan) -> anyhow::Resul
         max_bandwidth: bw.cap,
         downtime_limit_ms: p.max_downtime.as_millis() as u64,
         timeout: p.qemu_timeout,
+        postcopy,
         ..Default::default()
     };
     let ready = w.ready;

@@ -39,6 +39,21 @@ pub struct Metrics {
     pub rounds: f64,
     /// Wire rate of the first (bulk) round, bytes/s (Ferry only).
     pub round1_bytes_per_s: Option<f64>,
+    /// After a switch to post-copy (Ferry only).
+    pub postcopy: Option<PostcopyMetrics>,
+}
+
+/// Post-copy's numbers of one Ferry run.
+#[derive(Debug, Clone, Copy)]
+pub struct PostcopyMetrics {
+    pub fault_p50_ms: Option<f64>,
+    pub fault_p99_ms: Option<f64>,
+    pub pages_requested: f64,
+    pub pages_pushed: f64,
+    /// VM resumed on the destination to every page there.
+    pub duration_ms: f64,
+    /// Bytes destination -> source (requests and replies).
+    pub bytes_back: f64,
 }
 
 impl RunRecord {
@@ -60,6 +75,14 @@ impl RunRecord {
                 bytes_ratio: r.bytes_ratio,
                 rounds: r.rounds as f64,
                 round1_bytes_per_s: r1,
+                postcopy: r.postcopy.as_ref().map(|p| PostcopyMetrics {
+                    fault_p50_ms: p.fault_p50_ms,
+                    fault_p99_ms: p.fault_p99_ms,
+                    pages_requested: p.pages_requested as f64,
+                    pages_pushed: p.pages_pushed as f64,
+                    duration_ms: p.duration_ms,
+                    bytes_back: r.bytes_received as f64,
+                }),
             });
         }
         self.qemu.as_ref().map(|q| Metrics {
@@ -70,6 +93,7 @@ impl RunRecord {
             bytes_ratio: q.bytes_per_memory,
             rounds: q.rounds as f64,
             round1_bytes_per_s: None,
+            postcopy: None,
         })
     }
 }
