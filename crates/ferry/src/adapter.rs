@@ -132,7 +132,7 @@ impl DestinationVm for Incoming {
     }
 
     fn supports_postcopy(&self) -> bool {
-        true
+        vmm::postcopy::available()
     }
 
     fn start_postcopy(

@@ -24,6 +24,23 @@ pub struct Userfault {
     registered: AtomicBool,
 }
 
+/// Whether this process may intercept guest memory faults, KVM's
+/// included (userfaultfd without UFFD_USER_MODE_ONLY needs CAP_SYS_PTRACE
+/// or vm.unprivileged_userfaultfd=1). A destination that cannot says so at
+/// Accept, and the source never switches to post-copy.
+pub fn available() -> bool {
+    builder().create().is_ok()
+}
+
+fn builder() -> UffdBuilder {
+    let mut b = UffdBuilder::new();
+    b.close_on_exec(true)
+        .non_blocking(true)
+        // KVM's accesses to guest memory are kernel-mode faults.
+        .user_mode_only(false);
+    b
+}
+
 fn uffd_err(op: &'static str) -> impl FnOnce(userfaultfd::Error) -> Error {
     move |source| Error::Userfault { op, source }
 }
@@ -34,13 +51,7 @@ impl Userfault {
     /// the vCPUs stopped.
     pub fn start(memory: &GuestMemoryMmap, drop: &[(u64, u64)]) -> Result<Userfault, Error> {
         let regions = host_regions(memory);
-        let uffd = UffdBuilder::new()
-            .close_on_exec(true)
-            .non_blocking(true)
-            // KVM's accesses to guest memory are kernel-mode faults.
-            .user_mode_only(false)
-            .create()
-            .map_err(uffd_err("create"))?;
+        let uffd = builder().create().map_err(uffd_err("create"))?;
         let uf = Userfault {
             uffd,
             regions,
@@ -220,6 +231,7 @@ mod tests {
     /// Faults from another thread reach `wait_fault`; installs wake them.
     #[test]
     fn a_touch_of_a_dropped_page_waits_for_its_install() {
+        assert!(available(), "userfaultfd is needed here (root)");
         let mem = crate::memory::allocate(&[(0, 1 << 20)]).unwrap();
         mem.write_slice(&[7u8; 8192], GuestAddress(0)).unwrap();
         let uf = Arc::new(Userfault::start(&mem, &[(0x1000, 0x1000)]).unwrap());
