@@ -29,6 +29,9 @@ struct Cell {
     pushed: Option<f64>,
     postcopy_ms: Option<f64>,
     bytes_back: Option<f64>,
+    /// kvstore's p99 latency before and during the migration, ms.
+    kv_before: Option<f64>,
+    kv_during: Option<f64>,
     first_error: Option<String>,
 }
 
@@ -59,6 +62,20 @@ impl Cell {
             pushed: med(&|m| m.postcopy.map(|p| p.pages_pushed)),
             postcopy_ms: med(&|m| m.postcopy.map(|p| p.duration_ms)),
             bytes_back: med(&|m| m.postcopy.map(|p| p.bytes_back)),
+            kv_before: median(
+                &runs
+                    .iter()
+                    .filter(|r| r.ok)
+                    .filter_map(|r| r.kvstore.map(|k| k.before_p99_ms))
+                    .collect::<Vec<_>>(),
+            ),
+            kv_during: median(
+                &runs
+                    .iter()
+                    .filter(|r| r.ok)
+                    .filter_map(|r| r.kvstore.map(|k| k.during_p99_ms))
+                    .collect::<Vec<_>>(),
+            ),
             first_error: runs.iter().find_map(|r| r.error.clone()),
         }
     }
@@ -129,7 +146,7 @@ pub fn migrate_tables(p: &MigratePlan, records: &[RunRecord], systems: &[String]
             out.push_str(&format!(
                 "#### Post-copy, {}
 
-Medians as above. Faults: how long a vCPU waited for a missing page on the destination (Ferry only). Bytes S->D: everything the source sent (pre-copy rounds included); D->S: what the destination sent back. Ratios: guest downtime against QEMU's pre-copy, total time against QEMU's post-copy.
+Medians as above. Faults: how long a vCPU waited for a missing page on the destination (Ferry only). Bytes S->D: everything the source sent (pre-copy rounds included); D->S: what the destination sent back. kvstore: its own p99 request latency, median of the source's seconds before the migration / worst second during it (Ferry only). Ratios: guest downtime against QEMU's pre-copy, total time against QEMU's post-copy. Ferry's `downtime` (pre-copy) is there for reference.
 
 {}
 ",
@@ -194,7 +211,7 @@ fn bandwidth_table(
     t
 }
 
-const POSTCOPY_COLUMNS: [&str; 13] = [
+const POSTCOPY_COLUMNS: [&str; 14] = [
     "workload",
     "system",
     "ok",
@@ -206,6 +223,7 @@ const POSTCOPY_COLUMNS: [&str; 13] = [
     "post-copy ms",
     "bytes S->D (x memory)",
     "bytes D->S",
+    "kvstore p99 before / during ms",
     "guest downtime / QEMU pre-copy",
     "total / QEMU postcopy",
 ];
@@ -220,9 +238,9 @@ fn postcopy_table(
 ) -> Option<Table> {
     let chosen: Vec<&String> = systems
         .iter()
-        .filter(|s| *s == "postcopy" || *s == "hybrid" || *s == QEMU_POSTCOPY)
+        .filter(|s| *s == "downtime" || *s == "postcopy" || *s == "hybrid" || *s == QEMU_POSTCOPY)
         .collect();
-    if chosen.is_empty() {
+    if chosen.iter().all(|s| *s == "downtime") {
         return None;
     }
     let mut t = Table::new(POSTCOPY_COLUMNS.to_vec());
@@ -248,6 +266,10 @@ fn postcopy_table(
                 c.bytes_text(),
                 c.bytes_back
                     .map_or("-".into(), |b| units::format_bytes(b.round() as u64)),
+                match (c.kv_before, c.kv_during) {
+                    (Some(b), Some(d)) => format!("{b:.3} / {d:.3}"),
+                    _ => "-".into(),
+                },
                 ratio_opt(c.guest_downtime_ms, pre.guest_downtime_ms),
                 ratio_opt(c.total_ms, post.total_ms),
             ]);
