@@ -157,6 +157,14 @@ impl<V: SourceVm> Engine<'_, V> {
 
     fn precopy_inner(&mut self, strategy: &mut dyn Strategy) -> Result<(), MigrateError> {
         self.setup()?;
+        if !strategy.precopy_rounds() {
+            // Post-copy at once: every page is pending, no dirty log is
+            // needed, and the hint is taken with the VM paused.
+            let all = DirtyBitmap::full(&self.layout);
+            let hint = Some(DirtyBitmap::new(&self.layout));
+            self.switch_to_postcopy(all, hint, "strategy")?;
+            return self.transfer_state();
+        }
         let mut pending = self.start_dirty_log()?;
         let mut hint = {
             let mut h = DirtyBitmap::new(&self.layout);

@@ -54,15 +54,17 @@ impl<V: SourceVm> Engine<'_, V> {
         let bytes_before = self.bytes();
         self.vm.pause().map_err(Self::vm_err(VmOp::Pause))?;
         self.paused_at = Some(Instant::now());
-        let mut last = DirtyBitmap::new(&self.layout);
-        self.vm
-            .harvest_dirty(&mut last)
-            .map_err(Self::vm_err(VmOp::HarvestDirty))?;
-        pending.or_assign(&last);
-        self.vm
-            .stop_dirty_log()
-            .map_err(Self::vm_err(VmOp::StopDirtyLog))?;
-        self.logging = false;
+        if self.logging {
+            let mut last = DirtyBitmap::new(&self.layout);
+            self.vm
+                .harvest_dirty(&mut last)
+                .map_err(Self::vm_err(VmOp::HarvestDirty))?;
+            pending.or_assign(&last);
+            self.vm
+                .stop_dirty_log()
+                .map_err(Self::vm_err(VmOp::StopDirtyLog))?;
+            self.logging = false;
+        }
         let pending_pages = pending.count();
         if hint.is_some() {
             // Paused: a fresh hint is exact. Pages it calls zero need no

@@ -19,6 +19,9 @@ impl Strategy for Postcopy {
     fn switchover(&self) -> Decision {
         Decision::Postcopy
     }
+    fn precopy_rounds(&self) -> bool {
+        false
+    }
 }
 
 /// Parameters of [`Hybrid`].

@@ -120,6 +120,12 @@ pub trait Strategy: Send {
     fn switchover(&self) -> Decision {
         Decision::StopAndCopy
     }
+    /// Whether this strategy runs pre-copy rounds at all. One that never
+    /// does (post-copy at once) lets the engine skip dirty logging, whose
+    /// write protection would only slow the guest down before the switch.
+    fn precopy_rounds(&self) -> bool {
+        true
+    }
 }
 
 /// Non-live baseline: stop the VM at once and copy all memory.
