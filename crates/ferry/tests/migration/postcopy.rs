@@ -81,4 +81,8 @@ fn a_source_killed_in_post_copy_leaves_the_vm_nowhere_not_twice() {
     drop(m);
     let d = read_serial(&dest.serial);
     assert!(d.verify_fail.is_empty(), "{d:?}");
+    // It ran on the destination only after it stopped on the source.
+    if !d.heartbeats.is_empty() {
+        assert_one_after_other(&read_serial(&src.serial), &d);
+    }
 }
