@@ -173,6 +173,10 @@ fn every_kind() -> Vec<EventKind> {
             migration: m(),
             error: "x".into(),
         },
+        EventKind::MigrationInterrupted {
+            migration: m(),
+            error: "x".into(),
+        },
         EventKind::MigrationReceived {
             migration: m(),
             from: Some("h:2".into()),

@@ -65,6 +65,13 @@ fn handle(host: &Arc<Instance>, req: Request) -> Response {
             }
             _ => Response::error(409, "no migration is running"),
         },
+        Route::MigratePostcopy => match host.migration() {
+            Some(job) if job.running() => match job.switch_to_postcopy() {
+                Ok(()) => Response::json(202, &serde_json::json!({ "switching": true })),
+                Err(e) => Response::error(409, e.to_string()),
+            },
+            _ => Response::error(409, "no migration is running"),
+        },
     }
 }
 

@@ -43,6 +43,11 @@ pub struct ReceiveArgs {
     /// receiver keeps waiting for its source. Default: wait for ever.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub accept_timeout: Option<std::time::Duration>,
+    /// In post-copy, how much guest memory one page fault asks the source
+    /// for: the aligned block around the faulting page, a size from 4K to
+    /// 1M in whole pages (docs/MIGRATION.md, "Block size").
+    #[arg(long, default_value = "64K", value_name = "SIZE", value_parser = crate::flags::fault_block)]
+    pub postcopy_block: u64,
     #[command(flatten)]
     pub output: SerialArgs,
 }
@@ -90,6 +95,7 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
     let host = hosting.instance.clone();
     let mut opts = migrate::DestOptions::new(secret, max_memory);
     opts.accept_timeout = args.accept_timeout;
+    opts.fault_block_pages = args.postcopy_block;
     let gate = migrate::listen(listener, &opts)?;
     tracing::info!(vm = %host.id(), "waiting for a VM on {}", gate.local_addr());
     let source = match next_unless_shutdown(&gate, opts.accept_timeout, &host) {
@@ -126,6 +132,19 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
         bytes = r.bytes_received,
         "incoming migration done"
     );
+    if r.postcopy_pages > 0 {
+        let ms = |v: f64| units::format_duration(Duration::from_secs_f64(v / 1e3));
+        tracing::info!(
+            vm = %host.id(),
+            "post-copy: {} pages fetched in {}; {} faults waited p50 {} p99 {}, {} in all",
+            r.postcopy_pages,
+            ms(r.postcopy_ms),
+            r.faults,
+            ms(r.fault_p50_ms),
+            ms(r.fault_p99_ms),
+            ms(r.fault_wait_ms),
+        );
+    }
     host.events().publish(EventKind::MigrationReceived {
         migration: format!("{:016x}", r.migration_id),
         from: r.peer.clone(),
@@ -147,7 +166,8 @@ fn receive_unless_shutdown(
     std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(Ordering::SeqCst) {
-                if host.shutdown_requested() {
+                // Once the VM runs here, cutting the link could only lose it.
+                if host.shutdown_requested() && !opts.committed.load(Ordering::SeqCst) {
                     let _ = watched.shutdown(Shutdown::Both);
                     return;
                 }

@@ -95,35 +95,38 @@ impl fmt::Display for LimitReached {
 /// What the engine does when pre-copy reaches its limit.
 ///
 /// Later strategies add their own answers here (`auto-converge`: throttle
-/// the vCPUs until the rest fits; `postcopy`: run the VM on the destination
-/// and fetch the rest on demand); [`PLANNED_ON_TIMEOUT`] names them so
+/// the vCPUs until the rest fits); [`PLANNED_ON_TIMEOUT`] names them so
 /// that they are refused as not available yet rather than as unknown.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum OnTimeout {
     /// Roll back: the VM keeps running on the source and the migration
     /// fails with [`MigrateError::NotConverged`](crate::MigrateError::NotConverged).
     Abort,
-    /// Switch over now: pause the VM and send what is left, whatever the
-    /// downtime (what every strategy did on its own limits before).
+    /// Switch over now the strategy's way: pause the VM and send what is
+    /// left, whatever the downtime (post-copy for `hybrid` and `postcopy`).
     #[default]
     Force,
+    /// Switch to post-copy now: the VM runs on the destination and the rest
+    /// follows on demand (needs a destination that can; checked at Setup).
+    Postcopy,
 }
 
 impl OnTimeout {
     /// Every action available, in the order help texts list them.
-    pub const ALL: [OnTimeout; 2] = [OnTimeout::Abort, OnTimeout::Force];
+    pub const ALL: [OnTimeout; 3] = [OnTimeout::Abort, OnTimeout::Force, OnTimeout::Postcopy];
 
     /// The name users give on the command line and in API requests.
     pub const fn name(self) -> &'static str {
         match self {
             OnTimeout::Abort => "abort",
             OnTimeout::Force => "force",
+            OnTimeout::Postcopy => "postcopy",
         }
     }
 }
 
 /// Actions that strategies not yet written will provide.
-pub const PLANNED_ON_TIMEOUT: &[&str] = &["auto-converge", "postcopy"];
+pub const PLANNED_ON_TIMEOUT: &[&str] = &["auto-converge"];
 
 impl fmt::Display for OnTimeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -187,7 +190,10 @@ mod tests {
             assert!(e.to_string().contains("not available yet"), "{e}");
         }
         let e = "shrug".parse::<OnTimeout>().unwrap_err().to_string();
-        assert!(e.contains("unknown") && e.contains("abort, force"), "{e}");
+        assert!(
+            e.contains("unknown") && e.contains("abort, force, postcopy"),
+            "{e}"
+        );
         assert_eq!(OnTimeout::default(), OnTimeout::Force);
     }
 

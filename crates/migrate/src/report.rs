@@ -69,8 +69,15 @@ pub enum Outcome {
     Failed(String),
     /// Commit was sent but the destination's acknowledgement never came:
     /// the VM is paused and retired on the source and may or may not run on
-    /// the destination (docs/PROTOCOL.md, "The in-doubt window").
+    /// the destination (docs/PROTOCOL.md, "The in-doubt window"); or, in
+    /// post-copy, every page was sent but the destination's acknowledgement
+    /// that it holds them never came.
     InDoubt(String),
+    /// Post-copy broke after the switchover, before the destination held
+    /// every page: it cannot run the VM on and discards it; the source
+    /// keeps the VM paused and retired, its memory as it was at the switch
+    /// (docs/PROTOCOL.md, "Post-copy failures": recovery is a known gap).
+    Interrupted(String),
 }
 
 impl fmt::Display for Outcome {
@@ -80,6 +87,7 @@ impl fmt::Display for Outcome {
             Outcome::Cancelled => f.write_str("cancelled"),
             Outcome::Failed(e) => write!(f, "failed: {e}"),
             Outcome::InDoubt(e) => write!(f, "in doubt: {e}"),
+            Outcome::Interrupted(e) => write!(f, "interrupted: {e}"),
         }
     }
 }
@@ -101,6 +109,8 @@ impl<'de> Deserialize<'de> for Outcome {
                     Outcome::Failed(e.to_string())
                 } else if let Some(e) = s.strip_prefix("in doubt: ") {
                     Outcome::InDoubt(e.to_string())
+                } else if let Some(e) = s.strip_prefix("interrupted: ") {
+                    Outcome::Interrupted(e.to_string())
                 } else {
                     Outcome::Failed(s)
                 }
@@ -117,6 +127,8 @@ pub enum VmLocation {
     Destination,
     /// Commit in doubt: the source will never run it; the destination may.
     Unknown,
+    /// Post-copy interrupted: runs nowhere (the source keeps it paused).
+    Nowhere,
 }
 
 /// The whole migration, as `ferry migrate --json` prints it.
@@ -162,7 +174,41 @@ pub struct MigrationReport {
     pub limit_reached: Option<LimitReached>,
     /// Time the VM spent paused on the source before Commit or rollback.
     pub pause_ms: Option<f64>,
+    /// Bytes read from the destination (its requests and answers).
+    #[serde(default)]
+    pub bytes_received: u64,
+    /// What happened after a switch to post-copy, if there was one.
+    #[serde(default)]
+    pub postcopy: Option<PostcopyReport>,
     pub per_round: Vec<RoundReport>,
+}
+
+/// Post-copy, from the switch to the destination holding every page.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PostcopyReport {
+    /// How the switch came: "strategy", "operator" (a manual switch), or
+    /// the limit reached ("round limit", "time limit").
+    pub trigger: String,
+    /// Pages the destination had to fetch at the switch.
+    pub pages_to_fetch: u64,
+    /// Pages sent in answer to the destination's requests.
+    pub pages_requested: u64,
+    /// Pages pushed in the background.
+    pub pages_pushed: u64,
+    /// Of those pages (either way), those that were zero.
+    pub zero_pages: u64,
+    /// Requests the destination made (each for a block of pages).
+    pub requests: u64,
+    /// Bytes sent source -> destination after the switch.
+    pub bytes_sent: u64,
+    /// VM resumed on the destination -> the destination holds every page
+    /// (the source's clock), ms.
+    pub duration_ms: f64,
+    /// Faults the destination's vCPUs waited on, and how long they waited
+    /// (p50, p99), ms, as the destination measured.
+    pub faults: u64,
+    pub fault_p50_ms: Option<f64>,
+    pub fault_p99_ms: Option<f64>,
 }
 
 impl MigrationReport {
@@ -187,6 +233,8 @@ impl MigrationReport {
             downtime_target_missed: false,
             limit_reached: None,
             pause_ms: None,
+            bytes_received: 0,
+            postcopy: None,
             per_round: Vec::new(),
         }
     }
@@ -231,6 +279,7 @@ impl fmt::Display for MigrationReport {
             VmLocation::Source => "source",
             VmLocation::Destination => "destination",
             VmLocation::Unknown => "unknown (commit in doubt)",
+            VmLocation::Nowhere => "nowhere (post-copy interrupted; paused on the source)",
         };
         writeln!(f, "  VM runs on:        {loc}")?;
         writeln!(f, "  total time:        {:.1} ms", self.total_time_ms)?;
@@ -278,6 +327,9 @@ impl fmt::Display for MigrationReport {
         }
         if let Some(b) = self.link_bandwidth_bps {
             writeln!(f, "  emulated link:     {}", Bits(b as f64))?;
+        }
+        if let Some(p) = &self.postcopy {
+            write_postcopy(f, p)?;
         }
         writeln!(f, "  rounds:            {}", self.rounds)?;
         if !self.per_round.is_empty() {
@@ -357,6 +409,30 @@ impl fmt::Display for MigrationReport {
     }
 }
 
+fn write_postcopy(f: &mut fmt::Formatter<'_>, p: &PostcopyReport) -> fmt::Result {
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3} ms"));
+    writeln!(
+        f,
+        "  post-copy:         {} pages to fetch ({}), {:.1} ms, {:.1} MiB",
+        p.pages_to_fetch,
+        p.trigger,
+        p.duration_ms,
+        mib(p.bytes_sent)
+    )?;
+    writeln!(
+        f,
+        "    pages:           {} requested in {} requests, {} pushed, {} zero",
+        p.pages_requested, p.requests, p.pages_pushed, p.zero_pages
+    )?;
+    writeln!(
+        f,
+        "    faults:          {} waited on; p50 {}, p99 {}",
+        p.faults,
+        ms(p.fault_p50_ms),
+        ms(p.fault_p99_ms)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,6 +444,7 @@ mod tests {
             (Outcome::Cancelled, "\"cancelled\""),
             (Outcome::Failed("boom".into()), "\"failed: boom\""),
             (Outcome::InDoubt("no ack".into()), "\"in doubt: no ack\""),
+            (Outcome::Interrupted("cut".into()), "\"interrupted: cut\""),
         ] {
             assert_eq!(serde_json::to_string(&o).unwrap(), s);
             assert_eq!(serde_json::from_str::<Outcome>(s).unwrap(), o);

@@ -49,6 +49,11 @@ pub struct MigrationParams {
     /// `migrate-set-capabilities` (e.g. `auto-converge`, `xbzrle`,
     /// `multifd`); empty for plain pre-copy, QEMU's default.
     pub capabilities: Vec<String>,
+    /// Post-copy at once: `postcopy-ram` on both sides and
+    /// `migrate-start-postcopy` right after `migrate` (QEMU switches at
+    /// its next iteration).
+    #[serde(default)]
+    pub postcopy: bool,
 }
 
 impl Default for MigrationParams {
@@ -61,7 +66,20 @@ impl Default for MigrationParams {
             poll_interval: Duration::from_millis(10),
             resume_timeout: Duration::from_secs(10),
             capabilities: Vec::new(),
+            postcopy: false,
         }
+    }
+}
+
+impl MigrationParams {
+    /// The capabilities to switch on: [`Self::capabilities`], and
+    /// `postcopy-ram` with [`Self::postcopy`].
+    pub fn all_capabilities(&self) -> Vec<String> {
+        let mut caps = self.capabilities.clone();
+        if self.postcopy && !caps.iter().any(|c| c == "postcopy-ram") {
+            caps.push("postcopy-ram".into());
+        }
+        caps
     }
 }
 
@@ -222,6 +240,9 @@ impl Qemu {
         let t_start = serial::now();
         let started = Instant::now();
         self.qmp().execute("migrate", Some(json!({ "uri": uri })))?;
+        if params.postcopy {
+            self.qmp().execute("migrate-start-postcopy", None)?;
+        }
         let Polled {
             info,
             polls,
@@ -270,7 +291,7 @@ impl Qemu {
             precopy_bytes: ram.get("precopy-bytes").and_then(Value::as_u64),
             max_bandwidth_bytes_per_s: qemu_max_bandwidth(params.max_bandwidth),
             downtime_limit_ms: params.downtime_limit_ms,
-            capabilities: params.capabilities.clone(),
+            capabilities: params.all_capabilities(),
             per_round: rounds_from_polls(&polls),
             qemu_version: version,
         })
@@ -282,9 +303,9 @@ impl Qemu {
         destination: &mut Qemu,
         params: &MigrationParams,
     ) -> Result<(), Error> {
-        if !params.capabilities.is_empty() {
-            let caps: Vec<Value> = params
-                .capabilities
+        let all = params.all_capabilities();
+        if !all.is_empty() {
+            let caps: Vec<Value> = all
                 .iter()
                 .map(|c| json!({"capability": c, "state": true}))
                 .collect();

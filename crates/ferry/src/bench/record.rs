@@ -26,6 +26,53 @@ pub struct RunRecord {
     pub qemu: Option<yardstick::QemuMigration>,
     /// With `--verify`: the destination's verification line.
     pub verify: Option<String>,
+    /// kvstore's p99 request latency before and during the migration
+    /// (Ferry runs of the kvstore workload).
+    pub kvstore: Option<KvLatency>,
+}
+
+/// kvstore's own p99 latency (its `KV` lines, one per second) before the
+/// migration and while it ran.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct KvLatency {
+    /// Median of the source's lines in the 5 s before the migration, ms.
+    pub before_p99_ms: f64,
+    /// Worst line of either side from the start of the migration to 1 s
+    /// after its end, ms.
+    pub during_p99_ms: f64,
+}
+
+impl KvLatency {
+    /// From both sides' stamped logs, for a migration from `t0` to `t1`
+    /// (host seconds); `None` without lines on both sides of `t0`.
+    pub fn from_logs(src: &Path, dst: &Path, t0: f64, t1: f64) -> Option<KvLatency> {
+        let kv = |path: &Path| -> Vec<(f64, f64)> {
+            crate::serial::read_stamped_log(path)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|l| match guest::output::parse_line(&l.text) {
+                    guest::output::Line::Kv { p99_ns, .. } => Some((l.time, p99_ns as f64 / 1e6)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (s, d) = (kv(src), kv(dst));
+        let before: Vec<f64> = s
+            .iter()
+            .filter(|(t, _)| *t >= t0 - 5.0 && *t < t0)
+            .map(|p| p.1)
+            .collect();
+        let during = s
+            .iter()
+            .chain(&d)
+            .filter(|(t, _)| *t >= t0 && *t <= t1 + 1.0)
+            .map(|p| p.1)
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+        Some(KvLatency {
+            before_p99_ms: yardstick::bench::median(&before)?,
+            during_p99_ms: during?,
+        })
+    }
 }
 
 /// The numbers compared between Ferry and QEMU.
@@ -39,6 +86,21 @@ pub struct Metrics {
     pub rounds: f64,
     /// Wire rate of the first (bulk) round, bytes/s (Ferry only).
     pub round1_bytes_per_s: Option<f64>,
+    /// After a switch to post-copy (Ferry only).
+    pub postcopy: Option<PostcopyMetrics>,
+}
+
+/// Post-copy's numbers of one Ferry run.
+#[derive(Debug, Clone, Copy)]
+pub struct PostcopyMetrics {
+    pub fault_p50_ms: Option<f64>,
+    pub fault_p99_ms: Option<f64>,
+    pub pages_requested: f64,
+    pub pages_pushed: f64,
+    /// VM resumed on the destination to every page there.
+    pub duration_ms: f64,
+    /// Bytes destination -> source (requests and replies).
+    pub bytes_back: f64,
 }
 
 impl RunRecord {
@@ -60,6 +122,14 @@ impl RunRecord {
                 bytes_ratio: r.bytes_ratio,
                 rounds: r.rounds as f64,
                 round1_bytes_per_s: r1,
+                postcopy: r.postcopy.as_ref().map(|p| PostcopyMetrics {
+                    fault_p50_ms: p.fault_p50_ms,
+                    fault_p99_ms: p.fault_p99_ms,
+                    pages_requested: p.pages_requested as f64,
+                    pages_pushed: p.pages_pushed as f64,
+                    duration_ms: p.duration_ms,
+                    bytes_back: r.bytes_received as f64,
+                }),
             });
         }
         self.qemu.as_ref().map(|q| Metrics {
@@ -70,6 +140,7 @@ impl RunRecord {
             bytes_ratio: q.bytes_per_memory,
             rounds: q.rounds as f64,
             round1_bytes_per_s: None,
+            postcopy: None,
         })
     }
 }
@@ -95,6 +166,7 @@ impl RunRecord {
             ferry: None,
             qemu: None,
             verify: None,
+            kvstore: None,
         }
     }
 
@@ -218,6 +290,30 @@ pub fn ferry_record(rep: usize, ok: bool, total: f64, bytes: u64) -> RunRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kvstore_latency_before_and_during_from_both_logs() {
+        let dir = std::env::temp_dir().join(format!("ferry-kv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kv =
+            |t: f64, p99: u64| format!("[{t}] KV ops=1 ops_s=1 p50_ns=1 p99_ns={p99} p999_ns=1\n");
+        let src = dir.join("src.log");
+        let dst = dir.join("dst.log");
+        let s: String = [
+            kv(90.0, 9_000_000),
+            kv(96.0, 1_000_000),
+            kv(97.0, 3_000_000),
+        ]
+        .concat()
+            + &kv(98.0, 2_000_000)
+            + &kv(100.5, 5_000_000);
+        std::fs::write(&src, s).unwrap();
+        std::fs::write(&dst, kv(101.5, 7_000_000) + &kv(103.0, 99_000_000)).unwrap();
+        let k = KvLatency::from_logs(&src, &dst, 100.0, 101.0).unwrap();
+        assert_eq!((k.before_p99_ms, k.during_p99_ms), (2.0, 7.0));
+        assert!(KvLatency::from_logs(&src, &dst, 200.0, 201.0).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_failed_check_on_the_destination_fails_the_run() {

@@ -7,7 +7,7 @@ use yardstick::bench::{median, ratio};
 use yardstick::plot::Series;
 use yardstick::table::Table;
 
-use super::plan::{BenchBandwidth, MigratePlan};
+use super::plan::{BenchBandwidth, MigratePlan, QEMU, QEMU_POSTCOPY, is_qemu};
 use super::record::{Metrics, RunRecord};
 
 /// Medians over the successful runs of one cell, and how many succeeded.
@@ -21,6 +21,17 @@ struct Cell {
     bytes_ratio: Option<f64>,
     rounds: Option<f64>,
     round1: Option<f64>,
+    /// Post-copy: fault wait p50 and p99, pages requested and pushed, time
+    /// in post-copy, bytes back from the destination.
+    fault_p50: Option<f64>,
+    fault_p99: Option<f64>,
+    requested: Option<f64>,
+    pushed: Option<f64>,
+    postcopy_ms: Option<f64>,
+    bytes_back: Option<f64>,
+    /// kvstore's p99 latency before and during the migration, ms.
+    kv_before: Option<f64>,
+    kv_during: Option<f64>,
     first_error: Option<String>,
 }
 
@@ -45,6 +56,26 @@ impl Cell {
             bytes_ratio: med(&|m| Some(m.bytes_ratio)),
             rounds: med(&|m| Some(m.rounds)),
             round1: med(&|m| m.round1_bytes_per_s),
+            fault_p50: med(&|m| m.postcopy.and_then(|p| p.fault_p50_ms)),
+            fault_p99: med(&|m| m.postcopy.and_then(|p| p.fault_p99_ms)),
+            requested: med(&|m| m.postcopy.map(|p| p.pages_requested)),
+            pushed: med(&|m| m.postcopy.map(|p| p.pages_pushed)),
+            postcopy_ms: med(&|m| m.postcopy.map(|p| p.duration_ms)),
+            bytes_back: med(&|m| m.postcopy.map(|p| p.bytes_back)),
+            kv_before: median(
+                &runs
+                    .iter()
+                    .filter(|r| r.ok)
+                    .filter_map(|r| r.kvstore.map(|k| k.before_p99_ms))
+                    .collect::<Vec<_>>(),
+            ),
+            kv_during: median(
+                &runs
+                    .iter()
+                    .filter(|r| r.ok)
+                    .filter_map(|r| r.kvstore.map(|k| k.during_p99_ms))
+                    .collect::<Vec<_>>(),
+            ),
             first_error: runs.iter().find_map(|r| r.error.clone()),
         }
     }
@@ -111,6 +142,18 @@ pub fn migrate_tables(p: &MigratePlan, records: &[RunRecord], systems: &[String]
             p.max_downtime.as_millis(),
             bandwidth_table(p, records, systems, bw).to_markdown()
         ));
+        if let Some(t) = postcopy_table(p, records, systems, bw) {
+            out.push_str(&format!(
+                "#### Post-copy, {}
+
+Medians as above. Faults: how long a vCPU waited for a missing page on the destination (Ferry only). Bytes S->D: everything the source sent (pre-copy rounds included); D->S: what the destination sent back. kvstore: its own p99 request latency, median of the source's seconds before the migration / worst second during it (Ferry only). Ratios: guest downtime against QEMU's pre-copy, total time against QEMU's post-copy. Ferry's `downtime` (pre-copy) is there for reference.
+
+{}
+",
+                bw.label,
+                t.to_markdown()
+            ));
+        }
         if p.verify {
             out.push_str("Each completed run counts only if the guest's second self-verification on the destination passed (`--verify`).\n\n");
         }
@@ -145,8 +188,8 @@ fn bandwidth_table(
     }
     let mut t = Table::new(head);
     for w in &p.workloads {
-        let q = Cell::of(records, w.name, "qemu", &bw.label);
-        for s in systems.iter().filter(|s| *s != "qemu") {
+        let q = Cell::of(records, w.name, QEMU, &bw.label);
+        for s in systems.iter().filter(|s| !is_qemu(s)) {
             let c = Cell::of(records, w.name, s, &bw.label);
             let mut row = vec![
                 w.name.to_string(),
@@ -166,6 +209,82 @@ fn bandwidth_table(
         }
     }
     t
+}
+
+const POSTCOPY_COLUMNS: [&str; 14] = [
+    "workload",
+    "system",
+    "ok",
+    "total ms",
+    "guest downtime ms",
+    "fault p50 ms",
+    "fault p99 ms",
+    "pages requested / pushed",
+    "post-copy ms",
+    "bytes S->D (x memory)",
+    "bytes D->S",
+    "kvstore p99 before / during ms",
+    "guest downtime / QEMU pre-copy",
+    "total / QEMU postcopy",
+];
+
+/// Ferry's post-copy strategies and QEMU's post-copy, one row each per
+/// workload; `None` when none of them ran.
+fn postcopy_table(
+    p: &MigratePlan,
+    records: &[RunRecord],
+    systems: &[String],
+    bw: &BenchBandwidth,
+) -> Option<Table> {
+    let chosen: Vec<&String> = systems
+        .iter()
+        .filter(|s| *s == "downtime" || *s == "postcopy" || *s == "hybrid" || *s == QEMU_POSTCOPY)
+        .collect();
+    if chosen.iter().all(|s| *s == "downtime") {
+        return None;
+    }
+    let mut t = Table::new(POSTCOPY_COLUMNS.to_vec());
+    for w in &p.workloads {
+        let pre = Cell::of(records, w.name, QEMU, &bw.label);
+        let post = Cell::of(records, w.name, QEMU_POSTCOPY, &bw.label);
+        for s in &chosen {
+            let c = Cell::of(records, w.name, s, &bw.label);
+            let pages = match (c.requested, c.pushed) {
+                (Some(r), Some(p)) => format!("{r:.0} / {p:.0}"),
+                _ => "-".into(),
+            };
+            t.row(vec![
+                w.name.to_string(),
+                system_name(s),
+                c.ok_text(),
+                fmt_opt(c.total_ms, 0),
+                fmt_opt(c.guest_downtime_ms, 1),
+                fmt_opt(c.fault_p50, 3),
+                fmt_opt(c.fault_p99, 3),
+                pages,
+                fmt_opt(c.postcopy_ms, 0),
+                c.bytes_text(),
+                c.bytes_back
+                    .map_or("-".into(), |b| units::format_bytes(b.round() as u64)),
+                match (c.kv_before, c.kv_during) {
+                    (Some(b), Some(d)) => format!("{b:.3} / {d:.3}"),
+                    _ => "-".into(),
+                },
+                ratio_opt(c.guest_downtime_ms, pre.guest_downtime_ms),
+                ratio_opt(c.total_ms, post.total_ms),
+            ]);
+        }
+    }
+    Some(t)
+}
+
+/// How a system is named in tables and plots.
+fn system_name(s: &str) -> String {
+    match s {
+        QEMU => "QEMU".into(),
+        QEMU_POSTCOPY => "QEMU postcopy".into(),
+        s => format!("Ferry {s}"),
+    }
 }
 
 /// QEMU's cell `q` and the Ferry/QEMU ratios for Ferry's cell `c`.
@@ -211,11 +330,7 @@ pub fn plots(
             let series: Vec<Series> = systems
                 .iter()
                 .map(|s| Series {
-                    name: if s == "qemu" {
-                        "QEMU".into()
-                    } else {
-                        format!("Ferry {s}")
-                    },
+                    name: system_name(s),
                     values: p
                         .workloads
                         .iter()
@@ -260,5 +375,9 @@ mod tests {
         let md = migrate_tables(&p, &records, &["downtime".to_string()]);
         assert!(md.contains("| 2/3 "), "{md}");
         assert!(md.contains("idle downtime unlimited rep 2: boom"), "{md}");
+        assert!(!md.contains("Post-copy"), "{md}");
+        let md = migrate_tables(&p, &records, &["postcopy".to_string()]);
+        assert!(md.contains("#### Post-copy, unlimited"), "{md}");
+        assert!(md.contains("| Ferry postcopy "), "{md}");
     }
 }

@@ -11,5 +11,6 @@ mod harness;
 mod hostile;
 mod interrupted;
 mod points;
+mod postcopy;
 mod refused;
 mod strategies;

@@ -6,7 +6,7 @@ use std::io::BufWriter;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wire::{MAX_PAGES_PER_RECORD, MessageWriter, Start, WireError};
+use wire::{Capabilities, MAX_PAGES_PER_RECORD, MessageWriter, Session, Start, WireError};
 
 use super::incoming::{FromDest, Incoming};
 use super::meter::{Meter, min_bandwidth};
@@ -16,7 +16,7 @@ use crate::convergence::{LimitReached, Limits, OnTimeout};
 use crate::error::{MigrateError, VmOp};
 use crate::events::{self, Observer};
 use crate::history::PageHistory;
-use crate::progress::{CancelToken, Phase, Progress};
+use crate::progress::{CancelToken, Phase, PostcopyRefused, PostcopySwitch, Progress};
 use crate::report::MigrationReport;
 use crate::strategy::{Decision, RoundPlan, Strategy, StrategyContext};
 use crate::vm::{SourceVm, VmError};
@@ -27,6 +27,25 @@ use units::Bandwidth;
 pub const MAX_ROUNDS: u32 = 1000;
 
 pub(super) type Writer = MessageWriter<BufWriter<Meter>>;
+
+/// How pre-copy ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Switchover {
+    /// Pause, send everything pending, then the state.
+    StopAndCopy,
+    /// Pause, send the state and the pending set; the pages follow after
+    /// the VM runs on the destination. Why, for the report.
+    Postcopy(&'static str),
+}
+
+impl Switchover {
+    fn of(d: Decision, why: &'static str) -> Switchover {
+        match d {
+            Decision::Postcopy => Switchover::Postcopy(why),
+            _ => Switchover::StopAndCopy,
+        }
+    }
+}
 
 /// One migration on the source, from the handshake on.
 pub(super) struct Engine<'a, V: SourceVm> {
@@ -63,13 +82,21 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) limits: Limits,
     pub(super) on_timeout: OnTimeout,
     pub(super) observer: Option<Observer>,
+    /// How the strategy switches over when pre-copy is ended for it.
+    pub(super) forced: Decision,
+    /// The session negotiated post-copy (version 2, both sides).
+    pub(super) postcopy_offered: bool,
+    /// The operator's request to switch to post-copy now.
+    pub(super) switch: PostcopySwitch,
+    /// After a switch to post-copy: the pages the destination must fetch.
+    pub(super) postcopy: Option<DirtyBitmap>,
 }
 
 impl<'a, V: SourceVm> Engine<'a, V> {
     pub(super) fn new(
         vm: &'a mut V,
         layout: Arc<PageLayout>,
-        (w, incoming): (Writer, Incoming),
+        (w, incoming, session): (Writer, Incoming, Session),
         report: MigrationReport,
         started: Instant,
         opts: &SourceOptions,
@@ -99,6 +126,10 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             limits: opts.limits.or(opts.strategy.limits()),
             on_timeout: opts.on_timeout,
             observer: opts.observer.clone(),
+            forced: opts.strategy.switchover(),
+            postcopy_offered: session.capabilities.contains(Capabilities::POSTCOPY),
+            switch: opts.postcopy_switch.clone(),
+            postcopy: None,
         }
     }
 }
@@ -146,14 +177,25 @@ impl<V: SourceVm> Engine<'_, V> {
 
     fn precopy_inner(&mut self, strategy: &mut dyn Strategy) -> Result<(), MigrateError> {
         self.setup()?;
+        if !strategy.precopy_rounds() {
+            // Post-copy at once: every page is pending, no dirty log is
+            // needed, and the hint is taken with the VM paused.
+            let all = DirtyBitmap::full(&self.layout);
+            let hint = Some(DirtyBitmap::new(&self.layout));
+            self.switch_to_postcopy(all, hint, "strategy")?;
+            return self.transfer_state();
+        }
         let mut pending = self.start_dirty_log()?;
         let mut hint = {
             let mut h = DirtyBitmap::new(&self.layout);
             self.vm.nonzero_hint(&mut h).then_some(h)
         };
         self.enter(Phase::Iterative);
-        let round = self.iterate(strategy, &mut pending, &mut hint)?;
-        self.stop_and_copy(round, pending, hint)?;
+        let (round, switchover) = self.iterate(strategy, &mut pending, &mut hint)?;
+        match switchover {
+            Switchover::StopAndCopy => self.stop_and_copy(round, pending, hint)?,
+            Switchover::Postcopy(why) => self.switch_to_postcopy(pending, hint, why)?,
+        }
         self.transfer_state()
     }
 
@@ -174,7 +216,16 @@ impl<V: SourceVm> Engine<'_, V> {
             .incoming
             .wait("waiting for the destination to accept the VM", true)?
         {
-            FromDest::Accept => Ok(()),
+            FromDest::Accept(a) => {
+                let can = self.postcopy_offered && a.postcopy();
+                self.switch.set_available(can);
+                let needed = matches!(self.forced, Decision::Postcopy)
+                    || self.on_timeout == OnTimeout::Postcopy;
+                if needed && !can {
+                    return Err(PostcopyRefused.into());
+                }
+                Ok(())
+            }
             FromDest::Abort(a) => Err(MigrateError::Refused {
                 code: a.code,
                 message: a.message,
@@ -201,16 +252,20 @@ impl<V: SourceVm> Engine<'_, V> {
     }
 
     /// Iterative rounds, as long as the strategy wants them; returns the
-    /// number the stop-and-copy round gets. The first round takes the hint.
+    /// number the stop-and-copy round gets and how pre-copy ends. The first
+    /// round takes the hint.
     fn iterate(
         &mut self,
         strategy: &mut dyn Strategy,
         pending: &mut DirtyBitmap,
         hint: &mut Option<DirtyBitmap>,
-    ) -> Result<u32, MigrateError> {
+    ) -> Result<(u32, Switchover), MigrateError> {
         let mut round = 1u32;
         loop {
             self.incoming.poll()?;
+            if self.switch_requested() {
+                return Ok((round, Switchover::Postcopy("operator")));
+            }
             let pending_pages = pending.count();
             let measured;
             let decision = {
@@ -232,13 +287,15 @@ impl<V: SourceVm> Engine<'_, V> {
             self.progress
                 .set_remaining(pending_pages * PAGE_SIZE, measured.unwrap_or(0.0));
             match decision {
-                Decision::StopAndCopy => return Ok(round),
-                Decision::Round(_) if round > MAX_ROUNDS => return Ok(round),
+                Decision::StopAndCopy => return Ok((round, Switchover::StopAndCopy)),
+                Decision::Postcopy => return Ok((round, Switchover::Postcopy("strategy"))),
+                Decision::Round(_) if round > MAX_ROUNDS => {
+                    return Ok((round, Switchover::of(self.forced.clone(), "round guard")));
+                }
                 Decision::Round(plan) => {
                     // The strategy's criterion is not met: a bound may end pre-copy.
                     if let Some(limit) = self.limit_reached(round) {
-                        self.on_limit(limit)?;
-                        return Ok(round);
+                        return Ok((round, self.on_limit(limit)?));
                     }
                     self.progress.set_round(round);
                     self.round(round, pending, &plan, hint.take(), false)?;
@@ -253,12 +310,22 @@ impl<V: SourceVm> Engine<'_, V> {
         self.limits.reached(round, self.started.elapsed())
     }
 
+    /// The operator asked to switch to post-copy, and the destination can.
+    pub(super) fn switch_requested(&self) -> bool {
+        self.postcopy_offered && self.switch.available() == Some(true) && self.switch.is_requested()
+    }
+
     /// Pre-copy reached `limit`: record it, then go on to the switchover
-    /// (`Ok`) or roll back (`Err`), as the operator asked.
-    pub(super) fn on_limit(&mut self, limit: LimitReached) -> Result<(), MigrateError> {
+    /// (`Ok`, which one) or roll back (`Err`), as the operator asked.
+    pub(super) fn on_limit(&mut self, limit: LimitReached) -> Result<Switchover, MigrateError> {
         self.report.limit_reached = Some(limit);
+        let why = match limit {
+            LimitReached::MaxRounds => "round limit",
+            LimitReached::Timeout => "time limit",
+        };
         match self.on_timeout {
-            OnTimeout::Force => Ok(()),
+            OnTimeout::Force => Ok(Switchover::of(self.forced.clone(), why)),
+            OnTimeout::Postcopy => Ok(Switchover::Postcopy(why)),
             OnTimeout::Abort => Err(MigrateError::NotConverged {
                 limit,
                 detail: match limit {

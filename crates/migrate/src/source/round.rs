@@ -240,6 +240,11 @@ impl<V: SourceVm> Engine<'_, V> {
                     r.hold_rest(i, &visit);
                     break 'runs;
                 }
+                if !r.last && self.switch_requested() {
+                    // The operator wants post-copy now: the rest stays pending.
+                    r.hold_rest(i, &visit);
+                    break 'runs;
+                }
                 let n = (end - i).min(MAX_PAGES_PER_RECORD as u64);
                 self.send_batch(r, i, n)?;
                 i += n;

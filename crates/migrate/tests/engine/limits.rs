@@ -144,6 +144,10 @@ fn a_timeout_with_force_cuts_the_round_and_the_switchover_sends_the_rest() {
 fn impossible_limits_and_planned_actions_are_refused() {
     assert!(rounds(0).check().is_err());
     assert!(rounds(MAX_ROUNDS + 1).check().is_err());
-    let e = "postcopy".parse::<OnTimeout>().unwrap_err().to_string();
+    let e = "auto-converge"
+        .parse::<OnTimeout>()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not available yet"), "{e}");
+    assert_eq!("postcopy".parse::<OnTimeout>(), Ok(OnTimeout::Postcopy));
 }
