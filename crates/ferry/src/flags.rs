@@ -15,21 +15,19 @@ pub fn strategy() -> impl TypedValueParser<Value = StrategyKind> {
     PossibleValuesParser::new(migrate::STRATEGIES).try_map(|s| s.parse::<StrategyKind>())
 }
 
-/// An on-timeout action; the planned ones are accepted by name only to be
-/// refused with the reason (not available yet).
+/// An on-timeout action.
 pub fn on_timeout() -> impl TypedValueParser<Value = OnTimeout> {
     let available = OnTimeout::ALL.map(|k| {
         PossibleValue::new(k.name()).help(match k {
             OnTimeout::Abort => "roll back: the VM keeps running here",
             OnTimeout::Force => "switch over now, whatever the downtime",
             OnTimeout::Postcopy => "switch to post-copy now: the VM runs on the destination",
+            OnTimeout::AutoConverge => {
+                "keep going with the vCPUs throttled more each round (QEMU's steps), then switch over"
+            }
         })
     });
-    let planned = migrate::PLANNED_ON_TIMEOUT
-        .iter()
-        .map(|n| PossibleValue::new(*n).help("not available yet"));
-    PossibleValuesParser::new(available.into_iter().chain(planned))
-        .try_map(|s| s.parse::<OnTimeout>())
+    PossibleValuesParser::new(available).try_map(|s| s.parse::<OnTimeout>())
 }
 
 /// A post-copy fault block (`ferry receive --postcopy-block`): a size in
@@ -169,7 +167,6 @@ mod tests {
             (&["--timeout", "10"][..], "needs a unit"),
             (&["--timeout", "0s"][..], "greater than zero"),
             (&["--max-downtime", "3"][..], "needs a unit"),
-            (&["--on-timeout", "auto-converge"][..], "not available yet"),
             (&["--on-timeout", "pray"][..], "invalid value 'pray'"),
             (&["--strategy", "yolo"][..], "invalid value 'yolo'"),
         ] {

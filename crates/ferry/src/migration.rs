@@ -312,10 +312,6 @@ mod tests {
             (serde_json::json!({ "timeout_ms": 0 }), "greater than zero"),
             (serde_json::json!({ "max_downtime_ms": 0 }), "positive"),
             (serde_json::json!({ "max_downtime_ms": -1.0 }), "positive"),
-            (
-                serde_json::json!({ "on_timeout": "auto-converge" }),
-                "not available yet",
-            ),
             (serde_json::json!({ "on_timeout": "maybe" }), "unknown"),
             (serde_json::json!({ "max_bandwidth_bps": 0 }), "positive"),
         ] {

@@ -38,9 +38,7 @@ mod strategy;
 mod vm;
 
 pub use bitmap::{DirtyBitmap, LayoutError, PAGE_SIZE, PageLayout, RegionLayout, Runs, SetBits};
-pub use convergence::{
-    LimitError, LimitReached, Limits, OnTimeout, OnTimeoutError, PLANNED_ON_TIMEOUT,
-};
+pub use convergence::{LimitError, LimitReached, Limits, OnTimeout, OnTimeoutError};
 #[cfg(feature = "fuzzing")]
 pub use dest::fuzz_session;
 pub use dest::{

@@ -18,7 +18,7 @@ use crate::events::{self, Observer};
 use crate::history::PageHistory;
 use crate::progress::{CancelToken, Phase, PostcopyRefused, PostcopySwitch, Progress};
 use crate::report::MigrationReport;
-use crate::strategy::{Decision, RoundPlan, Strategy, StrategyContext};
+use crate::strategy::{AutoConvergeParams, Decision, RoundPlan, Strategy, StrategyContext};
 use crate::vm::{SourceVm, VmError};
 use units::Bandwidth;
 
@@ -67,6 +67,9 @@ pub(super) struct Engine<'a, V: SourceVm> {
     /// The vCPU throttle in force (fraction of time; 0 = none), released
     /// when the VM pauses for the switchover and on rollback.
     pub(super) throttle: f64,
+    /// The throttle `--on-timeout auto-converge` has reached, percent (0 =
+    /// not started).
+    pub(super) converge_pct: u32,
     /// The VM ran when the migration began (else it stays paused on rollback).
     pub(super) was_running: bool,
     pub(super) paused_at: Option<Instant>,
@@ -114,6 +117,7 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             zero_runs: Vec::new(),
             logging: false,
             throttle: 0.0,
+            converge_pct: 0,
             was_running: true,
             paused_at: None,
             migration_id: opts.migration_id,
@@ -292,10 +296,13 @@ impl<V: SourceVm> Engine<'_, V> {
                 Decision::Round(_) if round > MAX_ROUNDS => {
                     return Ok((round, Switchover::of(self.forced.clone(), "round guard")));
                 }
-                Decision::Round(plan) => {
+                Decision::Round(mut plan) => {
                     // The strategy's criterion is not met: a bound may end pre-copy.
                     if let Some(limit) = self.limit_reached(round) {
-                        return Ok((round, self.on_limit(limit)?));
+                        match self.converge_step(limit) {
+                            Some(t) => plan.throttle = Some(t.max(plan.throttle.unwrap_or(0.0))),
+                            None => return Ok((round, self.on_limit(limit)?)),
+                        }
                     }
                     self.progress.set_round(round);
                     self.round(round, pending, &plan, hint.take(), false)?;
@@ -303,6 +310,34 @@ impl<V: SourceVm> Engine<'_, V> {
                 }
             }
         }
+    }
+
+    /// With `--on-timeout auto-converge`, past a limit: the throttle for the
+    /// next round (QEMU's steps), or `None` when it is at its maximum
+    /// already (or the action is another).
+    fn converge_step(&mut self, limit: LimitReached) -> Option<f64> {
+        if self.on_timeout != OnTimeout::AutoConverge {
+            return None;
+        }
+        let p = AutoConvergeParams::default();
+        let next = match self.converge_pct {
+            0 => p.initial_pct,
+            pct if pct >= p.max_pct => return None,
+            pct => (pct + p.increment_pct).min(p.max_pct),
+        };
+        self.report.limit_reached = Some(limit);
+        self.converge_pct = next;
+        tracing::debug!(
+            throttle_pct = next,
+            "pre-copy past its limit: throttling the vCPUs"
+        );
+        Some(f64::from(next) / 100.0)
+    }
+
+    /// Whether a time limit cuts a running round short (not while
+    /// auto-converge throttles past it: its rounds must finish to measure).
+    pub(super) fn limit_cuts_rounds(&self) -> bool {
+        self.on_timeout != OnTimeout::AutoConverge
     }
 
     /// The bound in force that pre-copy has reached before `round`, if any.
@@ -324,7 +359,9 @@ impl<V: SourceVm> Engine<'_, V> {
             LimitReached::Timeout => "time limit",
         };
         match self.on_timeout {
-            OnTimeout::Force => Ok(Switchover::of(self.forced.clone(), why)),
+            OnTimeout::Force | OnTimeout::AutoConverge => {
+                Ok(Switchover::of(self.forced.clone(), why))
+            }
             OnTimeout::Postcopy => Ok(Switchover::Postcopy(why)),
             OnTimeout::Abort => Err(MigrateError::NotConverged {
                 limit,

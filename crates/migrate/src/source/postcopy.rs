@@ -54,6 +54,10 @@ impl<V: SourceVm> Engine<'_, V> {
         let bytes_before = self.bytes();
         self.vm.pause().map_err(Self::vm_err(VmOp::Pause))?;
         self.paused_at = Some(Instant::now());
+        if self.throttle > 0.0 {
+            // The VM runs next on the destination, at full speed.
+            self.set_throttle(0.0)?;
+        }
         if self.logging {
             let mut last = DirtyBitmap::new(&self.layout);
             self.vm

@@ -232,6 +232,7 @@ impl<V: SourceVm> Engine<'_, V> {
             let mut i = start;
             while i < end {
                 if !r.last
+                    && self.limit_cuts_rounds()
                     && let Some(limit) = self.limits.time_reached(self.started.elapsed())
                 {
                     // Out of time: abort now, or cut the round short and
