@@ -14,8 +14,10 @@ pub const SERIAL_PORT: u16 = 0x3f8;
 /// QEMU isa-debug-exit compatible exit port.
 pub const EXIT_PORT: u16 = 0xf4;
 
-/// Receives complete serial lines (each ending in `\n`) with the host time
-/// at which the batch that completed them arrived.
+/// Receives the bytes the guest writes to the UART, as it writes them (as
+/// QEMU and Firecracker forward them), with the host time they arrived:
+/// a prompt without a newline shows at once. Sinks that want whole lines
+/// (e.g. to stamp them) keep the partial one themselves.
 pub type SerialSink = Box<dyn FnMut(&[u8], SystemTime) + Send>;
 
 /// Raises the UART's interrupt line through an irqfd.
@@ -28,13 +30,13 @@ impl Trigger for IrqLine {
     }
 }
 
-/// Collects transmitted bytes until the guest's batch ends.
+/// Collects the bytes one port write transmits, for the sink.
 #[derive(Default)]
-pub struct LineBuffer {
+pub struct TxBuffer {
     bytes: Vec<u8>,
 }
 
-impl io::Write for LineBuffer {
+impl io::Write for TxBuffer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.bytes.extend_from_slice(buf);
         Ok(buf.len())
@@ -44,7 +46,7 @@ impl io::Write for LineBuffer {
     }
 }
 
-type Uart = Serial<IrqLine, NoEvents, LineBuffer>;
+type Uart = Serial<IrqLine, NoEvents, TxBuffer>;
 
 /// What a port access did, as far as the vCPU loop cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +65,7 @@ pub struct Devices {
 impl Devices {
     pub fn new(irq: EventFd, sink: SerialSink, state: Option<&DeviceState>) -> Self {
         let d = Devices {
-            uart: Mutex::new(Serial::new(IrqLine(irq), LineBuffer::default())),
+            uart: Mutex::new(Serial::new(IrqLine(irq), TxBuffer::default())),
             sink: Mutex::new(sink),
         };
         if let Some(s) = state {
@@ -81,7 +83,7 @@ impl Devices {
                 // A failed interrupt write cannot be reported to the guest; the byte is kept.
                 let _ = uart.write(offset, b);
             }
-            self.flush_lines(&mut uart);
+            self.forward(&mut uart);
             PioOutcome::Handled
         } else if (EXIT_PORT..EXIT_PORT + 4).contains(&port) && !data.is_empty() {
             let mut v = [0u8; 4];
@@ -107,21 +109,22 @@ impl Devices {
         }
     }
 
-    fn flush_lines(&self, uart: &mut Uart) {
+    /// Hands what the guest transmitted to the sink at once.
+    fn forward(&self, uart: &mut Uart) {
         let buf = &mut uart.writer_mut().bytes;
-        if let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') {
-            let now = SystemTime::now();
-            (self.sink.lock().unwrap())(&buf[..=last_nl], now);
-            buf.drain(..=last_nl);
+        if !buf.is_empty() {
+            (self.sink.lock().unwrap())(buf, SystemTime::now());
+            buf.clear();
         }
     }
 
-    /// Replaces device state with a saved one.
+    /// Replaces device state with a saved one. Bytes an older VMM held
+    /// back (`pending_line`, a line without its newline) go to the sink now.
     pub fn restore_state(&self, state: &DeviceState) {
         let mut uart = self.uart.lock().unwrap();
         let irq = uart.interrupt_evt().0.try_clone();
         let st = to_superio(&state.serial);
-        let out = LineBuffer {
+        let out = TxBuffer {
             bytes: state.serial.pending_line.clone(),
         };
         if let Ok(irq) = irq
@@ -129,9 +132,11 @@ impl Devices {
         {
             *uart = u;
         }
+        self.forward(&mut uart);
     }
 
-    /// Device state for a snapshot or migration.
+    /// Device state for a snapshot or migration (every byte was forwarded,
+    /// so `pending_line` is empty).
     pub fn save_state(&self) -> DeviceState {
         let uart = self.uart.lock().unwrap();
         DeviceState {
@@ -187,15 +192,25 @@ mod tests {
     }
 
     #[test]
-    fn lines_are_delivered_whole_and_partial_lines_survive_save() {
+    fn every_byte_is_forwarded_as_written() {
         let (sink, got) = capture();
         let d = Devices::new(EventFd::new(0).unwrap(), sink, None);
-        d.pio_write(SERIAL_PORT, b"hello\nwor");
-        assert_eq!(&*got.lock().unwrap(), b"hello\n");
-        let state = d.save_state();
-        assert_eq!(state.serial.pending_line, b"wor");
+        // One character at a time, as a guest printing a dot per heartbeat.
+        d.pio_write(SERIAL_PORT, b".");
+        assert_eq!(&*got.lock().unwrap(), b".");
+        d.pio_write(SERIAL_PORT, b"login: ");
+        assert_eq!(&*got.lock().unwrap(), b".login: ");
+        assert!(d.save_state().serial.pending_line.is_empty());
+    }
+
+    #[test]
+    fn a_line_an_older_vmm_held_back_is_forwarded_on_restore() {
+        let (sink, _) = capture();
+        let mut state = Devices::new(EventFd::new(0).unwrap(), sink, None).save_state();
+        state.serial.pending_line = b"wor".to_vec();
         let (sink2, got2) = capture();
         let d2 = Devices::new(EventFd::new(0).unwrap(), sink2, Some(&state));
+        assert_eq!(&*got2.lock().unwrap(), b"wor");
         d2.pio_write(SERIAL_PORT, b"ld\n");
         assert_eq!(&*got2.lock().unwrap(), b"world\n");
     }

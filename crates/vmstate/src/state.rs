@@ -69,7 +69,9 @@ pub struct SerialState {
     pub modem_status: u8,
     pub scratch: u8,
     pub in_buffer: Vec<u8>,
-    /// Bytes of an unfinished output line not yet written to the host.
+    /// Output bytes not yet handed to the host: empty from VMMs that
+    /// forward every byte as it is written; older ones held back an
+    /// unfinished line here (forwarded on restore).
     pub pending_line: Vec<u8>,
 }
 
