@@ -17,8 +17,13 @@ pub const EXIT_PORT: u16 = 0xf4;
 /// Receives the bytes the guest writes to the UART, as it writes them (as
 /// QEMU and Firecracker forward them), with the host time they arrived:
 /// a prompt without a newline shows at once. Sinks that want whole lines
-/// (e.g. to stamp them) keep the partial one themselves.
+/// (e.g. to stamp them) keep the partial one themselves. A restored VM
+/// first replays the line that was unfinished when its state was saved,
+/// so a line cut by a migration arrives whole on the destination.
 pub type SerialSink = Box<dyn FnMut(&[u8], SystemTime) + Send>;
+
+/// Most bytes of an unfinished line kept for a replay (the newest ones).
+pub const MAX_LINE: usize = 4096;
 
 /// Raises the UART's interrupt line through an irqfd.
 pub struct IrqLine(pub EventFd);
@@ -30,10 +35,30 @@ impl Trigger for IrqLine {
     }
 }
 
-/// Collects the bytes one port write transmits, for the sink.
+/// The bytes one port write transmits, for the sink, and the output line
+/// they belong to so far (already forwarded; saved with the state).
 #[derive(Default)]
 pub struct TxBuffer {
     bytes: Vec<u8>,
+    line: Vec<u8>,
+}
+
+impl TxBuffer {
+    /// Takes the bytes to forward and follows the unfinished line.
+    fn take(&mut self) -> Vec<u8> {
+        let out = std::mem::take(&mut self.bytes);
+        match out.iter().rposition(|&b| b == b'\n') {
+            Some(nl) => {
+                self.line.clear();
+                self.line.extend_from_slice(&out[nl + 1..]);
+            }
+            None => self.line.extend_from_slice(&out),
+        }
+        if self.line.len() > MAX_LINE {
+            self.line.drain(..self.line.len() - MAX_LINE);
+        }
+        out
+    }
 }
 
 impl io::Write for TxBuffer {
@@ -111,21 +136,21 @@ impl Devices {
 
     /// Hands what the guest transmitted to the sink at once.
     fn forward(&self, uart: &mut Uart) {
-        let buf = &mut uart.writer_mut().bytes;
-        if !buf.is_empty() {
-            (self.sink.lock().unwrap())(buf, SystemTime::now());
-            buf.clear();
+        let out = uart.writer_mut().take();
+        if !out.is_empty() {
+            (self.sink.lock().unwrap())(&out, SystemTime::now());
         }
     }
 
-    /// Replaces device state with a saved one. Bytes an older VMM held
-    /// back (`pending_line`, a line without its newline) go to the sink now.
+    /// Replaces device state with a saved one, and replays the line that
+    /// was unfinished then (`pending_line`) to the sink.
     pub fn restore_state(&self, state: &DeviceState) {
         let mut uart = self.uart.lock().unwrap();
         let irq = uart.interrupt_evt().0.try_clone();
         let st = to_superio(&state.serial);
         let out = TxBuffer {
             bytes: state.serial.pending_line.clone(),
+            line: Vec::new(),
         };
         if let Ok(irq) = irq
             && let Ok(u) = Serial::from_state(&st, IrqLine(irq), NoEvents, out)
@@ -135,12 +160,12 @@ impl Devices {
         self.forward(&mut uart);
     }
 
-    /// Device state for a snapshot or migration (every byte was forwarded,
-    /// so `pending_line` is empty).
+    /// Device state for a snapshot or migration; `pending_line` is the
+    /// unfinished line (every byte of it was forwarded already).
     pub fn save_state(&self) -> DeviceState {
         let uart = self.uart.lock().unwrap();
         DeviceState {
-            serial: from_superio(&uart.state(), uart.writer().bytes.clone()),
+            serial: from_superio(&uart.state(), uart.writer().line.clone()),
         }
     }
 }
@@ -200,19 +225,27 @@ mod tests {
         assert_eq!(&*got.lock().unwrap(), b".");
         d.pio_write(SERIAL_PORT, b"login: ");
         assert_eq!(&*got.lock().unwrap(), b".login: ");
-        assert!(d.save_state().serial.pending_line.is_empty());
+        // The unfinished line is kept for a replay; a newline ends it.
+        assert_eq!(d.save_state().serial.pending_line, b".login: ");
+        d.pio_write(SERIAL_PORT, b"root\nhel");
+        assert_eq!(d.save_state().serial.pending_line, b"hel");
+        d.pio_write(SERIAL_PORT, &[b'x'; MAX_LINE + 10]);
+        assert_eq!(d.save_state().serial.pending_line.len(), MAX_LINE);
     }
 
     #[test]
-    fn a_line_an_older_vmm_held_back_is_forwarded_on_restore() {
-        let (sink, _) = capture();
-        let mut state = Devices::new(EventFd::new(0).unwrap(), sink, None).save_state();
-        state.serial.pending_line = b"wor".to_vec();
+    fn a_line_cut_by_a_migration_arrives_whole_on_the_other_side() {
+        let (sink, got) = capture();
+        let d = Devices::new(EventFd::new(0).unwrap(), sink, None);
+        d.pio_write(SERIAL_PORT, b"hello\nwor");
+        assert_eq!(&*got.lock().unwrap(), b"hello\nwor");
+        let state = d.save_state();
         let (sink2, got2) = capture();
         let d2 = Devices::new(EventFd::new(0).unwrap(), sink2, Some(&state));
         assert_eq!(&*got2.lock().unwrap(), b"wor");
         d2.pio_write(SERIAL_PORT, b"ld\n");
         assert_eq!(&*got2.lock().unwrap(), b"world\n");
+        assert!(d2.save_state().serial.pending_line.is_empty());
     }
 
     #[test]
