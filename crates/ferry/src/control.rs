@@ -1,7 +1,7 @@
 //! The control API of a hosted VM: routes mapped onto [`Instance`].
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use api::types::{MigrateRequest, SnapshotRequest, SnapshotResponse, VmStatus, vm_state};
 use api::{Request, Response, Route, Server};
@@ -12,6 +12,60 @@ use crate::migration::StartError;
 /// Starts serving `host` on the Unix socket `path`.
 pub fn start(host: Arc<Instance>, path: &Path) -> anyhow::Result<Server> {
     Ok(Server::bind(path, move |req| handle(&host, req))?)
+}
+
+/// A `ferry receive` process's VM: arriving (its status says where its
+/// memory is, for samplers), then hosted here.
+#[derive(Default)]
+pub struct Arrival {
+    arriving: Mutex<Option<VmStatus>>,
+    host: OnceLock<Arc<Instance>>,
+}
+
+impl Arrival {
+    /// The incoming VM's memory exists; pages are about to arrive.
+    pub fn arriving(&self, vm: &vmm::Vm) {
+        let cfg = vm.config();
+        *self.arriving.lock().unwrap_or_else(|e| e.into_inner()) = Some(VmStatus {
+            state: vm_state::RECEIVING.to_string(),
+            memory_bytes: cfg.memory_bytes,
+            vcpus: cfg.vcpus,
+            kernel: cfg.kernel.clone(),
+            cmdline: cfg.cmdline.clone(),
+            pid: std::process::id(),
+            status_page_addr: crate::instance::status_page_addr(vm),
+            ..VmStatus::default()
+        });
+    }
+
+    /// The VM arrived and runs here: the API now serves it.
+    pub fn arrived(&self, host: Arc<Instance>) {
+        let _ = self.host.set(host);
+    }
+}
+
+/// Serves the API of a `ferry receive` process on `path` from the start:
+/// `receiving` until the VM arrived, then the VM's API.
+pub fn start_receiving(arrival: Arc<Arrival>, path: &Path) -> anyhow::Result<Server> {
+    Ok(Server::bind(path, move |req| match arrival.host.get() {
+        Some(host) => handle(host, req),
+        None => receiving(&arrival, req),
+    })?)
+}
+
+fn receiving(arrival: &Arrival, req: Request) -> Response {
+    match Route::resolve(&req) {
+        Err(resp) => resp,
+        Ok(Route::Status) => {
+            let arriving = arrival.arriving.lock().unwrap_or_else(|e| e.into_inner());
+            Response::ok(&arriving.clone().unwrap_or_else(|| VmStatus {
+                state: vm_state::RECEIVING.to_string(),
+                pid: std::process::id(),
+                ..VmStatus::default()
+            }))
+        }
+        Ok(_) => Response::error(409, "no VM runs here yet: a migration is arriving"),
+    }
 }
 
 fn handle(host: &Arc<Instance>, req: Request) -> Response {
@@ -101,6 +155,8 @@ pub fn status(host: &Instance) -> VmStatus {
         vcpus: cfg.vcpus,
         kernel: cfg.kernel.clone(),
         cmdline: cfg.cmdline.clone(),
+        pid: std::process::id(),
+        status_page_addr: crate::instance::status_page_addr(&host.vm),
         guest: host.guest_counters(),
         exit_status,
         error,

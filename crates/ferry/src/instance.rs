@@ -13,6 +13,16 @@ use vmm::{RunState, Vm};
 
 use crate::migration::{self, Job, StartError};
 
+/// Where this process maps `vm`'s status page (guest-physical
+/// `guest::status::GPA`), if its low RAM reaches that far.
+pub fn status_page_addr(vm: &Vm) -> Option<u64> {
+    let low = vm.host_regions().into_iter().find(|r| r.gpa == 0)?;
+    if low.len < guest::status::GPA + guest::status::PAGE_SIZE as u64 {
+        return None;
+    }
+    Some(low.host as u64 + guest::status::GPA)
+}
+
 /// The VM this process runs.
 pub struct Instance {
     pub vm: Arc<Vm>,
@@ -98,17 +108,11 @@ impl Instance {
 
     /// The guest's latest counters from its status page, if it publishes them.
     pub fn guest_counters(&self) -> Option<api::types::GuestCounters> {
-        let low = self.vm.host_regions().into_iter().find(|r| r.gpa == 0)?;
-        if low.len < guest::status::GPA + guest::status::PAGE_SIZE as u64 {
-            return None;
-        }
+        let addr = status_page_addr(&self.vm)?;
         // SAFETY: the page lies inside the low RAM mapping, which lives as
         // long as the VM; the reader copes with concurrent guest writes.
         let page = unsafe {
-            std::slice::from_raw_parts(
-                low.host.add(guest::status::GPA as usize),
-                guest::status::PAGE_SIZE,
-            )
+            std::slice::from_raw_parts(addr as usize as *const u8, guest::status::PAGE_SIZE)
         };
         let s = guest::status::read(page)?;
         Some(api::types::GuestCounters {

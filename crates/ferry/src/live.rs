@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use migrate::{MigrationReport, Secret};
 use units::Bandwidth;
 
+use crate::downtime::DowntimeProbe;
 use crate::instance::Instance;
 use crate::migration::JobStatus;
 use crate::run::SerialArgs;
@@ -28,7 +30,8 @@ pub struct ReceiveArgs {
     /// Largest guest memory this host accepts.
     #[arg(long, default_value = "16G", value_name = "SIZE")]
     pub max_memory: String,
-    /// Serve the control API on this Unix socket once the VM runs.
+    /// Serve the control API on this Unix socket: state `receiving` while
+    /// the VM arrives, then the VM's.
     #[arg(long, value_name = "SOCKET")]
     pub api: Option<PathBuf>,
     #[command(flatten)]
@@ -66,10 +69,15 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub json: bool,
     /// Timestamped serial logs of the source and the destination
-    /// (`--serial FILE --timestamps` on both): fills in the guest-visible
-    /// downtime, the largest heartbeat gap across the switchover.
+    /// (`--serial FILE --timestamps` on both): fills in `heartbeat_gap_ms`,
+    /// the largest heartbeat gap across the switchover.
     #[arg(long, num_args = 2, value_names = ["SOURCE_LOG", "DESTINATION_LOG"])]
     pub guest_logs: Option<Vec<PathBuf>>,
+    /// API socket of the destination (`ferry receive --api`) on this host:
+    /// the guest's pass counters are sampled on both sides for the
+    /// guest-visible downtime (`guest_downtime_us` and its resolution).
+    #[arg(long, value_name = "SOCKET")]
+    pub dest_api: Option<PathBuf>,
 }
 
 pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
@@ -80,8 +88,18 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("ferry: waiting for a VM on {}", listener.local_addr()?);
+    // The API answers from the start, so a sampler finds the arriving VM.
+    let arrival = Arc::new(crate::control::Arrival::default());
+    let _server = match args.api.as_deref() {
+        Some(path) => Some(crate::control::start_receiving(arrival.clone(), path)?),
+        None => None,
+    };
     let mut factory = crate::adapter::Factory {
         serial: Some(args.output.sink(0)?),
+        on_create: Some(Box::new({
+            let arrival = arrival.clone();
+            move |vm: &vmm::Vm| arrival.arriving(vm)
+        })),
     };
     let opts = migrate::DestOptions::new(secret, max_memory);
     let received = migrate::accept_one(&listener, &mut factory, &opts)
@@ -92,7 +110,9 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
         received.report.pages,
         received.report.rounds
     );
-    crate::run::serve(Instance::new(received.vm.0), args.api.as_deref())
+    let host = Arc::new(Instance::new(received.vm.0));
+    arrival.arrived(host.clone());
+    crate::run::host_until_end(&host)
 }
 
 /// Builds the API request for a migration.
@@ -181,15 +201,24 @@ pub fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
     req.link_bandwidth_bps = parse_bandwidth(args.link_bandwidth.as_deref(), "--link-bandwidth")?
         .map(|b| b.bits_per_sec());
     let client = Client::new(&args.api);
+    let probe = args
+        .dest_api
+        .as_deref()
+        .map(|d| DowntimeProbe::start(&client, d))
+        .transpose()
+        .context("--dest-api")?;
     let started = crate::serial::now();
     let mut status = drive(&client, &req, !args.json)?;
+    if let (Some(probe), Some(report)) = (probe, status.report.as_mut()) {
+        probe.finish(report);
+    }
     if let (Some(logs), Some(report)) = (&args.guest_logs, status.report.as_mut())
         && status.error.is_none()
     {
         // Give the destination's first heartbeats time to reach its log.
         std::thread::sleep(Duration::from_millis(500));
-        report.guest_downtime_ms =
-            crate::serial::guest_downtime_ms(&logs[0], &logs[1], started, crate::serial::now())?;
+        report.heartbeat_gap_ms =
+            crate::serial::heartbeat_gap_ms(&logs[0], &logs[1], started, crate::serial::now())?;
     }
     print_report(status.report.as_ref(), args.json)?;
     match status.error {

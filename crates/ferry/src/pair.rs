@@ -10,6 +10,7 @@ use api::Client;
 use api::routes;
 use migrate::MigrationReport;
 
+use crate::downtime::DowntimeProbe;
 use crate::serial::now;
 
 /// Kills a child process when dropped, so no VM is ever left behind.
@@ -160,7 +161,8 @@ impl Pair {
     }
 
     /// Migrates the source VM to the destination; the report carries the
-    /// guest-visible downtime once the guest has printed a heartbeat there.
+    /// guest-visible downtime (sampled on both sides) and the largest
+    /// heartbeat gap once the guest has printed a heartbeat there.
     pub fn migrate(
         &self,
         spec: &MigrationSpec,
@@ -173,15 +175,17 @@ impl Pair {
             &spec.max_downtime,
             &self.secret,
         )?;
+        let probe = DowntimeProbe::start(&self.source, self.destination.path())?;
         let started = now();
         let status = crate::live::drive(&self.source, &req, show)?;
         let mut report = status.report.context("the source gave no report")?;
+        probe.finish(&mut report);
         if status.error.is_none() {
             let resumed = now();
             // The largest gap ends at the first heartbeat on the destination.
             let _ = self.wait_line_after(&self.dst_log, resumed, "HB ", Duration::from_secs(30));
-            report.guest_downtime_ms =
-                crate::serial::guest_downtime_ms(&self.src_log, &self.dst_log, started, now())?;
+            report.heartbeat_gap_ms =
+                crate::serial::heartbeat_gap_ms(&self.src_log, &self.dst_log, started, now())?;
         }
         Ok((report, status.error))
     }

@@ -114,6 +114,12 @@ pub fn serve(host: Instance, api: Option<&std::path::Path>) -> anyhow::Result<i3
         Some(path) => Some(crate::control::start(host.clone(), path)?),
         None => None,
     };
+    host_until_end(&host)
+}
+
+/// Waits until the VM ends (whoever serves its API); returns the process
+/// exit status.
+pub fn host_until_end(host: &Arc<Instance>) -> anyhow::Result<i32> {
     let reason = loop {
         if let Some(r) = host.vm.wait(Some(std::time::Duration::from_millis(200))) {
             break r;

@@ -73,8 +73,9 @@ pub fn read_stamped_log(path: &Path) -> anyhow::Result<Vec<yardstick::SerialLine
 }
 
 /// The largest gap between heartbeats, across both logs, between `from` and
-/// `until` (UNIX seconds), in ms: the downtime the guest saw.
-pub fn guest_downtime_ms(
+/// `until` (UNIX seconds), in ms (the heartbeat spacing bounds its
+/// resolution; `guest::sampler` measures the downtime itself).
+pub fn heartbeat_gap_ms(
     src: &Path,
     dst: &Path,
     from: f64,
@@ -133,7 +134,7 @@ mod tests {
     }
 
     #[test]
-    fn guest_downtime_is_the_gap_across_both_logs() {
+    fn heartbeat_gap_is_the_gap_across_both_logs() {
         let (a, b) = (tmp("a.log"), tmp("b.log"));
         std::fs::write(
             &a,
@@ -141,7 +142,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(&b, "[10.210] HB seq=3 tsc=3\n[10.220] HB seq=4 tsc=4\n").unwrap();
-        let d = guest_downtime_ms(&a, &b, 10.005, 11.0).unwrap().unwrap();
+        let d = heartbeat_gap_ms(&a, &b, 10.005, 11.0).unwrap().unwrap();
         std::fs::remove_file(&a).unwrap();
         std::fs::remove_file(&b).unwrap();
         assert!((d - 200.0).abs() < 1e-6, "{d}");

@@ -5,6 +5,7 @@
 //! has the matrix of failures, points and tests.
 
 mod commit;
+mod downtime;
 mod happy;
 mod harness;
 mod interrupted;

@@ -130,7 +130,12 @@ impl Sampler {
 
     /// Adds the destination's status page (read from the next sample on).
     pub fn attach_destination(&self, destination: Box<dyn StatusSource>) {
-        *self.shared.attach.lock().unwrap_or_else(|e| e.into_inner()) = Some(destination);
+        self.attacher().attach_destination(destination);
+    }
+
+    /// A handle for adding the destination from another thread.
+    pub fn attacher(&self) -> Attacher {
+        Attacher(self.shared.clone())
     }
 
     /// Waits until `margin` has passed since the guest first made progress
@@ -162,6 +167,17 @@ impl Drop for Sampler {
         if self.thread.is_some() {
             self.stop();
         }
+    }
+}
+
+/// Adds the destination to a running [`Sampler`] (cheap to clone, `Send`).
+#[derive(Clone)]
+pub struct Attacher(Arc<Shared>);
+
+impl Attacher {
+    /// Adds the destination's status page (read from the next sample on).
+    pub fn attach_destination(&self, destination: Box<dyn StatusSource>) {
+        *self.0.attach.lock().unwrap_or_else(|e| e.into_inner()) = Some(destination);
     }
 }
 

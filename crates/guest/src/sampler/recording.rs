@@ -47,6 +47,11 @@ pub struct GuestDowntime {
     /// The widest interval between two samples in the window (a late
     /// look at the destination counts too), in microseconds.
     pub resolution_us: u64,
+    /// The switchover alone: from the source's last progress to the
+    /// destination's first, in microseconds. `downtime_us` is longer when
+    /// the guest also stalled elsewhere in the window (e.g. descheduled
+    /// on a busy host, or held up by the migration's work).
+    pub switchover_us: u64,
     /// The guest's own largest gap between two passes in the window, from
     /// its TSC (meaningful where the guest's TSC is the host's, as with
     /// Ferry), in microseconds.
@@ -107,6 +112,7 @@ impl Recording {
         Ok(GuestDowntime {
             downtime_us: self.timeline.longest_quiet(from, until) / 1000,
             resolution_us: resolution.div_ceil(1000),
+            switchover_us: resumed.saturating_sub(paused) / 1000,
             tsc_gap_us,
             realtime: self.realtime,
             window: (from, until),
@@ -153,6 +159,7 @@ mod tests {
     fn downtime_resolution_and_the_guests_own_gap() {
         let d = switchover(10 * MS).guest_downtime(1000 * MS).unwrap();
         assert_eq!(d.downtime_us, 20_050);
+        assert_eq!(d.switchover_us, 20_050);
         assert_eq!(d.resolution_us, 50);
         assert!(!d.coarse());
         assert_eq!(d.tsc_gap_us, Some(20_000));
