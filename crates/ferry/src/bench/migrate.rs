@@ -97,7 +97,7 @@ fn ferry_run(
         &GuestSpec {
             guest: w.guest.into(),
             memory: format!("{}K", p.memory >> 10),
-            vcpus: 1,
+            vcpus: w.vcpus,
             append: w.append.into(),
         },
     )?;
@@ -153,7 +153,9 @@ fn second_verify(
 fn qemu_run(w: &Workload, bw: &BenchBandwidth, p: &MigratePlan) -> anyhow::Result<QemuRun> {
     let mut setup = yardstick::guests::guest_config(w.guest, w.append)?;
     setup.config.memory_mib = p.memory >> 20;
-    setup.config.vcpus = 1;
+    setup.config.vcpus = w.vcpus;
+    // RAM in /dev/shm, where the sampler reads the guest's pass counters.
+    setup.config.shared_ram = true;
     let params = yardstick::MigrationParams {
         max_bandwidth: bw.qemu,
         downtime_limit_ms: p.max_downtime.as_millis() as u64,

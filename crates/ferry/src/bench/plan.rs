@@ -16,7 +16,7 @@ pub struct MigrateBenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "idle,static,dirty-5k,dirty-20k,hot-20k,kvstore"
+        default_value = "idle,static,dirty-5k,dirty-20k,hot-20k,phase,drift-20k,max-2vcpu,kvstore"
     )]
     pub workloads: Vec<String>,
     /// Ferry strategies to run.
