@@ -157,7 +157,12 @@ fn second_migration_is_refused_while_one_runs() {
     assert_completed_on(&mut src, &mut dest, &first);
     // The refused destination never got a connection and still waits.
     assert!(other.proc.alive());
-    assert!(other.state().is_none());
+    let st = status(&other.sock).expect("the waiting destination's API answers");
+    assert_eq!(st["state"], "receiving", "{st}");
+    assert!(
+        st.get("status_page_addr").is_none(),
+        "no VM memory yet: {st}"
+    );
     other.proc.kill();
 }
 
