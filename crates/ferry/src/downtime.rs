@@ -51,6 +51,9 @@ impl DowntimeProbe {
             std::thread::Builder::new()
                 .name("downtime-finder".into())
                 .spawn(move || {
+                    // Prompt even on a busy host: the destination must be
+                    // found before the source pauses.
+                    guest::sampler::realtime_priority();
                     while !stop.load(Ordering::Relaxed) {
                         if let Ok(s) = vm_status(&dst)
                             && let Some(addr) = s.status_page_addr
@@ -58,7 +61,7 @@ impl DowntimeProbe {
                             attacher.attach_destination(Box::new(ProcessMemory::new(s.pid, addr)));
                             return;
                         }
-                        std::thread::sleep(Duration::from_millis(1));
+                        std::thread::sleep(Duration::from_millis(2));
                     }
                 })?
         };

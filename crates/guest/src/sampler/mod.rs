@@ -58,8 +58,10 @@ fn sleep_until(t: u64) {
     };
 }
 
-/// Asks for SCHED_FIFO for the calling thread; false if refused.
-fn go_realtime() -> bool {
+/// Asks for the sampler's real-time priority (SCHED_FIFO) for the calling
+/// thread, e.g. one that must find the destination in time; false if the
+/// host refuses. The thread must sleep most of the time.
+pub fn realtime_priority() -> bool {
     let param = libc::sched_param {
         sched_priority: PRIORITY,
     };
@@ -192,7 +194,7 @@ struct Worker {
 
 impl Worker {
     fn run(mut self) -> Recording {
-        self.rec.realtime = go_realtime();
+        self.rec.realtime = realtime_priority();
         let period = PERIOD.as_nanos() as u64;
         let range = status::slots_range(self.vcpus);
         let mut buf = vec![0u8; range.len()];
