@@ -6,7 +6,7 @@
 //! - [`qmp`]: a QMP client.
 //! - [`migration`]: QEMU-to-QEMU live migration on loopback, measured into
 //!   a [`QemuMigration`]; [`sampled`]: its guest-visible downtime from the
-//!   guest's pass counters in both QEMUs' shared RAM.
+//!   guest's pass counters in both QEMU processes.
 //! - [`serial`]: timestamped serial logs, heartbeats, and the guest-visible
 //!   downtime computation used for both QEMU and Ferry.
 //! - [`guests`]: Ferry's guest programs under QEMU (image, TSC stamping).

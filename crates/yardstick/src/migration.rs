@@ -5,8 +5,8 @@
 //! `migrate-incoming tcp:127.0.0.1:0`; `query-migrate` is polled until the
 //! migration completes or fails. QEMU's own numbers are copied into a
 //! [`QemuMigration`]; the guest-visible downtime is sampled from the guest's
-//! pass counters in both QEMUs' RAM files when they have shared RAM
-//! ([`crate::sampled`]), and the largest heartbeat gap comes from both
+//! pass counters in both QEMUs ([`crate::sampled`], with
+//! [`MigrationParams::sample_guest`]), and the largest heartbeat gap comes from both
 //! serial logs via [`crate::serial::max_heartbeat_gap`], exactly as for Ferry.
 
 use std::time::{Duration, Instant};
@@ -52,6 +52,9 @@ pub struct MigrationParams {
     /// `migrate-set-capabilities` (e.g. `auto-converge`, `xbzrle`,
     /// `multifd`); empty for plain pre-copy, QEMU's default.
     pub capabilities: Vec<String>,
+    /// Sample the guest-visible downtime from the guest's pass counters
+    /// ([`crate::sampled`]); the guest must be one of Ferry's programs.
+    pub sample_guest: bool,
 }
 
 impl Default for MigrationParams {
@@ -64,6 +67,7 @@ impl Default for MigrationParams {
             poll_interval: Duration::from_millis(10),
             resume_timeout: Duration::from_secs(10),
             capabilities: Vec::new(),
+            sample_guest: false,
         }
     }
 }
@@ -102,7 +106,7 @@ pub struct QemuMigration {
     #[serde(default, alias = "guest_downtime_ms")]
     pub heartbeat_gap_ms: Option<f64>,
     /// Guest-visible downtime sampled from the guest's pass counters on
-    /// both sides, in us (with [`crate::QemuConfig::shared_ram`]).
+    /// both sides, in us (with [`MigrationParams::sample_guest`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_downtime_us: Option<u64>,
     /// The sampler's widest interval between two samples around the
@@ -238,7 +242,11 @@ impl Qemu {
             .to_string();
         let version = self.qmp().qemu_version().to_string();
         self.set_migration_parameters(destination, params)?;
-        let probe = Probe::start(self, destination)?;
+        let probe = if params.sample_guest {
+            Some(Probe::start(self, destination)?)
+        } else {
+            None
+        };
         let t_start = serial::now();
         let started = Instant::now();
         self.qmp().execute("migrate", Some(json!({ "uri": uri })))?;

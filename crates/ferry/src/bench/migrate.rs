@@ -154,12 +154,11 @@ fn qemu_run(w: &Workload, bw: &BenchBandwidth, p: &MigratePlan) -> anyhow::Resul
     let mut setup = yardstick::guests::guest_config(w.guest, w.append)?;
     setup.config.memory_mib = p.memory >> 20;
     setup.config.vcpus = w.vcpus;
-    // RAM in /dev/shm, where the sampler reads the guest's pass counters.
-    setup.config.shared_ram = true;
     let params = yardstick::MigrationParams {
         max_bandwidth: bw.qemu,
         downtime_limit_ms: p.max_downtime.as_millis() as u64,
         timeout: p.qemu_timeout,
+        sample_guest: true,
         ..Default::default()
     };
     let ready = w.ready;

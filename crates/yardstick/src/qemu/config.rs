@@ -67,8 +67,10 @@ pub struct QemuConfig {
     /// host frequency is probed once per process ([`host_tsc_hz`]).
     pub tsc_leaf: bool,
     /// Back the guest's RAM with a file in /dev/shm
-    /// (`-object memory-backend-file,share=on`) that host tools can map,
-    /// e.g. to sample the guest's status page ([`crate::Qemu::ram_file`]).
+    /// (`-object memory-backend-file,share=on`) that host tools can map
+    /// ([`crate::Qemu::ram_file`]). Off by default: reading a page the
+    /// guest never wrote allocates it in a shared tmpfs mapping, so QEMU's
+    /// zero-page scan of a migration runs ~4x slower and fills the file.
     pub shared_ram: bool,
 }
 

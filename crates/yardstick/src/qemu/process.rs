@@ -161,6 +161,25 @@ impl Qemu {
         lock(&self.stderr).clone()
     }
 
+    /// Where QEMU maps guest-physical address `gpa` in its own memory (HMP
+    /// `gpa2hva`, over QMP), e.g. for a sampler reading it with
+    /// `process_vm_readv`.
+    pub fn gpa_to_hva(&mut self, gpa: u64) -> Result<u64, Error> {
+        let command = format!("gpa2hva {gpa:#x}");
+        let r = self.qmp.execute(
+            "human-monitor-command",
+            Some(json!({ "command-line": command })),
+        )?;
+        let text = r.as_str().unwrap_or("");
+        text.split_whitespace()
+            .last()
+            .and_then(|w| u64::from_str_radix(w.strip_prefix("0x")?, 16).ok())
+            .ok_or_else(|| Error::Reply {
+                command,
+                detail: text.trim().to_string(),
+            })
+    }
+
     /// QMP `query-status`: `running`, `paused`, `inmigrate`, `postmigrate`...
     pub fn run_state(&mut self) -> Result<String, Error> {
         let r = self.qmp.execute("query-status", None)?;
