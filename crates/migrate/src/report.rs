@@ -124,6 +124,10 @@ pub struct MigrationReport {
     /// switchover (us): above 1000 the downtime is coarse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_downtime_resolution_us: Option<u64>,
+    /// The mark of a coarse measurement: true when the resolution is worse
+    /// than 1 ms (the downtime may then be off by that much).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_downtime_coarse: Option<bool>,
     /// The switchover alone, from the source guest's last progress to the
     /// destination's first (us); `guest_downtime_us` is longer when the
     /// guest also stalled elsewhere around it.
@@ -172,6 +176,7 @@ impl MigrationReport {
             heartbeat_gap_ms: None,
             guest_downtime_us: None,
             guest_downtime_resolution_us: None,
+            guest_downtime_coarse: None,
             guest_switchover_us: None,
             guest_tsc_gap_us: None,
             guest_sampler_realtime: None,
@@ -234,7 +239,7 @@ impl fmt::Display for MigrationReport {
         if let Some(g) = self.guest_downtime_us {
             let res = self.guest_downtime_resolution_us.unwrap_or(0);
             let mut marks = String::new();
-            if res > 1000 {
+            if self.guest_downtime_coarse == Some(true) {
                 marks.push_str(", COARSE");
             }
             if self.guest_sampler_realtime == Some(false) {
@@ -514,10 +519,12 @@ mod tests {
         );
         r.guest_downtime_us = Some(12_345);
         r.guest_downtime_resolution_us = Some(1_500);
+        r.guest_downtime_coarse = Some(true);
         r.guest_sampler_realtime = Some(true);
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(v["guest_downtime_us"], 12_345);
         assert_eq!(v["guest_downtime_resolution_us"], 1_500);
+        assert_eq!(v["guest_downtime_coarse"], true);
         let text = r.to_string();
         assert!(
             text.contains("12.345 ms") && text.contains("COARSE"),

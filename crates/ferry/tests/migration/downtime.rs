@@ -49,6 +49,11 @@ fn guest_downtime_is_sampled_to_better_than_a_millisecond() {
             field("guest_downtime_resolution_us"),
         );
         assert!(field("guest_switchover_us") <= downtime, "{report}");
+        assert_eq!(
+            report["guest_downtime_coarse"].as_bool(),
+            Some(resolution > 1000),
+            "{report}"
+        );
         // The guest's own view of the pause (its TSC is the host's here).
         assert!(report["guest_tsc_gap_us"].as_u64().is_some(), "{report}");
         assert!(report["guest_sampler_realtime"].is_boolean(), "{report}");
