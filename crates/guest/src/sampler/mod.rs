@@ -1,19 +1,23 @@
-//! Guest-visible downtime to the microsecond: a host thread that samples
+//! Guest-visible downtime to the microsecond: host threads that sample
 //! the guests' pass counters ([`crate::status::VcpuSlot`]) on both sides of
-//! a migration, as often as it can, and the rule that turns what it saw
+//! a migration, as often as they can, and the rule that turns what they saw
 //! into the longest time in which the guest made no progress anywhere.
 //!
-//! The thread runs at real-time priority (SCHED_FIFO) when the host lets
-//! it, so busy vCPUs cannot starve it; it sleeps between samples (it never
-//! spins), aiming at one sample every [`PERIOD`]. Ferry and the QEMU
-//! yardstick measure the same way; only the [`StatusSource`] differs.
+//! The threads run at real-time priority (SCHED_FIFO) when the host lets
+//! them, so busy vCPUs cannot starve them; one is pinned to each of up to
+//! [`MAX_THREADS`] CPUs, so a CPU that stops for a while (the host's own
+//! scheduling) pauses one of them, not the measurement. They sleep between
+//! samples (they never spin), aiming together at one sample every
+//! [`PERIOD`]. Ferry and the QEMU yardstick measure the same way; only the
+//! [`StatusSource`] differs.
 
 mod recording;
 mod source;
 mod timeline;
+mod worker;
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,10 +27,14 @@ pub use source::{MappedFile, ProcessMemory, ReadStatusError, StatusSource, read_
 pub use timeline::{Highest, Observed, Timeline};
 
 use crate::status;
+use worker::Shared;
 
-/// The interval the sampler aims at between two samples.
+/// The interval the sampler aims at between two samples (of all its
+/// threads together).
 pub const PERIOD: Duration = Duration::from_micros(25);
-/// Real-time priority of the sampling thread (SCHED_FIFO, 1-99): above
+/// At most this many sampling threads, each on its own CPU.
+pub const MAX_THREADS: usize = 2;
+/// Real-time priority of the sampling threads (SCHED_FIFO, 1-99): above
 /// ordinary threads, below the kernel's own real-time threads.
 const PRIORITY: libc::c_int = 10;
 
@@ -69,18 +77,10 @@ pub fn realtime_priority() -> bool {
     unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) == 0 }
 }
 
-struct Shared {
-    stop: AtomicBool,
-    /// The destination, until the thread takes it.
-    attach: Mutex<Option<Box<dyn StatusSource>>>,
-    /// When the destination first made progress (0 = not yet).
-    resumed_at: AtomicU64,
-}
-
 /// A running sampler; [`Sampler::finish`] stops it and returns its record.
 pub struct Sampler {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<Recording>>,
+    threads: Vec<JoinHandle<bool>>,
 }
 
 /// Why a sampler could not start.
@@ -96,38 +96,37 @@ impl Sampler {
     /// Starts sampling the source guest's status page (which must be valid:
     /// it gives the vCPU count and the TSC rate). The destination joins
     /// with [`Sampler::attach_destination`] once its memory exists.
-    pub fn start(mut source: Box<dyn StatusSource>) -> Result<Sampler, SamplerError> {
-        let st = read_status(source.as_mut())?;
-        let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            attach: Mutex::new(None),
-            resumed_at: AtomicU64::new(0),
-        });
-        let worker = Worker {
-            shared: shared.clone(),
-            sides: [Some(source), None],
-            vcpus: (st.vcpus as usize).clamp(1, status::MAX_SLOTS),
-            highest: Highest::default(),
-            rec: Recording {
-                tsc_khz: st.tsc_khz,
-                sides: [
-                    SideRecord {
-                        attached_at: Some(monotonic_ns()),
-                        ..SideRecord::default()
-                    },
-                    SideRecord::default(),
-                ],
-                ..Recording::default()
-            },
+    pub fn start(source: Box<dyn StatusSource>) -> Result<Sampler, SamplerError> {
+        let st = read_status(source.as_ref())?;
+        let rec = Recording {
+            tsc_khz: st.tsc_khz,
+            sides: [
+                SideRecord {
+                    attached_at: Some(monotonic_ns()),
+                    ..SideRecord::default()
+                },
+                SideRecord::default(),
+            ],
+            ..Recording::default()
         };
-        let thread = std::thread::Builder::new()
-            .name("guest-sampler".into())
-            .spawn(move || worker.run())
-            .map_err(SamplerError::Thread)?;
-        Ok(Sampler {
+        let vcpus = (st.vcpus as usize).clamp(1, status::MAX_SLOTS);
+        let shared = Arc::new(Shared::new(Arc::from(source), vcpus, rec));
+        let cpus = worker::allowed_cpus();
+        let n = cpus.len().clamp(1, MAX_THREADS);
+        let mut sampler = Sampler {
             shared,
-            thread: Some(thread),
-        })
+            threads: Vec::with_capacity(n),
+        };
+        for i in 0..n {
+            let shared = sampler.shared.clone();
+            let cpu = cpus.get(i).copied();
+            let t = std::thread::Builder::new()
+                .name(format!("guest-sampler-{i}"))
+                .spawn(move || worker::run(&shared, cpu, i, n))
+                .map_err(SamplerError::Thread)?;
+            sampler.threads.push(t);
+        }
+        Ok(sampler)
     }
 
     /// Adds the destination's status page (read from the next sample on).
@@ -157,19 +156,29 @@ impl Sampler {
 
     fn stop(&mut self) -> Recording {
         self.shared.stop.store(true, Ordering::Release);
-        self.thread
-            .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default()
+        // Real-time only if every thread was.
+        let mut realtime = !self.threads.is_empty();
+        for t in self.threads.drain(..) {
+            realtime &= t.join().unwrap_or(false);
+        }
+        let mut state = lock(&self.shared.state);
+        state.rec.realtime = realtime;
+        std::mem::take(&mut state.rec)
     }
 }
 
 impl Drop for Sampler {
     fn drop(&mut self) {
-        if self.thread.is_some() {
+        if !self.threads.is_empty() {
             self.stop();
         }
     }
+}
+
+/// Locks `m`, also after a panic elsewhere (the data stays consistent:
+/// every update is a few plain assignments).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Adds the destination to a running [`Sampler`] (cheap to clone, `Send`).
@@ -179,92 +188,7 @@ pub struct Attacher(Arc<Shared>);
 impl Attacher {
     /// Adds the destination's status page (read from the next sample on).
     pub fn attach_destination(&self, destination: Box<dyn StatusSource>) {
-        *self.0.attach.lock().unwrap_or_else(|e| e.into_inner()) = Some(destination);
-    }
-}
-
-/// The sampling thread's state.
-struct Worker {
-    shared: Arc<Shared>,
-    sides: [Option<Box<dyn StatusSource>>; 2],
-    vcpus: usize,
-    highest: Highest,
-    rec: Recording,
-}
-
-impl Worker {
-    fn run(mut self) -> Recording {
-        self.rec.realtime = realtime_priority();
-        let period = PERIOD.as_nanos() as u64;
-        let range = status::slots_range(self.vcpus);
-        let mut buf = vec![0u8; range.len()];
-        let mut next = monotonic_ns();
-        while !self.shared.stop.load(Ordering::Acquire) {
-            self.take_destination();
-            let mut seen = [false; 2];
-            let mut gap = None;
-            // The source first: a copy on the destination is never newer
-            // than what the source showed just before.
-            for (i, side) in self.sides.iter_mut().enumerate() {
-                let Some(src) = side else { continue };
-                if src.read(range.start, &mut buf).is_err() {
-                    *side = None;
-                    self.rec.sides[i].lost_at = Some(monotonic_ns());
-                    continue;
-                }
-                let o = self
-                    .highest
-                    .observe(&status::decode_slots(&buf, self.vcpus));
-                seen[i] = o.progress;
-                gap = gap.max(o.new_long_gap_ticks);
-            }
-            let t = monotonic_ns();
-            self.record(t, seen, gap);
-            next += period;
-            if next < t {
-                next = t + period;
-            }
-            sleep_until(next);
-        }
-        self.rec
-    }
-
-    fn take_destination(&mut self) {
-        if self.sides[Side::Destination as usize].is_some() {
-            return;
-        }
-        let new = self
-            .shared
-            .attach
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(d) = new {
-            self.sides[Side::Destination as usize] = Some(d);
-            self.rec.sides[Side::Destination as usize].attached_at = Some(monotonic_ns());
-        }
-    }
-
-    fn record(&mut self, t: u64, seen: [bool; 2], gap: Option<u64>) {
-        let rec = &mut self.rec;
-        rec.samples += 1;
-        rec.timeline.push(t, seen[0] || seen[1]);
-        for (i, &s) in seen.iter().enumerate() {
-            let side = &mut rec.sides[i];
-            if s {
-                side.first_progress.get_or_insert(t);
-                side.last_progress = Some(t);
-            }
-        }
-        if seen[Side::Destination as usize] {
-            let _ =
-                self.shared
-                    .resumed_at
-                    .compare_exchange(0, t, Ordering::Release, Ordering::Relaxed);
-        }
-        if let Some(ticks) = gap {
-            rec.long_gaps.push((t, ticks));
-        }
+        self.0.attach(Side::Destination, Arc::from(destination));
     }
 }
 

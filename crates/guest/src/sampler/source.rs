@@ -10,9 +10,9 @@ use std::path::Path;
 use crate::status::{self, PAGE_SIZE, Status, StatusError};
 
 /// Reads bytes of one guest's status page.
-pub trait StatusSource: Send {
+pub trait StatusSource: Send + Sync {
     /// Fills `buf` from the page, starting `offset` bytes into it.
-    fn read(&mut self, offset: usize, buf: &mut [u8]) -> io::Result<()>;
+    fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()>;
 }
 
 /// The page in another process: `addr` is where that process maps it.
@@ -34,7 +34,7 @@ impl ProcessMemory {
 }
 
 impl StatusSource for ProcessMemory {
-    fn read(&mut self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+    fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
         if offset + buf.len() > PAGE_SIZE {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -71,8 +71,11 @@ pub struct MappedFile {
     page: *const u8,
 }
 
-// SAFETY: the mapping is read-only and owned by this value alone.
+// SAFETY: the mapping is read-only and owned by this value alone; readers
+// only load from it.
 unsafe impl Send for MappedFile {}
+// SAFETY: as above: shared reads of a read-only mapping.
+unsafe impl Sync for MappedFile {}
 
 impl MappedFile {
     /// Maps the status page of the RAM file `path`.
@@ -104,7 +107,7 @@ impl MappedFile {
 }
 
 impl StatusSource for MappedFile {
-    fn read(&mut self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+    fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
         if offset + buf.len() > PAGE_SIZE {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -136,7 +139,7 @@ pub enum ReadStatusError {
 }
 
 /// A consistent copy of the page's counters (retried while the guest writes).
-pub fn read_status(src: &mut dyn StatusSource) -> Result<Status, ReadStatusError> {
+pub fn read_status(src: &dyn StatusSource) -> Result<Status, ReadStatusError> {
     let mut page = [0u8; status::LEN];
     let mut last = StatusError::Torn(1);
     for _ in 0..1000 {
@@ -166,8 +169,8 @@ mod tests {
             ..Status::default()
         };
         page[..status::LEN].copy_from_slice(&status::encode(&s, 2));
-        let mut mine = ProcessMemory::new(std::process::id(), page.as_ptr() as u64);
-        assert_eq!(read_status(&mut mine).unwrap(), s);
+        let mine = ProcessMemory::new(std::process::id(), page.as_ptr() as u64);
+        assert_eq!(read_status(&mine).unwrap(), s);
         let mut four = [0u8; 4];
         assert!(mine.read(PAGE_SIZE - 2, &mut four).is_err());
 
@@ -175,8 +178,8 @@ mod tests {
         let mut ram = vec![0u8; status::GPA as usize];
         ram.extend(&page);
         std::fs::write(&dir, &ram).unwrap();
-        let mut file = MappedFile::open(&dir).unwrap();
-        assert_eq!(read_status(&mut file).unwrap(), s);
+        let file = MappedFile::open(&dir).unwrap();
+        assert_eq!(read_status(&file).unwrap(), s);
         std::fs::write(&dir, [0u8; 16]).unwrap();
         assert!(MappedFile::open(&dir).is_err());
         std::fs::remove_file(&dir).unwrap();
