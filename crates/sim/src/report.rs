@@ -1,7 +1,5 @@
 //! Results: per-policy summaries, the text table, CSV, JSON and the SVG plot.
 
-use std::fmt::Write as _;
-
 use plotters::prelude::*;
 use serde::Serialize;
 
@@ -82,16 +80,9 @@ pub fn summarize(days: &[DayResult]) -> Vec<Summary> {
 
 /// The text table (medians per day).
 pub fn table(r: &Results) -> String {
-    let mut s = String::new();
     let days = r.summaries.first().map_or(0, |x| x.days);
-    let _ = writeln!(
-        s,
-        "Medians over {days} day(s); scenario {}; traces {}",
-        r.scenario, r.trace_dir
-    );
-    let _ = writeln!(
-        s,
-        "{:<14} {:>10} {:>8} {:>7} {:>9} {:>8} {:>10} {:>9} {:>8} {:>9}",
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING).set_header([
         "policy",
         "energy_kWh",
         "SLATAH%",
@@ -101,80 +92,54 @@ pub fn table(r: &Results) -> String {
         "migrations",
         "shutdowns",
         "active",
-        "imbalance"
-    );
+        "imbalance",
+    ]);
     for x in &r.summaries {
-        let _ = writeln!(
-            s,
-            "{:<14} {:>10.2} {:>8.2} {:>7.3} {:>9.3} {:>8.3} {:>10.0} {:>9.0} {:>8.1} {:>9.3}",
-            x.policy,
-            x.energy_kwh,
-            x.slatah * 100.0,
-            x.pdm * 100.0,
-            x.slav * 1e5,
-            x.esv * 1e3,
-            x.migrations,
-            x.host_shutdowns,
-            x.mean_active_hosts,
-            x.load_imbalance
-        );
+        t.add_row([
+            x.policy.clone(),
+            format!("{:.2}", x.energy_kwh),
+            format!("{:.2}", x.slatah * 100.0),
+            format!("{:.3}", x.pdm * 100.0),
+            format!("{:.3}", x.slav * 1e5),
+            format!("{:.3}", x.esv * 1e3),
+            format!("{:.0}", x.migrations),
+            format!("{:.0}", x.host_shutdowns),
+            format!("{:.1}", x.mean_active_hosts),
+            format!("{:.3}", x.load_imbalance),
+        ]);
     }
-    s
+    for i in 1..10 {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    format!(
+        "Medians over {days} day(s); scenario {}; traces {}\n{t}\n",
+        r.scenario, r.trace_dir
+    )
 }
 
-/// Per-day CSV.
-pub fn days_csv(r: &Results) -> String {
-    let mut s = String::from(
-        "policy,day,hosts,vms,energy_kwh,slatah,pdm,slav,esv,migrations,hotspot_migrations,host_shutdowns,mean_active_hosts,load_imbalance\n",
-    );
-    for d in &r.days {
-        let _ = writeln!(
-            s,
-            "{},{},{},{},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{},{:.4},{:.6}",
-            d.policy,
-            d.day,
-            d.hosts,
-            d.vms,
-            d.energy_kwh,
-            d.slatah,
-            d.pdm,
-            d.slav,
-            d.esv,
-            d.migrations,
-            d.hotspot_migrations,
-            d.host_shutdowns,
-            d.mean_active_hosts,
-            d.load_imbalance
-        );
+/// Rows as CSV, with a header row named after their fields.
+fn csv_of<T: Serialize>(rows: &[T]) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        w.serialize(row)?;
     }
-    s
+    let bytes = w
+        .into_inner()
+        .map_err(|e| csv::Error::from(e.into_error()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Summary CSV (medians, plus total energy).
-pub fn summary_csv(r: &Results) -> String {
-    let mut s = String::from(
-        "policy,days,energy_kwh_median,energy_kwh_total,slatah,pdm,slav,esv,migrations,hotspot_migrations,host_shutdowns,mean_active_hosts,load_imbalance\n",
-    );
-    for x in &r.summaries {
-        let _ = writeln!(
-            s,
-            "{},{},{:.6},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{},{:.4},{:.6}",
-            x.policy,
-            x.days,
-            x.energy_kwh,
-            x.energy_total_kwh,
-            x.slatah,
-            x.pdm,
-            x.slav,
-            x.esv,
-            x.migrations,
-            x.hotspot_migrations,
-            x.host_shutdowns,
-            x.mean_active_hosts,
-            x.load_imbalance
-        );
-    }
-    s
+/// Per-day CSV: one row per policy and day, every field of [`DayResult`].
+pub fn days_csv(r: &Results) -> Result<String, csv::Error> {
+    csv_of(&r.days)
+}
+
+/// Summary CSV: one row per policy, every field of [`Summary`] (medians
+/// per day, and the total energy).
+pub fn summary_csv(r: &Results) -> Result<String, csv::Error> {
+    csv_of(&r.summaries)
 }
 
 /// SVG scatter plot: median energy per day (x, logarithmic when the values

@@ -5,20 +5,24 @@
 //! - [`require_kvm`], [`require_qemu`]: tests that need them fail (never
 //!   skip) with one clear message when they are missing.
 //! - [`TempDir`]: a temporary directory, kept when the test fails.
-//! - [`free_port`], [`RogueServer`]: loopback peers for network tests.
+//! - [`free_port`], [`RogueServer`], [`connect_from`]: loopback peers for
+//!   network tests, from any loopback address.
 //! - [`wait_for`]: polling with a bounded limit, never a bare sleep.
 //! - [`random_bytes`]: non-cryptographic bytes for garbage and test secrets.
+//! - [`Etcd`], [`require_etcd`]: a real etcd member on free loopback ports.
 //!
 //! The fault-injecting migration proxy is `migrate::faults`: it speaks
 //! Ferry's frames, so it lives beside them.
 
 mod dir;
+mod etcd;
 mod net;
 mod require;
 mod wait;
 
 pub use dir::TempDir;
-pub use net::{RogueServer, free_port};
+pub use etcd::{ETCD, Etcd, EtcdTls, require_etcd};
+pub use net::{RogueServer, connect_from, free_port};
 pub use require::{QEMU, require_kvm, require_qemu};
 pub use wait::{POLL, random_bytes, wait_for};
 

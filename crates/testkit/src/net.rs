@@ -1,7 +1,7 @@
 //! Loopback peers for network tests.
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -14,6 +14,19 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"))
         .port()
+}
+
+/// Connects to `to` from the local address `from` (e.g. 127.0.0.2: the
+/// whole of 127.0.0.0/8 is loopback), so a test can play several hosts.
+pub fn connect_from(from: IpAddr, to: SocketAddr) -> io::Result<TcpStream> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    s.bind(&SocketAddr::new(from, 0).into())?;
+    s.connect(&to.into())?;
+    Ok(s.into())
 }
 
 /// A TCP server on loopback that is no migration peer: it answers every
@@ -68,5 +81,13 @@ mod tests {
         s.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"no");
         assert_ne!(free_port(), 0);
+    }
+
+    #[test]
+    fn connects_from_another_loopback_address() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _c = connect_from([127, 0, 0, 2].into(), l.local_addr().unwrap()).unwrap();
+        let (_, peer) = l.accept().unwrap();
+        assert_eq!(peer.ip(), IpAddr::from([127, 0, 0, 2]));
     }
 }

@@ -23,7 +23,7 @@ fn happy_path(strategy: &str) {
         ],
     );
     let st = m.wait(PATIENCE * 2);
-    assert!(st.success(), "migration failed: {}", m.stderr_text());
+    assert_migrate_completed(st, &m);
     let report: serde_json::Value = serde_json::from_str(&m.stdout_text()).unwrap();
     assert_eq!(report["strategy"], strategy);
     // Sampled on both sides (the values depend on the machine's load).

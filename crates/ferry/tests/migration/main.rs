@@ -5,9 +5,11 @@
 //! has the matrix of failures, points and tests.
 
 mod commit;
+mod control;
 mod downtime;
 mod happy;
 mod harness;
+mod hostile;
 mod interrupted;
 mod points;
 mod refused;

@@ -25,7 +25,7 @@ pub fn start_dest(factory: FakeFactory, opts: DestOptions) -> (SocketAddr, JoinH
     let addr = listener.local_addr().unwrap();
     let h = thread::spawn(move || {
         let mut f = factory;
-        migrate::accept_one(&listener, &mut f, &opts)
+        migrate::accept_one(listener, &mut f, &opts)
     });
     (addr, h)
 }
@@ -182,7 +182,14 @@ pub fn check_success(
         "destination memory differs from the source's at pause"
     );
     assert!(report.per_round.last().unwrap().stop_and_copy);
-    assert!(report.downtime_ms.is_some());
+    let downtime = report
+        .downtime_ms
+        .expect("a completed migration has a downtime");
+    assert_eq!(
+        report.downtime_target_missed,
+        downtime > report.max_downtime_ms,
+        "{report}"
+    );
     assert!(report.bytes_sent > 0);
     assert_eq!(received.report.rounds, report.rounds);
     assert_eq!(received.report.pages, report.pages_sent);

@@ -4,6 +4,7 @@
 
 mod converge;
 mod harness;
+mod limits;
 mod network;
 mod refusals;
 mod strategies;

@@ -18,11 +18,10 @@ fn wrong_secret_is_refused_on_both_sides() {
     let factory = FakeFactory::default();
     let mut opts = source_opts("xen");
     opts.secret = Secret::from_bytes(b"some other secret of 32 bytes!!!").unwrap();
-    let (res, d) = run(&mut vm, opts, factory.clone(), dest_opts(1 << 30), None);
+    let (res, d) = run(&mut vm, opts, factory.clone(), waiting_dest(), None);
     let e = assert_rolled_back(&vm, &res, &factory);
     assert!(e.contains("authentication failed"), "{e}");
-    let de = d.err().unwrap().to_string();
-    assert!(de.contains("authentication failed"), "{de}");
+    assert_refused_one(d);
     assert_eq!(factory.log().created, 0);
     assert!(!vm.calls.contains(&"pause"));
 }
@@ -37,11 +36,48 @@ fn wrong_version_is_refused_on_both_sides() {
         max_version: 9,
         ..Offer::default()
     };
-    let (res, d) = run(&mut vm, opts, factory.clone(), dest_opts(1 << 30), None);
+    let (res, d) = run(&mut vm, opts, factory.clone(), waiting_dest(), None);
     let e = assert_rolled_back(&vm, &res, &factory);
     assert!(e.contains("version mismatch") && e.contains("7..=9"), "{e}");
-    let de = d.err().unwrap().to_string();
-    assert!(de.contains("version mismatch"), "{de}");
+    assert_refused_one(d);
+}
+
+/// A destination that gives up waiting soon after a refusal.
+fn waiting_dest() -> DestOptions {
+    let mut o = dest_opts(1 << 30);
+    o.accept_timeout = Some(Duration::from_secs(1));
+    o
+}
+
+/// The destination refused the one peer and kept waiting, for nothing.
+fn assert_refused_one(d: DestResult) {
+    match d {
+        Err(MigrateError::AcceptTimeout { refused: 1, .. }) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a VM arrived"),
+    }
+}
+
+/// Garbage, an idle connection and a wrong secret at the destination's
+/// port while the source connects: the destination refuses them and the
+/// migration completes.
+#[test]
+fn hostile_peers_at_the_destination_do_not_stop_the_migration() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let mut vm = FakeVm::new(busy_spec(8)).unwrap();
+    let factory = FakeFactory::default();
+    let (addr, dest) = start_dest(factory.clone(), dest_opts(1 << 30));
+    let mut garbage = TcpStream::connect(addr).unwrap();
+    garbage.write_all(&testkit::random_bytes(4096)).unwrap();
+    let _idle = TcpStream::connect(addr).unwrap();
+    let mut wrong = source_opts("xen");
+    wrong.secret = Secret::from_bytes(b"some other secret of 32 bytes!!!").unwrap();
+    let mut other = FakeVm::new(busy_spec(1)).unwrap();
+    let refused = migrate(&mut other, &addr.to_string(), wrong).unwrap_err();
+    assert!(refused.error.to_string().contains("authentication failed"));
+    let res = migrate(&mut vm, &addr.to_string(), source_opts("xen"));
+    check_success(&vm, res, dest.join().unwrap(), &factory);
 }
 
 #[test]
@@ -180,4 +216,71 @@ fn unreachable_and_silent_destinations() {
     assert!(f.error.to_string().contains("frame 0"), "{}", f.error);
     assert_eq!(vm.run_state(), RunState::Running);
     assert!(!vm.calls.contains(&"pause"));
+}
+
+/// A host receiving several VMs at once: one gate, each authenticated
+/// source served as its own session on its own thread; a garbage peer
+/// meanwhile disturbs neither.
+#[test]
+fn one_gate_serves_concurrent_migrations_as_separate_sessions() {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    let opts = Arc::new(dest_opts(1 << 30));
+    let gate = Arc::new(listen(TcpListener::bind("127.0.0.1:0").unwrap(), &opts).unwrap());
+    let addr = gate.local_addr().to_string();
+    let receivers: Vec<_> = (0..2)
+        .map(|_| {
+            let (gate, opts) = (Arc::clone(&gate), Arc::clone(&opts));
+            std::thread::spawn(move || {
+                let source = gate.next(Some(Duration::from_secs(30))).expect("a source");
+                let factory = FakeFactory::default();
+                let received = receive(source, &mut factory.clone(), &opts);
+                (received, factory)
+            })
+        })
+        .collect();
+    let mut garbage = TcpStream::connect(&addr).unwrap();
+    garbage.write_all(&testkit::random_bytes(4096)).unwrap();
+    let sources: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut vm = FakeVm::new(busy_spec(4)).unwrap();
+                let res = migrate(&mut vm, &addr, source_opts("xen"));
+                (vm, res)
+            })
+        })
+        .collect();
+    let sources: Vec<_> = sources.into_iter().map(|t| t.join().unwrap()).collect();
+    let received: Vec<_> = receivers.into_iter().map(|t| t.join().unwrap()).collect();
+    // Each session received one whole VM: what one source sent.
+    let mut sent: Vec<u64> = sources
+        .into_iter()
+        .map(|(vm, res)| {
+            let report = res.unwrap_or_else(|f| panic!("{}", f.error));
+            assert_eq!(report.outcome, Outcome::Completed);
+            assert_eq!(vm.run_state(), RunState::Retired);
+            report.pages_sent
+        })
+        .collect();
+    let mut got: Vec<u64> = received
+        .iter()
+        .map(|(d, factory)| {
+            let d = d
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .expect("the session completed");
+            let log = factory.log();
+            assert_eq!((log.created, log.resumed, log.discarded), (1, 1, 0));
+            d.report.pages
+        })
+        .collect();
+    sent.sort();
+    got.sort();
+    assert_eq!(sent, got);
+    assert_eq!(gate.stats().admitted, 2);
+    wait_for("the garbage refused", Duration::from_secs(20), || {
+        (gate.stats().refused == 1).then_some(())
+    });
 }

@@ -3,7 +3,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::{PATIENCE, Proc, free_port, read_serial, state_of, status, wait_for};
+use std::time::Duration;
+
+use super::{PATIENCE, Proc, Vm, free_port, read_serial, state_of, status, wait_for};
+
+/// How `ferry receive` logs a peer it refused before authentication.
+pub const REFUSED: &str = "refused a connection before authentication";
+/// How it sums up refusals it did not log one by one.
+pub const REFUSED_MORE: &str = "more connections before authentication";
 
 /// The destination: `ferry receive` on a fresh loopback port.
 pub struct Dest {
@@ -53,6 +60,43 @@ impl Dest {
 
     pub fn state(&self) -> Option<String> {
         state_of(&self.sock)
+    }
+
+    /// Its lines about refused peers, so far.
+    pub fn refusals(&self) -> Vec<String> {
+        self.proc
+            .stderr_text()
+            .lines()
+            .filter(|l| l.contains(REFUSED))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until it has logged a refusal naming every one of `words`;
+    /// it still waits for its source.
+    pub fn wait_refusal(&mut self, words: &[&str]) -> String {
+        let line = wait_for(&format!("a refusal naming {words:?}"), PATIENCE, || {
+            assert!(
+                self.proc.alive(),
+                "ferry receive exited: {}",
+                self.proc.stderr_text()
+            );
+            self.refusals()
+                .into_iter()
+                .find(|l| words.iter().all(|w| l.contains(w)))
+        });
+        eprintln!("[{}] {line}", self.proc.name);
+        line
+    }
+
+    /// The VM it received, as the source of the next migration.
+    pub fn into_vm(self) -> Vm {
+        Vm {
+            client: api::Client::new(&self.sock).with_timeout(Duration::from_secs(10)),
+            proc: self.proc,
+            sock: self.sock,
+            serial: self.serial,
+        }
     }
 
     /// The destination gave up: exited non-zero, with one error line naming

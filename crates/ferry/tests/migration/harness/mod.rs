@@ -16,12 +16,14 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use checks::*;
-pub use dest::Dest;
+pub use dest::{Dest, REFUSED_MORE};
 pub use log::{Serial, read_serial};
 pub use migrate::faults::{Action, Dir, Fault, Proxy, Spot};
 pub use process::{Proc, assert_no_panic};
 pub use source::{Vm, holds_vm, state_of, status};
-pub use testkit::{RogueServer, TempDir, free_port, random_bytes, require_kvm, wait_for};
+pub use testkit::{
+    RogueServer, TempDir, connect_from, free_port, random_bytes, require_kvm, wait_for,
+};
 pub use vmstate::record::kind::{PAGES, STATE};
 pub use wire::kind::COMMIT;
 
