@@ -39,7 +39,11 @@ fn wrong_secret_is_refused_on_both_sides() {
     src.assert_running_and_healthy();
     assert_exactly_one(&mut src, &mut [&mut dest]);
     dest.wait_refusal(&["authentication failed", "127.0.0.1:"]);
-    assert!(dest.proc.alive() && dest.state().is_none());
+    // Still waiting, no VM memory made for the refused peer.
+    assert!(dest.proc.alive());
+    let st = status(&dest.sock).expect("the waiting destination's API answers");
+    assert_eq!(st["state"], "receiving", "{st}");
+    assert!(st.get("status_page_addr").is_none(), "{st}");
     let mut m = src.start_migrate(dir.path(), "retry", &dest.addr, &secret, &[]);
     assert!(m.wait(PATIENCE * 2).success(), "{}", m.stderr_text());
     assert_completed_on(&mut src, &mut dest, &m);
