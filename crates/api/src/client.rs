@@ -1,7 +1,9 @@
 //! A small blocking client: one HTTP/1.1 request per connection over the
-//! Unix socket, JSON in and out, with a deadline on the whole exchange.
+//! Unix socket, JSON in and out, with a deadline on the whole exchange;
+//! streamed answers are read line by line with no deadline.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -106,10 +108,72 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<(u16, Value), ClientError> {
         let deadline = Instant::now() + self.timeout;
+        let (mut stream, head) = self.send(method, route, body, deadline)?;
+        let status = head.status;
+        let body = self.read_body(&mut stream, head, deadline)?;
+        Ok((status, body))
+    }
+
+    /// `GET route` answered by a stream of JSON lines (`GET /api/v1/events`):
+    /// the lines as they come, with no deadline once the answer began.
+    /// An error status becomes [`ClientError::Status`].
+    pub fn stream(&self, route: &str) -> Result<EventLines, ClientError> {
+        let deadline = Instant::now() + self.timeout;
+        let (mut stream, head) = self.send("GET", route, None, deadline)?;
+        if !(200..300).contains(&head.status) {
+            let status = head.status;
+            let body = self.read_body(&mut stream, head, deadline)?;
+            return Err(status_error("GET", route, status, body));
+        }
+        stream
+            .set_read_timeout(None)
+            .map_err(|e| self.io_error(e))?;
+        Ok(EventLines {
+            client: self.clone(),
+            reader: BufReader::new(stream),
+            first: head.rest,
+        })
+    }
+
+    /// Waits until the server answers `GET /api/v1/ping`, for at most
+    /// `within`: for a process just started, whose socket may not exist yet.
+    /// A path that exists but is not a socket fails at once.
+    pub fn wait_ready(&self, within: Duration) -> Result<(), ClientError> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = self
+                .clone()
+                .with_timeout(left.max(Duration::from_millis(100)))
+                .get_ok(crate::routes::PING);
+            match attempt {
+                Ok(_) => return Ok(()),
+                Err(ClientError::Connect { source, .. })
+                    if matches!(
+                        source.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    ) && !self.not_a_socket()
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Connects, sends the request and reads the response's head.
+    fn send(
+        &self,
+        method: &str,
+        route: &str,
+        body: Option<&Value>,
+        deadline: Instant,
+    ) -> Result<(UnixStream, Head), ClientError> {
         let mut stream =
             UnixStream::connect(&self.path).map_err(|source| ClientError::Connect {
                 path: self.path.display().to_string(),
-                reason: connect_reason(&source),
+                reason: self.connect_reason(&source),
                 source,
             })?;
         let body = match body {
@@ -131,26 +195,35 @@ impl Client {
         msg.extend_from_slice(&body);
         self.with_deadline(&stream, deadline)?;
         stream.write_all(&msg).map_err(|e| self.io_error(e))?;
+        let head = self.read_head(&mut stream, deadline)?;
+        Ok((stream, head))
+    }
 
-        // Headers.
+    /// Status line and headers; what was read beyond them stays in `rest`.
+    fn read_head(&self, stream: &mut UnixStream, deadline: Instant) -> Result<Head, ClientError> {
         let mut buf = Vec::with_capacity(4096);
         let mut chunk = [0u8; 8192];
-        let (status, header_len, content_length) = loop {
+        loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut resp = httparse::Response::new(&mut headers);
             match resp.parse(&buf) {
                 Ok(httparse::Status::Complete(n)) => {
                     let status = resp.code.unwrap_or(0);
-                    let mut length = None;
+                    let mut content_length = None;
                     for h in resp.headers.iter() {
                         if h.name.eq_ignore_ascii_case("content-length") {
                             let v = std::str::from_utf8(h.value)
                                 .ok()
                                 .and_then(|s| s.trim().parse::<usize>().ok());
-                            length = Some(v.ok_or_else(|| self.bad("invalid Content-Length"))?);
+                            content_length =
+                                Some(v.ok_or_else(|| self.bad("invalid Content-Length"))?);
                         }
                     }
-                    break (status, n, length);
+                    return Ok(Head {
+                        status,
+                        content_length,
+                        rest: buf.split_off(n),
+                    });
                 }
                 Ok(httparse::Status::Partial) => {}
                 Err(e) => return Err(self.bad(&format!("{e}"))),
@@ -158,28 +231,36 @@ impl Client {
             if buf.len() > MAX_HEADER {
                 return Err(self.bad("headers too large"));
             }
-            let n = self.read_some(&mut stream, &mut chunk, deadline)?;
+            let n = self.read_some(stream, &mut chunk, deadline)?;
             if n == 0 {
                 return Err(self.bad("connection closed before the response headers ended"));
             }
             buf.extend_from_slice(&chunk[..n]);
-        };
-        if content_length.is_some_and(|n| n > MAX_RESPONSE) {
+        }
+    }
+
+    /// The body: Content-Length bytes, or up to EOF without one; as JSON.
+    fn read_body(
+        &self,
+        stream: &mut UnixStream,
+        head: Head,
+        deadline: Instant,
+    ) -> Result<Value, ClientError> {
+        if head.content_length.is_some_and(|n| n > MAX_RESPONSE) {
             return Err(self.bad("response body too large"));
         }
-
-        // Body: Content-Length bytes, or up to EOF without one.
-        let mut body = buf.split_off(header_len);
+        let mut chunk = [0u8; 8192];
+        let mut body = head.rest;
         loop {
-            if content_length.is_some_and(|n| body.len() >= n) {
+            if head.content_length.is_some_and(|n| body.len() >= n) {
                 break;
             }
             if body.len() > MAX_RESPONSE {
                 return Err(self.bad("response body too large"));
             }
-            let n = self.read_some(&mut stream, &mut chunk, deadline)?;
+            let n = self.read_some(stream, &mut chunk, deadline)?;
             if n == 0 {
-                if let Some(want) = content_length {
+                if let Some(want) = head.content_length {
                     return Err(self.bad(&format!(
                         "connection closed after {} of {want} body bytes",
                         body.len()
@@ -189,17 +270,16 @@ impl Client {
             }
             body.extend_from_slice(&chunk[..n]);
         }
-        if let Some(n) = content_length {
+        if let Some(n) = head.content_length {
             body.truncate(n);
         }
         if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok((status, Value::Null));
+            return Ok(Value::Null);
         }
-        let value = serde_json::from_slice(&body).map_err(|source| ClientError::BadJson {
+        serde_json::from_slice(&body).map_err(|source| ClientError::BadJson {
             path: self.path.display().to_string(),
             source,
-        })?;
-        Ok((status, value))
+        })
     }
 
     fn read_some(
@@ -230,6 +310,24 @@ impl Client {
             .map_err(|e| self.io_error(e))
     }
 
+    /// Why connecting failed, in words; a regular file is not "stale".
+    fn connect_reason(&self, e: &io::Error) -> String {
+        match e.kind() {
+            io::ErrorKind::NotFound => "no such file".into(),
+            io::ErrorKind::ConnectionRefused if self.not_a_socket() => "not a socket".into(),
+            io::ErrorKind::ConnectionRefused => {
+                "connection refused, nothing listens there (stale socket file)".into()
+            }
+            io::ErrorKind::PermissionDenied => "permission denied".into(),
+            _ => e.to_string(),
+        }
+    }
+
+    /// The path exists and is something other than a socket.
+    fn not_a_socket(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| !m.file_type().is_socket())
+    }
+
     fn io_error(&self, e: io::Error) -> ClientError {
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => self.timed_out(),
@@ -255,14 +353,74 @@ impl Client {
     }
 }
 
-fn connect_reason(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::NotFound => "no such file".into(),
-        io::ErrorKind::ConnectionRefused => {
-            "connection refused, nothing listens there (stale socket file)".into()
+/// A response's status line and headers.
+struct Head {
+    status: u16,
+    content_length: Option<usize>,
+    /// Body bytes read with the head.
+    rest: Vec<u8>,
+}
+
+/// The lines of a streamed answer ([`Client::stream`]), each a JSON value
+/// (for `/api/v1/events`, an [`crate::events::Event`]). Ends when the
+/// server closes the stream.
+pub struct EventLines {
+    client: Client,
+    reader: BufReader<UnixStream>,
+    /// Bytes that came with the head.
+    first: Vec<u8>,
+}
+
+impl std::fmt::Debug for EventLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLines")
+            .field("path", &self.client.path)
+            .finish()
+    }
+}
+
+impl EventLines {
+    fn next_line(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
+        let mut line = Vec::new();
+        if let Some(pos) = self.first.iter().position(|&b| b == b'\n') {
+            line = self.first.drain(..=pos).collect();
+            return Ok(Some(line));
         }
-        io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
+        line.append(&mut self.first);
+        let n = loop {
+            match self.reader.read_until(b'\n', &mut line) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.client.io_error(e)),
+            }
+        };
+        if line.len() > MAX_RESPONSE {
+            return Err(self.client.bad("stream line too long"));
+        }
+        Ok((n > 0 || !line.is_empty()).then_some(line))
+    }
+}
+
+impl Iterator for EventLines {
+    type Item = Result<Value, ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let line = match self.next_line() {
+                Ok(Some(l)) => l,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Some(
+                serde_json::from_slice(&line).map_err(|source| ClientError::BadJson {
+                    path: self.client.path.display().to_string(),
+                    source,
+                }),
+            );
+        }
     }
 }
 
@@ -273,8 +431,14 @@ fn check(
     body: Value,
 ) -> Result<Value, ClientError> {
     if (200..300).contains(&status) {
-        return Ok(body);
+        Ok(body)
+    } else {
+        Err(status_error(method, route, status, body))
     }
+}
+
+/// An error status with the server's message.
+fn status_error(method: &'static str, route: &str, status: u16, body: Value) -> ClientError {
     let message = body
         .get("error")
         .and_then(Value::as_str)
@@ -286,10 +450,10 @@ fn check(
                 body.to_string()
             }
         });
-    Err(ClientError::Status {
+    ClientError::Status {
         method,
         route: route.to_string(),
         status,
         message,
-    })
+    }
 }

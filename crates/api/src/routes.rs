@@ -1,6 +1,8 @@
 //! The API's routes, and resolution of a request to one of them.
+//! `crates/api/openapi.yaml` documents the same routes; a test keeps the
+//! two in step.
 
-use crate::server::{Method, Request, Response};
+use crate::message::{Method, Request, Response};
 
 /// Status of the VM (GET).
 pub const VM: &str = "/api/v1/vm";
@@ -12,6 +14,12 @@ pub const VM_SNAPSHOT: &str = "/api/v1/vm.snapshot";
 pub const VM_MIGRATE: &str = "/api/v1/vm.migrate";
 pub const VM_MIGRATE_CANCEL: &str = "/api/v1/vm.migrate-cancel";
 pub const VM_SHUTDOWN: &str = "/api/v1/vm.shutdown";
+/// Newline-delimited [`crate::events::Event`]s as they happen (GET).
+pub const EVENTS: &str = "/api/v1/events";
+/// Liveness: answers as soon as the socket is bound (GET, [`crate::types::Ping`]).
+pub const PING: &str = "/api/v1/ping";
+/// Versions of the process and its formats (GET, [`crate::types::VersionInfo`]).
+pub const VERSION: &str = "/api/v1/version";
 
 /// One operation of the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,10 +32,13 @@ pub enum Route {
     MigrateProgress,
     MigrateCancel,
     Shutdown,
+    Events,
+    Ping,
+    Version,
 }
 
 impl Route {
-    pub const ALL: [Route; 8] = [
+    pub const ALL: [Route; 11] = [
         Route::Status,
         Route::Pause,
         Route::Resume,
@@ -36,12 +47,24 @@ impl Route {
         Route::MigrateProgress,
         Route::MigrateCancel,
         Route::Shutdown,
+        Route::Events,
+        Route::Ping,
+        Route::Version,
     ];
 
     pub fn method(self) -> Method {
         match self {
-            Route::Status | Route::MigrateProgress => Method::Get,
-            _ => Method::Put,
+            Route::Status
+            | Route::MigrateProgress
+            | Route::Events
+            | Route::Ping
+            | Route::Version => Method::Get,
+            Route::Pause
+            | Route::Resume
+            | Route::Snapshot
+            | Route::Migrate
+            | Route::MigrateCancel
+            | Route::Shutdown => Method::Put,
         }
     }
 
@@ -54,41 +77,50 @@ impl Route {
             Route::Migrate | Route::MigrateProgress => VM_MIGRATE,
             Route::MigrateCancel => VM_MIGRATE_CANCEL,
             Route::Shutdown => VM_SHUTDOWN,
+            Route::Events => EVENTS,
+            Route::Ping => PING,
+            Route::Version => VERSION,
         }
     }
 
+    /// The methods `path` accepts, in [`Route::ALL`] order (empty if unknown).
+    pub fn allowed(path: &str) -> Vec<Method> {
+        Route::ALL
+            .iter()
+            .filter(|r| r.path() == path)
+            .map(|r| r.method())
+            .collect()
+    }
+
     /// The route a request asks for; otherwise the error response to send:
-    /// 404 for an unknown path, 405 for a known path with the wrong method.
+    /// 404 for an unknown path, 405 with an `Allow` header for a known path
+    /// with the wrong method.
     pub fn resolve(req: &Request) -> Result<Route, Response> {
-        let mut path_known = false;
-        for route in Route::ALL {
-            if route.path() == req.path {
-                path_known = true;
-                if route.method() == req.method {
-                    return Ok(route);
-                }
-            }
+        if let Some(route) = Route::ALL
+            .into_iter()
+            .find(|r| r.path() == req.path && r.method() == req.method)
+        {
+            return Ok(route);
         }
-        if path_known {
-            let allowed: Vec<String> = Route::ALL
-                .iter()
-                .filter(|r| r.path() == req.path)
-                .map(|r| r.method().to_string())
-                .collect();
-            Err(Response::error(
-                405,
-                format!(
-                    "method {} not allowed on {} (use {})",
-                    req.method,
-                    req.path,
-                    allowed.join(" or ")
-                ),
-            ))
-        } else {
-            Err(Response::error(
+        let allowed: Vec<String> = Route::allowed(&req.path)
+            .iter()
+            .map(Method::to_string)
+            .collect();
+        if allowed.is_empty() {
+            return Err(Response::error(
                 404,
                 format!("unknown API endpoint {} {}", req.method, req.path),
-            ))
+            ));
         }
+        Err(Response::error(
+            405,
+            format!(
+                "method {} not allowed on {} (use {})",
+                req.method,
+                req.path,
+                allowed.join(" or ")
+            ),
+        )
+        .with_header("Allow", allowed.join(", ")))
     }
 }

@@ -1,127 +1,26 @@
 //! The API server: tiny_http on a Unix socket, requests handed to a
-//! caller's handler on a small pool of worker threads.
+//! caller's handler on a small pool of worker threads; streamed answers
+//! get a thread each.
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
-
-use crate::types::ErrorBody;
+use crate::message::{LineStream, Method, Request, Response};
 
 /// Largest request body the server reads.
 pub const MAX_REQUEST_BODY: usize = 1 << 20;
+/// Most streamed answers (event followers) served at once; more get 503.
+pub const MAX_STREAMS: usize = 16;
 /// Worker threads running the handler: a slow request (snapshot, migrate)
 /// does not block status queries.
 const WORKERS: usize = 4;
-
-/// HTTP method of a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Put,
-    Post,
-    Delete,
-    Other(String),
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Method::Get => "GET",
-            Method::Put => "PUT",
-            Method::Post => "POST",
-            Method::Delete => "DELETE",
-            Method::Other(m) => m,
-        })
-    }
-}
-
-impl From<&tiny_http::Method> for Method {
-    fn from(m: &tiny_http::Method) -> Self {
-        match m {
-            tiny_http::Method::Get => Method::Get,
-            tiny_http::Method::Put => Method::Put,
-            tiny_http::Method::Post => Method::Post,
-            tiny_http::Method::Delete => Method::Delete,
-            other => Method::Other(other.as_str().to_string()),
-        }
-    }
-}
-
-/// A request as the handler sees it. `path` has no query string.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Request {
-    pub method: Method,
-    pub path: String,
-    pub body: Vec<u8>,
-}
-
-impl Request {
-    /// The body parsed as `T`; on failure the 400 response to send.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Response> {
-        if self.body.iter().all(u8::is_ascii_whitespace) {
-            return Err(Response::error(
-                400,
-                format!("{} needs a JSON body", self.path),
-            ));
-        }
-        serde_json::from_slice(&self.body)
-            .map_err(|e| Response::error(400, format!("invalid JSON body for {}: {e}", self.path)))
-    }
-}
-
-/// What the handler answers. `body: None` sends no body.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Response {
-    pub status: u16,
-    pub body: Option<Value>,
-}
-
-impl Response {
-    /// 200 with `value` as JSON body (500 if it cannot be serialized).
-    pub fn ok<T: Serialize>(value: &T) -> Response {
-        Response::json(200, value)
-    }
-
-    /// `status` with `value` as JSON body (500 if it cannot be serialized).
-    pub fn json<T: Serialize>(status: u16, value: &T) -> Response {
-        match serde_json::to_value(value) {
-            Ok(v) => Response {
-                status,
-                body: Some(v),
-            },
-            Err(e) => Response::error(500, format!("cannot serialize response: {e}")),
-        }
-    }
-
-    /// 204, no body.
-    pub fn no_content() -> Response {
-        Response {
-            status: 204,
-            body: None,
-        }
-    }
-
-    /// `status` with body `{"error": message}`.
-    pub fn error(status: u16, message: impl Into<String>) -> Response {
-        let body = ErrorBody {
-            error: message.into(),
-        };
-        Response {
-            status,
-            body: Some(serde_json::to_value(body).unwrap_or(Value::Null)),
-        }
-    }
-}
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -179,14 +78,16 @@ impl Server {
         let inner = Arc::new(inner);
         let handler = Arc::new(handler);
         let stopping = Arc::new(AtomicBool::new(false));
+        let streams = Arc::new(AtomicUsize::new(0));
         let workers = (0..WORKERS)
             .map(|i| {
                 let inner = inner.clone();
                 let handler = handler.clone();
                 let stopping = stopping.clone();
+                let streams = streams.clone();
                 std::thread::Builder::new()
                     .name(format!("api-{i}"))
-                    .spawn(move || worker(&inner, &*handler, &stopping))
+                    .spawn(move || worker(&inner, &*handler, &stopping, &streams))
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| ServerError::Start {
@@ -207,8 +108,9 @@ impl Server {
     }
 
     /// Stops accepting requests, waits for requests being handled to
-    /// finish, and removes the socket file. Must not be called from inside
-    /// the handler (it would wait for itself).
+    /// finish, and removes the socket file. Streams end with their
+    /// iterators, not here. Must not be called from inside the handler (it
+    /// would wait for itself).
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -280,10 +182,11 @@ fn worker(
     server: &tiny_http::Server,
     handler: &(dyn Fn(Request) -> Response + Sync),
     stopping: &AtomicBool,
+    streams: &Arc<AtomicUsize>,
 ) {
     loop {
         match server.recv() {
-            Ok(rq) => serve(rq, handler),
+            Ok(rq) => serve(rq, handler, streams),
             // Unblocked by stop(), or the listener failed: stop either way
             // once asked to; otherwise keep waiting.
             Err(_) if stopping.load(Ordering::SeqCst) => return,
@@ -292,7 +195,11 @@ fn worker(
     }
 }
 
-fn serve(mut rq: tiny_http::Request, handler: &(dyn Fn(Request) -> Response + Sync)) {
+fn serve(
+    mut rq: tiny_http::Request,
+    handler: &(dyn Fn(Request) -> Response + Sync),
+    streams: &Arc<AtomicUsize>,
+) {
     let method = Method::from(rq.method());
     let path = rq.url().split('?').next().unwrap_or("").to_string();
     let response = if rq.body_length().is_some_and(|n| n > MAX_REQUEST_BODY) {
@@ -314,7 +221,69 @@ fn serve(mut rq: tiny_http::Request, handler: &(dyn Fn(Request) -> Response + Sy
             }
         }
     };
-    let _ = rq.respond(to_tiny(&response));
+    match response.stream {
+        Some(lines) => start_stream(rq, response.headers, lines, streams.clone()),
+        None => {
+            let _ = rq.respond(to_tiny(&response));
+        }
+    }
+}
+
+/// Sends a streamed answer from a thread of its own, within [`MAX_STREAMS`].
+fn start_stream(
+    rq: tiny_http::Request,
+    headers: Vec<(String, String)>,
+    lines: LineStream,
+    streams: Arc<AtomicUsize>,
+) {
+    if streams.fetch_add(1, Ordering::SeqCst) >= MAX_STREAMS {
+        streams.fetch_sub(1, Ordering::SeqCst);
+        let busy = Response::error(
+            503,
+            format!("already serving {MAX_STREAMS} streams; try again later"),
+        );
+        let _ = rq.respond(to_tiny(&busy));
+        return;
+    }
+    let counter = streams.clone();
+    let spawned = std::thread::Builder::new()
+        .name("api-stream".into())
+        .spawn(move || {
+            let mut w = rq.into_writer();
+            let _ = write_stream(&mut w, &headers, lines);
+            // Free the slot before the client can see the end of the stream.
+            counter.fetch_sub(1, Ordering::SeqCst);
+            drop(w);
+        });
+    if spawned.is_err() {
+        // The request went with the closure: its connection just closes.
+        streams.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The head, then one JSON value per line, flushed as each comes. No
+/// Content-Length: the body ends when the connection closes.
+fn write_stream(
+    w: &mut dyn Write,
+    headers: &[(String, String)],
+    lines: LineStream,
+) -> io::Result<()> {
+    let mut head = String::from(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-cache\r\nConnection: close\r\n",
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    w.write_all(head.as_bytes())?;
+    w.flush()?;
+    for value in lines.0 {
+        let mut line = serde_json::to_vec(&value)?;
+        line.push(b'\n');
+        w.write_all(&line)?;
+        w.flush()?;
+    }
+    Ok(())
 }
 
 fn too_large() -> Response {
@@ -334,6 +303,12 @@ fn to_tiny(r: &Response) -> tiny_http::Response<io::Cursor<Vec<u8>>> {
         let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..])
             .expect("static header is valid");
         out = out.with_header(header);
+    }
+    for (name, value) in &r.headers {
+        // A header the handler got wrong is left out rather than sent broken.
+        if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            out = out.with_header(h);
+        }
     }
     out
 }

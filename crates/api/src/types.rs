@@ -1,14 +1,15 @@
 //! Request and response bodies of the control API (JSON).
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Values of [`VmStatus::state`].
 pub mod vm_state {
-    /// Booting or restoring; not yet running guest code.
-    pub const STARTING: &str = "starting";
-    /// An incoming live migration is arriving (`ferry receive`); the VM
-    /// runs here once it completes.
-    pub const RECEIVING: &str = "receiving";
+    /// Booting or restoring: the API answers, no guest code runs yet.
+    pub const BOOTING: &str = "booting";
+    /// Waiting for (or receiving) an incoming live migration; nothing runs yet.
+    pub const INCOMING: &str = "incoming";
     pub const RUNNING: &str = "running";
     pub const PAUSED: &str = "paused";
     /// A migration to another host is in progress; the VM still runs here.
@@ -22,6 +23,9 @@ pub mod vm_state {
 /// `GET /api/v1/vm`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct VmStatus {
+    /// The VM's identity (`--name`, or generated), the `vm` of its events.
+    #[serde(default)]
+    pub id: String,
     /// One of [`vm_state`].
     pub state: String,
     pub memory_bytes: u64,
@@ -95,9 +99,18 @@ pub struct SnapshotResponse {
 #[serde(deny_unknown_fields)]
 pub struct MigrateRequest {
     pub to: String,
-    /// `stop-and-copy`, `xen` or `downtime` (the default).
+    /// `stop-and-copy`, `xen`, `downtime` (the default), `predictive`,
+    /// `delayed` or `auto-converge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,
+    /// The strategy's parameters by name (`--strategy-param KEY=VALUE`),
+    /// e.g. `{"alpha": "0.3"}`; numbers may be given as JSON numbers.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "param_values"
+    )]
+    pub strategy_params: BTreeMap<String, String>,
     /// Cap while the guest runs, bits/s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bandwidth_bps: Option<u64>,
@@ -122,8 +135,105 @@ pub struct MigrateRequest {
     pub secret_file: Option<String>,
 }
 
+/// `GET /api/v1/ping`: the process is up and its API answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    pub pid: u32,
+    /// The VM's identity, as in [`VmStatus::id`].
+    pub vm: String,
+}
+
+/// `GET /api/v1/version`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// Version of the `ferry` program.
+    pub version: String,
+    /// Version of this API ([`crate::API_VERSION`]), the path's `/api/v1`.
+    pub api: String,
+    /// Migration protocol versions this process speaks, oldest and newest.
+    pub migration_protocol_min: u32,
+    pub migration_protocol_max: u32,
+    /// Format version of snapshot files it writes and reads.
+    pub snapshot_format: u32,
+}
+
+/// Answer to `PUT /api/v1/vm.migrate` (202).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationStarted {
+    pub started: bool,
+    /// The migration's id, as in its events, logs and status.
+    pub migration: String,
+}
+
+/// Answer to `PUT /api/v1/vm.migrate-cancel` (202).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationCancelling {
+    pub cancelling: bool,
+}
+
 /// Body of every error response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+/// Strategy parameter values: strings, or numbers and booleans taken as
+/// their text.
+fn param_values<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Text(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let map = BTreeMap::<String, Value>::deserialize(d)?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::Text(s) => s,
+                Value::Int(i) => i.to_string(),
+                Value::Float(f) => f.to_string(),
+                Value::Bool(b) => b.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategy_params_take_strings_and_numbers() {
+        let r: MigrateRequest = serde_json::from_str(
+            r#"{"to": "h:1", "strategy": "predictive",
+                "strategy_params": {"alpha": 0.3, "max-rounds": 10, "hold-budget": "unlimited"}}"#,
+        )
+        .unwrap();
+        let p = &r.strategy_params;
+        assert_eq!(p["alpha"], "0.3");
+        assert_eq!(p["max-rounds"], "10");
+        assert_eq!(p["hold-budget"], "unlimited");
+        let back = serde_json::to_value(&r).unwrap();
+        assert_eq!(back["strategy_params"]["alpha"], "0.3");
+        // Absent: empty, and not written back.
+        let r: MigrateRequest = serde_json::from_str(r#"{"to": "h:1"}"#).unwrap();
+        assert!(r.strategy_params.is_empty());
+        assert!(
+            serde_json::to_value(&r)
+                .unwrap()
+                .get("strategy_params")
+                .is_none()
+        );
+        assert!(
+            serde_json::from_str::<MigrateRequest>(
+                r#"{"to": "h:1", "strategy_params": {"a": [1]}}"#
+            )
+            .is_err()
+        );
+    }
 }

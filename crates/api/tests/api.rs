@@ -7,9 +7,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use api::routes::{VM, VM_MIGRATE, VM_PAUSE, VM_RESUME, VM_SHUTDOWN, VM_SNAPSHOT};
+use api::events::{Cause, Event, EventKind};
+use api::routes::{
+    EVENTS, PING, VERSION, VM, VM_MIGRATE, VM_PAUSE, VM_RESUME, VM_SHUTDOWN, VM_SNAPSHOT,
+};
 use api::types::{
-    GuestCounters, MigrateRequest, SnapshotRequest, SnapshotResponse, VmStatus, vm_state,
+    GuestCounters, MigrateRequest, Ping, SnapshotRequest, SnapshotResponse, VersionInfo, VmStatus,
+    vm_state,
 };
 use api::{Client, ClientError, Request, Response, Route, Server, ServerError};
 use serde_json::{Value, json};
@@ -75,6 +79,25 @@ fn vm_handler() -> impl Fn(Request) -> Response + Send + Sync + 'static {
             Route::MigrateProgress => Response::ok(&json!({"round": 3, "remaining_bytes": 4096})),
             Route::MigrateCancel => Response::error(409, "no migration is running"),
             Route::Shutdown => Response::no_content(),
+            Route::Ping => Response::ok(&Ping {
+                pid: std::process::id(),
+                vm: "test-vm".into(),
+            }),
+            Route::Version => Response::ok(&VersionInfo {
+                version: "1.2.3".into(),
+                ..Default::default()
+            }),
+            Route::Events => Response::stream((1..=3).map(|seq| {
+                serde_json::to_value(Event {
+                    seq,
+                    unix_ms: 0,
+                    vm: "test-vm".into(),
+                    kind: EventKind::VmPaused {
+                        cause: Cause::Operator,
+                    },
+                })
+                .unwrap()
+            })),
         }
     }
 }
@@ -151,6 +174,27 @@ fn unknown_route_is_404_and_wrong_method_405() {
     );
     let (status, _) = client.request("DELETE", VM_MIGRATE, None).unwrap();
     assert_eq!(status, 405);
+
+    // A 405 says what is allowed, in the Allow header too.
+    let reply = raw(
+        &path,
+        b"DELETE /api/v1/vm.migrate HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
+    assert!(reply.contains("Allow: PUT, GET\r\n"), "{reply}");
+    let reply = raw(
+        &path,
+        b"PUT /api/v1/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.contains("Allow: GET\r\n"), "{reply}");
+    let reply = raw(
+        &path,
+        b"GET /api/v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        reply.starts_with("HTTP/1.1 404") && !reply.contains("Allow:"),
+        "{reply}"
+    );
 
     // Query strings do not change the route.
     assert_eq!(client.get("/api/v1/vm?verbose=1").unwrap().0, 200);
@@ -352,4 +396,121 @@ fn client_errors_say_what_is_wrong() {
     assert!(matches!(err, ClientError::BadResponse { .. }), "{err}");
     peer.join().unwrap();
     std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn ping_and_version_answer() {
+    let (_dir, path) = socket("ping");
+    let _server = Server::bind(&path, vm_handler()).unwrap();
+    let client = Client::new(&path);
+    let ping: Ping = serde_json::from_value(client.get_ok(PING).unwrap()).unwrap();
+    assert_eq!(ping.pid, std::process::id());
+    assert_eq!(ping.vm, "test-vm");
+    let v: VersionInfo = serde_json::from_value(client.get_ok(VERSION).unwrap()).unwrap();
+    assert_eq!(v.version, "1.2.3");
+}
+
+#[test]
+fn events_stream_as_json_lines_until_the_source_ends() {
+    let (_dir, path) = socket("events");
+    let _server = Server::bind(&path, vm_handler()).unwrap();
+    let client = Client::new(&path);
+    let events: Vec<Event> = client
+        .stream(EVENTS)
+        .unwrap()
+        .map(|line| serde_json::from_value(line.unwrap()).unwrap())
+        .collect();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(events[0].kind.name(), "vm-paused");
+
+    let reply = raw(
+        &path,
+        b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("application/x-ndjson"), "{reply}");
+    assert_eq!(reply.split("\r\n\r\n").nth(1).unwrap().lines().count(), 3);
+
+    // A stream of an error status is an error.
+    let err = client.stream("/api/v1/nothing").unwrap_err();
+    assert!(
+        matches!(err, ClientError::Status { status: 404, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn streams_are_sent_as_they_come_and_bounded_in_number() {
+    let (_dir, path) = socket("streams");
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let rx = Arc::new(Mutex::new(Some(rx)));
+    let _server = Server::bind(&path, move |req: Request| {
+        if req.path == "/one" {
+            // The first follower gets the test's values; others wait forever.
+            return match rx.lock().unwrap().take() {
+                Some(rx) => Response::stream(rx.into_iter().map(|n| json!({ "n": n }))),
+                None => Response::stream(std::iter::repeat_with(|| {
+                    std::thread::sleep(Duration::from_secs(3600));
+                    Value::Null
+                })),
+            };
+        }
+        Response::ok(&json!({}))
+    })
+    .unwrap();
+    let client = Client::new(&path);
+    let mut lines = client.stream("/one").unwrap();
+    // Each value arrives on its own, before the stream ends.
+    for n in 0..3 {
+        tx.send(n).unwrap();
+        assert_eq!(lines.next().unwrap().unwrap(), json!({ "n": n }));
+    }
+    drop(tx);
+    assert!(lines.next().is_none());
+
+    let mut held: Vec<_> = (0..api::MAX_STREAMS)
+        .map(|_| client.stream("/one").unwrap())
+        .collect();
+    match client.stream("/one") {
+        Err(ClientError::Status { status: 503, .. }) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("more streams than MAX_STREAMS were served"),
+    }
+    // Plain requests are still served while every stream slot is taken.
+    assert_eq!(client.get("/fast").unwrap().0, 200);
+    held.clear();
+}
+
+#[test]
+fn wait_ready_waits_for_a_server_that_comes_later() {
+    let (_dir, path) = socket("later");
+    let p = path.clone();
+    let starter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        Server::bind(&p, vm_handler()).unwrap()
+    });
+    Client::new(&path)
+        .wait_ready(Duration::from_secs(30))
+        .unwrap();
+    let _server = starter.join().unwrap();
+
+    let (_dir2, never) = socket("never");
+    let err = Client::new(&never)
+        .wait_ready(Duration::from_millis(200))
+        .unwrap_err();
+    assert!(err.to_string().contains("no such file"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_a_socket_is_named_so() {
+    let (dir, _) = socket("file");
+    let file = dir.join("regular");
+    std::fs::write(&file, b"not a socket").unwrap();
+    let client = Client::new(&file);
+    let err = client.get(VM).unwrap_err();
+    assert!(err.to_string().contains("not a socket"), "{err}");
+    assert!(!err.to_string().contains("stale"), "{err}");
+    // Waiting does not help: it says so at once.
+    let err = client.wait_ready(Duration::from_secs(60)).unwrap_err();
+    assert!(err.to_string().contains("not a socket"), "{err}");
 }

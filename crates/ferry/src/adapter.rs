@@ -1,14 +1,21 @@
 //! The VMM seen through the migration engine's traits.
 
+use std::sync::Arc;
+
+use api::events::{Cause, EventKind};
 use migrate::{DestinationVm, DirtyBitmap, SourceVm, VmError, VmFactory};
 use vm_memory::GuestMemoryMmap;
 use vmstate::{VmConfig, VmState};
+
+use crate::events::EventHub;
 
 /// The running VM on the source side.
 pub struct Source<'a> {
     pub vm: &'a vmm::Vm,
     /// Per-region scratch for KVM's dirty bitmaps.
     scratch: Vec<Vec<u64>>,
+    /// Where the engine's pauses and resumes are told.
+    events: Option<Arc<EventHub>>,
 }
 
 impl<'a> Source<'a> {
@@ -16,6 +23,22 @@ impl<'a> Source<'a> {
         Source {
             vm,
             scratch: vec![Vec::new(); vm.config().regions.len()],
+            events: None,
+        }
+    }
+
+    /// Publishes the VM's pauses and resumes to `events`.
+    pub fn with_events(mut self, events: Arc<EventHub>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Publishes `kind` if the VM's run state changed from `before`.
+    fn tell(&self, before: vmm::RunState, kind: EventKind) {
+        if let Some(events) = &self.events
+            && self.vm.run_state() != before
+        {
+            events.publish(kind);
         }
     }
 }
@@ -54,11 +77,27 @@ impl SourceVm for Source<'_> {
     }
 
     fn pause(&mut self) -> Result<(), VmError> {
-        Ok(self.vm.pause()?)
+        let before = self.vm.run_state();
+        self.vm.pause()?;
+        self.tell(
+            before,
+            EventKind::VmPaused {
+                cause: Cause::Migration,
+            },
+        );
+        Ok(())
     }
 
     fn resume(&mut self) -> Result<(), VmError> {
-        Ok(self.vm.resume()?)
+        let before = self.vm.run_state();
+        self.vm.resume()?;
+        self.tell(
+            before,
+            EventKind::VmResumed {
+                cause: Cause::Migration,
+            },
+        );
+        Ok(())
     }
 
     fn save_state(&mut self) -> Result<VmState, VmError> {
@@ -71,6 +110,11 @@ impl SourceVm for Source<'_> {
 
     fn is_running(&self) -> bool {
         self.vm.run_state() == vmm::RunState::Running
+    }
+
+    fn throttle(&mut self, fraction: f64) -> Result<bool, VmError> {
+        self.vm.set_throttle(fraction)?;
+        Ok(true)
     }
 
     fn nonzero_hint(&self, into: &mut DirtyBitmap) -> bool {

@@ -43,9 +43,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<i32> {
         .dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-demo-{}", std::process::id())));
-    eprintln!(
+    tracing::info!(
         "demo: source `ferry run` boots the dirtier ({}, {})",
-        args.memory, args.workload
+        args.memory,
+        args.workload
     );
     let mut pair = Pair::start(
         &dir,
@@ -56,12 +57,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<i32> {
             append: args.workload.clone(),
         },
     )?;
-    eprintln!("demo: destination `ferry receive` listens on {}", pair.addr);
+    tracing::info!("demo: destination `ferry receive` listens on {}", pair.addr);
     pair.wait_source("the guest to dirty its working set", |g| {
         g.pages_written > 20_000
     })?;
-    eprintln!("demo: migrating with strategy {}", args.how.strategy);
-    let req = args.how.request(Some(args.max_bandwidth));
+    tracing::info!("demo: migrating with strategy {}", args.how.strategy);
+    let req = args.how.request(Some(args.max_bandwidth))?;
     let (report, error) = pair.migrate(req, !args.json)?;
     crate::live::print_report(Some(&report), args.json)?;
     if error.is_some() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use api::types::MigrateRequest;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
-use migrate::{OnTimeout, StrategyKind};
+use migrate::{OnTimeout, StrategyKind, StrategyParams};
 use units::Bandwidth;
 
 /// A strategy name ([`migrate::STRATEGIES`]).
@@ -44,6 +44,10 @@ pub struct MigrationArgs {
     /// Migration strategy (docs/MIGRATION.md).
     #[arg(long, default_value = migrate::DEFAULT_STRATEGY, value_parser = strategy())]
     pub strategy: StrategyKind,
+    /// A parameter of the strategy, e.g. `alpha=0.3` (repeatable; each
+    /// strategy's parameters, ranges and defaults are in docs/MIGRATION.md).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub strategy_param: Vec<String>,
     /// Downtime target, a duration such as 300ms (docs/UNITS.md). A
     /// migration that completes above it exits with status 3.
     #[arg(long, default_value = "300ms", value_name = "DURATION", value_parser = units::parse_duration)]
@@ -65,9 +69,14 @@ pub struct MigrationArgs {
 
 impl MigrationArgs {
     /// The API request these flags ask for, without destination and secret.
-    pub fn request(&self, max_bandwidth: Option<Bandwidth>) -> MigrateRequest {
-        MigrateRequest {
+    /// The strategy's parameters are checked here, so that a mistake is one
+    /// line before anything starts.
+    pub fn request(&self, max_bandwidth: Option<Bandwidth>) -> anyhow::Result<MigrateRequest> {
+        let params = StrategyParams::parse(&self.strategy_param)?;
+        self.strategy.build_with(&params)?;
+        Ok(MigrateRequest {
             strategy: Some(self.strategy.name().to_string()),
+            strategy_params: params.to_map(),
             max_bandwidth_bps: max_bandwidth.map(Bandwidth::bits_per_sec),
             max_downtime_ms: Some(self.max_downtime.as_secs_f64() * 1e3),
             max_rounds: self.max_rounds,
@@ -76,7 +85,7 @@ impl MigrationArgs {
                 .map(|t| u64::try_from(t.as_millis().max(1)).unwrap_or(u64::MAX)),
             on_timeout: Some(self.on_timeout.name().to_string()),
             ..MigrateRequest::default()
-        }
+        })
     }
 }
 
@@ -112,7 +121,7 @@ mod tests {
             "abort",
         ])
         .unwrap();
-        let r = m.request(Bandwidth::parse("1Gbit").ok());
+        let r = m.request(Bandwidth::parse("1Gbit").ok()).unwrap();
         assert_eq!(r.strategy.as_deref(), Some("xen"));
         assert_eq!(r.max_downtime_ms, Some(0.001));
         assert_eq!((r.max_rounds, r.timeout_ms), (Some(5), Some(10_000)));
@@ -139,6 +148,24 @@ mod tests {
             let e = parse(args).unwrap_err();
             let first = e.lines().next().unwrap_or_default();
             assert!(first.contains(want), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn strategy_params_are_checked_before_the_request() {
+        let ok = parse(&["--strategy", "predictive", "--strategy-param", "alpha=0.3"]).unwrap();
+        let r = ok.request(None).unwrap();
+        assert_eq!(
+            r.strategy_params.get("alpha").map(String::as_str),
+            Some("0.3")
+        );
+        for args in [
+            &["--strategy", "xen", "--strategy-param", "alpha=0.3"][..],
+            &["--strategy", "predictive", "--strategy-param", "alpha=7"][..],
+            &["--strategy-param", "noequals"][..],
+        ] {
+            let e = parse(args).unwrap().request(None).unwrap_err().to_string();
+            assert_eq!(e.lines().count(), 1, "{args:?}: {e}");
         }
     }
 }

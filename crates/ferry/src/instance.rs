@@ -1,16 +1,20 @@
-//! One VM hosted by this process, and what operators can do to it.
+//! One VM hosted by this process, and what operators can do to it. The
+//! instance exists (and its API answers) before the VM does: it is
+//! `booting` or `incoming` until [`Instance::attach`].
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use anyhow::Context;
+use api::events::{Cause, EventKind};
 use api::types::{MigrateRequest, vm_state};
 use vmm::{RunState, Vm};
 
+use crate::events::EventHub;
 use crate::migration::{self, Job, StartError};
 
 /// Where this process maps `vm`'s status page (guest-physical
@@ -25,10 +29,17 @@ pub fn status_page_addr(vm: &Vm) -> Option<u64> {
 
 /// The VM this process runs.
 pub struct Instance {
-    pub vm: Arc<Vm>,
+    events: Arc<EventHub>,
+    vm: OnceLock<Arc<Vm>>,
+    /// The state reported until the VM exists: booting or incoming.
+    before: &'static str,
     /// The latest migration started from here, if any.
     migration: Mutex<Option<Arc<Job>>>,
-    shutdown: AtomicBool,
+    /// Shutdown requests so far (API or signal).
+    shutdowns: AtomicU64,
+    /// Where an incoming VM's status page is mapped, from when its memory
+    /// exists until it runs here (then `vm` says).
+    arriving_page: Mutex<Option<u64>>,
 }
 
 /// Result of a snapshot.
@@ -41,23 +52,108 @@ pub struct SnapshotDone {
     pub duration_ms: f64,
 }
 
+/// Why a pause or resume was refused.
+#[derive(Debug)]
+pub enum StateError {
+    /// Not possible in this state (409).
+    Wrong {
+        verb: &'static str,
+        state: &'static str,
+    },
+    /// The VMM failed (500).
+    Vmm(vmm::Error),
+}
+
+impl std::fmt::Display for StateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateError::Wrong { verb, state } => write!(f, "cannot {verb}: the VM is {state}"),
+            StateError::Vmm(e) => e.fmt(f),
+        }
+    }
+}
+
 impl Instance {
-    pub fn new(vm: Vm) -> Self {
-        Instance {
-            vm: Arc::new(vm),
+    /// An instance whose VM is not there yet; `before` is
+    /// [`vm_state::BOOTING`] or [`vm_state::INCOMING`].
+    pub fn new(id: &str, before: &'static str) -> Arc<Instance> {
+        let events = EventHub::new(id);
+        events.publish(EventKind::VmCreated {
+            state: before.to_string(),
+        });
+        Arc::new(Instance {
+            events,
+            vm: OnceLock::new(),
+            before,
             migration: Mutex::new(None),
-            shutdown: AtomicBool::new(false),
+            shutdowns: AtomicU64::new(0),
+            arriving_page: Mutex::new(None),
+        })
+    }
+
+    /// The VM now exists: booted, restored or received.
+    pub fn attach(&self, vm: Vm) {
+        let state = match vm.run_state() {
+            RunState::Running => vm_state::RUNNING,
+            _ => vm_state::PAUSED,
+        };
+        if self.vm.set(Arc::new(vm)).is_ok() {
+            self.events.publish(EventKind::VmStarted {
+                state: state.to_string(),
+            });
         }
     }
 
-    /// Asks the process to stop the VM and exit.
+    /// The VM's identity.
+    pub fn id(&self) -> &str {
+        self.events.vm()
+    }
+
+    pub fn events(&self) -> &Arc<EventHub> {
+        &self.events
+    }
+
+    /// The VM, once it exists.
+    pub fn vm(&self) -> Option<&Arc<Vm>> {
+        self.vm.get()
+    }
+
+    /// An incoming VM's memory now exists (before any page arrives): from
+    /// now on the API says where its status page is, so a sampler can
+    /// follow the switchover.
+    pub fn arriving(&self, vm: &Vm) {
+        *self.arriving_page.lock().unwrap_or_else(|e| e.into_inner()) = status_page_addr(vm);
+    }
+
+    /// Where this process maps the guest's status page: the VM's, or the
+    /// arriving VM's while it is received.
+    pub fn status_page_addr(&self) -> Option<u64> {
+        match self.vm() {
+            Some(vm) => status_page_addr(vm),
+            None => *self.arriving_page.lock().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+
+    /// Asks the process to stop the VM and exit, as `ferry ctl shutdown`
+    /// and SIGTERM do: a migration before Commit is cancelled (the VM
+    /// rolls back here) and the VM stops once it has; a migration past
+    /// Commit is let finish.
     pub fn request_shutdown(&self) {
-        self.shutdown.store(true, Ordering::SeqCst);
-        self.vm.stop(vmm::ExitReason::Stopped);
+        self.shutdowns.fetch_add(1, Ordering::SeqCst);
+        if let Some(job) = self.migration()
+            && job.running()
+        {
+            job.cancel();
+        }
     }
 
     pub fn shutdown_requested(&self) -> bool {
-        self.shutdown.load(Ordering::SeqCst)
+        self.shutdown_requests() > 0
+    }
+
+    /// How many times shutdown was asked for.
+    pub fn shutdown_requests(&self) -> u64 {
+        self.shutdowns.load(Ordering::SeqCst)
     }
 
     /// The latest migration started from here, if any.
@@ -65,9 +161,14 @@ impl Instance {
         self.migration.lock().unwrap().clone()
     }
 
+    /// True while a migration out of here runs.
+    pub fn migrating(&self) -> bool {
+        self.migration().is_some_and(|j| j.running())
+    }
+
     /// Starts migrating the VM as `req` asks, unless the request is bad, a
     /// migration is running, or the VM is not running or paused here.
-    pub fn start_migration(&self, req: MigrateRequest) -> Result<(), StartError> {
+    pub fn start_migration(&self, req: MigrateRequest) -> Result<Arc<Job>, StartError> {
         let opts = migration::options(&req)?;
         let state = self.state_name();
         let mut slot = self.migration.lock().unwrap();
@@ -81,16 +182,23 @@ impl Instance {
                 return Err(StartError::Migrated);
             }
         }
-        match state {
-            vm_state::RUNNING | vm_state::PAUSED => {}
-            s => return Err(StartError::State(s)),
+        let vm = match (state, self.vm()) {
+            (vm_state::RUNNING | vm_state::PAUSED, Some(vm)) => vm.clone(),
+            (s, _) => return Err(StartError::State(s)),
+        };
+        if self.shutdown_requested() {
+            return Err(StartError::State("shutting down"));
         }
-        *slot = Some(Job::spawn(self.vm.clone(), req.to, opts)?);
-        Ok(())
+        let job = Job::spawn(vm, req.to, opts, self.events.clone())?;
+        *slot = Some(job.clone());
+        Ok(job)
     }
 
     /// Lifecycle state as the API reports it.
     pub fn state_name(&self) -> &'static str {
+        let Some(vm) = self.vm() else {
+            return self.before;
+        };
         if let Some(job) = self.migration.lock().unwrap().as_ref() {
             if job.running() {
                 return vm_state::MIGRATING;
@@ -99,18 +207,53 @@ impl Instance {
                 return vm_state::MIGRATED;
             }
         }
-        match self.vm.run_state() {
+        match vm.run_state() {
             RunState::Running => vm_state::RUNNING,
             RunState::Paused => vm_state::PAUSED,
             RunState::Exited(_) => vm_state::EXITED,
         }
     }
 
+    /// Pauses every vCPU (an operator's request).
+    pub fn pause(&self) -> Result<(), StateError> {
+        let vm = self.operable("pause")?;
+        let was_running = vm.run_state() == RunState::Running;
+        vm.pause().map_err(StateError::Vmm)?;
+        if was_running {
+            self.events.publish(EventKind::VmPaused {
+                cause: Cause::Operator,
+            });
+        }
+        Ok(())
+    }
+
+    /// Resumes a paused VM (an operator's request).
+    pub fn resume(&self) -> Result<(), StateError> {
+        let vm = self.operable("resume")?;
+        let was_paused = vm.run_state() == RunState::Paused;
+        vm.resume().map_err(StateError::Vmm)?;
+        if was_paused {
+            self.events.publish(EventKind::VmResumed {
+                cause: Cause::Operator,
+            });
+        }
+        Ok(())
+    }
+
+    /// The VM, if it is running or paused here.
+    fn operable(&self, verb: &'static str) -> Result<&Arc<Vm>, StateError> {
+        match (self.state_name(), self.vm()) {
+            (vm_state::RUNNING | vm_state::PAUSED, Some(vm)) => Ok(vm),
+            (state, _) => Err(StateError::Wrong { verb, state }),
+        }
+    }
+
     /// The guest's latest counters from its status page, if it publishes them.
     pub fn guest_counters(&self) -> Option<api::types::GuestCounters> {
-        let addr = status_page_addr(&self.vm)?;
+        let addr = status_page_addr(self.vm()?)?;
         // SAFETY: the page lies inside the low RAM mapping, which lives as
-        // long as the VM; the reader copes with concurrent guest writes.
+        // long as the VM, and the VM lives as long as `self`; the reader
+        // copes with concurrent guest writes.
         let page = unsafe {
             std::slice::from_raw_parts(addr as usize as *const u8, guest::status::PAGE_SIZE)
         };
@@ -133,13 +276,21 @@ impl Instance {
     /// so a failure never leaves a half-written snapshot under `path`.
     /// Errors name `path`, the file the operator asked for.
     pub fn snapshot(&self, path: &Path) -> anyhow::Result<SnapshotDone> {
+        let vm = self.vm().context("the VM does not exist yet")?;
         let start = Instant::now();
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".partial");
         let tmp = PathBuf::from(tmp);
         let file = File::create(&tmp)
             .with_context(|| format!("cannot create snapshot {}", path.display()))?;
-        let result = vmm::snapshot::save(&self.vm, &file)
+        // The VMM pauses a running VM while it writes, and resumes it after.
+        let was_running = vm.run_state() == RunState::Running;
+        if was_running {
+            self.events.publish(EventKind::VmPaused {
+                cause: Cause::Snapshot,
+            });
+        }
+        let result = vmm::snapshot::save(vm, &file)
             .map_err(anyhow::Error::from)
             .and_then(|stats| {
                 let mut f = &file;
@@ -147,6 +298,11 @@ impl Instance {
                 file.sync_all()?;
                 Ok(stats)
             });
+        if was_running && vm.run_state() == RunState::Running {
+            self.events.publish(EventKind::VmResumed {
+                cause: Cause::Snapshot,
+            });
+        }
         let stats = match result {
             Ok(s) => s,
             Err(e) => {

@@ -1,24 +1,29 @@
 //! `ferry receive` and `ferry migrate`: the two ends of a live migration.
 
-use std::net::TcpListener;
+use std::net::{Shutdown, TcpListener};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use api::Client;
+use api::events::EventKind;
 use api::routes;
-use api::types::MigrateRequest;
+use api::types::{MigrateRequest, vm_state};
 use indicatif::{ProgressBar, ProgressStyle};
-use migrate::{MigrationReport, Phase, ProgressSnapshot, Secret};
+use migrate::{Admitted, Gate, MigrationReport, Phase, ProgressSnapshot, Secret, Session};
 use units::{Bandwidth, ByteSize};
 
 use crate::downtime::DowntimeProbe;
 use crate::exit;
 use crate::flags::MigrationArgs;
+use crate::hosting::{HostArgs, Hosting};
 use crate::instance::Instance;
 use crate::migration::JobStatus;
 use crate::run::SerialArgs;
+
+/// How often a waiting receiver checks for a shutdown request.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 
 /// Arguments of `ferry receive`.
 #[derive(Debug, clap::Args)]
@@ -32,10 +37,8 @@ pub struct ReceiveArgs {
     /// Largest guest memory this host accepts, a size such as 16G (docs/UNITS.md).
     #[arg(long, default_value = "16G", value_name = "SIZE", value_parser = ByteSize::parse)]
     pub max_memory: ByteSize,
-    /// Serve the control API on this Unix socket: state `receiving` while
-    /// the VM arrives, then the VM's.
-    #[arg(long, value_name = "SOCKET")]
-    pub api: Option<PathBuf>,
+    #[command(flatten)]
+    pub host: HostArgs,
     /// Give up when no source has authenticated within this long, e.g. 10m.
     /// Peers that fail to authenticate are refused (and logged); the
     /// receiver keeps waiting for its source. Default: wait for ever.
@@ -87,54 +90,135 @@ pub struct MigrateArgs {
 pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
     let secret = Secret::from_file(&args.secret_file)?;
     let max_memory = args.max_memory.bytes();
-    let accept_timeout = args.accept_timeout;
-    log_to_stderr();
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    eprintln!("ferry: waiting for a VM on {}", listener.local_addr()?);
-    // The API answers from the start, so a sampler finds the arriving VM.
-    let arrival = Arc::new(crate::control::Arrival::default());
-    let _server = match args.api.as_deref() {
-        Some(path) => Some(crate::control::start_receiving(arrival.clone(), path)?),
-        None => None,
+    let mut hosting = Hosting::start(&args.host, vm_state::INCOMING)?;
+    let host = hosting.instance.clone();
+    let mut opts = migrate::DestOptions::new(secret, max_memory);
+    opts.accept_timeout = args.accept_timeout;
+    let gate = migrate::listen(listener, &opts)?;
+    tracing::info!(vm = %host.id(), "waiting for a VM on {}", gate.local_addr());
+    let source = match next_unless_shutdown(&gate, opts.accept_timeout, &host) {
+        Ok(Some(source)) => source,
+        Ok(None) => {
+            tracing::info!(vm = %host.id(), "shut down before any VM arrived");
+            return Ok(exit::OK);
+        }
+        Err(e) => return Err(e).context("incoming migration failed; nothing runs here"),
     };
+    // Nobody else gets in: close the port and cut every other handshake.
+    drop(gate);
     let mut factory = crate::adapter::Factory {
         serial: Some(args.output.sink(0)?),
+        // The API says where the arriving VM's status page is, so a
+        // sampler can follow the switchover.
         on_create: Some(Box::new({
-            let arrival = arrival.clone();
-            move |vm: &vmm::Vm| arrival.arriving(vm)
+            let host = host.clone();
+            move |vm: &vmm::Vm| host.arriving(vm)
         })),
     };
-    let mut opts = migrate::DestOptions::new(secret, max_memory);
-    opts.accept_timeout = accept_timeout;
-    let received = migrate::accept_one(listener, &mut factory, &opts)
-        .context("incoming migration failed; nothing runs here")?;
-    eprintln!(
-        "ferry: VM received from {} ({} pages in {} rounds); running",
-        received.report.peer.as_deref().unwrap_or("?"),
-        received.report.pages,
-        received.report.rounds
+    let received = receive_unless_shutdown(source, &mut factory, &opts, &host);
+    let received = match received {
+        Ok(r) => r,
+        Err(_) if host.shutdown_requested() => {
+            tracing::info!(vm = %host.id(), "shut down during an incoming migration: it was abandoned and the VM stays on the source");
+            return Ok(exit::OK);
+        }
+        Err(e) => return Err(e).context("incoming migration failed; nothing runs here"),
+    };
+    if host.shutdown_requested() {
+        tracing::warn!(vm = %host.id(), "a shutdown was asked for during the incoming migration, which completed anyway: the VM runs here; ask again to stop it");
+        hosting.forgive_shutdowns();
+    }
+    let r = &received.report;
+    tracing::debug!(
+        vm = %host.id(),
+        pages = r.pages,
+        rounds = r.rounds,
+        bytes = r.bytes_received,
+        "incoming migration done"
     );
-    let host = Arc::new(Instance::new(received.vm.0));
-    arrival.arrived(host.clone());
-    crate::run::host_until_end(&host)
+    host.events().publish(EventKind::MigrationReceived {
+        migration: format!("{:016x}", r.migration_id),
+        from: r.peer.clone(),
+    });
+    hosting.run(received.vm.0)
 }
 
-/// Refused peers are logged (warnings) on stderr, one line each at a
-/// bounded rate. A global subscriber installed earlier wins.
-fn log_to_stderr() {
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_max_level(tracing::Level::INFO)
-        .try_init();
+/// Receives a VM from an authenticated `source`; a shutdown asked for
+/// meanwhile closes the connection, so the migration fails (and rolls back
+/// to the source) unless it is already past Commit.
+fn receive_unless_shutdown(
+    source: Admitted<Session>,
+    factory: &mut crate::adapter::Factory,
+    opts: &migrate::DestOptions,
+    host: &Instance,
+) -> anyhow::Result<migrate::Received<crate::adapter::Incoming>> {
+    let watched = source.stream.try_clone()?;
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                if host.shutdown_requested() {
+                    let _ = watched.shutdown(Shutdown::Both);
+                    return;
+                }
+                std::thread::sleep(SHUTDOWN_POLL);
+            }
+        });
+        let received = migrate::receive(source, factory, opts);
+        done.store(true, Ordering::SeqCst);
+        Ok(received?)
+    })
+}
+
+/// The first source that authenticates at `gate`; `None` if a shutdown is
+/// asked for first; an error once `accept_timeout` has passed.
+fn next_unless_shutdown(
+    gate: &Gate<Session>,
+    accept_timeout: Option<Duration>,
+    host: &Instance,
+) -> Result<Option<Admitted<Session>>, migrate::MigrateError> {
+    let deadline = accept_timeout.map(|t| Instant::now() + t);
+    loop {
+        if let Some(source) = gate.next(Some(SHUTDOWN_POLL)) {
+            return Ok(Some(source));
+        }
+        if host.shutdown_requested() {
+            return Ok(None);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(migrate::MigrateError::AcceptTimeout {
+                waited: accept_timeout.unwrap_or_default(),
+                refused: gate.stats().refused,
+            });
+        }
+    }
 }
 
 /// Starts a migration through `client`, shows its progress, and returns
 /// the final status. The source process is told to exit once the VM left.
 pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Result<JobStatus> {
     client.put_ok(routes::VM_MIGRATE, Some(&serde_json::to_value(req)?))?;
+    let status = follow(client, show)?;
+    match status.report.as_ref().map(|r| r.vm_location) {
+        // The VM runs on the destination: let the source process exit.
+        Some(migrate::VmLocation::Destination) => {
+            let _ = client.put(routes::VM_SHUTDOWN, None);
+        }
+        // In doubt: the source keeps the paused VM's memory, which may be
+        // the only copy; an operator decides (docs/PROTOCOL.md).
+        Some(migrate::VmLocation::Unknown) => tracing::warn!(
+            "the commit is in doubt: the source keeps the paused VM; check the destination before stopping it"
+        ),
+        _ => {}
+    }
+    Ok(status)
+}
+
+/// Shows the progress of the migration `client`'s process runs (a bar
+/// when `show`) until it is done; returns its final status.
+pub fn follow(client: &Client, show: bool) -> anyhow::Result<JobStatus> {
     let bar = if show {
         ProgressBar::new(1)
     } else {
@@ -160,23 +244,11 @@ pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Resul
         std::thread::sleep(Duration::from_millis(100));
     };
     bar.finish_and_clear();
-    match status.report.as_ref().map(|r| r.vm_location) {
-        // The VM runs on the destination: let the source process exit.
-        Some(migrate::VmLocation::Destination) => {
-            let _ = client.put(routes::VM_SHUTDOWN, None);
-        }
-        // In doubt: the source keeps the paused VM's memory, which may be
-        // the only copy; an operator decides (docs/PROTOCOL.md).
-        Some(migrate::VmLocation::Unknown) => eprintln!(
-            "ferry: the commit is in doubt: the source keeps the paused VM; check the destination before stopping it"
-        ),
-        _ => {}
-    }
     Ok(status)
 }
 
 pub fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
-    let mut req = args.how.request(args.max_bandwidth);
+    let mut req = args.how.request(args.max_bandwidth)?;
     req.to = args.to.clone();
     req.link_bandwidth_bps = args.link_bandwidth.map(Bandwidth::bits_per_sec);
     req.secret_file = Some(

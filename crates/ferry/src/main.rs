@@ -6,25 +6,32 @@ mod control;
 mod ctl;
 mod demo;
 mod downtime;
+mod events;
 mod exit;
 mod flags;
 mod guests;
+mod hosting;
 mod instance;
 mod live;
+mod logging;
+mod manual;
 mod migration;
 mod pair;
 mod run;
 mod serial;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "ferry",
     version,
-    about = "Live migration of virtual machines on KVM"
+    about = "Live migration of virtual machines on KVM",
+    disable_help_subcommand = true
 )]
 struct Cli {
+    #[command(flatten)]
+    log: logging::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,6 +56,12 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Simulate a data center driven by CPU traces, with a migration policy.
     Sim(sim::cli::SimArgs),
+    /// Print a shell completion script (e.g. `ferry completions bash > /etc/bash_completion.d/ferry`).
+    Completions(manual::CompletionsArgs),
+    /// Write man pages for ferry and each subcommand into a folder.
+    Man(manual::ManArgs),
+    /// Describe ferry or one of its subcommands (`ferry help ctl events`).
+    Help(manual::HelpArgs),
 }
 
 fn main() {
@@ -61,6 +74,10 @@ fn main() {
             exit::OK
         });
     });
+    if let Err(e) = logging::init(&cli.log) {
+        eprintln!("ferry: error: {}", error_line(&e));
+        std::process::exit(exit::FAILED);
+    }
     let result = match &cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
@@ -71,6 +88,9 @@ fn main() {
         Command::Ctl(args) => ctl::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::cli::run(args).map(|()| exit::OK),
+        Command::Completions(args) => manual::completions(args, Cli::command()),
+        Command::Man(args) => manual::man(args, Cli::command()),
+        Command::Help(args) => manual::help(args, Cli::command()),
     };
     match result {
         Ok(code) => std::process::exit(code),

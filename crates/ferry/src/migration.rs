@@ -1,23 +1,29 @@
 //! Live migration out of this process: one job, run by the `migrate`
-//! engine on its own thread. A job knows the VM it moves, not the
-//! [`Instance`](crate::instance::Instance) that holds it.
+//! engine on its own thread. A job knows the VM it moves and where to
+//! publish its events, not the [`Instance`](crate::instance::Instance)
+//! that holds it.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use api::events::{EventKind, RoundSummary};
 use api::types::MigrateRequest;
 use migrate::{
-    CancelToken, Limits, MigrationReport, OnTimeout, Progress, ProgressSnapshot, Secret,
-    SourceOptions, VmLocation,
+    CancelToken, Limits, MigrationEvent, MigrationReport, OnTimeout, Outcome, Progress,
+    ProgressSnapshot, Secret, SourceOptions, VmLocation,
 };
 use serde::{Deserialize, Serialize};
 use units::Bandwidth;
 use vmm::Vm;
 
+use crate::events::EventHub;
+
 /// What `GET /api/v1/vm.migrate` answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobStatus {
+    /// The migration's id, as in its events and logs (16 hex digits).
+    pub id: String,
     pub to: String,
     pub done: bool,
     pub progress: ProgressSnapshot,
@@ -58,6 +64,7 @@ impl std::error::Error for StartError {}
 
 /// A migration started from this process.
 pub struct Job {
+    id: String,
     to: String,
     progress: Arc<Progress>,
     cancel: CancelToken,
@@ -65,19 +72,29 @@ pub struct Job {
 }
 
 impl Job {
-    /// Starts migrating `vm` to `to` on a new thread.
-    pub fn spawn(vm: Arc<Vm>, to: String, opts: SourceOptions) -> Result<Arc<Job>, StartError> {
+    /// Starts migrating `vm` to `to` on a new thread; its events go to `events`.
+    pub fn spawn(
+        vm: Arc<Vm>,
+        to: String,
+        mut opts: SourceOptions,
+        events: Arc<EventHub>,
+    ) -> Result<Arc<Job>, StartError> {
+        let id = format!("{:016x}", opts.migration_id);
+        opts.observer = Some(observer(id.clone(), to.clone(), events.clone()));
         let job = Arc::new(Job {
+            id: id.clone(),
             to: to.clone(),
             progress: opts.progress.clone(),
             cancel: opts.cancel.clone(),
             result: Mutex::new(None),
         });
         let j = job.clone();
+        let strategy = opts.strategy.name().to_string();
+        let hub = events.clone();
         std::thread::Builder::new()
             .name("migration".into())
             .spawn(move || {
-                let mut src = crate::adapter::Source::new(&vm);
+                let mut src = crate::adapter::Source::new(&vm).with_events(hub);
                 let result = match migrate::migrate(&mut src, &to, opts) {
                     Ok(report) => (report, None),
                     Err(f) => (f.report.clone(), Some(f.error.to_string())),
@@ -85,7 +102,17 @@ impl Job {
                 *j.result.lock().unwrap() = Some(result);
             })
             .map_err(StartError::Thread)?;
+        events.publish(EventKind::MigrationStarted {
+            migration: id,
+            to: job.to.clone(),
+            strategy,
+        });
         Ok(job)
+    }
+
+    /// The migration's id.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The destination's address.
@@ -96,6 +123,7 @@ impl Job {
     pub fn status(&self) -> JobStatus {
         let result = self.result.lock().unwrap().clone();
         JobStatus {
+            id: self.id.clone(),
             to: self.to.clone(),
             done: result.is_some(),
             progress: self.progress.snapshot(),
@@ -126,13 +154,77 @@ impl Job {
     }
 }
 
+/// Forwards the engine's events for migration `id` to `events`.
+fn observer(id: String, to: String, events: Arc<EventHub>) -> migrate::Observer {
+    Arc::new(move |e: &MigrationEvent<'_>| {
+        let migration = id.clone();
+        let kind = match e {
+            MigrationEvent::Phase(p) => EventKind::MigrationPhase {
+                migration,
+                phase: serde_json::to_value(p)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+            },
+            MigrationEvent::Round(r) => EventKind::MigrationRound {
+                migration,
+                round: RoundSummary {
+                    round: r.round,
+                    stop_and_copy: r.stop_and_copy,
+                    pages_pending: r.pages_pending,
+                    pages_sent: r.pages_sent,
+                    pages_dirtied: r.pages_dirtied,
+                    bytes: r.bytes,
+                    duration_ms: r.duration_ms,
+                    transfer_rate_bps: r.transfer_rate_bps,
+                    dirty_rate_bps: r.dirty_rate_bps,
+                },
+            },
+            MigrationEvent::Finished(r) => finished(migration, &to, r),
+        };
+        events.publish(kind);
+    })
+}
+
+/// The event that ends a migration, from its report.
+fn finished(migration: String, to: &str, r: &MigrationReport) -> EventKind {
+    match &r.outcome {
+        Outcome::Completed => EventKind::MigrationCompleted {
+            migration,
+            to: to.to_string(),
+            downtime_ms: r.downtime_ms,
+            total_time_ms: r.total_time_ms,
+            bytes_sent: r.bytes_sent,
+            rounds: r.rounds,
+        },
+        Outcome::Cancelled => EventKind::MigrationRolledBack {
+            migration,
+            cancelled: true,
+            error: "cancelled".into(),
+        },
+        Outcome::Failed(error) => EventKind::MigrationRolledBack {
+            migration,
+            cancelled: false,
+            error: error.clone(),
+        },
+        Outcome::InDoubt(error) => EventKind::MigrationInDoubt {
+            migration,
+            error: error.clone(),
+        },
+    }
+}
+
 /// Builds the engine's options from an API request, or says what is wrong.
 /// Every field is checked before the secret file is read.
 pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
     let invalid = |e: &dyn std::fmt::Display| StartError::Invalid(e.to_string());
     let name = req.strategy.as_deref().unwrap_or(migrate::DEFAULT_STRATEGY);
+    let params =
+        migrate::StrategyParams::from_map(&req.strategy_params).map_err(|e| invalid(&e))?;
     let strategy = name
         .parse::<migrate::StrategyKind>()
+        .map_err(|e| invalid(&e))?
+        .build_with(&params)
         .map_err(|e| invalid(&e))?;
     let rate = |bps: Option<u64>, what: &str| {
         bps.map(|b| {
@@ -165,7 +257,7 @@ pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
         invalid(&"a migration secret is required: give secret_file (--secret-file)")
     })?;
     let secret = Secret::from_file(Path::new(secret_path)).map_err(|e| invalid(&e))?;
-    let mut opts = SourceOptions::new(secret, strategy.build());
+    let mut opts = SourceOptions::new(secret, strategy);
     opts.max_bandwidth = max_bandwidth;
     opts.link_bandwidth = link_bandwidth;
     if let Some(d) = max_downtime {
@@ -178,6 +270,8 @@ pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn req(json: serde_json::Value) -> MigrateRequest {
@@ -215,5 +309,29 @@ mod tests {
             let why = refused(json.clone());
             assert!(why.contains(want), "{json}: {why}");
         }
+    }
+
+    fn keys(v: &serde_json::Value) -> BTreeSet<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    }
+
+    /// `GET /api/v1/vm.migrate` answers what crates/api/openapi.yaml says.
+    #[test]
+    fn status_has_the_documented_fields() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../api/openapi.yaml");
+        let doc: serde_json::Value =
+            serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let schema = |name: &str| keys(&doc["components"]["schemas"][name]["properties"]);
+        let status = JobStatus {
+            id: "0".into(),
+            to: "h:1".into(),
+            done: false,
+            progress: Progress::new().snapshot(),
+            report: None,
+            error: None,
+        };
+        let v = serde_json::to_value(&status).unwrap();
+        assert_eq!(keys(&v), schema("MigrationStatus"));
+        assert_eq!(keys(&v["progress"]), schema("MigrationProgress"));
     }
 }

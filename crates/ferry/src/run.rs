@@ -1,13 +1,12 @@
 //! `ferry run` and `ferry restore`: host one VM until it ends.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
-
+use api::types::vm_state;
 use units::ByteSize;
 
-use crate::instance::Instance;
+use crate::hosting::{HostArgs, Hosting};
 
 /// Where serial output goes; shared by every command that runs a VM.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,9 +50,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=i64::from(vmm::MAX_VCPUS)))]
     pub vcpus: u32,
-    /// Serve the control API on this Unix socket.
-    #[arg(long, value_name = "SOCKET")]
-    pub api: Option<PathBuf>,
+    #[command(flatten)]
+    pub host: HostArgs,
     #[command(flatten)]
     pub output: SerialArgs,
 }
@@ -63,9 +61,8 @@ pub struct RunArgs {
 pub struct RestoreArgs {
     /// Snapshot file written by `ferry ctl snapshot`.
     pub file: PathBuf,
-    /// Serve the control API on this Unix socket.
-    #[arg(long, value_name = "SOCKET")]
-    pub api: Option<PathBuf>,
+    #[command(flatten)]
+    pub host: HostArgs,
     /// Restore but leave the VM paused.
     #[arg(long)]
     pub paused: bool,
@@ -75,6 +72,7 @@ pub struct RestoreArgs {
 
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let memory_bytes = args.memory.bytes();
+    let hosting = Hosting::start(&args.host, vm_state::BOOTING)?;
     let (image, name) = match (&args.kernel, &args.guest) {
         (Some(p), _) => (
             std::fs::read(p).with_context(|| format!("cannot read kernel {}", p.display()))?,
@@ -93,10 +91,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         },
         args.output.sink(0)?,
     )?;
-    serve(Instance::new(vm), args.api.as_deref())
+    hosting.run(vm)
 }
 
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<i32> {
+    let hosting = Hosting::start(&args.host, vm_state::BOOTING)?;
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("cannot open snapshot {}", args.file.display()))?;
     let (vm, _) =
@@ -105,64 +104,5 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<i32> {
     if !args.paused {
         vm.resume()?;
     }
-    serve(Instance::new(vm), args.api.as_deref())
-}
-
-/// Runs the VM (and its API) until it ends; returns the process exit status.
-pub fn serve(host: Instance, api: Option<&std::path::Path>) -> anyhow::Result<i32> {
-    let host = Arc::new(host);
-    let _server = match api {
-        Some(path) => Some(crate::control::start(host.clone(), path)?),
-        None => None,
-    };
-    host_until_end(&host)
-}
-
-/// Waits until the VM ends (whoever serves its API); returns the process
-/// exit status.
-pub fn host_until_end(host: &Arc<Instance>) -> anyhow::Result<i32> {
-    let reason = loop {
-        if let Some(r) = host.vm.wait(Some(std::time::Duration::from_millis(200))) {
-            break r;
-        }
-    };
-    match reason {
-        vmm::ExitReason::Guest(code) => Ok(code),
-        vmm::ExitReason::Crashed(msg) => anyhow::bail!("{msg}"),
-        vmm::ExitReason::Stopped => Ok(crate::exit::OK),
-        vmm::ExitReason::Migrated => {
-            // The VM was retired when Commit went out; the job ends once the
-            // destination acknowledged (or the acknowledgement was lost).
-            let job = host.migration();
-            while job.as_ref().is_some_and(|j| j.running()) {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            let status = job.map(|j| j.status());
-            let to = status.as_ref().map(|s| s.to.clone()).unwrap_or_default();
-            let in_doubt = status
-                .as_ref()
-                .and_then(|s| s.report.as_ref())
-                .is_none_or(|r| r.vm_location != migrate::VmLocation::Destination);
-            if in_doubt {
-                // The retired VM's memory may be the only copy: keep it until
-                // an operator who checked the destination says otherwise.
-                eprintln!(
-                    "ferry: the commit to {to} is in doubt; keeping the stopped VM until `ferry ctl shutdown`"
-                );
-                while !host.shutdown_requested() {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                }
-                eprintln!("ferry: shut down by the operator; the VM's memory here is released");
-                return Ok(crate::exit::IN_DOUBT);
-            }
-            // Keep answering the API until the migrating client has read the
-            // report and asked us to exit, or for a minute at most.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-            while !host.shutdown_requested() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            eprintln!("ferry: the VM migrated to {to}; exiting");
-            Ok(crate::exit::OK)
-        }
-    }
+    hosting.run(vm)
 }

@@ -265,6 +265,15 @@ impl DirtyBitmap {
         }
     }
 
+    /// Number of pages set in both `self` and `other`.
+    pub fn count_and(&self, other: &DirtyBitmap) -> u64 {
+        self.words
+            .iter()
+            .zip(&other.words)
+            .map(|(a, b)| u64::from((a & b).count_ones()))
+            .sum()
+    }
+
     /// `self &= other`.
     pub fn and_assign(&mut self, other: &DirtyBitmap) {
         for (a, b) in self.words.iter_mut().zip(&other.words) {

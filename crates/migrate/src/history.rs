@@ -15,6 +15,8 @@ pub struct PageHistory {
     dirty: Vec<u64>,
     /// Per page: how many times its contents were sent (saturating).
     sends: Vec<u16>,
+    /// The pages dirtied during the latest completed round.
+    last: DirtyBitmap,
     rounds: u32,
 }
 
@@ -26,6 +28,7 @@ impl PageHistory {
             layout: Arc::clone(layout),
             dirty: vec![0; n],
             sends: vec![0; n],
+            last: DirtyBitmap::new(layout),
             rounds: 0,
         }
     }
@@ -42,7 +45,13 @@ impl PageHistory {
                 *h = (*h << 1) | ((word >> bit) & 1);
             }
         }
+        self.last.clone_from(dirtied);
         self.rounds += 1;
+    }
+
+    /// The pages dirtied during the latest completed round (none before the first).
+    pub fn last_dirtied(&self) -> &DirtyBitmap {
+        &self.last
     }
 
     /// Records that page `index` was sent; returns true if it had been sent before.
@@ -116,6 +125,7 @@ mod tests {
         assert_eq!(h.dirty_count(129, 1), 1);
         assert_eq!(h.dirty_count(129, 64), 2);
         assert_eq!(h.rounds(), 2);
+        assert!(h.last_dirtied().get(129) && !h.last_dirtied().get(3));
         assert!(!h.record_send(7));
         assert!(h.record_send(7));
         assert!(h.was_sent(7));

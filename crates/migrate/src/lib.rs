@@ -5,13 +5,16 @@
 //!   resumes on the source) on any failure before Commit.
 //! - [`receive`] runs the destination side: the VM runs there only after
 //!   Commit; sources authenticate first at the gate [`listen`] opens.
-//! - A [`Strategy`] decides each round; `stop-and-copy`, `xen` and `downtime`
-//!   are provided ([`StrategyKind`] parses their names). [`Limits`] bound
-//!   pre-copy (the strategy's own, or the operator's) and [`OnTimeout`] says
-//!   what happens when a bound is reached.
+//! - A [`Strategy`] decides each round; `stop-and-copy`, `xen`, `downtime`,
+//!   `predictive`, `delayed` and `auto-converge` are provided
+//!   ([`StrategyKind`] parses their names, [`StrategyParams`] their
+//!   parameters). [`Limits`] bound pre-copy (the strategy's own, or the
+//!   operator's) and [`OnTimeout`] says what happens when a bound is reached.
 //! - The VMM plugs in through [`SourceVm`], [`VmFactory`] and [`DestinationVm`];
 //!   [`fake`] implements them in memory for tests, and [`faults`] injects
 //!   network failures into a migration.
+//! - An [`Observer`] in [`SourceOptions`] hears each phase, round and the
+//!   end of a migration ([`MigrationEvent`]).
 //!
 //! docs/MIGRATION.md describes the state machine, strategies and safety argument;
 //! docs/PROTOCOL.md the wire protocol.
@@ -20,6 +23,7 @@ mod bitmap;
 mod convergence;
 mod dest;
 mod error;
+mod events;
 pub mod fake;
 pub mod faults;
 mod history;
@@ -38,6 +42,7 @@ pub use convergence::{
 pub use dest::fuzz_session;
 pub use dest::{DestOptions, ReceiveReport, Received, accept_one, listen, receive};
 pub use error::{MigrateError, VmOp};
+pub use events::{MigrationEvent, Observer};
 pub use history::PageHistory;
 pub use limiter::TokenBucket;
 pub use progress::{CancelToken, Phase, Progress, ProgressSnapshot};
@@ -47,8 +52,10 @@ pub use source::{
     MigrationFailure, SourceOptions, migrate, migrate_stream,
 };
 pub use strategy::{
-    DEFAULT_STRATEGY, Decision, DowntimeParams, DowntimeTarget, RoundPlan, STRATEGIES, StopAndCopy,
-    Strategy, StrategyContext, StrategyKind, UnknownStrategy, Xen, XenParams,
+    AdaptiveRateParams, AutoConverge, AutoConvergeParams, DEFAULT_STRATEGY, Decision, Delayed,
+    DelayedParams, DowntimeParams, DowntimeTarget, Known, Predictive, PredictiveParams, RoundPlan,
+    STRATEGIES, SmoothingParams, StopAndCopy, Strategy, StrategyContext, StrategyError,
+    StrategyKind, StrategyParams, UnknownStrategy, Xen, XenEnd, XenParams,
 };
 pub use vm::{DestinationVm, SourceVm, VmError, VmFactory};
 pub use wire::gate::{Admitted, Gate, GateLimits, GateStats};

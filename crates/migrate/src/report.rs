@@ -21,10 +21,29 @@ pub struct RoundReport {
     pub pages_dirtied: u64,
     /// Pages sent as data.
     pub pages_sent: u64,
-    /// Pending pages not sent this round: dirtied again during the round,
-    /// held back by the strategy, or not reached when the time limit cut
-    /// the round short; they stay pending.
+    /// Pending pages not sent this round because the guest dirtied them
+    /// again during it, or not reached when the time limit cut the round
+    /// short; they stay pending.
     pub pages_skipped: u64,
+    /// Pending pages the strategy held back this round; they stay pending
+    /// (the stop-and-copy sends those still held).
+    #[serde(default)]
+    pub pages_held_back: u64,
+    /// Pending pages the strategy predicted will be written again (its
+    /// hold-back candidates before any budget); `None` if it predicts nothing.
+    #[serde(default)]
+    pub pages_predicted_hot: Option<u64>,
+    /// Of the pages held back, the share the guest dirtied during the round
+    /// (for strategies that predict; `None` if nothing was held back).
+    #[serde(default)]
+    pub prediction_precision: Option<f64>,
+    /// Of the pending pages the guest dirtied during the round, the share
+    /// that was held back (`None` if it dirtied none of them).
+    #[serde(default)]
+    pub prediction_recall: Option<f64>,
+    /// Share of time the vCPUs were kept out of the guest, percent.
+    #[serde(default)]
+    pub throttle_pct: f64,
     /// Pending pages found all-zero (sent as a zero run, or not at all if the
     /// destination never received data for them).
     pub zero_pages: u64,
@@ -325,24 +344,37 @@ impl fmt::Display for MigrationReport {
         }
         writeln!(f, "  rounds:            {}", self.rounds)?;
         if !self.per_round.is_empty() {
-            writeln!(
+            let predicts = self
+                .per_round
+                .iter()
+                .any(|r| r.pages_predicted_hot.is_some());
+            let throttles = self.per_round.iter().any(|r| r.throttle_pct > 0.0);
+            write!(
                 f,
-                "  {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>16} {:>16}",
+                "  {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>16} {:>16}",
                 "round",
                 "pending",
                 "dirtied",
                 "sent",
                 "skipped",
+                "held",
                 "zero",
                 "MiB",
                 "ms",
                 "rate",
                 "dirty rate"
             )?;
+            if predicts {
+                write!(f, " {:>9} {:>9} {:>9}", "hot", "precision", "recall")?;
+            }
+            if throttles {
+                write!(f, " {:>9}", "throttle")?;
+            }
+            writeln!(f)?;
             for r in &self.per_round {
-                writeln!(
+                write!(
                     f,
-                    "  {:>4}{} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10.2} {:>9.1} {:>16} {:>16}",
+                    "  {:>4}{} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10.2} {:>9.1} {:>16} {:>16}",
                     r.round,
                     if r.interrupted {
                         "!"
@@ -355,12 +387,29 @@ impl fmt::Display for MigrationReport {
                     r.pages_dirtied,
                     r.pages_sent,
                     r.pages_skipped,
+                    r.pages_held_back,
                     r.zero_pages,
                     mib(r.bytes),
                     r.duration_ms,
                     Bits(r.transfer_rate_bps).to_string(),
                     Bits(r.dirty_rate_bps).to_string()
                 )?;
+                if predicts {
+                    let pct =
+                        |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.1}%", v * 100.0));
+                    let hot = r.pages_predicted_hot.map_or("-".into(), |h| h.to_string());
+                    write!(
+                        f,
+                        " {:>9} {:>9} {:>9}",
+                        hot,
+                        pct(r.prediction_precision),
+                        pct(r.prediction_recall)
+                    )?;
+                }
+                if throttles {
+                    write!(f, " {:>8.0}%", r.throttle_pct)?;
+                }
+                writeln!(f)?;
             }
             writeln!(
                 f,
@@ -443,5 +492,42 @@ mod tests {
         o.insert("guest_downtime_ms".into(), 7.5.into());
         let back: MigrationReport = serde_json::from_value(old).unwrap();
         assert_eq!(back.heartbeat_gap_ms, Some(7.5));
+    }
+
+    #[test]
+    fn prediction_and_throttle_columns_appear_when_used() {
+        let mut r = MigrationReport::new("predictive", 1 << 20);
+        r.per_round.push(RoundReport {
+            round: 1,
+            ..Default::default()
+        });
+        let plain = r.to_string();
+        assert!(
+            plain.contains("held") && !plain.contains("precision") && !plain.contains("throttle")
+        );
+        r.per_round.push(RoundReport {
+            round: 2,
+            pages_held_back: 40,
+            pages_predicted_hot: Some(50),
+            prediction_precision: Some(0.75),
+            prediction_recall: None,
+            throttle_pct: 30.0,
+            ..Default::default()
+        });
+        let text = r.to_string();
+        assert!(
+            text.contains("precision") && text.contains("75.0%") && text.contains("30%"),
+            "{text}"
+        );
+        let v = serde_json::to_value(&r.per_round[1]).unwrap();
+        assert_eq!(v["pages_held_back"], 40);
+        assert_eq!(v["prediction_precision"], 0.75);
+        assert!(v["prediction_recall"].is_null());
+        // Reports written before these fields still load.
+        let old = r#"{"round":1,"stop_and_copy":false,"interrupted":false,"pages_pending":1,
+            "pages_dirtied":0,"pages_sent":1,"pages_skipped":0,"zero_pages":0,"bytes":4096,
+            "duration_ms":1.0,"rate_limit_bps":null,"transfer_rate_bps":1.0,"dirty_rate_bps":0.0}"#;
+        let back: RoundReport = serde_json::from_str(old).unwrap();
+        assert_eq!(back.throttle_pct, 0.0);
     }
 }

@@ -76,6 +76,10 @@ pub enum Error {
     NotRunning(ExitReason),
     #[error("the VM must be paused to save its state")]
     NotPaused,
+    #[error("vCPU throttle {0} is out of range: it must be from 0 to 0.99 (99 %)")]
+    ThrottleRange(f64),
+    #[error("cannot start the vCPU throttle thread: {0}")]
+    SpawnThrottle(#[source] io::Error),
     #[error("dirty logging is not enabled")]
     DirtyLogDisabled,
     #[error("cannot restore: memory layout {regions:?} does not match {memory_bytes} bytes of RAM")]

@@ -9,6 +9,7 @@ pub mod memory;
 pub mod mptable;
 pub mod multiboot;
 pub mod snapshot;
+pub mod throttle;
 pub mod vcpu;
 pub mod vm;
 

@@ -1,4 +1,5 @@
-//! vCPU threads: the run loop, exits, and the pause handshake.
+//! vCPU threads: the run loop, exits, the pause handshake, and the
+//! throttle's time out of the guest (`throttle`).
 
 use std::cell::Cell;
 use std::sync::{Arc, Condvar, Mutex};
@@ -9,6 +10,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
 use crate::devices::{Devices, PioOutcome};
+use crate::throttle::{Throttle, VcpuThrottle};
 
 /// Why the VM stopped running for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,8 @@ pub struct Shared {
     pub cv: Condvar,
     /// Threads to kick when the VM must stop.
     pub threads: Mutex<Vec<libc::pthread_t>>,
+    /// Share of time the vCPUs are kept out of the guest.
+    pub throttle: Throttle,
 }
 
 impl Shared {
@@ -56,6 +60,7 @@ impl Shared {
             }),
             cv: Condvar::new(),
             threads: Mutex::new(Vec::new()),
+            throttle: Throttle::default(),
         }
     }
 
@@ -135,6 +140,7 @@ pub fn spawn(
 fn run_loop(id: u32, fd: &Mutex<VcpuFd>, shared: &Shared, devices: &Devices) {
     let mut vcpu = fd.lock().unwrap();
     KVM_RUN.with(|c| c.set(vcpu.get_kvm_run() as *mut kvm_run));
+    let mut throttle = VcpuThrottle::new(&shared.throttle);
     loop {
         let want = shared.ctl.lock().unwrap().want;
         if want != Want::Run {
@@ -164,6 +170,7 @@ fn run_loop(id: u32, fd: &Mutex<VcpuFd>, shared: &Shared, devices: &Devices) {
         if let Some(reason) = outcome {
             shared.finish(reason);
         }
+        throttle.stay_out(shared);
     }
 }
 

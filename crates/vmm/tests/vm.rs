@@ -343,3 +343,54 @@ fn a_prompt_without_newline_reaches_the_host_at_once() {
     });
     vm.stop(ExitReason::Stopped);
 }
+
+/// The dirtier's own rate counter (pages/s, from its status page).
+fn guest_rate(vm: &Vm) -> Option<u64> {
+    let mut page = vec![0u8; guest::status::LEN];
+    vm.read_memory(guest::status::GPA, &mut page).ok()?;
+    guest::status::decode(&page).ok().map(|s| s.write_rate)
+}
+
+/// The median of a few readings of the guest's rate, a rate window apart.
+fn settled_rate(vm: &Vm) -> u64 {
+    let mut r: Vec<u64> = (0..5)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(250));
+            guest_rate(vm).unwrap_or(0)
+        })
+        .collect();
+    r.sort_unstable();
+    r[2]
+}
+
+#[test]
+fn a_throttle_shows_in_the_guests_rate_and_its_release_restores_it() {
+    // Writing as fast as it can, the guest's rate measures its time in the guest.
+    let (vm, _out) = boot("dirtier", "ws=8M rate=0", 64 << 20, 2);
+    let patience = Duration::from_secs(60);
+    wait_for("the guest to publish its rate", patience, || {
+        guest_rate(&vm).filter(|&r| r > 0)
+    });
+    let free = settled_rate(&vm);
+    vm.set_throttle(0.9).unwrap();
+    assert_eq!(vm.throttle(), 0.9);
+    // 10 % of the time in the guest: the rate falls well below a third.
+    let slow = wait_for("the throttled guest to slow down", patience, || {
+        Some(settled_rate(&vm)).filter(|&r| r < free / 3)
+    });
+    // Pausing does not wait for the vCPUs' time out of the guest to end.
+    vm.set_throttle(0.99).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    vm.pause().unwrap();
+    vm.resume().unwrap();
+    vm.set_throttle(0.0).unwrap();
+    let again = wait_for("the released guest to speed up again", patience, || {
+        Some(settled_rate(&vm)).filter(|&r| r > free / 2)
+    });
+    eprintln!("guest pages/s: free {free}, throttled 90 % {slow}, released {again}");
+    for bad in [1.0, 0.995, -0.1, f64::NAN] {
+        let e = vm.set_throttle(bad).unwrap_err().to_string();
+        assert!(e.contains("0.99"), "{e}");
+    }
+    assert_eq!(vm.throttle(), 0.0);
+}

@@ -41,7 +41,7 @@ pub fn run(reps: usize, json: bool) -> anyhow::Result<()> {
     cfg.memory_mib = 256;
     let (mut f, mut q) = (Vec::new(), Vec::new());
     for i in 0..reps {
-        eprintln!("boot: run {}/{reps}", i + 1);
+        tracing::info!("boot: run {}/{reps}", i + 1);
         f.push(ferry_boot_once()?);
         q.push(yardstick::measure_boot(&cfg, Duration::from_secs(20))?.first_heartbeat_ms);
     }

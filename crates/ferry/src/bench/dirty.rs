@@ -12,11 +12,12 @@ use crate::instance::Instance;
 
 /// Write rate over `seconds`, optionally re-arming dirty tracking every 100 ms as a migration does.
 fn measure_rate(host: &Instance, seconds: f64, log_dirty: bool) -> anyhow::Result<f64> {
-    let regions = host.vm.config().regions.len();
+    let vm = host.vm().context("the dirtier has no VM")?;
+    let regions = vm.config().regions.len();
     let mut bitmaps = vec![Vec::new(); regions];
     if log_dirty {
-        host.vm.start_dirty_log()?;
-        host.vm.harvest_dirty(&mut bitmaps)?;
+        vm.start_dirty_log()?;
+        vm.harvest_dirty(&mut bitmaps)?;
     }
     let before = host
         .guest_counters()
@@ -26,7 +27,7 @@ fn measure_rate(host: &Instance, seconds: f64, log_dirty: bool) -> anyhow::Resul
     while start.elapsed().as_secs_f64() < seconds {
         std::thread::sleep(Duration::from_millis(100));
         if log_dirty {
-            host.vm.harvest_dirty(&mut bitmaps)?;
+            vm.harvest_dirty(&mut bitmaps)?;
         }
     }
     let after = host
@@ -35,7 +36,7 @@ fn measure_rate(host: &Instance, seconds: f64, log_dirty: bool) -> anyhow::Resul
         .pages_written;
     let elapsed = start.elapsed().as_secs_f64();
     if log_dirty {
-        host.vm.stop_dirty_log()?;
+        vm.stop_dirty_log()?;
     }
     Ok((after - before) as f64 / elapsed)
 }
@@ -53,7 +54,7 @@ pub fn run(reps: usize, duration: Duration, json: bool) -> anyhow::Result<()> {
         let host = warm_dirtier(512 << 20, 64 << 20, pattern)?;
         let (mut off, mut on) = (Vec::new(), Vec::new());
         for i in 0..reps {
-            eprintln!("dirty-rate: {pattern} run {}/{reps}", i + 1);
+            tracing::info!("dirty-rate: {pattern} run {}/{reps}", i + 1);
             off.push(measure_rate(&host, seconds, false)?);
             on.push(measure_rate(&host, seconds, true)?);
         }

@@ -19,7 +19,7 @@ pub fn run(a: &MigrateBenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create --out {}", a.out.display()))?;
     if !a.no_qemu && !p.qemu {
-        eprintln!("bench migrate: qemu-system-x86_64 is not installed; Ferry only");
+        tracing::warn!("bench migrate: qemu-system-x86_64 is not installed; Ferry only");
     }
     let systems = p.systems();
     let total = p.reps * p.bandwidths.len() * p.workloads.len() * systems.len();
@@ -46,7 +46,7 @@ pub fn run(a: &MigrateBenchArgs) -> anyhow::Result<()> {
                         bw.label.replace('/', "_")
                     ));
                     let rec = measure(&dir, rep, w, sys, bw, &p);
-                    eprintln!("{}", rec.summary());
+                    tracing::info!("{}", rec.summary());
                     records.push(rec);
                     write_json(&a.out, &p, &started_at, &records)?;
                 }
@@ -62,7 +62,7 @@ pub fn run(a: &MigrateBenchArgs) -> anyhow::Result<()> {
         println!("{}", migrate_tables(&p, &records, &systems));
     }
     plots(&a.out, &p, &records, &systems)?;
-    eprintln!(
+    tracing::info!(
         "bench migrate: raw runs in {}, plots in {}",
         a.out.join("runs.json").display(),
         a.out.display()

@@ -19,6 +19,7 @@ mod snapshot;
 mod workload;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plan::MigrateBenchArgs;
@@ -112,7 +113,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Boots a dirtier and waits until it has written its whole working set once.
-fn warm_dirtier(memory: u64, ws: u64, pattern: &str) -> anyhow::Result<Instance> {
+fn warm_dirtier(memory: u64, ws: u64, pattern: &str) -> anyhow::Result<Arc<Instance>> {
     let cmdline = format!(
         "ws={}K pattern={pattern} rate=0 hb=10ms verify=3600s",
         ws >> 10
@@ -127,7 +128,8 @@ fn warm_dirtier(memory: u64, ws: u64, pattern: &str) -> anyhow::Result<Instance>
         },
         Box::new(|_, _| {}),
     )?;
-    let host = Instance::new(vm);
+    let host = Instance::new("bench", api::types::vm_state::BOOTING);
+    host.attach(vm);
     let pages = ws / 4096;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -139,7 +141,9 @@ fn warm_dirtier(memory: u64, ws: u64, pattern: &str) -> anyhow::Result<Instance>
         if Instant::now() > deadline {
             anyhow::bail!("the dirtier did not write its working set within 10 minutes");
         }
-        if let vmm::RunState::Exited(r) = host.vm.run_state() {
+        if let Some(vm) = host.vm()
+            && let vmm::RunState::Exited(r) = vm.run_state()
+        {
             anyhow::bail!("the dirtier ended early: {r:?}");
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -31,7 +31,7 @@ pub struct MigrateBenchArgs {
         long,
         value_delimiter = ',',
         value_name = "NAME",
-        default_value = "stop-and-copy,xen,downtime",
+        default_value = "stop-and-copy,xen,downtime,predictive,delayed,auto-converge",
         value_parser = crate::flags::strategy()
     )]
     pub strategies: Vec<StrategyKind>,

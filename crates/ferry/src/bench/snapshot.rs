@@ -25,7 +25,7 @@ pub fn run(sizes: &[ByteSize], reps: usize, dir: &Path, json: bool) -> anyhow::R
     for size in sizes {
         let memory = size.bytes();
         let ws = memory / 4;
-        eprintln!(
+        tracing::info!(
             "snapshot: booting a {size} dirtier and writing {}",
             units::format_bytes(ws)
         );
@@ -33,7 +33,7 @@ pub fn run(sizes: &[ByteSize], reps: usize, dir: &Path, json: bool) -> anyhow::R
         let path = dir.join(format!("ferry-bench-{memory}.snap"));
         let (mut save_ms, mut restore_ms, mut bytes) = (Vec::new(), Vec::new(), 0);
         for i in 0..reps {
-            eprintln!("snapshot: {size} run {}/{reps}", i + 1);
+            tracing::info!("snapshot: {size} run {}/{reps}", i + 1);
             let d = host.snapshot(&path)?;
             save_ms.push(d.duration_ms);
             bytes = d.bytes;

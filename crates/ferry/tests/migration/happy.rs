@@ -47,3 +47,18 @@ fn happy_path_xen() {
 fn happy_path_downtime() {
     happy_path("downtime");
 }
+
+#[test]
+fn happy_path_predictive() {
+    happy_path("predictive");
+}
+
+#[test]
+fn happy_path_delayed() {
+    happy_path("delayed");
+}
+
+#[test]
+fn happy_path_auto_converge() {
+    happy_path("auto-converge");
+}

@@ -13,3 +13,4 @@ mod hostile;
 mod interrupted;
 mod points;
 mod refused;
+mod strategies;

@@ -54,6 +54,9 @@ impl DestOptions {
 /// What the destination saw.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReceiveReport {
+    /// The source's identity for this migration (its Start).
+    #[serde(default)]
+    pub migration_id: u64,
     pub peer: Option<String>,
     pub memory_bytes: u64,
     pub rounds: u32,

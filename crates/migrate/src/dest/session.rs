@@ -180,6 +180,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         }
         let layout = PageLayout::new(&config.regions)?;
         self.report.memory_bytes = config.memory_bytes;
+        self.report.migration_id = start.migration_id;
         let vm = factory.create(&config).map_err(|source| MigrateError::Vm {
             op: VmOp::Create,
             source,

@@ -14,7 +14,7 @@ use crate::vm::SourceVm;
 impl<V: SourceVm> Engine<'_, V> {
     /// Sends Commit; from here on the VM never runs on this host again.
     pub(super) fn commit(&mut self) -> Result<(), MigrateError> {
-        self.progress.set_phase(Phase::Commit);
+        self.enter(Phase::Commit);
         // The point of no return is *starting* to write Commit: once any of
         // its bytes may have left, the destination may run the VM.
         self.report.vm_location = VmLocation::Unknown;
@@ -74,7 +74,7 @@ impl<V: SourceVm> Engine<'_, V> {
         }
         self.report.vm_location = VmLocation::Destination;
         self.report.outcome = Outcome::Completed;
-        self.progress.set_phase(Phase::Done);
+        self.enter(Phase::Done);
         tracing::debug!(
             resumed_unix_ns = ack.resumed_unix_ns,
             now_unix_ns = SystemTime::now()
@@ -86,14 +86,16 @@ impl<V: SourceVm> Engine<'_, V> {
 
     /// Any failure before Commit: the VM runs on here.
     pub(super) fn rollback(&mut self, err: MigrateError) -> MigrateError {
-        self.progress.set_phase(Phase::RolledBack);
+        self.enter(Phase::RolledBack);
         if self.logging {
             let _ = self.vm.stop_dirty_log();
             self.logging = false;
         }
-        if self.throttled {
-            let _ = self.vm.throttle(0.0);
-            self.throttled = false;
+        if self.throttle > 0.0 {
+            if let Err(e) = self.vm.throttle(0.0) {
+                tracing::warn!(error = %e, "could not release the vCPU throttle on rollback");
+            }
+            self.throttle = 0.0;
         }
         let mut err = err;
         if self.paused_at.is_some()

@@ -14,6 +14,7 @@ use super::options::SourceOptions;
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
 use crate::convergence::{LimitReached, Limits, OnTimeout};
 use crate::error::{MigrateError, VmOp};
+use crate::events::{self, Observer};
 use crate::history::PageHistory;
 use crate::progress::{CancelToken, Phase, Progress};
 use crate::report::MigrationReport;
@@ -44,8 +45,9 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) zero_runs: Vec<(u64, u64)>,
     /// Dirty logging is on (stopped on rollback).
     pub(super) logging: bool,
-    /// The strategy throttled the vCPUs (undone on rollback).
-    pub(super) throttled: bool,
+    /// The vCPU throttle in force (fraction of time; 0 = none), released
+    /// when the VM pauses for the switchover and on rollback.
+    pub(super) throttle: f64,
     /// The VM ran when the migration began (else it stays paused on rollback).
     pub(super) was_running: bool,
     pub(super) paused_at: Option<Instant>,
@@ -60,6 +62,7 @@ pub(super) struct Engine<'a, V: SourceVm> {
     /// Bounds on pre-copy in force: the operator's, else the strategy's.
     pub(super) limits: Limits,
     pub(super) on_timeout: OnTimeout,
+    pub(super) observer: Option<Observer>,
 }
 
 impl<'a, V: SourceVm> Engine<'a, V> {
@@ -83,10 +86,10 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             buf: vec![0; MAX_PAGES_PER_RECORD * PAGE_SIZE as usize],
             zero_runs: Vec::new(),
             logging: false,
-            throttled: false,
+            throttle: 0.0,
             was_running: true,
             paused_at: None,
-            migration_id: u64::from_le_bytes(wire::nonce()[..8].try_into().expect("8 bytes")),
+            migration_id: opts.migration_id,
             progress: Arc::clone(&opts.progress),
             cancel: opts.cancel.clone(),
             stall: opts.stall_timeout,
@@ -95,6 +98,7 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             max_downtime: opts.max_downtime,
             limits: opts.limits.or(opts.strategy.limits()),
             on_timeout: opts.on_timeout,
+            observer: opts.observer.clone(),
         }
     }
 }
@@ -110,6 +114,22 @@ impl<V: SourceVm> Engine<'_, V> {
     ) -> impl FnOnce(WireError) -> MigrateError + use<V> {
         let stall = self.stall;
         move |e| MigrateError::from_wire(e, during, stall)
+    }
+
+    /// Throttles the vCPUs to `fraction` of the time out of the guest (0 =
+    /// full speed), if the VM can.
+    pub(super) fn set_throttle(&mut self, fraction: f64) -> Result<(), MigrateError> {
+        let applied = self
+            .vm
+            .throttle(fraction)
+            .map_err(Self::vm_err(VmOp::Throttle))?;
+        self.throttle = if applied { fraction } else { 0.0 };
+        Ok(())
+    }
+
+    /// Enters `phase`: live progress and the observer.
+    pub(super) fn enter(&self, phase: Phase) {
+        events::enter(&self.progress, self.observer.as_ref(), phase);
     }
 
     /// Bytes written to the connection so far.
@@ -131,7 +151,7 @@ impl<V: SourceVm> Engine<'_, V> {
             let mut h = DirtyBitmap::new(&self.layout);
             self.vm.nonzero_hint(&mut h).then_some(h)
         };
-        self.progress.set_phase(Phase::Iterative);
+        self.enter(Phase::Iterative);
         let round = self.iterate(strategy, &mut pending, &mut hint)?;
         self.stop_and_copy(round, pending, hint)?;
         self.transfer_state()
@@ -260,13 +280,18 @@ impl<V: SourceVm> Engine<'_, V> {
         mut pending: DirtyBitmap,
         mut hint: Option<DirtyBitmap>,
     ) -> Result<(), MigrateError> {
-        self.progress.set_phase(Phase::StopAndCopy);
+        self.enter(Phase::StopAndCopy);
         self.progress.set_round(round);
         if self.cancel.is_cancelled() {
             return Err(MigrateError::Cancelled);
         }
         self.vm.pause().map_err(Self::vm_err(VmOp::Pause))?;
         self.paused_at = Some(Instant::now());
+        if self.throttle > 0.0 {
+            // The switchover: whatever runs next (here after a rollback, or
+            // the destination) runs at full speed.
+            self.set_throttle(0.0)?;
+        }
         let mut last = DirtyBitmap::new(&self.layout);
         self.vm
             .harvest_dirty(&mut last)
@@ -286,7 +311,7 @@ impl<V: SourceVm> Engine<'_, V> {
 
     /// State transfer, then wait for the destination to have loaded it.
     fn transfer_state(&mut self) -> Result<(), MigrateError> {
-        self.progress.set_phase(Phase::StateTransfer);
+        self.enter(Phase::StateTransfer);
         let state = self
             .vm
             .save_state()

@@ -23,6 +23,7 @@ use wire::{MessageReader, MessageWriter, WireError};
 
 use crate::bitmap::PageLayout;
 use crate::error::MigrateError;
+use crate::events::{self, MigrationEvent};
 use crate::progress::Phase;
 use crate::report::{MigrationReport, Outcome};
 use crate::vm::SourceVm;
@@ -48,7 +49,7 @@ pub fn migrate<V: SourceVm>(
     opts: SourceOptions,
 ) -> Result<MigrationReport, Box<MigrationFailure>> {
     let started = Instant::now();
-    opts.progress.set_phase(Phase::Setup);
+    events::enter(&opts.progress, opts.observer.as_ref(), Phase::Setup);
     match connect::connect(to, opts.connect_timeout) {
         Ok(stream) => migrate_stream_from(vm, stream, opts, started),
         Err(error) => {
@@ -64,6 +65,7 @@ pub fn migrate_stream<V: SourceVm>(
     stream: TcpStream,
     opts: SourceOptions,
 ) -> Result<MigrationReport, Box<MigrationFailure>> {
+    events::enter(&opts.progress, opts.observer.as_ref(), Phase::Setup);
     migrate_stream_from(vm, stream, opts, Instant::now())
 }
 
@@ -80,7 +82,8 @@ fn failed_early(
 ) -> Box<MigrationFailure> {
     report.outcome = Outcome::Failed(error.to_string());
     report.total_time_ms = ms(started.elapsed());
-    opts.progress.set_phase(Phase::RolledBack);
+    events::enter(&opts.progress, opts.observer.as_ref(), Phase::RolledBack);
+    events::notify(opts.observer.as_ref(), MigrationEvent::Finished(&report));
     Box::new(MigrationFailure { error, report })
 }
 
@@ -96,7 +99,6 @@ fn migrate_stream_from<V: SourceVm>(
     report.link_bandwidth_bps = opts.link_bandwidth.map(|b| b.bits_per_sec());
     report.max_downtime_ms = ms(opts.max_downtime);
     opts.progress.set_memory(config.memory_bytes);
-    opts.progress.set_phase(Phase::Setup);
     let layout = match PageLayout::new(&config.regions) {
         Ok(l) => l,
         Err(e) => return Err(failed_early(e.into(), report, &opts, started)),
@@ -116,14 +118,15 @@ fn migrate_stream_from<V: SourceVm>(
     let _ = stream.shutdown(Shutdown::Both);
     let _ = reader.join();
     let mut report = engine.finish();
+    if let Err(error) = &result
+        && report.outcome == Outcome::Completed
+    {
+        report.outcome = Outcome::Failed(error.to_string());
+    }
+    events::notify(opts.observer.as_ref(), MigrationEvent::Finished(&report));
     match result {
         Ok(()) => Ok(report),
-        Err(error) => {
-            if report.outcome == Outcome::Completed {
-                report.outcome = Outcome::Failed(error.to_string());
-            }
-            Err(Box::new(MigrationFailure { error, report }))
-        }
+        Err(error) => Err(Box::new(MigrationFailure { error, report })),
     }
 }
 

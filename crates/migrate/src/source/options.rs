@@ -7,6 +7,7 @@ use wire::{Offer, Secret};
 
 use crate::convergence::{Limits, OnTimeout};
 use crate::error::MigrateError;
+use crate::events::Observer;
 use crate::progress::{CancelToken, Progress};
 use crate::report::MigrationReport;
 use crate::strategy::Strategy;
@@ -47,6 +48,11 @@ pub struct SourceOptions {
     pub cancel: CancelToken,
     /// Protocol versions and capabilities offered.
     pub offer: Offer,
+    /// Identity of this migration, sent to the destination in Start
+    /// (random by default): the one name both sides log it under.
+    pub migration_id: u64,
+    /// Told of each phase, round and the end, on the migration's thread.
+    pub observer: Option<Observer>,
 }
 
 impl SourceOptions {
@@ -65,6 +71,8 @@ impl SourceOptions {
             progress: Progress::new(),
             cancel: CancelToken::new(),
             offer: Offer::default(),
+            migration_id: u64::from_le_bytes(wire::nonce()[..8].try_into().expect("8 bytes")),
+            observer: None,
         }
     }
 }

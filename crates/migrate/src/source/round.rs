@@ -12,6 +12,7 @@ use super::meter::min_bandwidth;
 use super::ms;
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE};
 use crate::error::{MigrateError, VmOp};
+use crate::events::{self, MigrationEvent};
 use crate::report::RoundReport;
 use crate::strategy::RoundPlan;
 use crate::vm::SourceVm;
@@ -36,6 +37,15 @@ pub(super) struct Round {
     pending_pages: u64,
     /// Pending pages the plan held back: pending again next round.
     held: DirtyBitmap,
+    /// Pending pages a round cut short by a time limit did not reach:
+    /// pending again (for the switchover).
+    unreached: Option<DirtyBitmap>,
+    /// The plan predicted which pages will be written again (it set
+    /// `hold_back`): the report scores the prediction.
+    predicts: bool,
+    predicted_hot: Option<u64>,
+    /// vCPU throttle in force during the round (fraction of time).
+    throttle: f64,
     /// Pages the guest dirtied while the round ran.
     dirtied: DirtyBitmap,
     /// Pages looked at so far (sent, zero or skipped).
@@ -56,8 +66,24 @@ impl Round {
         rest.set_run(from, visit.layout().index_len().saturating_sub(from));
         rest.and_assign(visit);
         self.skipped += rest.count();
-        self.held.or_assign(&rest);
+        self.unreached = Some(rest);
     }
+}
+
+/// The round's prediction scored against what the guest did: precision =
+/// held-back pages it dirtied during the round / held-back pages; recall =
+/// held-back pages it dirtied / pending pages it dirtied (those whose
+/// sending this round would have been wasted). `None` where the
+/// denominator is zero.
+fn prediction_scores(r: &Round, pending: &DirtyBitmap) -> (Option<f64>, Option<f64>) {
+    let held = r.held.count();
+    let held_dirtied = r.held.count_and(&r.dirtied);
+    let pending_dirtied = pending.count_and(&r.dirtied);
+    let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+    (
+        ratio(held_dirtied, held),
+        ratio(held_dirtied, pending_dirtied),
+    )
 }
 
 impl<V: SourceVm> Engine<'_, V> {
@@ -82,9 +108,10 @@ impl<V: SourceVm> Engine<'_, V> {
             )
         };
         self.w.get_mut().get_mut().set_rate(rate);
-        if let Some(t) = plan.throttle {
-            let applied = self.vm.throttle(t).map_err(Self::vm_err(VmOp::Throttle))?;
-            self.throttled |= applied && t > 0.0;
+        if let Some(t) = plan.throttle
+            && !last
+        {
+            self.set_throttle(t)?;
         }
         let mut r = Round {
             number,
@@ -95,6 +122,10 @@ impl<V: SourceVm> Engine<'_, V> {
             bytes_before: self.bytes(),
             pending_pages: pending.count(),
             held: DirtyBitmap::new(&self.layout),
+            unreached: None,
+            predicts: plan.hold_back.is_some() && !last,
+            predicted_hot: plan.predicted_hot.filter(|_| !last),
+            throttle: self.throttle,
             dirtied: DirtyBitmap::new(&self.layout),
             visited: 0,
             last_harvest: Instant::now(),
@@ -120,6 +151,11 @@ impl<V: SourceVm> Engine<'_, V> {
         let bytes = self.bytes() - r.bytes_before;
         let secs = duration.as_secs_f64().max(1e-9);
         let dirtied_pages = r.dirtied.count();
+        let (precision, recall) = if r.predicts {
+            prediction_scores(&r, pending)
+        } else {
+            (None, None)
+        };
         let report = RoundReport {
             round: r.number,
             stop_and_copy: r.last,
@@ -128,6 +164,11 @@ impl<V: SourceVm> Engine<'_, V> {
             pages_dirtied: dirtied_pages,
             pages_sent: r.sent,
             pages_skipped: r.skipped,
+            pages_held_back: r.held.count(),
+            pages_predicted_hot: r.predicted_hot,
+            prediction_precision: precision,
+            prediction_recall: recall,
+            throttle_pct: r.throttle * 100.0,
             zero_pages: r.zero,
             bytes,
             duration_ms: ms(duration),
@@ -138,20 +179,26 @@ impl<V: SourceVm> Engine<'_, V> {
         tracing::debug!(?report, "round done");
         if let Err(e) = result {
             // Keep what the interrupted round did, for the report.
-            self.report.per_round.push(RoundReport {
+            let report = RoundReport {
                 interrupted: true,
                 ..report
-            });
+            };
+            events::notify(self.observer.as_ref(), MigrationEvent::Round(&report));
+            self.report.per_round.push(report);
             return Err(e);
         }
         self.history.end_round(&r.dirtied);
         *pending = r.dirtied;
         pending.or_assign(&r.held);
+        if let Some(u) = &r.unreached {
+            pending.or_assign(u);
+        }
         self.progress
             .set_remaining(pending.count() * PAGE_SIZE, report.transfer_rate_bps);
         if !r.last {
             self.progress.set_dirty_rate(report.dirty_rate_bps);
         }
+        events::notify(self.observer.as_ref(), MigrationEvent::Round(&report));
         self.report.per_round.push(report);
         Ok(())
     }
@@ -178,8 +225,7 @@ impl<V: SourceVm> Engine<'_, V> {
             r.held.and_assign(h);
             visit.and_not_assign(h);
         }
-        r.skipped = r.held.count();
-        r.visited = r.skipped;
+        r.visited = r.held.count();
         r.last_harvest = Instant::now();
         'runs: for (start, count) in visit.runs() {
             let end = start + count;

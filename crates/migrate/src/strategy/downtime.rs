@@ -2,16 +2,19 @@
 
 use std::time::Duration;
 
+use super::params::{ParamReader, Range, StrategyError};
 use super::{Decision, RoundPlan, Strategy, StrategyContext, StrategyKind};
 use crate::convergence::Limits;
+use crate::source::MAX_ROUNDS;
 
-/// Parameters of [`DowntimeTarget`]: its own limits, which the engine
-/// enforces ([`Strategy::limits`]) unless the operator gives others.
+/// Parameters of [`DowntimeTarget`] (and of the same rule in
+/// [`AutoConverge`](super::AutoConverge)).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DowntimeParams {
-    /// Pre-copy rounds at most.
+    /// Pre-copy rounds at most (`max-rounds`); the engine enforces it
+    /// ([`Strategy::limits`]) unless the operator gives another.
     pub max_rounds: u32,
-    /// Time since the migration started, at most.
+    /// Time since the migration started, at most (`max-time`); likewise.
     pub max_time: Duration,
 }
 
@@ -21,6 +24,44 @@ impl Default for DowntimeParams {
             max_rounds: 30,
             max_time: Duration::from_secs(60),
         }
+    }
+}
+
+impl DowntimeParams {
+    pub(super) fn read(r: &mut ParamReader<'_>) -> Result<Self, StrategyError> {
+        let d = DowntimeParams::default();
+        Ok(DowntimeParams {
+            max_rounds: r.count(
+                "max-rounds",
+                d.max_rounds,
+                Range::closed(1.0, f64::from(MAX_ROUNDS)),
+            )?,
+            max_time: r.duration("max-time", d.max_time)?,
+        })
+    }
+
+    /// The round and time bounds, for [`Strategy::limits`].
+    pub(super) fn limits(&self) -> Limits {
+        Limits {
+            max_rounds: Some(self.max_rounds),
+            max_time: Some(self.max_time),
+        }
+    }
+
+    /// Whether to switch over before this round: nothing pending, or the
+    /// pending bytes fit in the downtime target at the measured bandwidth
+    /// (never before round 2). The bounds are the engine's ([`Self::limits`]).
+    pub(super) fn switch_now(&self, ctx: &StrategyContext<'_>) -> bool {
+        if ctx.round <= 1 {
+            return false;
+        }
+        if ctx.pending_pages == 0 {
+            return true;
+        }
+        ctx.measured_bandwidth_bps().is_some_and(|bw| {
+            let budget = bw / 8.0 * ctx.max_downtime.as_secs_f64();
+            ctx.pending_bytes() as f64 <= budget
+        })
     }
 }
 
@@ -40,24 +81,14 @@ impl Strategy for DowntimeTarget {
     }
 
     fn decide(&mut self, ctx: &StrategyContext<'_>) -> Decision {
-        if ctx.round > 1 {
-            if ctx.pending_pages == 0 {
-                return Decision::StopAndCopy;
-            }
-            if let Some(bw) = ctx.measured_bandwidth_bps() {
-                let budget = bw / 8.0 * ctx.max_downtime.as_secs_f64();
-                if (ctx.pending_bytes() as f64) <= budget {
-                    return Decision::StopAndCopy;
-                }
-            }
+        if self.params.switch_now(ctx) {
+            Decision::StopAndCopy
+        } else {
+            Decision::Round(RoundPlan::default())
         }
-        Decision::Round(RoundPlan::default())
     }
 
     fn limits(&self) -> Limits {
-        Limits {
-            max_rounds: Some(self.params.max_rounds),
-            max_time: Some(self.params.max_time),
-        }
+        self.params.limits()
     }
 }

@@ -6,14 +6,17 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
-use super::{DowntimeTarget, StopAndCopy, Strategy, Xen};
+use super::params::{ParamReader, StrategyError, StrategyParams};
+use super::{
+    AutoConverge, AutoConvergeParams, Delayed, DelayedParams, DowntimeParams, DowntimeTarget,
+    Predictive, PredictiveParams, StopAndCopy, Strategy, Xen, XenParams,
+};
 
 /// The strategies Ferry provides, by name.
 ///
-/// Parse one with [`str::parse`], build it with [`StrategyKind::build`].
-/// Strategies are built with their default parameters; per-strategy
-/// parameters given by name (`--strategy-param KEY=VALUE`) will be a map
-/// handed to the builder next to the kind.
+/// Parse one with [`str::parse`], build it with [`StrategyKind::build_with`]
+/// and its parameters by name ([`StrategyParams`], `--strategy-param
+/// KEY=VALUE`), or with [`StrategyKind::build`] and the defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StrategyKind {
     /// [`StopAndCopy`]: the non-live baseline.
@@ -22,14 +25,23 @@ pub enum StrategyKind {
     Xen,
     /// [`DowntimeTarget`]: QEMU's downtime rule.
     Downtime,
+    /// [`Predictive`]: seed 000's dirty-page prediction and adaptive bandwidth.
+    Predictive,
+    /// [`Delayed`]: seed 003's delayed copy by temporal locality.
+    Delayed,
+    /// [`AutoConverge`]: QEMU's downtime rule with vCPU throttling.
+    AutoConverge,
 }
 
 impl StrategyKind {
     /// Every strategy, in the order help texts and benchmarks list them.
-    pub const ALL: [StrategyKind; 3] = [
+    pub const ALL: [StrategyKind; 6] = [
         StrategyKind::StopAndCopy,
         StrategyKind::Xen,
         StrategyKind::Downtime,
+        StrategyKind::Predictive,
+        StrategyKind::Delayed,
+        StrategyKind::AutoConverge,
     ];
 
     /// The default strategy (chosen on the benchmark, docs/BENCHMARKS.md).
@@ -41,16 +53,37 @@ impl StrategyKind {
             StrategyKind::StopAndCopy => "stop-and-copy",
             StrategyKind::Xen => "xen",
             StrategyKind::Downtime => "downtime",
+            StrategyKind::Predictive => "predictive",
+            StrategyKind::Delayed => "delayed",
+            StrategyKind::AutoConverge => "auto-converge",
         }
     }
 
     /// The strategy, with default parameters.
     pub fn build(self) -> Box<dyn Strategy> {
-        match self {
+        self.build_with(&StrategyParams::new())
+            .expect("the default parameters are valid")
+    }
+
+    /// The strategy with `params` (unknown keys and values out of range are
+    /// refused, one error line each; absent keys take their defaults).
+    pub fn build_with(self, params: &StrategyParams) -> Result<Box<dyn Strategy>, StrategyError> {
+        let mut reader = ParamReader::new(self, params);
+        let r = &mut reader;
+        let s: Box<dyn Strategy> = match self {
             StrategyKind::StopAndCopy => Box::new(StopAndCopy),
-            StrategyKind::Xen => Box::new(Xen::default()),
-            StrategyKind::Downtime => Box::new(DowntimeTarget::default()),
-        }
+            StrategyKind::Xen => Box::new(Xen {
+                params: XenParams::read(r)?,
+            }),
+            StrategyKind::Downtime => Box::new(DowntimeTarget {
+                params: DowntimeParams::read(r)?,
+            }),
+            StrategyKind::Predictive => Box::new(Predictive::new(PredictiveParams::read(r)?)),
+            StrategyKind::Delayed => Box::new(Delayed::new(DelayedParams::read(r)?)),
+            StrategyKind::AutoConverge => Box::new(AutoConverge::new(AutoConvergeParams::read(r)?)),
+        };
+        reader.finish()?;
+        Ok(s)
     }
 }
 

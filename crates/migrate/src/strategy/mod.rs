@@ -2,13 +2,21 @@
 //! run another pre-copy round (and how: rate, which pages to hold back,
 //! whether to skip pages dirtied again mid-round, vCPU throttling) or to stop
 //! the VM and copy the rest.
-
 //!
-//! Each strategy has a name ([`StrategyKind`], parsed in one place) and its
-//! own file.
+//! Each strategy has a name ([`StrategyKind`], parsed in one place), its
+//! parameters by name ([`StrategyParams`], checked by the strategy) and its
+//! own file; `smoothing`, `bandwidth` and `hold` are the predictor, the
+//! adaptive rate and the budgeted hold-back set they share.
 
+mod auto_converge;
+mod bandwidth;
+mod delayed;
 mod downtime;
+mod hold;
 mod kind;
+mod params;
+mod predictive;
+mod smoothing;
 #[cfg(test)]
 mod tests;
 mod xen;
@@ -21,9 +29,18 @@ use crate::history::PageHistory;
 use crate::report::RoundReport;
 use units::Bandwidth;
 
+pub use auto_converge::{AutoConverge, AutoConvergeParams};
+pub use bandwidth::AdaptiveRateParams;
+pub use delayed::{Delayed, DelayedParams};
 pub use downtime::{DowntimeParams, DowntimeTarget};
 pub use kind::{DEFAULT_STRATEGY, STRATEGIES, StrategyKind, UnknownStrategy};
-pub use xen::{Xen, XenParams};
+pub use params::{Known, StrategyError, StrategyParams};
+pub use predictive::{Predictive, PredictiveParams};
+pub use smoothing::SmoothingParams;
+pub use xen::{Xen, XenEnd, XenParams};
+
+/// A round shorter than this (ms) measures rates too coarsely to act on.
+pub(crate) const MEASURED_MS: f64 = 50.0;
 
 /// What a strategy sees before each round.
 pub struct StrategyContext<'a> {
@@ -52,7 +69,7 @@ impl StrategyContext<'_> {
     /// lasted long enough to be meaningful, else the average over all rounds.
     pub fn measured_bandwidth_bps(&self) -> Option<f64> {
         let last = self.rounds.last()?;
-        if last.duration_ms >= 50.0 && last.bytes > 0 {
+        if last.duration_ms >= MEASURED_MS && last.bytes > 0 {
             return Some(last.transfer_rate_bps);
         }
         let bytes: u64 = self.rounds.iter().map(|r| r.bytes).sum();
@@ -69,6 +86,16 @@ impl StrategyContext<'_> {
     pub fn pending_bytes(&self) -> u64 {
         self.pending_pages * PAGE_SIZE
     }
+
+    /// The guest's dirty rate in the last round counting only pages outside
+    /// `held` (those a strategy holds back need no bandwidth now), bits/s.
+    pub fn dirty_rate_outside_bps(&self, held: &DirtyBitmap) -> Option<f64> {
+        let last = self.rounds.last()?;
+        let inside = self.history.last_dirtied().count_and(held);
+        let pages = last.pages_dirtied.saturating_sub(inside);
+        let secs = (last.duration_ms / 1000.0).max(1e-9);
+        Some((pages * PAGE_SIZE) as f64 * 8.0 / secs)
+    }
 }
 
 /// How to run one pre-copy round.
@@ -79,9 +106,16 @@ pub struct RoundPlan {
     /// Skip a pending page if the guest dirtied it again since the round
     /// began (it will be sent in a later round anyway).
     pub skip_redirtied: bool,
-    /// Pages to hold back this round (they stay pending).
+    /// Pages to hold back this round (they stay pending, and the
+    /// stop-and-copy sends whatever is still held). A plan that sets it is
+    /// a prediction: the round's report gives its precision and recall.
     pub hold_back: Option<DirtyBitmap>,
-    /// Throttle the vCPUs to this fraction of time not running (if the VM supports it).
+    /// Pending pages the strategy predicts will be written again before the
+    /// end (its hold-back candidates before any budget), for the report.
+    pub predicted_hot: Option<u64>,
+    /// Keep the vCPUs out of the guest for this fraction of the time, from
+    /// this round on (if the VM supports it); `None` leaves it as it is.
+    /// The engine releases it at the switchover and on rollback.
     pub throttle: Option<f64>,
 }
 

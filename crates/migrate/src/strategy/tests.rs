@@ -2,15 +2,18 @@ use super::*;
 use crate::bitmap::PageLayout;
 use std::sync::Arc;
 
-struct Fixture {
+/// A synthetic migration: 1 GiB of memory, a pending set, a history of
+/// rounds, and the context a strategy sees.
+pub(super) struct Fixture {
     layout: Arc<PageLayout>,
     pending: DirtyBitmap,
     history: PageHistory,
-    rounds: Vec<RoundReport>,
+    pub rounds: Vec<RoundReport>,
 }
 
 impl Fixture {
-    fn new(pending: u64) -> Self {
+    /// `pending` pages pending (0..pending), no history.
+    pub fn new(pending: u64) -> Self {
         let layout = PageLayout::new(&[(0, 1 << 30)]).unwrap();
         let mut p = DirtyBitmap::new(&layout);
         p.set_run(0, pending);
@@ -21,7 +24,35 @@ impl Fixture {
             rounds: Vec::new(),
         }
     }
-    fn ctx(&self, round: u32, bytes_sent: u64, cap: Option<u64>) -> StrategyContext<'_> {
+    /// Pages `[first, first + count)` are pending, no others.
+    pub fn set_pending(&mut self, first: u64, count: u64) {
+        self.pending.clear();
+        self.pending.set_run(first, count);
+    }
+
+    /// A completed round of 1 s at `rate_bps` in which the guest dirtied
+    /// the pages of `runs` (first, count); they are pending now.
+    pub fn dirty_round(&mut self, runs: &[(u64, u64)], rate_bps: f64) {
+        let mut d = DirtyBitmap::new(&self.layout);
+        for &(first, count) in runs {
+            d.set_run(first, count);
+        }
+        self.history.end_round(&d);
+        let pages = d.count();
+        self.rounds.push(RoundReport {
+            round: self.rounds.len() as u32 + 1,
+            pages_dirtied: pages,
+            duration_ms: 1000.0,
+            bytes: (rate_bps / 8.0) as u64,
+            transfer_rate_bps: rate_bps,
+            dirty_rate_bps: (pages * PAGE_SIZE * 8) as f64,
+            ..Default::default()
+        });
+        self.pending = d;
+    }
+
+    /// The context before round `round`.
+    pub fn ctx(&self, round: u32, bytes_sent: u64, cap: Option<u64>) -> StrategyContext<'_> {
         StrategyContext {
             round,
             pending_pages: self.pending.count(),
@@ -124,4 +155,60 @@ fn names() {
     assert!(STRATEGIES.contains(&DEFAULT_STRATEGY));
     let e = "yolo".parse::<StrategyKind>().unwrap_err().to_string();
     assert!(e.contains("yolo") && e.contains("xen"), "{e}");
+}
+
+#[test]
+fn parameters_parse_once_and_fail_in_one_line() {
+    let p = StrategyParams::parse(["alpha=0.3", " threshold = 0.6 "]).unwrap();
+    assert_eq!(p.get("threshold"), Some("0.6"));
+    assert_eq!(StrategyParams::from_map(&p.to_map()).unwrap(), {
+        let mut q = StrategyParams::new();
+        q.insert("alpha", "0.3").unwrap();
+        q.insert("threshold", "0.6").unwrap();
+        q
+    });
+    let e = |r: Result<StrategyParams, StrategyError>| r.unwrap_err().to_string();
+    assert_eq!(
+        e(StrategyParams::parse(["alpha"])),
+        "strategy parameter 'alpha' is not KEY=VALUE"
+    );
+    assert_eq!(
+        e(StrategyParams::parse(["=3"])),
+        "strategy parameter '=3' is not KEY=VALUE"
+    );
+    assert_eq!(
+        e(StrategyParams::parse(["a=1", "a=2"])),
+        "strategy parameter 'a' is given twice"
+    );
+    // Every strategy builds with no parameters; stop-and-copy takes none.
+    for kind in StrategyKind::ALL {
+        assert!(kind.build_with(&StrategyParams::new()).is_ok(), "{kind}");
+    }
+    let one = StrategyParams::parse(["max-rounds=5"]).unwrap();
+    let err = StrategyKind::StopAndCopy
+        .build_with(&one)
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err,
+        "strategy stop-and-copy has no parameter 'max-rounds' (it takes none)"
+    );
+    for kind in [StrategyKind::Xen, StrategyKind::Downtime] {
+        assert!(kind.build_with(&one).is_ok());
+    }
+    let bad = StrategyParams::parse(["max-rounds=0"]).unwrap();
+    let err = StrategyKind::Downtime.build_with(&bad).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "strategy downtime: max-rounds=0: must be in [1, 1000]"
+    );
+    let bad = StrategyParams::parse(["start-rate=100Mb"]).unwrap();
+    let err = StrategyKind::Xen
+        .build_with(&bad)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.starts_with("strategy xen: start-rate=100Mb: "), "{err}");
+    assert!(!err.contains('\n'));
 }

@@ -6,5 +6,6 @@ mod converge;
 mod harness;
 mod limits;
 mod network;
+mod observer;
 mod refusals;
 mod strategies;

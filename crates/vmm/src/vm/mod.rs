@@ -4,6 +4,7 @@
 mod dirty_log;
 
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use kvm_bindings::{
@@ -18,6 +19,7 @@ use vmstate::{IrqchipState, STATE_VERSION, VmConfig, VmState};
 
 use crate::devices::{Devices, SerialSink};
 use crate::memory;
+use crate::throttle::{self, MAX_THROTTLE};
 use crate::vcpu::{self, ExitReason, Shared, VcpuThread, Want};
 use crate::{Error, cpu, mptable, multiboot};
 use dirty_log::DirtyLog;
@@ -57,6 +59,8 @@ pub struct Vm {
     devices: Arc<Devices>,
     shared: Arc<Shared>,
     vcpus: Mutex<Vec<VcpuThread>>,
+    /// The throttle's timer thread, once a throttle was set.
+    throttle_timer: Mutex<Option<JoinHandle<()>>>,
     dirty: Mutex<DirtyLog>,
     _serial_irq: EventFd,
 }
@@ -116,6 +120,7 @@ impl Vm {
             devices,
             shared: Arc::new(Shared::new(Want::Pause)),
             vcpus: Mutex::new(Vec::new()),
+            throttle_timer: Mutex::new(None),
             dirty: Mutex::new(dirty),
             _serial_irq: serial_irq,
         };
@@ -274,6 +279,8 @@ impl Vm {
             return Err(Error::NotRunning(r.clone()));
         }
         c.want = Want::Pause;
+        // Wakes vCPUs the throttle keeps out of the guest.
+        self.shared.cv.notify_all();
         drop(c);
         self.shared.kick_all();
         let mut c = self.shared.ctl.lock().unwrap();
@@ -305,6 +312,35 @@ impl Vm {
         c.want = Want::Run;
         self.shared.cv.notify_all();
         Ok(())
+    }
+
+    /// Keeps every vCPU out of the guest for `fraction` of the time (0 =
+    /// full speed, at most [`MAX_THROTTLE`]), from now until changed; the
+    /// guest sees its work slow down by that share.
+    pub fn set_throttle(&self, fraction: f64) -> Result<(), Error> {
+        if !(0.0..=MAX_THROTTLE).contains(&fraction) {
+            return Err(Error::ThrottleRange(fraction));
+        }
+        if self.shared.throttle.set(fraction) {
+            let shared = self.shared.clone();
+            let h = std::thread::Builder::new()
+                .name("vcpu-throttle".into())
+                .spawn(move || throttle::timer_loop(shared))
+                .map_err(|e| {
+                    self.shared.throttle.set(0.0);
+                    Error::SpawnThrottle(e)
+                })?;
+            *self.throttle_timer.lock().unwrap() = Some(h);
+        }
+        // Wakes vCPUs out of the guest, so a lower throttle applies at once.
+        let _c = self.shared.ctl.lock().unwrap();
+        self.shared.cv.notify_all();
+        Ok(())
+    }
+
+    /// The share of time the vCPUs are kept out of the guest.
+    pub fn throttle(&self) -> f64 {
+        self.shared.throttle.fraction()
     }
 
     /// Hands the VM over to another host: it never runs here again, but its
@@ -396,6 +432,11 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
+        // The timer kicks vCPU threads: it ends before they are joined.
+        self.shared.throttle.shut_down();
+        if let Some(h) = self.throttle_timer.lock().unwrap().take() {
+            let _ = h.join();
+        }
         self.shared.finish(ExitReason::Stopped);
         let mut threads = self.vcpus.lock().unwrap();
         for t in threads.iter_mut() {

@@ -25,9 +25,22 @@ pub(super) fn counter(v: &Value, name: &str) -> u64 {
     v["guest"][name].as_u64().unwrap_or(0)
 }
 
+/// The median of five readings of the write rate a guest publishes, a
+/// rate window apart (0 for a reading without one).
+pub fn guest_rate(sock: &Path) -> u64 {
+    let mut r: Vec<u64> = (0..5)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(250));
+            status(sock).map_or(0, |v| counter(&v, "write_rate"))
+        })
+        .collect();
+    r.sort_unstable();
+    r[2]
+}
+
 /// A VM that runs or could run: the states in which a process holds it live.
 pub fn holds_vm(state: &str) -> bool {
-    matches!(state, "running" | "paused" | "migrating" | "starting")
+    matches!(state, "running" | "paused" | "migrating" | "booting")
 }
 
 /// The source: `ferry run` of the dirtier with an API socket.
@@ -39,7 +52,13 @@ pub struct Vm {
 }
 
 impl Vm {
+    /// The dirtier of [`GUEST_ARGS`].
     pub fn boot(dir: &Path, name: &str) -> Vm {
+        Vm::boot_with(dir, name, GUEST_ARGS)
+    }
+
+    /// The dirtier with `guest_args` (its working set [`WS_PAGES`] pages).
+    pub fn boot_with(dir: &Path, name: &str, guest_args: &str) -> Vm {
         let sock = dir.join(format!("{name}.sock"));
         let serial = dir.join(format!("{name}.log"));
         let proc = Proc::spawn(
@@ -50,7 +69,7 @@ impl Vm {
                 "--guest",
                 "dirtier",
                 "--append",
-                GUEST_ARGS,
+                guest_args,
                 "--memory",
                 GUEST_MEMORY,
                 "--api",
@@ -97,6 +116,12 @@ impl Vm {
 
     pub fn state(&self) -> Option<String> {
         state_of(&self.sock)
+    }
+
+    /// The guest's own write rate (pages/s): the median of five readings
+    /// of its status page, a rate window apart.
+    pub fn guest_rate(&self) -> u64 {
+        guest_rate(&self.sock)
     }
 
     /// `GET /api/v1/vm.migrate` as JSON.

@@ -1,0 +1,205 @@
+//! This process hosting its one VM: the [`Instance`], its API socket
+//! (bound before the VM exists, so it answers while the guest boots),
+//! SIGTERM/SIGINT handled as `ferry ctl shutdown`, and the wait for the VM
+//! to end.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::events::EventKind;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use vmm::{ExitReason, Vm};
+
+use crate::instance::Instance;
+
+/// How long the API keeps answering after a completed migration, for the
+/// migrating client to read the report and say `vm.shutdown`.
+const REPORT_GRACE: Duration = Duration::from_secs(60);
+/// How long followers of the event stream get to read the last events.
+const EVENTS_DRAIN: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_millis(100);
+
+/// Flags of every command that hosts a VM (`run`, `restore`, `receive`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HostArgs {
+    /// Serve the control API on this Unix socket; it answers before the
+    /// guest runs (state booting, or incoming for a receiver).
+    #[arg(long, value_name = "SOCKET")]
+    pub api: Option<PathBuf>,
+    /// The VM's identity in the API, its events and the logs: letters,
+    /// digits, '.', '_' and '-', at most 64. Default: a random UUID.
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    pub name: Option<String>,
+}
+
+/// Checks a `--name`.
+fn parse_name(s: &str) -> Result<String, String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if s.is_empty() || s.len() > 64 || !s.chars().all(ok) {
+        return Err(format!(
+            "'{s}' is not a VM name: use 1 to 64 letters, digits, '.', '_' or '-'"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// The hosted VM and its API, for the life of the process.
+pub struct Hosting {
+    pub instance: Arc<Instance>,
+    server: Option<api::Server>,
+    /// Shutdown requests that do not count against the VM (see
+    /// [`Hosting::forgive_shutdowns`]).
+    forgiven: u64,
+}
+
+impl Hosting {
+    /// Creates the instance (state `before`), binds its API socket and
+    /// turns SIGTERM/SIGINT into shutdown requests. Fails, before anything
+    /// boots, if a live server already answers on the socket.
+    pub fn start(args: &HostArgs, before: &'static str) -> anyhow::Result<Hosting> {
+        let id = args
+            .name
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let instance = Instance::new(&id, before);
+        let server = match &args.api {
+            Some(path) => Some(crate::control::start(instance.clone(), path)?),
+            None => None,
+        };
+        forward_signals(instance.clone())?;
+        Ok(Hosting {
+            instance,
+            server,
+            forgiven: 0,
+        })
+    }
+
+    /// The shutdown requests made so far do not stop the VM about to run:
+    /// for a VM that arrived although a shutdown was asked for during its
+    /// incoming migration (stopping it now would lose it: the source has
+    /// handed it over).
+    pub fn forgive_shutdowns(&mut self) {
+        self.forgiven = self.instance.shutdown_requests();
+    }
+
+    /// Runs `vm` until it ends; returns the process exit status.
+    pub fn run(self, vm: Vm) -> anyhow::Result<i32> {
+        let host = self.instance.clone();
+        host.attach(vm);
+        let vm = host.vm().expect("just attached").clone();
+        let reason = loop {
+            if let Some(r) = vm.wait(Some(POLL)) {
+                break r;
+            }
+            // A migration before Commit was cancelled by the request and
+            // rolls back first; one past Commit ends with the VM retired.
+            if host.shutdown_requests() > self.forgiven && !host.migrating() {
+                vm.stop(ExitReason::Stopped);
+            }
+        };
+        if reason == ExitReason::Migrated {
+            // Retired at Commit: told once the migration has ended too.
+            wait_for_job(&host);
+        }
+        host.events().publish(stopped(&reason));
+        match reason {
+            ExitReason::Guest(code) => Ok(code),
+            ExitReason::Crashed(msg) => anyhow::bail!("{msg}"),
+            ExitReason::Stopped => Ok(crate::exit::OK),
+            ExitReason::Migrated => Ok(after_migration(&host)),
+        }
+    }
+}
+
+impl Drop for Hosting {
+    /// Followers read the last events, then the socket goes.
+    fn drop(&mut self) {
+        self.instance.events().close(EVENTS_DRAIN);
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+}
+
+/// The event that says how the VM ended.
+fn stopped(reason: &ExitReason) -> EventKind {
+    let (reason, exit_status, error) = match reason {
+        ExitReason::Guest(code) => ("guest-exit", Some(*code), None),
+        ExitReason::Crashed(msg) => ("crashed", None, Some(msg.clone())),
+        ExitReason::Stopped => ("shutdown", None, None),
+        ExitReason::Migrated => ("migrated", None, None),
+    };
+    EventKind::VmStopped {
+        reason: reason.to_string(),
+        exit_status,
+        error,
+    }
+}
+
+/// The VM was retired when Commit went out and the job has ended: waits
+/// for the operator's word (in doubt) or the client's `vm.shutdown`, and
+/// returns the process exit status.
+fn after_migration(host: &Instance) -> i32 {
+    let job = host.migration();
+    let in_doubt = job
+        .as_ref()
+        .map(|j| j.status())
+        .and_then(|s| s.report)
+        .is_none_or(|r| r.vm_location != migrate::VmLocation::Destination);
+    if in_doubt {
+        // The retired VM's memory may be the only copy: keep it until an
+        // operator who checked the destination asks again, even if a
+        // shutdown was asked for before the doubt was known.
+        tracing::warn!(vm = %host.id(), "the commit is in doubt; keeping the stopped VM until `ferry ctl shutdown`");
+        let asked = host.shutdown_requests();
+        while host.shutdown_requests() == asked {
+            std::thread::sleep(POLL);
+        }
+        tracing::info!(vm = %host.id(), "shut down by the operator; the VM's memory here is released");
+        return crate::exit::IN_DOUBT;
+    }
+    let deadline = Instant::now() + REPORT_GRACE;
+    while !host.shutdown_requested() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    crate::exit::OK
+}
+
+/// Waits for the migration job, if any, to end.
+fn wait_for_job(host: &Instance) {
+    while host.migrating() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM and SIGINT ask for a shutdown, as `ferry ctl shutdown` does.
+fn forward_signals(host: Arc<Instance>) -> anyhow::Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                tracing::info!(vm = %host.id(), signal = name, "{name} received: shutting down as `ferry ctl shutdown` would");
+                host.request_shutdown();
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_name;
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["web-1", "a", "vm_2.prod", &"x".repeat(64)] {
+            assert_eq!(parse_name(good).unwrap(), good);
+        }
+        for bad in ["", "a b", "a/b", "é", &"x".repeat(65)] {
+            assert!(parse_name(bad).unwrap_err().contains("not a VM name"));
+        }
+    }
+}
