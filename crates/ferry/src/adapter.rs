@@ -136,9 +136,15 @@ impl SourceVm for Source<'_> {
     }
 }
 
+/// Called with an incoming VM once its memory exists.
+pub type OnCreate = Box<dyn FnMut(&vmm::Vm) + Send>;
+
 /// Builds incoming VMs with the VMM.
 pub struct Factory {
     pub serial: Option<vmm::SerialSink>,
+    /// Told about the incoming VM once its memory exists (before any page
+    /// arrives), e.g. so the API can say where its status page is.
+    pub on_create: Option<OnCreate>,
 }
 
 /// An incoming VM.
@@ -152,7 +158,11 @@ impl VmFactory for Factory {
             .serial
             .take()
             .ok_or("this receiver already created its VM")?;
-        Ok(Incoming(vmm::Vm::for_restore(config, serial)?))
+        let vm = vmm::Vm::for_restore(config, serial)?;
+        if let Some(f) = self.on_create.as_mut() {
+            f(&vm);
+        }
+        Ok(Incoming(vm))
     }
 }
 

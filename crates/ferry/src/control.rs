@@ -127,6 +127,8 @@ pub fn status(host: &Instance) -> VmStatus {
     let mut status = VmStatus {
         id: host.id().to_string(),
         state: host.state_name().to_string(),
+        pid: std::process::id(),
+        status_page_addr: host.status_page_addr(),
         ..Default::default()
     };
     let Some(vm) = host.vm() else {

@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use migrate::{Admitted, Gate, MigrationReport, Phase, ProgressSnapshot, Secret, Session};
 use units::{Bandwidth, ByteSize};
 
+use crate::downtime::DowntimeProbe;
 use crate::exit;
 use crate::flags::MigrationArgs;
 use crate::hosting::{HostArgs, Hosting};
@@ -80,10 +81,15 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub json: bool,
     /// Timestamped serial logs of the source and the destination
-    /// (`--serial FILE --timestamps` on both): fills in the guest-visible
-    /// downtime, the largest heartbeat gap across the switchover.
+    /// (`--serial FILE --timestamps` on both): fills in `heartbeat_gap_ms`,
+    /// the largest heartbeat gap across the switchover.
     #[arg(long, num_args = 2, value_names = ["SOURCE_LOG", "DESTINATION_LOG"])]
     pub guest_logs: Option<Vec<PathBuf>>,
+    /// API socket of the destination (`ferry receive --api`) on this host:
+    /// the guest's pass counters are sampled on both sides for the
+    /// guest-visible downtime (`guest_downtime_us` and its resolution).
+    #[arg(long, value_name = "SOCKET")]
+    pub dest_api: Option<PathBuf>,
 }
 
 pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
@@ -110,6 +116,12 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
     drop(gate);
     let mut factory = crate::adapter::Factory {
         serial: Some(args.output.sink(0)?),
+        // The API says where the arriving VM's status page is, so a
+        // sampler can follow the switchover.
+        on_create: Some(Box::new({
+            let host = host.clone();
+            move |vm: &vmm::Vm| host.arriving(vm)
+        })),
     };
     let received = receive_unless_shutdown(source, &mut factory, &opts, &host);
     let received = match received {
@@ -265,15 +277,24 @@ pub fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
             .to_string(),
     );
     let client = Client::new(&args.api);
+    let probe = args
+        .dest_api
+        .as_deref()
+        .map(|d| DowntimeProbe::start(&client, d))
+        .transpose()
+        .context("--dest-api")?;
     let started = crate::serial::now();
     let mut status = drive(&client, &req, !args.json)?;
+    if let (Some(probe), Some(report)) = (probe, status.report.as_mut()) {
+        probe.finish(report);
+    }
     if let (Some(logs), Some(report)) = (&args.guest_logs, status.report.as_mut())
         && status.error.is_none()
     {
         // Give the destination's first heartbeats time to reach its log.
         std::thread::sleep(Duration::from_millis(500));
-        report.guest_downtime_ms =
-            crate::serial::guest_downtime_ms(&logs[0], &logs[1], started, crate::serial::now())?;
+        report.heartbeat_gap_ms =
+            crate::serial::heartbeat_gap_ms(&logs[0], &logs[1], started, crate::serial::now())?;
     }
     print_report(status.report.as_ref(), args.json)?;
     outcome(status.report.as_ref(), status.error.as_deref())

@@ -5,6 +5,7 @@ mod bench;
 mod control;
 mod ctl;
 mod demo;
+mod downtime;
 mod events;
 mod exit;
 mod flags;

@@ -6,12 +6,13 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use guest::output::{Line, parse_line};
+use guest::stamp::Stamper;
 
-/// Builds the VMM's serial sink. With `timestamps`, each line is prefixed
-/// with `[seconds.micros]`: the batch's arrival time corrected by the TSC
-/// stamps in the guest's heartbeat lines (`tsc_khz` until the guest's READY
-/// line says better).
+/// Builds the VMM's serial sink. Bytes are written out as the guest writes
+/// them. With `timestamps`, each complete line is prefixed with
+/// `[seconds.micros]`: its arrival time corrected by the TSC stamps in the
+/// guest's heartbeat lines (`tsc_khz` until the guest's READY line says
+/// better); an unfinished line waits for its newline.
 pub fn sink(
     path: Option<&Path>,
     timestamps: bool,
@@ -23,24 +24,18 @@ pub fn sink(
         })?)),
         None => Box::new(io::stdout()),
     };
-    let mut khz = tsc_khz;
+    let mut stamper = Stamper::new(tsc_khz);
     Ok(Box::new(move |bytes: &[u8], at: SystemTime| {
         if timestamps {
             let arrival = at
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs_f64();
-            let text = String::from_utf8_lossy(bytes);
-            let raw: Vec<&str> = text.lines().collect();
-            let parsed: Vec<Line> = raw.iter().map(|l| parse_line(l)).collect();
-            if let Some(Line::Ready { tsc_khz, .. }) =
-                parsed.iter().find(|l| matches!(l, Line::Ready { .. }))
-            {
-                khz = *tsc_khz;
-            }
-            let times = guest::stamp::stamp(&parsed, arrival, khz);
-            for (t, l) in times.iter().zip(raw) {
-                let _ = writeln!(out, "[{t:.6}] {l}");
+            for l in stamper.push(bytes, arrival) {
+                if let guest::output::Line::Ready { tsc_khz, .. } = l.line {
+                    stamper.set_tsc_khz(tsc_khz);
+                }
+                let _ = writeln!(out, "[{:.6}] {}", l.time, l.text);
             }
         } else {
             let _ = out.write_all(bytes);
@@ -78,8 +73,9 @@ pub fn read_stamped_log(path: &Path) -> anyhow::Result<Vec<yardstick::SerialLine
 }
 
 /// The largest gap between heartbeats, across both logs, between `from` and
-/// `until` (UNIX seconds), in ms: the downtime the guest saw.
-pub fn guest_downtime_ms(
+/// `until` (UNIX seconds), in ms (the heartbeat spacing bounds its
+/// resolution; `guest::sampler` measures the downtime itself).
+pub fn heartbeat_gap_ms(
     src: &Path,
     dst: &Path,
     from: f64,
@@ -116,7 +112,29 @@ mod tests {
     }
 
     #[test]
-    fn guest_downtime_is_the_gap_across_both_logs() {
+    fn bytes_reach_the_log_as_written_and_stamps_wait_for_the_newline() {
+        let (plain, stamped) = (tmp("plain.log"), tmp("stamped-partial.log"));
+        let mut s = sink(Some(&plain), false, 0).unwrap();
+        s(b"login: ", SystemTime::now());
+        // A prompt without a newline is in the file at once.
+        assert_eq!(std::fs::read(&plain).unwrap(), b"login: ");
+        let mut s = sink(Some(&stamped), true, 1_000_000).unwrap();
+        let at = UNIX_EPOCH + Duration::from_secs(7);
+        for b in b"VERIFY ok" {
+            s(std::slice::from_ref(b), at);
+        }
+        assert!(read_stamped_log(&stamped).unwrap().is_empty());
+        s(b" pages=1 gen=1\n", at);
+        let lines = read_stamped_log(&stamped).unwrap();
+        std::fs::remove_file(&plain).unwrap();
+        std::fs::remove_file(&stamped).unwrap();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].text, "VERIFY ok pages=1 gen=1");
+        assert!((lines[0].time - 7.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn heartbeat_gap_is_the_gap_across_both_logs() {
         let (a, b) = (tmp("a.log"), tmp("b.log"));
         std::fs::write(
             &a,
@@ -124,7 +142,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(&b, "[10.210] HB seq=3 tsc=3\n[10.220] HB seq=4 tsc=4\n").unwrap();
-        let d = guest_downtime_ms(&a, &b, 10.005, 11.0).unwrap().unwrap();
+        let d = heartbeat_gap_ms(&a, &b, 10.005, 11.0).unwrap().unwrap();
         std::fs::remove_file(&a).unwrap();
         std::fs::remove_file(&b).unwrap();
         assert!((d - 200.0).abs() < 1e-6, "{d}");

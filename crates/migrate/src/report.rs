@@ -143,8 +143,35 @@ pub struct MigrationReport {
     /// (`None` if the VM never resumed on the destination).
     pub downtime_ms: Option<f64>,
     /// Largest heartbeat gap across the switchover seen in the guest's serial
-    /// output; filled in by the caller that reads both sides' logs.
-    pub guest_downtime_ms: Option<f64>,
+    /// output (ms); filled in by the caller that reads both sides' logs.
+    #[serde(default, alias = "guest_downtime_ms")]
+    pub heartbeat_gap_ms: Option<f64>,
+    /// Guest-visible downtime: the longest time in which the guest made no
+    /// progress on either side, sampled from its pass counters (us); filled
+    /// in by a caller that sampled both sides (`guest::sampler`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_downtime_us: Option<u64>,
+    /// The sampler's widest interval between two samples around the
+    /// switchover (us): above 1000 the downtime is coarse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_downtime_resolution_us: Option<u64>,
+    /// The mark of a coarse measurement: true when the resolution is worse
+    /// than 1 ms (the downtime may then be off by that much).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_downtime_coarse: Option<bool>,
+    /// The switchover alone, from the source guest's last progress to the
+    /// destination's first (us); `guest_downtime_us` is longer when the
+    /// guest also stalled elsewhere around it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_switchover_us: Option<u64>,
+    /// The guest's own largest gap between two passes around the
+    /// switchover, from its TSC (us; the host's TSC on these machines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_tsc_gap_us: Option<u64>,
+    /// Whether the sampler ran at real-time priority (false: the host
+    /// refused it, and busy vCPUs could delay samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_sampler_realtime: Option<bool>,
     /// Bytes written to the connection, framing and protocol included.
     pub bytes_sent: u64,
     pub memory_bytes: u64,
@@ -219,7 +246,13 @@ impl MigrationReport {
             vm_location: VmLocation::Source,
             total_time_ms: 0.0,
             downtime_ms: None,
-            guest_downtime_ms: None,
+            heartbeat_gap_ms: None,
+            guest_downtime_us: None,
+            guest_downtime_resolution_us: None,
+            guest_downtime_coarse: None,
+            guest_switchover_us: None,
+            guest_tsc_gap_us: None,
+            guest_sampler_realtime: None,
             bytes_sent: 0,
             memory_bytes,
             bytes_ratio: 0.0,
@@ -303,8 +336,38 @@ impl fmt::Display for MigrationReport {
             };
             writeln!(f, "  pre-copy:          {l} reached, {what}")?;
         }
-        if let Some(g) = self.guest_downtime_ms {
-            writeln!(f, "  guest downtime:    {g:.1} ms (largest heartbeat gap)")?;
+        if let Some(g) = self.guest_downtime_us {
+            let res = self.guest_downtime_resolution_us.unwrap_or(0);
+            let mut marks = String::new();
+            if self.guest_downtime_coarse == Some(true) {
+                marks.push_str(", COARSE");
+            }
+            if self.guest_sampler_realtime == Some(false) {
+                marks.push_str(", sampler not real-time");
+            }
+            writeln!(
+                f,
+                "  guest downtime:    {:.3} ms (no progress seen; resolution {:.3} ms{marks})",
+                g as f64 / 1e3,
+                res as f64 / 1e3
+            )?;
+        }
+        if let Some(g) = self.guest_switchover_us {
+            writeln!(
+                f,
+                "  guest switchover:  {:.3} ms (source's last progress to destination's first)",
+                g as f64 / 1e3
+            )?;
+        }
+        if let Some(g) = self.guest_tsc_gap_us {
+            writeln!(
+                f,
+                "  guest TSC gap:     {:.3} ms (the guest's own clock)",
+                g as f64 / 1e3
+            )?;
+        }
+        if let Some(g) = self.heartbeat_gap_ms {
+            writeln!(f, "  heartbeat gap:     {g:.1} ms (largest, serial logs)")?;
         }
         writeln!(
             f,
@@ -466,7 +529,7 @@ mod tests {
             "strategy",
             "total_time_ms",
             "downtime_ms",
-            "guest_downtime_ms",
+            "heartbeat_gap_ms",
             "bytes_sent",
             "memory_bytes",
             "rounds",
@@ -479,11 +542,33 @@ mod tests {
         }
         assert_eq!(v["bytes_ratio"], 2.0);
         assert_eq!(v["rounds"], 1);
+        // Not sampled: the sampled fields are absent.
+        assert!(v.get("guest_downtime_us").is_none());
         let text = r.to_string();
         assert!(
             text.contains("strategy xen") && text.contains("2.00x"),
             "{text}"
         );
+        r.guest_downtime_us = Some(12_345);
+        r.guest_downtime_resolution_us = Some(1_500);
+        r.guest_downtime_coarse = Some(true);
+        r.guest_sampler_realtime = Some(true);
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["guest_downtime_us"], 12_345);
+        assert_eq!(v["guest_downtime_resolution_us"], 1_500);
+        assert_eq!(v["guest_downtime_coarse"], true);
+        let text = r.to_string();
+        assert!(
+            text.contains("12.345 ms") && text.contains("COARSE"),
+            "{text}"
+        );
+        // Reports written before the rename still read.
+        let mut old = serde_json::to_value(&r).unwrap();
+        let o = old.as_object_mut().unwrap();
+        o.remove("heartbeat_gap_ms");
+        o.insert("guest_downtime_ms".into(), 7.5.into());
+        let back: MigrationReport = serde_json::from_value(old).unwrap();
+        assert_eq!(back.heartbeat_gap_ms, Some(7.5));
     }
 
     #[test]

@@ -108,7 +108,7 @@ fn ferry_run(
         &GuestSpec {
             guest: w.guest.into(),
             memory: units::ByteSize(p.memory),
-            vcpus: 1,
+            vcpus: w.vcpus,
             append: w.append.into(),
         },
     )?;
@@ -179,12 +179,13 @@ fn qemu_run(
 ) -> anyhow::Result<QemuRun> {
     let mut setup = yardstick::guests::guest_config(w.guest, w.append)?;
     setup.config.memory_mib = p.memory >> 20;
-    setup.config.vcpus = 1;
+    setup.config.vcpus = w.vcpus;
     let params = yardstick::MigrationParams {
         max_bandwidth: bw.cap,
         downtime_limit_ms: p.max_downtime.as_millis() as u64,
         timeout: p.qemu_timeout,
         postcopy,
+        sample_guest: true,
         ..Default::default()
     };
     let ready = w.ready;

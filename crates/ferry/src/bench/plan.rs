@@ -32,7 +32,7 @@ pub struct MigrateBenchArgs {
         long,
         value_delimiter = ',',
         value_name = "NAME",
-        default_value = "idle,static,dirty-5k,dirty-20k,hot-20k,kvstore",
+        default_value = "idle,static,dirty-5k,dirty-20k,hot-20k,phase,drift-20k,max-2vcpu,kvstore",
         value_parser = workload_names()
     )]
     pub workloads: Vec<String>,
@@ -101,11 +101,14 @@ fn parse_bandwidth(s: &str) -> Result<BenchBandwidth, units::ParseError> {
 /// The workload names (and `all`), each with what it runs, for --help.
 fn workload_names() -> PossibleValuesParser {
     let each = WORKLOADS.iter().map(|w| {
-        let about = if w.append.is_empty() {
+        let mut about = if w.append.is_empty() {
             w.guest.to_string()
         } else {
             format!("{} {}", w.guest, w.append)
         };
+        if w.vcpus > 1 {
+            about.push_str(&format!(", {} vCPUs", w.vcpus));
+        }
         PossibleValue::new(w.name).help(about)
     });
     PossibleValuesParser::new(each.chain([PossibleValue::new("all").help("every workload")]))

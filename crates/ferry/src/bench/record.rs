@@ -80,7 +80,17 @@ impl KvLatency {
 pub struct Metrics {
     pub total_ms: f64,
     pub downtime_ms: Option<f64>,
+    /// Sampled from the guest's pass counters (ms, to the microsecond).
     pub guest_downtime_ms: Option<f64>,
+    /// The sampler's resolution (ms) and whether it ran at real-time priority.
+    pub resolution_ms: Option<f64>,
+    pub realtime: Option<bool>,
+    /// The switchover alone (source's last progress to destination's first).
+    pub switchover_ms: Option<f64>,
+    /// Largest heartbeat gap in the serial logs.
+    pub heartbeat_gap_ms: Option<f64>,
+    /// The guest's own largest TSC gap (Ferry only: QEMU restores the TSC).
+    pub tsc_gap_ms: Option<f64>,
     pub bytes: f64,
     pub bytes_ratio: f64,
     pub rounds: f64,
@@ -117,7 +127,12 @@ impl RunRecord {
             return Some(Metrics {
                 total_ms: r.total_time_ms,
                 downtime_ms: r.downtime_ms,
-                guest_downtime_ms: r.guest_downtime_ms,
+                guest_downtime_ms: us_to_ms(r.guest_downtime_us),
+                resolution_ms: us_to_ms(r.guest_downtime_resolution_us),
+                realtime: r.guest_sampler_realtime,
+                switchover_ms: us_to_ms(r.guest_switchover_us),
+                heartbeat_gap_ms: r.heartbeat_gap_ms,
+                tsc_gap_ms: us_to_ms(r.guest_tsc_gap_us),
                 bytes: r.bytes_sent as f64,
                 bytes_ratio: r.bytes_ratio,
                 rounds: r.rounds as f64,
@@ -135,7 +150,12 @@ impl RunRecord {
         self.qemu.as_ref().map(|q| Metrics {
             total_ms: q.total_time_ms,
             downtime_ms: Some(q.downtime_ms),
-            guest_downtime_ms: q.guest_downtime_ms,
+            guest_downtime_ms: us_to_ms(q.guest_downtime_us),
+            resolution_ms: us_to_ms(q.guest_downtime_resolution_us),
+            realtime: q.guest_sampler_realtime,
+            switchover_ms: us_to_ms(q.guest_switchover_us),
+            heartbeat_gap_ms: q.heartbeat_gap_ms,
+            tsc_gap_ms: None,
             bytes: q.bytes_sent as f64,
             bytes_ratio: q.bytes_per_memory,
             rounds: q.rounds as f64,
@@ -143,6 +163,10 @@ impl RunRecord {
             postcopy: None,
         })
     }
+}
+
+fn us_to_ms(us: Option<u64>) -> Option<f64> {
+    us.map(|v| v as f64 / 1e3)
 }
 
 /// What a Ferry run returns: the report, the migration's error, and the
@@ -217,10 +241,12 @@ impl RunRecord {
     pub fn summary(&self) -> String {
         match (self.metrics(), &self.error) {
             (Some(m), _) => format!(
-                "{:.0} ms, downtime {}, guest {}, {}",
+                "{:.0} ms, downtime {}, guest {} (resolution {}), heartbeat gap {}, {}",
                 m.total_ms,
                 opt_ms(m.downtime_ms),
                 opt_ms(m.guest_downtime_ms),
+                opt_ms(m.resolution_ms),
+                opt_ms(m.heartbeat_gap_ms),
                 units::format_bytes(m.bytes as u64)
             ),
             (None, e) => format!("FAILED: {}", e.as_deref().unwrap_or("?")),
@@ -229,7 +255,7 @@ impl RunRecord {
 }
 
 fn opt_ms(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.0} ms"))
+    v.map_or("-".into(), |v| format!("{v:.3} ms"))
 }
 
 /// The start time of the benchmark as runs.json gives it.
@@ -276,7 +302,9 @@ pub fn ferry_record(rep: usize, ok: bool, total: f64, bytes: u64) -> RunRecord {
     let r: MigrationReport = serde_json::from_value(serde_json::json!({
         "strategy": "downtime", "outcome": if ok { "completed" } else { "failed: boom" },
         "vm_location": "destination", "total_time_ms": total, "downtime_ms": 10.0,
-        "guest_downtime_ms": 20.0, "bytes_sent": bytes, "memory_bytes": 1000u64,
+        "heartbeat_gap_ms": 20.0, "guest_downtime_us": 15_000u64,
+        "guest_downtime_resolution_us": 40u64, "guest_sampler_realtime": true,
+        "bytes_sent": bytes, "memory_bytes": 1000u64,
         "bytes_ratio": bytes as f64 / 1000.0, "rounds": 2, "pages_resent": 0,
         "pages_sent": 0, "zero_pages": 0, "max_bandwidth_bps": null,
         "max_downtime_ms": 300.0, "pause_ms": null, "per_round": []

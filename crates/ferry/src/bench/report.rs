@@ -17,6 +17,13 @@ struct Cell {
     total_ms: Option<f64>,
     downtime_ms: Option<f64>,
     guest_downtime_ms: Option<f64>,
+    /// Successful runs whose sampler resolution was worse than 1 ms, or
+    /// whose sampler was refused real-time priority.
+    coarse: usize,
+    not_realtime: usize,
+    switchover_ms: Option<f64>,
+    heartbeat_gap_ms: Option<f64>,
+    tsc_gap_ms: Option<f64>,
     bytes: Option<f64>,
     bytes_ratio: Option<f64>,
     rounds: Option<f64>,
@@ -52,6 +59,14 @@ impl Cell {
             total_ms: med(&|m| Some(m.total_ms)),
             downtime_ms: med(&|m| m.downtime_ms),
             guest_downtime_ms: med(&|m| m.guest_downtime_ms),
+            coarse: m
+                .iter()
+                .filter(|m| m.resolution_ms.is_some_and(|r| r > 1.0))
+                .count(),
+            not_realtime: m.iter().filter(|m| m.realtime == Some(false)).count(),
+            switchover_ms: med(&|m| m.switchover_ms),
+            heartbeat_gap_ms: med(&|m| m.heartbeat_gap_ms),
+            tsc_gap_ms: med(&|m| m.tsc_gap_ms),
             bytes: med(&|m| Some(m.bytes)),
             bytes_ratio: med(&|m| Some(m.bytes_ratio)),
             rounds: med(&|m| Some(m.rounds)),
@@ -85,6 +100,18 @@ impl Cell {
         format!("{}/{}", self.ok, self.runs)
     }
 
+    /// The sampled guest downtime, with how many runs were coarse.
+    fn guest_downtime_text(&self) -> String {
+        let mut t = fmt_opt(self.guest_downtime_ms, 3);
+        if self.coarse > 0 {
+            t.push_str(&format!(" ({} coarse)", self.coarse));
+        }
+        if self.not_realtime > 0 {
+            t.push_str(&format!(" ({} not RT)", self.not_realtime));
+        }
+        t
+    }
+
     /// Bytes on the wire and their ratio to guest memory.
     fn bytes_text(&self) -> String {
         match (self.bytes, self.bytes_ratio) {
@@ -105,23 +132,28 @@ fn ratio_opt(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-const FERRY_COLUMNS: [&str; 9] = [
+const FERRY_COLUMNS: [&str; 12] = [
     "workload",
     "strategy",
     "ok",
     "total ms",
     "downtime ms",
     "guest downtime ms",
+    "switchover ms",
+    "heartbeat gap ms",
+    "guest TSC gap ms",
     "bytes (x memory)",
     "rounds",
     "round-1 GB/s",
 ];
 
-const QEMU_COLUMNS: [&str; 10] = [
+const QEMU_COLUMNS: [&str; 12] = [
     "QEMU ok",
     "QEMU total ms",
     "QEMU downtime ms",
     "QEMU guest downtime ms",
+    "QEMU switchover ms",
+    "QEMU heartbeat gap ms",
     "QEMU bytes (x memory)",
     "QEMU rounds",
     "total F/Q",
@@ -130,12 +162,15 @@ const QEMU_COLUMNS: [&str; 10] = [
     "bytes F/Q",
 ];
 
+/// What the downtime columns mean, under each table.
+const COLUMN_NOTE: &str = "`downtime` = the engine's (Ferry: pause to resume) or QEMU's own; `guest downtime` = the longest time the guest made no progress on either side, sampled from its pass counters on both hosts (docs/MIGRATION.md), `(N coarse)` = N runs whose sampler missed more than 1 ms somewhere in the window (1 s before the source's pause to 1 s after the destination's resume); `switchover` = the part of it from the source guest's last progress to the destination guest's first (guest downtime is longer when the guest also stalled elsewhere in the window, e.g. descheduled on a busy host); `heartbeat gap` = the largest gap between heartbeat lines in the serial logs; `guest TSC gap` = the guest's own largest gap between two loop passes (Ferry: the guest's TSC is the host's).";
+
 /// Markdown: one table per bandwidth, plus the failures.
 pub fn migrate_tables(p: &MigratePlan, records: &[RunRecord], systems: &[String]) -> String {
     let mut out = String::new();
     for bw in &p.bandwidths {
         out.push_str(&format!(
-            "### Bandwidth {}\n\nMedians of the successful runs out of {} ({} guest, 1 vCPU, downtime target {} ms); `ok` = completed runs out of all; F/Q = Ferry/QEMU.\n\n{}\n",
+            "### Bandwidth {}\n\nMedians of the successful runs out of {} ({} guest, 1 vCPU unless the workload says otherwise, downtime target {} ms); `ok` = completed runs out of all; F/Q = Ferry/QEMU.\n\n{}\n{COLUMN_NOTE}\n\n",
             bw.label,
             p.reps,
             units::format_bytes(p.memory),
@@ -197,7 +232,10 @@ fn bandwidth_table(
                 c.ok_text(),
                 fmt_opt(c.total_ms, 0),
                 fmt_opt(c.downtime_ms, 1),
-                fmt_opt(c.guest_downtime_ms, 1),
+                c.guest_downtime_text(),
+                fmt_opt(c.switchover_ms, 3),
+                fmt_opt(c.heartbeat_gap_ms, 1),
+                fmt_opt(c.tsc_gap_ms, 3),
                 c.bytes_text(),
                 fmt_opt(c.rounds, 0),
                 fmt_opt(c.round1.map(|b| b / 1e9), 2),
@@ -288,7 +326,7 @@ fn system_name(s: &str) -> String {
 }
 
 /// QEMU's cell `q` and the Ferry/QEMU ratios for Ferry's cell `c`.
-fn qemu_cells(c: &Cell, q: &Cell) -> [String; 10] {
+fn qemu_cells(c: &Cell, q: &Cell) -> [String; 12] {
     let q_ok = match &q.first_error {
         Some(e) if e.contains("converge") => format!("{} (no convergence)", q.ok_text()),
         _ => q.ok_text(),
@@ -297,7 +335,9 @@ fn qemu_cells(c: &Cell, q: &Cell) -> [String; 10] {
         q_ok,
         fmt_opt(q.total_ms, 0),
         fmt_opt(q.downtime_ms, 1),
-        fmt_opt(q.guest_downtime_ms, 1),
+        q.guest_downtime_text(),
+        fmt_opt(q.switchover_ms, 3),
+        fmt_opt(q.heartbeat_gap_ms, 1),
         q.bytes_text(),
         fmt_opt(q.rounds, 0),
         ratio_opt(c.total_ms, q.total_ms),
@@ -317,9 +357,11 @@ pub fn plots(
     let categories: Vec<String> = p.workloads.iter().map(|w| w.name.to_string()).collect();
     type Pick = fn(&Cell) -> Option<f64>;
     let metrics: [(&str, &str, Pick); 3] = [
-        ("guest-downtime", "guest-visible downtime (ms)", |c| {
-            c.guest_downtime_ms
-        }),
+        (
+            "guest-downtime",
+            "guest-visible downtime, sampled (ms)",
+            |c| c.guest_downtime_ms,
+        ),
         ("total-time", "total migration time (ms)", |c| c.total_ms),
         ("bytes", "bytes on the wire (MiB)", |c| {
             c.bytes.map(|b| b / (1u64 << 20) as f64)
@@ -374,6 +416,11 @@ mod tests {
         p.bandwidths.retain(|b| b.label == "unlimited");
         let md = migrate_tables(&p, &records, &["downtime".to_string()]);
         assert!(md.contains("| 2/3 "), "{md}");
+        assert!(md.contains(" 15.000 |"), "{md}");
+        let mut coarse = ferry_record(3, true, 100.0, 500);
+        coarse.ferry.as_mut().unwrap().guest_downtime_resolution_us = Some(2_000);
+        let c = Cell::of(&[coarse], "idle", "downtime", "unlimited");
+        assert_eq!(c.guest_downtime_text(), "15.000 (1 coarse)");
         assert!(md.contains("idle downtime unlimited rep 2: boom"), "{md}");
         assert!(!md.contains("Post-copy"), "{md}");
         let md = migrate_tables(&p, &records, &["postcopy".to_string()]);

@@ -15,12 +15,23 @@ fn happy_path(strategy: &str) {
         "migrate",
         &dest.addr,
         &secret,
-        &["--strategy", strategy, "--max-bandwidth", "1Gbit"],
+        &[
+            "--strategy",
+            strategy,
+            "--max-bandwidth",
+            "1Gbit",
+            "--dest-api",
+            dest.sock.to_str().unwrap(),
+        ],
     );
     let st = m.wait(PATIENCE * 2);
     assert_migrate_completed(st, &m);
     let report: serde_json::Value = serde_json::from_str(&m.stdout_text()).unwrap();
     assert_eq!(report["strategy"], strategy);
+    // Sampled on both sides (the values depend on the machine's load).
+    for k in ["guest_downtime_us", "guest_downtime_resolution_us"] {
+        assert!(report[k].as_u64().is_some_and(|v| v > 0), "{k}: {report}");
+    }
     assert_completed_on(&mut src, &mut dest, &m);
     if strategy == "postcopy" || strategy == "hybrid" {
         // Every page of the set reached the destination, asked for or pushed.

@@ -6,6 +6,7 @@
 
 mod commit;
 mod control;
+mod downtime;
 mod happy;
 mod harness;
 mod hostile;
