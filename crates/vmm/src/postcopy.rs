@@ -57,6 +57,15 @@ impl Userfault {
             regions,
             registered: AtomicBool::new(false),
         };
+        // Registered first: a page dropped before it was would read as a
+        // fresh zero page to anyone touching it in between (a reader of
+        // the status page, say), and its real content would then never
+        // be installed (UFFDIO_COPY finds the page present).
+        for r in &uf.regions {
+            uf.uffd
+                .register(r.host.cast(), r.len as usize)
+                .map_err(uffd_err("register"))?;
+        }
         for &(gpa, len) in drop {
             let host = uf.host(gpa, len)?;
             // SAFETY: the range lies inside a private anonymous mapping the
@@ -65,11 +74,6 @@ impl Userfault {
             if r != 0 {
                 return Err(Error::DropPages(std::io::Error::last_os_error()));
             }
-        }
-        for r in &uf.regions {
-            uf.uffd
-                .register(r.host.cast(), r.len as usize)
-                .map_err(uffd_err("register"))?;
         }
         uf.registered.store(true, Ordering::SeqCst);
         Ok(uf)
