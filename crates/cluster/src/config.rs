@@ -35,7 +35,10 @@ impl Config {
             | Detector::Mad { safety, fallback }
             | Detector::Lr { safety, fallback }
             | Detector::Lrr { safety, fallback }
-                if !(safety >= 0.0 && safety.is_finite() && fallback > 0.0) =>
+                if !(safety >= 0.0
+                    && safety.is_finite()
+                    && fallback > 0.0
+                    && fallback.is_finite()) =>
             {
                 return bad(format!(
                     "safety parameter {safety} must be >= 0 and fallback threshold {fallback} > 0"
@@ -48,10 +51,23 @@ impl Config {
             balance_above,
             ..
         } = self.pattern
-            && !(consolidate_below < balance_above)
+        {
+            if !(consolidate_below >= 0.0 && balance_above.is_finite()) {
+                return bad(format!(
+                    "consolidate_below ({consolidate_below}) and balance_above ({balance_above}) must be loads >= 0"
+                ));
+            }
+            if !(consolidate_below < balance_above) {
+                return bad(format!(
+                    "consolidate_below ({consolidate_below}) must be below balance_above ({balance_above})"
+                ));
+            }
+        }
+        if let Some(c) = self.coldspot_below
+            && !(c > 0.0 && c <= 1.0)
         {
             return bad(format!(
-                "consolidate_below ({consolidate_below}) must be below balance_above ({balance_above})"
+                "coldspot_below ({c}) must be a utilization in (0, 1]"
             ));
         }
         if !(self.limits.vm_cooldown_s >= 0.0) {

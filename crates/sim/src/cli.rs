@@ -124,6 +124,8 @@ pub fn build_spec(args: &SimArgs) -> anyhow::Result<RunSpec> {
     if let Some(p) = args.pattern {
         loaded.scenario.manager.pattern = p;
     }
+    // Overrides are checked like the file's own values, before any work.
+    loaded.scenario.validate(&loaded.origin)?;
     let names: Vec<String> = if args.paper {
         PAPER_POLICIES.iter().map(|s| s.to_string()).collect()
     } else if !args.policies.is_empty() {

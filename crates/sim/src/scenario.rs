@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cluster::{MigrationLimits, Pattern, PatternKind};
+use cluster::{ClusterError, Config, Detector, MigrationLimits, Pattern, PatternKind};
 use serde::{Deserialize, Serialize};
 
 /// The default scenario, compiled in.
@@ -209,6 +209,35 @@ impl ManagerSettings {
         }
     }
 
+    /// Checks every setting against the engine's ranges, whatever the
+    /// policies (npa and dvfs included), so a bad value is refused before
+    /// any trace is read. The detector-specific settings are checked with
+    /// the detectors that use them (fallback threshold, Sandpiper's k of n).
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        let detectors = [
+            Detector::Lr {
+                safety: 1.2,
+                fallback: self.fallback_threshold,
+            },
+            Detector::Sandpiper {
+                threshold: 0.75,
+                k: self.sandpiper_k,
+                n: self.sandpiper_n,
+            },
+        ];
+        for detector in detectors {
+            Config {
+                detector,
+                selector: cluster::Selector::MinMigrationTime,
+                pattern: self.pattern(),
+                coldspot_below: self.coldspot_below,
+                limits: self.limits(),
+            }
+            .validate()?;
+        }
+        Ok(())
+    }
+
     pub fn limits(&self) -> MigrationLimits {
         MigrationLimits {
             per_host: self.max_migrations_per_host,
@@ -266,8 +295,12 @@ impl Scenario {
     }
 
     /// Total number of hosts.
-    pub fn host_count(&self) -> usize {
-        self.host_types.iter().map(|h| h.count).sum()
+    /// Total number of hosts (saturating: absurd counts are refused by the
+    /// memory check, not by an overflow).
+    pub fn host_count(&self) -> u64 {
+        self.host_types
+            .iter()
+            .fold(0u64, |n, h| n.saturating_add(h.count as u64))
     }
 
     /// Checks values a TOML parser cannot.
@@ -368,6 +401,9 @@ impl Scenario {
                 "must be >= 0".into(),
             ));
         }
+        self.manager
+            .validate()
+            .map_err(|e| err("manager".into(), e.to_string()))?;
         for (i, p) in sim.policies.iter().enumerate() {
             p.parse::<crate::policy::Policy>()
                 .map_err(|e| err(format!("simulation.policies[{i}]"), e.to_string()))?;

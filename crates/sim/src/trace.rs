@@ -103,10 +103,13 @@ pub fn load_day(dir: &Path, name: &str, samples: usize) -> Result<Day, TraceErro
     })
 }
 
-/// Parses one trace file's text into utilization fractions.
+/// Parses one trace file's text into utilization fractions. Blank lines at
+/// the end of the file (an editor's trailing newline) are ignored; a blank
+/// line between values is an error.
 pub fn parse_trace(path: &Path, text: &str, samples: usize) -> Result<Vec<f64>, TraceError> {
     let mut out = Vec::with_capacity(samples);
-    for (i, line) in text.lines().enumerate() {
+    let body = text.trim_end_matches(|c: char| c.is_ascii_whitespace());
+    for (i, line) in body.lines().enumerate() {
         let t = line.trim();
         let v: f64 = t.parse().map_err(|_| TraceError::BadValue {
             path: path.to_path_buf(),
@@ -164,6 +167,9 @@ mod tests {
         );
         let e = parse_trace(p, "1\nx\n3\n", 3).unwrap_err().to_string();
         assert!(e.contains("d/vm a:2") && e.contains("\"x\""), "{e}");
+        // Trailing blank lines are accepted (a saved file's last newline, and more).
+        assert_eq!(parse_trace(p, "1\n2\n3\n\n", 3).unwrap().len(), 3);
+        assert_eq!(parse_trace(p, "1\n2\n3\r\n\r\n \n", 3).unwrap().len(), 3);
         let e = parse_trace(p, "1\n2\n", 3).unwrap_err().to_string();
         assert!(e.contains("has 2 samples, expected 3"), "{e}");
         let e = parse_trace(p, "1\n\n3\n", 3).unwrap_err().to_string();

@@ -425,3 +425,67 @@ fn impossible_scenarios_and_unknown_names_are_clear_errors() {
     assert!(e.contains("bogus"), "{e}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Every manager setting is checked before any trace is read, for every
+/// policy (npa included); sizes the machine cannot hold are refused; a
+/// trailing blank line in a trace is fine.
+#[test]
+fn settings_and_sizes_are_checked_before_any_work() {
+    // No trace folder at all: the setting is what gets reported.
+    let missing = Path::new("/nonexistent/ferry-traces");
+    let npa = TINY.replace(r#"policies = ["thr-mmt-0.8"]"#, r#"policies = ["npa"]"#);
+    for (setting, what) in [
+        ("coldspot_below = -1.0", "coldspot_below (-1)"),
+        ("fallback_threshold = 0.0", "fallback threshold 0"),
+        ("sandpiper_k = 6", "k <= n"),
+        (
+            "pattern = \"auto\"\nconsolidate_below = 0.9\nbalance_above = 0.8",
+            "must be below balance_above",
+        ),
+        ("max_migrations_per_host = 0", "at least 1"),
+        ("vm_cooldown_s = -5.0", "vm_cooldown_s"),
+    ] {
+        let text = format!("{npa}\n[manager]\n{setting}\n");
+        let e = run_err(&text, missing);
+        assert!(
+            e.contains("key `manager`") && e.contains(what),
+            "{setting}: {e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    // A size no machine holds: refused with one line before the traces load.
+    let dir = tiny_traces();
+    let huge = npa.replace("count = 2", "count = 100000000000000");
+    let e = run_err(&huge, &dir);
+    assert!(
+        e.contains("100000000000000 hosts") && e.contains("of memory; this machine has"),
+        "{e}"
+    );
+    // A trailing blank line (and a CRLF one) in a trace file.
+    std::fs::write(dir.join("day1").join("node a_slice x"), "30\n30\n90\n\n").unwrap();
+    std::fs::write(
+        dir.join("day1").join("node b_slice y"),
+        "20\r\n20\r\n20\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(
+        sim::run(&spec(TINY, &dir, &["thr-mmt-0.8"])).unwrap().days[0].vms,
+        2
+    );
+    // A command-line override is checked too.
+    let scen = dir.join("s.toml");
+    std::fs::write(
+        &scen,
+        format!("{npa}\n[manager]\nconsolidate_below = 0.95\n"),
+    )
+    .unwrap();
+    let args = SimArgs {
+        scenario: Some(scen),
+        trace_dir: Some(dir.clone()),
+        pattern: Some(cluster::PatternKind::Auto),
+        ..SimArgs::default()
+    };
+    let e = build_spec(&args).unwrap_err().to_string();
+    assert!(e.contains("must be below balance_above"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}

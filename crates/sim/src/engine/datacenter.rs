@@ -45,7 +45,7 @@ pub(crate) fn build_hosts(s: &Scenario) -> (Vec<HostSpec>, Vec<PowerModel>) {
         .map(|t| PowerModel::new(t.power_watts.clone()).expect("validated"))
         .collect();
     let mut left: Vec<usize> = s.host_types.iter().map(|t| t.count).collect();
-    let mut hosts = Vec::with_capacity(s.host_count());
+    let mut hosts = Vec::with_capacity(s.host_types.iter().map(|t| t.count).sum());
     while left.iter().any(|c| *c > 0) {
         for (i, t) in s.host_types.iter().enumerate() {
             if left[i] > 0 {
