@@ -36,7 +36,7 @@ mod planner;
 pub mod select;
 pub mod stats;
 
-pub use config::Config;
+pub use config::{Config, Model};
 pub use detect::{Detector, DetectorKind, HostLoad};
 pub use limits::MigrationLimits;
 pub use manager::Manager;

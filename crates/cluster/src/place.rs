@@ -66,11 +66,12 @@ impl Planner<'_> {
     /// The powered-on host with the lowest utilization after the move.
     fn least_loaded(&mut self, v: usize, excluded: &[bool]) -> Option<usize> {
         let view = self.view;
+        let model = self.config.model;
         let mut best: Option<(f64, usize)> = None;
         for h in 0..view.hosts.len() {
             if excluded[h]
                 || !view.hosts[h].on
-                || !self.alloc.fits(view, v, h)
+                || !self.alloc.fits(view, v, h, model)
                 || !self.count.can_start(h)
             {
                 continue;
@@ -100,6 +101,7 @@ impl Planner<'_> {
         empties: Option<&[Vec<usize>]>,
     ) -> Option<usize> {
         let view = self.view;
+        let model = self.config.model;
         let alloc = &mut *self.alloc;
         let count = &*self.count;
         // Cheap checks first; the detector runs only on the candidates in
@@ -107,10 +109,14 @@ impl Planner<'_> {
         let cands = &mut *self.candidates;
         cands.clear();
         for &h in among {
-            if excluded[h] || !alloc.active(h) || !count.can_start(h) || !alloc.fits(view, v, h) {
+            if excluded[h]
+                || !alloc.active(h)
+                || !count.can_start(h)
+                || !alloc.fits(view, v, h, model)
+            {
                 continue;
             }
-            cands.push((alloc.power_delta(view, v, h), h));
+            cands.push((alloc.power_delta(view, v, h, model), h));
         }
         for list in empties.unwrap_or(&[]) {
             // Empty hosts of one kind are interchangeable: the first usable one.
@@ -119,9 +125,9 @@ impl Planner<'_> {
                 .copied()
                 .find(|&h| !excluded[h] && !alloc.active(h) && count.can_start(h));
             if let Some(h) = first
-                && alloc.fits(view, v, h)
+                && alloc.fits(view, v, h, model)
             {
-                cands.push((alloc.power_delta(view, v, h), h));
+                cands.push((alloc.power_delta(view, v, h, model), h));
             }
         }
         // Take candidates in order of (power increase, index) until one is

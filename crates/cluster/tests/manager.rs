@@ -51,6 +51,7 @@ fn config(detector: Detector, selector: Selector, pattern: Pattern) -> Config {
         pattern,
         coldspot_below: None,
         limits: MigrationLimits::default(),
+        model: cluster::Model::Ferry,
     }
 }
 

@@ -8,6 +8,7 @@ use cluster::PatternKind;
 
 use crate::policy::{PAPER_POLICIES, Policy};
 use crate::scenario::{DEFAULT_SCENARIO, Scenario};
+use crate::trace::FileOrder;
 use crate::{RunSpec, report};
 
 /// Arguments of `ferry sim`.
@@ -39,6 +40,15 @@ pub struct SimArgs {
     /// Manager pattern: consolidate, balance or auto (overrides the scenario).
     #[arg(long, value_name = "PATTERN")]
     pub pattern: Option<PatternKind>,
+    /// Whose semantics to follow: ferry (the default) or cloudsim
+    /// (CloudSim 3.0.3's; overrides the scenario).
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<cluster::Model>,
+    /// How a day's trace files are numbered: name (sorted, the default) or
+    /// listing (the folder's own order, as CloudSim's examples read it;
+    /// overrides the scenario).
+    #[arg(long, value_name = "ORDER", value_parser = parse_file_order)]
+    pub vm_order: Option<FileOrder>,
     /// Seed for random VM selection (overrides the scenario).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -60,6 +70,14 @@ pub struct SimArgs {
     /// Print the built-in default scenario and exit.
     #[arg(long)]
     pub print_scenario: bool,
+}
+
+fn parse_file_order(s: &str) -> Result<FileOrder, String> {
+    match s {
+        "name" => Ok(FileOrder::Name),
+        "listing" => Ok(FileOrder::Listing),
+        _ => Err(format!("unknown VM order {s:?} (known: name, listing)")),
+    }
 }
 
 /// Runs `ferry sim`.
@@ -123,6 +141,12 @@ pub fn build_spec(args: &SimArgs) -> anyhow::Result<RunSpec> {
     }
     if let Some(p) = args.pattern {
         loaded.scenario.manager.pattern = p;
+    }
+    if let Some(m) = args.model {
+        loaded.scenario.simulation.model = m;
+    }
+    if let Some(o) = args.vm_order {
+        loaded.scenario.simulation.vm_order = o;
     }
     // Overrides are checked like the file's own values, before any work.
     loaded.scenario.validate(&loaded.origin)?;

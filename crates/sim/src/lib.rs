@@ -84,7 +84,13 @@ pub fn load_days(s: &Scenario, trace_dir: &Path, threads: usize) -> Result<Vec<D
     memory::check(s, &vms, threads, memory::machine_bytes())?;
     days.iter()
         .map(|d| {
-            trace::load_day(trace_dir, d, s.simulation.samples_per_day).map_err(RunError::from)
+            trace::load_day(
+                trace_dir,
+                d,
+                s.simulation.samples_per_day,
+                s.simulation.vm_order,
+            )
+            .map_err(RunError::from)
         })
         .collect()
 }

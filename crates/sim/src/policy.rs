@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use cluster::{Config, Detector, DetectorKind, Selector, UnknownName};
+use cluster::{Config, Detector, DetectorKind, Model, Selector, UnknownName};
 
 use crate::scenario::ManagerSettings;
 
@@ -98,8 +98,8 @@ impl std::fmt::Display for Policy {
 
 impl Policy {
     /// The engine's configuration for a managed policy (`None` for npa and
-    /// dvfs), with the scenario's manager settings.
-    pub fn config(&self, m: &ManagerSettings) -> Option<Config> {
+    /// dvfs), with the scenario's manager settings and model.
+    pub fn config(&self, m: &ManagerSettings, model: Model) -> Option<Config> {
         let Policy::Managed { selector, .. } = *self else {
             return None;
         };
@@ -109,6 +109,7 @@ impl Policy {
             pattern: m.pattern(),
             coldspot_below: m.coldspot_below,
             limits: m.limits(),
+            model,
         })
     }
 

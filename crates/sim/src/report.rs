@@ -12,6 +12,8 @@ use crate::engine::DayResult;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     pub policy: String,
+    /// `ferry` or `cloudsim`.
+    pub model: String,
     pub days: usize,
     pub energy_kwh: f64,
     pub energy_total_kwh: f64,
@@ -19,11 +21,16 @@ pub struct Summary {
     pub pdm: f64,
     pub slav: f64,
     pub esv: f64,
+    pub slatah_ferry: f64,
+    pub pdm_ferry: f64,
+    pub slav_ferry: f64,
+    pub esv_ferry: f64,
     pub migrations: f64,
     pub hotspot_migrations: f64,
     pub host_shutdowns: f64,
     pub mean_active_hosts: f64,
     pub load_imbalance: f64,
+    pub vms_at_end: f64,
 }
 
 /// Everything a run produced.
@@ -62,6 +69,7 @@ pub fn summarize(days: &[DayResult]) -> Vec<Summary> {
             let rows: Vec<&DayResult> = days.iter().filter(|d| d.policy == p).collect();
             let m = |f: &dyn Fn(&DayResult) -> f64| median(rows.iter().map(|d| f(d)).collect());
             Summary {
+                model: rows.first().map_or(String::new(), |d| d.model.clone()),
                 days: rows.len(),
                 energy_kwh: m(&|d| d.energy_kwh),
                 energy_total_kwh: rows.iter().map(|d| d.energy_kwh).sum(),
@@ -69,11 +77,16 @@ pub fn summarize(days: &[DayResult]) -> Vec<Summary> {
                 pdm: m(&|d| d.pdm),
                 slav: m(&|d| d.slav),
                 esv: m(&|d| d.esv),
+                slatah_ferry: m(&|d| d.slatah_ferry),
+                pdm_ferry: m(&|d| d.pdm_ferry),
+                slav_ferry: m(&|d| d.slav_ferry),
+                esv_ferry: m(&|d| d.esv_ferry),
                 migrations: m(&|d| d.migrations as f64),
                 hotspot_migrations: m(&|d| d.hotspot_migrations as f64),
                 host_shutdowns: m(&|d| d.host_shutdowns as f64),
                 mean_active_hosts: m(&|d| d.mean_active_hosts),
                 load_imbalance: m(&|d| d.load_imbalance),
+                vms_at_end: m(&|d| d.vms_at_end as f64),
                 policy: p,
             }
         })
@@ -84,20 +97,27 @@ pub fn summarize(days: &[DayResult]) -> Vec<Summary> {
 pub fn table(r: &Results) -> String {
     let mut s = String::new();
     let days = r.summaries.first().map_or(0, |x| x.days);
+    let model = r.summaries.first().map_or("", |x| x.model.as_str());
     let _ = writeln!(
         s,
-        "Medians over {days} day(s); scenario {}; traces {}",
+        "Medians over {days} day(s); model {model}; scenario {}; traces {}",
         r.scenario, r.trace_dir
     );
     let _ = writeln!(
         s,
-        "{:<14} {:>10} {:>8} {:>7} {:>9} {:>8} {:>10} {:>9} {:>8} {:>9}",
+        "SLATAH, PDM, SLAV, ESV in CloudSim's definitions; SLATAH_F, ESV_F in Ferry's (docs/SIMULATOR.md)"
+    );
+    let _ = writeln!(
+        s,
+        "{:<14} {:>10} {:>8} {:>7} {:>9} {:>8} {:>9} {:>8} {:>10} {:>9} {:>8} {:>9}",
         "policy",
         "energy_kWh",
         "SLATAH%",
         "PDM%",
         "SLAV_e-5",
         "ESV_e-3",
+        "SLATAH_F%",
+        "ESV_F_e-3",
         "migrations",
         "shutdowns",
         "active",
@@ -106,13 +126,15 @@ pub fn table(r: &Results) -> String {
     for x in &r.summaries {
         let _ = writeln!(
             s,
-            "{:<14} {:>10.2} {:>8.2} {:>7.3} {:>9.3} {:>8.3} {:>10.0} {:>9.0} {:>8.1} {:>9.3}",
+            "{:<14} {:>10.2} {:>8.2} {:>7.3} {:>9.3} {:>8.3} {:>9.2} {:>8.3} {:>10.0} {:>9.0} {:>8.1} {:>9.3}",
             x.policy,
             x.energy_kwh,
             x.slatah * 100.0,
             x.pdm * 100.0,
             x.slav * 1e5,
             x.esv * 1e3,
+            x.slatah_ferry * 100.0,
+            x.esv_ferry * 1e3,
             x.migrations,
             x.host_shutdowns,
             x.mean_active_hosts,
@@ -125,12 +147,12 @@ pub fn table(r: &Results) -> String {
 /// Per-day CSV.
 pub fn days_csv(r: &Results) -> String {
     let mut s = String::from(
-        "policy,day,hosts,vms,energy_kwh,slatah,pdm,slav,esv,migrations,hotspot_migrations,host_shutdowns,mean_active_hosts,load_imbalance\n",
+        "policy,day,hosts,vms,energy_kwh,slatah,pdm,slav,esv,migrations,hotspot_migrations,host_shutdowns,mean_active_hosts,load_imbalance,model,slatah_ferry,pdm_ferry,slav_ferry,esv_ferry,vms_at_end\n",
     );
     for d in &r.days {
         let _ = writeln!(
             s,
-            "{},{},{},{},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{},{:.4},{:.6}",
+            "{},{},{},{},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{},{:.4},{:.6},{},{:.8},{:.8},{:.10},{:.10},{}",
             d.policy,
             d.day,
             d.hosts,
@@ -144,7 +166,13 @@ pub fn days_csv(r: &Results) -> String {
             d.hotspot_migrations,
             d.host_shutdowns,
             d.mean_active_hosts,
-            d.load_imbalance
+            d.load_imbalance,
+            d.model,
+            d.slatah_ferry,
+            d.pdm_ferry,
+            d.slav_ferry,
+            d.esv_ferry,
+            d.vms_at_end
         );
     }
     s
@@ -153,12 +181,12 @@ pub fn days_csv(r: &Results) -> String {
 /// Summary CSV (medians, plus total energy).
 pub fn summary_csv(r: &Results) -> String {
     let mut s = String::from(
-        "policy,days,energy_kwh_median,energy_kwh_total,slatah,pdm,slav,esv,migrations,hotspot_migrations,host_shutdowns,mean_active_hosts,load_imbalance\n",
+        "policy,days,energy_kwh_median,energy_kwh_total,slatah,pdm,slav,esv,migrations,hotspot_migrations,host_shutdowns,mean_active_hosts,load_imbalance,model,slatah_ferry,pdm_ferry,slav_ferry,esv_ferry,vms_at_end\n",
     );
     for x in &r.summaries {
         let _ = writeln!(
             s,
-            "{},{},{:.6},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{},{:.4},{:.6}",
+            "{},{},{:.6},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{},{:.4},{:.6},{},{:.8},{:.8},{:.10},{:.10},{}",
             x.policy,
             x.days,
             x.energy_kwh,
@@ -171,7 +199,13 @@ pub fn summary_csv(r: &Results) -> String {
             x.hotspot_migrations,
             x.host_shutdowns,
             x.mean_active_hosts,
-            x.load_imbalance
+            x.load_imbalance,
+            x.model,
+            x.slatah_ferry,
+            x.pdm_ferry,
+            x.slav_ferry,
+            x.esv_ferry,
+            x.vms_at_end
         );
     }
     s

@@ -4,8 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use cluster::{ClusterError, Config, Detector, MigrationLimits, Pattern, PatternKind};
+use cluster::{ClusterError, Config, Detector, MigrationLimits, Model, Pattern, PatternKind};
 use serde::{Deserialize, Serialize};
+
+use crate::trace::FileOrder;
 
 /// The default scenario, compiled in.
 pub const DEFAULT_SCENARIO: &str = include_str!("../scenarios/default.toml");
@@ -66,6 +68,13 @@ pub struct Simulation {
     pub enforce_ram: bool,
     /// Policies to run, e.g. "npa", "dvfs", "lr-mmt-1.2" (see `policy`).
     pub policies: Vec<String>,
+    /// Whose semantics the run follows: `ferry` (the default) or
+    /// `cloudsim` (CloudSim 3.0.3's, docs/SIMULATOR.md "Models").
+    #[serde(with = "by_name")]
+    pub model: Model,
+    /// How a day's trace files are numbered: `name` (sorted, the default)
+    /// or `listing` (the folder's own order, as CloudSim's examples read it).
+    pub vm_order: FileOrder,
 }
 
 impl Default for Simulation {
@@ -79,6 +88,8 @@ impl Default for Simulation {
             seed: 1,
             enforce_ram: true,
             policies: vec!["npa".into(), "dvfs".into(), "lr-mmt-1.2".into()],
+            model: Model::Ferry,
+            vm_order: FileOrder::Name,
         }
     }
 }
@@ -232,6 +243,7 @@ impl ManagerSettings {
                 pattern: self.pattern(),
                 coldspot_below: self.coldspot_below,
                 limits: self.limits(),
+                model: cluster::Model::Ferry,
             }
             .validate()?;
         }

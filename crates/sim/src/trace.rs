@@ -37,7 +37,7 @@ pub enum TraceError {
 pub struct Day {
     /// Folder name, e.g. `20110303`.
     pub name: String,
-    /// File names, sorted byte-wise (the order VMs are numbered in).
+    /// File names, in the order VMs are numbered in (see `FileOrder`).
     pub files: Vec<String>,
     /// Per VM, CPU utilization as a fraction (percent / 100) per interval.
     pub utilization: Vec<Vec<f64>>,
@@ -66,8 +66,27 @@ pub fn list_days(dir: &Path) -> Result<Vec<String>, TraceError> {
     Ok(days)
 }
 
+/// The order a day's trace files are numbered in (VM i replays file i, and
+/// VM types are given by number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileOrder {
+    /// Sorted by name, byte-wise: the same on every machine.
+    #[default]
+    Name,
+    /// As the file system lists the folder (Java's `File.listFiles`, which
+    /// CloudSim's PlanetLab examples use): repeatable on one copy of the
+    /// traces, different on another.
+    Listing,
+}
+
 /// Reads one day folder; every file must have exactly `samples` values.
-pub fn load_day(dir: &Path, name: &str, samples: usize) -> Result<Day, TraceError> {
+pub fn load_day(
+    dir: &Path,
+    name: &str,
+    samples: usize,
+    order: FileOrder,
+) -> Result<Day, TraceError> {
     let day_dir = dir.join(name);
     if !day_dir.is_dir() {
         return Err(TraceError::MissingDir(day_dir));
@@ -86,7 +105,9 @@ pub fn load_day(dir: &Path, name: &str, samples: usize) -> Result<Day, TraceErro
             }
         }
     }
-    files.sort();
+    if order == FileOrder::Name {
+        files.sort();
+    }
     if files.is_empty() {
         return Err(TraceError::Empty(day_dir));
     }

@@ -105,15 +105,30 @@ fn tiny_scenario_matches_hand_computation() {
     assert_eq!(thr.migrations, 2);
     assert_eq!(thr.hotspot_migrations, 1);
     assert_eq!(thr.host_shutdowns, 1);
-    // SLATAH: host 0 overloaded 10 s of 900 s active; host 1 never (310 s active).
-    let slatah = (10.0 / 900.0 + 0.0) / 2.0;
+    // Ferry's SLATAH: host 0 overloaded 10 s of 900 s active; host 1 never
+    // (310 s active, more than one interval, so it counts).
+    let slatah_ferry = (10.0 / 900.0 + 0.0) / 2.0;
+    assert!(
+        close(thr.slatah_ferry, slatah_ferry),
+        "{}",
+        thr.slatah_ferry
+    );
+    // CloudSim's: a host is also violating while a VM moves in. Host 0: 10 s
+    // overloaded + 10 s receiving VM 1; host 1: 10 s receiving VM 0; over
+    // 900 + 310 s active.
+    let slatah = (20.0 + 10.0) / (900.0 + 310.0);
     assert!(close(thr.slatah, slatah), "{} vs {slatah}", thr.slatah);
     // PDM: VM 0 lost 10 % of 900 MIPS for 10 s of 450000 MIPS-s requested;
-    // VM 1 10 % of 200 for 10 s of 180000.
-    let pdm = (900.0 / 450000.0 + 200.0 / 180000.0) / 2.0;
+    // VM 1 10 % of 200 for 10 s of 180000. Ferry's: the mean of the ratios;
+    // CloudSim's: the ratio of the sums.
+    let pdm_ferry = (900.0 / 450000.0 + 200.0 / 180000.0) / 2.0;
+    assert!(close(thr.pdm_ferry, pdm_ferry), "{}", thr.pdm_ferry);
+    let pdm = (900.0 + 200.0) / (450000.0 + 180000.0);
     assert!(close(thr.pdm, pdm), "{} vs {pdm}", thr.pdm);
     assert!(close(thr.slav, slatah * pdm));
     assert!(close(thr.esv, kwh * slatah * pdm));
+    assert!(close(thr.esv_ferry, kwh * slatah_ferry * pdm_ferry));
+    assert_eq!(thr.model, "ferry");
 
     // DVFS: no migrations; host 0 at 30, 30, 90 %, host 1 at 20 % throughout.
     let dvfs = &r.days[1];
@@ -138,7 +153,11 @@ fn precopy_model_lengthens_migrations() {
     let r = sim::run(&spec(&scen, &traces, &["thr-mmt-0.8"])).unwrap();
     let t = 19.375;
     let pdm = (0.1 * 900.0 * t / 450000.0 + 0.1 * 200.0 * t / 180000.0) / 2.0;
-    assert!(close(r.days[0].pdm, pdm), "{} vs {pdm}", r.days[0].pdm);
+    assert!(
+        close(r.days[0].pdm_ferry, pdm),
+        "{} vs {pdm}",
+        r.days[0].pdm_ferry
+    );
     assert_eq!(r.days[0].migrations, 2);
     let _ = std::fs::remove_dir_all(traces);
 }
@@ -346,7 +365,7 @@ fn bad_traces_are_clear_errors() {
 fn day_simulation_steps_one_interval_at_a_time() {
     let traces = tiny_traces();
     let scenario = Scenario::parse(TINY, "test.toml").unwrap();
-    let day = sim::trace::load_day(&traces, "day1", 3).unwrap();
+    let day = sim::trace::load_day(&traces, "day1", 3, sim::trace::FileOrder::Name).unwrap();
     let policy: Policy = "thr-mmt-0.8".parse().unwrap();
     let mut first = sim::DaySimulation::new(&scenario, &day, &policy, 7).unwrap();
     first.step().unwrap();

@@ -97,6 +97,7 @@ pub(crate) fn initial_placement(
     let mut ram = vec![0.0; hosts.len()];
     let mut out = Vec::with_capacity(vms.len());
     let first_fit = matches!(policy, Policy::Npa | Policy::Dvfs);
+    let cloudsim = s.simulation.model == cluster::Model::CloudSim;
     for (i, v) in vms.iter().enumerate() {
         let fits = |h: usize| {
             let spec = &hosts[h];
@@ -115,7 +116,12 @@ pub(crate) fn initial_placement(
                 }
                 let m = &models[hosts[h].model];
                 let after = m.power((cpu[h] + v.mips) / hosts[h].capacity);
-                let now = if cpu[h] > 0.0 {
+                // CloudSim compares with each host's power at its last
+                // measured utilization, which is zero for every host while
+                // the VMs are created: its idle power.
+                let now = if cloudsim {
+                    m.power(0.0)
+                } else if cpu[h] > 0.0 {
                     m.power(cpu[h] / hosts[h].capacity)
                 } else {
                     0.0
