@@ -121,6 +121,11 @@ impl Config {
         if !(self.limits.vm_cooldown_s >= 0.0) {
             return bad("vm_cooldown_s must be >= 0".into());
         }
+        if !(self.limits.vm_cooldown_migrations >= 0.0
+            && self.limits.vm_cooldown_migrations.is_finite())
+        {
+            return bad("vm_cooldown_migrations must be >= 0".into());
+        }
         if self.limits.per_host == Some(0) || self.limits.per_cluster == Some(0) {
             return bad("migration limits must be at least 1 (omit them for no limit)".into());
         }

@@ -55,7 +55,11 @@ impl Manager {
             .cooldowns
             .movable(view, self.config.limits.vm_cooldown_s);
         let plan = planner.plan(mode, hotspots, &movable, &mut self.rng);
-        self.cooldowns.record(&plan.migrations, view.time_s);
+        self.cooldowns.record(
+            view,
+            &plan.migrations,
+            self.config.limits.vm_cooldown_migrations,
+        );
         Ok(plan)
     }
 }

@@ -319,6 +319,41 @@ fn limits_cap_migrations_and_cooldown_stops_ping_pong() {
     assert_eq!(p.migrations[0].vm_id, 1);
 }
 
+/// A VM's cooldown can scale with its own migration time: VM 1 (613 MB
+/// over 62.5 MB/s: 9.808 s) with 50 migration times may not move back
+/// before 490.4 s.
+#[test]
+fn cooldown_scales_with_the_migration_time() {
+    let s = pool(
+        vec![host(0, true, 0), host(1, true, 0), host(2, true, 0)],
+        vec![
+            vm(1, 0, 800.0, 613.0),
+            vm(2, 0, 800.0, 700.0),
+            vm(3, 0, 800.0, 800.0),
+            vm(4, 1, 100.0, 870.0),
+            vm(5, 2, 100.0, 870.0),
+        ],
+    );
+    let mut c = config(thr(0.5), Selector::MinMigrationTime, Pattern::Balance);
+    c.limits.vm_cooldown_migrations = 50.0;
+    let mut m = Manager::new(c, 1).unwrap();
+    assert_eq!(m.decide(&s).unwrap().migrations[0].vm_id, 1);
+    let mut s2 = pool(
+        vec![host(0, true, 0), host(1, true, 0), host(2, true, 0)],
+        vec![
+            vm(1, 1, 800.0, 613.0),
+            vm(4, 1, 300.0, 870.0),
+            vm(5, 2, 100.0, 870.0),
+        ],
+    );
+    s2.time_s = 490.0;
+    let p = m.clone().decide(&s2).unwrap();
+    assert_eq!(p.migrations[0].vm_id, 4);
+    s2.time_s = 490.5;
+    let p = m.decide(&s2).unwrap();
+    assert_eq!(p.migrations[0].vm_id, 1);
+}
+
 #[test]
 fn in_flight_migrations_count_against_limits_and_capacity() {
     let mut v1 = vm(1, 0, 900.0, 613.0);

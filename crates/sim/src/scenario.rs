@@ -186,6 +186,9 @@ pub struct ManagerSettings {
     pub max_migrations_per_host: Option<u32>,
     pub max_migrations_per_cluster: Option<u32>,
     pub vm_cooldown_s: f64,
+    /// A VM is not moved again before this many times its own migration
+    /// time has passed (0: off).
+    pub vm_cooldown_migrations: f64,
 }
 
 impl Default for ManagerSettings {
@@ -202,6 +205,7 @@ impl Default for ManagerSettings {
             max_migrations_per_host: None,
             max_migrations_per_cluster: None,
             vm_cooldown_s: 0.0,
+            vm_cooldown_migrations: 0.0,
         }
     }
 }
@@ -255,6 +259,7 @@ impl ManagerSettings {
             per_host: self.max_migrations_per_host,
             per_cluster: self.max_migrations_per_cluster,
             vm_cooldown_s: self.vm_cooldown_s,
+            vm_cooldown_migrations: self.vm_cooldown_migrations,
         }
     }
 }
