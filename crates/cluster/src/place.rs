@@ -9,8 +9,8 @@ use crate::planner::Planner;
 pub enum Placement {
     /// Power-aware best fit decreasing: the host whose power grows least.
     PowerAware,
-    /// The powered-on host with the lowest utilization after the move; an
-    /// off host is woken (power-aware choice) only when no on host fits.
+    /// The host, on or off, with the lowest utilization after the move
+    /// (balance mode: spread the load).
     LeastLoaded,
 }
 
@@ -63,17 +63,15 @@ impl Planner<'_> {
         self.least_power(v, excluded, among, empties)
     }
 
-    /// The powered-on host with the lowest utilization after the move.
+    /// The host with the lowest utilization after the move, on or off: a
+    /// VM leaving a hotspot goes where the load is lightest, waking a host
+    /// when every powered one is busier than the VM alone would make it.
     fn least_loaded(&mut self, v: usize, excluded: &[bool]) -> Option<usize> {
         let view = self.view;
         let model = self.config.model;
         let mut best: Option<(f64, usize)> = None;
         for h in 0..view.hosts.len() {
-            if excluded[h]
-                || !view.hosts[h].on
-                || !self.alloc.fits(view, v, h, model)
-                || !self.count.can_start(h)
-            {
+            if excluded[h] || !self.alloc.fits(view, v, h, model) || !self.count.can_start(h) {
                 continue;
             }
             let after = self.alloc.util_with(view, v, h);

@@ -403,6 +403,39 @@ fn auto_pattern_switches_with_hysteresis() {
     assert_eq!(p.switch_off.len(), 1);
 }
 
+/// The auto pattern looks ahead along the load's trend: a pool rising by
+/// 10 % of its capacity per interval switches to balance at 50 % load when
+/// the threshold is 60 % (one interval ahead), and a falling one returns to
+/// consolidation at 32 %, before its load is below the 30 % threshold. The
+/// switches are counted.
+#[test]
+fn auto_pattern_follows_the_load_trend() {
+    let pattern = Pattern::Auto {
+        consolidate_below: 0.3,
+        balance_above: 0.6,
+        dwell: 1,
+    };
+    let mut m = Manager::new(config(thr(0.8), Selector::MinMigrationTime, pattern), 1).unwrap();
+    let at = |load: f64| {
+        let d = load * 2.0 * CAP / 2.0;
+        pool(
+            vec![host(0, true, 0), host(1, true, 0)],
+            vec![vm(1, 0, d, 870.0), vm(2, 1, d, 870.0)],
+        )
+    };
+    assert_eq!(m.decide(&at(0.3)).unwrap().mode, Mode::Consolidate);
+    assert_eq!(m.decide(&at(0.4)).unwrap().mode, Mode::Consolidate);
+    assert_eq!(m.decide(&at(0.5)).unwrap().mode, Mode::Balance);
+    assert!((m.pool_load() - 0.5).abs() < 1e-12);
+    assert_eq!(m.decide(&at(0.5)).unwrap().mode, Mode::Balance);
+    // Falling: at 0.35 the six-load window still holds the rise (projects
+    // to 0.36); at 0.32 the trend is down and projects to 0.294 < 0.3.
+    assert_eq!(m.decide(&at(0.45)).unwrap().mode, Mode::Balance);
+    assert_eq!(m.decide(&at(0.35)).unwrap().mode, Mode::Balance);
+    assert_eq!(m.decide(&at(0.32)).unwrap().mode, Mode::Consolidate);
+    assert_eq!(m.switches(), 2);
+}
+
 #[test]
 fn bad_pool_view_and_config_are_errors() {
     let mut m = Manager::new(config(thr(0.8), Selector::Random, Pattern::Consolidate), 1).unwrap();

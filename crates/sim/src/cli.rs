@@ -52,7 +52,8 @@ pub struct SimArgs {
     /// Seed for random VM selection (overrides the scenario).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Write summary.csv, days.csv, plot.svg and results.json into this folder.
+    /// Write summary.csv, days.csv, plot.svg, results.json (and pattern.svg
+    /// when a day balanced) into this folder.
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Print the results as JSON on stdout instead of the table.
@@ -101,6 +102,11 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
         )?;
         let svg = report::plot_svg(&results).map_err(|e| anyhow::anyhow!("plot: {e}"))?;
         write("plot.svg", svg)?;
+        if let Some(svg) =
+            report::pattern_svg(&results).map_err(|e| anyhow::anyhow!("pattern plot: {e}"))?
+        {
+            write("pattern.svg", svg)?;
+        }
     }
     let text = if args.json {
         serde_json::to_string_pretty(&results)? + "\n"

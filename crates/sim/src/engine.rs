@@ -223,7 +223,10 @@ impl<'a> DaySimulation<'a> {
             model: self.model.to_string(),
         };
         let vms_at_end = self.alive.iter().filter(|a| **a).count();
-        self.metrics.result(names, span, interval, vms_at_end)
+        let switches = self.engine.as_ref().map_or(0, |e| e.manager.switches());
+        let mut r = self.metrics.result(names, span, interval, vms_at_end);
+        r.mode_switches = switches;
+        r
     }
 
     /// Shows the engine the pool at interval `t` and starts the migrations
@@ -255,6 +258,7 @@ impl<'a> DaySimulation<'a> {
             day: self.day.name.clone(),
             source: e,
         })?;
+        self.metrics.pattern(plan.mode, engine.manager.pool_load());
         for m in &plan.migrations {
             let v = engine.index[m.vm];
             let bw = view.migration_bandwidth_mb_s(m.from, m.to);

@@ -31,6 +31,8 @@ pub struct Summary {
     pub mean_active_hosts: f64,
     pub load_imbalance: f64,
     pub vms_at_end: f64,
+    pub mode_switches: f64,
+    pub balance_intervals: f64,
 }
 
 /// Everything a run produced.
@@ -87,6 +89,8 @@ pub fn summarize(days: &[DayResult]) -> Vec<Summary> {
                 mean_active_hosts: m(&|d| d.mean_active_hosts),
                 load_imbalance: m(&|d| d.load_imbalance),
                 vms_at_end: m(&|d| d.vms_at_end as f64),
+                mode_switches: m(&|d| d.mode_switches as f64),
+                balance_intervals: m(&|d| d.balance_intervals as f64),
                 policy: p,
             }
         })
@@ -147,12 +151,12 @@ pub fn table(r: &Results) -> String {
 /// Per-day CSV.
 pub fn days_csv(r: &Results) -> String {
     let mut s = String::from(
-        "policy,day,hosts,vms,energy_kwh,slatah,pdm,slav,esv,migrations,hotspot_migrations,host_shutdowns,mean_active_hosts,load_imbalance,model,slatah_ferry,pdm_ferry,slav_ferry,esv_ferry,vms_at_end\n",
+        "policy,day,hosts,vms,energy_kwh,slatah,pdm,slav,esv,migrations,hotspot_migrations,host_shutdowns,mean_active_hosts,load_imbalance,model,slatah_ferry,pdm_ferry,slav_ferry,esv_ferry,vms_at_end,mode_switches,balance_intervals\n",
     );
     for d in &r.days {
         let _ = writeln!(
             s,
-            "{},{},{},{},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{},{:.4},{:.6},{},{:.8},{:.8},{:.10},{:.10},{}",
+            "{},{},{},{},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{},{:.4},{:.6},{},{:.8},{:.8},{:.10},{:.10},{},{},{}",
             d.policy,
             d.day,
             d.hosts,
@@ -172,7 +176,9 @@ pub fn days_csv(r: &Results) -> String {
             d.pdm_ferry,
             d.slav_ferry,
             d.esv_ferry,
-            d.vms_at_end
+            d.vms_at_end,
+            d.mode_switches,
+            d.balance_intervals
         );
     }
     s
@@ -181,12 +187,12 @@ pub fn days_csv(r: &Results) -> String {
 /// Summary CSV (medians, plus total energy).
 pub fn summary_csv(r: &Results) -> String {
     let mut s = String::from(
-        "policy,days,energy_kwh_median,energy_kwh_total,slatah,pdm,slav,esv,migrations,hotspot_migrations,host_shutdowns,mean_active_hosts,load_imbalance,model,slatah_ferry,pdm_ferry,slav_ferry,esv_ferry,vms_at_end\n",
+        "policy,days,energy_kwh_median,energy_kwh_total,slatah,pdm,slav,esv,migrations,hotspot_migrations,host_shutdowns,mean_active_hosts,load_imbalance,model,slatah_ferry,pdm_ferry,slav_ferry,esv_ferry,vms_at_end,mode_switches,balance_intervals\n",
     );
     for x in &r.summaries {
         let _ = writeln!(
             s,
-            "{},{},{:.6},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{},{:.4},{:.6},{},{:.8},{:.8},{:.10},{:.10},{}",
+            "{},{},{:.6},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{},{:.4},{:.6},{},{:.8},{:.8},{:.10},{:.10},{},{},{}",
             x.policy,
             x.days,
             x.energy_kwh,
@@ -205,7 +211,9 @@ pub fn summary_csv(r: &Results) -> String {
             x.pdm_ferry,
             x.slav_ferry,
             x.esv_ferry,
-            x.vms_at_end
+            x.vms_at_end,
+            x.mode_switches,
+            x.balance_intervals
         );
     }
     s
@@ -298,4 +306,74 @@ pub fn plot_svg(r: &Results) -> Result<String, String> {
         root.present().map_err(e)?;
     }
     Ok(out)
+}
+
+/// SVG of the engine's pattern over each day: the pool's load per interval
+/// (one line per policy and day) with the intervals decided in balance mode
+/// marked on the line. `None` when no day ever balanced.
+pub fn pattern_svg(r: &Results) -> Result<Option<String>, String> {
+    let days: Vec<&DayResult> = r
+        .days
+        .iter()
+        .filter(|d| d.balance_intervals > 0 && !d.pool_load.is_empty())
+        .collect();
+    if days.is_empty() {
+        return Ok(None);
+    }
+    let n = days.iter().map(|d| d.pool_load.len()).max().unwrap_or(1);
+    let top = days
+        .iter()
+        .flat_map(|d| d.pool_load.iter().copied())
+        .fold(0.0f64, f64::max)
+        * 1.1;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (900, 520)).into_drawing_area();
+        let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+        root.fill(&WHITE).map_err(e)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Pool load per interval; dots: balance mode",
+                ("sans-serif", 20),
+            )
+            .margin(20)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0..n, 0.0..top.max(0.1))
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("scheduling interval")
+            .y_desc("pool load (demand / capacity)")
+            .draw()
+            .map_err(e)?;
+        for (i, d) in days.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let label = format!("{} {} ({} switches)", d.policy, d.day, d.mode_switches);
+            chart
+                .draw_series(LineSeries::new(
+                    d.pool_load.iter().enumerate().map(|(t, l)| (t, *l)),
+                    color,
+                ))
+                .map_err(e)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+            let balance = d
+                .modes
+                .chars()
+                .zip(d.pool_load.iter())
+                .enumerate()
+                .filter(|(_, (m, _))| *m == 'b')
+                .map(|(t, (_, l))| Circle::new((t, *l), 2, color.filled()));
+            chart.draw_series(balance).map_err(e)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(e)?;
+        root.present().map_err(e)?;
+    }
+    Ok(Some(out))
 }

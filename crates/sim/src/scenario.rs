@@ -72,6 +72,10 @@ pub struct Simulation {
     /// `cloudsim` (CloudSim 3.0.3's, docs/SIMULATOR.md "Models").
     #[serde(with = "by_name")]
     pub model: Model,
+    /// CPU overcommitment at the initial placement: a VM reserves its MIPS
+    /// divided by this (1: its full size, as CloudSim; more packs more VMs
+    /// on a host, as clouds that sell mostly idle vCPUs do).
+    pub cpu_overcommit: f64,
     /// How a day's trace files are numbered: `name` (sorted, the default)
     /// or `listing` (the folder's own order, as CloudSim's examples read it).
     pub vm_order: FileOrder,
@@ -90,6 +94,7 @@ impl Default for Simulation {
             policies: vec!["npa".into(), "dvfs".into(), "lr-mmt-1.2".into()],
             model: Model::Ferry,
             vm_order: FileOrder::Name,
+            cpu_overcommit: 1.0,
         }
     }
 }
@@ -340,6 +345,12 @@ impl Scenario {
                 "must be at least 1".into(),
             ));
         }
+        if !(sim.cpu_overcommit >= 1.0 && sim.cpu_overcommit.is_finite()) {
+            return Err(err(
+                "simulation.cpu_overcommit".into(),
+                "must be a number >= 1".into(),
+            ));
+        }
         if sim.days == Some(0) {
             return Err(err("simulation.days".into(), "must be at least 1".into()));
         }
@@ -471,6 +482,15 @@ mod by_name {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The loaded scenario shipped beside the default one is valid.
+    #[test]
+    fn loaded_scenario_is_valid() {
+        let s = Scenario::parse(include_str!("../scenarios/loaded.toml"), "loaded.toml").unwrap();
+        assert_eq!(s.host_count(), 64);
+        assert_eq!(s.manager.pattern, PatternKind::Auto);
+        assert_eq!(s.simulation.cpu_overcommit, 8.0);
+    }
 
     /// Names written back to TOML read the same (pattern, migration model).
     #[test]

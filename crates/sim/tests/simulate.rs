@@ -574,3 +574,30 @@ fn cloudsim_model_removes_idle_vms() {
     assert!(close(r.days[1].energy_kwh, 2.0 * 200.0 * 600.0 / 3.6e6));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The auto pattern's mode is recorded per interval with the pool's load,
+/// and its switches per day: a pool that rises from 20 % to 80 % and falls
+/// back balances while it is busy.
+#[test]
+fn auto_pattern_is_recorded_per_interval() {
+    let dir = tmp("auto");
+    let profile = [20, 20, 80, 80, 80, 20, 20, 20];
+    write_trace(&dir, "day1", "a", &profile);
+    write_trace(&dir, "day1", "b", &profile);
+    let scen = TINY.replace("samples_per_day = 3", "samples_per_day = 8")
+        + "\n[manager]\npattern = \"auto\"\nconsolidate_below = 0.3\nbalance_above = 0.6\ndwell = 1\n";
+    let r = sim::run(&spec(&scen, &dir, &["thr-mmt-0.8", "dvfs"])).unwrap();
+    let d = &r.days[0];
+    assert_eq!(d.modes, "ccbbbccc");
+    assert_eq!(d.mode_switches, 2);
+    assert_eq!(d.balance_intervals, 3);
+    assert_eq!(d.pool_load.len(), 8);
+    assert!((d.pool_load[2] - 0.8).abs() < 1e-12);
+    // npa and dvfs have no engine: nothing recorded.
+    assert!(r.days[1].modes.is_empty() && r.days[1].mode_switches == 0);
+    let svg = sim::report::pattern_svg(&r)
+        .unwrap()
+        .expect("a day balanced");
+    assert!(svg.contains("thr-mmt-0.8 day1 (2 switches)"), "legend");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -3,7 +3,7 @@
 //! CloudSim's definitions (what the literature reports) and in Ferry's
 //! (`*_ferry`), see docs/SIMULATOR.md "Metrics".
 
-use cluster::Reason;
+use cluster::{Mode, Reason};
 
 /// Metrics of one day under one policy.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -50,6 +50,16 @@ pub struct DayResult {
     /// VMs still running at the end of the day (CloudSim removes a VM for
     /// good when it asks for no CPU; Ferry keeps every VM).
     pub vms_at_end: usize,
+    /// Times the engine changed its mode (the auto pattern).
+    pub mode_switches: u64,
+    /// Intervals decided in balance mode.
+    pub balance_intervals: usize,
+    /// The mode of each decided interval: `c` consolidate, `b` balance
+    /// (empty for npa and dvfs).
+    pub modes: String,
+    /// The pool's load (all demand over all capacity) at each decided
+    /// interval.
+    pub pool_load: Vec<f64>,
 }
 
 /// The sums a day's metrics are computed from, added to as intervals pass.
@@ -72,6 +82,8 @@ pub(crate) struct Metrics {
     /// Sum over intervals of the active hosts' utilization spread.
     imbalance_sum: f64,
     imbalance_n: usize,
+    modes: String,
+    pool_load: Vec<f64>,
 }
 
 /// How a host spent some time.
@@ -98,6 +110,8 @@ impl Metrics {
             shutdowns: 0,
             imbalance_sum: 0.0,
             imbalance_n: 0,
+            modes: String::new(),
+            pool_load: Vec::new(),
         }
     }
 
@@ -132,6 +146,15 @@ impl Metrics {
         if how.overloaded {
             self.overload_s[h] += dt;
         }
+    }
+
+    /// The engine decided an interval in `mode` with the pool at `load`.
+    pub fn pattern(&mut self, mode: Mode, load: f64) {
+        self.modes.push(match mode {
+            Mode::Consolidate => 'c',
+            Mode::Balance => 'b',
+        });
+        self.pool_load.push(load);
     }
 
     /// An active host was switched off.
@@ -183,6 +206,10 @@ impl Metrics {
             mean_active_hosts: ratio(self.active_host_s, span_s),
             load_imbalance: ratio(self.imbalance_sum, self.imbalance_n as f64),
             vms_at_end,
+            mode_switches: 0,
+            balance_intervals: self.modes.matches('b').count(),
+            modes: self.modes.clone(),
+            pool_load: self.pool_load.clone(),
         }
     }
 }
