@@ -129,21 +129,49 @@ impl Planner<'_> {
             }
         }
         // Take candidates in order of (power increase, index) until one is
-        // not overloaded with the VM; usually the first few, so no full sort.
-        while !cands.is_empty() {
-            let mut best = 0;
-            for i in 1..cands.len() {
-                let (a, b) = (cands[i], cands[best]);
-                if a.0 < b.0 || (a.0 == b.0 && a.1 < b.1) {
-                    best = i;
-                }
-            }
-            let (_, h) = cands.swap_remove(best);
+        // not overloaded with the VM: a heap built in linear time, since
+        // usually only the first few are taken but the detector may reject
+        // many when the pool is large.
+        let mut heap = std::collections::BinaryHeap::from(
+            cands
+                .drain(..)
+                .map(|(delta, h)| std::cmp::Reverse(Candidate { delta, h }))
+                .collect::<Vec<_>>(),
+        );
+        while let Some(std::cmp::Reverse(Candidate { h, .. })) = heap.pop() {
             // CloudSim skips the overload check for an empty host.
             if !alloc.active(h) || !alloc.overloaded(view, &self.config.detector, h, Some(v)) {
                 return Some(h);
             }
         }
         None
+    }
+}
+
+/// A candidate host ordered by (power increase, index): the order the
+/// power-aware choice takes them in.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    delta: f64,
+    h: usize,
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Candidate {}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Candidate {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.delta.total_cmp(&o.delta).then(self.h.cmp(&o.h))
     }
 }
