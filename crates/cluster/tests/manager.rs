@@ -482,3 +482,29 @@ fn bad_pool_view_and_config_are_errors() {
         Err(ClusterError::InvalidConfig(_))
     ));
 }
+
+/// Ferry charges waking a host all of its power; CloudSim's rule charges it
+/// P(u) - P(0) and a host with VMs its planned power minus its power before
+/// the plan. A 200-MIPS VM leaving a hotspot: host 0 (G4 at 50 %) would grow
+/// by P(0.6) - P(0.5) = 4 W, the off host 1 by P(0.1) = 89.4 W for Ferry
+/// but by 3.4 W for CloudSim.
+#[test]
+fn cloudsim_model_charges_an_off_host_only_above_idle() {
+    let s = pool(
+        vec![host(0, true, 0), host(1, false, 0), host(2, true, 0)],
+        vec![
+            vm(1, 0, 1000.0, 870.0),
+            vm(2, 2, 200.0, 613.0),
+            vm(3, 2, 900.0, 870.0),
+            vm(4, 2, 700.0, 870.0),
+        ],
+    );
+    let mut c = config(thr(0.8), Selector::MinMigrationTime, Pattern::Consolidate);
+    c.coldspot_below = Some(0.0);
+    let p = Manager::new(c.clone(), 1).unwrap().decide(&s).unwrap();
+    assert_eq!(moves(&p), vec![(2, 2, 0, Reason::Hotspot)]);
+    c.model = Model::CloudSim;
+    let p = Manager::new(c, 1).unwrap().decide(&s).unwrap();
+    assert_eq!(moves(&p), vec![(2, 2, 1, Reason::Hotspot)]);
+    assert_eq!(p.switch_on, vec![1]);
+}
