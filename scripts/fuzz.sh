@@ -2,7 +2,9 @@
 # Runs the cargo-fuzz targets for a bounded time each:
 #   frame_decoder  the migration stream decoder (frames, messages, records)
 #   receiver       the destination's state machine, with the in-memory fake VM
-#   scripts/fuzz.sh [SECONDS [TARGET...]]    (default 60 s, both targets)
+#   gate           the pre-authentication path as a server: a wire::gate::Gate
+#                  on loopback against several concurrent fuzzer-driven peers
+#   scripts/fuzz.sh [SECONDS [TARGET...]]    (default 60 s, every target)
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). The stable toolchain is put in
 # nightly mode with RUSTC_BOOTSTRAP=1, as cargo-fuzz needs -Z flags.
 # Exits non-zero if the fuzzer finds a crash; the input is left in fuzz/artifacts/.
@@ -16,7 +18,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(frame_decoder receiver)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(frame_decoder receiver gate)
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/fuzz/target}"
 for t in "${TARGETS[@]}"; do

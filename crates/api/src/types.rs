@@ -77,19 +77,35 @@ pub struct SnapshotResponse {
 }
 
 /// `PUT /api/v1/vm.migrate`: start a live migration to `to` (host:port).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Quantities are plain numbers whose field names carry the unit
+/// (`_bps` bits per second, `_ms` milliseconds), docs/UNITS.md.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MigrateRequest {
     pub to: String,
+    /// `stop-and-copy`, `xen` or `downtime` (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,
+    /// Cap while the guest runs, bits/s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bandwidth_bps: Option<u64>,
-    /// Emulated link capacity: caps every round, the paused switchover too.
+    /// Emulated link capacity, bits/s: caps every round, the paused switchover too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_bandwidth_bps: Option<u64>,
+    /// Downtime target, ms; fractions allowed (0.5 = 500 us).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_downtime_ms: Option<u64>,
+    pub max_downtime_ms: Option<f64>,
+    /// Pre-copy rounds at most (1-1000); replaces the strategy's own limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rounds: Option<u32>,
+    /// Pre-copy time at most, ms from the start; replaces the strategy's own limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// When a limit is reached: `force` (switch over, the default) or
+    /// `abort` (roll back; the VM stays here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<String>,
     /// File holding the migration secret shared with the destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<String>,

@@ -13,11 +13,13 @@ use api::types::{
 };
 use api::{Client, ClientError, Request, Response, Route, Server, ServerError};
 use serde_json::{Value, json};
+use testkit::TempDir;
 
-fn socket(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("ferry-api-{}-{name}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&p);
-    p
+/// A socket path nobody uses, in a directory removed after the test.
+fn socket(name: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new("api");
+    let p = dir.join(format!("{name}.sock"));
+    (dir, p)
 }
 
 /// A handler that behaves like a VMM's: state changes and JSON bodies.
@@ -90,7 +92,7 @@ fn raw(path: &PathBuf, request: &[u8]) -> String {
 
 #[test]
 fn status_pause_resume() {
-    let path = socket("flow");
+    let (_dir, path) = socket("flow");
     let server = Server::bind(&path, vm_handler()).unwrap();
     let client = Client::new(&path);
 
@@ -130,7 +132,7 @@ fn status_pause_resume() {
 
 #[test]
 fn unknown_route_is_404_and_wrong_method_405() {
-    let path = socket("routes");
+    let (_dir, path) = socket("routes");
     let _server = Server::bind(&path, vm_handler()).unwrap();
     let client = Client::new(&path);
 
@@ -156,7 +158,7 @@ fn unknown_route_is_404_and_wrong_method_405() {
 
 #[test]
 fn bad_json_is_400() {
-    let path = socket("json");
+    let (_dir, path) = socket("json");
     let _server = Server::bind(&path, vm_handler()).unwrap();
     let client = Client::new(&path);
 
@@ -190,7 +192,7 @@ fn bad_json_is_400() {
 
 #[test]
 fn bad_http_is_refused_and_the_server_keeps_serving() {
-    let path = socket("http");
+    let (_dir, path) = socket("http");
     let _server = Server::bind(&path, vm_handler()).unwrap();
     let reply = raw(&path, b"THIS IS NOT HTTP\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
@@ -206,7 +208,7 @@ fn bad_http_is_refused_and_the_server_keeps_serving() {
 
 #[test]
 fn oversized_body_is_413() {
-    let path = socket("big");
+    let (_dir, path) = socket("big");
     let _server = Server::bind(&path, vm_handler()).unwrap();
     let big = json!({"path": "x".repeat(api::MAX_REQUEST_BODY)});
     match Client::new(&path).put(VM_SNAPSHOT, Some(&big)) {
@@ -224,7 +226,7 @@ fn oversized_body_is_413() {
 
 #[test]
 fn concurrent_requests_get_their_own_answers() {
-    let path = socket("concurrent");
+    let (_dir, path) = socket("concurrent");
     let _server = Server::bind(&path, vm_handler()).unwrap();
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -249,7 +251,7 @@ fn concurrent_requests_get_their_own_answers() {
 
 #[test]
 fn slow_handlers_do_not_block_others_and_clients_time_out() {
-    let path = socket("slow");
+    let (_dir, path) = socket("slow");
     let gate = Arc::new(Mutex::new(()));
     let held = gate.lock().unwrap();
     let g = gate.clone();
@@ -270,7 +272,7 @@ fn slow_handlers_do_not_block_others_and_clients_time_out() {
 
 #[test]
 fn handler_panic_is_500() {
-    let path = socket("panic");
+    let (_dir, path) = socket("panic");
     let _server = Server::bind(&path, |req: Request| {
         if req.path == "/boom" {
             panic!("boom");
@@ -290,7 +292,7 @@ fn handler_panic_is_500() {
 
 #[test]
 fn bind_refuses_live_server_and_replaces_stale_socket() {
-    let path = socket("bind");
+    let (_dir, path) = socket("bind");
     let server = Server::bind(&path, vm_handler()).unwrap();
     assert_eq!(server.path(), path.as_path());
     match Server::bind(&path, vm_handler()) {
@@ -324,7 +326,7 @@ fn bind_refuses_live_server_and_replaces_stale_socket() {
 
 #[test]
 fn client_errors_say_what_is_wrong() {
-    let path = socket("missing");
+    let (_dir, path) = socket("missing");
     let err = Client::new(&path).get(VM).unwrap_err();
     let p = path.display();
     assert_eq!(

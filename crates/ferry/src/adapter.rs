@@ -74,21 +74,15 @@ impl SourceVm for Source<'_> {
     }
 
     fn nonzero_hint(&self, into: &mut DirtyBitmap) -> bool {
-        let mut resident = Vec::new();
-        for (region, r) in self.vm.host_regions().iter().enumerate() {
-            if vmm::memory::resident_pages(r, &mut resident).is_err() {
-                return false;
-            }
-            let Some(words) = into.region_words_mut(region) else {
-                return false;
-            };
-            for (i, &b) in resident.iter().enumerate() {
-                if b != 0 {
-                    words[i / 64] |= 1 << (i % 64);
-                }
-            }
-        }
-        true
+        self.vm
+            .host_regions()
+            .iter()
+            .enumerate()
+            .all(|(region, r)| {
+                into.region_words_mut(region).is_some_and(|words| {
+                    vmstate::resident_pages(r.host, r.len as usize, words).is_ok()
+                })
+            })
     }
 }
 

@@ -25,7 +25,10 @@ pub enum CtlCommand {
     /// Resume a paused VM.
     Resume,
     /// Write a snapshot of the VM to FILE (the VM is paused meanwhile).
-    Snapshot { file: PathBuf },
+    Snapshot {
+        /// The snapshot file to write (`ferry restore FILE` starts it again).
+        file: PathBuf,
+    },
     /// Stop the VM and end its process.
     Shutdown,
 }

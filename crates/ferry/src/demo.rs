@@ -5,30 +5,31 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::pair::{GuestSpec, MigrationSpec, Pair};
+use units::{Bandwidth, ByteSize};
+
+use crate::flags::MigrationArgs;
+use crate::pair::{GuestSpec, Pair};
 use crate::serial::now;
 
 /// Arguments of `ferry demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Guest RAM.
-    #[arg(long, default_value = "1G")]
-    pub memory: String,
-    /// Parameters of the dirtier guest.
+    /// Guest RAM, a size such as 1G (docs/UNITS.md).
+    #[arg(long, default_value = "1G", value_name = "SIZE", value_parser = ByteSize::parse)]
+    pub memory: ByteSize,
+    /// Parameters of the dirtier guest (docs/GUESTS.md).
     #[arg(
         long,
+        value_name = "ARGS",
         default_value = "ws=256M pattern=hot hot=0.1 hotshare=0.9 rate=10000 verify=1s"
     )]
     pub workload: String,
-    /// Migration strategy: stop-and-copy, xen or downtime.
-    #[arg(long, default_value = migrate::DEFAULT_STRATEGY)]
-    pub strategy: String,
-    /// Bandwidth cap (the literature's links are 1 Gbit/s).
-    #[arg(long, default_value = "1Gbit")]
-    pub max_bandwidth: String,
-    /// Downtime target.
-    #[arg(long, default_value = "300ms")]
-    pub max_downtime: String,
+    #[command(flatten)]
+    pub how: MigrationArgs,
+    /// Bandwidth cap while the guest runs, a rate (docs/UNITS.md; the
+    /// literature's links are 1 Gbit/s).
+    #[arg(long, default_value = "1Gbit", value_name = "RATE", value_parser = Bandwidth::parse)]
+    pub max_bandwidth: Bandwidth,
     /// Keep logs, secret and plot in this directory (default: a new temporary one).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -38,19 +39,6 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<i32> {
-    let spec = MigrationSpec {
-        strategy: args.strategy.clone(),
-        max_bandwidth: Some(args.max_bandwidth.clone()),
-        max_downtime: args.max_downtime.clone(),
-    };
-    // Refuse bad flags before starting anything.
-    crate::live::request(
-        "127.0.0.1:1",
-        &spec.strategy,
-        spec.max_bandwidth.as_deref(),
-        &spec.max_downtime,
-        std::path::Path::new("/"),
-    )?;
     let dir = args
         .dir
         .clone()
@@ -63,7 +51,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<i32> {
         &dir,
         &GuestSpec {
             guest: "dirtier".into(),
-            memory: args.memory.clone(),
+            memory: args.memory,
             vcpus: 1,
             append: args.workload.clone(),
         },
@@ -72,11 +60,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<i32> {
     pair.wait_source("the guest to dirty its working set", |g| {
         g.pages_written > 20_000
     })?;
-    eprintln!("demo: migrating with strategy {}", args.strategy);
-    let (report, error) = pair.migrate(&spec, !args.json)?;
+    eprintln!("demo: migrating with strategy {}", args.how.strategy);
+    let req = args.how.request(Some(args.max_bandwidth));
+    let (report, error) = pair.migrate(req, !args.json)?;
     crate::live::print_report(Some(&report), args.json)?;
-    if let Some(e) = error {
-        anyhow::bail!("migration failed: {e}");
+    if error.is_some() {
+        return crate::live::outcome(Some(&report), error.as_deref());
     }
     let verify = pair.wait_line_after(&pair.dst_log, now(), "VERIFY", Duration::from_secs(60))?;
     let points: Vec<_> = report
@@ -102,7 +91,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<i32> {
     }
     pair.shutdown();
     if verify.starts_with("VERIFY ok") {
-        Ok(0)
+        crate::live::outcome(Some(&report), None)
     } else {
         anyhow::bail!("the guest's integrity check failed on the destination: {verify}")
     }

@@ -12,6 +12,11 @@ pub fn image(name: &str) -> anyhow::Result<&'static [u8]> {
     })
 }
 
+/// The built-in guest names, as a clap value parser (docs/GUESTS.md).
+pub fn names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(guest::NAMES)
+}
+
 /// Arguments of `ferry guest`.
 #[derive(Debug, clap::Args)]
 pub struct GuestArgs {
@@ -24,7 +29,13 @@ pub enum GuestCommand {
     /// List the built-in guest programs.
     List,
     /// Write a built-in guest's Multiboot image to FILE (for QEMU's -kernel).
-    Export { name: String, file: PathBuf },
+    Export {
+        /// The built-in guest program.
+        #[arg(value_parser = names())]
+        name: String,
+        /// Where to write the image (a Multiboot v1 ELF file).
+        file: PathBuf,
+    },
 }
 
 pub fn run(args: &GuestArgs) -> anyhow::Result<i32> {

@@ -125,13 +125,16 @@ impl Instance {
         })
     }
 
-    /// Writes a snapshot atomically: to a temporary file, synced, then renamed,
+    /// Writes a snapshot atomically: to `PATH.partial`, synced, then renamed,
     /// so a failure never leaves a half-written snapshot under `path`.
+    /// Errors name `path`, the file the operator asked for.
     pub fn snapshot(&self, path: &Path) -> anyhow::Result<SnapshotDone> {
         let start = Instant::now();
-        let tmp = path.with_extension("partial");
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".partial");
+        let tmp = PathBuf::from(tmp);
         let file = File::create(&tmp)
-            .with_context(|| format!("cannot create snapshot file {}", tmp.display()))?;
+            .with_context(|| format!("cannot create snapshot {}", path.display()))?;
         let result = vmm::snapshot::save(&self.vm, &file)
             .map_err(anyhow::Error::from)
             .and_then(|stats| {
@@ -144,11 +147,14 @@ impl Instance {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(e).context("snapshot failed");
+                return Err(e).with_context(|| format!("cannot write snapshot {}", path.display()));
             }
         };
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot move snapshot into place at {}", path.display()))?;
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e)
+                .with_context(|| format!("cannot move snapshot into place at {}", path.display()));
+        }
         Ok(SnapshotDone {
             path: path.to_path_buf(),
             bytes: stats.bytes,

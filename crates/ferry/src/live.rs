@@ -9,9 +9,11 @@ use api::Client;
 use api::routes;
 use api::types::MigrateRequest;
 use indicatif::{ProgressBar, ProgressStyle};
-use migrate::{MigrationReport, Secret};
-use units::Bandwidth;
+use migrate::{MigrationReport, Phase, ProgressSnapshot, Secret};
+use units::{Bandwidth, ByteSize};
 
+use crate::exit;
+use crate::flags::MigrationArgs;
 use crate::instance::Instance;
 use crate::migration::JobStatus;
 use crate::run::SerialArgs;
@@ -25,12 +27,17 @@ pub struct ReceiveArgs {
     /// File with the migration secret shared with the source.
     #[arg(long, value_name = "FILE")]
     pub secret_file: PathBuf,
-    /// Largest guest memory this host accepts.
-    #[arg(long, default_value = "16G", value_name = "SIZE")]
-    pub max_memory: String,
+    /// Largest guest memory this host accepts, a size such as 16G (docs/UNITS.md).
+    #[arg(long, default_value = "16G", value_name = "SIZE", value_parser = ByteSize::parse)]
+    pub max_memory: ByteSize,
     /// Serve the control API on this Unix socket once the VM runs.
     #[arg(long, value_name = "SOCKET")]
     pub api: Option<PathBuf>,
+    /// Give up when no source has authenticated within this long, e.g. 10m.
+    /// Peers that fail to authenticate are refused (and logged); the
+    /// receiver keeps waiting for its source. Default: wait for ever.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    pub accept_timeout: Option<std::time::Duration>,
     #[command(flatten)]
     pub output: SerialArgs,
 }
@@ -44,25 +51,22 @@ pub struct MigrateArgs {
     /// Destination address (`ferry receive --listen`), host:port.
     #[arg(long, value_name = "ADDR")]
     pub to: String,
-    /// stop-and-copy, xen or downtime.
-    #[arg(long, default_value = migrate::DEFAULT_STRATEGY)]
-    pub strategy: String,
-    /// Bandwidth cap while the guest runs, e.g. 1Gbit, 500Mbit, 100MB
-    /// (bytes); the paused switchover uses the whole link, as in QEMU.
-    /// Default: unlimited.
-    #[arg(long, value_name = "RATE")]
-    pub max_bandwidth: Option<String>,
-    /// Emulate a link of this capacity: caps every round, the switchover
-    /// included (to reproduce e.g. the literature's 1 Gbit/s links on loopback).
-    #[arg(long, value_name = "RATE")]
-    pub link_bandwidth: Option<String>,
-    /// Downtime target, e.g. 300ms.
-    #[arg(long, default_value = "300ms", value_name = "TIME")]
-    pub max_downtime: String,
+    #[command(flatten)]
+    pub how: MigrationArgs,
+    /// Bandwidth cap while the guest runs, a rate such as 1Gbit, 500Mbit or
+    /// 100MB/s (bytes; docs/UNITS.md); the paused switchover uses the whole
+    /// link, as in QEMU. Default: unlimited.
+    #[arg(long, value_name = "RATE", value_parser = Bandwidth::parse)]
+    pub max_bandwidth: Option<Bandwidth>,
+    /// Emulate a link of this capacity, a rate (docs/UNITS.md): caps every
+    /// round, the switchover included (to reproduce e.g. the literature's
+    /// 1 Gbit/s links on loopback).
+    #[arg(long, value_name = "RATE", value_parser = Bandwidth::parse)]
+    pub link_bandwidth: Option<Bandwidth>,
     /// File with the migration secret shared with the destination.
     #[arg(long, value_name = "FILE")]
     pub secret_file: PathBuf,
-    /// Print the report as JSON.
+    /// Print the report as JSON (no progress bar).
     #[arg(long)]
     pub json: bool,
     /// Timestamped serial logs of the source and the destination
@@ -74,17 +78,18 @@ pub struct MigrateArgs {
 
 pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
     let secret = Secret::from_file(&args.secret_file)?;
-    let max_memory = units::ByteSize::parse(&args.max_memory)
-        .map_err(|e| anyhow::anyhow!("--max-memory: {e}"))?
-        .bytes();
+    let max_memory = args.max_memory.bytes();
+    let accept_timeout = args.accept_timeout;
+    log_to_stderr();
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("ferry: waiting for a VM on {}", listener.local_addr()?);
     let mut factory = crate::adapter::Factory {
         serial: Some(args.output.sink(0)?),
     };
-    let opts = migrate::DestOptions::new(secret, max_memory);
-    let received = migrate::accept_one(&listener, &mut factory, &opts)
+    let mut opts = migrate::DestOptions::new(secret, max_memory);
+    opts.accept_timeout = accept_timeout;
+    let received = migrate::accept_one(listener, &mut factory, &opts)
         .context("incoming migration failed; nothing runs here")?;
     eprintln!(
         "ferry: VM received from {} ({} pages in {} rounds); running",
@@ -95,31 +100,15 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
     crate::run::serve(Instance::new(received.vm.0), args.api.as_deref())
 }
 
-/// Builds the API request for a migration.
-pub fn request(
-    to: &str,
-    strategy: &str,
-    max_bandwidth: Option<&str>,
-    max_downtime: &str,
-    secret_file: &std::path::Path,
-) -> anyhow::Result<MigrateRequest> {
-    strategy.parse::<migrate::StrategyKind>()?;
-    let bw = parse_bandwidth(max_bandwidth, "--max-bandwidth")?;
-    let downtime =
-        units::parse_duration(max_downtime).map_err(|e| anyhow::anyhow!("--max-downtime: {e}"))?;
-    Ok(MigrateRequest {
-        to: to.to_string(),
-        strategy: Some(strategy.to_string()),
-        max_bandwidth_bps: bw.map(|b| b.bits_per_sec()),
-        link_bandwidth_bps: None,
-        max_downtime_ms: Some(downtime.as_millis().max(1) as u64),
-        secret_file: Some(std::path::absolute(secret_file)?.display().to_string()),
-    })
-}
-
-fn parse_bandwidth(text: Option<&str>, flag: &str) -> anyhow::Result<Option<Bandwidth>> {
-    text.map(|s| Bandwidth::parse(s).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
-        .transpose()
+/// Refused peers are logged (warnings) on stderr, one line each at a
+/// bounded rate. A global subscriber installed earlier wins.
+fn log_to_stderr() {
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
 }
 
 /// Starts a migration through `client`, shows its progress, and returns
@@ -132,23 +121,19 @@ pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Resul
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg:60} [{bar:30}] {bytes}/{total_bytes}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} {prefix:26} [{bar:30}] {binary_bytes}/{binary_total_bytes}\n  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let status = loop {
         let v = client.get_ok(routes::VM_MIGRATE)?;
         let s: JobStatus = serde_json::from_value(v)?;
         let p = &s.progress;
         bar.set_length(p.memory_bytes.max(1));
-        bar.set_position(p.bytes_sent.min(p.memory_bytes));
-        bar.set_message(format!(
-            "{:?} round {} | dirty {} | {} | est. downtime {:.0} ms",
-            p.phase,
-            p.round,
-            units::format_bytes(p.remaining_dirty_bytes),
-            units::format_bits_per_sec(p.rate_bps as f64),
-            p.estimated_downtime_ms
-        ));
+        bar.set_position(p.settled_bytes());
+        bar.set_prefix(progress_phase(p));
+        bar.set_message(progress_line(p));
         if s.done {
             break s;
         }
@@ -171,15 +156,14 @@ pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Resul
 }
 
 pub fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
-    let mut req = request(
-        &args.to,
-        &args.strategy,
-        args.max_bandwidth.as_deref(),
-        &args.max_downtime,
-        &args.secret_file,
-    )?;
-    req.link_bandwidth_bps = parse_bandwidth(args.link_bandwidth.as_deref(), "--link-bandwidth")?
-        .map(|b| b.bits_per_sec());
+    let mut req = args.how.request(args.max_bandwidth);
+    req.to = args.to.clone();
+    req.link_bandwidth_bps = args.link_bandwidth.map(Bandwidth::bits_per_sec);
+    req.secret_file = Some(
+        std::path::absolute(&args.secret_file)?
+            .display()
+            .to_string(),
+    );
     let client = Client::new(&args.api);
     let started = crate::serial::now();
     let mut status = drive(&client, &req, !args.json)?;
@@ -192,10 +176,61 @@ pub fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
             crate::serial::guest_downtime_ms(&logs[0], &logs[1], started, crate::serial::now())?;
     }
     print_report(status.report.as_ref(), args.json)?;
-    match status.error {
-        None => Ok(0),
-        Some(e) => anyhow::bail!("{e}"),
+    outcome(status.report.as_ref(), status.error.as_deref())
+}
+
+/// The exit status of a finished migration (docs/CLI.md): a completed
+/// migration that missed its downtime target says so and exits with
+/// [`exit::DOWNTIME_MISSED`]; a failure or a commit in doubt is an error.
+pub fn outcome(report: Option<&MigrationReport>, error: Option<&str>) -> anyhow::Result<i32> {
+    let Some(report) = report else {
+        anyhow::bail!("{}", error.unwrap_or("the source gave no report"));
+    };
+    let code = exit::of_migration(report);
+    match code {
+        exit::OK => Ok(code),
+        exit::DOWNTIME_MISSED => {
+            eprintln!(
+                "ferry: warning: the VM moved, but its downtime ({:.1} ms) exceeded the {} target",
+                report.downtime_ms.unwrap_or_default(),
+                units::format_duration(
+                    Duration::try_from_secs_f64(report.max_downtime_ms / 1e3).unwrap_or_default()
+                )
+            );
+            Ok(code)
+        }
+        _ => Err(exit::Coded {
+            code,
+            error: anyhow::anyhow!(
+                "{}",
+                error.map_or_else(|| report.outcome.to_string(), str::to_string)
+            ),
+        }
+        .into()),
     }
+}
+
+/// The phase and round, for the progress bar.
+fn progress_phase(p: &ProgressSnapshot) -> String {
+    match p.phase {
+        Phase::Iterative | Phase::StopAndCopy => format!("{:?} round {}", p.phase, p.round),
+        phase => format!("{phase:?}"),
+    }
+}
+
+/// What is left, what was resent, the rates and the expected downtime, as
+/// QEMU's `info migrate` shows them.
+fn progress_line(p: &ProgressSnapshot) -> String {
+    format!(
+        "left {} | resent {} | sending {} | guest dirties {} | expected downtime {}",
+        units::format_bytes(p.remaining_bytes),
+        units::format_bytes(p.resent_bytes),
+        units::format_bits_per_sec(p.rate_bps as f64),
+        units::format_bits_per_sec(p.dirty_rate_bps as f64),
+        units::format_duration(Duration::from_micros(
+            (p.estimated_downtime_ms * 1e3).round() as u64
+        ))
+    )
 }
 
 pub fn print_report(report: Option<&MigrationReport>, json: bool) -> anyhow::Result<()> {
@@ -207,4 +242,36 @@ pub fn print_report(report: Option<&MigrationReport>, json: bool) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_is_not_full_while_pages_are_resent() {
+        let p = ProgressSnapshot {
+            phase: Phase::Iterative,
+            round: 3,
+            remaining_bytes: 21 << 20,
+            bytes_sent: 1300 << 20,
+            resent_bytes: 310 << 20,
+            memory_bytes: 1 << 30,
+            rate_bps: 941_000_000,
+            dirty_rate_bps: 120_000_000,
+            estimated_downtime_ms: 180.0,
+        };
+        assert!(p.settled_bytes() < p.memory_bytes);
+        assert_eq!(progress_phase(&p), "Iterative round 3");
+        let line = progress_line(&p);
+        for want in [
+            "left 21 MiB",
+            "resent 310 MiB",
+            "941.00 Mbit/s",
+            "120.00 Mbit/s",
+            "expected downtime 180ms",
+        ] {
+            assert!(line.contains(want), "{want}: {line}");
+        }
+    }
 }

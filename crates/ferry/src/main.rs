@@ -5,6 +5,8 @@ mod bench;
 mod control;
 mod ctl;
 mod demo;
+mod exit;
+mod flags;
 mod guests;
 mod instance;
 mod live;
@@ -49,7 +51,15 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        // Help and version go to stdout with 0; usage errors to stderr.
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() {
+            exit::USAGE
+        } else {
+            exit::OK
+        });
+    });
     let result = match &cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
@@ -59,13 +69,13 @@ fn main() {
         Command::Guest(args) => guests::run(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::Sim(args) => sim::cli::run(args).map(|()| 0),
+        Command::Sim(args) => sim::cli::run(args).map(|()| exit::OK),
     };
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("ferry: error: {}", error_line(&e));
-            std::process::exit(1);
+            std::process::exit(exit::of_error(&e));
         }
     }
 }
@@ -85,4 +95,70 @@ fn error_line(e: &anyhow::Error) -> String {
         out.push_str(&msg);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every subcommand, with the path to it.
+    fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for a in cmd.get_arguments() {
+            out.push((format!("{path} {}", a.get_id()), a.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_argument_and_subcommand_has_help() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let mut args = Vec::new();
+        walk(&cli, "ferry", &mut args);
+        let missing: Vec<_> = args
+            .iter()
+            .filter(|(_, a)| !matches!(a.get_id().as_str(), "help" | "version"))
+            .filter(|(_, a)| a.get_help().is_none() && a.get_long_help().is_none())
+            .map(|(p, _)| p.clone())
+            .collect();
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+        fn subs(cmd: &clap::Command, out: &mut Vec<String>) {
+            for s in cmd.get_subcommands() {
+                if s.get_about().is_none() && s.get_name() != "help" {
+                    out.push(s.get_name().to_string());
+                }
+                subs(s, out);
+            }
+        }
+        let mut bare = Vec::new();
+        subs(&cli, &mut bare);
+        assert!(bare.is_empty(), "subcommands without help: {bare:?}");
+    }
+
+    #[test]
+    fn usage_errors_exit_with_the_documented_status() {
+        for argv in [
+            &[
+                "ferry",
+                "receive",
+                "--listen",
+                "x",
+                "--secret-file",
+                "s",
+                "--max-memory",
+                "0",
+            ][..],
+            &["ferry", "run", "--guest", "idle", "--vcpus", "0"][..],
+            &["ferry", "run", "--guest", "idle", "--memory", "1GB"][..],
+            &["ferry", "bench", "boot", "--reps", "0"][..],
+            &["ferry", "sim", "--threads", "0"][..],
+        ] {
+            let e = Cli::try_parse_from(argv).err().expect("refused");
+            assert_eq!(e.exit_code(), exit::USAGE, "{argv:?}");
+            assert!(e.use_stderr());
+        }
+    }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use api::types::MigrateRequest;
 use migrate::{
-    CancelToken, MigrationReport, Progress, ProgressSnapshot, Secret, SourceOptions, VmLocation,
+    CancelToken, Limits, MigrationReport, OnTimeout, Progress, ProgressSnapshot, Secret,
+    SourceOptions, VmLocation,
 };
 use serde::{Deserialize, Serialize};
 use units::Bandwidth;
@@ -126,33 +127,93 @@ impl Job {
 }
 
 /// Builds the engine's options from an API request, or says what is wrong.
+/// Every field is checked before the secret file is read.
 pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
     let invalid = |e: &dyn std::fmt::Display| StartError::Invalid(e.to_string());
     let name = req.strategy.as_deref().unwrap_or(migrate::DEFAULT_STRATEGY);
     let strategy = name
         .parse::<migrate::StrategyKind>()
-        .map_err(|e| invalid(&e))?
-        .build();
+        .map_err(|e| invalid(&e))?;
+    let rate = |bps: Option<u64>, what: &str| {
+        bps.map(|b| {
+            Bandwidth::from_bits_per_sec(b)
+                .ok_or_else(|| invalid(&format!("{what} must be positive")))
+        })
+        .transpose()
+    };
+    let max_bandwidth = rate(req.max_bandwidth_bps, "max_bandwidth_bps")?;
+    let link_bandwidth = rate(req.link_bandwidth_bps, "link_bandwidth_bps")?;
+    let max_downtime = req
+        .max_downtime_ms
+        .map(|ms| {
+            Duration::try_from_secs_f64(ms / 1e3)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| invalid(&"max_downtime_ms must be a positive number"))
+        })
+        .transpose()?;
+    let limits = Limits {
+        max_rounds: req.max_rounds,
+        max_time: req.timeout_ms.map(Duration::from_millis),
+    };
+    limits.check().map_err(|e| invalid(&e))?;
+    let on_timeout = match req.on_timeout.as_deref() {
+        Some(name) => name.parse::<OnTimeout>().map_err(|e| invalid(&e))?,
+        None => OnTimeout::default(),
+    };
     let secret_path = req.secret_file.as_deref().ok_or_else(|| {
         invalid(&"a migration secret is required: give secret_file (--secret-file)")
     })?;
     let secret = Secret::from_file(Path::new(secret_path)).map_err(|e| invalid(&e))?;
-    let mut opts = SourceOptions::new(secret, strategy);
-    let rate = |bps: u64, what: &str| {
-        Bandwidth::from_bits_per_sec(bps)
-            .ok_or_else(|| invalid(&format!("{what} must be positive")))
-    };
-    if let Some(bps) = req.max_bandwidth_bps {
-        opts.max_bandwidth = Some(rate(bps, "max_bandwidth_bps")?);
+    let mut opts = SourceOptions::new(secret, strategy.build());
+    opts.max_bandwidth = max_bandwidth;
+    opts.link_bandwidth = link_bandwidth;
+    if let Some(d) = max_downtime {
+        opts.max_downtime = d;
     }
-    if let Some(bps) = req.link_bandwidth_bps {
-        opts.link_bandwidth = Some(rate(bps, "link_bandwidth_bps")?);
-    }
-    if let Some(ms) = req.max_downtime_ms {
-        if ms == 0 {
-            return Err(invalid(&"max_downtime_ms must be positive"));
-        }
-        opts.max_downtime = Duration::from_millis(ms);
-    }
+    opts.limits = limits;
+    opts.on_timeout = on_timeout;
     Ok(opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(json: serde_json::Value) -> MigrateRequest {
+        let mut v = serde_json::json!({ "to": "127.0.0.1:1", "secret_file": "/dev/null" });
+        v.as_object_mut()
+            .unwrap()
+            .extend(json.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn refused(json: serde_json::Value) -> String {
+        match options(&req(json)) {
+            Err(StartError::Invalid(why)) => why,
+            Err(e) => panic!("not a bad request: {e}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn the_api_request_carries_the_convergence_control() {
+        // A secret file must hold a valid secret; /dev/null does not, so
+        // check the fields before the secret is read.
+        for (json, want) in [
+            (serde_json::json!({ "max_rounds": 0 }), "between 1 and"),
+            (serde_json::json!({ "timeout_ms": 0 }), "greater than zero"),
+            (serde_json::json!({ "max_downtime_ms": 0 }), "positive"),
+            (serde_json::json!({ "max_downtime_ms": -1.0 }), "positive"),
+            (
+                serde_json::json!({ "on_timeout": "postcopy" }),
+                "not available yet",
+            ),
+            (serde_json::json!({ "on_timeout": "maybe" }), "unknown"),
+            (serde_json::json!({ "max_bandwidth_bps": 0 }), "positive"),
+        ] {
+            let why = refused(json.clone());
+            assert!(why.contains(want), "{json}: {why}");
+        }
+    }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use api::Client;
 use api::routes;
+use api::types::MigrateRequest;
 use migrate::MigrationReport;
 
 use crate::serial::now;
@@ -26,17 +27,9 @@ impl Drop for Proc {
 #[derive(Debug, Clone)]
 pub struct GuestSpec {
     pub guest: String,
-    pub memory: String,
+    pub memory: units::ByteSize,
     pub vcpus: u32,
     pub append: String,
-}
-
-/// How to migrate.
-#[derive(Debug, Clone)]
-pub struct MigrationSpec {
-    pub strategy: String,
-    pub max_bandwidth: Option<String>,
-    pub max_downtime: String,
 }
 
 pub struct Pair {
@@ -107,12 +100,13 @@ impl Pair {
             "--timestamps",
         ])?;
         let vcpus = guest.vcpus.to_string();
+        let memory = format!("{}B", guest.memory.bytes());
         let src = spawn(&[
             "run",
             "--guest",
             &guest.guest,
             "--memory",
-            &guest.memory,
+            &memory,
             "--vcpus",
             &vcpus,
             "--append",
@@ -159,20 +153,16 @@ impl Pair {
         })
     }
 
-    /// Migrates the source VM to the destination; the report carries the
+    /// Migrates the source VM to the destination as `req` asks (its
+    /// destination and secret are the pair's); the report carries the
     /// guest-visible downtime once the guest has printed a heartbeat there.
     pub fn migrate(
         &self,
-        spec: &MigrationSpec,
+        mut req: MigrateRequest,
         show: bool,
     ) -> anyhow::Result<(MigrationReport, Option<String>)> {
-        let req = crate::live::request(
-            &self.addr,
-            &spec.strategy,
-            spec.max_bandwidth.as_deref(),
-            &spec.max_downtime,
-            &self.secret,
-        )?;
+        req.to = self.addr.clone();
+        req.secret_file = Some(self.secret.display().to_string());
         let started = now();
         let status = crate::live::drive(&self.source, &req, show)?;
         let mut report = status.report.context("the source gave no report")?;

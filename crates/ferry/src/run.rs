@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use units::ByteSize;
+
 use crate::instance::Instance;
 
 /// Where serial output goes; shared by every command that runs a VM.
@@ -36,17 +38,18 @@ pub struct RunArgs {
         required_unless_present = "guest"
     )]
     pub kernel: Option<PathBuf>,
-    /// Built-in guest program: dirtier, idle or kvstore.
-    #[arg(long, value_name = "NAME")]
+    /// Built-in guest program (docs/GUESTS.md).
+    #[arg(long, value_name = "NAME", value_parser = crate::guests::names())]
     pub guest: Option<String>,
-    /// Kernel command line (the guest's parameters).
+    /// Kernel command line (the guest's parameters, docs/GUESTS.md).
     #[arg(long, default_value = "", value_name = "ARGS")]
     pub append: String,
-    /// Guest RAM, e.g. 512M or 1G.
-    #[arg(long, default_value = "512M")]
-    pub memory: String,
-    /// Number of vCPUs.
-    #[arg(long, default_value_t = 1)]
+    /// Guest RAM, a size such as 512M or 1.5G (binary units, docs/UNITS.md).
+    #[arg(long, default_value = "512M", value_name = "SIZE", value_parser = ByteSize::parse)]
+    pub memory: ByteSize,
+    /// Number of vCPUs (1-64).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(vmm::MAX_VCPUS)))]
     pub vcpus: u32,
     /// Serve the control API on this Unix socket.
     #[arg(long, value_name = "SOCKET")]
@@ -71,9 +74,7 @@ pub struct RestoreArgs {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
-    let memory_bytes = units::ByteSize::parse(&args.memory)
-        .map_err(|e| anyhow::anyhow!("--memory: {e}"))?
-        .bytes();
+    let memory_bytes = args.memory.bytes();
     let (image, name) = match (&args.kernel, &args.guest) {
         (Some(p), _) => (
             std::fs::read(p).with_context(|| format!("cannot read kernel {}", p.display()))?,
@@ -122,7 +123,7 @@ pub fn serve(host: Instance, api: Option<&std::path::Path>) -> anyhow::Result<i3
     match reason {
         vmm::ExitReason::Guest(code) => Ok(code),
         vmm::ExitReason::Crashed(msg) => anyhow::bail!("{msg}"),
-        vmm::ExitReason::Stopped => Ok(0),
+        vmm::ExitReason::Stopped => Ok(crate::exit::OK),
         vmm::ExitReason::Migrated => {
             // The VM was retired when Commit went out; the job ends once the
             // destination acknowledged (or the acknowledgement was lost).
@@ -146,7 +147,7 @@ pub fn serve(host: Instance, api: Option<&std::path::Path>) -> anyhow::Result<i3
                     std::thread::sleep(std::time::Duration::from_millis(200));
                 }
                 eprintln!("ferry: shut down by the operator; the VM's memory here is released");
-                return Ok(0);
+                return Ok(crate::exit::IN_DOUBT);
             }
             // Keep answering the API until the migrating client has read the
             // report and asked us to exit, or for a minute at most.
@@ -155,7 +156,7 @@ pub fn serve(host: Instance, api: Option<&std::path::Path>) -> anyhow::Result<i3
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
             eprintln!("ferry: the VM migrated to {to}; exiting");
-            Ok(0)
+            Ok(crate::exit::OK)
         }
     }
 }

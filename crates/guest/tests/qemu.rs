@@ -5,34 +5,12 @@
 //! message (CI installs QEMU).
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use guest::output::{Line, parse_line};
-
-const QEMU: &str = "qemu-system-x86_64";
-
-fn qemu() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(QEMU))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("{QEMU} is not installed (apt-get install qemu-system-x86); these tests need it")
-        })
-}
-
-fn require_kvm() {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        panic!("/dev/kvm is not usable ({e}); these tests boot guests under QEMU with KVM");
-    }
-}
+use testkit::{TempDir, require_qemu};
 
 struct Run {
     lines: Vec<Line>,
@@ -42,14 +20,8 @@ struct Run {
 }
 
 fn boot(name: &str, smp: u32, append: &str) -> Run {
-    require_kvm();
-    let qemu = qemu();
-    let dir = std::env::temp_dir().join(format!(
-        "ferry-guest-test-{}-{name}-{smp}-{}",
-        std::process::id(),
-        append.len()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let qemu = require_qemu();
+    let dir = TempDir::new(&format!("guest-{name}-{smp}"));
     let kernel = dir.join(format!("{name}.elf"));
     std::fs::write(&kernel, guest::image(name).unwrap()).unwrap();
     let start = Instant::now();
@@ -115,7 +87,6 @@ fn boot(name: &str, smp: u32, append: &str) -> Run {
     }
     reader.join().unwrap();
     let status = child.wait().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     Run {
         lines,
         status,

@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let dest = std::thread::spawn(move || {
         let mut factory = FakeFactory::default();
         accept_one(
-            &listener,
+            listener,
             &mut factory,
             &DestOptions::new(dest_secret, 64 << 30),
         )

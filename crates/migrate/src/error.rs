@@ -7,6 +7,7 @@ use thiserror::Error;
 use wire::{AbortCode, WireError};
 
 use crate::bitmap::LayoutError;
+use crate::convergence::LimitReached;
 use crate::vm::VmError;
 
 /// Why a migration failed. Display is one line naming the problem.
@@ -28,6 +29,11 @@ pub enum MigrateError {
     ConnectTimeout { addr: String, timeout: Duration },
     #[error("{0}")]
     Wire(#[from] WireError),
+    #[error(
+        "no source authenticated within {}; peers refused meanwhile: {refused} (see the log)",
+        units::format_duration(*waited)
+    )]
+    AcceptTimeout { waited: Duration, refused: u64 },
     #[error("the peer made no progress for {timeout:?} while {during}")]
     Stalled {
         during: &'static str,
@@ -45,6 +51,16 @@ pub enum MigrateError {
     PeerAborted { code: AbortCode, message: String },
     #[error("cancelled")]
     Cancelled,
+    /// Pre-copy reached its limit before the strategy's criterion was met,
+    /// and the operator asked to abort rather than force the switchover.
+    #[error(
+        "pre-copy did not converge within the {limit} ({detail}); rolled back as --on-timeout abort asks"
+    )]
+    NotConverged {
+        limit: LimitReached,
+        /// The limit's value: "5 rounds", "10s".
+        detail: String,
+    },
     #[error("VM {op} failed: {source}")]
     Vm {
         op: VmOp,
@@ -118,7 +134,7 @@ impl MigrateError {
     /// The Abort code to tell the peer about this error.
     pub fn abort_code(&self) -> AbortCode {
         match self {
-            MigrateError::Cancelled => AbortCode::Cancelled,
+            MigrateError::Cancelled | MigrateError::NotConverged { .. } => AbortCode::Cancelled,
             MigrateError::Stalled { .. } => AbortCode::Timeout,
             MigrateError::MemoryLimit { .. } => AbortCode::MemoryLimit,
             MigrateError::InvalidConfig(_) | MigrateError::Layout(_) => AbortCode::InvalidConfig,

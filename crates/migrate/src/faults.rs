@@ -1,14 +1,23 @@
-//! A frame-aware TCP proxy that injects failures into a migration at a
-//! chosen frame: cut both connections, stall one direction, or corrupt a
-//! payload byte. For tests of the engine and of whole Ferry processes.
+//! A frame-aware TCP proxy that injects one failure into a migration at a
+//! chosen frame: cut both connections, stall both directions, or corrupt a
+//! payload byte. For tests of the engine (`migrate`'s own) and of whole
+//! Ferry processes (`ferry`'s safety suite); docs/SAFETY.md lists them.
+//!
+//! The proxy follows frame boundaries (`vmstate::frame`) in the faulted
+//! direction, so a fault lands before, inside or just after the n-th frame
+//! of a kind, optionally only once enough bytes have gone by or once the
+//! test has armed it (at a point it judged from the migration's progress).
 
-use std::io::{Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use vmstate::frame::{FRAME_HEADER_LEN, FRAME_TRAILER_LEN};
+
+/// A direction of the migration stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dir {
     /// Source -> destination.
@@ -17,143 +26,387 @@ pub enum Dir {
     ToSource,
 }
 
+/// What the proxy does at the fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Close both connections instead of forwarding the frame.
+    /// Close both connections.
     Cut,
-    /// Stop forwarding in this direction (connections stay open).
+    /// Stop forwarding in both directions, keep the connections open (until
+    /// [`Proxy::sever`] or the proxy is dropped).
     Stall,
-    /// Flip one payload byte and forward.
+    /// Flip one byte in the middle of the frame's payload (its CRC if it has
+    /// none) and keep forwarding.
     Corrupt,
 }
 
+/// Where in the chosen frame a [`Action::Cut`] or [`Action::Stall`] lands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spot {
+    /// Before its first byte: the peer gets none of it.
+    Before,
+    /// Half way through its payload: the peer reads a truncated frame.
+    Inside,
+    /// Just after its last byte: the peer gets all of it, and nothing more.
+    After,
+}
+
+/// One fault: the `nth` frame of `kind` going in `dir` that starts at or
+/// after `min_bytes` of that direction's stream while the fault is armed.
 #[derive(Clone, Copy, Debug)]
 pub struct Fault {
     pub dir: Dir,
-    /// Frame kind to act on.
+    /// Frame kind (`vmstate::record::kind` or `wire::kind`).
     pub kind: u8,
-    /// Act on the n-th frame of that kind (1-based).
+    /// 1-based.
     pub nth: u32,
+    pub min_bytes: u64,
+    /// Where in the frame; [`Action::Corrupt`] needs [`Spot::Inside`].
+    pub spot: Spot,
     pub action: Action,
+    /// If false, frames count only from [`Proxy::arm`] on.
+    pub armed: bool,
 }
 
-/// A proxy between source and destination; dropping it releases stalled
-/// connections (they are then closed).
+impl Fault {
+    /// `action` inside the first frame of `kind` going in `dir`, armed.
+    pub fn new(dir: Dir, kind: u8, action: Action) -> Fault {
+        Fault {
+            dir,
+            kind,
+            nth: 1,
+            min_bytes: 0,
+            spot: Spot::Inside,
+            action,
+            armed: true,
+        }
+    }
+
+    /// On the `n`-th matching frame (1-based) instead of the first.
+    pub fn nth(self, n: u32) -> Fault {
+        Fault { nth: n, ..self }
+    }
+
+    /// Only frames starting at or after `bytes` of the stream count.
+    pub fn after_bytes(self, bytes: u64) -> Fault {
+        Fault {
+            min_bytes: bytes,
+            ..self
+        }
+    }
+
+    pub fn at(self, spot: Spot) -> Fault {
+        Fault { spot, ..self }
+    }
+
+    /// Frames count only once [`Proxy::arm`] is called.
+    pub fn disarmed(self) -> Fault {
+        Fault {
+            armed: false,
+            ..self
+        }
+    }
+}
+
+/// State shared by the proxy's threads.
+struct Shared {
+    fault: Option<Fault>,
+    armed: AtomicBool,
+    fired: AtomicBool,
+    stop: AtomicBool,
+    conns: Mutex<Vec<TcpStream>>,
+}
+
+impl Shared {
+    fn sever(&self) {
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        for c in conns.iter() {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn stalled(&self) -> bool {
+        self.fired.load(Ordering::SeqCst) && self.fault.is_some_and(|f| f.action == Action::Stall)
+    }
+}
+
+/// A proxy between source and destination for one connection, injecting at
+/// most one [`Fault`]. Dropping it closes both connections.
 pub struct Proxy {
+    /// Where the source should connect.
     pub addr: SocketAddr,
-    done: Arc<AtomicBool>,
-    /// Set once the fault was injected.
-    fired: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Listens on an ephemeral loopback port and forwards the first
+    /// connection to `target`, applying `fault` (or none).
+    pub fn start(target: SocketAddr, fault: Option<Fault>) -> io::Result<Proxy> {
+        if let Some(f) = fault
+            && f.action == Action::Corrupt
+            && f.spot != Spot::Inside
+        {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                "a corrupted byte can only be placed inside a frame",
+            ));
+        }
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            fault,
+            armed: AtomicBool::new(fault.is_some_and(|f| f.armed)),
+            fired: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            conns: Mutex::new(Vec::new()),
+        });
+        let sh = Arc::clone(&shared);
+        thread::spawn(move || {
+            while !sh.stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let _ = connect(client, target, &sh);
+                        return;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(10))
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(Proxy { addr, shared })
+    }
+
+    /// Lets a disarmed fault fire from now on.
+    pub fn arm(&self) {
+        self.shared.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the fault was injected (the chosen frame went by).
+    pub fn fired(&self) -> bool {
+        self.shared.fired.load(Ordering::SeqCst)
+    }
+
+    /// Waits up to `limit` for the fault to be injected; returns whether it was.
+    pub fn wait_fired(&self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        while !self.fired() {
+            if Instant::now() > end {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// Closes both connections now (ends a stall).
+    pub fn sever(&self) {
+        self.shared.sever();
+    }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.done.store(true, Ordering::SeqCst);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.sever();
     }
 }
 
-impl Proxy {
-    /// Whether the fault was injected (the chosen frame went by).
-    pub fn fired(&self) -> bool {
-        self.fired.load(Ordering::SeqCst)
+/// Connects `client` to `target` and starts one pump per direction.
+fn connect(client: TcpStream, target: SocketAddr, sh: &Arc<Shared>) -> io::Result<()> {
+    client.set_nonblocking(false)?;
+    let server = TcpStream::connect(target)?;
+    for s in [&client, &server] {
+        // Pumps wake up to notice a stop or a stall.
+        s.set_read_timeout(Some(Duration::from_millis(50)))?;
+        sh.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(s.try_clone()?);
     }
-
-    /// Listens on an ephemeral loopback port and forwards the first
-    /// connection to `target`, applying `fault` (or none).
-    pub fn start(target: SocketAddr, fault: Option<Fault>) -> std::io::Result<Proxy> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        let done = Arc::new(AtomicBool::new(false));
-        let fired = Arc::new(AtomicBool::new(false));
-        let (d, f) = (Arc::clone(&done), Arc::clone(&fired));
-        thread::spawn(move || {
-            let Ok((client, _)) = listener.accept() else {
-                return;
-            };
-            let Ok(server) = TcpStream::connect(target) else {
-                return;
-            };
-            let clones = || -> std::io::Result<_> {
-                Ok((
-                    [client.try_clone()?, server.try_clone()?],
-                    [client.try_clone()?, server.try_clone()?],
-                    client.try_clone()?,
-                    server.try_clone()?,
-                ))
-            };
-            let Ok((pair_up, pair_down, from, to)) = clones() else {
-                return;
-            };
-            let up = {
-                let (d, f) = (Arc::clone(&d), Arc::clone(&f));
-                let fault = fault.filter(|x| x.dir == Dir::ToDest);
-                thread::spawn(move || pump(from, to, fault, pair_up, d, f))
-            };
-            let fault = fault.filter(|x| x.dir == Dir::ToSource);
-            pump(server, client, fault, pair_down, d, f);
-            let _ = up.join();
-        });
-        Ok(Proxy { addr, done, fired })
-    }
+    let (c, s) = (client.try_clone()?, server.try_clone()?);
+    let up = Arc::clone(sh);
+    thread::spawn(move || pump(c, s, Dir::ToDest, &up));
+    let down = Arc::clone(sh);
+    thread::spawn(move || pump(server, client, Dir::ToSource, &down));
+    Ok(())
 }
 
-fn read_exact(s: &mut TcpStream, buf: &mut [u8]) -> bool {
-    s.read_exact(buf).is_ok()
+/// Follows frame boundaries in one direction's stream.
+#[derive(Default)]
+struct Frames {
+    /// Bytes of the current frame's payload and CRC not yet scanned.
+    rest: u64,
+    /// Matching frames seen so far.
+    seen: u32,
 }
 
-/// Forwards frames from `from` to `to`, acting on the chosen frame.
-fn pump(
-    mut from: TcpStream,
-    mut to: TcpStream,
-    fault: Option<Fault>,
-    pair: [TcpStream; 2],
-    done: Arc<AtomicBool>,
-    fired: Arc<AtomicBool>,
-) {
-    let mut seen = 0u32;
-    loop {
-        let mut header = [0u8; 8];
-        if !read_exact(&mut from, &mut header) {
-            let _ = to.shutdown(Shutdown::Write);
-            return;
-        }
-        let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
-        let mut rest = vec![0u8; len.min(32 << 20) + 4];
-        if !read_exact(&mut from, &mut rest) {
-            let _ = to.shutdown(Shutdown::Write);
-            return;
-        }
-        if let Some(f) = fault
-            && header[0] == f.kind
-        {
-            seen += 1;
-            if seen == f.nth {
-                fired.store(true, Ordering::SeqCst);
-                match f.action {
-                    Action::Cut => {
-                        for s in &pair {
-                            let _ = s.shutdown(Shutdown::Both);
-                        }
-                        return;
-                    }
-                    Action::Stall => {
-                        while !done.load(Ordering::SeqCst) {
-                            thread::sleep(Duration::from_millis(20));
-                        }
-                        for s in &pair {
-                            let _ = s.shutdown(Shutdown::Both);
-                        }
-                        return;
-                    }
-                    Action::Corrupt => {
-                        let i = rest.len() / 2;
-                        rest[i] ^= 0x40;
-                    }
+impl Frames {
+    /// Scans `data`, the stream from absolute offset `at`. Returns how many
+    /// bytes were scanned (a header cut short at the end is left for the next
+    /// call) and, once the fault's frame header is read, the absolute offset
+    /// where the fault goes.
+    fn scan(&mut self, data: &[u8], at: u64, f: &Fault, armed: bool) -> (usize, Option<u64>) {
+        let mut i = 0usize;
+        loop {
+            if self.rest > 0 {
+                let n = (data.len() - i).min(usize::try_from(self.rest).unwrap_or(usize::MAX));
+                self.rest -= n as u64;
+                i += n;
+            }
+            if data.len() - i < FRAME_HEADER_LEN {
+                return (i, None);
+            }
+            let header = &data[i..i + FRAME_HEADER_LEN];
+            let len = u64::from(u32::from_le_bytes([
+                header[4], header[5], header[6], header[7],
+            ]));
+            let start = at + i as u64;
+            i += FRAME_HEADER_LEN;
+            self.rest = len + FRAME_TRAILER_LEN as u64;
+            if armed && header[0] == f.kind && start >= f.min_bytes {
+                self.seen += 1;
+                if self.seen == f.nth {
+                    let payload = start + FRAME_HEADER_LEN as u64;
+                    let spot = match f.spot {
+                        Spot::Before => start,
+                        Spot::Inside => payload + len / 2,
+                        Spot::After => payload + len + FRAME_TRAILER_LEN as u64,
+                    };
+                    return (i, Some(spot));
                 }
             }
         }
-        if to.write_all(&header).is_err() || to.write_all(&rest).is_err() {
+    }
+}
+
+/// Forwards `from` to `to` in direction `dir`, injecting the fault if it
+/// belongs to this direction.
+fn pump(mut from: TcpStream, mut to: TcpStream, dir: Dir, sh: &Shared) {
+    let fault = sh.fault.filter(|f| f.dir == dir);
+    let mut frames = Frames::default();
+    // Bytes read but not yet forwarded, starting at stream offset `at`.
+    let mut buf = Vec::new();
+    let mut at = 0u64;
+    let mut target: Option<u64> = None;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while !sh.stop.load(Ordering::SeqCst) {
+        if sh.stalled() {
+            thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let n = match from.read(&mut chunk) {
+            Ok(0) => {
+                let _ = to.write_all(&buf);
+                let _ = to.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(_) => {
+                sh.sever();
+                return;
+            }
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if sh.stalled() {
+            // Read as the stall began: held back like the rest.
+            continue;
+        }
+        let mut ready = buf.len();
+        let mut act = None;
+        if let Some(f) = fault.filter(|_| !sh.fired.load(Ordering::SeqCst)) {
+            if target.is_none() {
+                let armed = sh.armed.load(Ordering::SeqCst);
+                let (scanned, t) = frames.scan(&buf, at, &f, armed);
+                target = t;
+                if t.is_none() {
+                    ready = scanned;
+                }
+            }
+            let end = at + buf.len() as u64;
+            if let Some(x) = target {
+                if f.action == Action::Corrupt && x < end {
+                    buf[(x - at) as usize] ^= 0x5a;
+                    act = Some(f.action);
+                } else if f.action != Action::Corrupt && x <= end {
+                    ready = (x - at) as usize;
+                    act = Some(f.action);
+                }
+            }
+        }
+        if to.write_all(&buf[..ready]).is_err() {
+            sh.sever();
             return;
         }
+        buf.drain(..ready);
+        at += ready as u64;
+        if let Some(a) = act {
+            sh.fired.store(true, Ordering::SeqCst);
+            if a == Action::Cut {
+                sh.sever();
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, payload: usize) -> Vec<u8> {
+        let mut f = vec![kind, 0, 0, 0];
+        f.extend_from_slice(&(payload as u32).to_le_bytes());
+        f.resize(FRAME_HEADER_LEN + payload + FRAME_TRAILER_LEN, 0xee);
+        f
+    }
+
+    /// Feeds `stream` to a tracker in chunks of `step`, as the pump does.
+    fn place(stream: &[u8], f: &Fault, step: usize) -> Option<u64> {
+        let mut frames = Frames::default();
+        let (mut buf, mut at, mut fed) = (Vec::new(), 0u64, 0usize);
+        while fed < stream.len() {
+            let n = step.min(stream.len() - fed);
+            buf.extend_from_slice(&stream[fed..fed + n]);
+            fed += n;
+            let (scanned, t) = frames.scan(&buf, at, f, true);
+            if t.is_some() {
+                return t;
+            }
+            buf.drain(..scanned);
+            at += scanned as u64;
+        }
+        None
+    }
+
+    #[test]
+    fn faults_land_where_asked_whatever_the_chunking() {
+        // Frames at 0 (kind 3, 100 bytes), 112 (kind 5, 0 bytes), 124 (kind 3, 10 bytes).
+        let stream = [frame(3, 100), frame(5, 0), frame(3, 10)].concat();
+        let pages = Fault::new(Dir::ToDest, 3, Action::Cut);
+        for step in [1, 3, 7, 8, 64, 4096] {
+            assert_eq!(place(&stream, &pages, step), Some(8 + 50), "step {step}");
+            let second = pages.nth(2);
+            assert_eq!(place(&stream, &second, step), Some(124 + 8 + 5));
+            assert_eq!(
+                place(&stream, &pages.after_bytes(1), step),
+                Some(124 + 8 + 5)
+            );
+            assert_eq!(place(&stream, &second.at(Spot::Before), step), Some(124));
+            assert_eq!(place(&stream, &second.at(Spot::After), step), Some(146));
+            let state = Fault::new(Dir::ToDest, 5, Action::Corrupt);
+            // No payload: the first CRC byte.
+            assert_eq!(place(&stream, &state, step), Some(112 + 8));
+            assert_eq!(place(&stream, &pages.nth(3), step), None);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_byte_must_be_inside_a_frame() {
+        let f = Fault::new(Dir::ToDest, 3, Action::Corrupt).at(Spot::Before);
+        let target = "127.0.0.1:9".parse().unwrap();
+        assert!(Proxy::start(target, Some(f)).is_err());
     }
 }

@@ -3,9 +3,12 @@
 //! - [`migrate`] runs the source side: Setup -> Iterative rounds ->
 //!   StopAndCopy -> StateTransfer -> Commit -> Done, rolling back (the VM
 //!   resumes on the source) on any failure before Commit.
-//! - [`receive`] runs the destination side: the VM runs there only after Commit.
+//! - [`receive`] runs the destination side: the VM runs there only after
+//!   Commit; sources authenticate first at the gate [`listen`] opens.
 //! - A [`Strategy`] decides each round; `stop-and-copy`, `xen` and `downtime`
-//!   are provided ([`StrategyKind`] parses their names).
+//!   are provided ([`StrategyKind`] parses their names). [`Limits`] bound
+//!   pre-copy (the strategy's own, or the operator's) and [`OnTimeout`] says
+//!   what happens when a bound is reached.
 //! - The VMM plugs in through [`SourceVm`], [`VmFactory`] and [`DestinationVm`];
 //!   [`fake`] implements them in memory for tests, and [`faults`] injects
 //!   network failures into a migration.
@@ -14,30 +17,31 @@
 //! docs/PROTOCOL.md the wire protocol.
 
 mod bitmap;
+mod convergence;
 mod dest;
 mod error;
 pub mod fake;
 pub mod faults;
-mod hint;
 mod history;
 mod limiter;
+mod progress;
 mod report;
 mod source;
 mod strategy;
 mod vm;
 
 pub use bitmap::{DirtyBitmap, LayoutError, PAGE_SIZE, PageLayout, RegionLayout, Runs, SetBits};
+pub use convergence::{
+    LimitError, LimitReached, Limits, OnTimeout, OnTimeoutError, PLANNED_ON_TIMEOUT,
+};
 #[cfg(feature = "fuzzing")]
 pub use dest::fuzz_session;
-pub use dest::{DestOptions, ReceiveReport, Received, accept_one, receive};
+pub use dest::{DestOptions, ReceiveReport, Received, accept_one, listen, receive};
 pub use error::{MigrateError, VmOp};
-pub use hint::resident_pages;
 pub use history::PageHistory;
 pub use limiter::TokenBucket;
-pub use report::{
-    CancelToken, MigrationReport, Outcome, Phase, Progress, ProgressSnapshot, RoundReport,
-    VmLocation,
-};
+pub use progress::{CancelToken, Phase, Progress, ProgressSnapshot};
+pub use report::{MigrationReport, Outcome, RoundReport, VmLocation};
 pub use source::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_DOWNTIME, DEFAULT_STALL_TIMEOUT, MAX_ROUNDS,
     MigrationFailure, SourceOptions, migrate, migrate_stream,
@@ -47,4 +51,5 @@ pub use strategy::{
     Strategy, StrategyContext, StrategyKind, UnknownStrategy, Xen, XenParams,
 };
 pub use vm::{DestinationVm, SourceVm, VmError, VmFactory};
-pub use wire::{Secret, WireError};
+pub use wire::gate::{Admitted, Gate, GateLimits, GateStats};
+pub use wire::{Secret, Session, WireError};

@@ -1,11 +1,10 @@
-//! The migration report (per round and totals), and the live progress that
-//! another thread (API, progress bar) reads while a migration runs.
+//! The migration report: per round and totals.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
+
+use crate::convergence::LimitReached;
 
 /// What happened in one round (the last one is the stop-and-copy round).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -22,8 +21,9 @@ pub struct RoundReport {
     pub pages_dirtied: u64,
     /// Pages sent as data.
     pub pages_sent: u64,
-    /// Pending pages not sent this round: dirtied again during the round, or
-    /// held back by the strategy; they stay pending.
+    /// Pending pages not sent this round: dirtied again during the round,
+    /// held back by the strategy, or not reached when the time limit cut
+    /// the round short; they stay pending.
     pub pages_skipped: u64,
     /// Pending pages found all-zero (sent as a zero run, or not at all if the
     /// destination never received data for them).
@@ -133,6 +133,14 @@ pub struct MigrationReport {
     #[serde(default)]
     pub link_bandwidth_bps: Option<u64>,
     pub max_downtime_ms: f64,
+    /// Completed, with `downtime_ms` above `max_downtime_ms`: the VM moved,
+    /// but its users noticed more than the operator allowed.
+    #[serde(default)]
+    pub downtime_target_missed: bool,
+    /// The bound that ended pre-copy before the strategy's criterion was
+    /// met (the switchover was forced, or the migration aborted), if any.
+    #[serde(default)]
+    pub limit_reached: Option<LimitReached>,
     /// Time the VM spent paused on the source before Commit or rollback.
     pub pause_ms: Option<f64>,
     pub per_round: Vec<RoundReport>,
@@ -157,6 +165,8 @@ impl MigrationReport {
             max_bandwidth_bps: None,
             link_bandwidth_bps: None,
             max_downtime_ms: 0.0,
+            downtime_target_missed: false,
+            limit_reached: None,
             pause_ms: None,
             per_round: Vec::new(),
         }
@@ -172,6 +182,15 @@ impl MigrationReport {
         } else {
             0.0
         };
+    }
+}
+
+impl MigrationReport {
+    /// The downtime target, for people.
+    fn target(&self) -> String {
+        let d =
+            std::time::Duration::try_from_secs_f64(self.max_downtime_ms / 1e3).unwrap_or_default();
+        units::format_duration(d)
     }
 }
 
@@ -197,11 +216,24 @@ impl fmt::Display for MigrationReport {
         writeln!(f, "  VM runs on:        {loc}")?;
         writeln!(f, "  total time:        {:.1} ms", self.total_time_ms)?;
         match self.downtime_ms {
+            Some(d) if self.downtime_target_missed => writeln!(
+                f,
+                "  downtime:          {d:.1} ms (engine: pause to resume), ABOVE the {} target",
+                self.target()
+            )?,
             Some(d) => writeln!(
                 f,
-                "  downtime:          {d:.1} ms (engine: pause to resume)"
+                "  downtime:          {d:.1} ms (engine: pause to resume; target {})",
+                self.target()
             )?,
             None => writeln!(f, "  downtime:          -")?,
+        }
+        if let Some(l) = self.limit_reached {
+            let what = match self.outcome {
+                Outcome::Completed | Outcome::InDoubt(_) => "switchover forced",
+                _ => "aborted",
+            };
+            writeln!(f, "  pre-copy:          {l} reached, {what}")?;
         }
         if let Some(g) = self.guest_downtime_ms {
             writeln!(f, "  guest downtime:    {g:.1} ms (largest heartbeat gap)")?;
@@ -276,132 +308,6 @@ impl fmt::Display for MigrationReport {
     }
 }
 
-/// Phase of a running migration, for progress displays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    Setup,
-    Iterative,
-    StopAndCopy,
-    StateTransfer,
-    Commit,
-    Done,
-    RolledBack,
-}
-
-impl Phase {
-    fn from_u8(v: u8) -> Phase {
-        match v {
-            0 => Phase::Setup,
-            1 => Phase::Iterative,
-            2 => Phase::StopAndCopy,
-            3 => Phase::StateTransfer,
-            4 => Phase::Commit,
-            5 => Phase::Done,
-            _ => Phase::RolledBack,
-        }
-    }
-    fn to_u8(self) -> u8 {
-        match self {
-            Phase::Setup => 0,
-            Phase::Iterative => 1,
-            Phase::StopAndCopy => 2,
-            Phase::StateTransfer => 3,
-            Phase::Commit => 4,
-            Phase::Done => 5,
-            Phase::RolledBack => 6,
-        }
-    }
-}
-
-/// Live progress, updated by the engine and read from any thread.
-#[derive(Debug, Default)]
-pub struct Progress {
-    phase: AtomicU8,
-    round: AtomicU32,
-    remaining_dirty_bytes: AtomicU64,
-    bytes_sent: AtomicU64,
-    memory_bytes: AtomicU64,
-    rate_bps: AtomicU64,
-    estimated_downtime_us: AtomicU64,
-}
-
-/// A consistent-enough copy of [`Progress`] for display or JSON.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ProgressSnapshot {
-    pub phase: Phase,
-    pub round: u32,
-    pub remaining_dirty_bytes: u64,
-    pub bytes_sent: u64,
-    pub memory_bytes: u64,
-    /// Transfer rate of the current or last round, bits/s.
-    pub rate_bps: u64,
-    /// Expected downtime if the VM were stopped now (remaining / rate), ms.
-    pub estimated_downtime_ms: f64,
-}
-
-impl Progress {
-    pub fn new() -> Arc<Progress> {
-        Arc::new(Progress::default())
-    }
-
-    pub fn snapshot(&self) -> ProgressSnapshot {
-        ProgressSnapshot {
-            phase: Phase::from_u8(self.phase.load(Ordering::Relaxed)),
-            round: self.round.load(Ordering::Relaxed),
-            remaining_dirty_bytes: self.remaining_dirty_bytes.load(Ordering::Relaxed),
-            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
-            memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
-            rate_bps: self.rate_bps.load(Ordering::Relaxed),
-            estimated_downtime_ms: self.estimated_downtime_us.load(Ordering::Relaxed) as f64
-                / 1000.0,
-        }
-    }
-
-    pub(crate) fn set_phase(&self, p: Phase) {
-        self.phase.store(p.to_u8(), Ordering::Relaxed);
-    }
-    pub(crate) fn set_round(&self, r: u32) {
-        self.round.store(r, Ordering::Relaxed);
-    }
-    pub(crate) fn set_memory(&self, b: u64) {
-        self.memory_bytes.store(b, Ordering::Relaxed);
-    }
-    pub(crate) fn set_sent(&self, b: u64) {
-        self.bytes_sent.store(b, Ordering::Relaxed);
-    }
-    /// Updates remaining bytes, rate, and the downtime estimate derived from them.
-    pub(crate) fn set_remaining(&self, remaining: u64, rate_bps: f64) {
-        self.remaining_dirty_bytes
-            .store(remaining, Ordering::Relaxed);
-        self.rate_bps.store(rate_bps as u64, Ordering::Relaxed);
-        let est = if rate_bps > 0.0 {
-            remaining as f64 * 8.0 / rate_bps * 1e6
-        } else {
-            0.0
-        };
-        self.estimated_downtime_us
-            .store(est.min(u64::MAX as f64) as u64, Ordering::Relaxed);
-    }
-}
-
-/// Cancels a running migration from another thread. Honoured between and
-/// within rounds, up to the moment Commit is sent.
-#[derive(Clone, Debug, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    pub fn new() -> Self {
-        CancelToken::default()
-    }
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,19 +358,5 @@ mod tests {
             text.contains("strategy xen") && text.contains("2.00x"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn progress_estimates_downtime() {
-        let p = Progress::new();
-        p.set_phase(Phase::Iterative);
-        p.set_remaining(1_000_000, 8_000_000.0);
-        let s = p.snapshot();
-        assert_eq!(s.phase, Phase::Iterative);
-        assert!((s.estimated_downtime_ms - 1000.0).abs() < 0.01);
-        let c = CancelToken::new();
-        let c2 = c.clone();
-        c2.cancel();
-        assert!(c.is_cancelled());
     }
 }

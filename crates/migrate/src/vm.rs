@@ -60,9 +60,9 @@ pub trait SourceVm {
     }
 
     /// Optional hint: marks in `into` every page that may hold non-zero data
-    /// (e.g. present or swapped out per /proc/self/pagemap, see
-    /// [`crate::resident_pages`]). Pages left clear are taken as zero without
-    /// being read. Returns false (the default) if the VM cannot tell.
+    /// (e.g. those `vmstate::resident_pages` finds backed, in RAM or swap).
+    /// Pages left clear are taken as zero without being read. Returns false
+    /// (the default) if the VM cannot tell.
     fn nonzero_hint(&self, into: &mut DirtyBitmap) -> bool {
         let _ = into;
         false

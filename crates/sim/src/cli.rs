@@ -22,8 +22,8 @@ pub struct SimArgs {
     /// scenario's trace_dir, else ../shared/traces/planetlab.
     #[arg(short, long, value_name = "DIR")]
     pub trace_dir: Option<PathBuf>,
-    /// Simulate only the first N days.
-    #[arg(short, long, value_name = "N")]
+    /// Simulate only the first N days (at least 1).
+    #[arg(short, long, value_name = "N", value_parser = at_least_one())]
     pub days: Option<usize>,
     /// Simulate this day folder (repeat for several); overrides --days.
     #[arg(long = "day", value_name = "NAME")]
@@ -65,8 +65,9 @@ pub struct SimArgs {
     /// Never show progress.
     #[arg(long)]
     pub no_progress: bool,
-    /// Worker threads (default: the machine's cores); results do not depend on it.
-    #[arg(long, value_name = "N")]
+    /// Worker threads, at least 1 (default: the machine's cores); results
+    /// do not depend on it.
+    #[arg(long, value_name = "N", value_parser = at_least_one())]
     pub threads: Option<usize>,
     /// Print the built-in default scenario and exit.
     #[arg(long)]
@@ -79,6 +80,14 @@ fn parse_file_order(s: &str) -> Result<FileOrder, String> {
         "listing" => Ok(FileOrder::Listing),
         _ => Err(format!("unknown VM order {s:?} (known: name, listing)")),
     }
+}
+
+/// A count of at least 1, refused by clap otherwise.
+fn at_least_one() -> impl clap::builder::TypedValueParser<Value = usize> {
+    use clap::builder::TypedValueParser;
+    clap::value_parser!(u64)
+        .range(1..)
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 /// Runs `ferry sim`.
@@ -94,8 +103,8 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
             let p = dir.join(name);
             std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
         };
-        write("summary.csv", report::summary_csv(&results))?;
-        write("days.csv", report::days_csv(&results))?;
+        write("summary.csv", report::summary_csv(&results)?)?;
+        write("days.csv", report::days_csv(&results)?)?;
         write(
             "results.json",
             serde_json::to_string_pretty(&results)? + "\n",
@@ -136,9 +145,6 @@ pub fn build_spec(args: &SimArgs) -> anyhow::Result<RunSpec> {
     };
     let sim = &mut loaded.scenario.simulation;
     if let Some(d) = args.days {
-        if d == 0 {
-            bail!("--days must be at least 1");
-        }
         sim.days = Some(d);
         sim.day_names = None;
     }

@@ -1,7 +1,5 @@
 //! Results: per-policy summaries, the text table, CSV, JSON and the SVG plot.
 
-use std::fmt::Write as _;
-
 use plotters::prelude::*;
 use serde::Serialize;
 
@@ -99,21 +97,10 @@ pub fn summarize(days: &[DayResult]) -> Vec<Summary> {
 
 /// The text table (medians per day).
 pub fn table(r: &Results) -> String {
-    let mut s = String::new();
     let days = r.summaries.first().map_or(0, |x| x.days);
     let model = r.summaries.first().map_or("", |x| x.model.as_str());
-    let _ = writeln!(
-        s,
-        "Medians over {days} day(s); model {model}; scenario {}; traces {}",
-        r.scenario, r.trace_dir
-    );
-    let _ = writeln!(
-        s,
-        "SLATAH, PDM, SLAV, ESV in CloudSim's definitions; SLATAH_F, ESV_F in Ferry's (docs/SIMULATOR.md)"
-    );
-    let _ = writeln!(
-        s,
-        "{:<14} {:>10} {:>8} {:>7} {:>9} {:>8} {:>9} {:>8} {:>10} {:>9} {:>8} {:>9}",
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING).set_header([
         "policy",
         "energy_kWh",
         "SLATAH%",
@@ -125,98 +112,116 @@ pub fn table(r: &Results) -> String {
         "migrations",
         "shutdowns",
         "active",
-        "imbalance"
-    );
+        "imbalance",
+    ]);
     for x in &r.summaries {
-        let _ = writeln!(
-            s,
-            "{:<14} {:>10.2} {:>8.2} {:>7.3} {:>9.3} {:>8.3} {:>9.2} {:>8.3} {:>10.0} {:>9.0} {:>8.1} {:>9.3}",
-            x.policy,
-            x.energy_kwh,
-            x.slatah * 100.0,
-            x.pdm * 100.0,
-            x.slav * 1e5,
-            x.esv * 1e3,
-            x.slatah_ferry * 100.0,
-            x.esv_ferry * 1e3,
-            x.migrations,
-            x.host_shutdowns,
-            x.mean_active_hosts,
-            x.load_imbalance
-        );
+        t.add_row([
+            x.policy.clone(),
+            format!("{:.2}", x.energy_kwh),
+            format!("{:.2}", x.slatah * 100.0),
+            format!("{:.3}", x.pdm * 100.0),
+            format!("{:.3}", x.slav * 1e5),
+            format!("{:.3}", x.esv * 1e3),
+            format!("{:.2}", x.slatah_ferry * 100.0),
+            format!("{:.3}", x.esv_ferry * 1e3),
+            format!("{:.0}", x.migrations),
+            format!("{:.0}", x.host_shutdowns),
+            format!("{:.1}", x.mean_active_hosts),
+            format!("{:.3}", x.load_imbalance),
+        ]);
     }
-    s
+    for i in 1..12 {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    format!(
+        "Medians over {days} day(s); model {model}; scenario {}; traces {}\n\
+         SLATAH, PDM, SLAV, ESV in CloudSim's definitions; SLATAH_F, ESV_F in Ferry's (docs/SIMULATOR.md)\n{t}\n",
+        r.scenario, r.trace_dir
+    )
 }
 
-/// Per-day CSV.
-pub fn days_csv(r: &Results) -> String {
-    let mut s = String::from(
-        "policy,day,hosts,vms,energy_kwh,slatah,pdm,slav,esv,migrations,hotspot_migrations,host_shutdowns,mean_active_hosts,load_imbalance,model,slatah_ferry,pdm_ferry,slav_ferry,esv_ferry,vms_at_end,mode_switches,balance_intervals\n",
-    );
-    for d in &r.days {
-        let _ = writeln!(
-            s,
-            "{},{},{},{},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{},{:.4},{:.6},{},{:.8},{:.8},{:.10},{:.10},{},{},{}",
-            d.policy,
-            d.day,
-            d.hosts,
-            d.vms,
-            d.energy_kwh,
-            d.slatah,
-            d.pdm,
-            d.slav,
-            d.esv,
-            d.migrations,
-            d.hotspot_migrations,
-            d.host_shutdowns,
-            d.mean_active_hosts,
-            d.load_imbalance,
-            d.model,
-            d.slatah_ferry,
-            d.pdm_ferry,
-            d.slav_ferry,
-            d.esv_ferry,
-            d.vms_at_end,
-            d.mode_switches,
-            d.balance_intervals
-        );
+/// Rows as CSV, with a header row named after their fields.
+fn csv_of<T: Serialize>(rows: &[T]) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        w.serialize(row)?;
     }
-    s
+    let bytes = w
+        .into_inner()
+        .map_err(|e| csv::Error::from(e.into_error()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Summary CSV (medians, plus total energy).
-pub fn summary_csv(r: &Results) -> String {
-    let mut s = String::from(
-        "policy,days,energy_kwh_median,energy_kwh_total,slatah,pdm,slav,esv,migrations,hotspot_migrations,host_shutdowns,mean_active_hosts,load_imbalance,model,slatah_ferry,pdm_ferry,slav_ferry,esv_ferry,vms_at_end,mode_switches,balance_intervals\n",
-    );
-    for x in &r.summaries {
-        let _ = writeln!(
-            s,
-            "{},{},{:.6},{:.6},{:.8},{:.8},{:.10},{:.10},{},{},{},{:.4},{:.6},{},{:.8},{:.8},{:.10},{:.10},{},{},{}",
-            x.policy,
-            x.days,
-            x.energy_kwh,
-            x.energy_total_kwh,
-            x.slatah,
-            x.pdm,
-            x.slav,
-            x.esv,
-            x.migrations,
-            x.hotspot_migrations,
-            x.host_shutdowns,
-            x.mean_active_hosts,
-            x.load_imbalance,
-            x.model,
-            x.slatah_ferry,
-            x.pdm_ferry,
-            x.slav_ferry,
-            x.esv_ferry,
-            x.vms_at_end,
-            x.mode_switches,
-            x.balance_intervals
-        );
+/// One CSV row of a [`DayResult`]: every field but the per-interval series
+/// (`modes`, `pool_load`), which only results.json carries.
+#[derive(Serialize)]
+struct DayRow<'a> {
+    policy: &'a str,
+    day: &'a str,
+    model: &'a str,
+    hosts: usize,
+    vms: usize,
+    energy_kwh: f64,
+    slatah: f64,
+    pdm: f64,
+    slav: f64,
+    esv: f64,
+    slatah_ferry: f64,
+    pdm_ferry: f64,
+    slav_ferry: f64,
+    esv_ferry: f64,
+    migrations: u64,
+    hotspot_migrations: u64,
+    host_shutdowns: u64,
+    mean_active_hosts: f64,
+    load_imbalance: f64,
+    vms_at_end: usize,
+    mode_switches: u64,
+    balance_intervals: usize,
+}
+
+impl<'a> From<&'a DayResult> for DayRow<'a> {
+    fn from(d: &'a DayResult) -> Self {
+        DayRow {
+            policy: &d.policy,
+            day: &d.day,
+            model: &d.model,
+            hosts: d.hosts,
+            vms: d.vms,
+            energy_kwh: d.energy_kwh,
+            slatah: d.slatah,
+            pdm: d.pdm,
+            slav: d.slav,
+            esv: d.esv,
+            slatah_ferry: d.slatah_ferry,
+            pdm_ferry: d.pdm_ferry,
+            slav_ferry: d.slav_ferry,
+            esv_ferry: d.esv_ferry,
+            migrations: d.migrations,
+            hotspot_migrations: d.hotspot_migrations,
+            host_shutdowns: d.host_shutdowns,
+            mean_active_hosts: d.mean_active_hosts,
+            load_imbalance: d.load_imbalance,
+            vms_at_end: d.vms_at_end,
+            mode_switches: d.mode_switches,
+            balance_intervals: d.balance_intervals,
+        }
     }
-    s
+}
+
+/// Per-day CSV: one row per policy and day, every scalar field of
+/// [`DayResult`].
+pub fn days_csv(r: &Results) -> Result<String, csv::Error> {
+    let rows: Vec<DayRow> = r.days.iter().map(DayRow::from).collect();
+    csv_of(&rows)
+}
+
+/// Summary CSV: one row per policy, every field of [`Summary`] (medians
+/// per day, and the total energy).
+pub fn summary_csv(r: &Results) -> Result<String, csv::Error> {
+    csv_of(&r.summaries)
 }
 
 /// SVG scatter plot: median energy per day (x, logarithmic when the values

@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{TINY, close, spec, tiny_traces, tmp, write_trace};
+use common::{TINY, close, spec, tiny_traces, write_trace};
+use testkit::TempDir;
 
 /// The CloudSim model on the tiny scenario, worked out by hand: scheduling
 /// events 0.1 s after each boundary (the first does nothing), demands
@@ -45,7 +46,6 @@ fn cloudsim_model_matches_hand_computation() {
     let requested = 300.2 * 10.0 + 320.2 * 290.0 + 900.0 * 10.0 + 200.0 * 310.0;
     let pdm = (200.0 + 1640.0) / requested;
     assert!(close(d.pdm, pdm), "{} vs {pdm}", d.pdm);
-    let _ = std::fs::remove_dir_all(traces);
 }
 
 /// In the CloudSim model a VM that asks for no CPU (two zero samples in a
@@ -53,7 +53,7 @@ fn cloudsim_model_matches_hand_computation() {
 /// when its utilization was zero at the start.
 #[test]
 fn cloudsim_model_removes_idle_vms() {
-    let dir = tmp("idle");
+    let dir = TempDir::new("sim-idle");
     write_trace(&dir, "day1", "x", &[50, 0, 0]);
     write_trace(&dir, "day1", "y", &[0, 0, 50]);
     let scen = TINY.replace("policies", "model = \"cloudsim\"\npolicies");
@@ -68,7 +68,6 @@ fn cloudsim_model_removes_idle_vms() {
     assert!(close(d.energy_kwh, kwh), "{} vs {kwh}", d.energy_kwh);
     // npa: full power from the first event, as CloudSim counts it.
     assert!(close(r.days[1].energy_kwh, 2.0 * 200.0 * 600.0 / 3.6e6));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The auto pattern's mode is recorded per interval with the pool's load,
@@ -76,7 +75,7 @@ fn cloudsim_model_removes_idle_vms() {
 /// back balances while it is busy.
 #[test]
 fn auto_pattern_is_recorded_per_interval() {
-    let dir = tmp("auto");
+    let dir = TempDir::new("sim-auto");
     let profile = [20, 20, 80, 80, 80, 20, 20, 20];
     write_trace(&dir, "day1", "a", &profile);
     write_trace(&dir, "day1", "b", &profile);
@@ -95,5 +94,4 @@ fn auto_pattern_is_recorded_per_interval() {
         .unwrap()
         .expect("a day balanced");
     assert!(svg.contains("thr-mmt-0.8 day1 (2 switches)"), "legend");
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,4 +1,5 @@
-//! Guest RAM: layout, allocation and residency.
+//! Guest RAM: layout and allocation. Which pages the host has backed is
+//! `vmstate::resident_pages`.
 
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -84,33 +85,6 @@ pub fn host_regions(mem: &GuestMemoryMmap) -> Vec<HostRegion> {
         .collect()
 }
 
-/// Marks in `out` (one byte per page, 1 = may hold data) the pages of
-/// `region` the host has ever backed, present in RAM or swapped out (per
-/// /proc/self/pagemap). Pages never touched read as zero and need not be copied.
-pub fn resident_pages(region: &HostRegion, out: &mut Vec<u8>) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    const PRESENT: u64 = 1 << 63;
-    const SWAPPED: u64 = 1 << 62;
-    const BATCH: usize = 8192;
-    let pages = (region.len / PAGE_SIZE) as usize;
-    out.clear();
-    out.resize(pages, 0);
-    let pagemap = std::fs::File::open("/proc/self/pagemap")?;
-    let first = region.host as u64 / PAGE_SIZE;
-    let mut buf = vec![0u8; BATCH * 8];
-    let mut i = 0;
-    while i < pages {
-        let n = BATCH.min(pages - i);
-        pagemap.read_exact_at(&mut buf[..n * 8], (first + i as u64) * 8)?;
-        for (j, e) in buf[..n * 8].chunks_exact(8).enumerate() {
-            let v = u64::from_le_bytes(e.try_into().unwrap());
-            out[i + j] = u8::from(v & (PRESENT | SWAPPED) != 0);
-        }
-        i += n;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,18 +99,6 @@ mod tests {
                 (HIGH_RAM_START, (4 << 30) - MMIO_HOLE_START)
             ]
         );
-    }
-
-    #[test]
-    fn untouched_pages_are_not_resident() {
-        let mem = allocate(&[(0, 64 * PAGE_SIZE)]).unwrap();
-        let r = host_regions(&mem)[0];
-        // SAFETY: page 3 is inside the mapping.
-        unsafe { r.host.add(3 * PAGE_SIZE as usize).write_volatile(1) };
-        let mut res = Vec::new();
-        resident_pages(&r, &mut res).unwrap();
-        assert_eq!(res[3], 1);
-        assert_eq!(res.iter().map(|&b| b as usize).sum::<usize>(), 1);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use vmstate::{SinkError, SnapshotSink, SnapshotStats, SnapshotWriter, VmConfig};
 
 use crate::Error;
 use crate::devices::SerialSink;
-use crate::memory::{self, PAGE_SIZE};
+use crate::memory::PAGE_SIZE;
 use crate::vm::{RunState, Vm};
 
 /// Writes the VM's memory (pages the guest never touched and zero pages
@@ -28,17 +28,22 @@ pub fn write_paused<W: Write>(vm: &Vm, w: W) -> Result<SnapshotStats, Error> {
     let state = vm.save_state()?;
     let enc = Error::WriteSnapshot;
     let mut sw = SnapshotWriter::new(w, vm.config()).map_err(enc)?;
-    let mut resident = Vec::new();
+    let mut words = Vec::new();
     for r in vm.host_regions() {
-        memory::resident_pages(&r, &mut resident).map_err(Error::ResidentPages)?;
+        let pages = (r.len / PAGE_SIZE) as usize;
+        words.clear();
+        words.resize(pages.div_ceil(64), 0u64);
+        vmstate::resident_pages(r.host, r.len as usize, &mut words)
+            .map_err(Error::ResidentPages)?;
+        let resident = |i: usize| words[i / 64] & (1 << (i % 64)) != 0;
         let mut i = 0;
-        while i < resident.len() {
-            if resident[i] == 0 {
+        while i < pages {
+            if !resident(i) {
                 i += 1;
                 continue;
             }
             let start = i;
-            while i < resident.len() && resident[i] != 0 {
+            while i < pages && resident(i) {
                 i += 1;
             }
             let off = start as u64 * PAGE_SIZE;

@@ -5,15 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use guest::output::{Line, parse_line};
+use testkit::{require_kvm, wait_for};
 use vmm::{BootSpec, ExitReason, Vm};
 
 type Output = Arc<Mutex<Vec<u8>>>;
-
-fn require_kvm() {
-    if let Err(e) = vmm::open_kvm() {
-        panic!("these tests need /dev/kvm: {e}");
-    }
-}
 
 fn capture() -> (vmm::SerialSink, Output) {
     let out: Output = Arc::default();
@@ -123,7 +118,16 @@ fn snapshot_round_trip(vcpus: u32) {
         256 << 20,
         vcpus,
     );
-    std::thread::sleep(Duration::from_millis(700));
+    // Snapshot a guest that is well under way: it has printed heartbeats and
+    // passed a verification.
+    wait_for(
+        "a heartbeat and a passed verification",
+        Duration::from_secs(30),
+        || {
+            let l = lines(&out);
+            (!heartbeats(&l).is_empty() && verifies(&l).0 >= 1).then_some(())
+        },
+    );
     vm.pause().unwrap();
     let mut snap = Vec::new();
     let stats = vmm::snapshot::write_paused(&vm, &mut snap).unwrap();

@@ -146,19 +146,29 @@ pub fn source_handshake<R: Read, W: Write>(
     }
 }
 
-/// Destination side: read Hello, pick a version, prove ourselves, check the source's proof.
-pub fn dest_handshake<R: Read, W: Write>(
-    r: &mut MessageReader<R>,
-    w: &mut MessageWriter<W>,
+/// The one text a destination sends a peer it refuses before authentication
+/// (with [`AbortCode::AuthFailed`]), whatever the reason: an unauthenticated
+/// peer learns nothing beyond version negotiation. The destination's own
+/// error, and its log, say what was wrong.
+pub const REFUSAL: &str = "the destination refused this connection before authentication";
+
+/// Destination side: read Hello, pick a version, prove ourselves, check the
+/// source's proof. Reads only handshake messages of bounded size
+/// ([`MessageReader::handshake`]) and reads nothing past the AuthProof, so
+/// the session can go on over `stream` with its own buffers. Give it a
+/// stream with a deadline: it has none of its own.
+pub fn dest_handshake<S: Read + Write>(
+    stream: &mut S,
     secret: &Secret,
     offer: &Offer,
 ) -> Result<Session, WireError> {
+    let mut r = MessageReader::handshake(stream);
     let hello = match r.next("waiting for the source's Hello") {
         Ok(Message::Hello(h)) => h,
+        Ok(Message::Abort(a)) => return Err(peer_aborted(a)),
         Ok(m) => {
             let got = m.name();
-            let _ = w.abort(AbortCode::Protocol, "expected Hello");
-            let _ = w.flush();
+            refuse(r.get_mut());
             return Err(WireError::Unexpected {
                 got,
                 expected: "Hello",
@@ -166,8 +176,7 @@ pub fn dest_handshake<R: Read, W: Write>(
         }
         Err(e) => {
             if e.is_corrupt() {
-                let _ = w.abort(AbortCode::Corrupt, &e.to_string());
-                let _ = w.flush();
+                refuse(r.get_mut());
             }
             return Err(e);
         }
@@ -175,8 +184,9 @@ pub fn dest_handshake<R: Read, W: Write>(
     let lo = hello.min_version.max(offer.min_version);
     let hi = hello.max_version.min(offer.max_version);
     if lo > hi {
-        w.version_refused(offer.min_version, offer.max_version)?;
-        w.flush()?;
+        send(r.get_mut(), |w| {
+            w.version_refused(offer.min_version, offer.max_version)
+        })?;
         return Err(WireError::VersionMismatch {
             source_min: hello.min_version,
             source_max: hello.max_version,
@@ -190,43 +200,73 @@ pub fn dest_handshake<R: Read, W: Write>(
         version: hi,
         capabilities: hello.capabilities.intersect(offer.capabilities),
     };
-    w.welcome(&Welcome {
-        version: t.version,
-        capabilities: t.capabilities,
-        nonce: t.dest_nonce,
-        proof: secret.dest_proof(&t),
+    send(r.get_mut(), |w| {
+        w.welcome(&Welcome {
+            version: t.version,
+            capabilities: t.capabilities,
+            nonce: t.dest_nonce,
+            proof: secret.dest_proof(&t),
+        })
     })?;
-    w.flush()?;
-    match r.next("waiting for the source's proof")? {
-        Message::AuthProof(proof) => {
-            if !secret.verify_source(&t, &proof) {
-                let _ = w.abort(
-                    AbortCode::AuthFailed,
-                    "the source's proof does not match the destination's migration secret",
-                );
-                let _ = w.flush();
-                return Err(WireError::AuthFailed(
-                    "the source does not hold the migration secret".into(),
-                ));
-            }
-            w.auth_ok()?;
-            w.flush()?;
+    let verdict = match r.next("waiting for the source's proof") {
+        Ok(Message::AuthProof(proof)) if secret.verify_source(&t, &proof) => Ok(()),
+        Ok(Message::AuthProof(_)) => Err(WireError::AuthFailed(
+            "the source does not hold the migration secret".into(),
+        )),
+        Ok(Message::Abort(a)) => return Err(peer_aborted(a)),
+        Ok(m) => Err(WireError::Unexpected {
+            got: m.name(),
+            expected: "AuthProof",
+        }),
+        Err(e) if e.is_corrupt() => Err(e),
+        Err(e) => return Err(e),
+    };
+    let stream = r.into_inner();
+    match verdict {
+        Ok(()) => {
+            send(stream, |w| w.auth_ok())?;
             Ok(Session {
                 version: t.version,
                 capabilities: t.capabilities,
                 rtt: Duration::ZERO,
             })
         }
-        Message::Abort(a) if a.code == AbortCode::AuthFailed => Err(WireError::AuthFailed(
-            format!("the source rejected the destination's proof: {}", a.message),
-        )),
-        Message::Abort(a) => Err(WireError::PeerAborted {
+        Err(e) => {
+            refuse(stream);
+            Err(e)
+        }
+    }
+}
+
+/// An Abort from the source during the handshake: it refused us (our proof,
+/// our version) or gave up.
+fn peer_aborted(a: crate::abort::Abort) -> WireError {
+    if a.code == AbortCode::AuthFailed {
+        WireError::AuthFailed(format!(
+            "the source rejected the destination's proof: {}",
+            a.message
+        ))
+    } else {
+        WireError::PeerAborted {
             code: a.code,
             message: a.message,
-        }),
-        m => Err(WireError::Unexpected {
-            got: m.name(),
-            expected: "AuthProof",
-        }),
+        }
     }
+}
+
+/// Writes one message as a single write (a frame is a few dozen bytes).
+fn send<S: Write>(
+    stream: &mut S,
+    f: impl FnOnce(&mut MessageWriter<&mut Vec<u8>>) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    let mut buf = Vec::with_capacity(128);
+    f(&mut MessageWriter::new(&mut buf))?;
+    stream.write_all(&buf)?;
+    stream.flush()?;
+    Ok(())
+}
+
+/// Tells a refused peer [`REFUSAL`], if it still listens.
+fn refuse<S: Write>(stream: &mut S) {
+    let _ = send(stream, |w| w.abort(AbortCode::AuthFailed, REFUSAL));
 }

@@ -6,11 +6,14 @@
 //! handshake ([`source_handshake`] / [`dest_handshake`]: version negotiation and mutual HMAC-SHA256
 //! challenge-response over a shared secret), then carries one migration:
 //! Start/Accept, rounds of pages, the final round and State, then the
-//! Ready/Commit/Resumed switchover. docs/PROTOCOL.md is the full description.
+//! Ready/Commit/Resumed switchover. Every listening socket admits its peers
+//! through a [`gate::Gate`]: concurrent handshakes with a deadline, bounded,
+//! refusals logged at a bounded rate. docs/PROTOCOL.md is the full description.
 
 mod abort;
 mod auth;
 mod error;
+pub mod gate;
 mod handshake;
 mod message;
 
@@ -18,11 +21,13 @@ pub use abort::{Abort, AbortCode};
 pub use auth::{MIN_SECRET_LEN, Secret, Transcript, nonce};
 pub use error::WireError;
 pub use handshake::{
-    MIN_PROTOCOL_VERSION, Offer, PROTOCOL_VERSION, Session, dest_handshake, source_handshake,
+    MIN_PROTOCOL_VERSION, Offer, PROTOCOL_VERSION, REFUSAL, Session, dest_handshake,
+    source_handshake,
 };
 pub use message::{
-    Capabilities, HELLO_MAGIC, Hello, MAX_CONFIG_LEN, MAX_TEXT, Message, MessageReader,
-    MessageWriter, NONCE_LEN, Resumed, RoundBegin, RoundEnd, Start, Welcome, kind, protocol_kinds,
+    Capabilities, HANDSHAKE_MAX_PAYLOAD, HELLO_MAGIC, Hello, MAX_CONFIG_LEN, MAX_TEXT, Message,
+    MessageReader, MessageWriter, NONCE_LEN, Resumed, RoundBegin, RoundEnd, Start, Welcome,
+    handshake_kinds, kind, protocol_kinds,
 };
 /// Re-exported so users of this crate need not depend on vmstate for page records.
 pub use vmstate::record::{MAX_PAGES_PER_RECORD, MAX_ZERO_RUNS_PER_RECORD, PAGE_SIZE, ZeroRuns};

@@ -188,9 +188,8 @@ type Sides = (Result<Session, WireError>, Result<Session, WireError>);
 fn handshake(src_secret: Secret, dst_secret: Secret, src: Offer, dst: Offer) -> Sides {
     let (a, b) = UnixStream::pair().unwrap();
     let dest = thread::spawn(move || {
-        let mut r = MessageReader::new(b.try_clone().unwrap());
-        let mut w = MessageWriter::new(b);
-        dest_handshake(&mut r, &mut w, &dst_secret, &dst)
+        let mut b = b;
+        dest_handshake(&mut b, &dst_secret, &dst)
     });
     let mut r = MessageReader::new(a.try_clone().unwrap());
     let mut w = MessageWriter::new(a);
@@ -277,18 +276,88 @@ fn version_mismatch_is_refused_on_both_sides() {
 fn a_non_ferry_peer_is_refused() {
     let (a, b) = UnixStream::pair().unwrap();
     let dest = thread::spawn(move || {
-        let mut r = MessageReader::new(b.try_clone().unwrap());
-        let mut w = MessageWriter::new(b);
-        dest_handshake(
-            &mut r,
-            &mut w,
-            &secret("0123456789abcdef"),
-            &Offer::default(),
-        )
+        let mut b = b;
+        dest_handshake(&mut b, &secret("0123456789abcdef"), &Offer::default())
     });
     use std::io::Write;
     (&a).write_all(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
     a.shutdown(std::net::Shutdown::Write).unwrap();
     let e = dest.join().unwrap().unwrap_err();
     assert!(e.is_corrupt(), "{e}");
+}
+
+/// What a refused peer reads back: the frames the destination wrote.
+fn answers(bytes: &[u8]) -> Vec<String> {
+    let mut r = MessageReader::new(bytes);
+    let mut out = Vec::new();
+    while let Ok(m) = r.next("") {
+        out.push(match m {
+            Message::Abort(a) => format!("Abort({}): {}", a.code, a.message),
+            m => m.name().to_string(),
+        });
+    }
+    out
+}
+
+/// Runs the destination's handshake against `input` and returns its error
+/// and what it wrote back.
+fn refused(input: &[u8]) -> (WireError, Vec<String>) {
+    let (a, b) = UnixStream::pair().unwrap();
+    let dest = thread::spawn(move || {
+        let mut b = b;
+        dest_handshake(&mut b, &secret("0123456789abcdef"), &Offer::default())
+    });
+    use std::io::{Read, Write};
+    (&a).write_all(input).unwrap();
+    a.shutdown(std::net::Shutdown::Write).unwrap();
+    let e = dest.join().unwrap().unwrap_err();
+    let mut back = Vec::new();
+    (&a).read_to_end(&mut back).unwrap();
+    (e, answers(&back))
+}
+
+#[test]
+fn a_refused_peer_learns_nothing_but_a_generic_refusal() {
+    let generic = vec![format!("Abort(authentication failed): {REFUSAL}")];
+    // Each input below ends where the destination stops reading (unread
+    // bytes would make its close a reset that loses the answer).
+    // Garbage: refused at the first frame header, whatever it says.
+    let (e, back) = refused(b"GET / HT");
+    assert!(e.to_string().contains("unknown kind 0x47"), "{e}");
+    assert_eq!(back, generic);
+    // A message of the session before authentication: Start's kind is not
+    // even readable yet.
+    let mut w = MessageWriter::new(Vec::new());
+    w.accept().unwrap();
+    let (e, back) = refused(&w.get_ref()[..8]);
+    assert!(e.to_string().contains("unknown kind"), "{e}");
+    assert_eq!(back, generic);
+    // A Hello whose length claims 1 MiB is refused at its header.
+    let mut frame = vec![kind::HELLO, 0, 0, 0];
+    frame.extend_from_slice(&(1u32 << 20).to_le_bytes());
+    let (e, back) = refused(&frame);
+    assert!(e.to_string().contains("exceeds"), "{e}");
+    assert!(
+        e.to_string().contains(&HANDSHAKE_MAX_PAYLOAD.to_string()),
+        "{e}"
+    );
+    assert_eq!(back, generic);
+    // A well-formed Hello and a wrong proof: Welcome, then the same refusal.
+    let mut w = MessageWriter::new(Vec::new());
+    w.hello(&Hello {
+        min_version: MIN_PROTOCOL_VERSION,
+        max_version: PROTOCOL_VERSION,
+        capabilities: Capabilities::NONE,
+        nonce: [3; NONCE_LEN],
+    })
+    .unwrap();
+    w.auth_proof(&[4; NONCE_LEN]).unwrap();
+    let (e, back) = refused(w.get_ref());
+    assert!(matches!(e, WireError::AuthFailed(_)), "{e}");
+    assert_eq!(back[0], "Welcome");
+    assert_eq!(&back[1..], &generic[..]);
+    // A peer that connects and closes is told nothing.
+    let (e, back) = refused(b"");
+    assert!(matches!(e, WireError::Closed { .. }), "{e}");
+    assert!(back.is_empty(), "{back:?}");
 }

@@ -3,22 +3,13 @@
 //! They need qemu-system-x86_64 and /dev/kvm and fail with a clear message
 //! when either is missing (CI installs QEMU).
 
-use std::path::Path;
 use std::time::Duration;
 
+use testkit::require_qemu;
 use yardstick::guests::{guest_config, verify_result};
 use yardstick::migration::{MigrationParams, QemuOutcome};
-use yardstick::qemu::{self, Qemu};
+use yardstick::qemu::Qemu;
 use yardstick::serial::{heartbeat_seq, heartbeats};
-
-fn require_qemu() {
-    if let Err(e) = qemu::qemu_version(Path::new("qemu-system-x86_64")) {
-        panic!("these tests need QEMU: {e}");
-    }
-    if let Err(e) = qemu::check_kvm() {
-        panic!("these tests need KVM: {e}");
-    }
-}
 
 #[test]
 fn idle_guest_boots_and_heartbeats() {

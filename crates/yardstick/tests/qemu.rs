@@ -2,24 +2,15 @@
 //! heartbeat kernel. They need qemu-system-x86_64 and /dev/kvm and fail with
 //! a clear message when either is missing (CI installs QEMU).
 
-use std::path::Path;
 use std::time::Duration;
 
+use testkit::{require_qemu, wait_for};
 use units::Bandwidth;
 use yardstick::migration::{MigrationParams, QemuOutcome};
 use yardstick::qemu::{self, Firmware, ImageFile, Qemu, QemuConfig, guest_exit_value};
 use yardstick::serial::{heartbeat_seq, heartbeats};
 use yardstick::testkernel::heartbeat_kernel;
 use yardstick::{Error, QmpError};
-
-fn require_qemu() {
-    if let Err(e) = qemu::qemu_version(Path::new("qemu-system-x86_64")) {
-        panic!("these tests need QEMU: {e}");
-    }
-    if let Err(e) = qemu::check_kvm() {
-        panic!("these tests need KVM: {e}");
-    }
-}
 
 fn config(image: &ImageFile) -> QemuConfig {
     let mut c = QemuConfig::new(image.path());
@@ -166,15 +157,24 @@ fn migration_of_the_test_kernel() {
     assert_eq!(run.destination.run_state().unwrap(), "running");
     assert_eq!(run.source.run_state().unwrap(), "postmigrate");
     // Heartbeat numbering continues on the destination.
-    let src = heartbeats(&run.source.serial().lines());
-    let last = src.last().unwrap().seq;
+    let source_last = || heartbeats(&run.source.serial().lines()).last().unwrap().seq;
+    let last = source_last();
     run.destination
         .wait_for_line(0, Duration::from_secs(10), "a later heartbeat", |l| {
             heartbeat_seq(&l.text).is_some_and(|s| s > last + 2)
         })
         .unwrap();
-    let dst = heartbeats(&run.destination.serial().lines());
-    assert_eq!(dst[0].seq, last + 1, "no gap and no repeat in numbering");
+    let first = heartbeats(&run.destination.serial().lines())[0].seq;
+    // The source's serial reader may not have delivered its last line yet.
+    let last = wait_for(
+        "the source's last heartbeat",
+        Duration::from_secs(10),
+        || {
+            let last = source_last();
+            (last + 1 >= first).then_some(last)
+        },
+    );
+    assert_eq!(first, last + 1, "no gap and no repeat in numbering");
     eprintln!("{}", serde_json::to_string_pretty(r).unwrap());
 }
 

@@ -35,7 +35,7 @@ fn ferry_boot_once() -> anyhow::Result<f64> {
     found.context("ferry run ended before the first heartbeat")
 }
 
-pub fn run(reps: usize) -> anyhow::Result<()> {
+pub fn run(reps: usize, json: bool) -> anyhow::Result<()> {
     let image = yardstick::ImageFile::new("idle.elf", crate::guests::image("idle")?)?;
     let mut cfg = yardstick::QemuConfig::new(image.path());
     cfg.memory_mib = 256;
@@ -58,9 +58,16 @@ pub fn run(reps: usize) -> anyhow::Result<()> {
         format!("{qm:.1}"),
         ratio(fm, qm),
     ]);
-    println!(
-        "Time from starting the VMM process to the guest's first heartbeat, median of {reps} runs.\n"
-    );
-    println!("{}", t.to_markdown());
-    Ok(())
+    let doc = serde_json::json!({
+        "guest": "idle", "memory_bytes": 256u64 << 20, "vcpus": 1, "reps": reps,
+        "ferry_first_heartbeat_ms": { "median": fm, "samples": f },
+        "qemu_first_heartbeat_ms": { "median": qm, "samples": q },
+    });
+    super::print(
+        &format!(
+            "Time from starting the VMM process to the guest's first heartbeat, median of {reps} runs."
+        ),
+        &t,
+        json.then_some(doc),
+    )
 }

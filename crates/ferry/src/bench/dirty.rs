@@ -40,7 +40,9 @@ fn measure_rate(host: &Instance, seconds: f64, log_dirty: bool) -> anyhow::Resul
     Ok((after - before) as f64 / elapsed)
 }
 
-pub fn run(reps: usize, seconds: f64) -> anyhow::Result<()> {
+pub fn run(reps: usize, duration: Duration, json: bool) -> anyhow::Result<()> {
+    let seconds = duration.as_secs_f64();
+    let mut doc = Vec::new();
     let mut t = Table::new([
         "pattern",
         "logging off (pages/s)",
@@ -56,6 +58,11 @@ pub fn run(reps: usize, seconds: f64) -> anyhow::Result<()> {
             on.push(measure_rate(&host, seconds, true)?);
         }
         let (a, b) = (median(&off).unwrap_or(0.0), median(&on).unwrap_or(0.0));
+        doc.push(serde_json::json!({
+            "pattern": pattern,
+            "logging_off_pages_per_s": { "median": a, "samples": off },
+            "logging_on_pages_per_s": { "median": b, "samples": on },
+        }));
         t.row([
             pattern.to_string(),
             format!("{a:.0}"),
@@ -63,9 +70,10 @@ pub fn run(reps: usize, seconds: f64) -> anyhow::Result<()> {
             ratio(b, a),
         ]);
     }
-    println!(
-        "Dirtier write rate (64 MiB working set, unpaced), median of {reps} runs of {seconds} s; with logging on, the log is harvested and re-armed every 100 ms.\n"
+    let caption = format!(
+        "Dirtier write rate (64 MiB working set, unpaced), median of {reps} runs of {}; with logging on, the log is harvested and re-armed every 100 ms.",
+        units::format_duration(duration)
     );
-    println!("{}", t.to_markdown());
-    Ok(())
+    let doc = serde_json::json!({ "reps": reps, "duration_ms": seconds * 1e3, "patterns": doc });
+    super::print(&caption, &t, json.then_some(doc))
 }

@@ -8,10 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::plan::{BenchBandwidth, MigrateBenchArgs, MigratePlan, plan};
-use super::record::{FerryRun, QemuRun, RunRecord, now_utc, write_json};
+use super::record::{FerryRun, QemuRun, RunRecord, now_utc, runs_json, write_json};
 use super::report::{migrate_tables, plots};
 use super::workload::Workload;
-use crate::pair::{GuestSpec, MigrationSpec, Pair};
+use crate::pair::{GuestSpec, Pair};
+use api::types::MigrateRequest;
 
 pub fn run(a: &MigrateBenchArgs) -> anyhow::Result<()> {
     let p = plan(a)?;
@@ -52,7 +53,14 @@ pub fn run(a: &MigrateBenchArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!("{}", migrate_tables(&p, &records, &systems));
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&runs_json(&p, &started_at, &records))?
+        );
+    } else {
+        println!("{}", migrate_tables(&p, &records, &systems));
+    }
     plots(&a.out, &p, &records, &systems)?;
     eprintln!(
         "bench migrate: raw runs in {}, plots in {}",
@@ -96,7 +104,7 @@ fn ferry_run(
         dir,
         &GuestSpec {
             guest: w.guest.into(),
-            memory: format!("{}K", p.memory >> 10),
+            memory: units::ByteSize(p.memory),
             vcpus: 1,
             append: w.append.into(),
         },
@@ -105,12 +113,13 @@ fn ferry_run(
     std::thread::sleep(w.fill() + p.warmup);
     // The API answers with the guest's counters: the source is serving.
     pair.wait_source("the source's control API", |_| true)?;
-    let spec = MigrationSpec {
-        strategy: strategy.into(),
-        max_bandwidth: bw.ferry.clone(),
-        max_downtime: format!("{}ms", p.max_downtime.as_millis()),
+    let req = MigrateRequest {
+        strategy: Some(strategy.into()),
+        max_bandwidth_bps: bw.cap.map(units::Bandwidth::bits_per_sec),
+        max_downtime_ms: Some(p.max_downtime.as_secs_f64() * 1e3),
+        ..MigrateRequest::default()
     };
-    let (report, error) = pair.migrate(&spec, false)?;
+    let (report, error) = pair.migrate(req, false)?;
     let verify = if p.verify && error.is_none() {
         Some(second_verify(|after| {
             pair.wait_line_after(&pair.dst_log, after, "VERIFY", VERIFY_TIMEOUT)
@@ -155,7 +164,7 @@ fn qemu_run(w: &Workload, bw: &BenchBandwidth, p: &MigratePlan) -> anyhow::Resul
     setup.config.memory_mib = p.memory >> 20;
     setup.config.vcpus = 1;
     let params = yardstick::MigrationParams {
-        max_bandwidth: bw.qemu,
+        max_bandwidth: bw.cap,
         downtime_limit_ms: p.max_downtime.as_millis() as u64,
         timeout: p.qemu_timeout,
         ..Default::default()

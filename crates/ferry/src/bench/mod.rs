@@ -22,7 +22,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use plan::MigrateBenchArgs;
+use units::ByteSize;
+use yardstick::table::Table;
 
+use crate::flags::positive;
 use crate::instance::Instance;
 
 /// Arguments of `ferry bench`.
@@ -36,19 +39,27 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// Time from starting the VMM to the guest's first heartbeat, Ferry and QEMU.
     Boot {
-        #[arg(long, default_value_t = 5)]
+        /// Repetitions (the median is reported).
+        #[arg(long, default_value = "5", value_name = "N", value_parser = positive())]
         reps: usize,
+        /// Print the samples and medians as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Snapshot and restore throughput of guests with a 25% written working set.
     Snapshot {
-        /// Guest sizes to measure.
-        #[arg(long, value_delimiter = ',', default_value = "1G,4G")]
-        sizes: Vec<String>,
-        #[arg(long, default_value_t = 3)]
+        /// Guest sizes to measure, comma-separated sizes (docs/UNITS.md).
+        #[arg(long, value_delimiter = ',', default_value = "1G,4G", value_name = "SIZE", value_parser = ByteSize::parse)]
+        sizes: Vec<ByteSize>,
+        /// Repetitions for each size (the median is reported).
+        #[arg(long, default_value = "3", value_name = "N", value_parser = positive())]
         reps: usize,
         /// Directory for the snapshot files.
-        #[arg(long, default_value = "/tmp")]
+        #[arg(long, default_value = "/tmp", value_name = "DIR")]
         dir: PathBuf,
+        /// Print the samples and medians as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Live migration between two Ferry processes for each workload x
     /// strategy x bandwidth, with QEMU's live migration of the same guest
@@ -56,22 +67,44 @@ pub enum BenchWhat {
     Migrate(MigrateBenchArgs),
     /// The dirtier's achieved write rate with dirty logging off and on.
     DirtyRate {
-        #[arg(long, default_value_t = 3)]
+        /// Repetitions for each pattern (the median is reported).
+        #[arg(long, default_value = "3", value_name = "N", value_parser = positive())]
         reps: usize,
-        /// Seconds each measurement lasts.
-        #[arg(long, default_value_t = 2.0)]
-        seconds: f64,
+        /// How long each measurement lasts, a duration (docs/UNITS.md).
+        #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = units::parse_duration)]
+        duration: Duration,
+        /// Print the samples and medians as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<i32> {
     match &args.what {
-        BenchWhat::Boot { reps } => boot::run(*reps),
-        BenchWhat::Snapshot { sizes, reps, dir } => snapshot::run(sizes, *reps, dir),
-        BenchWhat::DirtyRate { reps, seconds } => dirty::run(*reps, *seconds),
+        BenchWhat::Boot { reps, json } => boot::run(*reps, *json),
+        BenchWhat::Snapshot {
+            sizes,
+            reps,
+            dir,
+            json,
+        } => snapshot::run(sizes, *reps, dir, *json),
+        BenchWhat::DirtyRate {
+            reps,
+            duration,
+            json,
+        } => dirty::run(*reps, *duration, *json),
         BenchWhat::Migrate(a) => migrate::run(a),
     }?;
-    Ok(0)
+    Ok(crate::exit::OK)
+}
+
+/// Prints a benchmark's result: `table` with its caption, or `json`.
+fn print(caption: &str, table: &Table, json: Option<serde_json::Value>) -> anyhow::Result<()> {
+    match json {
+        Some(doc) => println!("{}", serde_json::to_string_pretty(&doc)?),
+        None => println!("{caption}\n\n{}", table.to_markdown()),
+    }
+    Ok(())
 }
 
 fn ms(d: Duration) -> f64 {

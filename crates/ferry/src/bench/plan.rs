@@ -4,43 +4,53 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::builder::{PossibleValue, PossibleValuesParser};
+use migrate::StrategyKind;
+use units::{Bandwidth, ByteSize};
+
 use super::workload::{WORKLOADS, Workload};
+use crate::flags::positive;
 
 /// Arguments of `ferry bench migrate`.
 #[derive(Debug, clap::Args)]
 pub struct MigrateBenchArgs {
     /// Repetitions of each configuration (medians are reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value = "3", value_name = "N", value_parser = positive())]
     pub reps: usize,
-    /// Workloads by name (see `WORKLOADS` in bench/workload.rs; `all` for every one).
+    /// Workloads by name, comma-separated (`all` for every one).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "idle,static,dirty-5k,dirty-20k,hot-20k,kvstore"
+        value_name = "NAME",
+        default_value = "idle,static,dirty-5k,dirty-20k,hot-20k,kvstore",
+        value_parser = workload_names()
     )]
     pub workloads: Vec<String>,
-    /// Ferry strategies to run.
+    /// Ferry strategies to run, comma-separated.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "stop-and-copy,xen,downtime"
+        value_name = "NAME",
+        default_value = "stop-and-copy,xen,downtime",
+        value_parser = crate::flags::strategy()
     )]
-    pub strategies: Vec<String>,
-    /// Bandwidth caps (`unlimited` or e.g. 1Gbit, 500Mbit).
-    #[arg(long, value_delimiter = ',', default_value = "1Gbit,unlimited")]
-    pub bandwidths: Vec<String>,
-    /// Guest RAM.
-    #[arg(long, default_value = "512M")]
-    pub memory: String,
-    /// Downtime target (Ferry's --max-downtime, QEMU's downtime-limit).
-    #[arg(long, default_value = "300ms")]
-    pub max_downtime: String,
-    /// Extra time the workload runs after it reached its start point.
-    #[arg(long, default_value = "2s")]
-    pub warmup: String,
-    /// QEMU is cancelled (and counted as not converging) after this long.
-    #[arg(long, default_value = "30s")]
-    pub qemu_timeout: String,
+    pub strategies: Vec<StrategyKind>,
+    /// Bandwidth caps, comma-separated: `unlimited` or rates such as 1Gbit,
+    /// 500Mbit (docs/UNITS.md).
+    #[arg(long, value_delimiter = ',', value_name = "RATE", default_value = "1Gbit,unlimited", value_parser = parse_bandwidth)]
+    pub bandwidths: Vec<BenchBandwidth>,
+    /// Guest RAM, a size (docs/UNITS.md).
+    #[arg(long, default_value = "512M", value_name = "SIZE", value_parser = ByteSize::parse)]
+    pub memory: ByteSize,
+    /// Downtime target, a duration (Ferry's --max-downtime, QEMU's downtime-limit).
+    #[arg(long, default_value = "300ms", value_name = "DURATION", value_parser = units::parse_duration)]
+    pub max_downtime: Duration,
+    /// Extra time the workload runs after it reached its start point, a duration.
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = units::parse_duration)]
+    pub warmup: Duration,
+    /// QEMU is cancelled (and counted as not converging) after this long, a duration.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = units::parse_duration)]
+    pub qemu_timeout: Duration,
     /// Do not run QEMU even when it is installed.
     #[arg(long)]
     pub no_qemu: bool,
@@ -50,33 +60,45 @@ pub struct MigrateBenchArgs {
     #[arg(long)]
     pub verify: bool,
     /// Directory for the plots, the JSON of all runs and failed runs' logs.
-    #[arg(long, default_value = "bench-out")]
+    #[arg(long, default_value = "bench-out", value_name = "DIR")]
     pub out: PathBuf,
+    /// Print runs.json's document on stdout instead of the tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// One bandwidth setting of the matrix.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BenchBandwidth {
     pub label: String,
-    /// For Ferry's request (`None` = unlimited).
-    pub ferry: Option<String>,
-    pub qemu: Option<units::Bandwidth>,
+    /// The cap (`None` = unlimited).
+    pub cap: Option<Bandwidth>,
 }
 
-fn parse_bandwidth(s: &str) -> anyhow::Result<BenchBandwidth> {
+fn parse_bandwidth(s: &str) -> Result<BenchBandwidth, units::ParseError> {
     if s.eq_ignore_ascii_case("unlimited") {
         return Ok(BenchBandwidth {
             label: "unlimited".into(),
-            ferry: None,
-            qemu: None,
+            cap: None,
         });
     }
-    let b = units::Bandwidth::parse(s).map_err(|e| anyhow::anyhow!("--bandwidths: {e}"))?;
     Ok(BenchBandwidth {
         label: s.to_string(),
-        ferry: Some(s.to_string()),
-        qemu: Some(b),
+        cap: Some(Bandwidth::parse(s)?),
     })
+}
+
+/// The workload names (and `all`), each with what it runs, for --help.
+fn workload_names() -> PossibleValuesParser {
+    let each = WORKLOADS.iter().map(|w| {
+        let about = if w.append.is_empty() {
+            w.guest.to_string()
+        } else {
+            format!("{} {}", w.guest, w.append)
+        };
+        PossibleValue::new(w.name).help(about)
+    });
+    PossibleValuesParser::new(each.chain([PossibleValue::new("all").help("every workload")]))
 }
 
 /// Everything the matrix needs, checked before anything starts.
@@ -104,43 +126,18 @@ impl MigratePlan {
     }
 }
 
-/// The workloads named in `--workloads` (`all` for every one).
-fn parse_workloads(names: &[String]) -> anyhow::Result<Vec<Workload>> {
-    let mut workloads = Vec::new();
-    for name in names {
-        if name == "all" {
-            workloads.extend(WORKLOADS.iter().cloned());
-            continue;
-        }
-        let w = WORKLOADS.iter().find(|w| w.name == name).ok_or_else(|| {
-            let known: Vec<_> = WORKLOADS.iter().map(|w| w.name).collect();
-            anyhow::anyhow!(
-                "--workloads: unknown workload {name:?} (known: {}, all)",
-                known.join(", ")
-            )
-        })?;
-        workloads.push(w.clone());
-    }
-    Ok(workloads)
+/// The workloads named in `--workloads` (`all` for every one), each once.
+fn pick_workloads(names: &[String]) -> Vec<Workload> {
+    WORKLOADS
+        .iter()
+        .filter(|w| names.iter().any(|n| n == "all" || n == w.name))
+        .cloned()
+        .collect()
 }
 
 pub fn plan(a: &MigrateBenchArgs) -> anyhow::Result<MigratePlan> {
-    if a.reps == 0 {
-        anyhow::bail!("--reps must be at least 1");
-    }
-    let workloads = parse_workloads(&a.workloads)?;
-    for s in &a.strategies {
-        s.parse::<migrate::StrategyKind>()
-            .map_err(|e| anyhow::anyhow!("--strategies: {e}"))?;
-    }
-    let bandwidths = a
-        .bandwidths
-        .iter()
-        .map(|b| parse_bandwidth(b))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let memory = units::ByteSize::parse(&a.memory)
-        .map_err(|e| anyhow::anyhow!("--memory: {e}"))?
-        .bytes();
+    let workloads = pick_workloads(&a.workloads);
+    let memory = a.memory.bytes();
     // The working set plus room for the guest's own tables and the kernel.
     let need = workloads.iter().map(|w| w.ws).max().unwrap_or(0) + (64 << 20);
     let need = need.max(128 << 20);
@@ -151,28 +148,19 @@ pub fn plan(a: &MigrateBenchArgs) -> anyhow::Result<MigratePlan> {
             units::format_bytes(need)
         );
     }
-    let dur = |flag: &str, s: &str| {
-        units::parse_duration(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
-    };
-    let max_downtime = dur("max-downtime", &a.max_downtime)?;
-    if max_downtime.is_zero() {
-        anyhow::bail!("--max-downtime must be more than 0");
-    }
-    let warmup = dur("warmup", &a.warmup)?;
-    let qemu_timeout = dur("qemu-timeout", &a.qemu_timeout)?;
-    if workloads.is_empty() || a.strategies.is_empty() || bandwidths.is_empty() {
+    if workloads.is_empty() || a.strategies.is_empty() || a.bandwidths.is_empty() {
         anyhow::bail!("--workloads, --strategies and --bandwidths need at least one value each");
     }
     let qemu = !a.no_qemu && yardstick::qemu::qemu_version(Path::new("qemu-system-x86_64")).is_ok();
     Ok(MigratePlan {
         reps: a.reps,
         workloads,
-        strategies: a.strategies.clone(),
-        bandwidths,
+        strategies: a.strategies.iter().map(|s| s.name().to_string()).collect(),
+        bandwidths: a.bandwidths.clone(),
         memory,
-        max_downtime,
-        warmup,
-        qemu_timeout,
+        max_downtime: a.max_downtime,
+        warmup: a.warmup,
+        qemu_timeout: a.qemu_timeout,
         qemu,
         verify: a.verify,
     })
@@ -190,23 +178,42 @@ pub fn test_args(extra: &[&str]) -> MigrateBenchArgs {
     <Cli as clap::Parser>::try_parse_from(argv).unwrap().a
 }
 
+/// The error clap gives for these `ferry bench migrate` flags (for tests).
+#[cfg(test)]
+pub fn test_args_error(extra: &[&str]) -> String {
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        a: MigrateBenchArgs,
+    }
+    let argv = std::iter::once("bench").chain(extra.iter().copied());
+    <Cli as clap::Parser>::try_parse_from(argv)
+        .unwrap_err()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn err(extra: &[&str]) -> String {
-        plan(&test_args(extra)).err().unwrap().to_string()
+        test_args_error(extra)
     }
 
     #[test]
     fn bad_flags_are_refused_before_anything_runs() {
-        assert!(err(&["--workloads", "idle,nope"]).contains("\"nope\""));
+        assert!(err(&["--workloads", "idle,nope"]).contains("'nope'"));
         assert!(err(&["--strategies", "yolo"]).contains("yolo"));
         assert!(err(&["--bandwidths", "fast"]).contains("--bandwidths"));
-        assert!(err(&["--memory", "256M"]).contains("too small"));
         assert!(err(&["--reps", "0"]).contains("--reps"));
         assert!(err(&["--warmup", "soon"]).contains("--warmup"));
         assert!(err(&["--max-downtime", "0ms"]).contains("--max-downtime"));
+        let small = plan(&test_args(&["--memory", "256M"])).err().unwrap();
+        assert!(small.to_string().contains("too small"), "{small}");
+        let help = err(&["--help"]);
+        for w in WORKLOADS {
+            assert!(help.contains(w.name), "{help}");
+        }
     }
 
     #[test]
@@ -218,21 +225,8 @@ mod tests {
         assert_eq!(p.systems(), migrate::STRATEGIES);
         assert_eq!(p.memory, 512 << 20);
         assert!(!p.qemu);
-        let bw: Vec<_> = p
-            .bandwidths
-            .iter()
-            .map(|b| (b.ferry.clone(), b.qemu))
-            .collect();
-        assert_eq!(
-            bw,
-            [
-                (
-                    Some("1Gbit".into()),
-                    units::Bandwidth::from_bits_per_sec(1_000_000_000)
-                ),
-                (None, None)
-            ]
-        );
+        let bw: Vec<_> = p.bandwidths.iter().map(|b| b.cap).collect();
+        assert_eq!(bw, [Bandwidth::from_bits_per_sec(1_000_000_000), None]);
         let all = plan(&test_args(&["--no-qemu", "--workloads", "all"])).unwrap();
         assert_eq!(all.workloads.len(), WORKLOADS.len());
     }

@@ -178,7 +178,15 @@ pub fn write_json(
     started: &str,
     records: &[RunRecord],
 ) -> anyhow::Result<()> {
-    let doc = serde_json::json!({
+    let doc = runs_json(p, started, records);
+    let path = out.join("runs.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// runs.json's document: the plan and every run so far.
+pub fn runs_json(p: &MigratePlan, started: &str, records: &[RunRecord]) -> serde_json::Value {
+    serde_json::json!({
         "started": started,
         "memory_bytes": p.memory,
         "max_downtime_ms": p.max_downtime.as_millis() as u64,
@@ -187,10 +195,7 @@ pub fn write_json(
         "verify": p.verify,
         "workloads": p.workloads,
         "runs": records,
-    });
-    let path = out.join("runs.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
-        .with_context(|| format!("cannot write {}", path.display()))
+    })
 }
 
 /// A Ferry record with these numbers (for tests).

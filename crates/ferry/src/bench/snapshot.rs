@@ -3,12 +3,14 @@
 use std::path::Path;
 use std::time::Instant;
 
+use units::ByteSize;
 use yardstick::bench::median;
 use yardstick::table::Table;
 
 use super::{ms, warm_dirtier};
 
-pub fn run(sizes: &[String], reps: usize, dir: &Path) -> anyhow::Result<()> {
+pub fn run(sizes: &[ByteSize], reps: usize, dir: &Path, json: bool) -> anyhow::Result<()> {
+    let mut doc = Vec::new();
     let mut t = Table::new([
         "guest",
         "written",
@@ -21,14 +23,14 @@ pub fn run(sizes: &[String], reps: usize, dir: &Path) -> anyhow::Result<()> {
         "restore GiB/s of data",
     ]);
     for size in sizes {
-        let memory = units::ByteSize::parse(size)?.bytes();
+        let memory = size.bytes();
         let ws = memory / 4;
         eprintln!(
             "snapshot: booting a {size} dirtier and writing {}",
             units::format_bytes(ws)
         );
         let host = warm_dirtier(memory, ws, "seq")?;
-        let path = dir.join(format!("ferry-bench-{size}.snap"));
+        let path = dir.join(format!("ferry-bench-{memory}.snap"));
         let (mut save_ms, mut restore_ms, mut bytes) = (Vec::new(), Vec::new(), 0);
         for i in 0..reps {
             eprintln!("snapshot: {size} run {}/{reps}", i + 1);
@@ -49,8 +51,13 @@ pub fn run(sizes: &[String], reps: usize, dir: &Path) -> anyhow::Result<()> {
             median(&save_ms).unwrap_or(0.0),
             median(&restore_ms).unwrap_or(0.0),
         );
+        doc.push(serde_json::json!({
+            "memory_bytes": memory, "written_bytes": ws, "snapshot_bytes": bytes,
+            "snapshot_ms": { "median": s, "samples": save_ms },
+            "restore_ms": { "median": r, "samples": restore_ms },
+        }));
         t.row([
-            size.clone(),
+            size.to_string(),
             units::format_bytes(ws),
             units::format_bytes(bytes),
             format!("{s:.0}"),
@@ -61,9 +68,12 @@ pub fn run(sizes: &[String], reps: usize, dir: &Path) -> anyhow::Result<()> {
             format!("{:.2}", data_gib / (r / 1e3)),
         ]);
     }
-    println!(
-        "Snapshot to a file (written, fsynced, renamed) and restore into a new VM, median of {reps} runs.\n"
-    );
-    println!("{}", t.to_markdown());
-    Ok(())
+    let doc = serde_json::json!({ "reps": reps, "sizes": doc });
+    super::print(
+        &format!(
+            "Snapshot to a file (written, fsynced, renamed) and restore into a new VM, median of {reps} runs."
+        ),
+        &t,
+        json.then_some(doc),
+    )
 }

@@ -1,17 +1,20 @@
-//! The destination side: accept one connection, authenticate, check the VM
-//! against local limits, write pages into a fresh VM, load its state, and
-//! run it only once Commit has arrived. Any failure before Commit discards
-//! everything received. `session` holds the state machine; its `Stage`
-//! enum draws it.
+//! The destination side: sources authenticate at a gate
+//! ([`wire::gate`]: concurrent handshakes with a deadline, bounded,
+//! refusals logged); each authenticated connection is a session of its own
+//! that checks the VM against local limits, writes pages into a fresh VM,
+//! loads its state, and runs it only once Commit has arrived. Any failure
+//! before Commit discards everything received. `session` holds the state
+//! machine; its `Stage` enum draws it.
 
 mod session;
 
 use std::io::{BufReader, BufWriter};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use wire::{MessageReader, MessageWriter, Offer, Secret, WireError};
+use wire::gate::{Admitted, DestHandshake, Gate, GateLimits};
+use wire::{MessageReader, MessageWriter, Offer, Secret, Session, WireError};
 
 use crate::error::MigrateError;
 use crate::source::DEFAULT_STALL_TIMEOUT;
@@ -28,6 +31,11 @@ pub struct DestOptions {
     pub stall_timeout: Duration,
     /// Protocol versions and capabilities accepted.
     pub offer: Offer,
+    /// What a peer may do before it authenticates (deadline, how many at once).
+    pub gate: GateLimits,
+    /// [`accept_one`] gives up when no source authenticated within this
+    /// long (`--accept-timeout`); `None` waits for ever.
+    pub accept_timeout: Option<Duration>,
 }
 
 impl DestOptions {
@@ -37,6 +45,8 @@ impl DestOptions {
             max_memory,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             offer: Offer::default(),
+            gate: GateLimits::default(),
+            accept_timeout: None,
         }
     }
 }
@@ -52,7 +62,7 @@ pub struct ReceiveReport {
     /// Pages announced zero.
     pub zero_pages: u64,
     pub bytes_received: u64,
-    /// Connection accepted to VM resumed.
+    /// Source authenticated to VM resumed.
     pub total_time_ms: f64,
     /// Commit read to vCPUs running.
     pub commit_to_resume_ms: f64,
@@ -67,27 +77,50 @@ pub struct Received<VM> {
     pub report: ReceiveReport,
 }
 
-/// Accepts one connection on `listener` and receives a VM over it.
+/// Listens for sources on `listener`: every connection authenticates at
+/// the gate first, and each one that does comes out of [`Gate::next`] as a
+/// session of its own for [`receive`] (a host receiving several VMs at
+/// once runs each on its own thread).
+pub fn listen(listener: TcpListener, opts: &DestOptions) -> Result<Gate<Session>, MigrateError> {
+    let handshake = DestHandshake {
+        secret: opts.secret.clone(),
+        offer: opts.offer.clone(),
+    };
+    Gate::open(listener, handshake, opts.gate.clone()).map_err(|e| MigrateError::Wire(e.into()))
+}
+
+/// Waits for the first source that authenticates on `listener` (refusing
+/// every other peer, which cannot disturb it), closes the port, and
+/// receives its VM.
 pub fn accept_one<F: VmFactory>(
-    listener: &TcpListener,
+    listener: TcpListener,
     factory: &mut F,
     opts: &DestOptions,
 ) -> Result<Received<F::Vm>, MigrateError> {
-    let (stream, _) = listener
-        .accept()
-        .map_err(|e| MigrateError::Wire(WireError::Io(e)))?;
-    receive(stream, factory, opts)
+    let gate = listen(listener, opts)?;
+    let source = gate.next(opts.accept_timeout);
+    let refused = gate.stats().refused;
+    // Nobody else gets in: close the port and cut every other handshake.
+    drop(gate);
+    match source {
+        Some(source) => receive(source, factory, opts),
+        None => Err(MigrateError::AcceptTimeout {
+            waited: opts.accept_timeout.unwrap_or_default(),
+            refused,
+        }),
+    }
 }
 
-/// Receives a VM over an accepted connection. On success the VM runs.
+/// Receives a VM over a connection that authenticated at the gate. On
+/// success the VM runs.
 pub fn receive<F: VmFactory>(
-    stream: TcpStream,
+    source: Admitted<Session>,
     factory: &mut F,
     opts: &DestOptions,
 ) -> Result<Received<F::Vm>, MigrateError> {
     let started = Instant::now();
     let io = |e| MigrateError::Wire(WireError::Io(e));
-    let peer: Option<SocketAddr> = stream.peer_addr().ok();
+    let stream = source.stream;
     stream.set_nodelay(true).map_err(io)?;
     stream
         .set_read_timeout(Some(opts.stall_timeout))
@@ -103,11 +136,11 @@ pub fn receive<F: VmFactory>(
     let mut rx = Receiver::new(
         opts,
         ReceiveReport {
-            peer: peer.map(|p| p.to_string()),
+            peer: Some(source.peer.to_string()),
             ..Default::default()
         },
     );
-    let result = rx.run(&mut r, &mut w, factory);
+    let result = rx.session(&mut r, &mut w, factory);
     rx.report.bytes_received = r.bytes_read();
     rx.report.total_time_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
@@ -122,11 +155,33 @@ pub fn receive<F: VmFactory>(
             if !e.peer_knows() {
                 let _ = w.abort(e.abort_code_dest(), &e.to_string());
                 let _ = w.flush();
+                drain_after_abort(w.get_ref().get_ref());
             }
             if let Some(vm) = rx.vm.take() {
                 vm.discard();
             }
             Err(e)
+        }
+    }
+}
+
+/// Lets the source read our Abort: closing a socket with unread bytes
+/// queued makes the kernel send a reset, which can destroy the Abort before
+/// the source reads it. So stop writing, then read and drop what the source
+/// still sends until it closes (bounded by a short deadline).
+fn drain_after_abort(stream: &TcpStream) {
+    const LINGER: Duration = Duration::from_secs(1);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + LINGER;
+    let mut buf = [0u8; 64 * 1024];
+    let mut s = stream;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
     }
 }

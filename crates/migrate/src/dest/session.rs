@@ -114,18 +114,6 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         move |e| MigrateError::from_wire(e, during, t)
     }
 
-    /// The handshake, then the session.
-    pub(super) fn run<R: Read, W: Write, F: VmFactory<Vm = VM>>(
-        &mut self,
-        r: &mut MessageReader<R>,
-        w: &mut MessageWriter<W>,
-        factory: &mut F,
-    ) -> Result<(), MigrateError> {
-        wire::dest_handshake(r, w, &self.opts.secret, &self.opts.offer)
-            .map_err(self.wire("authenticating the source"))?;
-        self.session(r, w, factory)
-    }
-
     /// Everything after the handshake, stage by stage.
     pub(super) fn session<R: Read, W: Write, F: VmFactory<Vm = VM>>(
         &mut self,

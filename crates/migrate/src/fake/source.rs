@@ -5,7 +5,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{
+    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress,
+};
 use vmstate::{VmConfig, VmState};
 
 use super::guest::{Ctl, RunState, Shared, guest_loop, write_page};
@@ -255,6 +257,16 @@ impl SourceVm for FakeVm {
     }
 
     fn nonzero_hint(&self, into: &mut DirtyBitmap) -> bool {
-        self.hint && crate::hint::resident_pages(&self.memory, into).is_ok()
+        // The regions match the bitmap's layout: both come from one config.
+        self.hint
+            && self.memory.iter().enumerate().all(|(i, r)| {
+                let (Ok(host), Some(words)) = (
+                    r.get_host_address(MemoryRegionAddress(0)),
+                    into.region_words_mut(i),
+                ) else {
+                    return false;
+                };
+                vmstate::resident_pages(host, r.len() as usize, words).is_ok()
+            })
     }
 }

@@ -7,7 +7,8 @@ use super::engine::Engine;
 use super::incoming::FromDest;
 use super::ms;
 use crate::error::MigrateError;
-use crate::report::{MigrationReport, Outcome, Phase, VmLocation};
+use crate::progress::Phase;
+use crate::report::{MigrationReport, Outcome, VmLocation};
 use crate::vm::SourceVm;
 
 impl<V: SourceVm> Engine<'_, V> {
@@ -67,7 +68,9 @@ impl<V: SourceVm> Engine<'_, V> {
         let one_way = round_trip.saturating_sub(resume) / 2;
         let resumed_at = (t_commit + one_way + resume).min(t_ack);
         if let Some(p) = self.paused_at {
-            self.report.downtime_ms = Some(ms(resumed_at.duration_since(p)));
+            let downtime = resumed_at.duration_since(p);
+            self.report.downtime_ms = Some(ms(downtime));
+            self.report.downtime_target_missed = downtime > self.max_downtime;
         }
         self.report.vm_location = VmLocation::Destination;
         self.report.outcome = Outcome::Completed;

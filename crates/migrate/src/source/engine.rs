@@ -12,9 +12,11 @@ use super::incoming::{FromDest, Incoming};
 use super::meter::{Meter, min_bandwidth};
 use super::options::SourceOptions;
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
+use crate::convergence::{LimitReached, Limits, OnTimeout};
 use crate::error::{MigrateError, VmOp};
 use crate::history::PageHistory;
-use crate::report::{CancelToken, MigrationReport, Phase, Progress};
+use crate::progress::{CancelToken, Phase, Progress};
+use crate::report::MigrationReport;
 use crate::strategy::{Decision, RoundPlan, Strategy, StrategyContext};
 use crate::vm::{SourceVm, VmError};
 use units::Bandwidth;
@@ -55,6 +57,9 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) max_bandwidth: Option<Bandwidth>,
     pub(super) link_bandwidth: Option<Bandwidth>,
     pub(super) max_downtime: Duration,
+    /// Bounds on pre-copy in force: the operator's, else the strategy's.
+    pub(super) limits: Limits,
+    pub(super) on_timeout: OnTimeout,
 }
 
 impl<'a, V: SourceVm> Engine<'a, V> {
@@ -88,6 +93,8 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             max_bandwidth: min_bandwidth(opts.max_bandwidth, opts.link_bandwidth),
             link_bandwidth: opts.link_bandwidth,
             max_downtime: opts.max_downtime,
+            limits: opts.limits.or(opts.strategy.limits()),
+            on_timeout: opts.on_timeout,
         }
     }
 }
@@ -208,11 +215,41 @@ impl<V: SourceVm> Engine<'_, V> {
                 Decision::StopAndCopy => return Ok(round),
                 Decision::Round(_) if round > MAX_ROUNDS => return Ok(round),
                 Decision::Round(plan) => {
+                    // The strategy's criterion is not met: a bound may end pre-copy.
+                    if let Some(limit) = self.limit_reached(round) {
+                        self.on_limit(limit)?;
+                        return Ok(round);
+                    }
                     self.progress.set_round(round);
                     self.round(round, pending, &plan, hint.take(), false)?;
                     round += 1;
                 }
             }
+        }
+    }
+
+    /// The bound in force that pre-copy has reached before `round`, if any.
+    fn limit_reached(&self, round: u32) -> Option<LimitReached> {
+        self.limits.reached(round, self.started.elapsed())
+    }
+
+    /// Pre-copy reached `limit`: record it, then go on to the switchover
+    /// (`Ok`) or roll back (`Err`), as the operator asked.
+    pub(super) fn on_limit(&mut self, limit: LimitReached) -> Result<(), MigrateError> {
+        self.report.limit_reached = Some(limit);
+        match self.on_timeout {
+            OnTimeout::Force => Ok(()),
+            OnTimeout::Abort => Err(MigrateError::NotConverged {
+                limit,
+                detail: match limit {
+                    LimitReached::MaxRounds => {
+                        format!("{} rounds", self.limits.max_rounds.unwrap_or_default())
+                    }
+                    LimitReached::Timeout => {
+                        units::format_duration(self.limits.max_time.unwrap_or_default())
+                    }
+                },
+            }),
         }
     }
 

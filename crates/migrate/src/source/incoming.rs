@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use wire::{Abort, Message, MessageReader, Resumed, WireError};
 
 use crate::error::MigrateError;
-use crate::report::CancelToken;
+use crate::progress::CancelToken;
 
 /// What the reader thread forwards from the destination.
 pub(super) enum FromDest {

@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 
 use crate::limiter::TokenBucket;
-use crate::report::Progress;
+use crate::progress::Progress;
 use units::Bandwidth;
 
 /// Largest write handed to the socket at once, so rate limiting stays smooth.

@@ -23,7 +23,8 @@ use wire::{MessageReader, MessageWriter, WireError};
 
 use crate::bitmap::PageLayout;
 use crate::error::MigrateError;
-use crate::report::{MigrationReport, Outcome, Phase};
+use crate::progress::Phase;
+use crate::report::{MigrationReport, Outcome};
 use crate::vm::SourceVm;
 use engine::{Engine, Writer};
 use incoming::Incoming;

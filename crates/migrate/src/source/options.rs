@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use wire::{Offer, Secret};
 
+use crate::convergence::{Limits, OnTimeout};
 use crate::error::MigrateError;
-use crate::report::{CancelToken, MigrationReport, Progress};
+use crate::progress::{CancelToken, Progress};
+use crate::report::MigrationReport;
 use crate::strategy::Strategy;
 use units::Bandwidth;
 
@@ -28,8 +30,14 @@ pub struct SourceOptions {
     /// round, the paused switchover included, to reproduce slow links on
     /// loopback.
     pub link_bandwidth: Option<Bandwidth>,
-    /// Downtime target, given to the strategy.
+    /// Downtime target, given to the strategy; a completed migration whose
+    /// downtime exceeds it says so (`downtime_target_missed`).
     pub max_downtime: Duration,
+    /// The operator's bounds on pre-copy; each replaces the strategy's own
+    /// ([`Strategy::limits`](crate::Strategy::limits)) where given.
+    pub limits: Limits,
+    /// What to do when pre-copy reaches the limit in force.
+    pub on_timeout: OnTimeout,
     pub connect_timeout: Duration,
     /// Abort when the destination makes no progress for this long.
     pub stall_timeout: Duration,
@@ -50,6 +58,8 @@ impl SourceOptions {
             max_bandwidth: None,
             link_bandwidth: None,
             max_downtime: DEFAULT_MAX_DOWNTIME,
+            limits: Limits::default(),
+            on_timeout: OnTimeout::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             progress: Progress::new(),

@@ -48,6 +48,18 @@ pub(super) struct Round {
     zero_announced: u64,
 }
 
+impl Round {
+    /// Holds back the pages of `visit` from index `from` on: the round was
+    /// cut short, they stay pending.
+    fn hold_rest(&mut self, from: u64, visit: &DirtyBitmap) {
+        let mut rest = DirtyBitmap::new(visit.layout());
+        rest.set_run(from, visit.layout().index_len().saturating_sub(from));
+        rest.and_assign(visit);
+        self.skipped += rest.count();
+        self.held.or_assign(&rest);
+    }
+}
+
 impl<V: SourceVm> Engine<'_, V> {
     /// One round: send every pending page (less skipped and held-back ones);
     /// `pending` becomes the next round's pending set.
@@ -137,6 +149,9 @@ impl<V: SourceVm> Engine<'_, V> {
         pending.or_assign(&r.held);
         self.progress
             .set_remaining(pending.count() * PAGE_SIZE, report.transfer_rate_bps);
+        if !r.last {
+            self.progress.set_dirty_rate(report.dirty_rate_bps);
+        }
         self.report.per_round.push(report);
         Ok(())
     }
@@ -166,10 +181,19 @@ impl<V: SourceVm> Engine<'_, V> {
         r.skipped = r.held.count();
         r.visited = r.skipped;
         r.last_harvest = Instant::now();
-        for (start, count) in visit.runs() {
+        'runs: for (start, count) in visit.runs() {
             let end = start + count;
             let mut i = start;
             while i < end {
+                if !r.last
+                    && let Some(limit) = self.limits.time_reached(self.started.elapsed())
+                {
+                    // Out of time: abort now, or cut the round short and
+                    // leave what it did not reach pending for the switchover.
+                    self.on_limit(limit)?;
+                    r.hold_rest(i, &visit);
+                    break 'runs;
+                }
                 let n = (end - i).min(MAX_PAGES_PER_RECORD as u64);
                 self.send_batch(r, i, n)?;
                 i += n;
@@ -288,13 +312,16 @@ impl<V: SourceVm> Engine<'_, V> {
             self.w
                 .pages(gpa + k as u64 * PAGE_SIZE, &self.buf[k * page..end * page])
                 .map_err(|e| MigrateError::from_wire(e, "sending pages", stall))?;
+            let mut resent = 0;
             for p in k..end {
                 let idx = first + p as u64;
                 if self.history.record_send(idx) {
-                    self.report.pages_resent += 1;
+                    resent += 1;
                 }
                 self.dest_nonzero.set(idx);
             }
+            self.report.pages_resent += resent;
+            self.progress.add_resent(resent * PAGE_SIZE);
             r.sent += (end - k) as u64;
             k = end;
         }

@@ -3,13 +3,15 @@
 use std::time::Duration;
 
 use super::{Decision, RoundPlan, Strategy, StrategyContext, StrategyKind};
+use crate::convergence::Limits;
 
-/// Parameters of [`DowntimeTarget`].
+/// Parameters of [`DowntimeTarget`]: its own limits, which the engine
+/// enforces ([`Strategy::limits`]) unless the operator gives others.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DowntimeParams {
-    /// Force the switchover after this many pre-copy rounds.
+    /// Pre-copy rounds at most.
     pub max_rounds: u32,
-    /// Force the switchover once the migration has run this long.
+    /// Time since the migration started, at most.
     pub max_time: Duration,
 }
 
@@ -25,8 +27,8 @@ impl Default for DowntimeParams {
 /// QEMU's rule: keep copying at full (capped) speed, and switch over as soon
 /// as the pending dirty bytes can be sent within the downtime target at the
 /// measured bandwidth. Unlike QEMU, which would iterate forever on a guest
-/// that dirties faster than the link, the switchover is forced after
-/// `max_rounds` rounds or `max_time`.
+/// that dirties faster than the link, pre-copy is bounded by `max_rounds`
+/// rounds and `max_time` (the engine then acts as `--on-timeout` says).
 #[derive(Clone, Debug, Default)]
 pub struct DowntimeTarget {
     pub params: DowntimeParams,
@@ -39,10 +41,7 @@ impl Strategy for DowntimeTarget {
 
     fn decide(&mut self, ctx: &StrategyContext<'_>) -> Decision {
         if ctx.round > 1 {
-            if ctx.pending_pages == 0
-                || ctx.round > self.params.max_rounds
-                || ctx.elapsed >= self.params.max_time
-            {
+            if ctx.pending_pages == 0 {
                 return Decision::StopAndCopy;
             }
             if let Some(bw) = ctx.measured_bandwidth_bps() {
@@ -53,5 +52,12 @@ impl Strategy for DowntimeTarget {
             }
         }
         Decision::Round(RoundPlan::default())
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_rounds: Some(self.params.max_rounds),
+            max_time: Some(self.params.max_time),
+        }
     }
 }

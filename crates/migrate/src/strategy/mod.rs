@@ -16,6 +16,7 @@ mod xen;
 use std::time::Duration;
 
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE};
+use crate::convergence::Limits;
 use crate::history::PageHistory;
 use crate::report::RoundReport;
 use units::Bandwidth;
@@ -96,7 +97,14 @@ pub enum Decision {
 /// Decides, round by round, how pre-copy proceeds and when it ends.
 pub trait Strategy: Send {
     fn name(&self) -> &str;
+    /// Another round, or the switchover: the strategy's own criterion.
+    /// The engine enforces the round and time bounds ([`Strategy::limits`]).
     fn decide(&mut self, ctx: &StrategyContext<'_>) -> Decision;
+    /// The strategy's own bounds on pre-copy, which an operator's
+    /// [`Limits`] replace (`SourceOptions::limits`). None by default.
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
 }
 
 /// Non-live baseline: stop the VM at once and copy all memory.

@@ -81,8 +81,9 @@ fn xen_rates_and_stop_rules() {
         Some(1_040_000_000)
     );
     f.rounds.push(round(1e6, 100e6));
-    // 31st round: stop.
-    assert_eq!(rate_of(x.decide(&f.ctx(31, 1 << 20, cap))), None);
+    // 30 rounds at most: a limit the engine enforces.
+    assert_eq!(x.limits().max_rounds, Some(30));
+    assert_eq!(x.limits().max_time, None);
     // 3x memory sent: stop.
     assert_eq!(rate_of(x.decide(&f.ctx(5, 3 << 30, cap))), None);
     // Fewer than 50 pending pages: stop (but never before round 1).
@@ -105,11 +106,12 @@ fn downtime_switches_when_the_rest_fits() {
         d.decide(&g.ctx(2, 0, None)),
         Decision::StopAndCopy
     ));
-    // Round cap.
-    assert!(matches!(
-        d.decide(&f.ctx(31, 0, None)),
-        Decision::StopAndCopy
-    ));
+    // Its bounds are limits the engine enforces, not decisions.
+    assert!(matches!(d.decide(&f.ctx(31, 0, None)), Decision::Round(_)));
+    let l = d.limits();
+    assert_eq!(l.max_rounds, Some(30));
+    assert_eq!(l.max_time, Some(Duration::from_secs(60)));
+    assert_eq!(StopAndCopy.limits(), Limits::default());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Xen's classic pre-copy schedule.
 
 use super::{Decision, RoundPlan, Strategy, StrategyContext, StrategyKind};
+use crate::convergence::Limits;
 use units::Bandwidth;
 
 /// Parameters of [`Xen`] (defaults from Clark et al. 2005 and libxc).
@@ -10,7 +11,8 @@ pub struct XenParams {
     pub start_rate: Bandwidth,
     /// Added to the measured dirty rate for the next round.
     pub increment: Bandwidth,
-    /// Stop after this many pre-copy rounds.
+    /// Pre-copy rounds at most: Xen's own limit, which the engine enforces
+    /// ([`Strategy::limits`]) unless the operator gives another.
     pub max_rounds: u32,
     /// Stop when fewer pages than this are pending.
     pub min_pending_pages: u64,
@@ -49,8 +51,7 @@ impl Strategy for Xen {
     fn decide(&mut self, ctx: &StrategyContext<'_>) -> Decision {
         let p = &self.params;
         if ctx.round > 1 {
-            let done = ctx.round > p.max_rounds
-                || ctx.pending_pages < p.min_pending_pages
+            let done = ctx.pending_pages < p.min_pending_pages
                 || ctx.bytes_sent as f64 >= p.max_factor * ctx.memory_bytes as f64;
             if done {
                 return Decision::StopAndCopy;
@@ -78,5 +79,12 @@ impl Strategy for Xen {
             skip_redirtied: true,
             ..RoundPlan::default()
         })
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_rounds: Some(self.params.max_rounds),
+            max_time: None,
+        }
     }
 }

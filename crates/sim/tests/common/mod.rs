@@ -2,24 +2,10 @@
 //! the tiny hand-computed scenario, a run spec.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 use sim::{Policy, RunSpec, Scenario};
-
-/// A fresh, empty temporary folder for one test.
-pub fn tmp(tag: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "ferry-sim-{}-{}-{}",
-        std::process::id(),
-        tag,
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use testkit::TempDir;
 
 pub fn write_trace(dir: &Path, day: &str, name: &str, values: &[u32]) {
     let d = dir.join(day);
@@ -52,8 +38,8 @@ mips = 1000.0
 ram_mb = 625.0
 "#;
 
-pub fn tiny_traces() -> PathBuf {
-    let dir = tmp("tiny");
+pub fn tiny_traces() -> TempDir {
+    let dir = TempDir::new("sim-tiny");
     // Names with spaces, as in the real set.
     write_trace(&dir, "day1", "node a_slice x", &[30, 30, 90]);
     write_trace(&dir, "day1", "node b_slice y", &[20, 20, 20]);

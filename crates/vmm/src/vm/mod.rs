@@ -23,7 +23,7 @@ use crate::{Error, cpu, mptable, multiboot};
 use dirty_log::DirtyLog;
 
 /// Most vCPUs a Ferry VM may have.
-const MAX_VCPUS: u32 = 64;
+pub const MAX_VCPUS: u32 = 64;
 const TSS_ADDR: usize = 0xfffb_d000;
 const SERIAL_GSI: u32 = 4;
 

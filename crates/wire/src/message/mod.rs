@@ -42,6 +42,10 @@ pub const NONCE_LEN: usize = 32;
 pub const MAX_TEXT: usize = 4096;
 /// Largest CBOR-encoded VmConfig accepted in Start.
 pub const MAX_CONFIG_LEN: usize = 64 * 1024;
+/// Largest payload a destination reads before the source has authenticated:
+/// a Hello of any version (later versions may append fields, up to this
+/// size), an AuthProof, or an Abort with a short text.
+pub const HANDSHAKE_MAX_PAYLOAD: u32 = 512;
 
 /// Payload of a version-1 Hello (later versions may append fields).
 const HELLO_LEN: usize = 56;
@@ -205,6 +209,15 @@ impl Message<'_> {
             Message::Abort(_) => "Abort",
         }
     }
+}
+
+/// The frame kinds a destination accepts before authentication: Hello,
+/// AuthProof and Abort. Anything else is refused at its frame header.
+pub fn handshake_kinds() -> Kinds {
+    Kinds::empty()
+        .with(kind::HELLO, "Hello")
+        .with(kind::AUTH_PROOF, "AuthProof")
+        .with(kind::ABORT, "Abort")
 }
 
 /// The frame kinds a protocol reader accepts: the protocol messages plus

@@ -4,7 +4,7 @@ use std::io::Read;
 
 use vmstate::frame::FrameReader;
 
-use super::{Message, protocol_kinds};
+use super::{HANDSHAKE_MAX_PAYLOAD, Message, handshake_kinds, protocol_kinds};
 use crate::error::WireError;
 
 /// Reads and decodes messages; one payload buffer is reused.
@@ -17,6 +17,16 @@ impl<R: Read> MessageReader<R> {
     pub fn new(inner: R) -> Self {
         MessageReader {
             inner: FrameReader::new(inner, protocol_kinds()),
+        }
+    }
+
+    /// A reader for a destination's side of the handshake: only Hello,
+    /// AuthProof and Abort, each at most [`HANDSHAKE_MAX_PAYLOAD`] bytes, so
+    /// an unauthenticated peer can make it neither allocate nor decode more.
+    pub fn handshake(inner: R) -> Self {
+        MessageReader {
+            inner: FrameReader::new(inner, handshake_kinds())
+                .with_max_payload(HANDSHAKE_MAX_PAYLOAD),
         }
     }
 
@@ -40,5 +50,9 @@ impl<R: Read> MessageReader<R> {
 
     pub fn get_mut(&mut self) -> &mut R {
         self.inner.get_mut()
+    }
+
+    pub fn into_inner(self) -> R {
+        self.inner.into_inner()
     }
 }

@@ -1,0 +1,144 @@
+//! Flags shared by several subcommands, and the value parsers that turn
+//! names and quantities into typed values (clap reports a bad value on one
+//! line and exits with status 2; docs/CLI.md). Quantities are parsed by the
+//! `units` crate only (docs/UNITS.md).
+
+use std::time::Duration;
+
+use api::types::MigrateRequest;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use migrate::{OnTimeout, StrategyKind};
+use units::Bandwidth;
+
+/// A strategy name ([`migrate::STRATEGIES`]).
+pub fn strategy() -> impl TypedValueParser<Value = StrategyKind> {
+    PossibleValuesParser::new(migrate::STRATEGIES).try_map(|s| s.parse::<StrategyKind>())
+}
+
+/// An on-timeout action; the planned ones are accepted by name only to be
+/// refused with the reason (not available yet).
+pub fn on_timeout() -> impl TypedValueParser<Value = OnTimeout> {
+    let available = OnTimeout::ALL.map(|k| {
+        PossibleValue::new(k.name()).help(match k {
+            OnTimeout::Abort => "roll back: the VM keeps running here",
+            OnTimeout::Force => "switch over now, whatever the downtime",
+        })
+    });
+    let planned = migrate::PLANNED_ON_TIMEOUT
+        .iter()
+        .map(|n| PossibleValue::new(*n).help("not available yet"));
+    PossibleValuesParser::new(available.into_iter().chain(planned))
+        .try_map(|s| s.parse::<OnTimeout>())
+}
+
+/// A count of at least 1 (`--reps`, `--vcpus`...).
+pub fn positive() -> impl TypedValueParser<Value = usize> {
+    clap::value_parser!(u64)
+        .range(1..)
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// How to migrate: the flags `ferry migrate` and `ferry demo` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MigrationArgs {
+    /// Migration strategy (docs/MIGRATION.md).
+    #[arg(long, default_value = migrate::DEFAULT_STRATEGY, value_parser = strategy())]
+    pub strategy: StrategyKind,
+    /// Downtime target, a duration such as 300ms (docs/UNITS.md). A
+    /// migration that completes above it exits with status 3.
+    #[arg(long, default_value = "300ms", value_name = "DURATION", value_parser = units::parse_duration)]
+    pub max_downtime: Duration,
+    /// Pre-copy rounds at most (1-1000); replaces the strategy's own limit
+    /// (30 for xen and downtime). See --on-timeout.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(migrate::MAX_ROUNDS)))]
+    pub max_rounds: Option<u32>,
+    /// Pre-copy time at most from the start, a duration such as 30s
+    /// (docs/UNITS.md); replaces the strategy's own limit (60s for
+    /// downtime). A round still running then is cut short. See --on-timeout.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// What to do when pre-copy reaches its round or time limit before the
+    /// rest fits the downtime target.
+    #[arg(long, value_name = "ACTION", default_value = "force", value_parser = on_timeout())]
+    pub on_timeout: OnTimeout,
+}
+
+impl MigrationArgs {
+    /// The API request these flags ask for, without destination and secret.
+    pub fn request(&self, max_bandwidth: Option<Bandwidth>) -> MigrateRequest {
+        MigrateRequest {
+            strategy: Some(self.strategy.name().to_string()),
+            max_bandwidth_bps: max_bandwidth.map(Bandwidth::bits_per_sec),
+            max_downtime_ms: Some(self.max_downtime.as_secs_f64() * 1e3),
+            max_rounds: self.max_rounds,
+            timeout_ms: self
+                .timeout
+                .map(|t| u64::try_from(t.as_millis().max(1)).unwrap_or(u64::MAX)),
+            on_timeout: Some(self.on_timeout.name().to_string()),
+            ..MigrateRequest::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        m: MigrationArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<MigrationArgs, String> {
+        Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .map(|c| c.m)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn migration_flags_parse_into_a_request() {
+        let m = parse(&[
+            "--strategy",
+            "xen",
+            "--max-downtime",
+            "1us",
+            "--max-rounds",
+            "5",
+            "--timeout",
+            "10s",
+            "--on-timeout",
+            "abort",
+        ])
+        .unwrap();
+        let r = m.request(Bandwidth::parse("1Gbit").ok());
+        assert_eq!(r.strategy.as_deref(), Some("xen"));
+        assert_eq!(r.max_downtime_ms, Some(0.001));
+        assert_eq!((r.max_rounds, r.timeout_ms), (Some(5), Some(10_000)));
+        assert_eq!(r.on_timeout.as_deref(), Some("abort"));
+        assert_eq!(r.max_bandwidth_bps, Some(1_000_000_000));
+        let d = parse(&[]).unwrap();
+        assert_eq!(d.on_timeout, OnTimeout::Force);
+        assert_eq!(d.strategy, StrategyKind::DEFAULT);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_one_line() {
+        for (args, want) in [
+            (&["--max-rounds", "0"][..], "--max-rounds"),
+            (&["--max-rounds", "1001"][..], "--max-rounds"),
+            (&["--timeout", "10"][..], "needs a unit"),
+            (&["--timeout", "0s"][..], "greater than zero"),
+            (&["--max-downtime", "3"][..], "needs a unit"),
+            (&["--on-timeout", "postcopy"][..], "not available yet"),
+            (&["--on-timeout", "auto-converge"][..], "not available yet"),
+            (&["--on-timeout", "pray"][..], "invalid value 'pray'"),
+            (&["--strategy", "yolo"][..], "invalid value 'yolo'"),
+        ] {
+            let e = parse(args).unwrap_err();
+            let first = e.lines().next().unwrap_or_default();
+            assert!(first.contains(want), "{args:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! What a guest's serial log says.
+
+use std::fs;
+use std::path::Path;
+
+#[derive(Debug, Default)]
+pub struct Serial {
+    pub heartbeats: Vec<u64>,
+    /// Guest TSC of each heartbeat (the host's TSC: it is not virtualized).
+    pub heartbeat_tsc: Vec<u64>,
+    pub verify_ok: usize,
+    pub verify_fail: Vec<String>,
+}
+
+pub fn read_serial(path: &Path) -> Serial {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let mut s = Serial::default();
+    // The last line may be half written.
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let body = line.split_once("] ").map_or(line, |(_, b)| b);
+        if let Some(rest) = body.strip_prefix("HB seq=") {
+            let mut words = rest.split_whitespace();
+            let seq = words.next().and_then(|n| n.parse().ok());
+            let tsc = words
+                .next()
+                .and_then(|w| w.strip_prefix("tsc="))
+                .and_then(|n| n.parse().ok());
+            if let (Some(seq), Some(tsc)) = (seq, tsc) {
+                s.heartbeats.push(seq);
+                s.heartbeat_tsc.push(tsc);
+            }
+        } else if body.starts_with("VERIFY ok") {
+            s.verify_ok += 1;
+        } else if body.starts_with("VERIFY FAIL") {
+            s.verify_fail.push(line.to_string());
+        }
+    }
+    s
+}
