@@ -222,7 +222,9 @@ impl Allocation {
             max_migration_time_s: max_t,
             interval_s: view.interval_s,
         };
-        detector.is_overloaded(&load)
+        detector
+            .quick_verdict(&load)
+            .unwrap_or_else(|| detector.is_overloaded(&load))
     }
 
     /// VM `v` on host `h` as a selector sees it.

@@ -1,6 +1,7 @@
 //! Placement: which host a VM leaving another goes to (docs/MANAGER.md,
 //! "Placement").
 
+use crate::detect::Detector;
 use crate::names::{self, UnknownName};
 use crate::planner::Planner;
 
@@ -106,11 +107,16 @@ impl Planner<'_> {
         // order of power increase (ties: lowest index, as a scan would give).
         let cands = &mut *self.candidates;
         cands.clear();
+        // A threshold is as cheap as the other checks: with it applied here,
+        // the best candidate left is the answer.
+        let detector = &self.config.detector;
+        let threshold = matches!(detector, Detector::Threshold { .. });
         for &h in among {
             if excluded[h]
                 || !alloc.active(h)
                 || !count.can_start(h)
                 || !alloc.fits(view, v, h, model)
+                || (threshold && alloc.overloaded(view, detector, h, Some(v)))
             {
                 continue;
             }
@@ -128,6 +134,10 @@ impl Planner<'_> {
                 cands.push((alloc.power_delta(view, v, h, model), h));
             }
         }
+        if threshold {
+            let best = cands.iter().map(|&(delta, h)| Candidate { delta, h }).min();
+            return best.map(|c| c.h);
+        }
         // Take candidates in order of (power increase, index) until one is
         // not overloaded with the VM: a heap built in linear time, since
         // usually only the first few are taken but the detector may reject
@@ -140,7 +150,7 @@ impl Planner<'_> {
         );
         while let Some(std::cmp::Reverse(Candidate { h, .. })) = heap.pop() {
             // CloudSim skips the overload check for an empty host.
-            if !alloc.active(h) || !alloc.overloaded(view, &self.config.detector, h, Some(v)) {
+            if !alloc.active(h) || !alloc.overloaded(view, detector, h, Some(v)) {
                 return Some(h);
             }
         }
