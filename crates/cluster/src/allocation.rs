@@ -28,6 +28,10 @@ pub(crate) struct Allocation {
     /// Utilization before this plan, as given (at most 1): what CloudSim's
     /// `host.getPower()` and coldspot order use.
     base_util: Vec<f64>,
+    /// Power at the planned load (Ferry's placement) and before this plan
+    /// (CloudSim's), kept so placement computes one power per candidate.
+    power_now: Vec<f64>,
+    base_power: Vec<f64>,
     /// Hosts with the same specification share a kind: all empty hosts of a
     /// kind are interchangeable, so placement evaluates only the first.
     kind: Vec<usize>,
@@ -51,6 +55,8 @@ impl Allocation {
         }
         self.reserved_in.clear();
         self.reserved_in.resize(nh, 0);
+        // Filled below once the loads are known (`add` skips it until then).
+        self.power_now.clear();
         self.hist.clear();
         self.hist.resize(nh, [0.0; HISTORY_LEN]);
         self.scratch = [0.0; HISTORY_LEN];
@@ -81,9 +87,21 @@ impl Allocation {
             }
         }
         self.base_util.clear();
+        self.base_power.clear();
         for (h, info) in view.hosts.iter().enumerate() {
             let u = (self.given[h] + info.cpu_overhead) / info.cpu_capacity;
             self.base_util.push(u.min(1.0));
+            let power = &view.power_models[info.power_model];
+            self.base_power.push(power.power(self.base_util[h]));
+            self.power_now.push(power.power(self.util(view, h)));
+        }
+    }
+
+    /// Keeps `power_now[h]` at the power of `h`'s planned load.
+    fn update_power(&mut self, view: &PoolView, h: usize) {
+        if let Some(p) = self.power_now.get_mut(h) {
+            let host = &view.hosts[h];
+            *p = view.power_models[host.power_model].power(self.cpu[h] / host.cpu_capacity);
         }
     }
 
@@ -119,6 +137,7 @@ impl Allocation {
         for i in 0..self.vm_hist_len[v] {
             self.hist[h][i] += self.vm_hist[v][i] * w;
         }
+        self.update_power(view, h);
     }
 
     /// Takes VM `v` off host `h`.
@@ -139,6 +158,7 @@ impl Allocation {
             // Avoid rounding residue: an empty host has no history.
             self.hist[h] = [0.0; HISTORY_LEN];
         }
+        self.update_power(view, h);
     }
 
     /// The VMs host `h` holds.
@@ -282,7 +302,7 @@ impl Allocation {
             Model::Ferry => {
                 let after = power.power(self.util_with(view, v, h));
                 if self.active(h) {
-                    after - power.power(self.util(view, h))
+                    after - self.power_now[h]
                 } else {
                     after
                 }
@@ -290,7 +310,7 @@ impl Allocation {
             Model::CloudSim => {
                 let used = self.given[h].min(host.cpu_capacity);
                 let after = (used + view.vms[v].cpu_demand) / host.cpu_capacity;
-                power.power(after) - power.power(self.base_util[h])
+                power.power(after) - self.base_power[h]
             }
         }
     }

@@ -1,6 +1,8 @@
 //! Placement: which host a VM leaving another goes to (docs/MANAGER.md,
 //! "Placement").
 
+use std::cmp::Reverse;
+
 use crate::detect::Detector;
 use crate::names::{self, UnknownName};
 use crate::planner::Planner;
@@ -120,7 +122,10 @@ impl Planner<'_> {
             {
                 continue;
             }
-            cands.push((alloc.power_delta(view, v, h, model), h));
+            cands.push(Reverse(PlaceCandidate {
+                delta: alloc.power_delta(view, v, h, model),
+                h,
+            }));
         }
         for list in empties.unwrap_or(&[]) {
             // Empty hosts of one kind are interchangeable: the first usable one.
@@ -131,56 +136,57 @@ impl Planner<'_> {
             if let Some(h) = first
                 && alloc.fits(view, v, h, model)
             {
-                cands.push((alloc.power_delta(view, v, h, model), h));
+                cands.push(Reverse(PlaceCandidate {
+                    delta: alloc.power_delta(view, v, h, model),
+                    h,
+                }));
             }
         }
         if threshold {
-            let best = cands.iter().map(|&(delta, h)| Candidate { delta, h }).min();
-            return best.map(|c| c.h);
+            // The largest reversed candidate: the least (power increase, index).
+            return cands.iter().max().map(|c| c.0.h);
         }
         // Take candidates in order of (power increase, index) until one is
-        // not overloaded with the VM: a heap built in linear time, since
-        // usually only the first few are taken but the detector may reject
-        // many when the pool is large.
-        let mut heap = std::collections::BinaryHeap::from(
-            cands
-                .drain(..)
-                .map(|(delta, h)| std::cmp::Reverse(Candidate { delta, h }))
-                .collect::<Vec<_>>(),
-        );
-        while let Some(std::cmp::Reverse(Candidate { h, .. })) = heap.pop() {
+        // not overloaded with the VM: a heap built in linear time (in the
+        // buffer kept between calls), since usually only the first few are
+        // taken but the detector may reject many when the pool is large.
+        let mut heap = std::collections::BinaryHeap::from(std::mem::take(cands));
+        let mut found = None;
+        while let Some(Reverse(PlaceCandidate { h, .. })) = heap.pop() {
             // CloudSim skips the overload check for an empty host.
             if !alloc.active(h) || !alloc.overloaded(view, detector, h, Some(v)) {
-                return Some(h);
+                found = Some(h);
+                break;
             }
         }
-        None
+        *cands = heap.into_vec();
+        found
     }
 }
 
 /// A candidate host ordered by (power increase, index): the order the
 /// power-aware choice takes them in.
 #[derive(Debug, Clone, Copy)]
-struct Candidate {
+pub(crate) struct PlaceCandidate {
     delta: f64,
     h: usize,
 }
 
-impl PartialEq for Candidate {
+impl PartialEq for PlaceCandidate {
     fn eq(&self, o: &Self) -> bool {
         self.cmp(o) == std::cmp::Ordering::Equal
     }
 }
 
-impl Eq for Candidate {}
+impl Eq for PlaceCandidate {}
 
-impl PartialOrd for Candidate {
+impl PartialOrd for PlaceCandidate {
     fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(o))
     }
 }
 
-impl Ord for Candidate {
+impl Ord for PlaceCandidate {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         self.delta.total_cmp(&o.delta).then(self.h.cmp(&o.h))
     }

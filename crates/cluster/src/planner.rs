@@ -8,7 +8,7 @@ use crate::config::{Config, Model};
 use crate::limits::MigrationCount;
 use crate::model::PoolView;
 use crate::pattern::Mode;
-use crate::place::Placement;
+use crate::place::{PlaceCandidate, Placement};
 use crate::select::{self, Candidate};
 
 /// Why a VM is moved.
@@ -50,7 +50,7 @@ pub struct Plan {
 pub(crate) struct PlanBuffers {
     alloc: Allocation,
     count: MigrationCount,
-    candidates: Vec<(f64, usize)>,
+    candidates: Vec<std::cmp::Reverse<PlaceCandidate>>,
 }
 
 /// Builds one plan on a tentative allocation.
@@ -60,7 +60,7 @@ pub(crate) struct Planner<'a> {
     pub alloc: &'a mut Allocation,
     pub count: &'a mut MigrationCount,
     /// Placement's candidate hosts (power increase, host).
-    pub candidates: &'a mut Vec<(f64, usize)>,
+    pub candidates: &'a mut Vec<std::cmp::Reverse<PlaceCandidate>>,
 }
 
 impl<'a> Planner<'a> {
