@@ -98,10 +98,9 @@ pub fn run(trace_dir: &Path) {
         &lines,
     )
     .expect("plot");
-    let out = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
-        .join("sim-scale.svg");
+    // Cargo runs benches in the package's folder: the plot goes to the
+    // target folder's tmp, which Cargo creates for benches.
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sim-scale.svg");
     match yardstick::plot::save(&out, &svg) {
         Ok(()) => println!("plot: {}", out.display()),
         Err(e) => println!("plot not written: {e}"),

@@ -1,9 +1,9 @@
 //! `cargo bench -p sim`: the whole 10-day PlanetLab workload, one policy on
 //! one thread, and all of the paper's policies on all cores; medians of
 //! several repetitions, trace loading included. Then the scale runs: day
-//! 20110303 replicated k times on k x 800 hosts (k = 1, 2, 5, 10, 20), one
-//! thread, time against hosts, plotted to sim-scale.svg in the target
-//! folder. Set FERRY_TRACES to point at the traces when
+//! 20110303 replicated k times on k x 800 hosts (k = 1, 5, 20), one
+//! thread, time against hosts, plotted to target/tmp/sim-scale.svg.
+//! Set FERRY_TRACES to point at the traces when
 //! ../shared/traces/planetlab is not found; FERRY_SIM_BENCH=scale runs only
 //! the scale part, FERRY_SIM_BENCH=days only the first.
 
