@@ -382,7 +382,9 @@ impl Qemu {
             }
             let status = info["status"].as_str().unwrap_or("").to_string();
             match status.as_str() {
-                "completed" | "failed" | "cancelled" => {
+                // A post-copy whose destination died pauses for good (QEMU
+                // waits for postcopy-recover): ended, not completed.
+                "completed" | "failed" | "cancelled" | "postcopy-paused" => {
                     return Ok(Polled {
                         info,
                         polls,
@@ -400,6 +402,15 @@ impl Qemu {
             if started.elapsed() > params.timeout && !timed_out {
                 timed_out = true;
                 self.qmp().execute("migrate_cancel", None)?;
+            }
+            if timed_out && started.elapsed() > params.timeout * 2 {
+                // Post-copy cannot be cancelled: give up on it.
+                return Err(Error::Reply {
+                    command: "migrate_cancel".into(),
+                    detail: format!(
+                        "the migration did not end after it was cancelled (status {status})"
+                    ),
+                });
             }
             std::thread::sleep(params.poll_interval);
         }
