@@ -389,28 +389,40 @@ impl<V: SourceVm> Engine<'_, V> {
         if self.cancel.is_cancelled() {
             return Err(MigrateError::Cancelled);
         }
-        self.vm.pause().map_err(Self::vm_err(VmOp::Pause))?;
-        self.paused_at = Some(Instant::now());
-        if self.throttle > 0.0 {
-            // The switchover: whatever runs next (here after a rollback, or
-            // the destination) runs at full speed.
-            self.set_throttle(0.0)?;
-        }
-        let mut last = DirtyBitmap::new(&self.layout);
-        self.vm
-            .harvest_dirty(&mut last)
-            .map_err(Self::vm_err(VmOp::HarvestDirty))?;
-        pending.or_assign(&last);
-        self.vm
-            .stop_dirty_log()
-            .map_err(Self::vm_err(VmOp::StopDirtyLog))?;
-        self.logging = false;
+        self.pause_for_switchover(&mut pending)?;
         if hint.is_some() {
             // Paused: a fresh hint is exact.
             let mut h = DirtyBitmap::new(&self.layout);
             hint = self.vm.nonzero_hint(&mut h).then_some(h);
         }
         self.round(round, &mut pending, &RoundPlan::default(), hint, true)
+    }
+
+    /// Pauses the VM for the switchover (stop-and-copy or post-copy):
+    /// releases any throttle (whatever runs next, here after a rollback or
+    /// on the destination, runs at full speed), and adds the last dirty
+    /// pages to `pending` as dirty logging stops.
+    pub(super) fn pause_for_switchover(
+        &mut self,
+        pending: &mut DirtyBitmap,
+    ) -> Result<(), MigrateError> {
+        self.vm.pause().map_err(Self::vm_err(VmOp::Pause))?;
+        self.paused_at = Some(Instant::now());
+        if self.throttle > 0.0 {
+            self.set_throttle(0.0)?;
+        }
+        if self.logging {
+            let mut last = DirtyBitmap::new(&self.layout);
+            self.vm
+                .harvest_dirty(&mut last)
+                .map_err(Self::vm_err(VmOp::HarvestDirty))?;
+            pending.or_assign(&last);
+            self.vm
+                .stop_dirty_log()
+                .map_err(Self::vm_err(VmOp::StopDirtyLog))?;
+            self.logging = false;
+        }
+        Ok(())
     }
 
     /// State transfer, then wait for the destination to have loaded it.

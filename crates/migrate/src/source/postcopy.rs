@@ -14,7 +14,7 @@ use super::engine::Engine;
 use super::incoming::FromDest;
 use super::ms;
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE};
-use crate::error::{MigrateError, VmOp};
+use crate::error::MigrateError;
 use crate::progress::Phase;
 use crate::report::{Outcome, PostcopyReport, RoundReport, VmLocation};
 use crate::vm::SourceVm;
@@ -52,23 +52,7 @@ impl<V: SourceVm> Engine<'_, V> {
         }
         let started = Instant::now();
         let bytes_before = self.bytes();
-        self.vm.pause().map_err(Self::vm_err(VmOp::Pause))?;
-        self.paused_at = Some(Instant::now());
-        if self.throttle > 0.0 {
-            // The VM runs next on the destination, at full speed.
-            self.set_throttle(0.0)?;
-        }
-        if self.logging {
-            let mut last = DirtyBitmap::new(&self.layout);
-            self.vm
-                .harvest_dirty(&mut last)
-                .map_err(Self::vm_err(VmOp::HarvestDirty))?;
-            pending.or_assign(&last);
-            self.vm
-                .stop_dirty_log()
-                .map_err(Self::vm_err(VmOp::StopDirtyLog))?;
-            self.logging = false;
-        }
+        self.pause_for_switchover(&mut pending)?;
         let pending_pages = pending.count();
         if hint.is_some() {
             // Paused: a fresh hint is exact. Pages it calls zero need no
