@@ -26,6 +26,15 @@ pub fn of_migration(report: &MigrationReport) -> i32 {
     }
 }
 
+/// The status a process that hosted a VM ends with.
+pub fn of_hosting(ended: node::Ended) -> i32 {
+    match ended {
+        node::Ended::GuestExit(code) => code,
+        node::Ended::ShutDown | node::Ended::Migrated => OK,
+        node::Ended::InDoubt => IN_DOUBT,
+    }
+}
+
 /// An error that ends the process with `code` rather than [`FAILED`].
 #[derive(Debug)]
 pub struct Coded {

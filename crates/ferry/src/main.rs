@@ -1,20 +1,14 @@
 //! `ferry`: run, checkpoint and live-migrate VMs; simulate a data center.
 
-mod adapter;
 mod bench;
-mod control;
 mod ctl;
 mod demo;
-mod events;
 mod exit;
 mod flags;
 mod guests;
-mod hosting;
-mod instance;
 mod live;
 mod logging;
 mod manual;
-mod migration;
 mod pair;
 mod run;
 mod serial;

@@ -1,53 +1,8 @@
-//! Where guest serial output goes: stdout or a file, optionally stamped
-//! with the host time at which each line was printed.
+//! Stamped serial logs read back (`node::serial` writes them): their
+//! clock, and the downtime the guest saw across a migration.
 
-use std::fs::File;
-use std::io::{self, Write};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use guest::output::{Line, parse_line};
-
-/// Builds the VMM's serial sink. With `timestamps`, each line is prefixed
-/// with `[seconds.micros]`: the batch's arrival time corrected by the TSC
-/// stamps in the guest's heartbeat lines (`tsc_khz` until the guest's READY
-/// line says better).
-pub fn sink(
-    path: Option<&Path>,
-    timestamps: bool,
-    tsc_khz: u64,
-) -> anyhow::Result<vmm::SerialSink> {
-    let mut out: Box<dyn Write + Send> = match path {
-        Some(p) => Box::new(io::BufWriter::new(File::create(p).map_err(|e| {
-            anyhow::anyhow!("cannot create serial log {}: {e}", p.display())
-        })?)),
-        None => Box::new(io::stdout()),
-    };
-    let mut khz = tsc_khz;
-    Ok(Box::new(move |bytes: &[u8], at: SystemTime| {
-        if timestamps {
-            let arrival = at
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64();
-            let text = String::from_utf8_lossy(bytes);
-            let raw: Vec<&str> = text.lines().collect();
-            let parsed: Vec<Line> = raw.iter().map(|l| parse_line(l)).collect();
-            if let Some(Line::Ready { tsc_khz, .. }) =
-                parsed.iter().find(|l| matches!(l, Line::Ready { .. }))
-            {
-                khz = *tsc_khz;
-            }
-            let times = guest::stamp::stamp(&parsed, arrival, khz);
-            for (t, l) in times.iter().zip(raw) {
-                let _ = writeln!(out, "[{t:.6}] {l}");
-            }
-        } else {
-            let _ = out.write_all(bytes);
-        }
-        let _ = out.flush();
-    }))
-}
 
 /// Host wall time in UNIX seconds, the clock of the stamped logs.
 pub fn now() -> f64 {
@@ -101,7 +56,11 @@ mod tests {
     #[test]
     fn stamped_lines_are_placed_by_their_tsc() {
         let path = tmp("stamped.log");
-        let mut s = sink(Some(&path), true, 1_000_000).unwrap(); // 1 GHz TSC
+        let config = node::serial::SerialConfig {
+            path: Some(path.clone()),
+            timestamps: true,
+        };
+        let mut s = config.sink(1_000_000).unwrap(); // 1 GHz TSC
         let at = UNIX_EPOCH + Duration::from_secs(100);
         s(b"HB seq=1 tsc=1000000000 rate=0\nVERIFY ok pages=1 gen=1\nHB seq=2 tsc=1500000000 rate=0\n", at);
         drop(s);
