@@ -1,5 +1,6 @@
 //! `ferry`: run, checkpoint and live-migrate VMs; simulate a data center.
 
+mod agent;
 mod bench;
 mod ctl;
 mod demo;
@@ -45,6 +46,8 @@ enum Command {
     Guest(guests::GuestArgs),
     /// Control a running VM through its API socket.
     Ctl(ctl::CtlArgs),
+    /// Run this host's agent: own, measure and publish its VMs (docs/CLUSTER.md).
+    Agent(agent::AgentArgs),
     /// Measure Ferry (and QEMU beside it): boot, snapshot, dirty rate, migration.
     Bench(bench::BenchArgs),
     /// Simulate a data center driven by CPU traces, with a migration policy.
@@ -79,6 +82,7 @@ fn main() {
         Command::Migrate(args) => live::migrate(args),
         Command::Guest(args) => guests::run(args),
         Command::Ctl(args) => ctl::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::cli::run(args).map(|()| exit::OK),
         Command::Completions(args) => manual::completions(args, Cli::command()),
