@@ -153,12 +153,15 @@ pub fn embedded_store(socket: &std::path::Path) -> (Option<store::EmbeddedServer
             let config = server.config();
             (Some(server), config)
         }
-        Err(_) => (
-            None,
-            StoreConfig::Embedded {
-                socket: socket.to_path_buf(),
-                deadline: store::DEFAULT_DEADLINE,
-            },
-        ),
+        Err(e) => {
+            tracing::info!(socket = %socket.display(), "using the embedded store served there ({e})");
+            (
+                None,
+                StoreConfig::Embedded {
+                    socket: socket.to_path_buf(),
+                    deadline: store::DEFAULT_DEADLINE,
+                },
+            )
+        }
     }
 }
