@@ -2,7 +2,9 @@
 //! with fuzzer-chosen message sequences against the in-memory fake VM. The
 //! input is a little program whose ops emit well-formed frames (Start for a
 //! small VM, rounds, Pages and ZeroPages anywhere in or out of guest memory,
-//! State, Commit, Abort, raw frames), so the fuzzer reaches deep states
+//! State, Commit, Abort, the post-copy switch with a fuzzer-chosen set,
+//! PostcopyEnd, raw frames), so the fuzzer reaches deep states (post-copy
+//! included: the fake's VMs accept it)
 //! instead of stopping at checksums. Invariants (checked in
 //! `migrate::fuzz_session`): no panic; on error nothing was resumed and every
 //! created VM was discarded; never resumed before restore.
@@ -12,7 +14,7 @@
 use libfuzzer_sys::fuzz_target;
 use migrate::fake::fake_state;
 use vmstate::VmConfig;
-use wire::{MessageWriter, RoundBegin, RoundEnd, Start};
+use wire::{MessageWriter, PostcopyEnd, RoundBegin, RoundEnd, Start};
 
 struct Input<'a>(&'a [u8]);
 
@@ -109,6 +111,20 @@ fuzz_target!(|data: &[u8]| {
             6 => w.commit(if op >> 4 == 0 { 1 } else { 2 }),
             7 => w.abort(wire::AbortCode::Cancelled, "fuzz"),
             8 => w.ready(),
+            9 => {
+                // A set over the index space (64-page aligned regions),
+                // sometimes one word short or long.
+                let words = regions.len() + usize::from(op >> 6) % 3;
+                let words = words.saturating_sub(usize::from(op >> 6 == 3));
+                let set: Vec<u64> = (0..words)
+                    .map(|_| u64::from(inp.u16().unwrap_or(0)) * 0x0001_0001_0001_0001)
+                    .collect();
+                w.postcopy_begin(&set)
+            }
+            10 => w.postcopy_end(&PostcopyEnd {
+                pages: u64::from(inp.byte().unwrap_or(0)),
+                zero_pages: u64::from(op >> 4),
+            }),
             _ => Ok(()),
         };
     }

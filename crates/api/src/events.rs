@@ -98,6 +98,12 @@ pub enum EventKind {
         migration: String,
         error: String,
     },
+    /// Post-copy broke off: the VM resumed on the destination without all
+    /// its memory, and neither side can run it (docs/SAFETY.md).
+    MigrationInterrupted {
+        migration: String,
+        error: String,
+    },
     /// A VM arrived by live migration and runs here.
     MigrationReceived {
         migration: String,
@@ -153,6 +159,7 @@ impl EventKind {
             EventKind::MigrationCompleted { .. } => "migration-completed",
             EventKind::MigrationRolledBack { .. } => "migration-rolled-back",
             EventKind::MigrationInDoubt { .. } => "migration-in-doubt",
+            EventKind::MigrationInterrupted { .. } => "migration-interrupted",
             EventKind::MigrationReceived { .. } => "migration-received",
             EventKind::EventsLost { .. } => "events-lost",
         }
@@ -167,6 +174,7 @@ impl EventKind {
             | EventKind::MigrationCompleted { migration, .. }
             | EventKind::MigrationRolledBack { migration, .. }
             | EventKind::MigrationInDoubt { migration, .. }
+            | EventKind::MigrationInterrupted { migration, .. }
             | EventKind::MigrationReceived { migration, .. } => Some(migration),
             _ => None,
         }

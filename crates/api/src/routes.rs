@@ -13,6 +13,9 @@ pub const VM_SNAPSHOT: &str = "/api/v1/vm.snapshot";
 /// Start a migration (PUT, [`crate::types::MigrateRequest`]); its progress (GET).
 pub const VM_MIGRATE: &str = "/api/v1/vm.migrate";
 pub const VM_MIGRATE_CANCEL: &str = "/api/v1/vm.migrate-cancel";
+/// Switch a running pre-copy to post-copy now (PUT), like QEMU's
+/// `migrate-start-postcopy`.
+pub const VM_MIGRATE_POSTCOPY: &str = "/api/v1/vm.migrate-postcopy";
 pub const VM_SHUTDOWN: &str = "/api/v1/vm.shutdown";
 /// Newline-delimited [`crate::events::Event`]s as they happen (GET).
 pub const EVENTS: &str = "/api/v1/events";
@@ -31,6 +34,7 @@ pub enum Route {
     Migrate,
     MigrateProgress,
     MigrateCancel,
+    MigratePostcopy,
     Shutdown,
     Events,
     Ping,
@@ -38,7 +42,7 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 11] = [
+    pub const ALL: [Route; 12] = [
         Route::Status,
         Route::Pause,
         Route::Resume,
@@ -46,6 +50,7 @@ impl Route {
         Route::Migrate,
         Route::MigrateProgress,
         Route::MigrateCancel,
+        Route::MigratePostcopy,
         Route::Shutdown,
         Route::Events,
         Route::Ping,
@@ -64,6 +69,7 @@ impl Route {
             | Route::Snapshot
             | Route::Migrate
             | Route::MigrateCancel
+            | Route::MigratePostcopy
             | Route::Shutdown => Method::Put,
         }
     }
@@ -76,6 +82,7 @@ impl Route {
             Route::Snapshot => VM_SNAPSHOT,
             Route::Migrate | Route::MigrateProgress => VM_MIGRATE,
             Route::MigrateCancel => VM_MIGRATE_CANCEL,
+            Route::MigratePostcopy => VM_MIGRATE_POSTCOPY,
             Route::Shutdown => VM_SHUTDOWN,
             Route::Events => EVENTS,
             Route::Ping => PING,

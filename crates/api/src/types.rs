@@ -33,6 +33,14 @@ pub struct VmStatus {
     /// Guest program name or kernel path.
     pub kernel: String,
     pub cmdline: String,
+    /// The process hosting the VM.
+    #[serde(default)]
+    pub pid: u32,
+    /// Where that process maps the guest's status page (guest-physical
+    /// 0x6000, docs/GUESTS.md), once the guest memory exists: what a
+    /// sampler on this host reads with `process_vm_readv`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_page_addr: Option<u64>,
     /// The guest's latest published counters, once it has published any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<GuestCounters>,

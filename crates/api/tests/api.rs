@@ -77,7 +77,9 @@ fn vm_handler() -> impl Fn(Request) -> Response + Send + Sync + 'static {
                 Err(resp) => resp,
             },
             Route::MigrateProgress => Response::ok(&json!({"round": 3, "remaining_bytes": 4096})),
-            Route::MigrateCancel => Response::error(409, "no migration is running"),
+            Route::MigrateCancel | Route::MigratePostcopy => {
+                Response::error(409, "no migration is running")
+            }
             Route::Shutdown => Response::no_content(),
             Route::Ping => Response::ok(&Ping {
                 pid: std::process::id(),

@@ -86,6 +86,7 @@ fn bodies_have_the_documented_fields() {
         &doc,
         "VmStatus",
         &VmStatus {
+            status_page_addr: Some(0x6000),
             guest: Some(GuestCounters::default()),
             exit_status: Some(1),
             error: Some("x".into()),
@@ -180,6 +181,10 @@ fn every_kind() -> Vec<EventKind> {
             error: "x".into(),
         },
         EventKind::MigrationInDoubt {
+            migration: m(),
+            error: "x".into(),
+        },
+        EventKind::MigrationInterrupted {
             migration: m(),
             error: "x".into(),
         },

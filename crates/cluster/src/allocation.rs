@@ -3,6 +3,7 @@
 //! updated as VMs are moved on paper. Its buffers live in the `Manager`
 //! between intervals so planning does not allocate.
 
+use crate::config::Model;
 use crate::detect::{Detector, HostLoad};
 use crate::model::{HISTORY_LEN, PoolView};
 use crate::select::Candidate;
@@ -21,6 +22,16 @@ pub(crate) struct Allocation {
     vm_hist_len: Vec<usize>,
     /// VMs migrating in to each host.
     reserved_in: Vec<u32>,
+    /// CPU the host's VMs are given: each one's demand capped by its cores
+    /// (CloudSim's allocated MIPS; the CloudSim model's fit and power use it).
+    given: Vec<f64>,
+    /// Utilization before this plan, as given (at most 1): what CloudSim's
+    /// `host.getPower()` and coldspot order use.
+    base_util: Vec<f64>,
+    /// Power at the planned load (Ferry's placement) and before this plan
+    /// (CloudSim's), kept so placement computes one power per candidate.
+    power_now: Vec<f64>,
+    base_power: Vec<f64>,
     /// Hosts with the same specification share a kind: all empty hosts of a
     /// kind are interchangeable, so placement evaluates only the first.
     kind: Vec<usize>,
@@ -38,12 +49,14 @@ impl Allocation {
         for l in self.host_vms.iter_mut() {
             l.clear();
         }
-        for v in [&mut self.cpu, &mut self.ram, &mut self.net] {
+        for v in [&mut self.cpu, &mut self.ram, &mut self.net, &mut self.given] {
             v.clear();
             v.resize(nh, 0.0);
         }
         self.reserved_in.clear();
         self.reserved_in.resize(nh, 0);
+        // Filled below once the loads are known (`add` skips it until then).
+        self.power_now.clear();
         self.hist.clear();
         self.hist.resize(nh, [0.0; HISTORY_LEN]);
         self.scratch = [0.0; HISTORY_LEN];
@@ -67,10 +80,28 @@ impl Allocation {
             self.add(view, i, v.host);
             if let Some(d) = v.migrating_to {
                 self.cpu[d] += v.cpu_demand;
+                self.given[d] += given(view, i, d);
                 self.ram[d] += v.ram_mb;
                 self.net[d] += v.net_mbps;
                 self.reserved_in[d] += 1;
             }
+        }
+        self.base_util.clear();
+        self.base_power.clear();
+        for (h, info) in view.hosts.iter().enumerate() {
+            let u = (self.given[h] + info.cpu_overhead) / info.cpu_capacity;
+            self.base_util.push(u.min(1.0));
+            let power = &view.power_models[info.power_model];
+            self.base_power.push(power.power(self.base_util[h]));
+            self.power_now.push(power.power(self.util(view, h)));
+        }
+    }
+
+    /// Keeps `power_now[h]` at the power of `h`'s planned load.
+    fn update_power(&mut self, view: &PoolView, h: usize) {
+        if let Some(p) = self.power_now.get_mut(h) {
+            let host = &view.hosts[h];
+            *p = view.power_models[host.power_model].power(self.cpu[h] / host.cpu_capacity);
         }
     }
 
@@ -99,12 +130,14 @@ impl Allocation {
         let vm = &view.vms[v];
         self.host_vms[h].push(v);
         self.cpu[h] += vm.cpu_demand;
+        self.given[h] += given(view, v, h);
         self.ram[h] += vm.ram_mb;
         self.net[h] += vm.net_mbps;
         let w = vm.cpu_size / view.hosts[h].cpu_capacity;
         for i in 0..self.vm_hist_len[v] {
             self.hist[h][i] += self.vm_hist[v][i] * w;
         }
+        self.update_power(view, h);
     }
 
     /// Takes VM `v` off host `h`.
@@ -114,6 +147,7 @@ impl Allocation {
             self.host_vms[h].remove(pos);
         }
         self.cpu[h] -= vm.cpu_demand;
+        self.given[h] -= given(view, v, h);
         self.ram[h] -= vm.ram_mb;
         self.net[h] -= vm.net_mbps;
         let w = vm.cpu_size / view.hosts[h].cpu_capacity;
@@ -124,6 +158,7 @@ impl Allocation {
             // Avoid rounding residue: an empty host has no history.
             self.hist[h] = [0.0; HISTORY_LEN];
         }
+        self.update_power(view, h);
     }
 
     /// The VMs host `h` holds.
@@ -143,6 +178,11 @@ impl Allocation {
 
     pub fn util(&self, view: &PoolView, h: usize) -> f64 {
         self.cpu[h] / view.hosts[h].cpu_capacity
+    }
+
+    /// Host `h`'s utilization before this plan, as given (at most 1).
+    pub fn base_util(&self, h: usize) -> f64 {
+        self.base_util[h]
     }
 
     /// The kind of host `h` (0..kinds()).
@@ -202,7 +242,9 @@ impl Allocation {
             max_migration_time_s: max_t,
             interval_s: view.interval_s,
         };
-        detector.is_overloaded(&load)
+        detector
+            .quick_verdict(&load)
+            .unwrap_or_else(|| detector.is_overloaded(&load))
     }
 
     /// VM `v` on host `h` as a selector sees it.
@@ -228,12 +270,17 @@ impl Allocation {
     }
 
     /// Whether VM `v` fits on host `h` as planned: CPU, one core's share,
-    /// memory, and network when the host reports it.
-    pub fn fits(&self, view: &PoolView, v: usize, h: usize) -> bool {
+    /// memory, and network when the host reports it. The CloudSim model
+    /// counts the CPU the host's VMs are given, not what they ask.
+    pub fn fits(&self, view: &PoolView, v: usize, h: usize, model: Model) -> bool {
         let vm = &view.vms[v];
         let host = &view.hosts[h];
         let eps = 1e-9;
-        self.cpu[h] + vm.cpu_demand <= host.cpu_capacity + eps
+        let used = match model {
+            Model::Ferry => self.cpu[h],
+            Model::CloudSim => self.given[h].min(host.cpu_capacity),
+        };
+        used + vm.cpu_demand <= host.cpu_capacity + eps
             && vm.cpu_demand <= host.core_capacity * vm.cores.max(1) as f64 + eps
             && self.ram[h] + vm.ram_mb <= host.ram_mb + eps
             && (host.net_mbps <= 0.0 || self.net[h] + vm.net_mbps <= host.net_mbps + eps)
@@ -244,18 +291,37 @@ impl Allocation {
         (self.cpu[h] + view.vms[v].cpu_demand) / view.hosts[h].cpu_capacity
     }
 
-    /// Power increase (W) of putting `v` on `h`; an inactive host adds all
-    /// of its power, idle included.
-    pub fn power_delta(&self, view: &PoolView, v: usize, h: usize) -> f64 {
+    /// Power increase (W) of putting `v` on `h`. Ferry: from the host's
+    /// planned load, and an inactive host adds all of its power, idle
+    /// included. CloudSim: the planned power with the VM minus the host's
+    /// power before this plan (its idle power when it was off).
+    pub fn power_delta(&self, view: &PoolView, v: usize, h: usize, model: Model) -> f64 {
         let host = &view.hosts[h];
-        let model = &view.power_models[host.power_model];
-        let after = model.power(self.util_with(view, v, h));
-        if self.active(h) {
-            after - model.power(self.util(view, h))
-        } else {
-            after
+        let power = &view.power_models[host.power_model];
+        match model {
+            Model::Ferry => {
+                let after = power.power(self.util_with(view, v, h));
+                if self.active(h) {
+                    after - self.power_now[h]
+                } else {
+                    after
+                }
+            }
+            Model::CloudSim => {
+                let used = self.given[h].min(host.cpu_capacity);
+                let after = (used + view.vms[v].cpu_demand) / host.cpu_capacity;
+                power.power(after) - self.base_power[h]
+            }
         }
     }
+}
+
+/// CPU VM `v` is given on host `h`: its demand, at most one host core per
+/// VM core.
+fn given(view: &PoolView, v: usize, h: usize) -> f64 {
+    let vm = &view.vms[v];
+    vm.cpu_demand
+        .min(view.hosts[h].core_capacity * vm.cores.max(1) as f64)
 }
 
 /// Seconds VM `v` would take to leave host `h` (memory over bandwidth).

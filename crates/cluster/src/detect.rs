@@ -150,6 +150,58 @@ impl Detector {
     }
 }
 
+impl Detector {
+    /// `is_overloaded`'s verdict when a cheap computation settles it, `None`
+    /// otherwise. THR is cheap already. LR's fit is plain least squares on
+    /// fixed positions, so its prediction is linear in the history: a dot
+    /// product with weights computed once. A prediction within rounding
+    /// distance of the threshold is left to `is_overloaded`, so the verdict
+    /// never differs from it.
+    pub fn quick_verdict(&self, l: &HostLoad) -> Option<bool> {
+        match *self {
+            Detector::Threshold { threshold } => Some(l.utilization > threshold),
+            Detector::Lr { safety, .. } if l.history_newest_first.len() >= LR_WINDOW => {
+                let (alpha, beta) = lr_basis();
+                let at = LR_WINDOW as f64 + (l.max_migration_time_s / l.interval_s).ceil();
+                let (mut p, mut size) = (0.0f64, 0.0f64);
+                let chrono = l.history_newest_first[..LR_WINDOW].iter().rev();
+                for (j, y) in chrono.enumerate() {
+                    let t = y * (alpha[j] + beta[j] * at);
+                    p += t;
+                    size += t.abs();
+                }
+                let (p, margin) = (p * safety, 1e-9 * (1.0 + size * safety));
+                if !p.is_finite() || !margin.is_finite() {
+                    None
+                } else if p >= 1.0 + margin {
+                    Some(true)
+                } else if p < 1.0 - margin {
+                    Some(false)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// LR's fit of each unit history (one 1, the rest 0): the prediction for any
+/// history is the sum of these weighted by its values.
+fn lr_basis() -> &'static ([f64; LR_WINDOW], [f64; LR_WINDOW]) {
+    static BASIS: std::sync::OnceLock<([f64; LR_WINDOW], [f64; LR_WINDOW])> =
+        std::sync::OnceLock::new();
+    BASIS.get_or_init(|| {
+        let (mut alpha, mut beta) = ([0.0; LR_WINDOW], [0.0; LR_WINDOW]);
+        for j in 0..LR_WINDOW {
+            let mut e = [0.0; LR_WINDOW];
+            e[j] = 1.0;
+            (alpha[j], beta[j]) = stats::loess(&e);
+        }
+        (alpha, beta)
+    })
+}
+
 fn regression(l: &HostLoad, safety: f64, fallback: f64, fit: fn(&[f64]) -> (f64, f64)) -> bool {
     let h = l.history_newest_first;
     if h.len() < LR_WINDOW {
@@ -284,5 +336,43 @@ mod tests {
         let falling = [0.5, 0.8, 0.8, 0.9, 0.2];
         let f = forecast_ar1(&falling);
         assert_eq!(d.is_overloaded(&load(0.5, &falling)), f > 0.75);
+    }
+
+    /// The quick verdict, when it gives one, is the full detector's: on
+    /// many pseudo-random histories, some right at LR's threshold.
+    #[test]
+    fn quick_verdict_agrees_with_the_detector() {
+        let lr = Detector::Lr {
+            safety: 1.2,
+            fallback: 0.7,
+        };
+        let mut x: u64 = 12345;
+        let mut next = move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (mut quick, mut total) = (0, 0);
+        for i in 0..20_000 {
+            let len = 8 + i % 23;
+            let mut h: Vec<f64> = (0..len).map(|_| next()).collect();
+            if i % 3 == 0 {
+                // A flat history predicting exactly 1 / safety.
+                h.iter_mut().for_each(|v| *v = 1.0 / 1.2);
+            }
+            let l = HostLoad {
+                max_migration_time_s: 10.0 + 600.0 * next(),
+                ..load(next(), &h)
+            };
+            for d in [&lr, &Detector::Threshold { threshold: 0.8 }] {
+                total += 1;
+                if let Some(v) = d.quick_verdict(&l) {
+                    quick += 1;
+                    assert_eq!(v, d.is_overloaded(&l), "{d:?} {h:?}");
+                }
+            }
+        }
+        assert!(quick > total / 2, "{quick} of {total}");
     }
 }

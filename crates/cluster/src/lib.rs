@@ -36,13 +36,13 @@ mod planner;
 pub mod select;
 pub mod stats;
 
-pub use config::Config;
+pub use config::{Config, Model};
 pub use detect::{Detector, DetectorKind, HostLoad};
 pub use limits::MigrationLimits;
 pub use manager::Manager;
 pub use model::{HISTORY_LEN, HostInfo, PoolView, PowerModel, VmInfo};
 pub use names::UnknownName;
-pub use pattern::{Mode, Pattern, PatternKind};
+pub use pattern::{Mode, Pattern, PatternKind, TREND_WINDOW, pool_load};
 pub use place::Placement;
 pub use planner::{Move, Plan, Reason};
 pub use select::Selector;

@@ -16,6 +16,10 @@ pub struct MigrationLimits {
     pub per_cluster: Option<u32>,
     /// A VM is not moved again until this many seconds after its last move.
     pub vm_cooldown_s: f64,
+    /// ...nor until this many times its own migration time has passed
+    /// (memory over the migration bandwidth, longer when it dirties memory
+    /// fast): VMs that are expensive to move are moved less often. 0: off.
+    pub vm_cooldown_migrations: f64,
 }
 
 impl Default for MigrationLimits {
@@ -24,6 +28,7 @@ impl Default for MigrationLimits {
             per_host: None,
             per_cluster: None,
             vm_cooldown_s: 0.0,
+            vm_cooldown_migrations: 0.0,
         }
     }
 }
@@ -99,10 +104,11 @@ impl MigrationCount {
     }
 }
 
-/// When each VM last moved (by VM id), for `MigrationLimits::vm_cooldown_s`.
+/// When each VM last moved (by VM id) and the cooldown its cost adds, for
+/// `MigrationLimits::vm_cooldown_s` and `vm_cooldown_migrations`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Cooldowns {
-    last_move: HashMap<u64, f64>,
+    last_move: HashMap<u64, (f64, f64)>,
 }
 
 impl Cooldowns {
@@ -113,19 +119,33 @@ impl Cooldowns {
             .iter()
             .map(|v| {
                 v.migrating_to.is_none()
-                    && (cooldown_s <= 0.0
-                        || self
-                            .last_move
-                            .get(&v.id)
-                            .is_none_or(|t| view.time_s - t >= cooldown_s))
+                    && self.last_move.get(&v.id).is_none_or(|&(t, own)| {
+                        let c = cooldown_s.max(own);
+                        c <= 0.0 || view.time_s - t >= c
+                    })
             })
             .collect()
     }
 
-    /// Remembers the planned moves as made at `time_s`.
-    pub fn record(&mut self, moves: &[Move], time_s: f64) {
+    /// Remembers the planned moves as made at `time_s`, with the cooldown
+    /// each one's cost adds (`per_migration` times its migration time).
+    pub fn record(&mut self, view: &PoolView, moves: &[Move], per_migration: f64) {
         for m in moves {
-            self.last_move.insert(m.vm_id, time_s);
+            let own = if per_migration > 0.0 {
+                per_migration * migration_time_s(view, m)
+            } else {
+                0.0
+            };
+            self.last_move.insert(m.vm_id, (view.time_s, own));
         }
     }
+}
+
+/// Seconds a move takes by pre-copy's first-order estimate: memory over the
+/// bandwidth left after the VM's page dirtying (at most 90 % of it).
+pub(crate) fn migration_time_s(view: &PoolView, m: &Move) -> f64 {
+    let bw = view.migration_bandwidth_mb_s(m.from, m.to);
+    let vm = &view.vms[m.vm];
+    let dirty = vm.dirty_rate_mb_s.unwrap_or(0.0).clamp(0.0, 0.9 * bw);
+    vm.ram_mb / (bw - dirty)
 }

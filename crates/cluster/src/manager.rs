@@ -43,19 +43,31 @@ impl Manager {
         self.mode.mode()
     }
 
+    /// Times the mode has changed so far.
+    pub fn switches(&self) -> u64 {
+        self.mode.switches()
+    }
+
+    /// The pool's load (all demand over all capacity) in the last view.
+    pub fn pool_load(&self) -> f64 {
+        self.mode.load()
+    }
+
     /// Decides the migrations for this interval.
     pub fn decide(&mut self, view: &PoolView) -> Result<Plan, ClusterError> {
         view.validate()?;
         let mut planner = Planner::new(view, &self.config, &mut self.bufs);
         let hotspots = planner.hotspots();
-        let mode = self
-            .mode
-            .update(&self.config.pattern, view, !hotspots.is_empty());
+        let mode = self.mode.update(&self.config.pattern, view);
         let movable = self
             .cooldowns
             .movable(view, self.config.limits.vm_cooldown_s);
         let plan = planner.plan(mode, hotspots, &movable, &mut self.rng);
-        self.cooldowns.record(&plan.migrations, view.time_s);
+        self.cooldowns.record(
+            view,
+            &plan.migrations,
+            self.config.limits.vm_cooldown_migrations,
+        );
         Ok(plan)
     }
 }

@@ -13,13 +13,15 @@ pub enum Pattern {
     /// Always balance: relieve hotspots onto the least-loaded hosts; never
     /// empty hosts.
     Balance,
-    /// Choose each interval from the pool's load, with hysteresis.
+    /// Choose each interval from the pool's load and its trend, with
+    /// hysteresis (docs/MANAGER.md, "Pattern recognition").
     Auto {
-        /// Consolidate when the pool's load is below this...
+        /// Consolidate when the forecast pool load is below this...
         consolidate_below: f64,
-        /// ...balance when hotspots exist and the load is at least this...
+        /// ...balance when it is at least this...
         balance_above: f64,
-        /// ...for this many consecutive intervals before switching.
+        /// ...for this many consecutive intervals before switching (also
+        /// how far ahead, in intervals, the trend is projected).
         dwell: u32,
     },
 }
@@ -82,12 +84,20 @@ pub enum Mode {
     Balance,
 }
 
-/// The current mode and the hysteresis counter of the `Auto` pattern.
+/// Pool loads the trend is fitted to (the current one included).
+pub const TREND_WINDOW: usize = 6;
+
+/// The current mode, the hysteresis counter and the recent pool loads of
+/// the `Auto` pattern.
 #[derive(Debug, Clone)]
 pub(crate) struct ModeSwitch {
     mode: Mode,
     /// Consecutive intervals that asked for the other mode.
     streak: u32,
+    /// Recent pool loads, oldest first (at most `TREND_WINDOW`).
+    loads: Vec<f64>,
+    /// Mode changes so far.
+    switches: u64,
 }
 
 impl ModeSwitch {
@@ -97,16 +107,38 @@ impl ModeSwitch {
             Pattern::Balance => Mode::Balance,
             _ => Mode::Consolidate,
         };
-        Self { mode, streak: 0 }
+        Self {
+            mode,
+            streak: 0,
+            loads: Vec::with_capacity(TREND_WINDOW),
+            switches: 0,
+        }
     }
 
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
+    /// Mode changes so far.
+    pub fn switches(&self) -> u64 {
+        self.switches
+    }
+
+    /// The pool load of the last interval seen (0 before any).
+    pub fn load(&self) -> f64 {
+        self.loads.last().copied().unwrap_or(0.0)
+    }
+
     /// Applies the pattern's rule to this interval's view and returns the
-    /// mode to plan in. Fixed patterns never change mode.
-    pub fn update(&mut self, pattern: &Pattern, view: &PoolView, has_hotspots: bool) -> Mode {
+    /// mode to plan in. Fixed patterns never change mode. `Auto` projects
+    /// the pool load `dwell` intervals ahead along its recent trend: at or
+    /// above `balance_above` it asks for balance, below `consolidate_below`
+    /// for consolidation; a change happens after `dwell` consecutive asks.
+    pub fn update(&mut self, pattern: &Pattern, view: &PoolView) -> Mode {
+        if self.loads.len() == TREND_WINDOW {
+            self.loads.remove(0);
+        }
+        self.loads.push(pool_load(view));
         let Pattern::Auto {
             consolidate_below,
             balance_above,
@@ -115,10 +147,10 @@ impl ModeSwitch {
         else {
             return self.mode;
         };
-        let load = pool_load(view);
+        let forecast = self.load() + trend(&self.loads) * dwell as f64;
         let wants_other = match self.mode {
-            Mode::Consolidate => has_hotspots && load >= balance_above,
-            Mode::Balance => load < consolidate_below,
+            Mode::Consolidate => forecast >= balance_above,
+            Mode::Balance => forecast < consolidate_below,
         };
         if wants_other {
             self.streak += 1;
@@ -128,6 +160,7 @@ impl ModeSwitch {
                     Mode::Balance => Mode::Consolidate,
                 };
                 self.streak = 0;
+                self.switches += 1;
             }
         } else {
             self.streak = 0;
@@ -136,19 +169,22 @@ impl ModeSwitch {
     }
 }
 
-/// All VMs' CPU demand over the capacity of the powered-on hosts
-/// (infinite when no host is on).
-fn pool_load(view: &PoolView) -> f64 {
-    let (mut demand, mut cap) = (0.0, 0.0);
-    for h in view.hosts.iter().filter(|h| h.on) {
-        cap += h.cpu_capacity;
+/// Least-squares slope of the loads per interval (0 with fewer than two).
+fn trend(loads: &[f64]) -> f64 {
+    let n = loads.len();
+    if n < 2 {
+        return 0.0;
     }
-    for v in &view.vms {
-        demand += v.cpu_demand;
-    }
-    if cap > 0.0 {
-        demand / cap
-    } else {
-        f64::INFINITY
-    }
+    let x: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    let (_, slope) = crate::stats::linear_fit(&x, loads);
+    slope
+}
+
+/// The pool's load: all VMs' CPU demand over the capacity of every host,
+/// on or off. Over the powered-on hosts only, consolidation would hide the
+/// pressure it creates (the on hosts stay busy however light the pool is).
+pub fn pool_load(view: &PoolView) -> f64 {
+    let cap: f64 = view.hosts.iter().map(|h| h.cpu_capacity).sum();
+    let demand: f64 = view.vms.iter().map(|v| v.cpu_demand).sum();
+    if cap > 0.0 { demand / cap } else { 0.0 }
 }

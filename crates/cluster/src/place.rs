@@ -1,6 +1,9 @@
 //! Placement: which host a VM leaving another goes to (docs/MANAGER.md,
 //! "Placement").
 
+use std::cmp::Reverse;
+
+use crate::detect::Detector;
 use crate::names::{self, UnknownName};
 use crate::planner::Planner;
 
@@ -9,8 +12,8 @@ use crate::planner::Planner;
 pub enum Placement {
     /// Power-aware best fit decreasing: the host whose power grows least.
     PowerAware,
-    /// The powered-on host with the lowest utilization after the move; an
-    /// off host is woken (power-aware choice) only when no on host fits.
+    /// The host, on or off, with the lowest utilization after the move
+    /// (balance mode: spread the load).
     LeastLoaded,
 }
 
@@ -63,16 +66,15 @@ impl Planner<'_> {
         self.least_power(v, excluded, among, empties)
     }
 
-    /// The powered-on host with the lowest utilization after the move.
+    /// The host with the lowest utilization after the move, on or off: a
+    /// VM leaving a hotspot goes where the load is lightest, waking a host
+    /// when every powered one is busier than the VM alone would make it.
     fn least_loaded(&mut self, v: usize, excluded: &[bool]) -> Option<usize> {
         let view = self.view;
+        let model = self.config.model;
         let mut best: Option<(f64, usize)> = None;
         for h in 0..view.hosts.len() {
-            if excluded[h]
-                || !view.hosts[h].on
-                || !self.alloc.fits(view, v, h)
-                || !self.count.can_start(h)
-            {
+            if excluded[h] || !self.alloc.fits(view, v, h, model) || !self.count.can_start(h) {
                 continue;
             }
             let after = self.alloc.util_with(view, v, h);
@@ -100,17 +102,30 @@ impl Planner<'_> {
         empties: Option<&[Vec<usize>]>,
     ) -> Option<usize> {
         let view = self.view;
+        let model = self.config.model;
         let alloc = &mut *self.alloc;
         let count = &*self.count;
         // Cheap checks first; the detector runs only on the candidates in
         // order of power increase (ties: lowest index, as a scan would give).
         let cands = &mut *self.candidates;
         cands.clear();
+        // A threshold is as cheap as the other checks: with it applied here,
+        // the best candidate left is the answer.
+        let detector = &self.config.detector;
+        let threshold = matches!(detector, Detector::Threshold { .. });
         for &h in among {
-            if excluded[h] || !alloc.active(h) || !count.can_start(h) || !alloc.fits(view, v, h) {
+            if excluded[h]
+                || !alloc.active(h)
+                || !count.can_start(h)
+                || !alloc.fits(view, v, h, model)
+                || (threshold && alloc.overloaded(view, detector, h, Some(v)))
+            {
                 continue;
             }
-            cands.push((alloc.power_delta(view, v, h), h));
+            cands.push(Reverse(PlaceCandidate {
+                delta: alloc.power_delta(view, v, h, model),
+                h,
+            }));
         }
         for list in empties.unwrap_or(&[]) {
             // Empty hosts of one kind are interchangeable: the first usable one.
@@ -119,27 +134,60 @@ impl Planner<'_> {
                 .copied()
                 .find(|&h| !excluded[h] && !alloc.active(h) && count.can_start(h));
             if let Some(h) = first
-                && alloc.fits(view, v, h)
+                && alloc.fits(view, v, h, model)
             {
-                cands.push((alloc.power_delta(view, v, h), h));
+                cands.push(Reverse(PlaceCandidate {
+                    delta: alloc.power_delta(view, v, h, model),
+                    h,
+                }));
             }
+        }
+        if threshold {
+            // The largest reversed candidate: the least (power increase, index).
+            return cands.iter().max().map(|c| c.0.h);
         }
         // Take candidates in order of (power increase, index) until one is
-        // not overloaded with the VM; usually the first few, so no full sort.
-        while !cands.is_empty() {
-            let mut best = 0;
-            for i in 1..cands.len() {
-                let (a, b) = (cands[i], cands[best]);
-                if a.0 < b.0 || (a.0 == b.0 && a.1 < b.1) {
-                    best = i;
-                }
-            }
-            let (_, h) = cands.swap_remove(best);
+        // not overloaded with the VM: a heap built in linear time (in the
+        // buffer kept between calls), since usually only the first few are
+        // taken but the detector may reject many when the pool is large.
+        let mut heap = std::collections::BinaryHeap::from(std::mem::take(cands));
+        let mut found = None;
+        while let Some(Reverse(PlaceCandidate { h, .. })) = heap.pop() {
             // CloudSim skips the overload check for an empty host.
-            if !alloc.active(h) || !alloc.overloaded(view, &self.config.detector, h, Some(v)) {
-                return Some(h);
+            if !alloc.active(h) || !alloc.overloaded(view, detector, h, Some(v)) {
+                found = Some(h);
+                break;
             }
         }
-        None
+        *cands = heap.into_vec();
+        found
+    }
+}
+
+/// A candidate host ordered by (power increase, index): the order the
+/// power-aware choice takes them in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlaceCandidate {
+    delta: f64,
+    h: usize,
+}
+
+impl PartialEq for PlaceCandidate {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for PlaceCandidate {}
+
+impl PartialOrd for PlaceCandidate {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for PlaceCandidate {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.delta.total_cmp(&o.delta).then(self.h.cmp(&o.h))
     }
 }

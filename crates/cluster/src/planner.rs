@@ -4,11 +4,11 @@
 use rand_chacha::ChaCha8Rng;
 
 use crate::allocation::Allocation;
-use crate::config::Config;
+use crate::config::{Config, Model};
 use crate::limits::MigrationCount;
 use crate::model::PoolView;
 use crate::pattern::Mode;
-use crate::place::Placement;
+use crate::place::{PlaceCandidate, Placement};
 use crate::select::{self, Candidate};
 
 /// Why a VM is moved.
@@ -50,7 +50,7 @@ pub struct Plan {
 pub(crate) struct PlanBuffers {
     alloc: Allocation,
     count: MigrationCount,
-    candidates: Vec<(f64, usize)>,
+    candidates: Vec<std::cmp::Reverse<PlaceCandidate>>,
 }
 
 /// Builds one plan on a tentative allocation.
@@ -60,7 +60,7 @@ pub(crate) struct Planner<'a> {
     pub alloc: &'a mut Allocation,
     pub count: &'a mut MigrationCount,
     /// Placement's candidate hosts (power increase, host).
-    pub candidates: &'a mut Vec<(f64, usize)>,
+    pub candidates: &'a mut Vec<std::cmp::Reverse<PlaceCandidate>>,
 }
 
 impl<'a> Planner<'a> {
@@ -211,7 +211,9 @@ impl<'a> Planner<'a> {
     }
 
     /// Empties the least-loaded hosts, all of a host's VMs or none, onto
-    /// hosts that stay on.
+    /// hosts that stay on. Ferry: by planned load, never a host that
+    /// received a VM in this plan; CloudSim: by load before the plan, among
+    /// hosts that were on, including those that just received a VM.
     fn empty_coldspots(
         &mut self,
         excluded: &[bool],
@@ -221,31 +223,48 @@ impl<'a> Planner<'a> {
     ) {
         let view = self.view;
         let n = view.hosts.len();
+        let cloudsim = self.config.model == Model::CloudSim;
         // Not to be emptied, and not to receive.
         let mut excl_find = excluded.to_vec();
         let mut excl_place = excluded.to_vec();
         for h in 0..n {
-            if !self.alloc.active(h) {
+            let off = if cloudsim {
+                self.alloc.base_util(h) == 0.0
+            } else {
+                !self.alloc.active(h)
+            };
+            if off {
                 excl_find[h] = true;
                 excl_place[h] = true;
             }
-            if targets[h] {
+            if targets[h] && !cloudsim {
                 excl_find[h] = true;
             }
         }
         // Only hosts with VMs can receive (empty ones are off or will be).
         let open: Vec<usize> = (0..n).filter(|&h| !excl_place[h]).collect();
+        let load = |alloc: &Allocation, h: usize| {
+            if cloudsim {
+                alloc.base_util(h)
+            } else {
+                alloc.util(view, h)
+            }
+        };
         let mut order: Vec<usize> = (0..n).filter(|&h| !excl_find[h]).collect();
         order.sort_by(|&a, &b| {
-            let (ua, ub) = (self.alloc.util(view, a), self.alloc.util(view, b));
+            let (ua, ub) = (load(self.alloc, a), load(self.alloc, b));
             ua.total_cmp(&ub).then(a.cmp(&b))
         });
         for h in order {
             if excl_find[h] {
                 continue;
             }
+            let u = load(self.alloc, h);
+            if cloudsim && u >= 1.0 {
+                break;
+            }
             if let Some(limit) = self.config.coldspot_below
-                && self.alloc.util(view, h) >= limit
+                && u >= limit
             {
                 break;
             }

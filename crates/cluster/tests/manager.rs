@@ -51,6 +51,7 @@ fn config(detector: Detector, selector: Selector, pattern: Pattern) -> Config {
         pattern,
         coldspot_below: None,
         limits: MigrationLimits::default(),
+        model: cluster::Model::Ferry,
     }
 }
 
@@ -318,6 +319,41 @@ fn limits_cap_migrations_and_cooldown_stops_ping_pong() {
     assert_eq!(p.migrations[0].vm_id, 1);
 }
 
+/// A VM's cooldown can scale with its own migration time: VM 1 (613 MB
+/// over 62.5 MB/s: 9.808 s) with 50 migration times may not move back
+/// before 490.4 s.
+#[test]
+fn cooldown_scales_with_the_migration_time() {
+    let s = pool(
+        vec![host(0, true, 0), host(1, true, 0), host(2, true, 0)],
+        vec![
+            vm(1, 0, 800.0, 613.0),
+            vm(2, 0, 800.0, 700.0),
+            vm(3, 0, 800.0, 800.0),
+            vm(4, 1, 100.0, 870.0),
+            vm(5, 2, 100.0, 870.0),
+        ],
+    );
+    let mut c = config(thr(0.5), Selector::MinMigrationTime, Pattern::Balance);
+    c.limits.vm_cooldown_migrations = 50.0;
+    let mut m = Manager::new(c, 1).unwrap();
+    assert_eq!(m.decide(&s).unwrap().migrations[0].vm_id, 1);
+    let mut s2 = pool(
+        vec![host(0, true, 0), host(1, true, 0), host(2, true, 0)],
+        vec![
+            vm(1, 1, 800.0, 613.0),
+            vm(4, 1, 300.0, 870.0),
+            vm(5, 2, 100.0, 870.0),
+        ],
+    );
+    s2.time_s = 490.0;
+    let p = m.clone().decide(&s2).unwrap();
+    assert_eq!(p.migrations[0].vm_id, 4);
+    s2.time_s = 490.5;
+    let p = m.decide(&s2).unwrap();
+    assert_eq!(p.migrations[0].vm_id, 1);
+}
+
 #[test]
 fn in_flight_migrations_count_against_limits_and_capacity() {
     let mut v1 = vm(1, 0, 900.0, 613.0);
@@ -367,6 +403,39 @@ fn auto_pattern_switches_with_hysteresis() {
     assert_eq!(p.switch_off.len(), 1);
 }
 
+/// The auto pattern looks ahead along the load's trend: a pool rising by
+/// 10 % of its capacity per interval switches to balance at 50 % load when
+/// the threshold is 60 % (one interval ahead), and a falling one returns to
+/// consolidation at 32 %, before its load is below the 30 % threshold. The
+/// switches are counted.
+#[test]
+fn auto_pattern_follows_the_load_trend() {
+    let pattern = Pattern::Auto {
+        consolidate_below: 0.3,
+        balance_above: 0.6,
+        dwell: 1,
+    };
+    let mut m = Manager::new(config(thr(0.8), Selector::MinMigrationTime, pattern), 1).unwrap();
+    let at = |load: f64| {
+        let d = load * 2.0 * CAP / 2.0;
+        pool(
+            vec![host(0, true, 0), host(1, true, 0)],
+            vec![vm(1, 0, d, 870.0), vm(2, 1, d, 870.0)],
+        )
+    };
+    assert_eq!(m.decide(&at(0.3)).unwrap().mode, Mode::Consolidate);
+    assert_eq!(m.decide(&at(0.4)).unwrap().mode, Mode::Consolidate);
+    assert_eq!(m.decide(&at(0.5)).unwrap().mode, Mode::Balance);
+    assert!((m.pool_load() - 0.5).abs() < 1e-12);
+    assert_eq!(m.decide(&at(0.5)).unwrap().mode, Mode::Balance);
+    // Falling: at 0.35 the six-load window still holds the rise (projects
+    // to 0.36); at 0.32 the trend is down and projects to 0.294 < 0.3.
+    assert_eq!(m.decide(&at(0.45)).unwrap().mode, Mode::Balance);
+    assert_eq!(m.decide(&at(0.35)).unwrap().mode, Mode::Balance);
+    assert_eq!(m.decide(&at(0.32)).unwrap().mode, Mode::Consolidate);
+    assert_eq!(m.switches(), 2);
+}
+
 #[test]
 fn bad_pool_view_and_config_are_errors() {
     let mut m = Manager::new(config(thr(0.8), Selector::Random, Pattern::Consolidate), 1).unwrap();
@@ -412,4 +481,30 @@ fn bad_pool_view_and_config_are_errors() {
         Manager::new(bad, 1),
         Err(ClusterError::InvalidConfig(_))
     ));
+}
+
+/// Ferry charges waking a host all of its power; CloudSim's rule charges it
+/// P(u) - P(0) and a host with VMs its planned power minus its power before
+/// the plan. A 200-MIPS VM leaving a hotspot: host 0 (G4 at 50 %) would grow
+/// by P(0.6) - P(0.5) = 4 W, the off host 1 by P(0.1) = 89.4 W for Ferry
+/// but by 3.4 W for CloudSim.
+#[test]
+fn cloudsim_model_charges_an_off_host_only_above_idle() {
+    let s = pool(
+        vec![host(0, true, 0), host(1, false, 0), host(2, true, 0)],
+        vec![
+            vm(1, 0, 1000.0, 870.0),
+            vm(2, 2, 200.0, 613.0),
+            vm(3, 2, 900.0, 870.0),
+            vm(4, 2, 700.0, 870.0),
+        ],
+    );
+    let mut c = config(thr(0.8), Selector::MinMigrationTime, Pattern::Consolidate);
+    c.coldspot_below = Some(0.0);
+    let p = Manager::new(c.clone(), 1).unwrap().decide(&s).unwrap();
+    assert_eq!(moves(&p), vec![(2, 2, 0, Reason::Hotspot)]);
+    c.model = Model::CloudSim;
+    let p = Manager::new(c, 1).unwrap().decide(&s).unwrap();
+    assert_eq!(moves(&p), vec![(2, 2, 1, Reason::Hotspot)]);
+    assert_eq!(p.switch_on, vec![1]);
 }

@@ -65,6 +65,9 @@ pub enum CtlCommand {
     Ping,
     /// Print the versions of the process, its API and formats.
     Version,
+    /// Switch the running migration to post-copy now: the VM resumes on
+    /// the destination and the pages left follow on demand (docs/MIGRATION.md).
+    MigratePostcopy,
 }
 
 pub fn run(args: &CtlArgs) -> anyhow::Result<i32> {
@@ -77,6 +80,7 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<i32> {
         CtlCommand::Pause => client.put(routes::VM_PAUSE, None)?,
         CtlCommand::Resume => client.put(routes::VM_RESUME, None)?,
         CtlCommand::Shutdown => client.put(routes::VM_SHUTDOWN, None)?,
+        CtlCommand::MigratePostcopy => client.put(routes::VM_MIGRATE_POSTCOPY, None)?,
         CtlCommand::Snapshot { file } => {
             let path = std::path::absolute(file)?;
             client.put(

@@ -22,9 +22,15 @@ pub fn of_migration(report: &MigrationReport) -> i32 {
         Outcome::Completed if report.downtime_target_missed => DOWNTIME_MISSED,
         Outcome::Completed => OK,
         Outcome::InDoubt(_) => IN_DOUBT,
+        Outcome::Interrupted(_) => INTERRUPTED,
         Outcome::Cancelled | Outcome::Failed(_) => FAILED,
     }
 }
+
+/// Post-copy was interrupted before the destination held every page: the
+/// VM is paused on the source and runs nowhere (docs/PROTOCOL.md,
+/// "Post-copy failures").
+pub const INTERRUPTED: i32 = 5;
 
 /// The status a process that hosted a VM ends with.
 pub fn of_hosting(ended: node::Ended) -> i32 {
@@ -32,6 +38,7 @@ pub fn of_hosting(ended: node::Ended) -> i32 {
         node::Ended::GuestExit(code) => code,
         node::Ended::ShutDown | node::Ended::Migrated => OK,
         node::Ended::InDoubt => IN_DOUBT,
+        node::Ended::Interrupted => INTERRUPTED,
     }
 }
 

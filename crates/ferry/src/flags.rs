@@ -15,20 +15,36 @@ pub fn strategy() -> impl TypedValueParser<Value = StrategyKind> {
     PossibleValuesParser::new(migrate::STRATEGIES).try_map(|s| s.parse::<StrategyKind>())
 }
 
-/// An on-timeout action; the planned ones are accepted by name only to be
-/// refused with the reason (not available yet).
+/// An on-timeout action.
 pub fn on_timeout() -> impl TypedValueParser<Value = OnTimeout> {
     let available = OnTimeout::ALL.map(|k| {
         PossibleValue::new(k.name()).help(match k {
             OnTimeout::Abort => "roll back: the VM keeps running here",
             OnTimeout::Force => "switch over now, whatever the downtime",
+            OnTimeout::Postcopy => "switch to post-copy now: the VM runs on the destination",
+            OnTimeout::AutoConverge => {
+                "keep going with the vCPUs throttled more each round (QEMU's steps), then switch over"
+            }
         })
     });
-    let planned = migrate::PLANNED_ON_TIMEOUT
-        .iter()
-        .map(|n| PossibleValue::new(*n).help("not available yet"));
-    PossibleValuesParser::new(available.into_iter().chain(planned))
-        .try_map(|s| s.parse::<OnTimeout>())
+    PossibleValuesParser::new(available).try_map(|s| s.parse::<OnTimeout>())
+}
+
+/// A post-copy fault block (`ferry receive --postcopy-block`): a size in
+/// whole pages from one page to [`migrate::MAX_FAULT_BLOCK_PAGES`]; pages.
+pub fn fault_block(s: &str) -> Result<u64, String> {
+    let b = units::ByteSize::parse(s)
+        .map_err(|e| e.to_string())?
+        .bytes();
+    let page = migrate::PAGE_SIZE;
+    let max = migrate::MAX_FAULT_BLOCK_PAGES;
+    if b % page != 0 || !(1..=max).contains(&(b / page)) {
+        return Err(format!(
+            "a post-copy block is 4K to {} in whole 4K pages",
+            units::format_bytes(max * page)
+        ));
+    }
+    Ok(b / page)
 }
 
 /// A count of at least 1 (`--reps`, `--vcpus`...).
@@ -133,6 +149,17 @@ mod tests {
     }
 
     #[test]
+    fn a_fault_block_is_whole_pages_up_to_1m() {
+        assert_eq!(fault_block("64K"), Ok(16));
+        assert_eq!(fault_block("4K"), Ok(1));
+        assert_eq!(fault_block("1M"), Ok(256));
+        for bad in ["3K", "0", "2M", "6K", "fast"] {
+            let e = fault_block(bad).unwrap_err();
+            assert_eq!(e.lines().count(), 1, "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_refused_with_one_line() {
         for (args, want) in [
             (&["--max-rounds", "0"][..], "--max-rounds"),
@@ -140,8 +167,6 @@ mod tests {
             (&["--timeout", "10"][..], "needs a unit"),
             (&["--timeout", "0s"][..], "greater than zero"),
             (&["--max-downtime", "3"][..], "needs a unit"),
-            (&["--on-timeout", "postcopy"][..], "not available yet"),
-            (&["--on-timeout", "auto-converge"][..], "not available yet"),
             (&["--on-timeout", "pray"][..], "invalid value 'pray'"),
             (&["--strategy", "yolo"][..], "invalid value 'yolo'"),
         ] {

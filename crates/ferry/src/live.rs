@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use api::Client;
 use api::routes;
 use api::types::{MigrateRequest, MigrationStatus};
@@ -10,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use migrate::{MigrationReport, Phase, ProgressSnapshot, Secret};
 use units::{Bandwidth, ByteSize};
 
+use crate::downtime::DowntimeProbe;
 use crate::exit;
 use crate::flags::MigrationArgs;
 use crate::run::{HostArgs, SerialArgs};
@@ -33,6 +35,11 @@ pub struct ReceiveArgs {
     /// receiver keeps waiting for its source. Default: wait for ever.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub accept_timeout: Option<std::time::Duration>,
+    /// In post-copy, how much guest memory one page fault asks the source
+    /// for: the aligned block around the faulting page, a size from 4K to
+    /// 1M in whole pages (docs/MIGRATION.md, "Block size").
+    #[arg(long, default_value = "64K", value_name = "SIZE", value_parser = crate::flags::fault_block)]
+    pub postcopy_block: u64,
     #[command(flatten)]
     pub output: SerialArgs,
 }
@@ -65,18 +72,26 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub json: bool,
     /// Timestamped serial logs of the source and the destination
-    /// (`--serial FILE --timestamps` on both): fills in the guest-visible
-    /// downtime, the largest heartbeat gap across the switchover.
+    /// (`--serial FILE --timestamps` on both): fills in `heartbeat_gap_ms`,
+    /// the largest heartbeat gap across the switchover.
     #[arg(long, num_args = 2, value_names = ["SOURCE_LOG", "DESTINATION_LOG"])]
     pub guest_logs: Option<Vec<PathBuf>>,
+    /// API socket of the destination (`ferry receive --api`) on this host:
+    /// the guest's pass counters are sampled on both sides for the
+    /// guest-visible downtime (`guest_downtime_us` and its resolution).
+    #[arg(long, value_name = "SOCKET")]
+    pub dest_api: Option<PathBuf>,
 }
 
 pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
     let config = node::IncomingConfig {
-        listen: args.listen.clone(),
-        secret: Secret::from_file(&args.secret_file)?,
-        max_memory: args.max_memory.bytes(),
         accept_timeout: args.accept_timeout,
+        fault_block_pages: args.postcopy_block,
+        ..node::IncomingConfig::new(
+            args.listen.clone(),
+            Secret::from_file(&args.secret_file)?,
+            args.max_memory.bytes(),
+        )
     };
     let ended = node::receive(config, &args.host.config(), &args.output.config())?;
     Ok(exit::of_hosting(ended))
@@ -143,15 +158,24 @@ pub fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
             .to_string(),
     );
     let client = Client::new(&args.api);
+    let probe = args
+        .dest_api
+        .as_deref()
+        .map(|d| DowntimeProbe::start(&client, d))
+        .transpose()
+        .context("--dest-api")?;
     let started = crate::serial::now();
     let mut status = drive(&client, &req, !args.json)?;
+    if let (Some(probe), Some(report)) = (probe, status.report.as_mut()) {
+        probe.finish(report);
+    }
     if let (Some(logs), Some(report)) = (&args.guest_logs, status.report.as_mut())
         && status.error.is_none()
     {
         // Give the destination's first heartbeats time to reach its log.
         std::thread::sleep(Duration::from_millis(500));
-        report.guest_downtime_ms =
-            crate::serial::guest_downtime_ms(&logs[0], &logs[1], started, crate::serial::now())?;
+        report.heartbeat_gap_ms =
+            crate::serial::heartbeat_gap_ms(&logs[0], &logs[1], started, crate::serial::now())?;
     }
     print_report(status.report.as_ref(), args.json)?;
     outcome(status.report.as_ref(), status.error.as_deref())

@@ -4,6 +4,7 @@ mod agent;
 mod bench;
 mod ctl;
 mod demo;
+mod downtime;
 mod exit;
 mod flags;
 mod guests;

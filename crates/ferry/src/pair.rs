@@ -11,6 +11,7 @@ use api::routes;
 use api::types::MigrateRequest;
 use migrate::MigrationReport;
 
+use crate::downtime::DowntimeProbe;
 use crate::serial::now;
 
 /// Kills a child process when dropped, so no VM is ever left behind.
@@ -155,7 +156,8 @@ impl Pair {
 
     /// Migrates the source VM to the destination as `req` asks (its
     /// destination and secret are the pair's); the report carries the
-    /// guest-visible downtime once the guest has printed a heartbeat there.
+    /// guest-visible downtime (sampled on both sides) and the largest
+    /// heartbeat gap once the guest has printed a heartbeat there.
     pub fn migrate(
         &self,
         mut req: MigrateRequest,
@@ -163,15 +165,17 @@ impl Pair {
     ) -> anyhow::Result<(MigrationReport, Option<String>)> {
         req.to = self.addr.clone();
         req.secret_file = Some(self.secret.display().to_string());
+        let probe = DowntimeProbe::start(&self.source, self.destination.path())?;
         let started = now();
         let status = crate::live::drive(&self.source, &req, show)?;
         let mut report = status.report.context("the source gave no report")?;
+        probe.finish(&mut report);
         if status.error.is_none() {
             let resumed = now();
             // The largest gap ends at the first heartbeat on the destination.
             let _ = self.wait_line_after(&self.dst_log, resumed, "HB ", Duration::from_secs(30));
-            report.guest_downtime_ms =
-                crate::serial::guest_downtime_ms(&self.src_log, &self.dst_log, started, now())?;
+            report.heartbeat_gap_ms =
+                crate::serial::heartbeat_gap_ms(&self.src_log, &self.dst_log, started, now())?;
         }
         Ok((report, status.error))
     }

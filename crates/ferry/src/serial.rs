@@ -1,5 +1,5 @@
 //! Stamped serial logs read back (`node::serial` writes them): their
-//! clock, and the downtime the guest saw across a migration.
+//! clock, and the largest heartbeat gap across a migration.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,8 +33,9 @@ pub fn read_stamped_log(path: &Path) -> anyhow::Result<Vec<yardstick::SerialLine
 }
 
 /// The largest gap between heartbeats, across both logs, between `from` and
-/// `until` (UNIX seconds), in ms: the downtime the guest saw.
-pub fn guest_downtime_ms(
+/// `until` (UNIX seconds), in ms (the heartbeat spacing bounds its
+/// resolution; `guest::sampler` measures the downtime itself).
+pub fn heartbeat_gap_ms(
     src: &Path,
     dst: &Path,
     from: f64,
@@ -75,7 +76,37 @@ mod tests {
     }
 
     #[test]
-    fn guest_downtime_is_the_gap_across_both_logs() {
+    fn bytes_reach_the_log_as_written_and_stamps_wait_for_the_newline() {
+        let (plain, stamped) = (tmp("plain.log"), tmp("stamped-partial.log"));
+        let sink = |path: &std::path::PathBuf, timestamps| {
+            node::serial::SerialConfig {
+                path: Some(path.clone()),
+                timestamps,
+            }
+            .sink(1_000_000)
+            .unwrap()
+        };
+        let mut s = sink(&plain, false);
+        s(b"login: ", SystemTime::now());
+        // A prompt without a newline is in the file at once.
+        assert_eq!(std::fs::read(&plain).unwrap(), b"login: ");
+        let mut s = sink(&stamped, true);
+        let at = UNIX_EPOCH + Duration::from_secs(7);
+        for b in b"VERIFY ok" {
+            s(std::slice::from_ref(b), at);
+        }
+        assert!(read_stamped_log(&stamped).unwrap().is_empty());
+        s(b" pages=1 gen=1\n", at);
+        let lines = read_stamped_log(&stamped).unwrap();
+        std::fs::remove_file(&plain).unwrap();
+        std::fs::remove_file(&stamped).unwrap();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].text, "VERIFY ok pages=1 gen=1");
+        assert!((lines[0].time - 7.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn heartbeat_gap_is_the_gap_across_both_logs() {
         let (a, b) = (tmp("a.log"), tmp("b.log"));
         std::fs::write(
             &a,
@@ -83,7 +114,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(&b, "[10.210] HB seq=3 tsc=3\n[10.220] HB seq=4 tsc=4\n").unwrap();
-        let d = guest_downtime_ms(&a, &b, 10.005, 11.0).unwrap().unwrap();
+        let d = heartbeat_gap_ms(&a, &b, 10.005, 11.0).unwrap().unwrap();
         std::fs::remove_file(&a).unwrap();
         std::fs::remove_file(&b).unwrap();
         assert!((d - 200.0).abs() < 1e-6, "{d}");

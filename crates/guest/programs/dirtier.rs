@@ -3,6 +3,8 @@
 //! content derived from (page index, generation); a per-page generation
 //! table (in separate memory) says what every page must hold, and pages
 //! never written must read as zero. Each vCPU owns one partition of the set.
+//! With pattern `hot`, the hot set may sit elsewhere in each phase and
+//! drift through the partition over time.
 
 #![no_std]
 #![no_main]
@@ -66,7 +68,10 @@ fn run(cpu: usize) -> ! {
         }
     }
     let mut phase = 0;
-    let mut phase_end = rt::now().saturating_add(rt::ticks(phases[0].ns));
+    let t0 = rt::now();
+    let mut phase_end = t0.saturating_add(rt::ticks(phases[0].ns));
+    // Hot-set drift in pages per TSC tick.
+    let drift = p.drift * len as f64 / rt::tsc_hz().max(1) as f64;
     loop {
         rt::poll(cpu);
         if let Some(round) = rt::verify_due(cpu) {
@@ -90,13 +95,16 @@ fn run(cpu: usize) -> ! {
             }
             AccessPattern::Random => rng.below(len as u64) as usize,
             AccessPattern::Hot => {
-                if hot_len == len || rng.unit() < p.hotshare {
+                let off = if hot_len == len || rng.unit() < p.hotshare {
                     rng.below(hot_len as u64) as usize
                 } else {
                     hot_len + rng.below((len - hot_len) as u64) as usize
-                }
+                };
+                let at = phases[phase].hot_at * len as f64 + drift * (t - t0) as f64;
+                (at as u64 % len as u64) as usize + off
             }
         };
+        let i = if i >= len { i - len } else { i };
         let g = if gens[i] == u32::MAX { 1 } else { gens[i] + 1 };
         gens[i] = g;
         pattern::fill(&mut pages[i], (lo + i) as u64, g);

@@ -3,7 +3,8 @@
 //! `build.rs` compiles the `no_std` programs in `programs/` into Multiboot v1
 //! ELF images (see docs/GUESTS.md); this crate embeds them ([`image`],
 //! [`NAMES`]) and parses what they print ([`output`], [`stamp`]) and
-//! publish in their status page ([`status`]). The parameter parser
+//! publish in their status page ([`status`]); [`sampler`] measures their
+//! downtime across a migration from that page. The parameter parser
 //! ([`params`]) and the content pattern ([`pattern`]) are the very code the
 //! guests run, compiled for the host.
 
@@ -17,6 +18,7 @@ pub mod pattern;
 pub mod zipf;
 
 pub mod output;
+pub mod sampler;
 pub mod stamp;
 pub mod status;
 

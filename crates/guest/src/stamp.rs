@@ -34,6 +34,8 @@ pub struct Stamped {
     /// Host time in seconds (the clock `arrival` was given in).
     pub time: f64,
     pub line: Line,
+    /// The line as the guest printed it, without its line ending.
+    pub text: String,
 }
 
 /// Splits a serial stream into lines and stamps them batch by batch. Bytes
@@ -68,7 +70,8 @@ impl Stamper {
         let rest = self.partial.split_off(end + 1);
         let text = String::from_utf8_lossy(&self.partial).into_owned();
         self.partial = rest;
-        let lines: Vec<Line> = text.lines().map(parse_line).collect();
+        let raw: Vec<&str> = text.lines().collect();
+        let lines: Vec<Line> = raw.iter().map(|l| parse_line(l)).collect();
         if self.tsc_khz == 0
             && let Some(Line::Ready { tsc_khz, .. }) =
                 lines.iter().find(|l| matches!(l, Line::Ready { .. }))
@@ -79,7 +82,12 @@ impl Stamper {
         times
             .into_iter()
             .zip(lines)
-            .map(|(time, line)| Stamped { time, line })
+            .zip(raw)
+            .map(|((time, line), text)| Stamped {
+                time,
+                line,
+                text: text.to_string(),
+            })
             .collect()
     }
 }
@@ -140,5 +148,7 @@ mod tests {
         assert!((out[0].time - 19.999).abs() < 1e-9);
         assert_eq!(out[1].time, 20.0);
         assert!(s.push(b"VERIFY ok", 21.0).is_empty());
+        let out = s.push(b" pages=1 gen=1\r\n", 22.0);
+        assert_eq!(out[0].text, "VERIFY ok pages=1 gen=1");
     }
 }

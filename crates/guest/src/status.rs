@@ -1,6 +1,8 @@
 //! The guest status page: counters vCPU 0 publishes at guest-physical
 //! [`GPA`] at every heartbeat, so the VMM can read them without a VM exit.
-//! A seqlock protects it: `seq` is odd while the guest writes.
+//! A seqlock protects them: `seq` is odd while the guest writes. Beside
+//! them, each vCPU counts the passes of its loop in a slot of its own
+//! ([`VcpuSlot`]), for samplers that need to see the guest run.
 //!
 //! The layout (docs/GUESTS.md) is `programs/common/status_layout.rs`, the
 //! very file the guests write by.
@@ -8,7 +10,7 @@
 #[path = "../programs/common/status_layout.rs"]
 mod layout;
 
-pub use layout::{GPA, LEN, MAGIC, PAGE_SIZE, VERSION};
+pub use layout::{GPA, LEN, LONG_GAP_US, MAGIC, MAX_SLOTS, PAGE_SIZE, SLOT_SIZE, SLOTS, VERSION};
 
 /// A consistent snapshot of the guest's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +29,67 @@ pub struct Status {
     pub p99_ns: u64,
     /// The workload's name (`dirtier`, `idle`, `kvstore`).
     pub workload: String,
+    /// The guest's TSC frequency in kHz.
+    pub tsc_khz: u64,
+}
+
+/// One vCPU's slot: how far its loop got, read without the seqlock (each
+/// field is one word the vCPU stores alone).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VcpuSlot {
+    /// Passes of the vCPU's loop so far.
+    pub passes: u64,
+    /// The guest TSC at the latest pass.
+    pub pass_tsc: u64,
+    /// Gaps between two passes of at least [`LONG_GAP_US`] so far.
+    pub long_gaps: u64,
+    /// The latest such gap, in TSC ticks.
+    pub long_gap_ticks: u64,
+}
+
+impl VcpuSlot {
+    /// Decodes a slot from its [`SLOT_SIZE`] bytes (shorter input reads as zeros).
+    pub fn decode(bytes: &[u8]) -> VcpuSlot {
+        let word = |off: usize| {
+            bytes
+                .get(off..off + 8)
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        };
+        let gap = word(layout::SLOT_LONG_GAP);
+        VcpuSlot {
+            passes: word(layout::SLOT_PASSES),
+            pass_tsc: word(layout::SLOT_PASS_TSC),
+            long_gaps: gap >> layout::LONG_GAP_BITS,
+            long_gap_ticks: gap & ((1 << layout::LONG_GAP_BITS) - 1),
+        }
+    }
+
+    /// The slot's bytes, as the guest writes them (for tests and tools).
+    pub fn encode(&self) -> [u8; SLOT_SIZE] {
+        let mut b = [0u8; SLOT_SIZE];
+        let gap = (self.long_gaps << layout::LONG_GAP_BITS)
+            | (self.long_gap_ticks & ((1 << layout::LONG_GAP_BITS) - 1));
+        for (off, v) in [
+            (layout::SLOT_PASSES, self.passes),
+            (layout::SLOT_PASS_TSC, self.pass_tsc),
+            (layout::SLOT_LONG_GAP, gap),
+        ] {
+            b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+}
+
+/// The byte range of the page holding the slots of `vcpus` vCPUs.
+pub fn slots_range(vcpus: usize) -> std::ops::Range<usize> {
+    SLOTS..SLOTS + vcpus.min(MAX_SLOTS) * SLOT_SIZE
+}
+
+/// The slots of the first `vcpus` vCPUs from a copy of [`slots_range`].
+pub fn decode_slots(bytes: &[u8], vcpus: usize) -> Vec<VcpuSlot> {
+    (0..vcpus.min(MAX_SLOTS))
+        .map(|i| VcpuSlot::decode(bytes.get(i * SLOT_SIZE..).unwrap_or(&[])))
+        .collect()
 }
 
 /// Why one attempt to decode the page failed.
@@ -81,6 +144,7 @@ pub fn decode(bytes: &[u8]) -> Result<Status, StatusError> {
         p50_ns: u64_at(bytes, layout::P50_NS),
         p99_ns: u64_at(bytes, layout::P99_NS),
         workload: String::from_utf8_lossy(&name[..end]).into_owned(),
+        tsc_khz: u64_at(bytes, layout::TSC_KHZ),
     })
 }
 
@@ -135,6 +199,7 @@ pub fn encode(s: &Status, seq: u64) -> [u8; LEN] {
         (layout::OPS_PER_SEC, s.ops_per_sec),
         (layout::P50_NS, s.p50_ns),
         (layout::P99_NS, s.p99_ns),
+        (layout::TSC_KHZ, s.tsc_khz),
     ];
     for (off, v) in words {
         b[off..off + 8].copy_from_slice(&v.to_le_bytes());
@@ -163,6 +228,7 @@ mod tests {
             p50_ns: 0,
             p99_ns: 0,
             workload: "dirtier".into(),
+            tsc_khz: 2_300_000,
         }
     }
 
@@ -192,11 +258,36 @@ mod tests {
             P99_NS,
             WORKLOAD,
         ];
-        // The magic, then one u64 each, then the name up to LEN.
+        // The magic, then one u64 each, then the name, then the TSC rate.
         for (i, off) in words.into_iter().enumerate() {
             assert_eq!(off, MAGIC.len() + 8 * i);
         }
-        assert_eq!(LEN, 120);
+        assert_eq!(TSC_KHZ, WORKLOAD + WORKLOAD_LEN);
+        assert_eq!(LEN, 128);
+        // Slots start on a cache line, one line each.
+        assert_eq!(SLOTS % 64, 0);
+        assert_eq!(SLOT_SIZE, 64);
+        assert_eq!(slots_range(2), 256..384);
+        assert_eq!(slots_range(99).end, SLOTS + MAX_SLOTS * SLOT_SIZE);
+    }
+
+    #[test]
+    fn slots_round_trip() {
+        let a = VcpuSlot {
+            passes: 7,
+            pass_tsc: 123,
+            long_gaps: 3,
+            long_gap_ticks: 2_300_000,
+        };
+        let b = VcpuSlot {
+            passes: 1 << 40,
+            ..VcpuSlot::default()
+        };
+        let mut bytes = a.encode().to_vec();
+        bytes.extend(b.encode());
+        assert_eq!(decode_slots(&bytes, 2), [a, b]);
+        // A short copy reads as zeros past its end.
+        assert_eq!(decode_slots(&bytes[..8], 2)[1], VcpuSlot::default());
     }
 
     #[test]
@@ -209,10 +300,10 @@ mod tests {
         assert_eq!(decode(&page), Err(StatusError::Torn(7)));
         // A page stuck mid-write never yields a snapshot.
         assert_eq!(read(&page), None);
-        let mut v2 = sample();
-        v2.version = 2;
-        page[..LEN].copy_from_slice(&encode(&v2, 8));
-        assert_eq!(decode(&page), Err(StatusError::Version(2)));
+        let mut v1 = sample();
+        v1.version = 1;
+        page[..LEN].copy_from_slice(&encode(&v1, 8));
+        assert_eq!(decode(&page), Err(StatusError::Version(1)));
     }
 
     #[test]

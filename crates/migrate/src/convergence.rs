@@ -95,35 +95,45 @@ impl fmt::Display for LimitReached {
 /// What the engine does when pre-copy reaches its limit.
 ///
 /// Later strategies add their own answers here (`auto-converge`: throttle
-/// the vCPUs until the rest fits; `postcopy`: run the VM on the destination
-/// and fetch the rest on demand); [`PLANNED_ON_TIMEOUT`] names them so
+/// the vCPUs until the rest fits); [`PLANNED_ON_TIMEOUT`] names them so
 /// that they are refused as not available yet rather than as unknown.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum OnTimeout {
     /// Roll back: the VM keeps running on the source and the migration
     /// fails with [`MigrateError::NotConverged`](crate::MigrateError::NotConverged).
     Abort,
-    /// Switch over now: pause the VM and send what is left, whatever the
-    /// downtime (what every strategy did on its own limits before).
+    /// Switch over now the strategy's way: pause the VM and send what is
+    /// left, whatever the downtime (post-copy for `hybrid` and `postcopy`).
     #[default]
     Force,
+    /// Switch to post-copy now: the VM runs on the destination and the rest
+    /// follows on demand (needs a destination that can; checked at Setup).
+    Postcopy,
+    /// Keep pre-copy going with the vCPUs throttled by QEMU's auto-converge
+    /// steps (20 % at the limit, +10 % each further round, 99 % at most);
+    /// once at 99 % and still not converged, switch over as `Force` does.
+    AutoConverge,
 }
 
 impl OnTimeout {
     /// Every action available, in the order help texts list them.
-    pub const ALL: [OnTimeout; 2] = [OnTimeout::Abort, OnTimeout::Force];
+    pub const ALL: [OnTimeout; 4] = [
+        OnTimeout::Abort,
+        OnTimeout::Force,
+        OnTimeout::Postcopy,
+        OnTimeout::AutoConverge,
+    ];
 
     /// The name users give on the command line and in API requests.
     pub const fn name(self) -> &'static str {
         match self {
             OnTimeout::Abort => "abort",
             OnTimeout::Force => "force",
+            OnTimeout::Postcopy => "postcopy",
+            OnTimeout::AutoConverge => "auto-converge",
         }
     }
 }
-
-/// Actions that strategies not yet written will provide.
-pub const PLANNED_ON_TIMEOUT: &[&str] = &["auto-converge", "postcopy"];
 
 impl fmt::Display for OnTimeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -137,9 +147,6 @@ impl FromStr for OnTimeout {
     fn from_str(name: &str) -> Result<Self, OnTimeoutError> {
         if let Some(kind) = OnTimeout::ALL.into_iter().find(|k| k.name() == name) {
             return Ok(kind);
-        }
-        if PLANNED_ON_TIMEOUT.contains(&name) {
-            return Err(OnTimeoutError::NotYet(name.to_string()));
         }
         Err(OnTimeoutError::Unknown(name.to_string()))
     }
@@ -166,8 +173,6 @@ fn available() -> String {
 /// An on-timeout action that cannot be used.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum OnTimeoutError {
-    #[error("on-timeout action '{0}' is not available yet: its strategy does not exist (available: {avail})", avail = available())]
-    NotYet(String),
     #[error("unknown on-timeout action '{0}' (available: {avail})", avail = available())]
     Unknown(String),
 }
@@ -177,17 +182,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_parse_and_planned_ones_are_refused_as_not_yet() {
+    fn names_parse_and_others_are_refused() {
         for k in OnTimeout::ALL {
             assert_eq!(k.name().parse::<OnTimeout>(), Ok(k));
         }
-        for planned in PLANNED_ON_TIMEOUT {
-            let e = planned.parse::<OnTimeout>().unwrap_err();
-            assert!(matches!(e, OnTimeoutError::NotYet(_)));
-            assert!(e.to_string().contains("not available yet"), "{e}");
-        }
         let e = "shrug".parse::<OnTimeout>().unwrap_err().to_string();
-        assert!(e.contains("unknown") && e.contains("abort, force"), "{e}");
+        assert!(
+            e.contains("unknown") && e.contains("abort, force, postcopy, auto-converge"),
+            "{e}"
+        );
         assert_eq!(OnTimeout::default(), OnTimeout::Force);
     }
 

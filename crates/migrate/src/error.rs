@@ -8,6 +8,7 @@ use wire::{AbortCode, WireError};
 
 use crate::bitmap::LayoutError;
 use crate::convergence::LimitReached;
+use crate::progress::PostcopyRefused;
 use crate::vm::VmError;
 
 /// Why a migration failed. Display is one line naming the problem.
@@ -61,6 +62,10 @@ pub enum MigrateError {
         /// The limit's value: "5 rounds", "10s".
         detail: String,
     },
+    /// The strategy or the operator asked for post-copy and the destination
+    /// cannot do it: refused at Setup, before anything was sent.
+    #[error("{0}")]
+    PostcopyUnavailable(#[from] PostcopyRefused),
     #[error("VM {op} failed: {source}")]
     Vm {
         op: VmOp,
@@ -112,6 +117,10 @@ pub enum VmOp {
     RestoreState,
     /// Destination: [`DestinationVm::resume`](crate::DestinationVm::resume), after Commit.
     Resume,
+    /// Destination: [`DestinationVm::start_postcopy`](crate::DestinationVm::start_postcopy).
+    StartPostcopy,
+    /// Destination: a [`PostcopyMemory`](crate::PostcopyMemory) operation (fault, install, finish).
+    PostcopyMemory,
 }
 
 impl fmt::Display for VmOp {
@@ -126,6 +135,8 @@ impl fmt::Display for VmOp {
             VmOp::Create => "create",
             VmOp::RestoreState => "restore",
             VmOp::Resume => "resume after Commit",
+            VmOp::StartPostcopy => "start post-copy",
+            VmOp::PostcopyMemory => "post-copy memory",
         })
     }
 }
@@ -134,7 +145,9 @@ impl MigrateError {
     /// The Abort code to tell the peer about this error.
     pub fn abort_code(&self) -> AbortCode {
         match self {
-            MigrateError::Cancelled | MigrateError::NotConverged { .. } => AbortCode::Cancelled,
+            MigrateError::Cancelled
+            | MigrateError::NotConverged { .. }
+            | MigrateError::PostcopyUnavailable(_) => AbortCode::Cancelled,
             MigrateError::Stalled { .. } => AbortCode::Timeout,
             MigrateError::MemoryLimit { .. } => AbortCode::MemoryLimit,
             MigrateError::InvalidConfig(_) | MigrateError::Layout(_) => AbortCode::InvalidConfig,

@@ -6,10 +6,13 @@
 //! - [`receive`] runs the destination side: the VM runs there only after
 //!   Commit; sources authenticate first at the gate [`listen`] opens.
 //! - A [`Strategy`] decides each round; `stop-and-copy`, `xen`, `downtime`,
-//!   `predictive`, `delayed` and `auto-converge` are provided
-//!   ([`StrategyKind`] parses their names, [`StrategyParams`] their
-//!   parameters). [`Limits`] bound pre-copy (the strategy's own, or the
-//!   operator's) and [`OnTimeout`] says what happens when a bound is reached.
+//!   `predictive`, `delayed` and `auto-converge` are provided, and
+//!   `postcopy` and `hybrid`, which end in post-copy (the VM runs on the
+//!   destination before its memory has arrived; pages follow, requested
+//!   ones first) ([`StrategyKind`] parses their names, [`StrategyParams`]
+//!   their parameters). [`Limits`] bound pre-copy (the strategy's own, or
+//!   the operator's) and [`OnTimeout`] says what happens when a bound is
+//!   reached.
 //! - The VMM plugs in through [`SourceVm`], [`VmFactory`] and [`DestinationVm`];
 //!   [`fake`] implements them in memory for tests, and [`faults`] injects
 //!   network failures into a migration.
@@ -35,28 +38,32 @@ mod strategy;
 mod vm;
 
 pub use bitmap::{DirtyBitmap, LayoutError, PAGE_SIZE, PageLayout, RegionLayout, Runs, SetBits};
-pub use convergence::{
-    LimitError, LimitReached, Limits, OnTimeout, OnTimeoutError, PLANNED_ON_TIMEOUT,
-};
+pub use convergence::{LimitError, LimitReached, Limits, OnTimeout, OnTimeoutError};
 #[cfg(feature = "fuzzing")]
 pub use dest::fuzz_session;
-pub use dest::{DestOptions, ReceiveReport, Received, accept_one, listen, receive};
+pub use dest::{
+    DestOptions, FAULT_BLOCK_PAGES, MAX_FAULT_BLOCK_PAGES, ReceiveReport, Received, accept_one,
+    listen, receive,
+};
 pub use error::{MigrateError, VmOp};
 pub use events::{MigrationEvent, Observer};
 pub use history::PageHistory;
 pub use limiter::TokenBucket;
-pub use progress::{CancelToken, Phase, Progress, ProgressSnapshot};
-pub use report::{MigrationReport, Outcome, RoundReport, VmLocation};
+pub use progress::{
+    CancelToken, Phase, PostcopyRefused, PostcopySwitch, Progress, ProgressSnapshot,
+};
+pub use report::{MigrationReport, Outcome, PostcopyReport, RoundReport, VmLocation};
 pub use source::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_DOWNTIME, DEFAULT_STALL_TIMEOUT, MAX_ROUNDS,
     MigrationFailure, SourceOptions, migrate, migrate_stream,
 };
 pub use strategy::{
     AdaptiveRateParams, AutoConverge, AutoConvergeParams, DEFAULT_STRATEGY, Decision, Delayed,
-    DelayedParams, DowntimeParams, DowntimeTarget, Known, Predictive, PredictiveParams, RoundPlan,
-    STRATEGIES, SmoothingParams, StopAndCopy, Strategy, StrategyContext, StrategyError,
-    StrategyKind, StrategyParams, UnknownStrategy, Xen, XenEnd, XenParams,
+    DelayedParams, DowntimeParams, DowntimeTarget, Hybrid, HybridParams, Known, Postcopy,
+    Predictive, PredictiveParams, RoundPlan, STRATEGIES, SmoothingParams, StopAndCopy, Strategy,
+    StrategyContext, StrategyError, StrategyKind, StrategyParams, UnknownStrategy, Xen, XenEnd,
+    XenParams,
 };
-pub use vm::{DestinationVm, SourceVm, VmError, VmFactory};
+pub use vm::{DestinationVm, PostcopyMemory, SourceVm, VmError, VmFactory};
 pub use wire::gate::{Admitted, Gate, GateLimits, GateStats};
 pub use wire::{Secret, Session, WireError};

@@ -17,17 +17,20 @@ pub enum Phase {
     StopAndCopy,
     StateTransfer,
     Commit,
+    /// The VM runs on the destination; its remaining pages are being sent.
+    Postcopy,
     Done,
     RolledBack,
 }
 
 impl Phase {
-    const ALL: [Phase; 7] = [
+    const ALL: [Phase; 8] = [
         Phase::Setup,
         Phase::Iterative,
         Phase::StopAndCopy,
         Phase::StateTransfer,
         Phase::Commit,
+        Phase::Postcopy,
         Phase::Done,
         Phase::RolledBack,
     ];
@@ -40,7 +43,7 @@ impl Phase {
     }
 
     fn to_u8(self) -> u8 {
-        Phase::ALL.iter().position(|p| *p == self).unwrap_or(6) as u8
+        Phase::ALL.iter().position(|p| *p == self).unwrap_or(7) as u8
     }
 }
 
@@ -166,6 +169,61 @@ impl CancelToken {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// Asks a running pre-copy to switch to post-copy at its next page batch,
+/// like QEMU's `migrate-start-postcopy`. The engine says once the
+/// destination answered Start whether it can.
+#[derive(Clone, Debug, Default)]
+pub struct PostcopySwitch(Arc<SwitchState>);
+
+#[derive(Debug, Default)]
+struct SwitchState {
+    requested: AtomicBool,
+    /// 0: not known yet, 1: the destination can, 2: it cannot.
+    available: AtomicU8,
+}
+
+impl PostcopySwitch {
+    pub fn new() -> Self {
+        PostcopySwitch::default()
+    }
+
+    /// Asks for the switch; refused if the destination cannot run the VM
+    /// in post-copy (known once it accepted the VM).
+    pub fn request(&self) -> Result<(), PostcopyRefused> {
+        if self.available() == Some(false) {
+            return Err(PostcopyRefused);
+        }
+        self.0.requested.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.0.requested.load(Ordering::SeqCst)
+    }
+
+    /// Whether the destination can take the VM in post-copy (`None`: not known yet).
+    pub fn available(&self) -> Option<bool> {
+        match self.0.available.load(Ordering::SeqCst) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn set_available(&self, yes: bool) {
+        self.0
+            .available
+            .store(if yes { 1 } else { 2 }, Ordering::SeqCst);
+    }
+}
+
+/// The destination of this migration cannot run the VM in post-copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the destination cannot run this VM in post-copy (an older Ferry, or no userfaultfd there)"
+)]
+pub struct PostcopyRefused;
 
 #[cfg(test)]
 mod tests {

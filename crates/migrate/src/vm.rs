@@ -2,6 +2,9 @@
 //! its VMM to these traits (`crates/node/src/adapter.rs`); the tests use an
 //! in-memory fake ([`crate::fake`]).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use vm_memory::GuestMemoryMmap;
 use vmstate::{VmConfig, VmState};
 
@@ -15,7 +18,9 @@ pub type VmError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// The engine calls these from one thread, in this order: `config`,
 /// `start_dirty_log`, then rounds of `memory` reads and `harvest_dirty`,
 /// then `pause`, a last `harvest_dirty`, `stop_dirty_log`, `save_state`;
-/// then either `retire` (after Commit) or `resume` (any failure before Commit).
+/// then either `retire` (after Commit) or `resume` (any failure before
+/// Commit). After a post-copy switch, `memory` is read while the retired VM
+/// stays paused, and `release` follows once the destination holds every page.
 pub trait SourceVm {
     /// The machine's configuration (regions, vCPUs), sent to the destination.
     fn config(&self) -> VmConfig;
@@ -52,6 +57,10 @@ pub trait SourceVm {
     /// writing Commit; the VM is paused. Keep its memory until the caller
     /// knows the outcome: after an in-doubt commit it is the only copy.
     fn retire(&mut self);
+
+    /// The destination holds every page of the retired VM (post-copy
+    /// completed): its memory may be freed. Default: nothing to do.
+    fn release(&mut self) {}
 
     /// Whether the vCPUs run now. A VM the user paused before the migration
     /// is not resumed on rollback, and stays paused on the destination.
@@ -97,6 +106,44 @@ pub trait DestinationVm {
     /// Starts the vCPUs. Called only after Commit was received.
     fn resume(&mut self) -> Result<(), VmError>;
 
-    /// Drops the VM without ever running it (any failure before Commit).
+    /// Drops the VM: it never ran (any failure before Commit), or it ran in
+    /// post-copy and cannot go on (the source's copy is the one kept).
     fn discard(self);
+
+    /// Whether this VM can run before its memory has arrived (post-copy).
+    fn supports_postcopy(&self) -> bool {
+        false
+    }
+
+    /// The switch to post-copy, the VM paused: drops the pages in `missing`
+    /// (their content is stale or was never sent) and from now on
+    /// intercepts every first touch of a page that is not present.
+    fn start_postcopy(
+        &mut self,
+        missing: &DirtyBitmap,
+    ) -> Result<Arc<dyn PostcopyMemory>, VmError> {
+        let _ = missing;
+        Err("this VM cannot run before its memory has arrived (no post-copy)".into())
+    }
+}
+
+/// Guest memory whose missing pages arrive while the VM runs (post-copy on
+/// the destination). Called from two threads: one waits for faults, the
+/// other installs what the source sends.
+pub trait PostcopyMemory: Send + Sync {
+    /// Waits up to `timeout` for the next touch of a page that is not
+    /// present; its guest-physical address (page aligned). The toucher
+    /// waits until the page is installed.
+    fn wait_fault(&self, timeout: Duration) -> Result<Option<u64>, VmError>;
+
+    /// Installs whole pages of `data` at `gpa` and wakes whoever waits for
+    /// them. Pages already present are left as they are.
+    fn install(&self, gpa: u64, data: &[u8]) -> Result<(), VmError>;
+
+    /// Installs `pages` zero pages at `gpa`, as `install` does.
+    fn install_zero(&self, gpa: u64, pages: u64) -> Result<(), VmError>;
+
+    /// Every page is present: stop intercepting (pages never touched read
+    /// as zero from now on).
+    fn finish(&self) -> Result<(), VmError>;
 }

@@ -1,10 +1,12 @@
 //! The VMM seen through the migration engine's traits.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use api::events::{Cause, EventKind};
-use migrate::{DestinationVm, DirtyBitmap, SourceVm, VmError, VmFactory};
+use migrate::{DestinationVm, DirtyBitmap, PostcopyMemory, SourceVm, VmError, VmFactory};
 use vm_memory::GuestMemoryMmap;
+use vmm::postcopy::Userfault;
 use vmstate::{VmConfig, VmState};
 
 use crate::events::EventHub;
@@ -108,6 +110,10 @@ impl SourceVm for Source<'_> {
         self.vm.retire();
     }
 
+    fn release(&mut self) {
+        self.vm.release_memory();
+    }
+
     fn is_running(&self) -> bool {
         self.vm.run_state() == vmm::RunState::Running
     }
@@ -130,9 +136,15 @@ impl SourceVm for Source<'_> {
     }
 }
 
+/// Called with an incoming VM once its memory exists.
+pub type OnCreate = Box<dyn FnMut(&vmm::Vm) + Send>;
+
 /// Builds incoming VMs with the VMM.
 pub struct Factory {
     pub serial: Option<vmm::SerialSink>,
+    /// Told about the incoming VM once its memory exists (before any page
+    /// arrives), e.g. so the API can say where its status page is.
+    pub on_create: Option<OnCreate>,
 }
 
 /// An incoming VM.
@@ -146,7 +158,11 @@ impl VmFactory for Factory {
             .serial
             .take()
             .ok_or("this receiver already created its VM")?;
-        Ok(Incoming(vmm::Vm::for_restore(config, serial)?))
+        let vm = vmm::Vm::for_restore(config, serial)?;
+        if let Some(f) = self.on_create.as_mut() {
+            f(&vm);
+        }
+        Ok(Incoming(vm))
     }
 }
 
@@ -165,5 +181,50 @@ impl DestinationVm for Incoming {
 
     fn discard(self) {
         drop(self.0);
+    }
+
+    fn supports_postcopy(&self) -> bool {
+        vmm::postcopy::available()
+    }
+
+    fn start_postcopy(
+        &mut self,
+        missing: &DirtyBitmap,
+    ) -> Result<Arc<dyn PostcopyMemory>, VmError> {
+        let layout = missing.layout();
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for (first, n) in missing.runs() {
+            for i in first..first + n {
+                let gpa = layout
+                    .gpa_of(i)
+                    .ok_or("post-copy page outside guest memory")?;
+                match ranges.last_mut() {
+                    Some((g, len)) if *g + *len == gpa => *len += migrate::PAGE_SIZE,
+                    _ => ranges.push((gpa, migrate::PAGE_SIZE)),
+                }
+            }
+        }
+        Ok(Arc::new(Pages(self.0.start_postcopy(&ranges)?)))
+    }
+}
+
+/// The VMM's userfaultfd memory through the engine's trait.
+struct Pages(Arc<Userfault>);
+
+impl PostcopyMemory for Pages {
+    fn wait_fault(&self, timeout: Duration) -> Result<Option<u64>, VmError> {
+        Ok(self.0.wait_fault(timeout)?)
+    }
+
+    fn install(&self, gpa: u64, data: &[u8]) -> Result<(), VmError> {
+        Ok(self.0.install(gpa, data)?)
+    }
+
+    fn install_zero(&self, gpa: u64, pages: u64) -> Result<(), VmError> {
+        Ok(self.0.install_zero(gpa, pages)?)
+    }
+
+    fn finish(&self) -> Result<(), VmError> {
+        Ok(self.0.finish()?)
     }
 }

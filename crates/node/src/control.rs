@@ -65,6 +65,13 @@ fn handle(host: &Arc<Instance>, req: Request) -> Response {
             }
             _ => Response::error(409, "no migration is running"),
         },
+        Route::MigratePostcopy => match host.migration() {
+            Some(job) if job.running() => match job.switch_to_postcopy() {
+                Ok(()) => Response::json(202, &serde_json::json!({ "switching": true })),
+                Err(e) => Response::error(409, e.to_string()),
+            },
+            _ => Response::error(409, "no migration is running"),
+        },
     }
 }
 
@@ -120,6 +127,8 @@ pub fn status(host: &Instance) -> VmStatus {
     let mut status = VmStatus {
         id: host.id().to_string(),
         state: host.state_name().to_string(),
+        pid: std::process::id(),
+        status_page_addr: host.status_page_addr(),
         ..Default::default()
     };
     let Some(vm) = host.vm() else {

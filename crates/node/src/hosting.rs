@@ -44,6 +44,10 @@ pub enum Ended {
     /// Commit was sent but not acknowledged: an operator checked the
     /// destination and asked for the shutdown (docs/PROTOCOL.md).
     InDoubt,
+    /// Post-copy was interrupted before the destination held every page:
+    /// the VM ran nowhere and an operator asked for the shutdown
+    /// (docs/PROTOCOL.md, "Post-copy failures").
+    Interrupted,
 }
 
 /// Checks a VM name: 1 to 64 letters, digits, '.', '_' or '-'.
@@ -154,22 +158,28 @@ fn stopped(reason: &ExitReason) -> EventKind {
 /// for the operator's word (in doubt) or the client's `vm.shutdown`.
 fn after_migration(host: &Instance) -> Ended {
     let job = host.migration();
-    let in_doubt = job
+    let status = job.as_ref().map(|j| j.status());
+    let to = status.as_ref().map(|s| s.to.clone()).unwrap_or_default();
+    let location = status
         .as_ref()
-        .map(|j| j.status())
-        .and_then(|s| s.report)
-        .is_none_or(|r| r.vm_location != migrate::VmLocation::Destination);
-    if in_doubt {
+        .and_then(|s| s.report.as_ref())
+        .map(|r| r.vm_location);
+    if location != Some(migrate::VmLocation::Destination) {
         // The retired VM's memory may be the only copy: keep it until an
         // operator who checked the destination asks again, even if a
         // shutdown was asked for before the doubt was known.
-        tracing::warn!(vm = %host.id(), "the commit is in doubt; keeping the stopped VM until `ferry ctl shutdown`");
+        let (what, code) = if location == Some(migrate::VmLocation::Nowhere) {
+            ("post-copy was interrupted", Ended::Interrupted)
+        } else {
+            ("the commit is in doubt", Ended::InDoubt)
+        };
+        tracing::warn!(vm = %host.id(), to = %to, "{what}; keeping the stopped VM until `ferry ctl shutdown`");
         let asked = host.shutdown_requests();
         while host.shutdown_requests() == asked {
             std::thread::sleep(POLL);
         }
         tracing::info!(vm = %host.id(), "shut down by the operator; the VM's memory here is released");
-        return Ended::InDoubt;
+        return code;
     }
     let deadline = Instant::now() + REPORT_GRACE;
     while !host.shutdown_requested() && Instant::now() < deadline {

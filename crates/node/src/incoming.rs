@@ -27,6 +27,22 @@ pub struct IncomingConfig {
     pub max_memory: u64,
     /// Give up when no source has authenticated within this long.
     pub accept_timeout: Option<Duration>,
+    /// In post-copy, the pages one fault asks the source for
+    /// ([`migrate::DestOptions::fault_block_pages`]).
+    pub fault_block_pages: u64,
+}
+
+impl IncomingConfig {
+    /// A receiver on `listen` with the engine's defaults.
+    pub fn new(listen: String, secret: Secret, max_memory: u64) -> IncomingConfig {
+        IncomingConfig {
+            listen,
+            secret,
+            max_memory,
+            accept_timeout: None,
+            fault_block_pages: migrate::FAULT_BLOCK_PAGES,
+        }
+    }
 }
 
 /// Listens, hosts the instance (state incoming) until one source has
@@ -44,6 +60,7 @@ pub fn receive(
     let host = hosting.instance.clone();
     let mut opts = migrate::DestOptions::new(config.secret, config.max_memory);
     opts.accept_timeout = config.accept_timeout;
+    opts.fault_block_pages = config.fault_block_pages;
     let gate = migrate::listen(listener, &opts)?;
     tracing::info!(vm = %host.id(), "waiting for a VM on {}", gate.local_addr());
     let source = match next_unless_shutdown(&gate, opts.accept_timeout, &host) {
@@ -58,6 +75,12 @@ pub fn receive(
     drop(gate);
     let mut factory = crate::adapter::Factory {
         serial: Some(serial.sink(0)?),
+        // The API says where the arriving VM's status page is, so a
+        // sampler can follow the switchover.
+        on_create: Some(Box::new({
+            let host = host.clone();
+            move |vm: &vmm::Vm| host.arriving(vm)
+        })),
     };
     let received = receive_unless_shutdown(source, &mut factory, &opts, &host);
     let received = match received {
@@ -80,6 +103,19 @@ pub fn receive(
         bytes = r.bytes_received,
         "incoming migration done"
     );
+    if r.postcopy_pages > 0 {
+        let ms = |v: f64| units::format_duration(Duration::from_secs_f64(v / 1e3));
+        tracing::info!(
+            vm = %host.id(),
+            "post-copy: {} pages fetched in {}; {} faults waited p50 {} p99 {}, {} in all",
+            r.postcopy_pages,
+            ms(r.postcopy_ms),
+            r.faults,
+            ms(r.fault_p50_ms),
+            ms(r.fault_p99_ms),
+            ms(r.fault_wait_ms),
+        );
+    }
     host.events().publish(EventKind::MigrationReceived {
         migration: format!("{:016x}", r.migration_id),
         from: r.peer.clone(),
@@ -101,7 +137,8 @@ fn receive_unless_shutdown(
     std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(Ordering::SeqCst) {
-                if host.shutdown_requested() {
+                // Once the VM runs here, cutting the link could only lose it.
+                if host.shutdown_requested() && !opts.committed.load(Ordering::SeqCst) {
                     let _ = watched.shutdown(Shutdown::Both);
                     return;
                 }

@@ -17,6 +17,16 @@ use vmm::{RunState, Vm};
 use crate::events::EventHub;
 use crate::migration::{self, Job, StartError};
 
+/// Where this process maps `vm`'s status page (guest-physical
+/// `guest::status::GPA`), if its low RAM reaches that far.
+pub fn status_page_addr(vm: &Vm) -> Option<u64> {
+    let low = vm.host_regions().into_iter().find(|r| r.gpa == 0)?;
+    if low.len < guest::status::GPA + guest::status::PAGE_SIZE as u64 {
+        return None;
+    }
+    Some(low.host as u64 + guest::status::GPA)
+}
+
 /// The VM this process runs.
 pub struct Instance {
     events: Arc<EventHub>,
@@ -27,6 +37,9 @@ pub struct Instance {
     migration: Mutex<Option<Arc<Job>>>,
     /// Shutdown requests so far (API or signal).
     shutdowns: AtomicU64,
+    /// Where an incoming VM's status page is mapped, from when its memory
+    /// exists until it runs here (then `vm` says).
+    arriving_page: Mutex<Option<u64>>,
 }
 
 /// Result of a snapshot.
@@ -74,6 +87,7 @@ impl Instance {
             before,
             migration: Mutex::new(None),
             shutdowns: AtomicU64::new(0),
+            arriving_page: Mutex::new(None),
         })
     }
 
@@ -102,6 +116,22 @@ impl Instance {
     /// The VM, once it exists.
     pub fn vm(&self) -> Option<&Arc<Vm>> {
         self.vm.get()
+    }
+
+    /// An incoming VM's memory now exists (before any page arrives): from
+    /// now on the API says where its status page is, so a sampler can
+    /// follow the switchover.
+    pub fn arriving(&self, vm: &Vm) {
+        *self.arriving_page.lock().unwrap_or_else(|e| e.into_inner()) = status_page_addr(vm);
+    }
+
+    /// Where this process maps the guest's status page: the VM's, or the
+    /// arriving VM's while it is received.
+    pub fn status_page_addr(&self) -> Option<u64> {
+        match self.vm() {
+            Some(vm) => status_page_addr(vm),
+            None => *self.arriving_page.lock().unwrap_or_else(|e| e.into_inner()),
+        }
     }
 
     /// Asks the process to stop the VM and exit, as `ferry ctl shutdown`
@@ -220,18 +250,12 @@ impl Instance {
 
     /// The guest's latest counters from its status page, if it publishes them.
     pub fn guest_counters(&self) -> Option<api::types::GuestCounters> {
-        let low = self.vm()?.host_regions().into_iter().find(|r| r.gpa == 0)?;
-        if low.len < guest::status::GPA + guest::status::PAGE_SIZE as u64 {
-            return None;
-        }
+        let addr = status_page_addr(self.vm()?)?;
         // SAFETY: the page lies inside the low RAM mapping, which lives as
         // long as the VM, and the VM lives as long as `self`; the reader
         // copes with concurrent guest writes.
         let page = unsafe {
-            std::slice::from_raw_parts(
-                low.host.add(guest::status::GPA as usize),
-                guest::status::PAGE_SIZE,
-            )
+            std::slice::from_raw_parts(addr as usize as *const u8, guest::status::PAGE_SIZE)
         };
         let s = guest::status::read(page)?;
         Some(api::types::GuestCounters {

@@ -12,6 +12,7 @@ pub fn event(e: &Event) {
         e.kind,
         EventKind::MigrationRolledBack { .. }
             | EventKind::MigrationInDoubt { .. }
+            | EventKind::MigrationInterrupted { .. }
             | EventKind::VmStopped { error: Some(_), .. }
     );
     match (e.kind.migration(), warn) {
@@ -71,6 +72,9 @@ fn describe(kind: &EventKind) -> String {
         }
         EventKind::MigrationInDoubt { error, .. } => format!(
             "migration in doubt, the VM is kept stopped here until `ferry ctl shutdown`: {error}"
+        ),
+        EventKind::MigrationInterrupted { error, .. } => format!(
+            "post-copy interrupted, the VM runs nowhere; its stopped copy is kept here until `ferry ctl shutdown`: {error}"
         ),
         EventKind::MigrationReceived { from, .. } => format!(
             "VM received by live migration from {}",

@@ -10,8 +10,8 @@ use std::time::Duration;
 use api::events::{EventKind, RoundSummary};
 use api::types::{MigrateRequest, MigrationStatus};
 use migrate::{
-    CancelToken, Limits, MigrationEvent, MigrationReport, OnTimeout, Outcome, Progress, Secret,
-    SourceOptions, VmLocation,
+    CancelToken, Limits, MigrationEvent, MigrationReport, OnTimeout, Outcome, PostcopySwitch,
+    Progress, Secret, SourceOptions, VmLocation,
 };
 use units::Bandwidth;
 use vmm::Vm;
@@ -53,6 +53,7 @@ pub struct Job {
     to: String,
     progress: Arc<Progress>,
     cancel: CancelToken,
+    switch: PostcopySwitch,
     result: Mutex<Option<(MigrationReport, Option<String>)>>,
 }
 
@@ -71,6 +72,7 @@ impl Job {
             to: to.clone(),
             progress: opts.progress.clone(),
             cancel: opts.cancel.clone(),
+            switch: opts.postcopy_switch.clone(),
             result: Mutex::new(None),
         });
         let j = job.clone();
@@ -121,7 +123,8 @@ impl Job {
         self.result.lock().unwrap().is_none()
     }
 
-    /// True once the VM belongs to the destination (or may: in doubt).
+    /// True once the VM belongs to the destination (or may: in doubt), or
+    /// runs nowhere after an interrupted post-copy.
     pub fn handed_over(&self) -> bool {
         matches!(
             self.result
@@ -129,13 +132,19 @@ impl Job {
                 .unwrap()
                 .as_ref()
                 .map(|r| r.0.vm_location),
-            Some(VmLocation::Destination | VmLocation::Unknown)
+            Some(VmLocation::Destination | VmLocation::Unknown | VmLocation::Nowhere)
         )
     }
 
     /// Asks the engine to roll back; it stops at its next check.
     pub fn cancel(&self) {
         self.cancel.cancel();
+    }
+
+    /// Asks a running pre-copy to switch to post-copy at its next batch;
+    /// refused when the destination cannot take the VM that way.
+    pub fn switch_to_postcopy(&self) -> Result<(), migrate::PostcopyRefused> {
+        self.switch.request()
     }
 }
 
@@ -193,6 +202,10 @@ fn finished(migration: String, to: &str, r: &MigrationReport) -> EventKind {
             error: error.clone(),
         },
         Outcome::InDoubt(error) => EventKind::MigrationInDoubt {
+            migration,
+            error: error.clone(),
+        },
+        Outcome::Interrupted(error) => EventKind::MigrationInterrupted {
             migration,
             error: error.clone(),
         },
@@ -282,10 +295,6 @@ mod tests {
             (serde_json::json!({ "timeout_ms": 0 }), "greater than zero"),
             (serde_json::json!({ "max_downtime_ms": 0 }), "positive"),
             (serde_json::json!({ "max_downtime_ms": -1.0 }), "positive"),
-            (
-                serde_json::json!({ "on_timeout": "postcopy" }),
-                "not available yet",
-            ),
             (serde_json::json!({ "on_timeout": "maybe" }), "unknown"),
             (serde_json::json!({ "max_bandwidth_bps": 0 }), "positive"),
         ] {

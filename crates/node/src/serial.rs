@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use guest::output::{Line, parse_line};
+use guest::stamp::Stamper;
 
 /// Where a hosted VM's serial output goes.
 #[derive(Debug, Clone, Default)]
@@ -19,10 +19,12 @@ pub struct SerialConfig {
 }
 
 impl SerialConfig {
-    /// The VMM's serial sink. With `timestamps`, each line is prefixed with
-    /// `[seconds.micros]`: the batch's arrival time corrected by the TSC
-    /// stamps in the guest's heartbeat lines (`tsc_khz`, 0 if unknown,
-    /// until the guest's READY line says better).
+    /// The VMM's serial sink. Bytes are written out as the guest writes
+    /// them. With `timestamps`, each complete line is prefixed with
+    /// `[seconds.micros]`: its arrival time corrected by the TSC stamps in
+    /// the guest's heartbeat lines (`tsc_khz`, 0 if unknown, until the
+    /// guest's READY line says better); an unfinished line waits for its
+    /// newline.
     pub fn sink(&self, tsc_khz: u64) -> anyhow::Result<vmm::SerialSink> {
         let mut out: Box<dyn Write + Send> = match &self.path {
             Some(p) => Box::new(io::BufWriter::new(File::create(p).map_err(|e| {
@@ -31,24 +33,18 @@ impl SerialConfig {
             None => Box::new(io::stdout()),
         };
         let timestamps = self.timestamps;
-        let mut khz = tsc_khz;
+        let mut stamper = Stamper::new(tsc_khz);
         Ok(Box::new(move |bytes: &[u8], at: SystemTime| {
             if timestamps {
                 let arrival = at
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default()
                     .as_secs_f64();
-                let text = String::from_utf8_lossy(bytes);
-                let raw: Vec<&str> = text.lines().collect();
-                let parsed: Vec<Line> = raw.iter().map(|l| parse_line(l)).collect();
-                if let Some(Line::Ready { tsc_khz, .. }) =
-                    parsed.iter().find(|l| matches!(l, Line::Ready { .. }))
-                {
-                    khz = *tsc_khz;
-                }
-                let times = guest::stamp::stamp(&parsed, arrival, khz);
-                for (t, l) in times.iter().zip(raw) {
-                    let _ = writeln!(out, "[{t:.6}] {l}");
+                for l in stamper.push(bytes, arrival) {
+                    if let guest::output::Line::Ready { tsc_khz, .. } = l.line {
+                        stamper.set_tsc_khz(tsc_khz);
+                    }
+                    let _ = writeln!(out, "[{:.6}] {}", l.time, l.text);
                 }
             } else {
                 let _ = out.write_all(bytes);

@@ -1,7 +1,11 @@
 //! `cargo bench -p sim`: the whole 10-day PlanetLab workload, one policy on
 //! one thread, and all of the paper's policies on all cores; medians of
-//! several repetitions, trace loading included. Set FERRY_TRACES to point at
-//! the traces when ../shared/traces/planetlab is not found.
+//! several repetitions, trace loading included. Then the scale runs: day
+//! 20110303 replicated k times on k x 800 hosts (k = 1, 5, 20), one
+//! thread, time against hosts, plotted to target/tmp/sim-scale.svg.
+//! Set FERRY_TRACES to point at the traces when
+//! ../shared/traces/planetlab is not found; FERRY_SIM_BENCH=scale runs only
+//! the scale part, FERRY_SIM_BENCH=days only the first.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -15,7 +19,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 /// CPU time of this process (user + system), from /proc/self/stat (Linux),
 /// so a loaded machine can be told apart from a slow simulator.
-fn cpu_time() -> Option<Duration> {
+pub(crate) fn cpu_time() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -23,7 +27,7 @@ fn cpu_time() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
 }
 
-struct Timing {
+pub(crate) struct Timing {
     wall: Duration,
     min: Duration,
     max: Duration,
@@ -54,7 +58,10 @@ fn time(spec: &RunSpec, reps: usize) -> Timing {
     }
 }
 
+mod scale;
+
 fn main() {
+    let only = std::env::var("FERRY_SIM_BENCH").unwrap_or_default();
     let trace_dir = std::env::var_os("FERRY_TRACES")
         .map(PathBuf::from)
         .or_else(sim::trace::default_trace_dir)
@@ -68,9 +75,19 @@ fn main() {
         "traces: {} ({days} days), {cores} cores",
         trace_dir.display()
     );
+    if only != "scale" {
+        ten_days(&loaded, &trace_dir, days, cores);
+    }
+    if only != "days" {
+        scale::run(&trace_dir);
+    }
+}
+
+/// The 10-day runs of the paper set-up.
+fn ten_days(loaded: &sim::LoadedScenario, trace_dir: &std::path::Path, days: usize, cores: usize) {
     let spec = |policies: &[&str], threads| RunSpec {
         loaded: loaded.clone(),
-        trace_dir: trace_dir.clone(),
+        trace_dir: trace_dir.to_path_buf(),
         policies: policies
             .iter()
             .map(|p| p.parse::<Policy>().expect("known policy"))

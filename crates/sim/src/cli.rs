@@ -8,6 +8,7 @@ use cluster::PatternKind;
 
 use crate::policy::{PAPER_POLICIES, Policy};
 use crate::scenario::{DEFAULT_SCENARIO, Scenario};
+use crate::trace::FileOrder;
 use crate::{RunSpec, report};
 
 /// Arguments of `ferry sim`.
@@ -39,10 +40,20 @@ pub struct SimArgs {
     /// Manager pattern: consolidate, balance or auto (overrides the scenario).
     #[arg(long, value_name = "PATTERN")]
     pub pattern: Option<PatternKind>,
+    /// Whose semantics to follow: ferry (the default) or cloudsim
+    /// (CloudSim 3.0.3's; overrides the scenario).
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<cluster::Model>,
+    /// How a day's trace files are numbered: name (sorted, the default) or
+    /// listing (the folder's own order, as CloudSim's examples read it;
+    /// overrides the scenario).
+    #[arg(long, value_name = "ORDER", value_parser = parse_file_order)]
+    pub vm_order: Option<FileOrder>,
     /// Seed for random VM selection (overrides the scenario).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Write summary.csv, days.csv, plot.svg and results.json into this folder.
+    /// Write summary.csv, days.csv, plot.svg, results.json (and pattern.svg
+    /// when a day balanced) into this folder.
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Print the results as JSON on stdout instead of the table.
@@ -61,6 +72,14 @@ pub struct SimArgs {
     /// Print the built-in default scenario and exit.
     #[arg(long)]
     pub print_scenario: bool,
+}
+
+fn parse_file_order(s: &str) -> Result<FileOrder, String> {
+    match s {
+        "name" => Ok(FileOrder::Name),
+        "listing" => Ok(FileOrder::Listing),
+        _ => Err(format!("unknown VM order {s:?} (known: name, listing)")),
+    }
 }
 
 /// A count of at least 1, refused by clap otherwise.
@@ -92,6 +111,11 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
         )?;
         let svg = report::plot_svg(&results).map_err(|e| anyhow::anyhow!("plot: {e}"))?;
         write("plot.svg", svg)?;
+        if let Some(svg) =
+            report::pattern_svg(&results).map_err(|e| anyhow::anyhow!("pattern plot: {e}"))?
+        {
+            write("pattern.svg", svg)?;
+        }
     }
     let text = if args.json {
         serde_json::to_string_pretty(&results)? + "\n"
@@ -130,6 +154,14 @@ pub fn build_spec(args: &SimArgs) -> anyhow::Result<RunSpec> {
     if let Some(p) = args.pattern {
         loaded.scenario.manager.pattern = p;
     }
+    if let Some(m) = args.model {
+        loaded.scenario.simulation.model = m;
+    }
+    if let Some(o) = args.vm_order {
+        loaded.scenario.simulation.vm_order = o;
+    }
+    // Overrides are checked like the file's own values, before any work.
+    loaded.scenario.validate(&loaded.origin)?;
     let names: Vec<String> = if args.paper {
         PAPER_POLICIES.iter().map(|s| s.to_string()).collect()
     } else if !args.policies.is_empty() {

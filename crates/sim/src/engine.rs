@@ -2,17 +2,18 @@
 //! through the scheduling intervals; its metrics add up what
 //! Beloglazov & Buyya 2012 measure.
 
+mod cloudsim;
 mod datacenter;
 mod metrics;
 mod migration_time;
 
-use cluster::{HISTORY_LEN, Manager, PoolView, PowerModel};
+use cluster::{HISTORY_LEN, Manager, Model, PoolView, PowerModel};
 
 use crate::policy::Policy;
 use crate::scenario::Scenario;
 use crate::trace::Day;
 use datacenter::{HostSpec, VmSpec};
-use metrics::Metrics;
+use metrics::{HostTime, Metrics, ResultNames};
 
 pub use metrics::DayResult;
 pub use migration_time::{MemoryOverBandwidth, MigrationTime, PreCopy};
@@ -56,12 +57,18 @@ pub fn simulate_day(
 struct InFlight {
     to: usize,
     remaining_s: f64,
+    /// A first destination the same plan moved the VM to before moving it
+    /// on (CloudSim's rules allow it): it carries the VM moving in too.
+    via: Option<usize>,
 }
 
 /// The decision engine and the view it is given each interval.
 struct Engine {
     manager: Manager,
     view: PoolView,
+    /// The simulator's VM behind each of the view's VMs (VMs CloudSim has
+    /// removed are left out of the view).
+    index: Vec<usize>,
 }
 
 /// Per-host loads that do not change within an interval (from VMs that are
@@ -87,6 +94,12 @@ pub struct DaySimulation<'a> {
     vms: Vec<VmSpec>,
     /// Power follows load and empty hosts are off (every policy but npa).
     power_aware: bool,
+    /// Whose semantics: Ferry's or CloudSim's.
+    model: Model,
+    /// VMs still running (CloudSim removes a VM that asks for no CPU).
+    alive: Vec<bool>,
+    /// The CloudSim model's state between events.
+    clock: cloudsim::Clock,
     time_model: Box<dyn MigrationTime + Send + Sync>,
     /// Managed policies only.
     engine: Option<Engine>,
@@ -115,14 +128,16 @@ impl<'a> DaySimulation<'a> {
     ) -> Result<Self, SimError> {
         let (hosts, models) = datacenter::build_hosts(scenario);
         let vms = datacenter::build_vms(scenario, day.utilization.len());
+        let model = scenario.simulation.model;
         let vm_host = datacenter::initial_placement(&hosts, &models, &vms, policy, day, scenario)?;
-        let engine = match policy.config(&scenario.manager) {
+        let engine = match policy.config(&scenario.manager, model) {
             Some(config) => Some(Engine {
                 manager: Manager::new(config, seed).map_err(|e| SimError::Engine {
                     day: day.name.clone(),
                     source: e,
                 })?,
                 view: datacenter::pool_view(scenario, &hosts, &models, &vms),
+                index: (0..vms.len()).collect(),
             }),
             None => None,
         };
@@ -137,6 +152,9 @@ impl<'a> DaySimulation<'a> {
             policy,
             t: 0,
             power_aware: !matches!(policy, Policy::Npa),
+            model,
+            alive: vec![true; nv],
+            clock: cloudsim::Clock::new(nh, nv),
             time_model: migration_time::from_scenario(&scenario.migration),
             engine,
             vm_host,
@@ -171,6 +189,11 @@ impl<'a> DaySimulation<'a> {
         if self.is_over() {
             return Ok(());
         }
+        if self.model == Model::CloudSim {
+            self.step_cloudsim()?;
+            self.t += 1;
+            return Ok(());
+        }
         let t = self.t;
         for v in 0..self.vms.len() {
             self.demand[v] = self.day.utilization[v][t] * self.vms[v].mips;
@@ -189,12 +212,21 @@ impl<'a> DaySimulation<'a> {
 
     /// The metrics of the intervals simulated so far.
     pub fn finish(self) -> DayResult {
-        self.metrics.result(
-            self.policy.to_string(),
-            self.day.name.clone(),
-            self.t,
-            self.scenario.simulation.interval_s,
-        )
+        let interval = self.scenario.simulation.interval_s;
+        let span = match self.model {
+            Model::Ferry => self.t as f64 * interval,
+            Model::CloudSim => self.clock.span_s(),
+        };
+        let names = ResultNames {
+            policy: self.policy.to_string(),
+            day: self.day.name.clone(),
+            model: self.model.to_string(),
+        };
+        let vms_at_end = self.alive.iter().filter(|a| **a).count();
+        let switches = self.engine.as_ref().map_or(0, |e| e.manager.switches());
+        let mut r = self.metrics.result(names, span, interval, vms_at_end);
+        r.mode_switches = switches;
+        r
     }
 
     /// Shows the engine the pool at interval `t` and starts the migrations
@@ -208,8 +240,8 @@ impl<'a> DaySimulation<'a> {
         for h in view.hosts.iter_mut() {
             h.on = false;
         }
-        for v in 0..self.vms.len() {
-            let info = &mut view.vms[v];
+        for (i, &v) in engine.index.iter().enumerate() {
+            let info = &mut view.vms[i];
             info.host = self.vm_host[v];
             info.cpu_demand = self.demand[v];
             info.history.clear();
@@ -226,13 +258,19 @@ impl<'a> DaySimulation<'a> {
             day: self.day.name.clone(),
             source: e,
         })?;
+        self.metrics.pattern(plan.mode, engine.manager.pool_load());
         for m in &plan.migrations {
+            let v = engine.index[m.vm];
             let bw = view.migration_bandwidth_mb_s(m.from, m.to);
             let dirty = view.vms[m.vm].dirty_rate_mb_s;
-            let duration = self.time_model.duration_s(self.vms[m.vm].ram, bw, dirty);
-            self.inflight[m.vm] = Some(InFlight {
+            let duration = self.time_model.duration_s(self.vms[v].ram, bw, dirty);
+            // A VM moved twice in one plan (CloudSim's rules allow it) ends
+            // on the second destination.
+            let via = self.inflight[v].filter(|f| f.to == m.from).map(|f| f.to);
+            self.inflight[v] = Some(InFlight {
                 to: m.to,
                 remaining_s: duration,
+                via,
             });
             self.metrics.migration(m.reason);
         }
@@ -293,7 +331,7 @@ impl<'a> DaySimulation<'a> {
         self.cuts.dedup();
         let mut start = 0.0;
         for &end in &self.cuts {
-            let (cpu, present, core_violations) = self.segment_load(h, start);
+            let (cpu, present, core_violations, arriving) = self.segment_load(h, start);
             let dt = end - start;
             if !self.power_aware || present > 0 {
                 let u = (cpu / spec.capacity).min(1.0);
@@ -303,7 +341,12 @@ impl<'a> DaySimulation<'a> {
                     model.max()
                 };
                 let overloaded = cpu > spec.capacity + 1e-9 || core_violations > 0;
-                self.metrics.host_on(h, watts, dt, overloaded);
+                self.metrics.energy(watts * dt);
+                let how = HostTime {
+                    overloaded,
+                    violating: overloaded || arriving > 0,
+                };
+                self.metrics.host_active(h, dt, how);
                 if start == 0.0 {
                     self.utils.push(cpu / spec.capacity);
                 }
@@ -312,16 +355,17 @@ impl<'a> DaySimulation<'a> {
         }
     }
 
-    /// Host `h`'s CPU use, VMs present and VMs short of their cores' CPU
-    /// from time `start` of the interval until the next migration completes.
-    /// A migrating VM runs on its source until it arrives; its destination
-    /// carries `degradation` of its demand meanwhile.
-    fn segment_load(&self, h: usize, start: f64) -> (f64, u32, u32) {
+    /// Host `h`'s CPU use, VMs present, VMs short of their cores' CPU and
+    /// VMs still moving in, from time `start` of the interval until the next
+    /// migration completes. A migrating VM runs on its source until it
+    /// arrives; its destination carries `degradation` of its demand meanwhile.
+    fn segment_load(&self, h: usize, start: f64) -> (f64, u32, u32, u32) {
         let degradation = self.scenario.migration.degradation;
         let spec = &self.hosts[h];
         let mut cpu = self.loads.cpu[h];
         let mut present = self.loads.vms[h];
         let mut core_violations = self.loads.core_violations[h];
+        let mut arriving = 0;
         for &v in &self.loads.touching[h] {
             let f = self.inflight[v].expect("in flight");
             let done = start >= f.remaining_s;
@@ -340,10 +384,11 @@ impl<'a> DaySimulation<'a> {
                     core_violations += violated as u32;
                 } else {
                     cpu += degradation * self.demand[v];
+                    arriving += 1;
                 }
             }
         }
-        (cpu, present, core_violations)
+        (cpu, present, core_violations, arriving)
     }
 
     /// Completes the migrations that end within the interval; hosts left

@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod memory;
 pub mod policy;
 pub mod report;
 pub mod scenario;
@@ -53,6 +54,8 @@ pub enum RunError {
     Sim(#[from] SimError),
     #[error("day folder {0:?} is not in {1}")]
     UnknownDay(String, PathBuf),
+    #[error(transparent)]
+    TooLarge(#[from] memory::TooLarge),
 }
 
 /// The day folders a scenario selects.
@@ -70,12 +73,24 @@ pub fn select_days(s: &Scenario, trace_dir: &Path) -> Result<Vec<String>, RunErr
     Ok(all[..n].to_vec())
 }
 
-/// Loads the selected days' traces.
-pub fn load_days(s: &Scenario, trace_dir: &Path) -> Result<Vec<Day>, RunError> {
-    select_days(s, trace_dir)?
+/// Loads the selected days' traces, after checking that the run fits in
+/// memory with `threads` simulations at a time.
+pub fn load_days(s: &Scenario, trace_dir: &Path, threads: usize) -> Result<Vec<Day>, RunError> {
+    let days = select_days(s, trace_dir)?;
+    let vms: Vec<u64> = days
         .iter()
+        .map(|d| memory::count_files(&trace_dir.join(d)))
+        .collect();
+    memory::check(s, &vms, threads, memory::machine_bytes())?;
+    days.iter()
         .map(|d| {
-            trace::load_day(trace_dir, d, s.simulation.samples_per_day).map_err(RunError::from)
+            trace::load_day(
+                trace_dir,
+                d,
+                s.simulation.samples_per_day,
+                s.simulation.vm_order,
+            )
+            .map_err(RunError::from)
         })
         .collect()
 }
@@ -83,7 +98,7 @@ pub fn load_days(s: &Scenario, trace_dir: &Path) -> Result<Vec<Day>, RunError> {
 /// Runs every policy on every day; results are in policy order, then day order.
 pub fn run(spec: &RunSpec) -> Result<Results, RunError> {
     let scenario = &spec.loaded.scenario;
-    let days = load_days(scenario, &spec.trace_dir)?;
+    let days = load_days(scenario, &spec.trace_dir, spec.threads)?;
     let jobs: Vec<(usize, usize)> = (0..spec.policies.len())
         .flat_map(|p| (0..days.len()).map(move |d| (p, d)))
         .collect();

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use cluster::{Config, Detector, DetectorKind, Selector, UnknownName};
+use cluster::{Config, Detector, DetectorKind, Model, Selector, UnknownName};
 
 use crate::scenario::ManagerSettings;
 
@@ -11,7 +11,7 @@ use crate::scenario::ManagerSettings;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PolicyError {
     #[error(
-        "unknown policy {name:?}: expected npa, dvfs or DETECTOR-SELECTOR[-PARAM] (e.g. lr-mmt-1.2)"
+        "unknown policy {name:?}: expected npa, dvfs, cost-aware or DETECTOR-SELECTOR[-PARAM] (e.g. lr-mmt-1.2)"
     )]
     Shape { name: String },
     /// The detector or selector part is unknown.
@@ -30,6 +30,10 @@ pub enum Policy {
     Npa,
     /// DVFS only: power follows utilization, no migrations, empty hosts off.
     Dvfs,
+    /// Ferry's cost-aware consolidation (docs/MANAGER.md, "A policy of our
+    /// own"): LR-MMT-1.2 that empties only hosts below 40 % load and moves a
+    /// VM again only after 100 times its own migration time.
+    CostAware,
     /// The decision engine with a detector (its kind and parameter) and selector.
     Managed {
         detector: DetectorKind,
@@ -47,6 +51,7 @@ impl FromStr for Policy {
         match lower.as_str() {
             "npa" => return Ok(Policy::Npa),
             "dvfs" => return Ok(Policy::Dvfs),
+            COST_AWARE => return Ok(Policy::CostAware),
             _ => {}
         }
         let name = || name.to_string();
@@ -86,6 +91,7 @@ impl std::fmt::Display for Policy {
         match self {
             Policy::Npa => f.write_str("npa"),
             Policy::Dvfs => f.write_str("dvfs"),
+            Policy::CostAware => f.write_str(COST_AWARE),
             // `{:?}` keeps the decimal point: thr-mmt-1.0, not thr-mmt-1.
             Policy::Managed {
                 detector,
@@ -98,8 +104,23 @@ impl std::fmt::Display for Policy {
 
 impl Policy {
     /// The engine's configuration for a managed policy (`None` for npa and
-    /// dvfs), with the scenario's manager settings.
-    pub fn config(&self, m: &ManagerSettings) -> Option<Config> {
+    /// dvfs), with the scenario's manager settings and model.
+    pub fn config(&self, m: &ManagerSettings, model: Model) -> Option<Config> {
+        if *self == Policy::CostAware {
+            let mut limits = m.limits();
+            limits.vm_cooldown_migrations = limits.vm_cooldown_migrations.max(COOLDOWN_MIGRATIONS);
+            return Some(Config {
+                detector: Detector::Lr {
+                    safety: 1.2,
+                    fallback: m.fallback_threshold,
+                },
+                selector: Selector::MinMigrationTime,
+                pattern: m.pattern(),
+                coldspot_below: Some(m.coldspot_below.unwrap_or(COLDSPOT_BELOW)),
+                limits,
+                model,
+            });
+        }
         let Policy::Managed { selector, .. } = *self else {
             return None;
         };
@@ -109,6 +130,7 @@ impl Policy {
             pattern: m.pattern(),
             coldspot_below: m.coldspot_below,
             limits: m.limits(),
+            model,
         })
     }
 
@@ -146,6 +168,14 @@ impl Policy {
     }
 }
 
+/// The name of Ferry's cost-aware policy.
+pub const COST_AWARE: &str = "cost-aware";
+/// Cost-aware: only hosts below this load are emptied (unless the scenario
+/// sets `coldspot_below`)...
+const COLDSPOT_BELOW: f64 = 0.4;
+/// ...and a VM moves again only after this many times its migration time.
+const COOLDOWN_MIGRATIONS: f64 = 100.0;
+
 /// The policies of Beloglazov & Buyya's comparison table plus Sandpiper.
 pub const PAPER_POLICIES: &[&str] = &[
     "npa",
@@ -172,6 +202,7 @@ mod tests {
             "iqr-mc-1.5",
             "mad-mu-2.5",
             "sp-vsr-0.75",
+            "cost-aware",
         ] {
             assert_eq!(n.parse::<Policy>().unwrap().to_string(), n);
         }

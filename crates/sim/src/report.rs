@@ -10,6 +10,8 @@ use crate::engine::DayResult;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     pub policy: String,
+    /// `ferry` or `cloudsim`.
+    pub model: String,
     pub days: usize,
     pub energy_kwh: f64,
     pub energy_total_kwh: f64,
@@ -17,11 +19,18 @@ pub struct Summary {
     pub pdm: f64,
     pub slav: f64,
     pub esv: f64,
+    pub slatah_ferry: f64,
+    pub pdm_ferry: f64,
+    pub slav_ferry: f64,
+    pub esv_ferry: f64,
     pub migrations: f64,
     pub hotspot_migrations: f64,
     pub host_shutdowns: f64,
     pub mean_active_hosts: f64,
     pub load_imbalance: f64,
+    pub vms_at_end: f64,
+    pub mode_switches: f64,
+    pub balance_intervals: f64,
 }
 
 /// Everything a run produced.
@@ -60,6 +69,7 @@ pub fn summarize(days: &[DayResult]) -> Vec<Summary> {
             let rows: Vec<&DayResult> = days.iter().filter(|d| d.policy == p).collect();
             let m = |f: &dyn Fn(&DayResult) -> f64| median(rows.iter().map(|d| f(d)).collect());
             Summary {
+                model: rows.first().map_or(String::new(), |d| d.model.clone()),
                 days: rows.len(),
                 energy_kwh: m(&|d| d.energy_kwh),
                 energy_total_kwh: rows.iter().map(|d| d.energy_kwh).sum(),
@@ -67,11 +77,18 @@ pub fn summarize(days: &[DayResult]) -> Vec<Summary> {
                 pdm: m(&|d| d.pdm),
                 slav: m(&|d| d.slav),
                 esv: m(&|d| d.esv),
+                slatah_ferry: m(&|d| d.slatah_ferry),
+                pdm_ferry: m(&|d| d.pdm_ferry),
+                slav_ferry: m(&|d| d.slav_ferry),
+                esv_ferry: m(&|d| d.esv_ferry),
                 migrations: m(&|d| d.migrations as f64),
                 hotspot_migrations: m(&|d| d.hotspot_migrations as f64),
                 host_shutdowns: m(&|d| d.host_shutdowns as f64),
                 mean_active_hosts: m(&|d| d.mean_active_hosts),
                 load_imbalance: m(&|d| d.load_imbalance),
+                vms_at_end: m(&|d| d.vms_at_end as f64),
+                mode_switches: m(&|d| d.mode_switches as f64),
+                balance_intervals: m(&|d| d.balance_intervals as f64),
                 policy: p,
             }
         })
@@ -81,6 +98,7 @@ pub fn summarize(days: &[DayResult]) -> Vec<Summary> {
 /// The text table (medians per day).
 pub fn table(r: &Results) -> String {
     let days = r.summaries.first().map_or(0, |x| x.days);
+    let model = r.summaries.first().map_or("", |x| x.model.as_str());
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING).set_header([
         "policy",
@@ -89,6 +107,8 @@ pub fn table(r: &Results) -> String {
         "PDM%",
         "SLAV_e-5",
         "ESV_e-3",
+        "SLATAH_F%",
+        "ESV_F_e-3",
         "migrations",
         "shutdowns",
         "active",
@@ -102,19 +122,22 @@ pub fn table(r: &Results) -> String {
             format!("{:.3}", x.pdm * 100.0),
             format!("{:.3}", x.slav * 1e5),
             format!("{:.3}", x.esv * 1e3),
+            format!("{:.2}", x.slatah_ferry * 100.0),
+            format!("{:.3}", x.esv_ferry * 1e3),
             format!("{:.0}", x.migrations),
             format!("{:.0}", x.host_shutdowns),
             format!("{:.1}", x.mean_active_hosts),
             format!("{:.3}", x.load_imbalance),
         ]);
     }
-    for i in 1..10 {
+    for i in 1..12 {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(comfy_table::CellAlignment::Right);
         }
     }
     format!(
-        "Medians over {days} day(s); scenario {}; traces {}\n{t}\n",
+        "Medians over {days} day(s); model {model}; scenario {}; traces {}\n\
+         SLATAH, PDM, SLAV, ESV in CloudSim's definitions; SLATAH_F, ESV_F in Ferry's (docs/SIMULATOR.md)\n{t}\n",
         r.scenario, r.trace_dir
     )
 }
@@ -131,9 +154,68 @@ fn csv_of<T: Serialize>(rows: &[T]) -> Result<String, csv::Error> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Per-day CSV: one row per policy and day, every field of [`DayResult`].
+/// One CSV row of a [`DayResult`]: every field but the per-interval series
+/// (`modes`, `pool_load`), which only results.json carries.
+#[derive(Serialize)]
+struct DayRow<'a> {
+    policy: &'a str,
+    day: &'a str,
+    model: &'a str,
+    hosts: usize,
+    vms: usize,
+    energy_kwh: f64,
+    slatah: f64,
+    pdm: f64,
+    slav: f64,
+    esv: f64,
+    slatah_ferry: f64,
+    pdm_ferry: f64,
+    slav_ferry: f64,
+    esv_ferry: f64,
+    migrations: u64,
+    hotspot_migrations: u64,
+    host_shutdowns: u64,
+    mean_active_hosts: f64,
+    load_imbalance: f64,
+    vms_at_end: usize,
+    mode_switches: u64,
+    balance_intervals: usize,
+}
+
+impl<'a> From<&'a DayResult> for DayRow<'a> {
+    fn from(d: &'a DayResult) -> Self {
+        DayRow {
+            policy: &d.policy,
+            day: &d.day,
+            model: &d.model,
+            hosts: d.hosts,
+            vms: d.vms,
+            energy_kwh: d.energy_kwh,
+            slatah: d.slatah,
+            pdm: d.pdm,
+            slav: d.slav,
+            esv: d.esv,
+            slatah_ferry: d.slatah_ferry,
+            pdm_ferry: d.pdm_ferry,
+            slav_ferry: d.slav_ferry,
+            esv_ferry: d.esv_ferry,
+            migrations: d.migrations,
+            hotspot_migrations: d.hotspot_migrations,
+            host_shutdowns: d.host_shutdowns,
+            mean_active_hosts: d.mean_active_hosts,
+            load_imbalance: d.load_imbalance,
+            vms_at_end: d.vms_at_end,
+            mode_switches: d.mode_switches,
+            balance_intervals: d.balance_intervals,
+        }
+    }
+}
+
+/// Per-day CSV: one row per policy and day, every scalar field of
+/// [`DayResult`].
 pub fn days_csv(r: &Results) -> Result<String, csv::Error> {
-    csv_of(&r.days)
+    let rows: Vec<DayRow> = r.days.iter().map(DayRow::from).collect();
+    csv_of(&rows)
 }
 
 /// Summary CSV: one row per policy, every field of [`Summary`] (medians
@@ -229,4 +311,74 @@ pub fn plot_svg(r: &Results) -> Result<String, String> {
         root.present().map_err(e)?;
     }
     Ok(out)
+}
+
+/// SVG of the engine's pattern over each day: the pool's load per interval
+/// (one line per policy and day) with the intervals decided in balance mode
+/// marked on the line. `None` when no day ever balanced.
+pub fn pattern_svg(r: &Results) -> Result<Option<String>, String> {
+    let days: Vec<&DayResult> = r
+        .days
+        .iter()
+        .filter(|d| d.balance_intervals > 0 && !d.pool_load.is_empty())
+        .collect();
+    if days.is_empty() {
+        return Ok(None);
+    }
+    let n = days.iter().map(|d| d.pool_load.len()).max().unwrap_or(1);
+    let top = days
+        .iter()
+        .flat_map(|d| d.pool_load.iter().copied())
+        .fold(0.0f64, f64::max)
+        * 1.1;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (900, 520)).into_drawing_area();
+        let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+        root.fill(&WHITE).map_err(e)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Pool load per interval; dots: balance mode",
+                ("sans-serif", 20),
+            )
+            .margin(20)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0..n, 0.0..top.max(0.1))
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("scheduling interval")
+            .y_desc("pool load (demand / capacity)")
+            .draw()
+            .map_err(e)?;
+        for (i, d) in days.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let label = format!("{} {} ({} switches)", d.policy, d.day, d.mode_switches);
+            chart
+                .draw_series(LineSeries::new(
+                    d.pool_load.iter().enumerate().map(|(t, l)| (t, *l)),
+                    color,
+                ))
+                .map_err(e)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+            let balance = d
+                .modes
+                .chars()
+                .zip(d.pool_load.iter())
+                .enumerate()
+                .filter(|(_, (m, _))| *m == 'b')
+                .map(|(t, (_, l))| Circle::new((t, *l), 2, color.filled()));
+            chart.draw_series(balance).map_err(e)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(e)?;
+        root.present().map_err(e)?;
+    }
+    Ok(Some(out))
 }

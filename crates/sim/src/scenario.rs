@@ -4,8 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use cluster::{MigrationLimits, Pattern, PatternKind};
+use cluster::{ClusterError, Config, Detector, MigrationLimits, Model, Pattern, PatternKind};
 use serde::{Deserialize, Serialize};
+
+use crate::trace::FileOrder;
 
 /// The default scenario, compiled in.
 pub const DEFAULT_SCENARIO: &str = include_str!("../scenarios/default.toml");
@@ -66,6 +68,17 @@ pub struct Simulation {
     pub enforce_ram: bool,
     /// Policies to run, e.g. "npa", "dvfs", "lr-mmt-1.2" (see `policy`).
     pub policies: Vec<String>,
+    /// Whose semantics the run follows: `ferry` (the default) or
+    /// `cloudsim` (CloudSim 3.0.3's, docs/SIMULATOR.md "Models").
+    #[serde(with = "by_name")]
+    pub model: Model,
+    /// CPU overcommitment at the initial placement: a VM reserves its MIPS
+    /// divided by this (1: its full size, as CloudSim; more packs more VMs
+    /// on a host, as clouds that sell mostly idle vCPUs do).
+    pub cpu_overcommit: f64,
+    /// How a day's trace files are numbered: `name` (sorted, the default)
+    /// or `listing` (the folder's own order, as CloudSim's examples read it).
+    pub vm_order: FileOrder,
 }
 
 impl Default for Simulation {
@@ -79,6 +92,9 @@ impl Default for Simulation {
             seed: 1,
             enforce_ram: true,
             policies: vec!["npa".into(), "dvfs".into(), "lr-mmt-1.2".into()],
+            model: Model::Ferry,
+            vm_order: FileOrder::Name,
+            cpu_overcommit: 1.0,
         }
     }
 }
@@ -175,6 +191,9 @@ pub struct ManagerSettings {
     pub max_migrations_per_host: Option<u32>,
     pub max_migrations_per_cluster: Option<u32>,
     pub vm_cooldown_s: f64,
+    /// A VM is not moved again before this many times its own migration
+    /// time has passed (0: off).
+    pub vm_cooldown_migrations: f64,
 }
 
 impl Default for ManagerSettings {
@@ -191,6 +210,7 @@ impl Default for ManagerSettings {
             max_migrations_per_host: None,
             max_migrations_per_cluster: None,
             vm_cooldown_s: 0.0,
+            vm_cooldown_migrations: 0.0,
         }
     }
 }
@@ -209,11 +229,42 @@ impl ManagerSettings {
         }
     }
 
+    /// Checks every setting against the engine's ranges, whatever the
+    /// policies (npa and dvfs included), so a bad value is refused before
+    /// any trace is read. The detector-specific settings are checked with
+    /// the detectors that use them (fallback threshold, Sandpiper's k of n).
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        let detectors = [
+            Detector::Lr {
+                safety: 1.2,
+                fallback: self.fallback_threshold,
+            },
+            Detector::Sandpiper {
+                threshold: 0.75,
+                k: self.sandpiper_k,
+                n: self.sandpiper_n,
+            },
+        ];
+        for detector in detectors {
+            Config {
+                detector,
+                selector: cluster::Selector::MinMigrationTime,
+                pattern: self.pattern(),
+                coldspot_below: self.coldspot_below,
+                limits: self.limits(),
+                model: cluster::Model::Ferry,
+            }
+            .validate()?;
+        }
+        Ok(())
+    }
+
     pub fn limits(&self) -> MigrationLimits {
         MigrationLimits {
             per_host: self.max_migrations_per_host,
             per_cluster: self.max_migrations_per_cluster,
             vm_cooldown_s: self.vm_cooldown_s,
+            vm_cooldown_migrations: self.vm_cooldown_migrations,
         }
     }
 }
@@ -266,8 +317,12 @@ impl Scenario {
     }
 
     /// Total number of hosts.
-    pub fn host_count(&self) -> usize {
-        self.host_types.iter().map(|h| h.count).sum()
+    /// Total number of hosts (saturating: absurd counts are refused by the
+    /// memory check, not by an overflow).
+    pub fn host_count(&self) -> u64 {
+        self.host_types
+            .iter()
+            .fold(0u64, |n, h| n.saturating_add(h.count as u64))
     }
 
     /// Checks values a TOML parser cannot.
@@ -288,6 +343,12 @@ impl Scenario {
             return Err(err(
                 "simulation.samples_per_day".into(),
                 "must be at least 1".into(),
+            ));
+        }
+        if !(sim.cpu_overcommit >= 1.0 && sim.cpu_overcommit.is_finite()) {
+            return Err(err(
+                "simulation.cpu_overcommit".into(),
+                "must be a number >= 1".into(),
             ));
         }
         if sim.days == Some(0) {
@@ -368,6 +429,9 @@ impl Scenario {
                 "must be >= 0".into(),
             ));
         }
+        self.manager
+            .validate()
+            .map_err(|e| err("manager".into(), e.to_string()))?;
         for (i, p) in sim.policies.iter().enumerate() {
             p.parse::<crate::policy::Policy>()
                 .map_err(|e| err(format!("simulation.policies[{i}]"), e.to_string()))?;
@@ -418,6 +482,15 @@ mod by_name {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The loaded scenario shipped beside the default one is valid.
+    #[test]
+    fn loaded_scenario_is_valid() {
+        let s = Scenario::parse(include_str!("../scenarios/loaded.toml"), "loaded.toml").unwrap();
+        assert_eq!(s.host_count(), 64);
+        assert_eq!(s.manager.pattern, PatternKind::Auto);
+        assert_eq!(s.simulation.cpu_overcommit, 8.0);
+    }
 
     /// Names written back to TOML read the same (pattern, migration model).
     #[test]

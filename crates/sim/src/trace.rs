@@ -37,7 +37,7 @@ pub enum TraceError {
 pub struct Day {
     /// Folder name, e.g. `20110303`.
     pub name: String,
-    /// File names, sorted byte-wise (the order VMs are numbered in).
+    /// File names, in the order VMs are numbered in (see `FileOrder`).
     pub files: Vec<String>,
     /// Per VM, CPU utilization as a fraction (percent / 100) per interval.
     pub utilization: Vec<Vec<f64>>,
@@ -66,8 +66,27 @@ pub fn list_days(dir: &Path) -> Result<Vec<String>, TraceError> {
     Ok(days)
 }
 
+/// The order a day's trace files are numbered in (VM i replays file i, and
+/// VM types are given by number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileOrder {
+    /// Sorted by name, byte-wise: the same on every machine.
+    #[default]
+    Name,
+    /// As the file system lists the folder (Java's `File.listFiles`, which
+    /// CloudSim's PlanetLab examples use): repeatable on one copy of the
+    /// traces, different on another.
+    Listing,
+}
+
 /// Reads one day folder; every file must have exactly `samples` values.
-pub fn load_day(dir: &Path, name: &str, samples: usize) -> Result<Day, TraceError> {
+pub fn load_day(
+    dir: &Path,
+    name: &str,
+    samples: usize,
+    order: FileOrder,
+) -> Result<Day, TraceError> {
     let day_dir = dir.join(name);
     if !day_dir.is_dir() {
         return Err(TraceError::MissingDir(day_dir));
@@ -86,7 +105,9 @@ pub fn load_day(dir: &Path, name: &str, samples: usize) -> Result<Day, TraceErro
             }
         }
     }
-    files.sort();
+    if order == FileOrder::Name {
+        files.sort();
+    }
     if files.is_empty() {
         return Err(TraceError::Empty(day_dir));
     }
@@ -103,10 +124,13 @@ pub fn load_day(dir: &Path, name: &str, samples: usize) -> Result<Day, TraceErro
     })
 }
 
-/// Parses one trace file's text into utilization fractions.
+/// Parses one trace file's text into utilization fractions. Blank lines at
+/// the end of the file (an editor's trailing newline) are ignored; a blank
+/// line between values is an error.
 pub fn parse_trace(path: &Path, text: &str, samples: usize) -> Result<Vec<f64>, TraceError> {
     let mut out = Vec::with_capacity(samples);
-    for (i, line) in text.lines().enumerate() {
+    let body = text.trim_end_matches(|c: char| c.is_ascii_whitespace());
+    for (i, line) in body.lines().enumerate() {
         let t = line.trim();
         let v: f64 = t.parse().map_err(|_| TraceError::BadValue {
             path: path.to_path_buf(),
@@ -164,6 +188,9 @@ mod tests {
         );
         let e = parse_trace(p, "1\nx\n3\n", 3).unwrap_err().to_string();
         assert!(e.contains("d/vm a:2") && e.contains("\"x\""), "{e}");
+        // Trailing blank lines are accepted (a saved file's last newline, and more).
+        assert_eq!(parse_trace(p, "1\n2\n3\n\n", 3).unwrap().len(), 3);
+        assert_eq!(parse_trace(p, "1\n2\n3\r\n\r\n \n", 3).unwrap().len(), 3);
         let e = parse_trace(p, "1\n2\n", 3).unwrap_err().to_string();
         assert!(e.contains("has 2 samples, expected 3"), "{e}");
         let e = parse_trace(p, "1\n\n3\n", 3).unwrap_err().to_string();

@@ -1,73 +1,14 @@
 //! The simulator on hand-made traces whose results are worked out by hand,
 //! the default scenario's baseline, determinism, and bad input.
 
+mod common;
+
 use std::path::Path;
 
+use common::{TINY, close, spec, tiny_traces, write_trace};
 use sim::cli::{SimArgs, build_spec};
 use sim::{Policy, RunSpec, Scenario};
 use testkit::TempDir;
-
-fn write_trace(dir: &Path, day: &str, name: &str, values: &[u32]) {
-    let d = dir.join(day);
-    std::fs::create_dir_all(&d).unwrap();
-    let text: String = values.iter().map(|v| format!("{v}\n")).collect();
-    std::fs::write(d.join(name), text).unwrap();
-}
-
-/// Two 1-core hosts of 1000 MIPS drawing 100 W idle to 200 W full (linear),
-/// VMs of 1000 MIPS and 625 MB (a migration takes 625 / 62.5 = 10 s), three
-/// 300-s intervals.
-const TINY: &str = r#"
-[simulation]
-interval_s = 300.0
-samples_per_day = 3
-policies = ["thr-mmt-0.8"]
-
-[[host_type]]
-name = "tiny"
-count = 2
-cores = 1
-mips_per_core = 1000.0
-ram_mb = 4096.0
-bandwidth_mbps = 1000.0
-power_watts = [100.0, 200.0]
-
-[[vm_type]]
-name = "one"
-mips = 1000.0
-ram_mb = 625.0
-"#;
-
-fn tiny_traces() -> TempDir {
-    let dir = TempDir::new("sim-tiny");
-    // Names with spaces, as in the real set.
-    write_trace(&dir, "day1", "node a_slice x", &[30, 30, 90]);
-    write_trace(&dir, "day1", "node b_slice y", &[20, 20, 20]);
-    dir
-}
-
-fn spec(scenario: &str, traces: &Path, policies: &[&str]) -> RunSpec {
-    let scenario = Scenario::parse(scenario, "test.toml").unwrap();
-    RunSpec {
-        loaded: sim::LoadedScenario {
-            scenario,
-            origin: "test.toml".into(),
-            base_dir: None,
-        },
-        trace_dir: traces.to_path_buf(),
-        policies: policies
-            .iter()
-            .map(|p| p.parse::<Policy>().unwrap())
-            .collect(),
-        seed: 7,
-        threads: 2,
-        progress: false,
-    }
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-12 * b.abs().max(1.0)
-}
 
 #[test]
 fn tiny_scenario_matches_hand_computation() {
@@ -91,15 +32,30 @@ fn tiny_scenario_matches_hand_computation() {
     assert_eq!(thr.migrations, 2);
     assert_eq!(thr.hotspot_migrations, 1);
     assert_eq!(thr.host_shutdowns, 1);
-    // SLATAH: host 0 overloaded 10 s of 900 s active; host 1 never (310 s active).
-    let slatah = (10.0 / 900.0 + 0.0) / 2.0;
+    // Ferry's SLATAH: host 0 overloaded 10 s of 900 s active; host 1 never
+    // (310 s active, more than one interval, so it counts).
+    let slatah_ferry = (10.0 / 900.0 + 0.0) / 2.0;
+    assert!(
+        close(thr.slatah_ferry, slatah_ferry),
+        "{}",
+        thr.slatah_ferry
+    );
+    // CloudSim's: a host is also violating while a VM moves in. Host 0: 10 s
+    // overloaded + 10 s receiving VM 1; host 1: 10 s receiving VM 0; over
+    // 900 + 310 s active.
+    let slatah = (20.0 + 10.0) / (900.0 + 310.0);
     assert!(close(thr.slatah, slatah), "{} vs {slatah}", thr.slatah);
     // PDM: VM 0 lost 10 % of 900 MIPS for 10 s of 450000 MIPS-s requested;
-    // VM 1 10 % of 200 for 10 s of 180000.
-    let pdm = (900.0 / 450000.0 + 200.0 / 180000.0) / 2.0;
+    // VM 1 10 % of 200 for 10 s of 180000. Ferry's: the mean of the ratios;
+    // CloudSim's: the ratio of the sums.
+    let pdm_ferry = (900.0 / 450000.0 + 200.0 / 180000.0) / 2.0;
+    assert!(close(thr.pdm_ferry, pdm_ferry), "{}", thr.pdm_ferry);
+    let pdm = (900.0 + 200.0) / (450000.0 + 180000.0);
     assert!(close(thr.pdm, pdm), "{} vs {pdm}", thr.pdm);
     assert!(close(thr.slav, slatah * pdm));
     assert!(close(thr.esv, kwh * slatah * pdm));
+    assert!(close(thr.esv_ferry, kwh * slatah_ferry * pdm_ferry));
+    assert_eq!(thr.model, "ferry");
 
     // DVFS: no migrations; host 0 at 30, 30, 90 %, host 1 at 20 % throughout.
     let dvfs = &r.days[1];
@@ -123,7 +79,11 @@ fn precopy_model_lengthens_migrations() {
     let r = sim::run(&spec(&scen, &traces, &["thr-mmt-0.8"])).unwrap();
     let t = 19.375;
     let pdm = (0.1 * 900.0 * t / 450000.0 + 0.1 * 200.0 * t / 180000.0) / 2.0;
-    assert!(close(r.days[0].pdm, pdm), "{} vs {pdm}", r.days[0].pdm);
+    assert!(
+        close(r.days[0].pdm_ferry, pdm),
+        "{} vs {pdm}",
+        r.days[0].pdm_ferry
+    );
     assert_eq!(r.days[0].migrations, 2);
 }
 
@@ -264,10 +224,10 @@ fn cli_writes_table_csv_svg_and_json() {
     assert_eq!(csv.lines().count(), 4);
     let days = std::fs::read_to_string(out.join("days.csv")).unwrap();
     assert!(
-        days.starts_with("policy,day,hosts,vms,energy_kwh,slatah,"),
+        days.starts_with("policy,day,model,hosts,vms,energy_kwh,slatah,"),
         "{days}"
     );
-    assert!(days.contains("npa,day1,2,2,0.1"), "{days}");
+    assert!(days.contains("npa,day1,ferry,2,2,0.1"), "{days}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["summaries"][2]["policy"], "lr-mmt-1.2");
@@ -332,7 +292,7 @@ fn bad_traces_are_clear_errors() {
 fn day_simulation_steps_one_interval_at_a_time() {
     let traces = tiny_traces();
     let scenario = Scenario::parse(TINY, "test.toml").unwrap();
-    let day = sim::trace::load_day(&traces, "day1", 3).unwrap();
+    let day = sim::trace::load_day(&traces, "day1", 3, sim::trace::FileOrder::Name).unwrap();
     let policy: Policy = "thr-mmt-0.8".parse().unwrap();
     let mut first = sim::DaySimulation::new(&scenario, &day, &policy, 7).unwrap();
     first.step().unwrap();
@@ -350,7 +310,6 @@ fn day_simulation_steps_one_interval_at_a_time() {
     all.step().unwrap(); // past the end: nothing happens
     let whole = sim::simulate_day(&scenario, &day, &policy, 7).unwrap();
     assert_eq!(all.finish(), whole);
-    let _ = std::fs::remove_dir_all(traces);
 }
 
 #[test]
@@ -409,4 +368,67 @@ fn impossible_scenarios_and_unknown_names_are_clear_errors() {
     };
     let e = build_spec(&args).unwrap_err().to_string();
     assert!(e.contains("bogus"), "{e}");
+}
+
+/// Every manager setting is checked before any trace is read, for every
+/// policy (npa included); sizes the machine cannot hold are refused; a
+/// trailing blank line in a trace is fine.
+#[test]
+fn settings_and_sizes_are_checked_before_any_work() {
+    // No trace folder at all: the setting is what gets reported.
+    let missing = Path::new("/nonexistent/ferry-traces");
+    let npa = TINY.replace(r#"policies = ["thr-mmt-0.8"]"#, r#"policies = ["npa"]"#);
+    for (setting, what) in [
+        ("coldspot_below = -1.0", "coldspot_below (-1)"),
+        ("fallback_threshold = 0.0", "fallback threshold 0"),
+        ("sandpiper_k = 6", "k <= n"),
+        (
+            "pattern = \"auto\"\nconsolidate_below = 0.9\nbalance_above = 0.8",
+            "must be below balance_above",
+        ),
+        ("max_migrations_per_host = 0", "at least 1"),
+        ("vm_cooldown_s = -5.0", "vm_cooldown_s"),
+    ] {
+        let text = format!("{npa}\n[manager]\n{setting}\n");
+        let e = run_err(&text, missing);
+        assert!(
+            e.contains("key `manager`") && e.contains(what),
+            "{setting}: {e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    // A size no machine holds: refused with one line before the traces load.
+    let dir = tiny_traces();
+    let huge = npa.replace("count = 2", "count = 100000000000000");
+    let e = run_err(&huge, &dir);
+    assert!(
+        e.contains("100000000000000 hosts") && e.contains("of memory; this machine has"),
+        "{e}"
+    );
+    // A trailing blank line (and a CRLF one) in a trace file.
+    std::fs::write(dir.join("day1").join("node a_slice x"), "30\n30\n90\n\n").unwrap();
+    std::fs::write(
+        dir.join("day1").join("node b_slice y"),
+        "20\r\n20\r\n20\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(
+        sim::run(&spec(TINY, &dir, &["thr-mmt-0.8"])).unwrap().days[0].vms,
+        2
+    );
+    // A command-line override is checked too.
+    let scen = dir.join("s.toml");
+    std::fs::write(
+        &scen,
+        format!("{npa}\n[manager]\nconsolidate_below = 0.95\n"),
+    )
+    .unwrap();
+    let args = SimArgs {
+        scenario: Some(scen),
+        trace_dir: Some(dir.to_path_buf()),
+        pattern: Some(cluster::PatternKind::Auto),
+        ..SimArgs::default()
+    };
+    let e = build_spec(&args).unwrap_err().to_string();
+    assert!(e.contains("must be below balance_above"), "{e}");
 }

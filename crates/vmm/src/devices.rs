@@ -14,9 +14,16 @@ pub const SERIAL_PORT: u16 = 0x3f8;
 /// QEMU isa-debug-exit compatible exit port.
 pub const EXIT_PORT: u16 = 0xf4;
 
-/// Receives complete serial lines (each ending in `\n`) with the host time
-/// at which the batch that completed them arrived.
+/// Receives the bytes the guest writes to the UART, as it writes them (as
+/// QEMU and Firecracker forward them), with the host time they arrived:
+/// a prompt without a newline shows at once. Sinks that want whole lines
+/// (e.g. to stamp them) keep the partial one themselves. A restored VM
+/// first replays the line that was unfinished when its state was saved,
+/// so a line cut by a migration arrives whole on the destination.
 pub type SerialSink = Box<dyn FnMut(&[u8], SystemTime) + Send>;
+
+/// Most bytes of an unfinished line kept for a replay (the newest ones).
+pub const MAX_LINE: usize = 4096;
 
 /// Raises the UART's interrupt line through an irqfd.
 pub struct IrqLine(pub EventFd);
@@ -28,13 +35,33 @@ impl Trigger for IrqLine {
     }
 }
 
-/// Collects transmitted bytes until the guest's batch ends.
+/// The bytes one port write transmits, for the sink, and the output line
+/// they belong to so far (already forwarded; saved with the state).
 #[derive(Default)]
-pub struct LineBuffer {
+pub struct TxBuffer {
     bytes: Vec<u8>,
+    line: Vec<u8>,
 }
 
-impl io::Write for LineBuffer {
+impl TxBuffer {
+    /// Takes the bytes to forward and follows the unfinished line.
+    fn take(&mut self) -> Vec<u8> {
+        let out = std::mem::take(&mut self.bytes);
+        match out.iter().rposition(|&b| b == b'\n') {
+            Some(nl) => {
+                self.line.clear();
+                self.line.extend_from_slice(&out[nl + 1..]);
+            }
+            None => self.line.extend_from_slice(&out),
+        }
+        if self.line.len() > MAX_LINE {
+            self.line.drain(..self.line.len() - MAX_LINE);
+        }
+        out
+    }
+}
+
+impl io::Write for TxBuffer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.bytes.extend_from_slice(buf);
         Ok(buf.len())
@@ -44,7 +71,7 @@ impl io::Write for LineBuffer {
     }
 }
 
-type Uart = Serial<IrqLine, NoEvents, LineBuffer>;
+type Uart = Serial<IrqLine, NoEvents, TxBuffer>;
 
 /// What a port access did, as far as the vCPU loop cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +90,7 @@ pub struct Devices {
 impl Devices {
     pub fn new(irq: EventFd, sink: SerialSink, state: Option<&DeviceState>) -> Self {
         let d = Devices {
-            uart: Mutex::new(Serial::new(IrqLine(irq), LineBuffer::default())),
+            uart: Mutex::new(Serial::new(IrqLine(irq), TxBuffer::default())),
             sink: Mutex::new(sink),
         };
         if let Some(s) = state {
@@ -81,7 +108,7 @@ impl Devices {
                 // A failed interrupt write cannot be reported to the guest; the byte is kept.
                 let _ = uart.write(offset, b);
             }
-            self.flush_lines(&mut uart);
+            self.forward(&mut uart);
             PioOutcome::Handled
         } else if (EXIT_PORT..EXIT_PORT + 4).contains(&port) && !data.is_empty() {
             let mut v = [0u8; 4];
@@ -107,35 +134,38 @@ impl Devices {
         }
     }
 
-    fn flush_lines(&self, uart: &mut Uart) {
-        let buf = &mut uart.writer_mut().bytes;
-        if let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') {
-            let now = SystemTime::now();
-            (self.sink.lock().unwrap())(&buf[..=last_nl], now);
-            buf.drain(..=last_nl);
+    /// Hands what the guest transmitted to the sink at once.
+    fn forward(&self, uart: &mut Uart) {
+        let out = uart.writer_mut().take();
+        if !out.is_empty() {
+            (self.sink.lock().unwrap())(&out, SystemTime::now());
         }
     }
 
-    /// Replaces device state with a saved one.
+    /// Replaces device state with a saved one, and replays the line that
+    /// was unfinished then (`pending_line`) to the sink.
     pub fn restore_state(&self, state: &DeviceState) {
         let mut uart = self.uart.lock().unwrap();
         let irq = uart.interrupt_evt().0.try_clone();
         let st = to_superio(&state.serial);
-        let out = LineBuffer {
+        let out = TxBuffer {
             bytes: state.serial.pending_line.clone(),
+            line: Vec::new(),
         };
         if let Ok(irq) = irq
             && let Ok(u) = Serial::from_state(&st, IrqLine(irq), NoEvents, out)
         {
             *uart = u;
         }
+        self.forward(&mut uart);
     }
 
-    /// Device state for a snapshot or migration.
+    /// Device state for a snapshot or migration; `pending_line` is the
+    /// unfinished line (every byte of it was forwarded already).
     pub fn save_state(&self) -> DeviceState {
         let uart = self.uart.lock().unwrap();
         DeviceState {
-            serial: from_superio(&uart.state(), uart.writer().bytes.clone()),
+            serial: from_superio(&uart.state(), uart.writer().line.clone()),
         }
     }
 }
@@ -187,17 +217,35 @@ mod tests {
     }
 
     #[test]
-    fn lines_are_delivered_whole_and_partial_lines_survive_save() {
+    fn every_byte_is_forwarded_as_written() {
+        let (sink, got) = capture();
+        let d = Devices::new(EventFd::new(0).unwrap(), sink, None);
+        // One character at a time, as a guest printing a dot per heartbeat.
+        d.pio_write(SERIAL_PORT, b".");
+        assert_eq!(&*got.lock().unwrap(), b".");
+        d.pio_write(SERIAL_PORT, b"login: ");
+        assert_eq!(&*got.lock().unwrap(), b".login: ");
+        // The unfinished line is kept for a replay; a newline ends it.
+        assert_eq!(d.save_state().serial.pending_line, b".login: ");
+        d.pio_write(SERIAL_PORT, b"root\nhel");
+        assert_eq!(d.save_state().serial.pending_line, b"hel");
+        d.pio_write(SERIAL_PORT, &[b'x'; MAX_LINE + 10]);
+        assert_eq!(d.save_state().serial.pending_line.len(), MAX_LINE);
+    }
+
+    #[test]
+    fn a_line_cut_by_a_migration_arrives_whole_on_the_other_side() {
         let (sink, got) = capture();
         let d = Devices::new(EventFd::new(0).unwrap(), sink, None);
         d.pio_write(SERIAL_PORT, b"hello\nwor");
-        assert_eq!(&*got.lock().unwrap(), b"hello\n");
+        assert_eq!(&*got.lock().unwrap(), b"hello\nwor");
         let state = d.save_state();
-        assert_eq!(state.serial.pending_line, b"wor");
         let (sink2, got2) = capture();
         let d2 = Devices::new(EventFd::new(0).unwrap(), sink2, Some(&state));
+        assert_eq!(&*got2.lock().unwrap(), b"wor");
         d2.pio_write(SERIAL_PORT, b"ld\n");
         assert_eq!(&*got2.lock().unwrap(), b"world\n");
+        assert!(d2.save_state().serial.pending_line.is_empty());
     }
 
     #[test]

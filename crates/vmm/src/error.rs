@@ -70,6 +70,22 @@ pub enum Error {
     },
     #[error("cannot read which guest pages are resident (/proc/self/pagemap): {0}")]
     ResidentPages(#[source] io::Error),
+    #[error("guest memory {gpa:#x}+{len:#x} is not inside one RAM region")]
+    OutsideMemory { gpa: u64, len: u64 },
+
+    // Post-copy.
+    #[error("userfaultfd {op} failed: {source}")]
+    Userfault {
+        op: &'static str,
+        #[source]
+        source: userfaultfd::Error,
+    },
+    #[error("cannot drop guest pages (madvise MADV_DONTNEED): {0}")]
+    DropPages(#[source] io::Error),
+    #[error("waiting for guest page faults failed: {0}")]
+    Poll(#[source] io::Error),
+    #[error("post-copy needs the VM paused")]
+    PostcopyNotPaused,
 
     // Lifecycle and state.
     #[error("the VM is not running: {0:?}")]

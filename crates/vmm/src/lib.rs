@@ -8,6 +8,7 @@ mod error;
 pub mod memory;
 pub mod mptable;
 pub mod multiboot;
+pub mod postcopy;
 pub mod snapshot;
 pub mod throttle;
 pub mod vcpu;

@@ -315,6 +315,35 @@ fn the_tsc_leaf_reaches_the_guest() {
     );
 }
 
+#[test]
+fn a_prompt_without_newline_reaches_the_host_at_once() {
+    require_kvm();
+    // mov dx,0x3f8; then `mov al,c; out dx,al` for each byte; jmp $
+    let mut code = vec![0x66, 0xBA, 0xF8, 0x03];
+    for &c in b"login: " {
+        code.extend([0xB0, c, 0xEE]);
+    }
+    code.extend([0xEB, 0xFE]);
+    let img = raw_kernel(&code);
+    let (sink, out) = capture();
+    let vm = Vm::boot(
+        &BootSpec {
+            kernel: &img,
+            kernel_name: "prompt".into(),
+            cmdline: String::new(),
+            memory_bytes: 16 << 20,
+            vcpus: 1,
+        },
+        sink,
+    )
+    .unwrap();
+    // The guest never prints a newline; every byte still arrives.
+    wait_for("the prompt", Duration::from_secs(30), || {
+        (out.lock().unwrap().as_slice() == b"login: ").then_some(())
+    });
+    vm.stop(ExitReason::Stopped);
+}
+
 /// The dirtier's own rate counter (pages/s, from its status page).
 fn guest_rate(vm: &Vm) -> Option<u64> {
     let mut page = vec![0u8; guest::status::LEN];

@@ -69,7 +69,10 @@ pub struct SerialState {
     pub modem_status: u8,
     pub scratch: u8,
     pub in_buffer: Vec<u8>,
-    /// Bytes of an unfinished output line not yet written to the host.
+    /// The unfinished output line (bytes after the last newline, at most
+    /// 4 KiB): already written to the host here; a VMM restoring the state
+    /// replays it, so the line arrives whole on its side. (Older VMMs held
+    /// these bytes back instead; the replay delivers them too.)
     pub pending_line: Vec<u8>,
 }
 

@@ -9,8 +9,10 @@ use crate::auth::{Secret, Transcript, nonce};
 use crate::error::WireError;
 use crate::message::{Capabilities, Hello, Message, MessageReader, MessageWriter, Welcome};
 
-/// Protocol version this implementation speaks best.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Protocol version this implementation speaks best. Version 2 adds
+/// post-copy (capability [`Capabilities::POSTCOPY`], messages 0x50-0x53,
+/// the flags of Accept); version 1 peers are still served, without it.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Oldest protocol version this implementation still speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
@@ -129,7 +131,7 @@ pub fn source_handshake<R: Read, W: Write>(
     match r.next("waiting for the destination to accept our proof")? {
         Message::AuthOk => Ok(Session {
             version: welcome.version,
-            capabilities: welcome.capabilities,
+            capabilities: welcome.capabilities.for_version(welcome.version),
             rtt,
         }),
         Message::Abort(a) if a.code == AbortCode::AuthFailed => Err(WireError::AuthFailed(
@@ -198,7 +200,10 @@ pub fn dest_handshake<S: Read + Write>(
         source_nonce: hello.nonce,
         dest_nonce: nonce(),
         version: hi,
-        capabilities: hello.capabilities.intersect(offer.capabilities),
+        capabilities: hello
+            .capabilities
+            .intersect(offer.capabilities)
+            .for_version(hi),
     };
     send(r.get_mut(), |w| {
         w.welcome(&Welcome {

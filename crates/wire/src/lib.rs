@@ -6,7 +6,9 @@
 //! handshake ([`source_handshake`] / [`dest_handshake`]: version negotiation and mutual HMAC-SHA256
 //! challenge-response over a shared secret), then carries one migration:
 //! Start/Accept, rounds of pages, the final round and State, then the
-//! Ready/Commit/Resumed switchover. Every listening socket admits its peers
+//! Ready/Commit/Resumed switchover; with post-copy (version 2), the switch
+//! (PostcopyBegin) comes before State and the pages follow the Commit,
+//! requested ones first (PageRequest), until PostcopyEnd/PostcopyDone. Every listening socket admits its peers
 //! through a [`gate::Gate`]: concurrent handshakes with a deadline, bounded,
 //! refusals logged at a bounded rate. docs/PROTOCOL.md is the full description.
 
@@ -25,9 +27,10 @@ pub use handshake::{
     source_handshake,
 };
 pub use message::{
-    Capabilities, HANDSHAKE_MAX_PAYLOAD, HELLO_MAGIC, Hello, MAX_CONFIG_LEN, MAX_TEXT, Message,
-    MessageReader, MessageWriter, NONCE_LEN, Resumed, RoundBegin, RoundEnd, Start, Welcome,
-    handshake_kinds, kind, protocol_kinds,
+    Accept, Capabilities, HANDSHAKE_MAX_PAYLOAD, HELLO_MAGIC, Hello, MAX_CONFIG_LEN, MAX_TEXT,
+    Message, MessageReader, MessageWriter, NONCE_LEN, PageRequest, PostcopyBegin, PostcopyDone,
+    PostcopyEnd, Resumed, RoundBegin, RoundEnd, Start, Welcome, handshake_kinds, kind,
+    protocol_kinds,
 };
 /// Re-exported so users of this crate need not depend on vmstate for page records.
 pub use vmstate::record::{MAX_PAGES_PER_RECORD, MAX_ZERO_RUNS_PER_RECORD, PAGE_SIZE, ZeroRuns};

@@ -49,7 +49,10 @@ fn every_message_round_trips() {
         config: config(),
     };
     w.start(&start).unwrap();
-    w.accept().unwrap();
+    w.accept(&Accept {
+        flags: Accept::POSTCOPY,
+    })
+    .unwrap();
     let rb = RoundBegin {
         round: 3,
         flags: RoundBegin::FINAL,
@@ -73,6 +76,24 @@ fn every_message_round_trips() {
     };
     w.resumed(&res).unwrap();
     w.abort(AbortCode::MemoryLimit, "too big").unwrap();
+    w.postcopy_begin(&[0b1011, 1 << 63]).unwrap();
+    let req = PageRequest {
+        gpa: 0x10_0000,
+        pages: 16,
+    };
+    w.page_request(&req).unwrap();
+    let end = PostcopyEnd {
+        pages: 3,
+        zero_pages: 1,
+    };
+    w.postcopy_end(&end).unwrap();
+    let done = PostcopyDone {
+        pages: 4,
+        faults: 2,
+        fault_p50_ns: 100,
+        fault_p99_ns: 900,
+    };
+    w.postcopy_done(&done).unwrap();
     let written = w.bytes_written();
     assert_eq!(written, buf.len() as u64);
 
@@ -89,7 +110,7 @@ fn every_message_round_trips() {
     assert!(matches!(r.next("").unwrap(), Message::AuthProof(p) if p == [1; 32]));
     assert!(matches!(r.next("").unwrap(), Message::AuthOk));
     assert!(matches!(r.next("").unwrap(), Message::Start(s) if *s == start));
-    assert!(matches!(r.next("").unwrap(), Message::Accept));
+    assert!(matches!(r.next("").unwrap(), Message::Accept(a) if a.postcopy()));
     assert!(matches!(r.next("").unwrap(), Message::RoundBegin(x) if x == rb && x.is_final()));
     assert!(
         matches!(r.next("").unwrap(), Message::Pages { gpa: 0x2000, data } if data == &page[..])
@@ -110,9 +131,64 @@ fn every_message_round_trips() {
     assert!(
         matches!(r.next("").unwrap(), Message::Abort(a) if a.code == AbortCode::MemoryLimit && a.message == "too big")
     );
+    match r.next("").unwrap() {
+        Message::PostcopyBegin(b) => {
+            assert_eq!(b.pages, 4);
+            assert_eq!(b.bitmap.len(), 16);
+            assert_eq!(b.bitmap[0], 0b1011);
+            assert_eq!(b.bitmap[15], 0x80);
+        }
+        m => panic!("got {}", m.name()),
+    }
+    assert!(matches!(r.next("").unwrap(), Message::PageRequest(x) if x == req));
+    assert!(matches!(r.next("").unwrap(), Message::PostcopyEnd(x) if x == end));
+    assert!(matches!(r.next("").unwrap(), Message::PostcopyDone(x) if x == done));
     let e = r.next("waiting for more").unwrap_err();
     assert!(matches!(e, WireError::Closed { .. }));
     assert!(e.to_string().contains("waiting for more"));
+}
+
+/// Post-copy messages that lie about themselves are refused at decoding.
+#[test]
+fn malformed_postcopy_messages_are_refused() {
+    use vmstate::frame::FrameWriter;
+    let decode = |kind: u8, payload: &[u8]| {
+        let mut buf = Vec::new();
+        FrameWriter::new(&mut buf)
+            .write_frame(kind, 0, &[payload])
+            .unwrap();
+        let mut r = MessageReader::new(&buf[..]);
+        r.next("").map(|m| m.name()).unwrap_err().to_string()
+    };
+    // A bitmap whose count does not match, or that is not whole words.
+    let mut p = 5u64.to_le_bytes().to_vec();
+    p.extend_from_slice(&[0; 8]);
+    p.extend_from_slice(&1u64.to_le_bytes());
+    assert!(decode(kind::POSTCOPY_BEGIN, &p).contains("announces 5 pages but its bitmap has 1"));
+    p.push(0);
+    assert!(decode(kind::POSTCOPY_BEGIN, &p).contains("whole 64-bit words"));
+    // Requests of no page, too many pages, or at an unaligned address.
+    let req = |gpa: u64, pages: u32| {
+        let mut p = gpa.to_le_bytes().to_vec();
+        p.extend_from_slice(&pages.to_le_bytes());
+        p.extend_from_slice(&[0; 4]);
+        decode(kind::PAGE_REQUEST, &p)
+    };
+    assert!(req(0, 0).contains("asks for 0 pages"));
+    assert!(req(0, PageRequest::MAX_PAGES + 1).contains("asks for 257 pages"));
+    assert!(req(0x1001, 1).contains("not page aligned"));
+    // Truncated: a PostcopyEnd of 8 bytes.
+    assert!(decode(kind::POSTCOPY_END, &[0; 8]).contains("too short"));
+}
+
+#[test]
+fn postcopy_needs_version_2() {
+    assert_eq!(Capabilities::POSTCOPY.for_version(1), Capabilities::NONE);
+    assert_eq!(
+        Capabilities::POSTCOPY.for_version(2),
+        Capabilities::POSTCOPY
+    );
+    assert!(Capabilities::SUPPORTED.contains(Capabilities::POSTCOPY));
 }
 
 #[test]
@@ -236,6 +312,34 @@ fn handshake_picks_the_highest_common_version() {
 }
 
 #[test]
+fn a_version_1_peer_gets_no_postcopy() {
+    // An old destination (version 1 only) and a new source offering post-copy.
+    let old = Offer {
+        min_version: 1,
+        max_version: 1,
+        capabilities: Capabilities::POSTCOPY,
+    };
+    let (s, d) = handshake(
+        secret("0123456789abcdef"),
+        secret("0123456789abcdef"),
+        Offer::default(),
+        old,
+    );
+    let (s, d) = (s.unwrap(), d.unwrap());
+    assert_eq!((s.version, d.version), (1, 1));
+    assert!(!s.capabilities.contains(Capabilities::POSTCOPY));
+    assert!(!d.capabilities.contains(Capabilities::POSTCOPY));
+    // Two new peers agree on it.
+    let (s, _) = handshake(
+        secret("0123456789abcdef"),
+        secret("0123456789abcdef"),
+        Offer::default(),
+        Offer::default(),
+    );
+    assert!(s.unwrap().capabilities.contains(Capabilities::POSTCOPY));
+}
+
+#[test]
 fn wrong_secret_fails_on_both_sides() {
     let (s, d) = handshake(
         secret("source secret 0123456789"),
@@ -268,7 +372,7 @@ fn version_mismatch_is_refused_on_both_sides() {
     let d = d.unwrap_err().to_string();
     for e in [&s, &d] {
         assert!(e.contains("version mismatch"), "{e}");
-        assert!(e.contains("7..=9") && e.contains("1..=1"), "{e}");
+        assert!(e.contains("7..=9") && e.contains("1..=2"), "{e}");
     }
 }
 
@@ -328,7 +432,7 @@ fn a_refused_peer_learns_nothing_but_a_generic_refusal() {
     // A message of the session before authentication: Start's kind is not
     // even readable yet.
     let mut w = MessageWriter::new(Vec::new());
-    w.accept().unwrap();
+    w.accept(&Accept::default()).unwrap();
     let (e, back) = refused(&w.get_ref()[..8]);
     assert!(e.to_string().contains("unknown kind"), "{e}");
     assert_eq!(back, generic);

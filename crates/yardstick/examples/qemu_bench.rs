@@ -182,7 +182,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             outcomes.join(","),
             format!("{:.0}", med(&|r| r.total_time_ms)),
             format!("{:.0}", med(&|r| r.downtime_ms)),
-            format!("{:.1}", med(&|r| r.guest_downtime_ms.unwrap_or(f64::NAN))),
+            format!("{:.1}", med(&|r| r.heartbeat_gap_ms.unwrap_or(f64::NAN))),
             format_bytes(med(&|r| r.bytes_sent as f64) as u64),
             format!("{:.2}", med(&|r| r.bytes_per_memory)),
             format!("{:.0}", med(&|r| r.rounds as f64)),

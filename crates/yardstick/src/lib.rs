@@ -5,7 +5,8 @@
 //!   and QMP; measure boot time to the first heartbeat.
 //! - [`qmp`]: a QMP client.
 //! - [`migration`]: QEMU-to-QEMU live migration on loopback, measured into
-//!   a [`QemuMigration`].
+//!   a [`QemuMigration`]; [`sampled`]: its guest-visible downtime from the
+//!   guest's pass counters in both QEMU processes.
 //! - [`serial`]: timestamped serial logs, heartbeats, and the guest-visible
 //!   downtime computation used for both QEMU and Ferry.
 //! - [`guests`]: Ferry's guest programs under QEMU (image, TSC stamping).
@@ -22,6 +23,7 @@ pub mod migration;
 pub mod plot;
 pub mod qemu;
 pub mod qmp;
+pub mod sampled;
 pub mod serial;
 pub mod table;
 pub mod testkernel;

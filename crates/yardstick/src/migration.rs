@@ -4,8 +4,10 @@
 //! then `migrate` to a destination started with `-incoming defer` +
 //! `migrate-incoming tcp:127.0.0.1:0`; `query-migrate` is polled until the
 //! migration completes or fails. QEMU's own numbers are copied into a
-//! [`QemuMigration`]; the guest-visible downtime comes from both serial logs
-//! via [`crate::serial::max_heartbeat_gap`], exactly as for Ferry.
+//! [`QemuMigration`]; the guest-visible downtime is sampled from the guest's
+//! pass counters in both QEMUs ([`crate::sampled`], with
+//! [`MigrationParams::sample_guest`]), and the largest heartbeat gap comes from both
+//! serial logs via [`crate::serial::max_heartbeat_gap`], exactly as for Ferry.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,7 @@ use units::Bandwidth;
 use crate::error::Error;
 use crate::plot::RoundPoint;
 use crate::qemu::{Qemu, QemuConfig};
+use crate::sampled::Probe;
 use crate::serial::{self, SerialLine, max_heartbeat_gap};
 
 /// What QEMU's `max-bandwidth` is set to when the run asks for no limit:
@@ -49,6 +52,14 @@ pub struct MigrationParams {
     /// `migrate-set-capabilities` (e.g. `auto-converge`, `xbzrle`,
     /// `multifd`); empty for plain pre-copy, QEMU's default.
     pub capabilities: Vec<String>,
+    /// Post-copy at once: `postcopy-ram` on both sides and
+    /// `migrate-start-postcopy` right after `migrate` (QEMU switches at
+    /// its next iteration).
+    #[serde(default)]
+    pub postcopy: bool,
+    /// Sample the guest-visible downtime from the guest's pass counters
+    /// ([`crate::sampled`]); the guest must be one of Ferry's programs.
+    pub sample_guest: bool,
 }
 
 impl Default for MigrationParams {
@@ -61,7 +72,21 @@ impl Default for MigrationParams {
             poll_interval: Duration::from_millis(10),
             resume_timeout: Duration::from_secs(10),
             capabilities: Vec::new(),
+            postcopy: false,
+            sample_guest: false,
         }
+    }
+}
+
+impl MigrationParams {
+    /// The capabilities to switch on: [`Self::capabilities`], and
+    /// `postcopy-ram` with [`Self::postcopy`].
+    pub fn all_capabilities(&self) -> Vec<String> {
+        let mut caps = self.capabilities.clone();
+        if self.postcopy && !caps.iter().any(|c| c == "postcopy-ram") {
+            caps.push("postcopy-ram".into());
+        }
+        caps
     }
 }
 
@@ -96,7 +121,23 @@ pub struct QemuMigration {
     /// QEMU's `setup-time` in ms.
     pub setup_time_ms: f64,
     /// Largest gap between heartbeats across the switchover, in ms.
-    pub guest_downtime_ms: Option<f64>,
+    #[serde(default, alias = "guest_downtime_ms")]
+    pub heartbeat_gap_ms: Option<f64>,
+    /// Guest-visible downtime sampled from the guest's pass counters on
+    /// both sides, in us (with [`MigrationParams::sample_guest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_downtime_us: Option<u64>,
+    /// The sampler's widest interval between two samples around the
+    /// switchover, in us (above 1000: coarse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_downtime_resolution_us: Option<u64>,
+    /// The switchover alone: from the source guest's last progress to the
+    /// destination's first, in us.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_switchover_us: Option<u64>,
+    /// Whether the sampler ran at real-time priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_sampler_realtime: Option<bool>,
     /// Our own wall time from `migrate` to seeing `completed`, in ms.
     pub wall_time_ms: f64,
     /// From `migrate` to the first heartbeat the guest printed after it
@@ -219,9 +260,17 @@ impl Qemu {
             .to_string();
         let version = self.qmp().qemu_version().to_string();
         self.set_migration_parameters(destination, params)?;
+        let probe = if params.sample_guest {
+            Some(Probe::start(self, destination)?)
+        } else {
+            None
+        };
         let t_start = serial::now();
         let started = Instant::now();
         self.qmp().execute("migrate", Some(json!({ "uri": uri })))?;
+        if params.postcopy {
+            self.qmp().execute("migrate-start-postcopy", None)?;
+        }
         let Polled {
             info,
             polls,
@@ -235,8 +284,10 @@ impl Qemu {
             "failed" => QemuOutcome::Failed,
             _ => QemuOutcome::Cancelled,
         };
-        let (guest_downtime_ms, resume_time_ms) = if outcome == QemuOutcome::Completed {
-            self.guest_downtime(destination, &info, t_start, params)?
+        let completed = outcome == QemuOutcome::Completed;
+        let sampled = probe.and_then(|p| p.finish(completed, params.resume_timeout));
+        let (heartbeat_gap_ms, resume_time_ms) = if completed {
+            self.heartbeat_gap(destination, &info, t_start, params)?
         } else {
             (None, None)
         };
@@ -249,7 +300,11 @@ impl Qemu {
             total_time_ms: num(&info, "total-time"),
             downtime_ms: num(&info, "downtime"),
             setup_time_ms: num(&info, "setup-time"),
-            guest_downtime_ms,
+            heartbeat_gap_ms,
+            guest_downtime_us: sampled.map(|d| d.downtime_us),
+            guest_downtime_resolution_us: sampled.map(|d| d.resolution_us),
+            guest_switchover_us: sampled.map(|d| d.switchover_us),
+            guest_sampler_realtime: sampled.map(|d| d.realtime),
             wall_time_ms,
             resume_time_ms,
             bytes_sent,
@@ -270,7 +325,7 @@ impl Qemu {
             precopy_bytes: ram.get("precopy-bytes").and_then(Value::as_u64),
             max_bandwidth_bytes_per_s: qemu_max_bandwidth(params.max_bandwidth),
             downtime_limit_ms: params.downtime_limit_ms,
-            capabilities: params.capabilities.clone(),
+            capabilities: params.all_capabilities(),
             per_round: rounds_from_polls(&polls),
             qemu_version: version,
         })
@@ -282,9 +337,9 @@ impl Qemu {
         destination: &mut Qemu,
         params: &MigrationParams,
     ) -> Result<(), Error> {
-        if !params.capabilities.is_empty() {
-            let caps: Vec<Value> = params
-                .capabilities
+        let all = params.all_capabilities();
+        if !all.is_empty() {
+            let caps: Vec<Value> = all
                 .iter()
                 .map(|c| json!({"capability": c, "state": true}))
                 .collect();
@@ -327,7 +382,9 @@ impl Qemu {
             }
             let status = info["status"].as_str().unwrap_or("").to_string();
             match status.as_str() {
-                "completed" | "failed" | "cancelled" => {
+                // A post-copy whose destination died pauses for good (QEMU
+                // waits for postcopy-recover): ended, not completed.
+                "completed" | "failed" | "cancelled" | "postcopy-paused" => {
                     return Ok(Polled {
                         info,
                         polls,
@@ -346,6 +403,15 @@ impl Qemu {
                 timed_out = true;
                 self.qmp().execute("migrate_cancel", None)?;
             }
+            if timed_out && started.elapsed() > params.timeout * 2 {
+                // Post-copy cannot be cancelled: give up on it.
+                return Err(Error::Reply {
+                    command: "migrate_cancel".into(),
+                    detail: format!(
+                        "the migration did not end after it was cancelled (status {status})"
+                    ),
+                });
+            }
             std::thread::sleep(params.poll_interval);
         }
     }
@@ -353,7 +419,7 @@ impl Qemu {
     /// After a completed migration that started at `t_start`: the guest's
     /// largest heartbeat gap and the time to its first heartbeat on the
     /// destination, in ms.
-    fn guest_downtime(
+    fn heartbeat_gap(
         &mut self,
         destination: &mut Qemu,
         info: &Value,

@@ -47,6 +47,7 @@ fn dirtier_migrates_qemu_to_qemu() {
     let params = MigrationParams {
         max_bandwidth: None,
         timeout: Duration::from_secs(60),
+        sample_guest: true,
         ..MigrationParams::default()
     };
     // Migrate once the guest has completed a full pass over its working set
@@ -70,8 +71,11 @@ fn dirtier_migrates_qemu_to_qemu() {
         r.downtime_ms > 0.0 && r.total_time_ms >= r.downtime_ms,
         "{r:?}"
     );
-    let gd = r.guest_downtime_ms.expect("guest downtime measured");
-    assert!(gd > 0.0, "{r:?}");
+    let gap = r.heartbeat_gap_ms.expect("heartbeat gap measured");
+    assert!(gap > 0.0, "{r:?}");
+    // Sampled in both QEMU processes (values are not asserted: timing).
+    assert!(r.guest_downtime_us.is_some(), "{r:?}");
+    assert!(r.guest_downtime_resolution_us.is_some(), "{r:?}");
     assert!(!r.per_round.is_empty(), "{r:?}");
 
     // The source verified before; the destination verifies after migration.
@@ -108,4 +112,29 @@ fn generation(text: &str) -> u64 {
         .find_map(|w| w.strip_prefix("gen="))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+#[test]
+fn idle_in_shared_ram_is_sampled_in_its_ram_files() {
+    require_qemu();
+    let mut g = guest_config("idle", "").unwrap();
+    g.config.memory_mib = 64;
+    // RAM as memory-backend-file in /dev/shm: the sampler maps both files.
+    g.config.shared_ram = true;
+    let params = MigrationParams {
+        max_bandwidth: None,
+        sample_guest: true,
+        ..MigrationParams::default()
+    };
+    let run = yardstick::migrate_guest(&g.config, &params, Duration::from_millis(200)).unwrap();
+    let r = &run.report;
+    assert_eq!(r.outcome, QemuOutcome::Completed, "{r:?}");
+    let (src, dst) = (run.source.ram_file(), run.destination.ram_file());
+    assert!(src.unwrap().starts_with("/dev/shm") && dst.unwrap().starts_with("/dev/shm"));
+    assert!(r.guest_downtime_us.is_some(), "{r:?}");
+    assert!(r.guest_switchover_us.is_some(), "{r:?}");
+    // The files go with the QEMUs.
+    let dir = src.unwrap().parent().unwrap().to_path_buf();
+    drop(run);
+    assert!(!dir.exists());
 }

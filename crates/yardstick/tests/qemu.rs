@@ -153,7 +153,7 @@ fn migration_of_the_test_kernel() {
         "every page accounted: {r:?}"
     );
     assert!(r.rounds >= 2, "{r:?}");
-    assert!(r.guest_downtime_ms.unwrap() > 0.0, "{r:?}");
+    assert!(r.heartbeat_gap_ms.unwrap() > 0.0, "{r:?}");
     assert_eq!(run.destination.run_state().unwrap(), "running");
     assert_eq!(run.source.run_state().unwrap(), "postmigrate");
     // Heartbeat numbering continues on the destination.
@@ -193,7 +193,7 @@ fn failed_and_timed_out_migrations_leave_the_source_running() {
         .migrate_to(&mut dead, &MigrationParams::default(), cfg.memory_mib << 20)
         .unwrap();
     assert_eq!(r.outcome, QemuOutcome::Failed, "{r:?}");
-    assert!(r.error.is_some() && r.guest_downtime_ms.is_none(), "{r:?}");
+    assert!(r.error.is_some() && r.heartbeat_gap_ms.is_none(), "{r:?}");
     assert_eq!(source.run_state().unwrap(), "running");
 
     // A link far too slow for the guest: cancelled after the timeout.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::plan::{BenchBandwidth, MigrateBenchArgs, MigratePlan, plan};
-use super::record::{FerryRun, QemuRun, RunRecord, now_utc, runs_json, write_json};
+use super::record::{FerryRun, KvLatency, QemuRun, RunRecord, now_utc, runs_json, write_json};
 use super::report::{migrate_tables, plots};
 use super::workload::Workload;
 use crate::pair::{GuestSpec, Pair};
@@ -80,10 +80,13 @@ fn measure(
     p: &MigratePlan,
 ) -> RunRecord {
     let mut rec = RunRecord::new(w.name, sys, &bw.label, rep, p.memory);
-    if sys == "qemu" {
-        rec.set_qemu(qemu_run(w, bw, p), p.qemu_timeout);
+    if super::plan::is_qemu(sys) {
+        let postcopy = sys == super::plan::QEMU_POSTCOPY;
+        rec.set_qemu(qemu_run(w, bw, p, postcopy), p.qemu_timeout);
     } else {
-        rec.set_ferry(ferry_run(dir, w, sys, bw, p));
+        let run = ferry_run(dir, w, sys, bw, p);
+        rec.kvstore = run.as_ref().ok().and_then(|r| r.1);
+        rec.set_ferry(run.map(|r| r.0));
     }
     // Keep the logs of failed Ferry runs only.
     if rec.ok {
@@ -99,13 +102,13 @@ fn ferry_run(
     strategy: &str,
     bw: &BenchBandwidth,
     p: &MigratePlan,
-) -> anyhow::Result<FerryRun> {
+) -> anyhow::Result<(FerryRun, Option<KvLatency>)> {
     let mut pair = Pair::start(
         dir,
         &GuestSpec {
             guest: w.guest.into(),
             memory: units::ByteSize(p.memory),
-            vcpus: 1,
+            vcpus: w.vcpus,
             append: w.append.into(),
         },
     )?;
@@ -119,7 +122,9 @@ fn ferry_run(
         max_downtime_ms: Some(p.max_downtime.as_secs_f64() * 1e3),
         ..MigrateRequest::default()
     };
+    let t0 = crate::serial::now();
     let (report, error) = pair.migrate(req, false)?;
+    let t1 = crate::serial::now();
     let verify = if p.verify && error.is_none() {
         Some(second_verify(|after| {
             pair.wait_line_after(&pair.dst_log, after, "VERIFY", VERIFY_TIMEOUT)
@@ -128,8 +133,15 @@ fn ferry_run(
     } else {
         None
     };
+    let kv = if w.guest == "kvstore" {
+        // The destination's lines in the second after the end.
+        std::thread::sleep(Duration::from_millis(1200));
+        KvLatency::from_logs(&pair.src_log, &pair.dst_log, t0, t1)
+    } else {
+        None
+    };
     pair.shutdown();
-    Ok((report, error, verify))
+    Ok(((report, error, verify), kv))
 }
 
 /// How long to wait for each verification line on the destination.
@@ -159,14 +171,21 @@ fn second_verify(
 }
 
 /// One QEMU migration of the same guest, start point and parameters.
-fn qemu_run(w: &Workload, bw: &BenchBandwidth, p: &MigratePlan) -> anyhow::Result<QemuRun> {
+fn qemu_run(
+    w: &Workload,
+    bw: &BenchBandwidth,
+    p: &MigratePlan,
+    postcopy: bool,
+) -> anyhow::Result<QemuRun> {
     let mut setup = yardstick::guests::guest_config(w.guest, w.append)?;
     setup.config.memory_mib = p.memory >> 20;
-    setup.config.vcpus = 1;
+    setup.config.vcpus = w.vcpus;
     let params = yardstick::MigrationParams {
         max_bandwidth: bw.cap,
         downtime_limit_ms: p.max_downtime.as_millis() as u64,
         timeout: p.qemu_timeout,
+        postcopy,
+        sample_guest: true,
         ..Default::default()
     };
     let ready = w.ready;

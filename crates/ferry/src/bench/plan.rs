@@ -11,6 +11,16 @@ use units::{Bandwidth, ByteSize};
 use super::workload::{WORKLOADS, Workload};
 use crate::flags::positive;
 
+/// QEMU's pre-copy as a system of the matrix.
+pub const QEMU: &str = "qemu";
+/// QEMU's post-copy (`postcopy-ram`, `migrate-start-postcopy` at once).
+pub const QEMU_POSTCOPY: &str = "qemu-postcopy";
+
+/// Whether `system` is one of QEMU's.
+pub fn is_qemu(system: &str) -> bool {
+    system == QEMU || system == QEMU_POSTCOPY
+}
+
 /// Arguments of `ferry bench migrate`.
 #[derive(Debug, clap::Args)]
 pub struct MigrateBenchArgs {
@@ -22,7 +32,7 @@ pub struct MigrateBenchArgs {
         long,
         value_delimiter = ',',
         value_name = "NAME",
-        default_value = "idle,static,dirty-5k,dirty-20k,hot-20k,kvstore",
+        default_value = "idle,static,dirty-5k,dirty-20k,hot-20k,phase,drift-20k,max-2vcpu,kvstore",
         value_parser = workload_names()
     )]
     pub workloads: Vec<String>,
@@ -31,7 +41,7 @@ pub struct MigrateBenchArgs {
         long,
         value_delimiter = ',',
         value_name = "NAME",
-        default_value = "stop-and-copy,xen,downtime,predictive,delayed,auto-converge",
+        default_value = "stop-and-copy,xen,downtime,predictive,delayed,auto-converge,postcopy,hybrid",
         value_parser = crate::flags::strategy()
     )]
     pub strategies: Vec<StrategyKind>,
@@ -91,11 +101,14 @@ fn parse_bandwidth(s: &str) -> Result<BenchBandwidth, units::ParseError> {
 /// The workload names (and `all`), each with what it runs, for --help.
 fn workload_names() -> PossibleValuesParser {
     let each = WORKLOADS.iter().map(|w| {
-        let about = if w.append.is_empty() {
+        let mut about = if w.append.is_empty() {
             w.guest.to_string()
         } else {
             format!("{} {}", w.guest, w.append)
         };
+        if w.vcpus > 1 {
+            about.push_str(&format!(", {} vCPUs", w.vcpus));
+        }
         PossibleValue::new(w.name).help(about)
     });
     PossibleValuesParser::new(each.chain([PossibleValue::new("all").help("every workload")]))
@@ -117,11 +130,18 @@ pub struct MigratePlan {
 
 impl MigratePlan {
     /// The systems compared: the Ferry strategies, then `qemu` if it runs.
+    /// Ferry's strategies, then QEMU (pre-copy), then QEMU's post-copy
+    /// ([`QEMU_POSTCOPY`]) when a post-copy strategy of Ferry's runs.
     pub fn systems(&self) -> Vec<String> {
+        let postcopy = self
+            .strategies
+            .iter()
+            .any(|s| s == "postcopy" || s == "hybrid");
         self.strategies
             .iter()
             .cloned()
-            .chain(self.qemu.then(|| "qemu".to_string()))
+            .chain(self.qemu.then(|| QEMU.to_string()))
+            .chain((self.qemu && postcopy).then(|| QEMU_POSTCOPY.to_string()))
             .collect()
     }
 }

@@ -7,7 +7,7 @@ use yardstick::bench::{median, ratio};
 use yardstick::plot::Series;
 use yardstick::table::Table;
 
-use super::plan::{BenchBandwidth, MigratePlan};
+use super::plan::{BenchBandwidth, MigratePlan, QEMU, QEMU_POSTCOPY, is_qemu};
 use super::record::{Metrics, RunRecord};
 
 /// Medians over the successful runs of one cell, and how many succeeded.
@@ -17,10 +17,28 @@ struct Cell {
     total_ms: Option<f64>,
     downtime_ms: Option<f64>,
     guest_downtime_ms: Option<f64>,
+    /// Successful runs whose sampler resolution was worse than 1 ms, or
+    /// whose sampler was refused real-time priority.
+    coarse: usize,
+    not_realtime: usize,
+    switchover_ms: Option<f64>,
+    heartbeat_gap_ms: Option<f64>,
+    tsc_gap_ms: Option<f64>,
     bytes: Option<f64>,
     bytes_ratio: Option<f64>,
     rounds: Option<f64>,
     round1: Option<f64>,
+    /// Post-copy: fault wait p50 and p99, pages requested and pushed, time
+    /// in post-copy, bytes back from the destination.
+    fault_p50: Option<f64>,
+    fault_p99: Option<f64>,
+    requested: Option<f64>,
+    pushed: Option<f64>,
+    postcopy_ms: Option<f64>,
+    bytes_back: Option<f64>,
+    /// kvstore's p99 latency before and during the migration, ms.
+    kv_before: Option<f64>,
+    kv_during: Option<f64>,
     first_error: Option<String>,
 }
 
@@ -41,10 +59,38 @@ impl Cell {
             total_ms: med(&|m| Some(m.total_ms)),
             downtime_ms: med(&|m| m.downtime_ms),
             guest_downtime_ms: med(&|m| m.guest_downtime_ms),
+            coarse: m
+                .iter()
+                .filter(|m| m.resolution_ms.is_some_and(|r| r > 1.0))
+                .count(),
+            not_realtime: m.iter().filter(|m| m.realtime == Some(false)).count(),
+            switchover_ms: med(&|m| m.switchover_ms),
+            heartbeat_gap_ms: med(&|m| m.heartbeat_gap_ms),
+            tsc_gap_ms: med(&|m| m.tsc_gap_ms),
             bytes: med(&|m| Some(m.bytes)),
             bytes_ratio: med(&|m| Some(m.bytes_ratio)),
             rounds: med(&|m| Some(m.rounds)),
             round1: med(&|m| m.round1_bytes_per_s),
+            fault_p50: med(&|m| m.postcopy.and_then(|p| p.fault_p50_ms)),
+            fault_p99: med(&|m| m.postcopy.and_then(|p| p.fault_p99_ms)),
+            requested: med(&|m| m.postcopy.map(|p| p.pages_requested)),
+            pushed: med(&|m| m.postcopy.map(|p| p.pages_pushed)),
+            postcopy_ms: med(&|m| m.postcopy.map(|p| p.duration_ms)),
+            bytes_back: med(&|m| m.postcopy.map(|p| p.bytes_back)),
+            kv_before: median(
+                &runs
+                    .iter()
+                    .filter(|r| r.ok)
+                    .filter_map(|r| r.kvstore.map(|k| k.before_p99_ms))
+                    .collect::<Vec<_>>(),
+            ),
+            kv_during: median(
+                &runs
+                    .iter()
+                    .filter(|r| r.ok)
+                    .filter_map(|r| r.kvstore.map(|k| k.during_p99_ms))
+                    .collect::<Vec<_>>(),
+            ),
             first_error: runs.iter().find_map(|r| r.error.clone()),
         }
     }
@@ -52,6 +98,18 @@ impl Cell {
     /// `completed/all`.
     fn ok_text(&self) -> String {
         format!("{}/{}", self.ok, self.runs)
+    }
+
+    /// The sampled guest downtime, with how many runs were coarse.
+    fn guest_downtime_text(&self) -> String {
+        let mut t = fmt_opt(self.guest_downtime_ms, 3);
+        if self.coarse > 0 {
+            t.push_str(&format!(" ({} coarse)", self.coarse));
+        }
+        if self.not_realtime > 0 {
+            t.push_str(&format!(" ({} not RT)", self.not_realtime));
+        }
+        t
     }
 
     /// Bytes on the wire and their ratio to guest memory.
@@ -74,23 +132,28 @@ fn ratio_opt(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-const FERRY_COLUMNS: [&str; 9] = [
+const FERRY_COLUMNS: [&str; 12] = [
     "workload",
     "strategy",
     "ok",
     "total ms",
     "downtime ms",
     "guest downtime ms",
+    "switchover ms",
+    "heartbeat gap ms",
+    "guest TSC gap ms",
     "bytes (x memory)",
     "rounds",
     "round-1 GB/s",
 ];
 
-const QEMU_COLUMNS: [&str; 10] = [
+const QEMU_COLUMNS: [&str; 12] = [
     "QEMU ok",
     "QEMU total ms",
     "QEMU downtime ms",
     "QEMU guest downtime ms",
+    "QEMU switchover ms",
+    "QEMU heartbeat gap ms",
     "QEMU bytes (x memory)",
     "QEMU rounds",
     "total F/Q",
@@ -99,18 +162,33 @@ const QEMU_COLUMNS: [&str; 10] = [
     "bytes F/Q",
 ];
 
+/// What the downtime columns mean, under each table.
+const COLUMN_NOTE: &str = "`downtime` = the engine's (Ferry: pause to resume) or QEMU's own; `guest downtime` = the longest time the guest made no progress on either side, sampled from its pass counters on both hosts (docs/MIGRATION.md), `(N coarse)` = N runs whose sampler missed more than 1 ms somewhere in the window (1 s before the source's pause to 1 s after the destination's resume); `switchover` = the part of it from the source guest's last progress to the destination guest's first (guest downtime is longer when the guest also stalled elsewhere in the window, e.g. descheduled on a busy host); `heartbeat gap` = the largest gap between heartbeat lines in the serial logs; `guest TSC gap` = the guest's own largest gap between two loop passes (Ferry: the guest's TSC is the host's).";
+
 /// Markdown: one table per bandwidth, plus the failures.
 pub fn migrate_tables(p: &MigratePlan, records: &[RunRecord], systems: &[String]) -> String {
     let mut out = String::new();
     for bw in &p.bandwidths {
         out.push_str(&format!(
-            "### Bandwidth {}\n\nMedians of the successful runs out of {} ({} guest, 1 vCPU, downtime target {} ms); `ok` = completed runs out of all; F/Q = Ferry/QEMU.\n\n{}\n",
+            "### Bandwidth {}\n\nMedians of the successful runs out of {} ({} guest, 1 vCPU unless the workload says otherwise, downtime target {} ms); `ok` = completed runs out of all; F/Q = Ferry/QEMU.\n\n{}\n{COLUMN_NOTE}\n\n",
             bw.label,
             p.reps,
             units::format_bytes(p.memory),
             p.max_downtime.as_millis(),
             bandwidth_table(p, records, systems, bw).to_markdown()
         ));
+        if let Some(t) = postcopy_table(p, records, systems, bw) {
+            out.push_str(&format!(
+                "#### Post-copy, {}
+
+Medians as above. Faults: how long a vCPU waited for a missing page on the destination (Ferry only). Bytes S->D: everything the source sent (pre-copy rounds included); D->S: what the destination sent back. kvstore: its own p99 request latency, median of the source's seconds before the migration / worst second during it (Ferry only). Ratios: guest downtime against QEMU's pre-copy, total time against QEMU's post-copy. Ferry's `downtime` (pre-copy) is there for reference.
+
+{}
+",
+                bw.label,
+                t.to_markdown()
+            ));
+        }
         if p.verify {
             out.push_str("Each completed run counts only if the guest's second self-verification on the destination passed (`--verify`).\n\n");
         }
@@ -145,8 +223,8 @@ fn bandwidth_table(
     }
     let mut t = Table::new(head);
     for w in &p.workloads {
-        let q = Cell::of(records, w.name, "qemu", &bw.label);
-        for s in systems.iter().filter(|s| *s != "qemu") {
+        let q = Cell::of(records, w.name, QEMU, &bw.label);
+        for s in systems.iter().filter(|s| !is_qemu(s)) {
             let c = Cell::of(records, w.name, s, &bw.label);
             let mut row = vec![
                 w.name.to_string(),
@@ -154,7 +232,10 @@ fn bandwidth_table(
                 c.ok_text(),
                 fmt_opt(c.total_ms, 0),
                 fmt_opt(c.downtime_ms, 1),
-                fmt_opt(c.guest_downtime_ms, 1),
+                c.guest_downtime_text(),
+                fmt_opt(c.switchover_ms, 3),
+                fmt_opt(c.heartbeat_gap_ms, 1),
+                fmt_opt(c.tsc_gap_ms, 3),
                 c.bytes_text(),
                 fmt_opt(c.rounds, 0),
                 fmt_opt(c.round1.map(|b| b / 1e9), 2),
@@ -168,8 +249,84 @@ fn bandwidth_table(
     t
 }
 
+const POSTCOPY_COLUMNS: [&str; 14] = [
+    "workload",
+    "system",
+    "ok",
+    "total ms",
+    "guest downtime ms",
+    "fault p50 ms",
+    "fault p99 ms",
+    "pages requested / pushed",
+    "post-copy ms",
+    "bytes S->D (x memory)",
+    "bytes D->S",
+    "kvstore p99 before / during ms",
+    "guest downtime / QEMU pre-copy",
+    "total / QEMU postcopy",
+];
+
+/// Ferry's post-copy strategies and QEMU's post-copy, one row each per
+/// workload; `None` when none of them ran.
+fn postcopy_table(
+    p: &MigratePlan,
+    records: &[RunRecord],
+    systems: &[String],
+    bw: &BenchBandwidth,
+) -> Option<Table> {
+    let chosen: Vec<&String> = systems
+        .iter()
+        .filter(|s| *s == "downtime" || *s == "postcopy" || *s == "hybrid" || *s == QEMU_POSTCOPY)
+        .collect();
+    if chosen.iter().all(|s| *s == "downtime") {
+        return None;
+    }
+    let mut t = Table::new(POSTCOPY_COLUMNS.to_vec());
+    for w in &p.workloads {
+        let pre = Cell::of(records, w.name, QEMU, &bw.label);
+        let post = Cell::of(records, w.name, QEMU_POSTCOPY, &bw.label);
+        for s in &chosen {
+            let c = Cell::of(records, w.name, s, &bw.label);
+            let pages = match (c.requested, c.pushed) {
+                (Some(r), Some(p)) => format!("{r:.0} / {p:.0}"),
+                _ => "-".into(),
+            };
+            t.row(vec![
+                w.name.to_string(),
+                system_name(s),
+                c.ok_text(),
+                fmt_opt(c.total_ms, 0),
+                fmt_opt(c.guest_downtime_ms, 1),
+                fmt_opt(c.fault_p50, 3),
+                fmt_opt(c.fault_p99, 3),
+                pages,
+                fmt_opt(c.postcopy_ms, 0),
+                c.bytes_text(),
+                c.bytes_back
+                    .map_or("-".into(), |b| units::format_bytes(b.round() as u64)),
+                match (c.kv_before, c.kv_during) {
+                    (Some(b), Some(d)) => format!("{b:.3} / {d:.3}"),
+                    _ => "-".into(),
+                },
+                ratio_opt(c.guest_downtime_ms, pre.guest_downtime_ms),
+                ratio_opt(c.total_ms, post.total_ms),
+            ]);
+        }
+    }
+    Some(t)
+}
+
+/// How a system is named in tables and plots.
+fn system_name(s: &str) -> String {
+    match s {
+        QEMU => "QEMU".into(),
+        QEMU_POSTCOPY => "QEMU postcopy".into(),
+        s => format!("Ferry {s}"),
+    }
+}
+
 /// QEMU's cell `q` and the Ferry/QEMU ratios for Ferry's cell `c`.
-fn qemu_cells(c: &Cell, q: &Cell) -> [String; 10] {
+fn qemu_cells(c: &Cell, q: &Cell) -> [String; 12] {
     let q_ok = match &q.first_error {
         Some(e) if e.contains("converge") => format!("{} (no convergence)", q.ok_text()),
         _ => q.ok_text(),
@@ -178,7 +335,9 @@ fn qemu_cells(c: &Cell, q: &Cell) -> [String; 10] {
         q_ok,
         fmt_opt(q.total_ms, 0),
         fmt_opt(q.downtime_ms, 1),
-        fmt_opt(q.guest_downtime_ms, 1),
+        q.guest_downtime_text(),
+        fmt_opt(q.switchover_ms, 3),
+        fmt_opt(q.heartbeat_gap_ms, 1),
         q.bytes_text(),
         fmt_opt(q.rounds, 0),
         ratio_opt(c.total_ms, q.total_ms),
@@ -198,9 +357,11 @@ pub fn plots(
     let categories: Vec<String> = p.workloads.iter().map(|w| w.name.to_string()).collect();
     type Pick = fn(&Cell) -> Option<f64>;
     let metrics: [(&str, &str, Pick); 3] = [
-        ("guest-downtime", "guest-visible downtime (ms)", |c| {
-            c.guest_downtime_ms
-        }),
+        (
+            "guest-downtime",
+            "guest-visible downtime, sampled (ms)",
+            |c| c.guest_downtime_ms,
+        ),
         ("total-time", "total migration time (ms)", |c| c.total_ms),
         ("bytes", "bytes on the wire (MiB)", |c| {
             c.bytes.map(|b| b / (1u64 << 20) as f64)
@@ -211,11 +372,7 @@ pub fn plots(
             let series: Vec<Series> = systems
                 .iter()
                 .map(|s| Series {
-                    name: if s == "qemu" {
-                        "QEMU".into()
-                    } else {
-                        format!("Ferry {s}")
-                    },
+                    name: system_name(s),
                     values: p
                         .workloads
                         .iter()
@@ -259,6 +416,15 @@ mod tests {
         p.bandwidths.retain(|b| b.label == "unlimited");
         let md = migrate_tables(&p, &records, &["downtime".to_string()]);
         assert!(md.contains("| 2/3 "), "{md}");
+        assert!(md.contains(" 15.000 |"), "{md}");
+        let mut coarse = ferry_record(3, true, 100.0, 500);
+        coarse.ferry.as_mut().unwrap().guest_downtime_resolution_us = Some(2_000);
+        let c = Cell::of(&[coarse], "idle", "downtime", "unlimited");
+        assert_eq!(c.guest_downtime_text(), "15.000 (1 coarse)");
         assert!(md.contains("idle downtime unlimited rep 2: boom"), "{md}");
+        assert!(!md.contains("Post-copy"), "{md}");
+        let md = migrate_tables(&p, &records, &["postcopy".to_string()]);
+        assert!(md.contains("#### Post-copy, unlimited"), "{md}");
+        assert!(md.contains("| Ferry postcopy "), "{md}");
     }
 }

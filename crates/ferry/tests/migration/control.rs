@@ -155,7 +155,7 @@ fn bad_values_are_refused_by_clap_with_status_2() {
             "--secret-file",
             "s",
             "--on-timeout",
-            "postcopy",
+            "pray",
         ][..],
     ] {
         let mut p = Proc::spawn(dir.path(), "usage", args);

@@ -6,10 +6,12 @@
 
 mod commit;
 mod control;
+mod downtime;
 mod happy;
 mod harness;
 mod hostile;
 mod interrupted;
 mod points;
+mod postcopy;
 mod refused;
 mod strategies;

@@ -2,11 +2,10 @@
 
 #![allow(dead_code)]
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 pub use testkit::{TempDir, free_port, require_kvm, wait_for};
@@ -78,35 +77,13 @@ pub fn assert_one_error_line(who: &str, stderr: &str, words: &[&str]) {
     }
 }
 
-/// A child process killed (SIGKILL) on drop, with stdout/stderr in files.
-pub struct Proc {
-    pub name: String,
-    child: Child,
-    status: Option<ExitStatus>,
-    pub stdout: PathBuf,
-    pub stderr: PathBuf,
-}
+// The one process harness, shared with the migration suite.
+#[allow(dead_code)]
+#[path = "../migration/harness/process.rs"]
+mod process;
+pub use process::Proc;
 
 impl Proc {
-    pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
-        let stdout = dir.join(format!("{name}.stdout"));
-        let stderr = dir.join(format!("{name}.stderr"));
-        let child = Command::new(FERRY)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&stdout).unwrap())
-            .stderr(fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {FERRY}: {e}"));
-        Proc {
-            name: name.to_string(),
-            child,
-            status: None,
-            stdout,
-            stderr,
-        }
-    }
-
     /// `ferry run` of the idle guest named `name`, API on `api`, serial in `dir`.
     pub fn idle_vm(dir: &Path, name: &str, api: &Path) -> Proc {
         let serial = dir.join(format!("{name}.serial"));
@@ -127,69 +104,6 @@ impl Proc {
                 serial.to_str().unwrap(),
             ],
         )
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends `signal` to the process.
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on the pid of a child this test started and has
-        // not reaped, so the pid cannot have been reused.
-        let r = unsafe { libc::kill(self.child.id() as i32, signal) };
-        assert_eq!(r, 0, "kill {}", self.name);
-    }
-
-    pub fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().unwrap();
-        }
-        self.status
-    }
-
-    /// Waits for the process to exit; panics after `limit`.
-    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let end = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.try_status() {
-                return s;
-            }
-            if Instant::now() > end {
-                panic!(
-                    "{} still runs after {limit:?}\nstderr: {}",
-                    self.name,
-                    self.stderr_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn stderr_text(&self) -> String {
-        fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    pub fn stdout_text(&self) -> String {
-        fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    /// The JSON lines printed so far on stdout (`ferry ctl events`).
-    pub fn json_lines(&self) -> Vec<Value> {
-        self.stdout_text()
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

@@ -49,12 +49,15 @@ pub enum AccessPattern {
 }
 
 /// One dirtier phase; the last one lasts forever.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LoadPhase {
     /// Writing at `rate` (true) or heartbeats only (false).
     pub busy: bool,
     /// Length in nanoseconds.
     pub ns: u64,
+    /// Pattern `hot`: where the hot set starts, as a fraction of the
+    /// partition (`busy@0.5`: half-way; the set wraps around the end).
+    pub hot_at: f64,
 }
 
 /// Most phases a command line may list.
@@ -83,6 +86,9 @@ pub struct Params {
     pub hot: f64,
     /// Share of writes that go to the hot set, `hotshare=0.9`.
     pub hotshare: f64,
+    /// Pattern `hot`: how far the hot set moves per second, as a fraction
+    /// of the partition (`drift=0.02`); 0 = it stays.
+    pub drift: f64,
     /// Target pages/s for the whole VM; 0 = as fast as possible.
     pub rate: u64,
     /// Dirtier phases; `nphases == 0` means always busy.
@@ -111,8 +117,13 @@ impl Params {
         pattern: AccessPattern::Seq,
         hot: 0.1,
         hotshare: 0.9,
+        drift: 0.0,
         rate: 0,
-        phases: [LoadPhase { busy: true, ns: 0 }; MAX_PHASES],
+        phases: [LoadPhase {
+            busy: true,
+            ns: 0,
+            hot_at: 0.0,
+        }; MAX_PHASES],
         nphases: 0,
         keys: 100_000,
         vsize: 256,
@@ -165,6 +176,8 @@ impl fmt::Display for ParamError<'_> {
 /// has no `=`: boot loaders (QEMU, GRUB) put the kernel's path there.
 pub fn parse(program: Program, cmdline: &str) -> Result<Params, ParamError<'_>> {
     let mut p = Params::DEFAULT;
+    // A key that only means something with `pattern=hot`, if one was given.
+    let mut needs_hot = None;
     for (i, word) in cmdline.split_ascii_whitespace().enumerate() {
         let Some((key, value)) = word.split_once('=') else {
             if i == 0 {
@@ -213,16 +226,29 @@ pub fn parse(program: Program, cmdline: &str) -> Result<Params, ParamError<'_>> 
                     .ok_or(bad("a number above 0 up to 1"))?
             }
             ("hotshare", Program::Dirtier) => p.hotshare = fraction(value).ok_or(bad(FRAC))?,
+            ("drift", Program::Dirtier) => {
+                p.drift = fraction(value).ok_or(bad(FRAC))?;
+                if p.drift > 0.0 {
+                    needs_hot = Some((key, value));
+                }
+            }
             ("rate", Program::Dirtier) => {
                 p.rate = number(value)
                     .filter(|&n| n <= 1_000_000_000)
                     .ok_or(bad("pages per second up to 10^9 (0 = unlimited)"))?
             }
             ("phases", Program::Dirtier) => {
-                let expected = "phases like idle:2s,busy:10s (at most 8)";
+                let expected = "phases like idle:2s,busy:10s,busy@0.5:10s (at most 8)";
                 p.nphases = 0;
                 for item in value.split(',') {
                     let (kind, len) = item.split_once(':').ok_or(bad(expected))?;
+                    let (kind, hot_at) = match kind.split_once('@') {
+                        Some((k, at)) => {
+                            needs_hot = Some((key, value));
+                            (k, fraction(at).filter(|&f| f < 1.0).ok_or(bad(expected))?)
+                        }
+                        None => (kind, 0.0),
+                    };
                     let busy = match kind {
                         "idle" => false,
                         "busy" => true,
@@ -232,7 +258,7 @@ pub fn parse(program: Program, cmdline: &str) -> Result<Params, ParamError<'_>> 
                     if p.nphases == MAX_PHASES {
                         return Err(bad(expected));
                     }
-                    p.phases[p.nphases] = LoadPhase { busy, ns };
+                    p.phases[p.nphases] = LoadPhase { busy, ns, hot_at };
                     p.nphases += 1;
                 }
             }
@@ -255,6 +281,15 @@ pub fn parse(program: Program, cmdline: &str) -> Result<Params, ParamError<'_>> 
             ("reads", Program::Kvstore) => p.reads = fraction(value).ok_or(bad(FRAC))?,
             _ => return Err(ParamError::UnknownKey(key)),
         }
+    }
+    if let Some((key, value)) = needs_hot
+        && p.pattern != AccessPattern::Hot
+    {
+        return Err(ParamError::BadValue {
+            key,
+            value,
+            expected: "pattern=hot (it moves the hot set)",
+        });
     }
     Ok(p)
 }
@@ -331,7 +366,14 @@ mod tests {
     fn defaults_and_kernel_path() {
         let p = parse(Program::Dirtier, "/tmp/dirtier.elf").unwrap();
         assert_eq!(p, Params::DEFAULT);
-        assert_eq!(p.phases(), &[LoadPhase { busy: true, ns: 0 }]);
+        assert_eq!(
+            p.phases(),
+            &[LoadPhase {
+                busy: true,
+                ns: 0,
+                hot_at: 0.0
+            }]
+        );
         assert_eq!(parse(Program::Idle, "").unwrap(), Params::DEFAULT);
     }
 
@@ -339,7 +381,7 @@ mod tests {
     fn dirtier_keys() {
         let p = parse(
             Program::Dirtier,
-            "k.elf ws=1G pattern=hot hot=0.25 hotshare=.75 rate=5000 phases=idle:2s,busy:500ms hb=250us flush=0 run=3s verify=1s",
+            "k.elf ws=1G pattern=hot hot=0.25 hotshare=.75 rate=5000 phases=idle:2s,busy:500ms,busy@0.5:0 drift=0.02 hb=250us flush=0 run=3s verify=1s",
         )
         .unwrap();
         assert_eq!(p.ws, 1 << 30);
@@ -352,14 +394,22 @@ mod tests {
             &[
                 LoadPhase {
                     busy: false,
-                    ns: 2_000_000_000
+                    ns: 2_000_000_000,
+                    hot_at: 0.0
                 },
                 LoadPhase {
                     busy: true,
-                    ns: 500_000_000
+                    ns: 500_000_000,
+                    hot_at: 0.0
+                },
+                LoadPhase {
+                    busy: true,
+                    ns: 0,
+                    hot_at: 0.5
                 }
             ]
         );
+        assert_eq!(p.drift, 0.02);
         assert_eq!(
             (p.hb_ns, p.flush_ns, p.run_ns, p.verify_ns),
             (250_000, 0, 3_000_000_000, 1_000_000_000)
@@ -416,10 +466,21 @@ mod tests {
             "phases=idle",
             "phases=nap:1s",
             "phases=busy:1s,",
+            "phases=busy@1:1s",
+            "phases=busy@x:1s",
             "run=99999999999999999999s",
+            "drift=2",
         ] {
             assert!(parse(Program::Dirtier, bad).is_err(), "{bad} accepted");
         }
+        // Moving the hot set needs one.
+        let e = parse(Program::Dirtier, "drift=0.1 pattern=random").unwrap_err();
+        assert_eq!(
+            format!("{e}"),
+            "drift=0.1: expected pattern=hot (it moves the hot set)"
+        );
+        assert!(parse(Program::Dirtier, "phases=busy@0.5:1s").is_err());
+        assert!(parse(Program::Dirtier, "pattern=hot phases=busy@0.5:1s drift=0").is_ok());
         for bad in [
             "keys=0", "vsize=4", "vsize=1M", "zipf=9", "reads=2", "reads=.",
         ] {

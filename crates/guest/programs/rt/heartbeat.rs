@@ -9,7 +9,7 @@ use super::clock::{now, ticks, tsc_hz};
 use super::console::{CONSOLE, FLUSH_AT};
 use super::params::Params;
 use super::port::serial_write;
-use super::status::status_publish;
+use super::status::{pass, status_publish};
 use super::verify::{FINAL, verify_collect, verify_start};
 use super::{Global, MAX_CPUS, PERCPU0, PerCpu};
 
@@ -126,16 +126,18 @@ impl Heart {
     }
 }
 
-/// vCPU 0's time keeping: heartbeats, flushes, verification rounds, run end.
-/// Other vCPUs may call it; it does nothing for them. Returns true when a
-/// heartbeat was written (a cheap moment for per-second work).
+/// One pass of `cpu`'s loop: counted in its status slot (see
+/// [`pass`]); on vCPU 0 also the time keeping: heartbeats, flushes,
+/// verification rounds, run end. Returns true when a heartbeat was written
+/// (a cheap moment for per-second work).
 #[inline]
 pub fn poll(cpu: usize) -> bool {
+    let t = now();
+    pass(cpu, t);
     if cpu != 0 {
         return false;
     }
     let h = unsafe { HEART.get() };
-    let t = now();
     if t < h.next {
         return false;
     }

@@ -6,10 +6,16 @@
 //! before Commit discards everything received. `session` holds the state
 //! machine; its `Stage` enum draws it.
 
+mod postcopy;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::io::{BufReader, BufWriter};
 use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +26,8 @@ use crate::error::MigrateError;
 use crate::source::DEFAULT_STALL_TIMEOUT;
 use crate::vm::{DestinationVm, VmFactory};
 use session::Receiver;
+
+pub use postcopy::{FAULT_BLOCK_PAGES, MAX_FAULT_BLOCK_PAGES};
 
 /// How to receive.
 #[derive(Clone, Debug)]
@@ -36,6 +44,17 @@ pub struct DestOptions {
     /// [`accept_one`] gives up when no source authenticated within this
     /// long (`--accept-timeout`); `None` waits for ever.
     pub accept_timeout: Option<Duration>,
+    /// Take VMs in post-copy when the source asks and the VM can
+    /// ([`DestinationVm::supports_postcopy`]).
+    pub postcopy: bool,
+    /// Pages asked for per fault in post-copy: the aligned block around the
+    /// faulting page (1 to [`MAX_FAULT_BLOCK_PAGES`]; docs/MIGRATION.md,
+    /// "Block size").
+    pub fault_block_pages: u64,
+    /// Set once the VM runs here (Commit received): from then on cutting
+    /// the connection could only lose it (in post-copy its memory still
+    /// comes from the source), so a caller that stops early checks it.
+    pub committed: Arc<AtomicBool>,
 }
 
 impl DestOptions {
@@ -47,6 +66,9 @@ impl DestOptions {
             offer: Offer::default(),
             gate: GateLimits::default(),
             accept_timeout: None,
+            postcopy: true,
+            fault_block_pages: FAULT_BLOCK_PAGES,
+            committed: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -71,6 +93,22 @@ pub struct ReceiveReport {
     pub commit_to_resume_ms: f64,
     /// Whether the VM runs (false: it was paused on the source and stays paused).
     pub running: bool,
+    /// Pages the VM ran without, at the switch to post-copy (0: no post-copy).
+    #[serde(default)]
+    pub postcopy_pages: u64,
+    /// VM resumed here -> every page here, ms.
+    #[serde(default)]
+    pub postcopy_ms: f64,
+    /// Touches of missing pages the vCPUs waited on, and how long (p50, p99).
+    #[serde(default)]
+    pub faults: u64,
+    #[serde(default)]
+    pub fault_p50_ms: f64,
+    #[serde(default)]
+    pub fault_p99_ms: f64,
+    /// The faults' waits added up: how long vCPUs stood still for pages, ms.
+    #[serde(default)]
+    pub fault_wait_ms: f64,
 }
 
 /// A VM that arrived and now runs here (or is paused, if it was paused on
@@ -135,7 +173,7 @@ pub fn receive<F: VmFactory>(
         256 * 1024,
         stream.try_clone().map_err(io)?,
     ));
-    let mut w = MessageWriter::new(BufWriter::new(stream));
+    let w = Mutex::new(MessageWriter::new(BufWriter::new(stream)));
     let mut rx = Receiver::new(
         opts,
         ReceiveReport {
@@ -143,7 +181,7 @@ pub fn receive<F: VmFactory>(
             ..Default::default()
         },
     );
-    let result = rx.session(&mut r, &mut w, factory);
+    let result = rx.session(&mut r, &w, factory);
     rx.report.bytes_received = r.bytes_read();
     rx.report.total_time_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
@@ -156,6 +194,7 @@ pub fn receive<F: VmFactory>(
         }
         Err(e) => {
             if !e.peer_knows() {
+                let mut w = session::lock(&w);
                 let _ = w.abort(e.abort_code_dest(), &e.to_string());
                 let _ = w.flush();
                 drain_after_abort(w.get_ref().get_ref());
@@ -200,9 +239,9 @@ pub fn fuzz_session(stream: &[u8], max_memory: u64) -> Result<(), MigrateError> 
     let opts = DestOptions::new(secret, max_memory);
     let mut factory = crate::fake::FakeFactory::default();
     let mut r = MessageReader::new(stream);
-    let mut w = MessageWriter::new(std::io::sink());
+    let w = Mutex::new(MessageWriter::new(std::io::sink()));
     let mut rx = Receiver::new(&opts, ReceiveReport::default());
-    let result = rx.session(&mut r, &mut w, &mut factory);
+    let result = rx.session(&mut r, &w, &mut factory);
     if let Some(vm) = rx.vm.take() {
         if result.is_ok() {
             drop(vm);

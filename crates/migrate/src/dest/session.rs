@@ -2,13 +2,16 @@
 //! [`Stage`], each reading the message it expects and refusing any other.
 
 use std::io::{Read, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use vm_memory::{Bytes, GuestAddress};
 use vmstate::{VmConfig, VmState};
-use wire::{Abort, Message, MessageReader, MessageWriter, Resumed, RoundBegin, RoundEnd, Start};
+use wire::{
+    Abort, Accept, Message, MessageReader, MessageWriter, Resumed, RoundBegin, RoundEnd, Start,
+};
 
+use super::postcopy::Switch;
 use super::{DestOptions, ReceiveReport};
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
 use crate::error::{MigrateError, VmOp};
@@ -28,23 +31,32 @@ use crate::vm::{DestinationVm, VmFactory};
 ///       ^    | Pages, ZeroPages: written into guest memory
 ///       +----+
 ///
-///   BetweenRounds
-///       | RoundBegin(n, FINAL)
-///       v
-///   InRound { n, last: true }  (Pages, ZeroPages as above)
-///       | RoundEnd(n)
-///       v
-///   AwaitState
+///   BetweenRounds ------------------------------------+
+///       | RoundBegin(n, FINAL)                         | PostcopyBegin(set), if we
+///       v                                              | accepted post-copy: drop the
+///   InRound { n, last: true }  (Pages, ZeroPages       | pages of the set, intercept
+///       |                       as above)              | their first touch
+///       | RoundEnd(n)                                  |
+///       v                                              |
+///   AwaitState <---------------------------------------+
 ///       | State of the machine Start announced: restore_state, send Ready
 ///       v
 ///   AwaitCommit
 ///       | Commit with Start's migration id: resume the VM, send Resumed
 ///       v
-///   Running
+///   Running  (no post-copy)        Postcopy  (after PostcopyBegin)
+///                                      ^  | Pages, ZeroPages: pages of the set
+///                                      +--+ not received yet, installed; faults
+///                                         | on missing pages send PageRequests
+///                                         | PostcopyEnd, every page of the set
+///                                         v received: stop intercepting,
+///                                      Running        send PostcopyDone
 ///
 /// Any other message, an Abort, the connection closing, a stall or a
 /// failure in any stage before Running: send Abort (unless the source
-/// already knows) and discard the VM, which never ran here.
+/// already knows) and discard the VM. Before Commit it never ran here; in
+/// Postcopy it ran but cannot go on without its pages (the source keeps
+/// its copy as it was at the switch; docs/PROTOCOL.md, "Post-copy failures").
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Stage {
@@ -53,6 +65,7 @@ pub(super) enum Stage {
     InRound { round: u32, last: bool },
     AwaitState,
     AwaitCommit,
+    Postcopy,
     Running,
 }
 
@@ -65,6 +78,7 @@ impl Stage {
             Stage::InRound { .. } => "inside a round",
             Stage::AwaitState => "after the final round, expecting State",
             Stage::AwaitCommit => "expecting Commit",
+            Stage::Postcopy => "in post-copy",
             Stage::Running => "after Commit",
         }
     }
@@ -72,23 +86,34 @@ impl Stage {
 
 /// One incoming migration on the destination.
 pub(super) struct Receiver<'o, VM> {
-    opts: &'o DestOptions,
+    pub(super) opts: &'o DestOptions,
     /// The VM, from Start on.
     pub(super) vm: Option<VM>,
     pub(super) report: ReceiveReport,
     stage: Stage,
     /// The VM was paused on the source: do not resume it here.
-    keep_paused: bool,
+    pub(super) keep_paused: bool,
+    /// We told the source we can take the VM in post-copy.
+    pub(super) postcopy_accepted: bool,
+}
+
+/// The writer, shared in post-copy with the thread that requests pages.
+pub(super) type SharedWriter<W> = Mutex<MessageWriter<W>>;
+
+pub(super) fn lock<W: Write>(w: &SharedWriter<W>) -> MutexGuard<'_, MessageWriter<W>> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What Start announced, and what the rounds wrote so far.
-struct Arrival {
+pub(super) struct Arrival {
     config: VmConfig,
     migration_id: u64,
-    layout: Arc<PageLayout>,
+    pub(super) layout: Arc<PageLayout>,
     /// Pages that hold data from this migration (the others are still zero).
     written: DirtyBitmap,
     last_round: u32,
+    /// After PostcopyBegin: what is missing and how it arrives.
+    pub(super) postcopy: Option<Switch>,
 }
 
 fn peer_aborted(a: Abort) -> MigrateError {
@@ -106,6 +131,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
             report,
             stage: Stage::AwaitStart,
             keep_paused: false,
+            postcopy_accepted: false,
         }
     }
 
@@ -115,10 +141,10 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
     }
 
     /// Everything after the handshake, stage by stage.
-    pub(super) fn session<R: Read, W: Write, F: VmFactory<Vm = VM>>(
+    pub(super) fn session<R: Read, W: Write + Send, F: VmFactory<Vm = VM>>(
         &mut self,
         r: &mut MessageReader<R>,
-        w: &mut MessageWriter<W>,
+        w: &SharedWriter<W>,
         factory: &mut F,
     ) -> Result<(), MigrateError> {
         let start = self.await_start(r)?;
@@ -126,7 +152,10 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         let state = self.receive_rounds(r, &mut arrival)?;
         self.restore_state(&arrival.config, state, w)?;
         self.await_commit(r, arrival.migration_id)?;
-        self.resume(w)
+        match arrival.postcopy.take() {
+            None => self.resume(w),
+            Some(switch) => self.postcopy(r, w, switch, &arrival.layout),
+        }
     }
 
     /// AwaitStart: the source's Start.
@@ -152,7 +181,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
     fn accept<W: Write, F: VmFactory<Vm = VM>>(
         &mut self,
         start: Start,
-        w: &mut MessageWriter<W>,
+        w: &SharedWriter<W>,
         factory: &mut F,
     ) -> Result<Arrival, MigrateError> {
         if u64::from(start.page_size) != PAGE_SIZE {
@@ -185,8 +214,15 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
             op: VmOp::Create,
             source,
         })?;
+        self.postcopy_accepted = self.opts.postcopy && vm.supports_postcopy();
         self.vm = Some(vm);
-        w.accept()
+        let flags = if self.postcopy_accepted {
+            Accept::POSTCOPY
+        } else {
+            0
+        };
+        let mut w = lock(w);
+        w.accept(&Accept { flags })
             .and_then(|()| w.flush())
             .map_err(self.wire("accepting the VM"))?;
         self.stage = Stage::BetweenRounds;
@@ -196,6 +232,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
             written: DirtyBitmap::new(&layout),
             layout,
             last_round: 0,
+            postcopy: None,
         })
     }
 
@@ -222,6 +259,10 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
                 }
                 (Message::RoundEnd(e), Stage::InRound { round, last }) => {
                     self.round_end(&e, round, last, arrival)?
+                }
+                (Message::PostcopyBegin(b), Stage::BetweenRounds) => {
+                    arrival.postcopy = Some(self.postcopy_begin(&b, &arrival.layout)?);
+                    self.stage = Stage::AwaitState;
                 }
                 (Message::State(s), Stage::AwaitState) => return Ok(s),
                 (Message::Abort(a), _) => return Err(peer_aborted(a)),
@@ -329,7 +370,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         &mut self,
         config: &VmConfig,
         state: Box<VmState>,
-        w: &mut MessageWriter<W>,
+        w: &SharedWriter<W>,
     ) -> Result<(), MigrateError> {
         if state.config.memory_bytes != config.memory_bytes
             || state.config.regions != config.regions
@@ -349,6 +390,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
                 op: VmOp::RestoreState,
                 source,
             })?;
+        let mut w = lock(w);
         w.ready()
             .and_then(|()| w.flush())
             .map_err(self.wire("sending Ready"))?;
@@ -380,9 +422,12 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
 
     /// Commit read -> Running: start the vCPUs (unless the VM was paused on
     /// the source) and acknowledge.
-    fn resume<W: Write>(&mut self, w: &mut MessageWriter<W>) -> Result<(), MigrateError> {
+    pub(super) fn resume<W: Write>(&mut self, w: &SharedWriter<W>) -> Result<(), MigrateError> {
         let t_commit = Instant::now();
         let keep_paused = self.keep_paused;
+        // Held from before the vCPUs start: in post-copy their first fault
+        // must not put a PageRequest on the wire ahead of Resumed.
+        let mut w = lock(w);
         if !keep_paused {
             self.vm_mut()?.resume().map_err(|source| MigrateError::Vm {
                 op: VmOp::Resume,
@@ -390,6 +435,9 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
             })?;
         }
         self.stage = Stage::Running;
+        self.opts
+            .committed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.report.running = !keep_paused;
         let resume = t_commit.elapsed();
         self.report.commit_to_resume_ms = resume.as_secs_f64() * 1000.0;
@@ -405,7 +453,11 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         Ok(())
     }
 
-    fn vm_mut(&mut self) -> Result<&mut VM, MigrateError> {
+    pub(super) fn set_stage(&mut self, stage: Stage) {
+        self.stage = stage;
+    }
+
+    pub(super) fn vm_mut(&mut self) -> Result<&mut VM, MigrateError> {
         self.vm.as_mut().ok_or_else(|| no_vm(self.stage))
     }
 

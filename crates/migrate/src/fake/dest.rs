@@ -1,12 +1,17 @@
 //! The fake destination: VMs that record what the engine did to them.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmstate::{VmConfig, VmState};
 
 use super::fake_err;
-use crate::vm::{DestinationVm, VmError, VmFactory};
+use super::postcopy::{FakePostcopy, toucher};
+use crate::bitmap::{DirtyBitmap, PageLayout};
+use crate::vm::{DestinationVm, PostcopyMemory, VmError, VmFactory};
 
 /// What happened to destination VMs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,6 +24,10 @@ pub struct DestLog {
     pub resumed_before_restore: bool,
     /// The token found in the restored state.
     pub state_token: Option<Vec<u8>>,
+    /// Pages the VM ran without at the switch to post-copy.
+    pub postcopy_pages: u64,
+    /// Touches of absent pages by the fake guest after resume.
+    pub postcopy_waits: u64,
 }
 
 /// Creates [`FakeDestVm`]s and logs what happens to them.
@@ -27,6 +36,12 @@ pub struct FakeFactory {
     pub log: Arc<Mutex<DestLog>>,
     pub fail_create: bool,
     pub fail_restore: bool,
+    /// Its VMs cannot run before their memory has arrived.
+    pub no_postcopy: bool,
+    /// In post-copy, the fake guest reads this many random pages after
+    /// resume, one every `touch_every`, waiting for absent ones.
+    pub touches: u32,
+    pub touch_every: Duration,
 }
 
 impl FakeFactory {
@@ -38,9 +53,40 @@ impl FakeFactory {
 /// The fake destination VM: memory plus a log.
 pub struct FakeDestVm {
     memory: GuestMemoryMmap,
+    layout: Arc<PageLayout>,
     log: Arc<Mutex<DestLog>>,
     restored: bool,
     fail_restore: bool,
+    no_postcopy: bool,
+    touches: u32,
+    touch_every: Duration,
+    postcopy: Option<Arc<FakePostcopy>>,
+    guest: Option<(JoinHandle<()>, Arc<AtomicBool>, Arc<AtomicU64>)>,
+}
+
+impl FakeDestVm {
+    /// The post-copy memory, once the switch happened.
+    pub fn postcopy(&self) -> Option<&Arc<FakePostcopy>> {
+        self.postcopy.as_ref()
+    }
+
+    /// Stops the fake guest, if one runs; records what it waited on.
+    fn stop_guest(&mut self) {
+        if let Some((h, stop, waited)) = self.guest.take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = h.join();
+            self.log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .postcopy_waits += waited.load(Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for FakeDestVm {
+    fn drop(&mut self) {
+        self.stop_guest();
+    }
 }
 
 impl VmFactory for FakeFactory {
@@ -56,12 +102,19 @@ impl VmFactory for FakeFactory {
             .map(|&(s, l)| (GuestAddress(s), l as usize))
             .collect();
         let memory = GuestMemoryMmap::from_ranges(&ranges)?;
+        let layout = PageLayout::new(&config.regions)?;
         self.log.lock().unwrap_or_else(|p| p.into_inner()).created += 1;
         Ok(FakeDestVm {
             memory,
+            layout,
             log: Arc::clone(&self.log),
             restored: false,
             fail_restore: self.fail_restore,
+            no_postcopy: self.no_postcopy,
+            touches: self.touches,
+            touch_every: self.touch_every,
+            postcopy: None,
+            guest: None,
         })
     }
 }
@@ -88,10 +141,52 @@ impl DestinationVm for FakeDestVm {
             log.resumed_before_restore = true;
         }
         log.resumed += 1;
+        drop(log);
+        if let Some(mem) = &self.postcopy
+            && self.touches > 0
+        {
+            let (mem, stop, waited) = (
+                Arc::clone(mem),
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicU64::new(0)),
+            );
+            let (touches, every) = (self.touches, self.touch_every);
+            let (s, w) = (Arc::clone(&stop), Arc::clone(&waited));
+            let h = std::thread::Builder::new()
+                .name("fake-dest-guest".into())
+                .spawn(move || toucher(mem, touches, every, w, s))?;
+            self.guest = Some((h, stop, waited));
+            // A real vCPU may fault before resume returns: its page request
+            // must still follow Resumed on the wire.
+            if let Some(mem) = &self.postcopy {
+                mem.fault_at_once();
+            }
+        }
         Ok(())
     }
 
-    fn discard(self) {
+    fn discard(mut self) {
+        self.stop_guest();
         self.log.lock().unwrap_or_else(|p| p.into_inner()).discarded += 1;
+    }
+
+    fn supports_postcopy(&self) -> bool {
+        !self.no_postcopy
+    }
+
+    fn start_postcopy(
+        &mut self,
+        missing: &DirtyBitmap,
+    ) -> Result<Arc<dyn PostcopyMemory>, VmError> {
+        if self.no_postcopy {
+            return Err(fake_err("injected: no post-copy here"));
+        }
+        let mem = FakePostcopy::new(self.memory.clone(), Arc::clone(&self.layout), missing)?;
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .postcopy_pages = missing.count();
+        self.postcopy = Some(Arc::clone(&mem));
+        Ok(mem)
     }
 }

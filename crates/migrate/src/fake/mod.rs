@@ -10,6 +10,7 @@
 
 mod dest;
 mod guest;
+mod postcopy;
 mod source;
 mod spec;
 
@@ -20,6 +21,7 @@ use crate::vm::VmError;
 
 pub use dest::{DestLog, FakeDestVm, FakeFactory};
 pub use guest::{RunState, pattern_word};
+pub use postcopy::FakePostcopy;
 pub use source::{FakeFaults, FakeVm};
 pub use spec::{FakeSpec, WritePattern};
 

@@ -244,6 +244,11 @@ impl SourceVm for FakeVm {
         self.shared.lock().state = RunState::Retired;
     }
 
+    fn release(&mut self) {
+        // The fake keeps its memory, for tests to compare.
+        self.calls.push("release");
+    }
+
     fn throttle(&mut self, fraction: f64) -> Result<bool, VmError> {
         self.calls.push("throttle");
         self.shared

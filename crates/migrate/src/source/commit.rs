@@ -73,8 +73,13 @@ impl<V: SourceVm> Engine<'_, V> {
             self.report.downtime_target_missed = downtime > self.max_downtime;
         }
         self.report.vm_location = VmLocation::Destination;
-        self.report.outcome = Outcome::Completed;
-        self.enter(Phase::Done);
+        if self.postcopy.is_some() {
+            // Runs there, but complete only once it holds every page.
+            self.enter(Phase::Postcopy);
+        } else {
+            self.report.outcome = Outcome::Completed;
+            self.enter(Phase::Done);
+        }
         tracing::debug!(
             resumed_unix_ns = ack.resumed_unix_ns,
             now_unix_ns = SystemTime::now()

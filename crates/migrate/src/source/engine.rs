@@ -6,7 +6,7 @@ use std::io::BufWriter;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wire::{MAX_PAGES_PER_RECORD, MessageWriter, Start, WireError};
+use wire::{Capabilities, MAX_PAGES_PER_RECORD, MessageWriter, Session, Start, WireError};
 
 use super::incoming::{FromDest, Incoming};
 use super::meter::{Meter, min_bandwidth};
@@ -16,9 +16,9 @@ use crate::convergence::{LimitReached, Limits, OnTimeout};
 use crate::error::{MigrateError, VmOp};
 use crate::events::{self, Observer};
 use crate::history::PageHistory;
-use crate::progress::{CancelToken, Phase, Progress};
+use crate::progress::{CancelToken, Phase, PostcopyRefused, PostcopySwitch, Progress};
 use crate::report::MigrationReport;
-use crate::strategy::{Decision, RoundPlan, Strategy, StrategyContext};
+use crate::strategy::{AutoConvergeParams, Decision, RoundPlan, Strategy, StrategyContext};
 use crate::vm::{SourceVm, VmError};
 use units::Bandwidth;
 
@@ -27,6 +27,25 @@ use units::Bandwidth;
 pub const MAX_ROUNDS: u32 = 1000;
 
 pub(super) type Writer = MessageWriter<BufWriter<Meter>>;
+
+/// How pre-copy ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Switchover {
+    /// Pause, send everything pending, then the state.
+    StopAndCopy,
+    /// Pause, send the state and the pending set; the pages follow after
+    /// the VM runs on the destination. Why, for the report.
+    Postcopy(&'static str),
+}
+
+impl Switchover {
+    fn of(d: Decision, why: &'static str) -> Switchover {
+        match d {
+            Decision::Postcopy => Switchover::Postcopy(why),
+            _ => Switchover::StopAndCopy,
+        }
+    }
+}
 
 /// One migration on the source, from the handshake on.
 pub(super) struct Engine<'a, V: SourceVm> {
@@ -48,6 +67,9 @@ pub(super) struct Engine<'a, V: SourceVm> {
     /// The vCPU throttle in force (fraction of time; 0 = none), released
     /// when the VM pauses for the switchover and on rollback.
     pub(super) throttle: f64,
+    /// The throttle `--on-timeout auto-converge` has reached, percent (0 =
+    /// not started).
+    pub(super) converge_pct: u32,
     /// The VM ran when the migration began (else it stays paused on rollback).
     pub(super) was_running: bool,
     pub(super) paused_at: Option<Instant>,
@@ -63,13 +85,21 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) limits: Limits,
     pub(super) on_timeout: OnTimeout,
     pub(super) observer: Option<Observer>,
+    /// How the strategy switches over when pre-copy is ended for it.
+    pub(super) forced: Decision,
+    /// The session negotiated post-copy (version 2, both sides).
+    pub(super) postcopy_offered: bool,
+    /// The operator's request to switch to post-copy now.
+    pub(super) switch: PostcopySwitch,
+    /// After a switch to post-copy: the pages the destination must fetch.
+    pub(super) postcopy: Option<DirtyBitmap>,
 }
 
 impl<'a, V: SourceVm> Engine<'a, V> {
     pub(super) fn new(
         vm: &'a mut V,
         layout: Arc<PageLayout>,
-        (w, incoming): (Writer, Incoming),
+        (w, incoming, session): (Writer, Incoming, Session),
         report: MigrationReport,
         started: Instant,
         opts: &SourceOptions,
@@ -87,6 +117,7 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             zero_runs: Vec::new(),
             logging: false,
             throttle: 0.0,
+            converge_pct: 0,
             was_running: true,
             paused_at: None,
             migration_id: opts.migration_id,
@@ -99,6 +130,10 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             limits: opts.limits.or(opts.strategy.limits()),
             on_timeout: opts.on_timeout,
             observer: opts.observer.clone(),
+            forced: opts.strategy.switchover(),
+            postcopy_offered: session.capabilities.contains(Capabilities::POSTCOPY),
+            switch: opts.postcopy_switch.clone(),
+            postcopy: None,
         }
     }
 }
@@ -146,14 +181,25 @@ impl<V: SourceVm> Engine<'_, V> {
 
     fn precopy_inner(&mut self, strategy: &mut dyn Strategy) -> Result<(), MigrateError> {
         self.setup()?;
+        if !strategy.precopy_rounds() {
+            // Post-copy at once: every page is pending, no dirty log is
+            // needed, and the hint is taken with the VM paused.
+            let all = DirtyBitmap::full(&self.layout);
+            let hint = Some(DirtyBitmap::new(&self.layout));
+            self.switch_to_postcopy(all, hint, "strategy")?;
+            return self.transfer_state();
+        }
         let mut pending = self.start_dirty_log()?;
         let mut hint = {
             let mut h = DirtyBitmap::new(&self.layout);
             self.vm.nonzero_hint(&mut h).then_some(h)
         };
         self.enter(Phase::Iterative);
-        let round = self.iterate(strategy, &mut pending, &mut hint)?;
-        self.stop_and_copy(round, pending, hint)?;
+        let (round, switchover) = self.iterate(strategy, &mut pending, &mut hint)?;
+        match switchover {
+            Switchover::StopAndCopy => self.stop_and_copy(round, pending, hint)?,
+            Switchover::Postcopy(why) => self.switch_to_postcopy(pending, hint, why)?,
+        }
         self.transfer_state()
     }
 
@@ -174,7 +220,16 @@ impl<V: SourceVm> Engine<'_, V> {
             .incoming
             .wait("waiting for the destination to accept the VM", true)?
         {
-            FromDest::Accept => Ok(()),
+            FromDest::Accept(a) => {
+                let can = self.postcopy_offered && a.postcopy();
+                self.switch.set_available(can);
+                let needed = matches!(self.forced, Decision::Postcopy)
+                    || self.on_timeout == OnTimeout::Postcopy;
+                if needed && !can {
+                    return Err(PostcopyRefused.into());
+                }
+                Ok(())
+            }
             FromDest::Abort(a) => Err(MigrateError::Refused {
                 code: a.code,
                 message: a.message,
@@ -201,16 +256,20 @@ impl<V: SourceVm> Engine<'_, V> {
     }
 
     /// Iterative rounds, as long as the strategy wants them; returns the
-    /// number the stop-and-copy round gets. The first round takes the hint.
+    /// number the stop-and-copy round gets and how pre-copy ends. The first
+    /// round takes the hint.
     fn iterate(
         &mut self,
         strategy: &mut dyn Strategy,
         pending: &mut DirtyBitmap,
         hint: &mut Option<DirtyBitmap>,
-    ) -> Result<u32, MigrateError> {
+    ) -> Result<(u32, Switchover), MigrateError> {
         let mut round = 1u32;
         loop {
             self.incoming.poll()?;
+            if self.switch_requested() {
+                return Ok((round, Switchover::Postcopy("operator")));
+            }
             let pending_pages = pending.count();
             let measured;
             let decision = {
@@ -232,13 +291,18 @@ impl<V: SourceVm> Engine<'_, V> {
             self.progress
                 .set_remaining(pending_pages * PAGE_SIZE, measured.unwrap_or(0.0));
             match decision {
-                Decision::StopAndCopy => return Ok(round),
-                Decision::Round(_) if round > MAX_ROUNDS => return Ok(round),
-                Decision::Round(plan) => {
+                Decision::StopAndCopy => return Ok((round, Switchover::StopAndCopy)),
+                Decision::Postcopy => return Ok((round, Switchover::Postcopy("strategy"))),
+                Decision::Round(_) if round > MAX_ROUNDS => {
+                    return Ok((round, Switchover::of(self.forced.clone(), "round guard")));
+                }
+                Decision::Round(mut plan) => {
                     // The strategy's criterion is not met: a bound may end pre-copy.
                     if let Some(limit) = self.limit_reached(round) {
-                        self.on_limit(limit)?;
-                        return Ok(round);
+                        match self.converge_step(limit) {
+                            Some(t) => plan.throttle = Some(t.max(plan.throttle.unwrap_or(0.0))),
+                            None => return Ok((round, self.on_limit(limit)?)),
+                        }
                     }
                     self.progress.set_round(round);
                     self.round(round, pending, &plan, hint.take(), false)?;
@@ -248,17 +312,57 @@ impl<V: SourceVm> Engine<'_, V> {
         }
     }
 
+    /// With `--on-timeout auto-converge`, past a limit: the throttle for the
+    /// next round (QEMU's steps), or `None` when it is at its maximum
+    /// already (or the action is another).
+    fn converge_step(&mut self, limit: LimitReached) -> Option<f64> {
+        if self.on_timeout != OnTimeout::AutoConverge {
+            return None;
+        }
+        let p = AutoConvergeParams::default();
+        let next = match self.converge_pct {
+            0 => p.initial_pct,
+            pct if pct >= p.max_pct => return None,
+            pct => (pct + p.increment_pct).min(p.max_pct),
+        };
+        self.report.limit_reached = Some(limit);
+        self.converge_pct = next;
+        tracing::debug!(
+            throttle_pct = next,
+            "pre-copy past its limit: throttling the vCPUs"
+        );
+        Some(f64::from(next) / 100.0)
+    }
+
+    /// Whether a time limit cuts a running round short (not while
+    /// auto-converge throttles past it: its rounds must finish to measure).
+    pub(super) fn limit_cuts_rounds(&self) -> bool {
+        self.on_timeout != OnTimeout::AutoConverge
+    }
+
     /// The bound in force that pre-copy has reached before `round`, if any.
     fn limit_reached(&self, round: u32) -> Option<LimitReached> {
         self.limits.reached(round, self.started.elapsed())
     }
 
+    /// The operator asked to switch to post-copy, and the destination can.
+    pub(super) fn switch_requested(&self) -> bool {
+        self.postcopy_offered && self.switch.available() == Some(true) && self.switch.is_requested()
+    }
+
     /// Pre-copy reached `limit`: record it, then go on to the switchover
-    /// (`Ok`) or roll back (`Err`), as the operator asked.
-    pub(super) fn on_limit(&mut self, limit: LimitReached) -> Result<(), MigrateError> {
+    /// (`Ok`, which one) or roll back (`Err`), as the operator asked.
+    pub(super) fn on_limit(&mut self, limit: LimitReached) -> Result<Switchover, MigrateError> {
         self.report.limit_reached = Some(limit);
+        let why = match limit {
+            LimitReached::MaxRounds => "round limit",
+            LimitReached::Timeout => "time limit",
+        };
         match self.on_timeout {
-            OnTimeout::Force => Ok(()),
+            OnTimeout::Force | OnTimeout::AutoConverge => {
+                Ok(Switchover::of(self.forced.clone(), why))
+            }
+            OnTimeout::Postcopy => Ok(Switchover::Postcopy(why)),
             OnTimeout::Abort => Err(MigrateError::NotConverged {
                 limit,
                 detail: match limit {
@@ -285,28 +389,40 @@ impl<V: SourceVm> Engine<'_, V> {
         if self.cancel.is_cancelled() {
             return Err(MigrateError::Cancelled);
         }
-        self.vm.pause().map_err(Self::vm_err(VmOp::Pause))?;
-        self.paused_at = Some(Instant::now());
-        if self.throttle > 0.0 {
-            // The switchover: whatever runs next (here after a rollback, or
-            // the destination) runs at full speed.
-            self.set_throttle(0.0)?;
-        }
-        let mut last = DirtyBitmap::new(&self.layout);
-        self.vm
-            .harvest_dirty(&mut last)
-            .map_err(Self::vm_err(VmOp::HarvestDirty))?;
-        pending.or_assign(&last);
-        self.vm
-            .stop_dirty_log()
-            .map_err(Self::vm_err(VmOp::StopDirtyLog))?;
-        self.logging = false;
+        self.pause_for_switchover(&mut pending)?;
         if hint.is_some() {
             // Paused: a fresh hint is exact.
             let mut h = DirtyBitmap::new(&self.layout);
             hint = self.vm.nonzero_hint(&mut h).then_some(h);
         }
         self.round(round, &mut pending, &RoundPlan::default(), hint, true)
+    }
+
+    /// Pauses the VM for the switchover (stop-and-copy or post-copy):
+    /// releases any throttle (whatever runs next, here after a rollback or
+    /// on the destination, runs at full speed), and adds the last dirty
+    /// pages to `pending` as dirty logging stops.
+    pub(super) fn pause_for_switchover(
+        &mut self,
+        pending: &mut DirtyBitmap,
+    ) -> Result<(), MigrateError> {
+        self.vm.pause().map_err(Self::vm_err(VmOp::Pause))?;
+        self.paused_at = Some(Instant::now());
+        if self.throttle > 0.0 {
+            self.set_throttle(0.0)?;
+        }
+        if self.logging {
+            let mut last = DirtyBitmap::new(&self.layout);
+            self.vm
+                .harvest_dirty(&mut last)
+                .map_err(Self::vm_err(VmOp::HarvestDirty))?;
+            pending.or_assign(&last);
+            self.vm
+                .stop_dirty_log()
+                .map_err(Self::vm_err(VmOp::StopDirtyLog))?;
+            self.logging = false;
+        }
+        Ok(())
     }
 
     /// State transfer, then wait for the destination to have loaded it.

@@ -8,16 +8,18 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use wire::{Abort, Message, MessageReader, Resumed, WireError};
+use wire::{Abort, Accept, Message, MessageReader, PageRequest, PostcopyDone, Resumed, WireError};
 
 use crate::error::MigrateError;
 use crate::progress::CancelToken;
 
 /// What the reader thread forwards from the destination.
 pub(super) enum FromDest {
-    Accept,
+    Accept(Accept),
     Ready,
     Resumed(Resumed),
+    PageRequest(PageRequest),
+    PostcopyDone(PostcopyDone),
     Abort(Abort),
     Other(&'static str),
     Error(WireError),
@@ -37,7 +39,7 @@ impl Incoming {
         r: MessageReader<BufReader<TcpStream>>,
         stall: Duration,
         cancel: CancelToken,
-    ) -> io::Result<(Incoming, JoinHandle<()>)> {
+    ) -> io::Result<(Incoming, JoinHandle<u64>)> {
         let (tx, rx) = mpsc::channel();
         let reader = thread::Builder::new()
             .name("migrate-reader".into())
@@ -73,7 +75,13 @@ impl Incoming {
                 message: a.message,
             },
             FromDest::Error(e) => MigrateError::from_wire(e, when, self.stall),
-            FromDest::Accept => MigrateError::Protocol(format!("unexpected Accept {when}")),
+            FromDest::Accept(_) => MigrateError::Protocol(format!("unexpected Accept {when}")),
+            FromDest::PageRequest(_) => {
+                MigrateError::Protocol(format!("unexpected PageRequest {when}"))
+            }
+            FromDest::PostcopyDone(_) => {
+                MigrateError::Protocol(format!("unexpected PostcopyDone {when}"))
+            }
             FromDest::Ready => MigrateError::Protocol(format!("unexpected Ready {when}")),
             FromDest::Resumed(_) => MigrateError::Protocol(format!("unexpected Resumed {when}")),
             FromDest::Other(name) => {
@@ -116,6 +124,35 @@ impl Incoming {
         }
     }
 
+    /// During post-copy: the destination's next page request, waiting up
+    /// to `timeout` (none came: `None`). Anything else is an error.
+    pub(super) fn next_request(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<PageRequest>, MigrateError> {
+        const DURING: &str = "serving post-copy pages";
+        let got = if timeout.is_zero() {
+            match self.rx.try_recv() {
+                Ok(m) => Ok(m),
+                Err(TryRecvError::Empty) => return Ok(None),
+                Err(TryRecvError::Disconnected) => Err(()),
+            }
+        } else {
+            match self.rx.recv_timeout(timeout) {
+                Ok(m) => Ok(m),
+                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                Err(RecvTimeoutError::Disconnected) => Err(()),
+            }
+        };
+        match got {
+            Ok(FromDest::PageRequest(r)) => Ok(Some(r)),
+            Ok(FromDest::Error(WireError::Closed { .. })) | Err(()) => {
+                Err(MigrateError::Wire(WireError::Closed { during: DURING }))
+            }
+            Ok(m) => Err(self.unexpected(m, "while post-copy pages are being sent")),
+        }
+    }
+
     /// A write failed: if the destination explained itself (Abort) just
     /// before closing, report that instead of the bare I/O error.
     pub(super) fn explain(&self, e: MigrateError) -> MigrateError {
@@ -144,21 +181,25 @@ impl Incoming {
     }
 }
 
-fn reader_loop(mut r: MessageReader<BufReader<TcpStream>>, tx: mpsc::Sender<FromDest>) {
+/// Forwards the destination's messages until the connection ends; returns
+/// the bytes read.
+fn reader_loop(mut r: MessageReader<BufReader<TcpStream>>, tx: mpsc::Sender<FromDest>) -> u64 {
     loop {
         let item = match r.next("migrating") {
-            Ok(Message::Accept) => FromDest::Accept,
+            Ok(Message::Accept(a)) => FromDest::Accept(a),
+            Ok(Message::PageRequest(x)) => FromDest::PageRequest(x),
+            Ok(Message::PostcopyDone(x)) => FromDest::PostcopyDone(x),
             Ok(Message::Ready) => FromDest::Ready,
             Ok(Message::Resumed(x)) => FromDest::Resumed(x),
             Ok(Message::Abort(a)) => FromDest::Abort(a),
             Ok(m) => FromDest::Other(m.name()),
             Err(e) => {
                 let _ = tx.send(FromDest::Error(e));
-                return;
+                return r.bytes_read();
             }
         };
         if tx.send(item).is_err() {
-            return;
+            return r.bytes_read();
         }
     }
 }

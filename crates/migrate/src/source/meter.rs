@@ -34,6 +34,17 @@ impl Meter {
         self.bytes
     }
 
+    /// Bytes written to the socket that the kernel has not sent yet (0 if
+    /// it cannot tell): post-copy keeps this short so that a requested page
+    /// never queues behind much background data.
+    pub(super) fn queued(&self) -> u64 {
+        use std::os::fd::AsRawFd;
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int for a TCP socket we own.
+        let r = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        if r == 0 { n.max(0) as u64 } else { 0 }
+    }
+
     /// Changes the rate limit (`None` = unlimited).
     pub(super) fn set_rate(&mut self, rate: Option<Bandwidth>) {
         self.bucket.set_rate(rate);

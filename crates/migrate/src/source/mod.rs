@@ -12,6 +12,7 @@ mod engine;
 mod incoming;
 mod meter;
 mod options;
+mod postcopy;
 mod round;
 
 use std::io::{self, BufReader, BufWriter};
@@ -112,12 +113,13 @@ fn migrate_stream_from<V: SourceVm>(
     };
     let mut engine = Engine::new(vm, layout, channel, report, started, &opts);
     let result = match engine.precopy(&mut *opts.strategy) {
-        Ok(()) => engine.commit(),
+        Ok(()) => engine.commit().and_then(|()| engine.postcopy()),
         Err(e) => Err(engine.rollback(e)),
     };
     let _ = stream.shutdown(Shutdown::Both);
-    let _ = reader.join();
+    let received = reader.join().unwrap_or(0);
     let mut report = engine.finish();
+    report.bytes_received = received;
     if let Err(error) = &result
         && report.outcome == Outcome::Completed
     {
@@ -130,12 +132,15 @@ fn migrate_stream_from<V: SourceVm>(
     }
 }
 
+/// The engine's ends of the connection, and what the handshake agreed.
+type Channel = (Writer, Incoming, wire::Session);
+
 /// Handshake on this thread; then a reader thread forwards the
 /// destination's messages so Aborts are seen while pages stream out.
 fn connect_session(
     stream: &TcpStream,
     opts: &SourceOptions,
-) -> Result<((Writer, Incoming), std::thread::JoinHandle<()>), MigrateError> {
+) -> Result<(Channel, std::thread::JoinHandle<u64>), MigrateError> {
     let stall = opts.stall_timeout;
     let io = |e: io::Error| MigrateError::Wire(WireError::Io(e));
     stream.set_nodelay(true).map_err(io)?;
@@ -148,9 +153,9 @@ fn connect_session(
         Arc::clone(&opts.progress),
     );
     let mut w = MessageWriter::new(BufWriter::with_capacity(WRITE_SLICE, meter));
-    let _session = wire::source_handshake(&mut r, &mut w, &opts.secret, &opts.offer)
+    let session = wire::source_handshake(&mut r, &mut w, &opts.secret, &opts.offer)
         .map_err(|e| MigrateError::from_wire(e, "authenticating", stall))?;
     stream.set_read_timeout(None).map_err(io)?;
     let (incoming, reader) = Incoming::spawn(r, stall, opts.cancel.clone()).map_err(io)?;
-    Ok(((w, incoming), reader))
+    Ok(((w, incoming, session), reader))
 }

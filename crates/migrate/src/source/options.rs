@@ -8,7 +8,7 @@ use wire::{Offer, Secret};
 use crate::convergence::{Limits, OnTimeout};
 use crate::error::MigrateError;
 use crate::events::Observer;
-use crate::progress::{CancelToken, Progress};
+use crate::progress::{CancelToken, PostcopySwitch, Progress};
 use crate::report::MigrationReport;
 use crate::strategy::Strategy;
 use units::Bandwidth;
@@ -46,6 +46,8 @@ pub struct SourceOptions {
     pub progress: Arc<Progress>,
     /// Set from another thread to cancel (honoured until Commit is sent).
     pub cancel: CancelToken,
+    /// Set from another thread to switch a running pre-copy to post-copy.
+    pub postcopy_switch: PostcopySwitch,
     /// Protocol versions and capabilities offered.
     pub offer: Offer,
     /// Identity of this migration, sent to the destination in Start
@@ -70,6 +72,7 @@ impl SourceOptions {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             progress: Progress::new(),
             cancel: CancelToken::new(),
+            postcopy_switch: PostcopySwitch::new(),
             offer: Offer::default(),
             migration_id: u64::from_le_bytes(wire::nonce()[..8].try_into().expect("8 bytes")),
             observer: None,

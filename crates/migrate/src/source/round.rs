@@ -232,11 +232,17 @@ impl<V: SourceVm> Engine<'_, V> {
             let mut i = start;
             while i < end {
                 if !r.last
+                    && self.limit_cuts_rounds()
                     && let Some(limit) = self.limits.time_reached(self.started.elapsed())
                 {
                     // Out of time: abort now, or cut the round short and
                     // leave what it did not reach pending for the switchover.
                     self.on_limit(limit)?;
+                    r.hold_rest(i, &visit);
+                    break 'runs;
+                }
+                if !r.last && self.switch_requested() {
+                    // The operator wants post-copy now: the rest stays pending.
                     r.hold_rest(i, &visit);
                     break 'runs;
                 }

@@ -153,7 +153,7 @@ mod tests {
     fn throttle_of(d: &Decision) -> Option<f64> {
         match d {
             Decision::Round(p) => p.throttle,
-            Decision::StopAndCopy => panic!("stopped"),
+            Decision::StopAndCopy | Decision::Postcopy => panic!("stopped"),
         }
     }
 

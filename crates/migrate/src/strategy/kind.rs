@@ -9,7 +9,8 @@ use thiserror::Error;
 use super::params::{ParamReader, StrategyError, StrategyParams};
 use super::{
     AutoConverge, AutoConvergeParams, Delayed, DelayedParams, DowntimeParams, DowntimeTarget,
-    Predictive, PredictiveParams, StopAndCopy, Strategy, Xen, XenParams,
+    Hybrid, HybridParams, Postcopy, Predictive, PredictiveParams, StopAndCopy, Strategy, Xen,
+    XenParams,
 };
 
 /// The strategies Ferry provides, by name.
@@ -31,17 +32,23 @@ pub enum StrategyKind {
     Delayed,
     /// [`AutoConverge`]: QEMU's downtime rule with vCPU throttling.
     AutoConverge,
+    /// [`Postcopy`]: switch at once, pages follow on demand.
+    Postcopy,
+    /// [`Hybrid`]: pre-copy rounds, then post-copy.
+    Hybrid,
 }
 
 impl StrategyKind {
     /// Every strategy, in the order help texts and benchmarks list them.
-    pub const ALL: [StrategyKind; 6] = [
+    pub const ALL: [StrategyKind; 8] = [
         StrategyKind::StopAndCopy,
         StrategyKind::Xen,
         StrategyKind::Downtime,
         StrategyKind::Predictive,
         StrategyKind::Delayed,
         StrategyKind::AutoConverge,
+        StrategyKind::Postcopy,
+        StrategyKind::Hybrid,
     ];
 
     /// The default strategy (chosen on the benchmark, docs/BENCHMARKS.md).
@@ -56,6 +63,8 @@ impl StrategyKind {
             StrategyKind::Predictive => "predictive",
             StrategyKind::Delayed => "delayed",
             StrategyKind::AutoConverge => "auto-converge",
+            StrategyKind::Postcopy => "postcopy",
+            StrategyKind::Hybrid => "hybrid",
         }
     }
 
@@ -81,9 +90,21 @@ impl StrategyKind {
             StrategyKind::Predictive => Box::new(Predictive::new(PredictiveParams::read(r)?)),
             StrategyKind::Delayed => Box::new(Delayed::new(DelayedParams::read(r)?)),
             StrategyKind::AutoConverge => Box::new(AutoConverge::new(AutoConvergeParams::read(r)?)),
+            StrategyKind::Postcopy => Box::new(Postcopy),
+            StrategyKind::Hybrid => {
+                // Hybrid's own keys; the rest are its pre-copy strategy's.
+                let params = HybridParams::read(r)?;
+                let precopy = params.precopy.build_with(&reader.rest())?;
+                return Ok(Box::new(Hybrid::with_precopy(params, precopy)));
+            }
         };
         reader.finish()?;
         Ok(s)
+    }
+
+    /// Whether the strategy ends in post-copy (needs a destination that can).
+    pub fn is_postcopy(self) -> bool {
+        matches!(self, StrategyKind::Postcopy | StrategyKind::Hybrid)
     }
 }
 

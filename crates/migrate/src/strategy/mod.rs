@@ -13,6 +13,7 @@ mod bandwidth;
 mod delayed;
 mod downtime;
 mod hold;
+mod hybrid;
 mod kind;
 mod params;
 mod predictive;
@@ -33,6 +34,7 @@ pub use auto_converge::{AutoConverge, AutoConvergeParams};
 pub use bandwidth::AdaptiveRateParams;
 pub use delayed::{Delayed, DelayedParams};
 pub use downtime::{DowntimeParams, DowntimeTarget};
+pub use hybrid::{Hybrid, HybridParams, Postcopy};
 pub use kind::{DEFAULT_STRATEGY, STRATEGIES, StrategyKind, UnknownStrategy};
 pub use params::{Known, StrategyError, StrategyParams};
 pub use predictive::{Predictive, PredictiveParams};
@@ -126,6 +128,11 @@ pub enum Decision {
     Round(RoundPlan),
     /// Pause the VM and send everything pending.
     StopAndCopy,
+    /// Pause the VM, send its state and the set of pages still to send,
+    /// run it on the destination, and send those pages after: requested
+    /// ones first, the rest in the background (needs a destination that
+    /// can, `Capabilities::POSTCOPY`).
+    Postcopy,
 }
 
 /// Decides, round by round, how pre-copy proceeds and when it ends.
@@ -138,6 +145,20 @@ pub trait Strategy: Send {
     /// [`Limits`] replace (`SourceOptions::limits`). None by default.
     fn limits(&self) -> Limits {
         Limits::default()
+    }
+    /// How this strategy switches over when pre-copy is ended for it (a
+    /// limit reached with `--on-timeout force`, the round guard):
+    /// [`Decision::StopAndCopy`] by default, [`Decision::Postcopy`] for
+    /// strategies that end in post-copy (the engine then checks at Setup
+    /// that the destination can).
+    fn switchover(&self) -> Decision {
+        Decision::StopAndCopy
+    }
+    /// Whether this strategy runs pre-copy rounds at all. One that never
+    /// does (post-copy at once) lets the engine skip dirty logging, whose
+    /// write protection would only slow the guest down before the switch.
+    fn precopy_rounds(&self) -> bool {
+        true
     }
 }
 

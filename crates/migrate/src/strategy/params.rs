@@ -324,6 +324,35 @@ impl<'a> ParamReader<'a> {
         }
     }
 
+    /// A pre-copy strategy's name (not one that ends in post-copy).
+    pub fn precopy_strategy(
+        &mut self,
+        key: &'static str,
+        default: StrategyKind,
+    ) -> Result<StrategyKind, StrategyError> {
+        let Some(v) = self.take(key) else {
+            return Ok(default);
+        };
+        let kind: StrategyKind = v.parse().map_err(|e| self.bad(key, v, e))?;
+        if kind.is_postcopy() {
+            return Err(self.bad(key, v, "must be a pre-copy strategy"));
+        }
+        Ok(kind)
+    }
+
+    /// The parameters not read so far (for a strategy that wraps another).
+    pub fn rest(&self) -> StrategyParams {
+        StrategyParams {
+            pairs: self
+                .params
+                .pairs
+                .iter()
+                .filter(|(k, _)| !self.known.contains(&k.as_str()))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Refuses any key the strategy did not read.
     pub fn finish(self) -> Result<(), StrategyError> {
         for (k, _) in self.params.iter() {

@@ -145,7 +145,7 @@ mod tests {
     fn rate_of(d: &Decision) -> Option<u64> {
         match d {
             Decision::Round(p) => Some(p.rate_limit.map_or(0, |b| b.bits_per_sec())),
-            Decision::StopAndCopy => None,
+            Decision::StopAndCopy | Decision::Postcopy => None,
         }
     }
 

@@ -82,7 +82,7 @@ fn round(dirty_bps: f64, rate_bps: f64) -> RoundReport {
 fn rate_of(d: Decision) -> Option<u64> {
     match d {
         Decision::Round(p) => Some(p.rate_limit.map_or(0, |b| b.bits_per_sec())),
-        Decision::StopAndCopy => None,
+        Decision::StopAndCopy | Decision::Postcopy => None,
     }
 }
 
@@ -211,4 +211,77 @@ fn parameters_parse_once_and_fail_in_one_line() {
         .to_string();
     assert!(err.starts_with("strategy xen: start-rate=100Mb: "), "{err}");
     assert!(!err.contains('\n'));
+    // Hybrid's own keys, and its pre-copy strategy's.
+    let p =
+        StrategyParams::parse(["precopy=predictive", "min-shrink=0.1", "threshold=0.6"]).unwrap();
+    assert!(StrategyKind::Hybrid.build_with(&p).is_ok());
+    for (bad, want) in [
+        ("precopy=hybrid", "must be a pre-copy strategy"),
+        ("precopy=yolo", "unknown strategy"),
+        ("min-shrink=2", "must be in"),
+        ("alpha=0.3", "strategy downtime has no parameter 'alpha'"),
+    ] {
+        let p = StrategyParams::parse([bad]).unwrap();
+        let err = StrategyKind::Hybrid
+            .build_with(&p)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(want), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn hybrid_switches_to_postcopy_when_rounds_stop_paying() {
+    let mut h = Hybrid::default();
+    let mut f = Fixture::new(262_144);
+    // Round 1 always runs.
+    assert!(matches!(h.decide(&f.ctx(1, 0, None)), Decision::Round(_)));
+    // The set shrank a lot (all memory -> 10%): another round.
+    f.rounds.push(RoundReport {
+        pages_pending: 262_144,
+        ..round(1e6, 1e9)
+    });
+    f.pending = DirtyBitmap::new(&f.layout);
+    f.pending.set_run(0, 26_214);
+    assert!(matches!(
+        h.decide(&f.ctx(2, 1 << 30, None)),
+        Decision::Round(_)
+    ));
+    // It no longer shrinks: switch.
+    f.rounds.push(RoundReport {
+        pages_pending: 26_214,
+        ..round(1e6, 1e9)
+    });
+    f.pending.set_run(0, 25_000);
+    assert!(matches!(
+        h.decide(&f.ctx(3, 1 << 30, None)),
+        Decision::Postcopy
+    ));
+    // The guest dirties faster than the link: switch.
+    f.rounds.push(RoundReport {
+        pages_pending: 100_000,
+        ..round(2e9, 1e9)
+    });
+    assert!(matches!(
+        h.decide(&f.ctx(4, 1 << 30, None)),
+        Decision::Postcopy
+    ));
+    // Where the wrapped rules would stop and copy, hybrid switches.
+    f.rounds.push(RoundReport {
+        pages_pending: 100_000,
+        ..round(1e6, 1e9)
+    });
+    f.pending = DirtyBitmap::new(&f.layout);
+    f.pending.set_run(0, 10);
+    assert!(matches!(
+        h.decide(&f.ctx(5, 1 << 30, None)),
+        Decision::Postcopy
+    ));
+    assert!(matches!(h.switchover(), Decision::Postcopy));
+    assert_eq!(h.limits(), DowntimeTarget::default().limits());
+    assert!(matches!(
+        Postcopy.decide(&f.ctx(1, 0, None)),
+        Decision::Postcopy
+    ));
 }

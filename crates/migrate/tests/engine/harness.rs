@@ -191,7 +191,27 @@ pub fn check_success(
         "{report}"
     );
     assert!(report.bytes_sent > 0);
-    assert_eq!(received.report.rounds, report.rounds);
-    assert_eq!(received.report.pages, report.pages_sent);
+    let switch_round = u32::from(report.postcopy.is_some());
+    assert_eq!(received.report.rounds + switch_round, report.rounds);
+    assert_eq!(received.report.pages, data_pages(&report), "{report}");
+    if let Some(p) = &report.postcopy {
+        assert_eq!(received.report.postcopy_pages, p.pages_to_fetch);
+        assert!(vm.calls.contains(&"release"), "{:?}", vm.calls);
+        let overwrites = received
+            .vm
+            .postcopy()
+            .map(|m| m.overwrites.load(std::sync::atomic::Ordering::Relaxed));
+        assert_eq!(overwrites, Some(0), "a page arrived over a present one");
+    } else {
+        assert!(!vm.calls.contains(&"release"), "{:?}", vm.calls);
+    }
     report
+}
+
+/// Pages sent as data, in pre-copy rounds and in post-copy.
+pub fn data_pages(r: &MigrationReport) -> u64 {
+    r.pages_sent
+        + r.postcopy
+            .as_ref()
+            .map_or(0, |p| p.pages_requested + p.pages_pushed - p.zero_pages)
 }

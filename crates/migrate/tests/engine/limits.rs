@@ -141,9 +141,41 @@ fn a_timeout_with_force_cuts_the_round_and_the_switchover_sends_the_rest() {
 }
 
 #[test]
-fn impossible_limits_and_planned_actions_are_refused() {
+fn impossible_limits_and_unknown_actions_are_refused() {
     assert!(rounds(0).check().is_err());
     assert!(rounds(MAX_ROUNDS + 1).check().is_err());
-    let e = "postcopy".parse::<OnTimeout>().unwrap_err().to_string();
-    assert!(e.contains("not available yet"), "{e}");
+    let e = "pray".parse::<OnTimeout>().unwrap_err().to_string();
+    assert!(e.contains("unknown on-timeout action"), "{e}");
+    assert_eq!("postcopy".parse::<OnTimeout>(), Ok(OnTimeout::Postcopy));
+    assert_eq!(
+        "auto-converge".parse::<OnTimeout>(),
+        Ok(OnTimeout::AutoConverge)
+    );
+}
+
+#[test]
+fn max_rounds_with_auto_converge_throttles_in_qemus_steps_then_switches_over() {
+    let (mut vm, mut opts) = never_converges();
+    opts.limits = rounds(2);
+    opts.on_timeout = OnTimeout::AutoConverge;
+    let factory = FakeFactory::default();
+    let (res, d) = run_with(&mut vm, opts, &factory);
+    let r = check_success(&vm, res, d, &factory);
+    assert_eq!(r.limit_reached, Some(LimitReached::MaxRounds), "{r}");
+    let pre: Vec<f64> = r
+        .per_round
+        .iter()
+        .filter(|x| !x.stop_and_copy)
+        .map(|x| x.throttle_pct)
+        .collect();
+    // Two rounds free, then 20 %, +10 % a round, 99 % at most.
+    assert_eq!(&pre[..2], &[0.0, 0.0], "{r}");
+    let mut want = 20.0;
+    for t in &pre[2..] {
+        assert!((t - want).abs() < 1e-9, "{pre:?}");
+        want = f64::min(want + 10.0, 99.0);
+    }
+    assert!(pre.len() > 2, "{r}");
+    // The switchover runs unthrottled, and so does whatever runs next.
+    assert_eq!(r.per_round.last().unwrap().throttle_pct, 0.0, "{r}");
 }

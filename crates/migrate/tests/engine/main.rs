@@ -7,5 +7,6 @@ mod harness;
 mod limits;
 mod network;
 mod observer;
+mod postcopy;
 mod refusals;
 mod strategies;

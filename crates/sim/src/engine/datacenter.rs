@@ -45,7 +45,7 @@ pub(crate) fn build_hosts(s: &Scenario) -> (Vec<HostSpec>, Vec<PowerModel>) {
         .map(|t| PowerModel::new(t.power_watts.clone()).expect("validated"))
         .collect();
     let mut left: Vec<usize> = s.host_types.iter().map(|t| t.count).collect();
-    let mut hosts = Vec::with_capacity(s.host_count());
+    let mut hosts = Vec::with_capacity(s.host_types.iter().map(|t| t.count).sum());
     while left.iter().any(|c| *c > 0) {
         for (i, t) in s.host_types.iter().enumerate() {
             if left[i] > 0 {
@@ -97,12 +97,19 @@ pub(crate) fn initial_placement(
     let mut ram = vec![0.0; hosts.len()];
     let mut out = Vec::with_capacity(vms.len());
     let first_fit = matches!(policy, Policy::Npa | Policy::Dvfs);
+    let cloudsim = s.simulation.model == cluster::Model::CloudSim;
+    let overcommit = s.simulation.cpu_overcommit;
     for (i, v) in vms.iter().enumerate() {
+        let reserved = if overcommit == 1.0 {
+            v.mips
+        } else {
+            v.mips / overcommit
+        };
         let fits = |h: usize| {
             let spec = &hosts[h];
             v.cores <= spec.cores
                 && v.mips <= spec.core_mips * v.cores as f64 + 1e-9
-                && cpu[h] + v.mips <= spec.capacity + 1e-9
+                && cpu[h] + reserved <= spec.capacity + 1e-9
                 && ram[h] + v.ram <= spec.ram + 1e-9
         };
         let chosen = if first_fit {
@@ -114,8 +121,13 @@ pub(crate) fn initial_placement(
                     continue;
                 }
                 let m = &models[hosts[h].model];
-                let after = m.power((cpu[h] + v.mips) / hosts[h].capacity);
-                let now = if cpu[h] > 0.0 {
+                let after = m.power((cpu[h] + reserved) / hosts[h].capacity);
+                // CloudSim compares with each host's power at its last
+                // measured utilization, which is zero for every host while
+                // the VMs are created: its idle power.
+                let now = if cloudsim {
+                    m.power(0.0)
+                } else if cpu[h] > 0.0 {
                     m.power(cpu[h] / hosts[h].capacity)
                 } else {
                     0.0
@@ -135,7 +147,7 @@ pub(crate) fn initial_placement(
                 vm_type: s.vm_types[v.vm_type].name.clone(),
             });
         };
-        cpu[h] += v.mips;
+        cpu[h] += reserved;
         ram[h] += v.ram;
         out.push(h);
     }

@@ -19,6 +19,7 @@ use vmstate::{IrqchipState, STATE_VERSION, VmConfig, VmState};
 
 use crate::devices::{Devices, SerialSink};
 use crate::memory;
+use crate::postcopy::Userfault;
 use crate::throttle::{self, MAX_THROTTLE};
 use crate::vcpu::{self, ExitReason, Shared, VcpuThread, Want};
 use crate::{Error, cpu, mptable, multiboot};
@@ -62,6 +63,8 @@ pub struct Vm {
     /// The throttle's timer thread, once a throttle was set.
     throttle_timer: Mutex<Option<JoinHandle<()>>>,
     dirty: Mutex<DirtyLog>,
+    /// Guest RAM under userfaultfd while post-copy fills it in.
+    postcopy: Mutex<Option<Arc<Userfault>>>,
     _serial_irq: EventFd,
 }
 
@@ -122,6 +125,7 @@ impl Vm {
             vcpus: Mutex::new(Vec::new()),
             throttle_timer: Mutex::new(None),
             dirty: Mutex::new(dirty),
+            postcopy: Mutex::new(None),
             _serial_irq: serial_irq,
         };
         vm.set_slots(false)?;
@@ -343,6 +347,28 @@ impl Vm {
         self.shared.throttle.fraction()
     }
 
+    /// Post-copy: drops the `(gpa, len)` ranges whose content is still to
+    /// come and intercepts the first touch of every page not present, until
+    /// [`Userfault::finish`]. The VM must be paused (restored, not resumed).
+    pub fn start_postcopy(&self, missing: &[(u64, u64)]) -> Result<Arc<Userfault>, Error> {
+        if self.run_state() != RunState::Paused {
+            return Err(Error::PostcopyNotPaused);
+        }
+        let uf = Arc::new(Userfault::start(&self.memory, missing)?);
+        *self.postcopy.lock().unwrap() = Some(Arc::clone(&uf));
+        Ok(uf)
+    }
+
+    /// Frees guest memory (MADV_DONTNEED) of a VM that will never run
+    /// here again: after a migration, once the destination holds every page.
+    pub fn release_memory(&self) {
+        for r in self.host_regions() {
+            // SAFETY: our own private anonymous mapping; its pages read as
+            // zero afterwards, which nobody looks at any more.
+            unsafe { libc::madvise(r.host.cast(), r.len as usize, libc::MADV_DONTNEED) };
+        }
+    }
+
     /// Hands the VM over to another host: it never runs here again, but its
     /// memory stays readable until this `Vm` is dropped.
     pub fn retire(&self) {
@@ -438,6 +464,11 @@ impl Drop for Vm {
             let _ = h.join();
         }
         self.shared.finish(ExitReason::Stopped);
+        // A vCPU waiting for a page that will not come now gets a zero page
+        // and sees the stop before it enters the guest again.
+        if let Some(uf) = self.postcopy.lock().unwrap().take() {
+            let _ = uf.finish();
+        }
         let mut threads = self.vcpus.lock().unwrap();
         for t in threads.iter_mut() {
             if let Some(h) = t.handle.take() {

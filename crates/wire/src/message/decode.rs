@@ -5,8 +5,9 @@ use vmstate::frame::Frame;
 use vmstate::record::{self, Record};
 
 use super::{
-    Capabilities, HELLO_MAGIC, Hello, MAX_CONFIG_LEN, MAX_TEXT, Message, NONCE_LEN, Resumed,
-    RoundBegin, RoundEnd, Start, Welcome, kind,
+    Accept, Capabilities, HELLO_MAGIC, Hello, MAX_CONFIG_LEN, MAX_TEXT, Message, NONCE_LEN,
+    PageRequest, PostcopyBegin, PostcopyDone, PostcopyEnd, Resumed, RoundBegin, RoundEnd, Start,
+    Welcome, kind,
 };
 use crate::abort::{Abort, AbortCode};
 use crate::error::WireError;
@@ -37,10 +38,7 @@ impl<'a> Message<'a> {
             kind::AUTH_PROOF => Message::AuthProof(c.array()?),
             kind::AUTH_OK => Message::AuthOk,
             kind::START => Message::Start(Box::new(decode_start(&mut c)?)),
-            kind::ACCEPT => {
-                let _reserved = c.u64()?;
-                Message::Accept
-            }
+            kind::ACCEPT => Message::Accept(Accept { flags: c.u64()? }),
             kind::ROUND_BEGIN => Message::RoundBegin(RoundBegin {
                 round: c.u32()?,
                 flags: c.u32()?,
@@ -56,6 +54,18 @@ impl<'a> Message<'a> {
                 resumed_unix_ns: c.u64()?,
             }),
             kind::ABORT => Message::Abort(decode_abort(&mut c)?),
+            kind::POSTCOPY_BEGIN => Message::PostcopyBegin(decode_postcopy_begin(&mut c)?),
+            kind::PAGE_REQUEST => Message::PageRequest(decode_page_request(&mut c)?),
+            kind::POSTCOPY_END => Message::PostcopyEnd(PostcopyEnd {
+                pages: c.u64()?,
+                zero_pages: c.u64()?,
+            }),
+            kind::POSTCOPY_DONE => Message::PostcopyDone(PostcopyDone {
+                pages: c.u64()?,
+                faults: c.u64()?,
+                fault_p50_ns: c.u64()?,
+                fault_p99_ns: c.u64()?,
+            }),
             _ => {
                 return Err(WireError::Malformed {
                     kind: name,
@@ -160,6 +170,39 @@ fn decode_round_end(c: &mut Cursor<'_>) -> Result<RoundEnd, WireError> {
         pages: c.u64()?,
         zero_pages: c.u64()?,
     })
+}
+
+fn decode_postcopy_begin<'a>(c: &mut Cursor<'a>) -> Result<PostcopyBegin<'a>, WireError> {
+    let pages = c.u64()?;
+    let _reserved = c.u64()?;
+    let bitmap = std::mem::take(&mut c.p);
+    if !bitmap.len().is_multiple_of(8) {
+        return Err(c.malformed(format!(
+            "bitmap of {} bytes is not whole 64-bit words",
+            bitmap.len()
+        )));
+    }
+    let set: u64 = bitmap.iter().map(|b| u64::from(b.count_ones())).sum();
+    if set != pages {
+        return Err(c.malformed(format!("announces {pages} pages but its bitmap has {set}")));
+    }
+    Ok(PostcopyBegin { pages, bitmap })
+}
+
+fn decode_page_request(c: &mut Cursor<'_>) -> Result<PageRequest, WireError> {
+    let gpa = c.u64()?;
+    let pages = c.u32()?;
+    let _reserved = c.u32()?;
+    if pages == 0 || pages > PageRequest::MAX_PAGES {
+        return Err(c.malformed(format!(
+            "asks for {pages} pages (1 to {} allowed)",
+            PageRequest::MAX_PAGES
+        )));
+    }
+    if gpa % vmstate::record::PAGE_SIZE as u64 != 0 {
+        return Err(c.malformed(format!("address {gpa:#x} is not page aligned")));
+    }
+    Ok(PageRequest { gpa, pages })
 }
 
 fn decode_abort(c: &mut Cursor<'_>) -> Result<Abort, WireError> {

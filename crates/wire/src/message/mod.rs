@@ -15,8 +15,10 @@ use crate::abort::Abort;
 pub use reader::MessageReader;
 pub use writer::MessageWriter;
 
-/// Frame kinds of the protocol messages. 0x4d-0xff are free; 0x50-0x5f are
-/// set aside for post-copy, several streams and compression (docs/PROTOCOL.md).
+/// Frame kinds of the protocol messages. 0x50-0x53 are post-copy's
+/// (protocol version 2, capability [`Capabilities::POSTCOPY`]); 0x54-0x5f
+/// are set aside for transaction synchronization, several streams and
+/// compression (docs/PROTOCOL.md); 0x60-0xff are free.
 pub mod kind {
     pub const HELLO: u8 = 0x40;
     pub const WELCOME: u8 = 0x41;
@@ -31,6 +33,10 @@ pub mod kind {
     pub const COMMIT: u8 = 0x4a;
     pub const RESUMED: u8 = 0x4b;
     pub const ABORT: u8 = 0x4c;
+    pub const POSTCOPY_BEGIN: u8 = 0x50;
+    pub const PAGE_REQUEST: u8 = 0x51;
+    pub const POSTCOPY_END: u8 = 0x52;
+    pub const POSTCOPY_DONE: u8 = 0x53;
 }
 
 /// First bytes of every Hello: lets a destination tell a Ferry source from
@@ -53,21 +59,32 @@ const HELLO_LEN: usize = 56;
 const WELCOME_LEN: usize = 80;
 
 /// Optional protocol features, negotiated in Hello/Welcome as the
-/// intersection of both sides' sets. Version 1 defines none that change the
-/// stream; the bits below are reserved so peers of later versions can agree.
+/// intersection of both sides' sets (and of what the chosen version
+/// defines: [`Capabilities::for_version`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Capabilities(pub u64);
 
 impl Capabilities {
     pub const NONE: Capabilities = Capabilities(0);
-    /// Destination may request pages (post-copy / hybrid). Reserved.
+    /// Post-copy (version 2 on): the source may switch the VM over before
+    /// its memory has arrived, and the destination requests pages.
     pub const POSTCOPY: Capabilities = Capabilities(1 << 0);
     /// Page data may arrive on several TCP streams. Reserved.
     pub const MULTI_STREAM: Capabilities = Capabilities(1 << 1);
     /// Pages records may be compressed. Reserved.
     pub const COMPRESSION: Capabilities = Capabilities(1 << 2);
     /// What this implementation supports.
-    pub const SUPPORTED: Capabilities = Capabilities(0);
+    pub const SUPPORTED: Capabilities = Capabilities::POSTCOPY;
+
+    /// The capabilities protocol `version` defines, out of `self`: a
+    /// version-1 session has none, whatever the bits say.
+    pub fn for_version(self, version: u16) -> Capabilities {
+        if version >= 2 {
+            self
+        } else {
+            Capabilities::NONE
+        }
+    }
 
     pub fn intersect(self, other: Capabilities) -> Capabilities {
         Capabilities(self.0 & other.0)
@@ -114,6 +131,73 @@ impl Start {
     pub const PAUSED: u32 = 1;
     /// Every flag this version knows; a Start with others is refused.
     pub const KNOWN_FLAGS: u32 = Self::PAUSED;
+}
+
+/// Destination -> source: the answer to Start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Accept {
+    /// [`Accept::POSTCOPY`], or 0 (version 1 sends 0).
+    pub flags: u64,
+}
+
+impl Accept {
+    /// The destination can run this VM before its memory has arrived
+    /// (post-copy): the session negotiated [`Capabilities::POSTCOPY`] and
+    /// its VMM can intercept missing pages.
+    pub const POSTCOPY: u64 = 1;
+
+    pub fn postcopy(&self) -> bool {
+        self.flags & Self::POSTCOPY != 0
+    }
+}
+
+/// Source -> destination, the VM paused: the switch to post-copy. The pages
+/// the destination must still fetch (never sent, or dirtied after their
+/// last send) as a bitmap over the page index space of Start's regions
+/// (each region starts on a 64-page boundary). State, then the usual
+/// Ready/Commit/Resumed switchover, follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PostcopyBegin<'a> {
+    /// Bits set in `bitmap` (a check on the bitmap).
+    pub pages: u64,
+    /// Little-endian u64 words, bit i of word w = page index 64 w + i.
+    pub bitmap: &'a [u8],
+}
+
+/// Destination -> source during post-copy: the guest needs these pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    /// First page's guest-physical address (page aligned).
+    pub gpa: u64,
+    /// 1 to [`PageRequest::MAX_PAGES`].
+    pub pages: u32,
+}
+
+impl PageRequest {
+    /// Largest request: 1 MiB.
+    pub const MAX_PAGES: u32 = 256;
+}
+
+/// Source -> destination: every page of the post-copy set has been sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PostcopyEnd {
+    /// Pages sent as data since PostcopyBegin.
+    pub pages: u64,
+    /// Pages announced zero since PostcopyBegin.
+    pub zero_pages: u64,
+}
+
+/// Destination -> source: it holds every page; the source may free the
+/// VM's memory. With what the destination measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PostcopyDone {
+    /// Pages installed since PostcopyBegin (data and zero).
+    pub pages: u64,
+    /// Faults on missing pages (touches that waited for the network).
+    pub faults: u64,
+    /// Median and 99th percentile of the time a faulting vCPU waited, ns.
+    pub fault_p50_ns: u64,
+    pub fault_p99_ns: u64,
 }
 
 /// Start of a round of page data.
@@ -167,7 +251,7 @@ pub enum Message<'a> {
     AuthProof([u8; NONCE_LEN]),
     AuthOk,
     Start(Box<Start>),
-    Accept,
+    Accept(Accept),
     RoundBegin(RoundBegin),
     RoundEnd(RoundEnd),
     /// vmstate Pages record: whole pages starting at `gpa`.
@@ -185,6 +269,10 @@ pub enum Message<'a> {
     },
     Resumed(Resumed),
     Abort(Abort),
+    PostcopyBegin(PostcopyBegin<'a>),
+    PageRequest(PageRequest),
+    PostcopyEnd(PostcopyEnd),
+    PostcopyDone(PostcopyDone),
 }
 
 impl Message<'_> {
@@ -197,7 +285,7 @@ impl Message<'_> {
             Message::AuthProof(_) => "AuthProof",
             Message::AuthOk => "AuthOk",
             Message::Start(_) => "Start",
-            Message::Accept => "Accept",
+            Message::Accept(_) => "Accept",
             Message::RoundBegin(_) => "RoundBegin",
             Message::RoundEnd(_) => "RoundEnd",
             Message::Pages { .. } => "Pages",
@@ -207,6 +295,10 @@ impl Message<'_> {
             Message::Commit { .. } => "Commit",
             Message::Resumed(_) => "Resumed",
             Message::Abort(_) => "Abort",
+            Message::PostcopyBegin(_) => "PostcopyBegin",
+            Message::PageRequest(_) => "PageRequest",
+            Message::PostcopyEnd(_) => "PostcopyEnd",
+            Message::PostcopyDone(_) => "PostcopyDone",
         }
     }
 }
@@ -240,4 +332,8 @@ pub fn protocol_kinds() -> Kinds {
         .with(kind::COMMIT, "Commit")
         .with(kind::RESUMED, "Resumed")
         .with(kind::ABORT, "Abort")
+        .with(kind::POSTCOPY_BEGIN, "PostcopyBegin")
+        .with(kind::PAGE_REQUEST, "PageRequest")
+        .with(kind::POSTCOPY_END, "PostcopyEnd")
+        .with(kind::POSTCOPY_DONE, "PostcopyDone")
 }

@@ -7,8 +7,8 @@ use vmstate::frame::FrameWriter;
 use vmstate::record;
 
 use super::{
-    HELLO_LEN, HELLO_MAGIC, Hello, MAX_TEXT, NONCE_LEN, Resumed, RoundBegin, RoundEnd, Start,
-    WELCOME_LEN, Welcome, kind,
+    Accept, HELLO_LEN, HELLO_MAGIC, Hello, MAX_TEXT, NONCE_LEN, PageRequest, PostcopyDone,
+    PostcopyEnd, Resumed, RoundBegin, RoundEnd, Start, WELCOME_LEN, Welcome, kind,
 };
 use crate::abort::AbortCode;
 use crate::error::WireError;
@@ -80,8 +80,44 @@ impl<W: Write> MessageWriter<W> {
         self.frame(kind::START, &[&head, &cbor])
     }
 
-    pub fn accept(&mut self) -> Result<(), WireError> {
-        self.frame(kind::ACCEPT, &[&[0u8; 8]])
+    pub fn accept(&mut self, a: &Accept) -> Result<(), WireError> {
+        self.frame(kind::ACCEPT, &[&a.flags.to_le_bytes()])
+    }
+
+    /// The switch to post-copy: `words` is the bitmap of pages still to
+    /// fetch (its set bits are counted here).
+    pub fn postcopy_begin(&mut self, words: &[u64]) -> Result<(), WireError> {
+        let pages: u64 = words.iter().map(|w| u64::from(w.count_ones())).sum();
+        let mut head = [0u8; 16];
+        head[..8].copy_from_slice(&pages.to_le_bytes());
+        let mut bitmap = Vec::with_capacity(words.len() * 8);
+        for w in words {
+            bitmap.extend_from_slice(&w.to_le_bytes());
+        }
+        self.frame(kind::POSTCOPY_BEGIN, &[&head, &bitmap])
+    }
+
+    pub fn page_request(&mut self, r: &PageRequest) -> Result<(), WireError> {
+        let mut p = [0u8; 16];
+        p[..8].copy_from_slice(&r.gpa.to_le_bytes());
+        p[8..12].copy_from_slice(&r.pages.to_le_bytes());
+        self.frame(kind::PAGE_REQUEST, &[&p])
+    }
+
+    pub fn postcopy_end(&mut self, e: &PostcopyEnd) -> Result<(), WireError> {
+        let mut p = [0u8; 16];
+        p[..8].copy_from_slice(&e.pages.to_le_bytes());
+        p[8..].copy_from_slice(&e.zero_pages.to_le_bytes());
+        self.frame(kind::POSTCOPY_END, &[&p])
+    }
+
+    pub fn postcopy_done(&mut self, d: &PostcopyDone) -> Result<(), WireError> {
+        let mut p = [0u8; 32];
+        p[..8].copy_from_slice(&d.pages.to_le_bytes());
+        p[8..16].copy_from_slice(&d.faults.to_le_bytes());
+        p[16..24].copy_from_slice(&d.fault_p50_ns.to_le_bytes());
+        p[24..].copy_from_slice(&d.fault_p99_ns.to_le_bytes());
+        self.frame(kind::POSTCOPY_DONE, &[&p])
     }
 
     pub fn round_begin(&mut self, r: &RoundBegin) -> Result<(), WireError> {

@@ -1,6 +1,7 @@
 //! A running QEMU process with its QMP session and serial log.
 
 use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,6 +16,9 @@ use crate::error::Error;
 use crate::qmp::Qmp;
 use crate::serial::{self, SerialLine, SerialLog};
 
+/// Where [`QemuConfig::shared_ram`] files live: memory, not disk.
+const SHM: &str = "/dev/shm";
+
 /// A running QEMU process with its QMP session and serial log.
 pub struct Qemu {
     child: Child,
@@ -25,6 +29,9 @@ pub struct Qemu {
     spawned_at: f64,
     incoming: Option<String>,
     exit: Option<ExitStatus>,
+    /// The file backing guest RAM (with `shared_ram`), in its own
+    /// directory in /dev/shm, removed with this value.
+    ram: Option<(TempDir, PathBuf)>,
     _dir: TempDir,
 }
 
@@ -81,7 +88,18 @@ impl Qemu {
             .set_nonblocking(true)
             .map_err(Error::io("making the serial listener non-blocking"))?;
 
-        let args = config.args(&cpu, &serial_sock, &qmp_sock, incoming);
+        let ram = if config.shared_ram {
+            let d = tempfile::Builder::new()
+                .prefix("yardstick-ram-")
+                .tempdir_in(SHM)
+                .map_err(Error::io(format!("creating a directory in {SHM}")))?;
+            let f = d.path().join("ram");
+            Some((d, f))
+        } else {
+            None
+        };
+        let ram_file = ram.as_ref().map(|(_, f)| f.as_path());
+        let args = config.args(&cpu, &serial_sock, &qmp_sock, incoming, ram_file);
         let spawned_at = serial::now();
         // `launch` kills QEMU if starting fails half way.
         let mut launch = Launch::spawn(&config.binary, &args, config.start_timeout)?;
@@ -102,8 +120,15 @@ impl Qemu {
             spawned_at,
             incoming: None,
             exit: None,
+            ram,
             _dir: dir,
         })
+    }
+
+    /// The file backing the guest's RAM from guest-physical 0, when
+    /// started with [`QemuConfig::shared_ram`].
+    pub fn ram_file(&self) -> Option<&Path> {
+        self.ram.as_ref().map(|(_, f)| f.as_path())
     }
 
     /// The QMP session.
@@ -134,6 +159,25 @@ impl Qemu {
     /// What QEMU wrote to stderr so far.
     pub fn stderr(&self) -> String {
         lock(&self.stderr).clone()
+    }
+
+    /// Where QEMU maps guest-physical address `gpa` in its own memory (HMP
+    /// `gpa2hva`, over QMP), e.g. for a sampler reading it with
+    /// `process_vm_readv`.
+    pub fn gpa_to_hva(&mut self, gpa: u64) -> Result<u64, Error> {
+        let command = format!("gpa2hva {gpa:#x}");
+        let r = self.qmp.execute(
+            "human-monitor-command",
+            Some(json!({ "command-line": command })),
+        )?;
+        let text = r.as_str().unwrap_or("");
+        text.split_whitespace()
+            .last()
+            .and_then(|w| u64::from_str_radix(w.strip_prefix("0x")?, 16).ok())
+            .ok_or_else(|| Error::Reply {
+                command,
+                detail: text.trim().to_string(),
+            })
     }
 
     /// QMP `query-status`: `running`, `paused`, `inmigrate`, `postmigrate`...

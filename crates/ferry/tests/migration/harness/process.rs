@@ -1,4 +1,5 @@
-//! `ferry` child processes and what they print.
+//! `ferry` child processes and what they print (shared by the migration
+//! and operator suites).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,23 @@ impl Proc {
             self.status = self.child.try_wait().unwrap();
         }
         self.status
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of a child this test started and has
+        // not reaped, so the pid cannot have been reused.
+        let r = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(r, 0, "kill {}", self.name);
+    }
+
+    /// The JSON lines printed so far on stdout (`ferry ctl events`).
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout_text()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
     }
 
     pub fn alive(&mut self) -> bool {

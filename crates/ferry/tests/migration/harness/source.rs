@@ -104,6 +104,16 @@ impl Vm {
         vm
     }
 
+    /// The VM a destination received, as the source of the next migration.
+    pub fn adopt(dest: super::Dest) -> Vm {
+        Vm {
+            client: Client::new(&dest.sock).with_timeout(Duration::from_secs(10)),
+            proc: dest.proc,
+            sock: dest.sock,
+            serial: dest.serial,
+        }
+    }
+
     pub fn state(&self) -> Option<String> {
         state_of(&self.sock)
     }

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::convergence::LimitReached;
 
+mod text;
+
 /// What happened in one round (the last one is the stop-and-copy round).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoundReport {
@@ -69,8 +71,15 @@ pub enum Outcome {
     Failed(String),
     /// Commit was sent but the destination's acknowledgement never came:
     /// the VM is paused and retired on the source and may or may not run on
-    /// the destination (docs/PROTOCOL.md, "The in-doubt window").
+    /// the destination (docs/PROTOCOL.md, "The in-doubt window"); or, in
+    /// post-copy, every page was sent but the destination's acknowledgement
+    /// that it holds them never came.
     InDoubt(String),
+    /// Post-copy broke after the switchover, before the destination held
+    /// every page: it cannot run the VM on and discards it; the source
+    /// keeps the VM paused and retired, its memory as it was at the switch
+    /// (docs/PROTOCOL.md, "Post-copy failures": recovery is a known gap).
+    Interrupted(String),
 }
 
 impl fmt::Display for Outcome {
@@ -80,6 +89,7 @@ impl fmt::Display for Outcome {
             Outcome::Cancelled => f.write_str("cancelled"),
             Outcome::Failed(e) => write!(f, "failed: {e}"),
             Outcome::InDoubt(e) => write!(f, "in doubt: {e}"),
+            Outcome::Interrupted(e) => write!(f, "interrupted: {e}"),
         }
     }
 }
@@ -101,6 +111,8 @@ impl<'de> Deserialize<'de> for Outcome {
                     Outcome::Failed(e.to_string())
                 } else if let Some(e) = s.strip_prefix("in doubt: ") {
                     Outcome::InDoubt(e.to_string())
+                } else if let Some(e) = s.strip_prefix("interrupted: ") {
+                    Outcome::Interrupted(e.to_string())
                 } else {
                     Outcome::Failed(s)
                 }
@@ -117,6 +129,8 @@ pub enum VmLocation {
     Destination,
     /// Commit in doubt: the source will never run it; the destination may.
     Unknown,
+    /// Post-copy interrupted: runs nowhere (the source keeps it paused).
+    Nowhere,
 }
 
 /// The whole migration, as `ferry migrate --json` prints it.
@@ -131,8 +145,35 @@ pub struct MigrationReport {
     /// (`None` if the VM never resumed on the destination).
     pub downtime_ms: Option<f64>,
     /// Largest heartbeat gap across the switchover seen in the guest's serial
-    /// output; filled in by the caller that reads both sides' logs.
-    pub guest_downtime_ms: Option<f64>,
+    /// output (ms); filled in by the caller that reads both sides' logs.
+    #[serde(default, alias = "guest_downtime_ms")]
+    pub heartbeat_gap_ms: Option<f64>,
+    /// Guest-visible downtime: the longest time in which the guest made no
+    /// progress on either side, sampled from its pass counters (us); filled
+    /// in by a caller that sampled both sides (`guest::sampler`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_downtime_us: Option<u64>,
+    /// The sampler's widest interval between two samples around the
+    /// switchover (us): above 1000 the downtime is coarse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_downtime_resolution_us: Option<u64>,
+    /// The mark of a coarse measurement: true when the resolution is worse
+    /// than 1 ms (the downtime may then be off by that much).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_downtime_coarse: Option<bool>,
+    /// The switchover alone, from the source guest's last progress to the
+    /// destination's first (us); `guest_downtime_us` is longer when the
+    /// guest also stalled elsewhere around it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_switchover_us: Option<u64>,
+    /// The guest's own largest gap between two passes around the
+    /// switchover, from its TSC (us; the host's TSC on these machines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_tsc_gap_us: Option<u64>,
+    /// Whether the sampler ran at real-time priority (false: the host
+    /// refused it, and busy vCPUs could delay samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_sampler_realtime: Option<bool>,
     /// Bytes written to the connection, framing and protocol included.
     pub bytes_sent: u64,
     pub memory_bytes: u64,
@@ -162,7 +203,41 @@ pub struct MigrationReport {
     pub limit_reached: Option<LimitReached>,
     /// Time the VM spent paused on the source before Commit or rollback.
     pub pause_ms: Option<f64>,
+    /// Bytes read from the destination (its requests and answers).
+    #[serde(default)]
+    pub bytes_received: u64,
+    /// What happened after a switch to post-copy, if there was one.
+    #[serde(default)]
+    pub postcopy: Option<PostcopyReport>,
     pub per_round: Vec<RoundReport>,
+}
+
+/// Post-copy, from the switch to the destination holding every page.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PostcopyReport {
+    /// How the switch came: "strategy", "operator" (a manual switch), or
+    /// the limit reached ("round limit", "time limit").
+    pub trigger: String,
+    /// Pages the destination had to fetch at the switch.
+    pub pages_to_fetch: u64,
+    /// Pages sent in answer to the destination's requests.
+    pub pages_requested: u64,
+    /// Pages pushed in the background.
+    pub pages_pushed: u64,
+    /// Of those pages (either way), those that were zero.
+    pub zero_pages: u64,
+    /// Requests the destination made (each for a block of pages).
+    pub requests: u64,
+    /// Bytes sent source -> destination after the switch.
+    pub bytes_sent: u64,
+    /// VM resumed on the destination -> the destination holds every page
+    /// (the source's clock), ms.
+    pub duration_ms: f64,
+    /// Faults the destination's vCPUs waited on, and how long they waited
+    /// (p50, p99), ms, as the destination measured.
+    pub faults: u64,
+    pub fault_p50_ms: Option<f64>,
+    pub fault_p99_ms: Option<f64>,
 }
 
 impl MigrationReport {
@@ -173,7 +248,13 @@ impl MigrationReport {
             vm_location: VmLocation::Source,
             total_time_ms: 0.0,
             downtime_ms: None,
-            guest_downtime_ms: None,
+            heartbeat_gap_ms: None,
+            guest_downtime_us: None,
+            guest_downtime_resolution_us: None,
+            guest_downtime_coarse: None,
+            guest_switchover_us: None,
+            guest_tsc_gap_us: None,
+            guest_sampler_realtime: None,
             bytes_sent: 0,
             memory_bytes,
             bytes_ratio: 0.0,
@@ -187,6 +268,8 @@ impl MigrationReport {
             downtime_target_missed: false,
             limit_reached: None,
             pause_ms: None,
+            bytes_received: 0,
+            postcopy: None,
             per_round: Vec::new(),
         }
     }
@@ -204,159 +287,6 @@ impl MigrationReport {
     }
 }
 
-impl MigrationReport {
-    /// The downtime target, for people.
-    fn target(&self) -> String {
-        let d =
-            std::time::Duration::try_from_secs_f64(self.max_downtime_ms / 1e3).unwrap_or_default();
-        units::format_duration(d)
-    }
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-struct Bits(f64);
-impl fmt::Display for Bits {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&units::format_bits_per_sec(self.0))
-    }
-}
-
-impl fmt::Display for MigrationReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "migration {} (strategy {})", self.outcome, self.strategy)?;
-        let loc = match self.vm_location {
-            VmLocation::Source => "source",
-            VmLocation::Destination => "destination",
-            VmLocation::Unknown => "unknown (commit in doubt)",
-        };
-        writeln!(f, "  VM runs on:        {loc}")?;
-        writeln!(f, "  total time:        {:.1} ms", self.total_time_ms)?;
-        match self.downtime_ms {
-            Some(d) if self.downtime_target_missed => writeln!(
-                f,
-                "  downtime:          {d:.1} ms (engine: pause to resume), ABOVE the {} target",
-                self.target()
-            )?,
-            Some(d) => writeln!(
-                f,
-                "  downtime:          {d:.1} ms (engine: pause to resume; target {})",
-                self.target()
-            )?,
-            None => writeln!(f, "  downtime:          -")?,
-        }
-        if let Some(l) = self.limit_reached {
-            let what = match self.outcome {
-                Outcome::Completed | Outcome::InDoubt(_) => "switchover forced",
-                _ => "aborted",
-            };
-            writeln!(f, "  pre-copy:          {l} reached, {what}")?;
-        }
-        if let Some(g) = self.guest_downtime_ms {
-            writeln!(f, "  guest downtime:    {g:.1} ms (largest heartbeat gap)")?;
-        }
-        writeln!(
-            f,
-            "  bytes sent:        {:.1} MiB for {:.1} MiB of memory ({:.2}x)",
-            mib(self.bytes_sent),
-            mib(self.memory_bytes),
-            self.bytes_ratio
-        )?;
-        writeln!(
-            f,
-            "  pages:             {} sent, {} resent, {} zero",
-            self.pages_sent, self.pages_resent, self.zero_pages
-        )?;
-        if let Some(b) = self.max_bandwidth_bps {
-            writeln!(
-                f,
-                "  bandwidth cap:     {} while the guest runs",
-                Bits(b as f64)
-            )?;
-        }
-        if let Some(b) = self.link_bandwidth_bps {
-            writeln!(f, "  emulated link:     {}", Bits(b as f64))?;
-        }
-        writeln!(f, "  rounds:            {}", self.rounds)?;
-        if !self.per_round.is_empty() {
-            let predicts = self
-                .per_round
-                .iter()
-                .any(|r| r.pages_predicted_hot.is_some());
-            let throttles = self.per_round.iter().any(|r| r.throttle_pct > 0.0);
-            write!(
-                f,
-                "  {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>16} {:>16}",
-                "round",
-                "pending",
-                "dirtied",
-                "sent",
-                "skipped",
-                "held",
-                "zero",
-                "MiB",
-                "ms",
-                "rate",
-                "dirty rate"
-            )?;
-            if predicts {
-                write!(f, " {:>9} {:>9} {:>9}", "hot", "precision", "recall")?;
-            }
-            if throttles {
-                write!(f, " {:>9}", "throttle")?;
-            }
-            writeln!(f)?;
-            for r in &self.per_round {
-                write!(
-                    f,
-                    "  {:>4}{} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10.2} {:>9.1} {:>16} {:>16}",
-                    r.round,
-                    if r.interrupted {
-                        "!"
-                    } else if r.stop_and_copy {
-                        "*"
-                    } else {
-                        " "
-                    },
-                    r.pages_pending,
-                    r.pages_dirtied,
-                    r.pages_sent,
-                    r.pages_skipped,
-                    r.pages_held_back,
-                    r.zero_pages,
-                    mib(r.bytes),
-                    r.duration_ms,
-                    Bits(r.transfer_rate_bps).to_string(),
-                    Bits(r.dirty_rate_bps).to_string()
-                )?;
-                if predicts {
-                    let pct =
-                        |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.1}%", v * 100.0));
-                    let hot = r.pages_predicted_hot.map_or("-".into(), |h| h.to_string());
-                    write!(
-                        f,
-                        " {:>9} {:>9} {:>9}",
-                        hot,
-                        pct(r.prediction_precision),
-                        pct(r.prediction_recall)
-                    )?;
-                }
-                if throttles {
-                    write!(f, " {:>8.0}%", r.throttle_pct)?;
-                }
-                writeln!(f)?;
-            }
-            writeln!(
-                f,
-                "  (* = stop-and-copy round, VM paused; ! = interrupted by the failure)"
-            )?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,6 +298,7 @@ mod tests {
             (Outcome::Cancelled, "\"cancelled\""),
             (Outcome::Failed("boom".into()), "\"failed: boom\""),
             (Outcome::InDoubt("no ack".into()), "\"in doubt: no ack\""),
+            (Outcome::Interrupted("cut".into()), "\"interrupted: cut\""),
         ] {
             assert_eq!(serde_json::to_string(&o).unwrap(), s);
             assert_eq!(serde_json::from_str::<Outcome>(s).unwrap(), o);
@@ -389,7 +320,7 @@ mod tests {
             "strategy",
             "total_time_ms",
             "downtime_ms",
-            "guest_downtime_ms",
+            "heartbeat_gap_ms",
             "bytes_sent",
             "memory_bytes",
             "rounds",
@@ -402,11 +333,33 @@ mod tests {
         }
         assert_eq!(v["bytes_ratio"], 2.0);
         assert_eq!(v["rounds"], 1);
+        // Not sampled: the sampled fields are absent.
+        assert!(v.get("guest_downtime_us").is_none());
         let text = r.to_string();
         assert!(
             text.contains("strategy xen") && text.contains("2.00x"),
             "{text}"
         );
+        r.guest_downtime_us = Some(12_345);
+        r.guest_downtime_resolution_us = Some(1_500);
+        r.guest_downtime_coarse = Some(true);
+        r.guest_sampler_realtime = Some(true);
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["guest_downtime_us"], 12_345);
+        assert_eq!(v["guest_downtime_resolution_us"], 1_500);
+        assert_eq!(v["guest_downtime_coarse"], true);
+        let text = r.to_string();
+        assert!(
+            text.contains("12.345 ms") && text.contains("COARSE"),
+            "{text}"
+        );
+        // Reports written before the rename still read.
+        let mut old = serde_json::to_value(&r).unwrap();
+        let o = old.as_object_mut().unwrap();
+        o.remove("heartbeat_gap_ms");
+        o.insert("guest_downtime_ms".into(), 7.5.into());
+        let back: MigrationReport = serde_json::from_value(old).unwrap();
+        assert_eq!(back.heartbeat_gap_ms, Some(7.5));
     }
 
     #[test]

@@ -1,0 +1,391 @@
+//! Post-copy on the destination. At PostcopyBegin (the VM paused) the pages
+//! of the set are dropped and their first touch intercepted; after Commit
+//! the VM runs while two threads fill its memory: this session's thread
+//! installs what the source sends, and a fault thread turns each touch of a
+//! missing page into a request for the block around it. The received-page
+//! bitmap ([`Switch::received`]) is the resume point a reconnect would start
+//! from (docs/PROTOCOL.md).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wire::{Message, MessageReader, PageRequest, PostcopyBegin, PostcopyDone, PostcopyEnd};
+
+use super::session::{Receiver, SharedWriter, Stage, lock};
+use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
+use crate::error::{MigrateError, VmOp};
+use crate::vm::{DestinationVm, PostcopyMemory};
+
+/// Pages requested per fault: the aligned block around the faulting page.
+/// 16 pages (64 KiB) measured best here (docs/MIGRATION.md, "Block size").
+pub const FAULT_BLOCK_PAGES: u64 = 16;
+/// The largest block a fault may ask for (1 MiB): one record's worth.
+pub const MAX_FAULT_BLOCK_PAGES: u64 = 256;
+/// How long the fault thread waits for a fault before checking for the end.
+const FAULT_POLL: Duration = Duration::from_millis(20);
+
+/// A bitmap two threads share: the session sets, the fault thread reads.
+pub(super) struct SharedBits(Vec<AtomicU64>);
+
+impl SharedBits {
+    fn new(len: u64) -> Self {
+        SharedBits((0..len.div_ceil(64)).map(|_| AtomicU64::new(0)).collect())
+    }
+    pub(super) fn get(&self, i: u64) -> bool {
+        self.0
+            .get((i / 64) as usize)
+            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (i % 64)) != 0)
+    }
+    fn set(&self, i: u64) {
+        if let Some(w) = self.0.get((i / 64) as usize) {
+            w.fetch_or(1 << (i % 64), Ordering::Release);
+        }
+    }
+}
+
+/// What the switch left to fetch, and how it arrives.
+pub(super) struct Switch {
+    /// Pages of the set (dropped at the switch; fixed from then on).
+    missing: DirtyBitmap,
+    /// Pages of the set received since (installed).
+    pub(super) received: SharedBits,
+    received_count: AtomicU64,
+    memory: Arc<dyn PostcopyMemory>,
+    faults: FaultLog,
+    /// Pages per request ([`DestOptions::fault_block_pages`](super::DestOptions)).
+    block: u64,
+}
+
+/// Faults waiting for their page, and how long the served ones waited.
+#[derive(Default)]
+struct FaultLog {
+    waiting: Mutex<HashMap<u64, Instant>>,
+    served: Mutex<Vec<Duration>>,
+    count: AtomicU64,
+}
+
+impl FaultLog {
+    fn fault(&self, idx: u64) {
+        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        w.entry(idx).or_insert_with(|| {
+            self.count.fetch_add(1, Ordering::Relaxed);
+            Instant::now()
+        });
+    }
+
+    fn installed(&self, first: u64, n: u64) {
+        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if w.is_empty() {
+            return;
+        }
+        let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
+        for i in first..first + n {
+            if let Some(t) = w.remove(&i) {
+                served.push(t.elapsed());
+            }
+        }
+    }
+
+    /// Time the faulting vCPUs waited in all.
+    fn total_wait(&self) -> Duration {
+        self.served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .sum()
+    }
+
+    /// Faults, p50 and p99 of their wait, ns.
+    fn summary(&self) -> (u64, u64, u64) {
+        let mut s = self
+            .served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        s.sort();
+        let q = |f: f64| {
+            s.get(((s.len() as f64 - 1.0) * f).round() as usize)
+                .map_or(0, |d| d.as_nanos() as u64)
+        };
+        (self.count.load(Ordering::Relaxed), q(0.5), q(0.99))
+    }
+}
+
+impl<VM: DestinationVm> Receiver<'_, VM> {
+    /// BetweenRounds -> AwaitState: checks the set against the layout, then
+    /// drops its pages and intercepts their first touch (the VM is paused).
+    pub(super) fn postcopy_begin(
+        &mut self,
+        b: &PostcopyBegin<'_>,
+        layout: &Arc<PageLayout>,
+    ) -> Result<Switch, MigrateError> {
+        if !self.postcopy_accepted {
+            return Err(MigrateError::Protocol(
+                "PostcopyBegin, but this destination did not accept post-copy".into(),
+            ));
+        }
+        let mut missing = DirtyBitmap::new(layout);
+        if b.bitmap.len() != missing.words().len() * 8 {
+            return Err(MigrateError::Protocol(format!(
+                "the post-copy set has {} bytes, the VM's page bitmap {}",
+                b.bitmap.len(),
+                missing.words().len() * 8
+            )));
+        }
+        for (w, b) in missing.words_mut().iter_mut().zip(b.bitmap.chunks_exact(8)) {
+            *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        }
+        let mut outside = missing.clone();
+        outside.and_not_assign(&DirtyBitmap::full(layout));
+        if !outside.is_empty() {
+            return Err(MigrateError::Protocol(
+                "the post-copy set names pages outside guest memory".into(),
+            ));
+        }
+        let memory =
+            self.vm_mut()?
+                .start_postcopy(&missing)
+                .map_err(|source| MigrateError::Vm {
+                    op: VmOp::StartPostcopy,
+                    source,
+                })?;
+        self.report.postcopy_pages = missing.count();
+        Ok(Switch {
+            received: SharedBits::new(layout.index_len()),
+            received_count: AtomicU64::new(0),
+            missing,
+            memory,
+            faults: FaultLog::default(),
+            block: self.opts.fault_block_pages.clamp(1, MAX_FAULT_BLOCK_PAGES),
+        })
+    }
+
+    /// AwaitCommit -> Postcopy -> Running: the fault thread starts, the VM
+    /// resumes, the pages arrive; PostcopyEnd with every page here ends it.
+    pub(super) fn postcopy<R: Read, W: Write + Send>(
+        &mut self,
+        r: &mut MessageReader<R>,
+        w: &SharedWriter<W>,
+        switch: Switch,
+        layout: &Arc<PageLayout>,
+    ) -> Result<(), MigrateError> {
+        let started = Instant::now();
+        let stop = AtomicBool::new(false);
+        let result = std::thread::scope(|scope| {
+            let faults = scope.spawn(|| fault_loop(&switch, layout, w, &stop));
+            let served = self
+                .resume(w)
+                .and_then(|()| {
+                    self.set_stage(Stage::Postcopy);
+                    self.receive_postcopy(r, &switch, layout)
+                })
+                .and_then(|()| {
+                    switch.memory.finish().map_err(|source| MigrateError::Vm {
+                        op: VmOp::PostcopyMemory,
+                        source,
+                    })
+                });
+            stop.store(true, Ordering::SeqCst);
+            let faulted = faults.join().unwrap_or_else(|_| {
+                Err(MigrateError::Protocol("the fault thread panicked".into()))
+            });
+            served.and(faulted)
+        });
+        let (faults, p50, p99) = switch.faults.summary();
+        self.report.postcopy_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.report.faults = faults;
+        self.report.fault_p50_ms = p50 as f64 / 1e6;
+        self.report.fault_p99_ms = p99 as f64 / 1e6;
+        self.report.fault_wait_ms = switch.faults.total_wait().as_secs_f64() * 1e3;
+        result?;
+        self.set_stage(Stage::Running);
+        // Every page is here: a lost acknowledgement changes nothing for the VM.
+        let mut w = lock(w);
+        let _ = w
+            .postcopy_done(&PostcopyDone {
+                pages: switch.received_count.load(Ordering::Relaxed),
+                faults,
+                fault_p50_ns: p50,
+                fault_p99_ns: p99,
+            })
+            .and_then(|()| w.flush());
+        Ok(())
+    }
+
+    /// Postcopy: pages of the set, each once, until PostcopyEnd.
+    fn receive_postcopy<R: Read>(
+        &mut self,
+        r: &mut MessageReader<R>,
+        switch: &Switch,
+        layout: &Arc<PageLayout>,
+    ) -> Result<(), MigrateError> {
+        let wire =
+            |e| MigrateError::from_wire(e, "receiving post-copy pages", self.opts.stall_timeout);
+        loop {
+            match r.next("receiving post-copy pages").map_err(wire)? {
+                Message::Pages { gpa, data } => {
+                    let n = data.len() as u64 / PAGE_SIZE;
+                    let first = check_new(switch, layout, gpa, n)?;
+                    switch.memory.install(gpa, data).map_err(mem_err)?;
+                    switch.mark(first, n);
+                    self.report.pages += n;
+                }
+                Message::ZeroPages(runs) => {
+                    for (gpa, n) in runs {
+                        let first = check_new(switch, layout, gpa, n)?;
+                        switch.memory.install_zero(gpa, n).map_err(mem_err)?;
+                        switch.mark(first, n);
+                        self.report.zero_pages += n;
+                    }
+                }
+                Message::PostcopyEnd(e) => return end(switch, &e),
+                Message::Abort(a) => {
+                    return Err(MigrateError::PeerAborted {
+                        code: a.code,
+                        message: a.message,
+                    });
+                }
+                m => {
+                    return Err(MigrateError::Protocol(format!(
+                        "unexpected {} (in post-copy)",
+                        m.name()
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl Switch {
+    fn mark(&self, first: u64, n: u64) {
+        for i in first..first + n {
+            self.received.set(i);
+        }
+        self.received_count.fetch_add(n, Ordering::Relaxed);
+        self.faults.installed(first, n);
+    }
+}
+
+fn mem_err(source: crate::vm::VmError) -> MigrateError {
+    MigrateError::Vm {
+        op: VmOp::PostcopyMemory,
+        source,
+    }
+}
+
+/// Pages `[gpa, gpa + n pages)` must lie in guest memory, in the set, and
+/// not have arrived yet: anything else is refused before it is installed.
+fn check_new(switch: &Switch, layout: &PageLayout, gpa: u64, n: u64) -> Result<u64, MigrateError> {
+    let first = n
+        .checked_mul(PAGE_SIZE)
+        .and_then(|len| layout.check_range(gpa, len))
+        .ok_or_else(|| {
+            MigrateError::Protocol(format!(
+                "post-copy pages at {gpa:#x} ({n} pages) lie outside guest memory"
+            ))
+        })?;
+    for i in first..first + n {
+        if !switch.missing.get(i) {
+            return Err(MigrateError::Protocol(format!(
+                "page {:#x} is not in the post-copy set",
+                gpa + (i - first) * PAGE_SIZE
+            )));
+        }
+        if switch.received.get(i) {
+            return Err(MigrateError::Protocol(format!(
+                "page {:#x} arrived twice in post-copy",
+                gpa + (i - first) * PAGE_SIZE
+            )));
+        }
+    }
+    Ok(first)
+}
+
+/// PostcopyEnd: every page of the set must be here, as the source counted.
+fn end(switch: &Switch, e: &PostcopyEnd) -> Result<(), MigrateError> {
+    let want = switch.missing.count();
+    let got = switch.received_count.load(Ordering::Relaxed);
+    if got != want || e.pages + e.zero_pages != want {
+        return Err(MigrateError::Protocol(format!(
+            "PostcopyEnd after {got} of the {want} pages of the set (the source says it sent {})",
+            e.pages + e.zero_pages
+        )));
+    }
+    Ok(())
+}
+
+/// The fault thread: a touch of a page of the set not received yet asks
+/// the source for its block (once); a touch of any other page that is not
+/// present is a zero page never written, installed here.
+fn fault_loop<W: Write + Send>(
+    switch: &Switch,
+    layout: &PageLayout,
+    w: &SharedWriter<W>,
+    stop: &AtomicBool,
+) -> Result<(), MigrateError> {
+    let mut requested = DirtyBitmap::new(&Arc::new(layout.clone()));
+    while !stop.load(Ordering::SeqCst) {
+        let gpa = match switch.memory.wait_fault(FAULT_POLL) {
+            Ok(Some(gpa)) => gpa,
+            Ok(None) => continue,
+            Err(_) if stop.load(Ordering::SeqCst) => break,
+            Err(source) => return Err(mem_err(source)),
+        };
+        let Some(idx) = layout.index_of(gpa) else {
+            continue;
+        };
+        if switch.received.get(idx) {
+            continue;
+        }
+        if !switch.missing.get(idx) {
+            if let Err(source) = switch.memory.install_zero(gpa & !(PAGE_SIZE - 1), 1)
+                && !stop.load(Ordering::SeqCst)
+            {
+                return Err(mem_err(source));
+            }
+            continue;
+        }
+        switch.faults.fault(idx);
+        if requested.get(idx) {
+            continue;
+        }
+        let Some(req) = block_request(switch, layout, &mut requested, idx) else {
+            continue;
+        };
+        let mut w = lock(w);
+        w.page_request(&req)
+            .and_then(|()| w.flush())
+            .map_err(|e| MigrateError::from_wire(e, "requesting pages", Duration::ZERO))?;
+    }
+    Ok(())
+}
+
+/// The request for the aligned block around `idx`: from its first to its
+/// last page of the set neither received nor requested; marks them requested.
+fn block_request(
+    switch: &Switch,
+    layout: &PageLayout,
+    requested: &mut DirtyBitmap,
+    idx: u64,
+) -> Option<PageRequest> {
+    let region = layout
+        .regions()
+        .iter()
+        .find(|r| idx >= r.first_index && idx < r.first_index + r.pages)?;
+    let off = idx - region.first_index;
+    let start = region.first_index + off - off % switch.block;
+    let end = (start + switch.block).min(region.first_index + region.pages);
+    let wanted = |i: u64| switch.missing.get(i) && !switch.received.get(i) && !requested.get(i);
+    let first = (start..end).find(|&i| wanted(i))?;
+    let last = (first..end).rev().find(|&i| wanted(i))?;
+    for i in first..=last {
+        requested.set(i);
+    }
+    Some(PageRequest {
+        gpa: layout.gpa_of(first)?,
+        pages: (last - first + 1) as u32,
+    })
+}

@@ -1,0 +1,130 @@
+//! Post-copy, alone (`postcopy`) or after pre-copy rounds (`hybrid`).
+
+use super::params::{ParamReader, Range, StrategyError};
+use super::{Decision, Strategy, StrategyContext, StrategyKind};
+use crate::convergence::Limits;
+
+/// Switches to post-copy at once: only the vCPU and device state (and the
+/// set of pages to fetch) travel while the VM is paused; every page follows
+/// after the VM runs on the destination.
+#[derive(Clone, Debug, Default)]
+pub struct Postcopy;
+
+impl Strategy for Postcopy {
+    fn name(&self) -> &str {
+        StrategyKind::Postcopy.name()
+    }
+    fn decide(&mut self, _ctx: &StrategyContext<'_>) -> Decision {
+        Decision::Postcopy
+    }
+    fn switchover(&self) -> Decision {
+        Decision::Postcopy
+    }
+    fn precopy_rounds(&self) -> bool {
+        false
+    }
+}
+
+/// Parameters of [`Hybrid`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct HybridParams {
+    /// The pre-copy strategy whose rules run the rounds (`downtime` by
+    /// default): its stop decision becomes the switch to post-copy.
+    pub precopy: StrategyKind,
+    /// Switch when the pending set shrank by less than this fraction over
+    /// the last round: more rounds would mostly resend.
+    pub min_shrink: f64,
+}
+
+impl Default for HybridParams {
+    fn default() -> Self {
+        HybridParams {
+            precopy: StrategyKind::Downtime,
+            min_shrink: 0.25,
+        }
+    }
+}
+
+impl HybridParams {
+    /// `precopy` (a pre-copy strategy's name) and `min-shrink`; the other
+    /// keys are the pre-copy strategy's own.
+    pub(super) fn read(r: &mut ParamReader<'_>) -> Result<Self, StrategyError> {
+        let d = HybridParams::default();
+        Ok(HybridParams {
+            precopy: r.precopy_strategy("precopy", d.precopy)?,
+            min_shrink: r.number("min-shrink", d.min_shrink, Range::closed(0.0, 1.0))?,
+        })
+    }
+}
+
+/// Pre-copy rounds under another strategy's rules, then post-copy instead
+/// of stop-and-copy: the switch happens when those rules would stop, when
+/// the pending set no longer shrinks, or when the guest dirties memory
+/// faster than the link sends it. The rounds make post-copy's set (and so
+/// its page faults) small; the switch keeps the pause to the state transfer.
+pub struct Hybrid {
+    params: HybridParams,
+    precopy: Box<dyn Strategy>,
+}
+
+impl Hybrid {
+    pub fn new(params: HybridParams) -> Self {
+        let precopy = params.precopy.build();
+        Hybrid::with_precopy(params, precopy)
+    }
+
+    /// Hybrid over `precopy`, built with its own parameters.
+    pub fn with_precopy(params: HybridParams, precopy: Box<dyn Strategy>) -> Self {
+        Hybrid { params, precopy }
+    }
+
+    /// Hybrid over `precopy`'s rules, other parameters by default.
+    pub fn wrapping(precopy: StrategyKind) -> Self {
+        Hybrid::new(HybridParams {
+            precopy,
+            ..HybridParams::default()
+        })
+    }
+
+    /// Why the rounds should end now, if they should.
+    fn stalled(&self, ctx: &StrategyContext<'_>) -> bool {
+        let Some(last) = ctx.rounds.last() else {
+            return false;
+        };
+        let shrunk = 1.0 - ctx.pending_pages as f64 / last.pages_pending.max(1) as f64;
+        if shrunk < self.params.min_shrink {
+            return true;
+        }
+        ctx.measured_bandwidth_bps()
+            .zip(ctx.last_dirty_rate_bps())
+            .is_some_and(|(link, dirty)| dirty >= link)
+    }
+}
+
+impl Default for Hybrid {
+    fn default() -> Self {
+        Hybrid::new(HybridParams::default())
+    }
+}
+
+impl Strategy for Hybrid {
+    fn name(&self) -> &str {
+        StrategyKind::Hybrid.name()
+    }
+
+    fn decide(&mut self, ctx: &StrategyContext<'_>) -> Decision {
+        match self.precopy.decide(ctx) {
+            Decision::StopAndCopy | Decision::Postcopy => Decision::Postcopy,
+            Decision::Round(_) if ctx.round > 1 && self.stalled(ctx) => Decision::Postcopy,
+            round => round,
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        self.precopy.limits()
+    }
+
+    fn switchover(&self) -> Decision {
+        Decision::Postcopy
+    }
+}

@@ -1,0 +1,274 @@
+//! Guest memory that fills in while the VM runs (post-copy on the
+//! destination): pages still to come are dropped from the anonymous mapping
+//! and guest RAM is registered with userfaultfd for missing pages, so the
+//! first touch of a page that is not present (by a vCPU, by KVM itself, or
+//! by a VMM thread) waits until the page is installed with UFFDIO_COPY or
+//! UFFDIO_ZEROPAGE. Works the same on hardware KVM: KVM's own accesses
+//! fault through the host page tables like any other.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use userfaultfd::{Event, Uffd, UffdBuilder};
+use vm_memory::GuestMemoryMmap;
+
+use crate::Error;
+use crate::memory::{HostRegion, PAGE_SIZE, host_regions};
+
+/// Guest RAM under userfaultfd. Shared by the thread that waits for faults
+/// and the one that installs pages.
+pub struct Userfault {
+    uffd: Uffd,
+    regions: Vec<HostRegion>,
+    registered: AtomicBool,
+}
+
+/// Whether this process may intercept guest memory faults, KVM's
+/// included (userfaultfd without UFFD_USER_MODE_ONLY needs CAP_SYS_PTRACE
+/// or vm.unprivileged_userfaultfd=1). A destination that cannot says so at
+/// Accept, and the source never switches to post-copy.
+pub fn available() -> bool {
+    builder().create().is_ok()
+}
+
+fn builder() -> UffdBuilder {
+    let mut b = UffdBuilder::new();
+    b.close_on_exec(true)
+        .non_blocking(true)
+        // KVM's accesses to guest memory are kernel-mode faults.
+        .user_mode_only(false);
+    b
+}
+
+fn uffd_err(op: &'static str) -> impl FnOnce(userfaultfd::Error) -> Error {
+    move |source| Error::Userfault { op, source }
+}
+
+impl Userfault {
+    /// Drops the `(gpa, len)` ranges of `memory` (their content is stale)
+    /// and registers all of guest RAM for missing-page faults. Call with
+    /// the vCPUs stopped.
+    pub fn start(memory: &GuestMemoryMmap, drop: &[(u64, u64)]) -> Result<Userfault, Error> {
+        let regions = host_regions(memory);
+        let uffd = builder().create().map_err(uffd_err("create"))?;
+        let uf = Userfault {
+            uffd,
+            regions,
+            registered: AtomicBool::new(false),
+        };
+        // Registered first: a page dropped before it was would read as a
+        // fresh zero page to anyone touching it in between (a reader of
+        // the status page, say), and its real content would then never
+        // be installed (UFFDIO_COPY finds the page present).
+        for r in &uf.regions {
+            uf.uffd
+                .register(r.host.cast(), r.len as usize)
+                .map_err(uffd_err("register"))?;
+        }
+        for &(gpa, len) in drop {
+            let host = uf.host(gpa, len)?;
+            // SAFETY: the range lies inside a private anonymous mapping the
+            // VM owns; dropping it only makes the pages read as missing.
+            let r = unsafe { libc::madvise(host.cast(), len as usize, libc::MADV_DONTNEED) };
+            if r != 0 {
+                return Err(Error::DropPages(std::io::Error::last_os_error()));
+            }
+        }
+        uf.registered.store(true, Ordering::SeqCst);
+        Ok(uf)
+    }
+
+    /// The host address of `[gpa, gpa + len)`, which must lie in one region.
+    fn host(&self, gpa: u64, len: u64) -> Result<*mut u8, Error> {
+        self.regions
+            .iter()
+            .find(|r| gpa >= r.gpa && gpa.saturating_add(len) <= r.gpa + r.len)
+            // SAFETY: the offset stays inside the region's mapping.
+            .map(|r| unsafe { r.host.add((gpa - r.gpa) as usize) })
+            .ok_or(Error::OutsideMemory { gpa, len })
+    }
+
+    /// The guest-physical page holding host address `addr`.
+    fn gpa_of(&self, addr: usize) -> Option<u64> {
+        self.regions.iter().find_map(|r| {
+            let start = r.host as usize;
+            (addr >= start && addr < start + r.len as usize)
+                .then(|| r.gpa + ((addr - start) as u64 & !(PAGE_SIZE - 1)))
+        })
+    }
+
+    /// Waits up to `timeout` for a touch of a missing page; its gpa.
+    pub fn wait_fault(&self, timeout: Duration) -> Result<Option<u64>, Error> {
+        let mut pfd = libc::pollfd {
+            fd: self.uffd.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one pollfd we own.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(None);
+            }
+            return Err(Error::Poll(e));
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        match self.uffd.read_event().map_err(uffd_err("read"))? {
+            Some(Event::Pagefault { addr, .. }) => Ok(self.gpa_of(addr as usize)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Installs whole pages at `gpa` and wakes their waiters; pages already
+    /// present stay as they are.
+    pub fn install(&self, gpa: u64, data: &[u8]) -> Result<(), Error> {
+        let len = data.len() as u64;
+        let host = self.host(gpa, len)?;
+        let mut done = 0usize;
+        while done < data.len() {
+            // SAFETY: source and destination ranges are valid for the length;
+            // the destination is registered guest memory.
+            let r = unsafe {
+                self.uffd.copy(
+                    data[done..].as_ptr().cast(),
+                    host.add(done).cast(),
+                    data.len() - done,
+                    true,
+                )
+            };
+            match r {
+                Ok(n) => done += n,
+                Err(userfaultfd::Error::PartiallyCopied(n)) if n > 0 => done += n,
+                Err(userfaultfd::Error::CopyFailed(e)) if e as i32 == libc::EEXIST => {
+                    // Some page of the rest is present: go page by page.
+                    return self.install_each(host, &data[done..], done);
+                }
+                Err(e) => return Err(uffd_err("copy")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn install_each(&self, host: *mut u8, rest: &[u8], at: usize) -> Result<(), Error> {
+        let page = PAGE_SIZE as usize;
+        for (k, chunk) in rest.chunks(page).enumerate() {
+            // SAFETY: as in `install`, one page at a time.
+            let r = unsafe {
+                self.uffd.copy(
+                    chunk.as_ptr().cast(),
+                    host.add(at + k * page).cast(),
+                    chunk.len(),
+                    true,
+                )
+            };
+            match r {
+                Ok(_) => {}
+                Err(userfaultfd::Error::CopyFailed(e)) if e as i32 == libc::EEXIST => {}
+                Err(e) => return Err(uffd_err("copy")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Installs `pages` zero pages at `gpa`; present ones stay as they are.
+    pub fn install_zero(&self, gpa: u64, pages: u64) -> Result<(), Error> {
+        let host = self.host(gpa, pages * PAGE_SIZE)?;
+        let page = PAGE_SIZE as usize;
+        // SAFETY: the range is registered guest memory.
+        let all = unsafe { self.uffd.zeropage(host.cast(), pages as usize * page, true) };
+        match all {
+            Ok(_) => Ok(()),
+            Err(userfaultfd::Error::ZeropageFailed(e)) if e as i32 == libc::EEXIST => {
+                for k in 0..pages as usize {
+                    // SAFETY: one page of the same range.
+                    let r = unsafe { self.uffd.zeropage(host.add(k * page).cast(), page, true) };
+                    match r {
+                        Ok(_) => {}
+                        Err(userfaultfd::Error::ZeropageFailed(e)) if e as i32 == libc::EEXIST => {}
+                        Err(e) => return Err(uffd_err("zeropage")(e)),
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(uffd_err("zeropage")(e)),
+        }
+    }
+
+    /// Whether the page at `gpa` is present (installed or written).
+    pub fn is_present(&self, gpa: u64) -> Result<bool, Error> {
+        let host = self.host(gpa & !(PAGE_SIZE - 1), PAGE_SIZE)?;
+        let mut v = 0u8;
+        // SAFETY: one page-aligned page of our mapping, one result byte.
+        let r = unsafe { libc::mincore(host.cast(), PAGE_SIZE as usize, &mut v) };
+        if r != 0 {
+            return Err(Error::Poll(std::io::Error::last_os_error()));
+        }
+        Ok(v & 1 != 0)
+    }
+
+    /// Every page arrived: unregister (which also wakes any waiter), so
+    /// that untouched pages read as zero from now on.
+    pub fn finish(&self) -> Result<(), Error> {
+        if !self.registered.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        for r in &self.regions {
+            self.uffd
+                .unregister(r.host.cast(), r.len as usize)
+                .map_err(uffd_err("unregister"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use vm_memory::{Bytes, GuestAddress};
+
+    /// Faults from another thread reach `wait_fault`; installs wake them.
+    #[test]
+    fn a_touch_of_a_dropped_page_waits_for_its_install() {
+        assert!(available(), "userfaultfd is needed here (root)");
+        let mem = crate::memory::allocate(&[(0, 1 << 20)]).unwrap();
+        mem.write_slice(&[7u8; 8192], GuestAddress(0)).unwrap();
+        let uf = Arc::new(Userfault::start(&mem, &[(0x1000, 0x1000)]).unwrap());
+        assert!(uf.is_present(0).unwrap());
+        assert!(!uf.is_present(0x1000).unwrap());
+        let reader = {
+            let mem = mem.clone();
+            std::thread::spawn(move || {
+                let mut b = [0u8; 2];
+                mem.read_slice(&mut b, GuestAddress(0x1ffe)).unwrap();
+                let z: u8 = mem.read_obj(GuestAddress(0x5000)).unwrap();
+                (b, z)
+            })
+        };
+        let gpa = loop {
+            if let Some(g) = uf.wait_fault(Duration::from_secs(5)).unwrap() {
+                break g;
+            }
+        };
+        assert_eq!(gpa, 0x1000);
+        uf.install(0x1000, &[9u8; 4096]).unwrap();
+        // Again: EEXIST is not an error.
+        uf.install(0x1000, &[1u8; 4096]).unwrap();
+        let gpa = uf.wait_fault(Duration::from_secs(5)).unwrap();
+        assert_eq!(gpa, Some(0x5000));
+        uf.install_zero(0x5000, 1).unwrap();
+        assert_eq!(reader.join().unwrap(), ([9, 9], 0));
+        uf.finish().unwrap();
+        let z: u8 = mem.read_obj(GuestAddress(0x9000)).unwrap();
+        assert_eq!(z, 0);
+        assert!(matches!(
+            uf.install(1 << 30, &[0; 4096]),
+            Err(Error::OutsideMemory { .. })
+        ));
+    }
+}
