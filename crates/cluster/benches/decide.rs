@@ -23,7 +23,12 @@ const VMS: usize = 5_000;
 const INTERVALS: usize = 12;
 const TARGET_MS: f64 = 50.0;
 /// (MIPS, RAM MB) of the paper's VM types.
-const VM_TYPES: [(f64, f64); 4] = [(2500.0, 870.0), (2000.0, 1740.0), (1000.0, 1740.0), (500.0, 613.0)];
+const VM_TYPES: [(f64, f64); 4] = [
+    (2500.0, 870.0),
+    (2000.0, 1740.0),
+    (1000.0, 1740.0),
+    (500.0, 613.0),
+];
 
 fn pool(rng: &mut ChaCha8Rng) -> PoolView {
     let hosts = (0..HOSTS)
@@ -104,8 +109,20 @@ fn advance(view: &mut PoolView, plan: &cluster::Plan, rng: &mut ChaCha8Rng) {
 fn main() {
     let policies = [
         ("thr-mmt-0.8", Detector::Threshold { threshold: 0.8 }),
-        ("mad-mmt-2.5", Detector::Mad { safety: 2.5, fallback: 0.8 }),
-        ("lr-mmt-1.2", Detector::Lr { safety: 1.2, fallback: 0.8 }),
+        (
+            "mad-mmt-2.5",
+            Detector::Mad {
+                safety: 2.5,
+                fallback: 0.8,
+            },
+        ),
+        (
+            "lr-mmt-1.2",
+            Detector::Lr {
+                safety: 1.2,
+                fallback: 0.8,
+            },
+        ),
     ];
     println!(
         "decide: {HOSTS} hosts, {VMS} VMs, {INTERVALS} intervals per policy, consolidate pattern, one thread"
