@@ -11,6 +11,7 @@ use hostmon::{CpuHierarchy, HostCgroup};
 use store::{LeaseKeeper, Store, StoreConfig};
 
 use crate::config::AgentConfig;
+use crate::execute::OrderMemory;
 use crate::metrics::{Metrics, MetricsServer};
 use crate::report::{HostReport, host_key};
 use crate::sample::Sampler;
@@ -21,11 +22,12 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// One host's agent.
 pub struct Agent {
-    config: AgentConfig,
-    cgroup: HostCgroup,
-    vms: Mutex<Vec<VmProcess>>,
+    pub(crate) config: AgentConfig,
+    pub(crate) cgroup: HostCgroup,
+    pub(crate) vms: Mutex<Vec<VmProcess>>,
     sampler: Mutex<Sampler>,
-    store: Store,
+    pub(crate) store: Store,
+    pub(crate) orders: Mutex<OrderMemory>,
     keeper: Mutex<Option<LeaseKeeper>>,
     metrics: Arc<Metrics>,
     metrics_server: Option<MetricsServer>,
@@ -71,6 +73,7 @@ impl Agent {
             cgroup,
             vms: Mutex::new(owned),
             store,
+            orders: Mutex::new(OrderMemory::default()),
             keeper: Mutex::new(None),
             metrics,
             metrics_server,
@@ -92,8 +95,9 @@ impl Agent {
         self.metrics.text()
     }
 
-    /// Measures, publishes and updates the metrics once. VMs whose process
-    /// has ended are forgotten.
+    /// Measures, publishes and updates the metrics once, then takes this
+    /// host's migration orders a step further. VMs whose process has ended
+    /// are forgotten.
     pub fn tick(&self) -> anyhow::Result<HostReport> {
         let vms = self.vms();
         let report = self.sampler.lock().unwrap().sample(&self.cgroup, &vms)?;
@@ -111,6 +115,9 @@ impl Agent {
             tracing::warn!(host = %self.config.host, "host report not published: {e:#}");
         }
         self.metrics.published(published.is_ok());
+        if let Err(e) = self.run_orders() {
+            tracing::warn!(host = %self.config.host, "cannot read the migration orders: {e:#}");
+        }
         Ok(report)
     }
 

@@ -1,7 +1,7 @@
 //! What an agent is told: its host, its state directory, its capacity,
 //! how often to measure, where to publish.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -29,6 +29,11 @@ pub struct AgentConfig {
     pub ferry: PathBuf,
     /// VMs to start unless a VM of that name is adopted.
     pub vms: Vec<VmSpec>,
+    /// The migration secret shared with the other hosts' agents; without
+    /// it, migration orders naming this host fail (and say why).
+    pub secret_file: Option<PathBuf>,
+    /// The address this host's receivers listen on, which sources reach.
+    pub migration_ip: IpAddr,
 }
 
 /// A VM the agent starts: `NAME=GUEST[,memory=SIZE][,vcpus=N][,append=ARGS]`.

@@ -9,18 +9,22 @@
 //! socket in the agent's state directory; a restarted agent adopts every VM
 //! whose socket answers there.
 //!
-//! Inside: [`agent`] (the loop) -> [`vms`] (start, adopt, ask) and
-//! [`sample`] (CPU, memory, guest counters over an interval) -> [`report`]
-//! (what is published) -> [`metrics`] (the Prometheus registry and its
-//! HTTP endpoint).
+//! Inside: [`agent`] (the loop) -> [`execute`] (carrying out migration
+//! [`order`]s as source or destination), [`vms`] (start, adopt, ask,
+//! receive) and [`sample`] (CPU, memory, guest counters over an interval)
+//! -> [`report`] (what is published) -> [`metrics`] (the Prometheus
+//! registry and its HTTP endpoint).
 
 pub mod agent;
 pub mod config;
+pub mod execute;
 pub mod metrics;
+pub mod order;
 pub mod report;
 pub mod sample;
 pub mod vms;
 
 pub use agent::Agent;
 pub use config::{AgentConfig, VmSpec};
+pub use order::{Order, OrderMigration, OrderView, Side, SideReport, Stage};
 pub use report::{HostReport, VmReport, host_key};

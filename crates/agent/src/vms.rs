@@ -42,28 +42,8 @@ pub fn socket(state_dir: &Path, name: &str) -> PathBuf {
 /// Starts VM `spec` as a `ferry run` process of `ferry`, and waits until
 /// its API answers.
 pub fn start(ferry: &Path, state_dir: &Path, spec: &VmSpec) -> anyhow::Result<VmProcess> {
-    let folder = dir(state_dir);
-    std::fs::create_dir_all(&folder)
-        .with_context(|| format!("cannot create {}", folder.display()))?;
-    let sock = socket(state_dir, &spec.name);
-    if let Some(p) = ping(&sock) {
-        anyhow::bail!("VM {} already runs here (pid {})", spec.name, p.pid);
-    }
-    let log = folder.join(format!("{}.log", spec.name));
-    let stderr = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .with_context(|| format!("cannot open {}", log.display()))?;
     let mut cmd = Command::new(ferry);
-    cmd.arg("run")
-        .args(["--guest", &spec.guest, "--name", &spec.name])
-        .arg("--api")
-        .arg(&sock)
-        .arg("--serial")
-        .arg(folder.join(format!("{}.serial", spec.name)))
-        .arg("--log-file")
-        .arg(&log);
+    cmd.arg("run").args(["--guest", &spec.guest]);
     if let Some(m) = &spec.memory {
         cmd.args(["--memory", m]);
     }
@@ -73,13 +53,72 @@ pub fn start(ferry: &Path, state_dir: &Path, spec: &VmSpec) -> anyhow::Result<Vm
     if let Some(a) = &spec.append {
         cmd.args(["--append", a]);
     }
+    let vm = spawn(cmd, state_dir, &spec.name)?;
+    tracing::info!(vm = %vm.name, pid = vm.pid, "VM started");
+    Ok(vm)
+}
+
+/// What a receiver for an incoming VM is told.
+pub struct Receiver<'a> {
+    /// The VM's name, kept on arrival.
+    pub name: &'a str,
+    /// Where it listens, IP:PORT.
+    pub listen: &'a str,
+    /// The migration secret shared with the sources.
+    pub secret_file: &'a Path,
+    /// Largest guest memory it accepts, e.g. 16G.
+    pub max_memory: &'a str,
+    /// How long it waits for its source to authenticate.
+    pub accept_timeout: Duration,
+}
+
+/// Starts a `ferry receive` process for an incoming VM, and waits until its
+/// API answers (state `incoming`).
+pub fn start_receiver(ferry: &Path, state_dir: &Path, r: &Receiver) -> anyhow::Result<VmProcess> {
+    let mut cmd = Command::new(ferry);
+    cmd.arg("receive")
+        .args(["--listen", r.listen, "--max-memory", r.max_memory])
+        .arg("--secret-file")
+        .arg(r.secret_file)
+        .arg("--accept-timeout")
+        .arg(format!("{}ms", r.accept_timeout.as_millis()));
+    let vm = spawn(cmd, state_dir, r.name)?;
+    tracing::info!(vm = %vm.name, pid = vm.pid, listen = r.listen, "receiver started");
+    Ok(vm)
+}
+
+/// Spawns `cmd` (a hosting subcommand) as VM `name`'s process: its own
+/// process group, its socket, serial output and log in the VMs' folder;
+/// returns once its API answers.
+fn spawn(mut cmd: Command, state_dir: &Path, name: &str) -> anyhow::Result<VmProcess> {
+    let folder = dir(state_dir);
+    std::fs::create_dir_all(&folder)
+        .with_context(|| format!("cannot create {}", folder.display()))?;
+    let sock = socket(state_dir, name);
+    if let Some(p) = ping(&sock) {
+        anyhow::bail!("VM {name} already runs here (pid {})", p.pid);
+    }
+    let log = folder.join(format!("{name}.log"));
+    let stderr = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    cmd.args(["--name", name])
+        .arg("--api")
+        .arg(&sock)
+        .arg("--serial")
+        .arg(folder.join(format!("{name}.serial")))
+        .arg("--log-file")
+        .arg(&log);
+    let program = cmd.get_program().to_owned();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
         .process_group(0)
         .spawn()
-        .with_context(|| format!("cannot start {}", ferry.display()))?;
+        .with_context(|| format!("cannot start {}", Path::new(&program).display()))?;
     let pid = child.id();
     // Reap it if it ends while this agent lives; after, init does.
     std::thread::Builder::new()
@@ -89,10 +128,9 @@ pub fn start(ferry: &Path, state_dir: &Path, spec: &VmSpec) -> anyhow::Result<Vm
         })?;
     Client::new(&sock)
         .wait_ready(START_WITHIN)
-        .with_context(|| format!("VM {} did not answer on {}", spec.name, sock.display()))?;
-    tracing::info!(vm = %spec.name, pid, "VM started");
+        .with_context(|| format!("VM {name} did not answer on {}", sock.display()))?;
     Ok(VmProcess {
-        name: spec.name.clone(),
+        name: name.to_string(),
         pid,
         socket: sock,
     })
@@ -144,6 +182,21 @@ impl VmProcess {
     pub fn status(&self) -> Option<VmStatus> {
         let v = client(&self.socket).get_ok(routes::VM).ok()?;
         serde_json::from_value(v).ok()
+    }
+
+    /// Its latest migration out, running or done, if it answers.
+    pub fn last_migration(&self) -> Option<MigrationStatus> {
+        let v = client(&self.socket).get_ok(routes::VM_MIGRATE).ok()?;
+        serde_json::from_value(v).ok()
+    }
+
+    /// Asks its process for `route` (a PUT with `body`); the API's error
+    /// line if it refused.
+    pub fn put(&self, route: &str, body: Option<&serde_json::Value>) -> anyhow::Result<()> {
+        client(&self.socket)
+            .put_ok(route, body)
+            .map(drop)
+            .with_context(|| format!("VM {}", self.name))
     }
 
     /// Its running migration, if one runs.

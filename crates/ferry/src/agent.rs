@@ -1,7 +1,7 @@
 //! `ferry agent`: one per host; flags into `agent::AgentConfig`, then the
 //! library's loop until SIGTERM/SIGINT (the VMs keep running).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -42,6 +42,14 @@ pub struct AgentArgs {
     /// NAME=GUEST[,memory=SIZE][,vcpus=N][,append=ARGS].
     #[arg(long, value_name = "SPEC")]
     pub vm: Vec<agent::VmSpec>,
+    /// File with the migration secret every agent of the cluster shares;
+    /// needed to carry out migration orders.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// The address this host's receivers listen on for incoming VMs, which
+    /// the other hosts reach.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub migration_ip: IpAddr,
 }
 
 fn parse_capacity(s: &str) -> Result<f64, String> {
@@ -86,6 +94,16 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<i32> {
         lease_ttl: args.lease_ttl,
         ferry: std::env::current_exe().context("cannot find the ferry executable")?,
         vms: args.vm.clone(),
+        // The VM processes read it from their own working directory.
+        secret_file: args
+            .secret_file
+            .as_deref()
+            .map(|p| {
+                std::fs::canonicalize(p)
+                    .with_context(|| format!("cannot find the secret file {}", p.display()))
+            })
+            .transpose()?,
+        migration_ip: args.migration_ip,
     };
     let agent = agent::Agent::start(config)?;
     if let Some(addr) = agent.metrics_addr() {
