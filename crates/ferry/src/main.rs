@@ -10,6 +10,7 @@ mod flags;
 mod guests;
 mod live;
 mod logging;
+mod manager;
 mod manual;
 mod pair;
 mod run;
@@ -49,6 +50,8 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Run this host's agent: own, measure and publish its VMs (docs/CLUSTER.md).
     Agent(agent::AgentArgs),
+    /// Run a migration manager: elected leader, it decides and orders the agents' migrations (docs/CLUSTER.md).
+    Manager(manager::ManagerArgs),
     /// Measure Ferry (and QEMU beside it): boot, snapshot, dirty rate, migration.
     Bench(bench::BenchArgs),
     /// Simulate a data center driven by CPU traces, with a migration policy.
@@ -84,6 +87,7 @@ fn main() {
         Command::Guest(args) => guests::run(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Manager(args) => manager::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::cli::run(args).map(|()| exit::OK),
         Command::Completions(args) => manual::completions(args, Cli::command()),
