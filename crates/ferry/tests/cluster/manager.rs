@@ -5,7 +5,6 @@
 //! when the leader is killed the standby takes over and issues no order
 //! twice.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,21 +13,11 @@ use std::time::Duration;
 use agent::{HostReport, SideReport, Stage, VmReport};
 use testkit::{Etcd, TempDir, wait_for};
 
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
-const LIMIT: Duration = Duration::from_secs(30);
+use crate::harness::{Cleanup, FERRY, LIMIT, events};
 
-/// Kills the managers even on failure.
-struct Managers(Vec<Child>);
-
-impl Drop for Managers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
+/// `ferry manager` NAME on `etcd`, deciding every 200 ms: balance, THR
+/// 0.8, one migration per host, a 10-minute cooldown; its decision log is
+/// `dir`/NAME.jsonl.
 fn manager(etcd: &Etcd, dir: &TempDir, name: &str) -> Child {
     Command::new(FERRY)
         .args(["manager", "--name", name, "--etcd", &etcd.endpoint()])
@@ -49,15 +38,6 @@ fn manager(etcd: &Etcd, dir: &TempDir, name: &str) -> Child {
         .stdin(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-/// The decision log's events of `kind`.
-fn events(path: &Path, kind: &str) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("one JSON object a line"))
-        .filter(|v| v["event"] == kind)
-        .collect()
 }
 
 fn host(name: &str, load: f64, vms: Vec<VmReport>) -> HostReport {
@@ -129,12 +109,13 @@ fn the_leader_orders_a_move_and_a_standby_takes_over_without_repeating_it() {
     .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let reporter = report_forever(store.clone(), stop.clone());
-    let mut managers = Managers(vec![manager(&etcd, &dir, "m1")]);
+    let mut managers = Cleanup::default();
+    managers.agents.push(manager(&etcd, &dir, "m1"));
     let (log1, log2) = (dir.join("m1.jsonl"), dir.join("m2.jsonl"));
     wait_for("m1 to lead", LIMIT, || {
         (!events(&log1, "leader").is_empty()).then_some(())
     });
-    managers.0.push(manager(&etcd, &dir, "m2"));
+    managers.agents.push(manager(&etcd, &dir, "m2"));
 
     // The hotspot is relieved by one order, with its reason.
     let order = wait_for("an order", LIMIT, || orders(&store).into_iter().next());
@@ -167,7 +148,7 @@ fn the_leader_orders_a_move_and_a_standby_takes_over_without_repeating_it() {
     assert_eq!(ended["error"], "test: refused");
 
     // The leader dies: the standby takes over, and orders nothing again.
-    let mut m1 = managers.0.remove(0);
+    let mut m1 = managers.agents.remove(0);
     m1.kill().unwrap();
     m1.wait().unwrap();
     wait_for("m2 to lead", LIMIT, || {
