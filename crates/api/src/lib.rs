@@ -11,8 +11,8 @@
 //! - [`Client`]: talks to a server (used by `ferry ctl` and `ferry migrate`).
 //!
 //! Errors are JSON `{"error": "..."}` ([`types::ErrorBody`]) with an HTTP
-//! error status. Migration progress and reports are `serde_json::Value`s
-//! whose shape the `migrate` crate defines.
+//! error status. Migration progress and reports
+//! ([`types::MigrationStatus`]) have the shape the `migrate` crate defines.
 
 mod client;
 pub mod events;

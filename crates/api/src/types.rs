@@ -52,6 +52,20 @@ pub struct VmStatus {
     pub error: Option<String>,
 }
 
+/// `GET /api/v1/vm.migrate`: the latest migration out of this VM's process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MigrationStatus {
+    /// The migration's id, as in its events and logs (16 hex digits).
+    pub id: String,
+    pub to: String,
+    pub done: bool,
+    pub progress: migrate::ProgressSnapshot,
+    /// The final report, once done.
+    pub report: Option<migrate::MigrationReport>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
 /// Counters a guest program publishes (status page). Fields a workload does
 /// not have stay 0.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

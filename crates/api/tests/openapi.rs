@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use api::Route;
 use api::events::{Cause, Event, EventKind, RoundSummary};
 use api::types::{
-    ErrorBody, GuestCounters, MigrateRequest, MigrationCancelling, MigrationStarted, Ping,
-    SnapshotRequest, SnapshotResponse, VersionInfo, VmStatus,
+    ErrorBody, GuestCounters, MigrateRequest, MigrationCancelling, MigrationStarted,
+    MigrationStatus, Ping, SnapshotRequest, SnapshotResponse, VersionInfo, VmStatus,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -121,6 +121,16 @@ fn bodies_have_the_documented_fields() {
     assert_same(&doc, "Ping", &Ping::default());
     assert_same(&doc, "VersionInfo", &VersionInfo::default());
     assert_same(&doc, "ErrorBody", &ErrorBody { error: "x".into() });
+    let status = MigrationStatus {
+        id: "0".into(),
+        to: "h:1".into(),
+        done: false,
+        progress: migrate::ProgressSnapshot::default(),
+        report: None,
+        error: None,
+    };
+    assert_same(&doc, "MigrationStatus", &status);
+    assert_same(&doc, "MigrationProgress", &status.progress);
 }
 
 /// One event of each kind, with every optional field present.

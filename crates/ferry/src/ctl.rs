@@ -9,7 +9,7 @@ use api::Client;
 use api::routes;
 use serde_json::json;
 
-use crate::migration::JobStatus;
+use api::types::MigrationStatus;
 
 /// Arguments of `ferry ctl`.
 #[derive(Debug, clap::Args)]
@@ -101,7 +101,7 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<i32> {
 /// Follows the migration to its end; fails as the migration did.
 fn migrate_status(client: &Client, json: bool) -> anyhow::Result<i32> {
     // One answer first, so "none started" is an error line, not a wait.
-    let first: JobStatus = serde_json::from_value(client.get_ok(routes::VM_MIGRATE)?)?;
+    let first: MigrationStatus = serde_json::from_value(client.get_ok(routes::VM_MIGRATE)?)?;
     let status = if first.done {
         first
     } else {

@@ -32,6 +32,16 @@ pub fn of_migration(report: &MigrationReport) -> i32 {
 /// "Post-copy failures").
 pub const INTERRUPTED: i32 = 5;
 
+/// The status a process that hosted a VM ends with.
+pub fn of_hosting(ended: node::Ended) -> i32 {
+    match ended {
+        node::Ended::GuestExit(code) => code,
+        node::Ended::ShutDown | node::Ended::Migrated => OK,
+        node::Ended::InDoubt => IN_DOUBT,
+        node::Ended::Interrupted => INTERRUPTED,
+    }
+}
+
 /// An error that ends the process with `code` rather than [`FAILED`].
 #[derive(Debug)]
 pub struct Coded {

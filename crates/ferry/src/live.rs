@@ -1,29 +1,20 @@
 //! `ferry receive` and `ferry migrate`: the two ends of a live migration.
 
-use std::net::{Shutdown, TcpListener};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use api::Client;
-use api::events::EventKind;
 use api::routes;
-use api::types::{MigrateRequest, vm_state};
+use api::types::{MigrateRequest, MigrationStatus};
 use indicatif::{ProgressBar, ProgressStyle};
-use migrate::{Admitted, Gate, MigrationReport, Phase, ProgressSnapshot, Secret, Session};
+use migrate::{MigrationReport, Phase, ProgressSnapshot, Secret};
 use units::{Bandwidth, ByteSize};
 
 use crate::downtime::DowntimeProbe;
 use crate::exit;
 use crate::flags::MigrationArgs;
-use crate::hosting::{HostArgs, Hosting};
-use crate::instance::Instance;
-use crate::migration::JobStatus;
-use crate::run::SerialArgs;
-
-/// How often a waiting receiver checks for a shutdown request.
-const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+use crate::run::{HostArgs, SerialArgs};
 
 /// Arguments of `ferry receive`.
 #[derive(Debug, clap::Args)]
@@ -93,132 +84,22 @@ pub struct MigrateArgs {
 }
 
 pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
-    let secret = Secret::from_file(&args.secret_file)?;
-    let max_memory = args.max_memory.bytes();
-    let listener = TcpListener::bind(&args.listen)
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let mut hosting = Hosting::start(&args.host, vm_state::INCOMING)?;
-    let host = hosting.instance.clone();
-    let mut opts = migrate::DestOptions::new(secret, max_memory);
-    opts.accept_timeout = args.accept_timeout;
-    opts.fault_block_pages = args.postcopy_block;
-    let gate = migrate::listen(listener, &opts)?;
-    tracing::info!(vm = %host.id(), "waiting for a VM on {}", gate.local_addr());
-    let source = match next_unless_shutdown(&gate, opts.accept_timeout, &host) {
-        Ok(Some(source)) => source,
-        Ok(None) => {
-            tracing::info!(vm = %host.id(), "shut down before any VM arrived");
-            return Ok(exit::OK);
-        }
-        Err(e) => return Err(e).context("incoming migration failed; nothing runs here"),
+    let config = node::IncomingConfig {
+        accept_timeout: args.accept_timeout,
+        fault_block_pages: args.postcopy_block,
+        ..node::IncomingConfig::new(
+            args.listen.clone(),
+            Secret::from_file(&args.secret_file)?,
+            args.max_memory.bytes(),
+        )
     };
-    // Nobody else gets in: close the port and cut every other handshake.
-    drop(gate);
-    let mut factory = crate::adapter::Factory {
-        serial: Some(args.output.sink(0)?),
-        // The API says where the arriving VM's status page is, so a
-        // sampler can follow the switchover.
-        on_create: Some(Box::new({
-            let host = host.clone();
-            move |vm: &vmm::Vm| host.arriving(vm)
-        })),
-    };
-    let received = receive_unless_shutdown(source, &mut factory, &opts, &host);
-    let received = match received {
-        Ok(r) => r,
-        Err(_) if host.shutdown_requested() => {
-            tracing::info!(vm = %host.id(), "shut down during an incoming migration: it was abandoned and the VM stays on the source");
-            return Ok(exit::OK);
-        }
-        Err(e) => return Err(e).context("incoming migration failed; nothing runs here"),
-    };
-    if host.shutdown_requested() {
-        tracing::warn!(vm = %host.id(), "a shutdown was asked for during the incoming migration, which completed anyway: the VM runs here; ask again to stop it");
-        hosting.forgive_shutdowns();
-    }
-    let r = &received.report;
-    tracing::debug!(
-        vm = %host.id(),
-        pages = r.pages,
-        rounds = r.rounds,
-        bytes = r.bytes_received,
-        "incoming migration done"
-    );
-    if r.postcopy_pages > 0 {
-        let ms = |v: f64| units::format_duration(Duration::from_secs_f64(v / 1e3));
-        tracing::info!(
-            vm = %host.id(),
-            "post-copy: {} pages fetched in {}; {} faults waited p50 {} p99 {}, {} in all",
-            r.postcopy_pages,
-            ms(r.postcopy_ms),
-            r.faults,
-            ms(r.fault_p50_ms),
-            ms(r.fault_p99_ms),
-            ms(r.fault_wait_ms),
-        );
-    }
-    host.events().publish(EventKind::MigrationReceived {
-        migration: format!("{:016x}", r.migration_id),
-        from: r.peer.clone(),
-    });
-    hosting.run(received.vm.0)
-}
-
-/// Receives a VM from an authenticated `source`; a shutdown asked for
-/// meanwhile closes the connection, so the migration fails (and rolls back
-/// to the source) unless it is already past Commit.
-fn receive_unless_shutdown(
-    source: Admitted<Session>,
-    factory: &mut crate::adapter::Factory,
-    opts: &migrate::DestOptions,
-    host: &Instance,
-) -> anyhow::Result<migrate::Received<crate::adapter::Incoming>> {
-    let watched = source.stream.try_clone()?;
-    let done = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            while !done.load(Ordering::SeqCst) {
-                // Once the VM runs here, cutting the link could only lose it.
-                if host.shutdown_requested() && !opts.committed.load(Ordering::SeqCst) {
-                    let _ = watched.shutdown(Shutdown::Both);
-                    return;
-                }
-                std::thread::sleep(SHUTDOWN_POLL);
-            }
-        });
-        let received = migrate::receive(source, factory, opts);
-        done.store(true, Ordering::SeqCst);
-        Ok(received?)
-    })
-}
-
-/// The first source that authenticates at `gate`; `None` if a shutdown is
-/// asked for first; an error once `accept_timeout` has passed.
-fn next_unless_shutdown(
-    gate: &Gate<Session>,
-    accept_timeout: Option<Duration>,
-    host: &Instance,
-) -> Result<Option<Admitted<Session>>, migrate::MigrateError> {
-    let deadline = accept_timeout.map(|t| Instant::now() + t);
-    loop {
-        if let Some(source) = gate.next(Some(SHUTDOWN_POLL)) {
-            return Ok(Some(source));
-        }
-        if host.shutdown_requested() {
-            return Ok(None);
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(migrate::MigrateError::AcceptTimeout {
-                waited: accept_timeout.unwrap_or_default(),
-                refused: gate.stats().refused,
-            });
-        }
-    }
+    let ended = node::receive(config, &args.host.config(), &args.output.config())?;
+    Ok(exit::of_hosting(ended))
 }
 
 /// Starts a migration through `client`, shows its progress, and returns
 /// the final status. The source process is told to exit once the VM left.
-pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Result<JobStatus> {
+pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Result<MigrationStatus> {
     client.put_ok(routes::VM_MIGRATE, Some(&serde_json::to_value(req)?))?;
     let status = follow(client, show)?;
     match status.report.as_ref().map(|r| r.vm_location) {
@@ -238,7 +119,7 @@ pub fn drive(client: &Client, req: &MigrateRequest, show: bool) -> anyhow::Resul
 
 /// Shows the progress of the migration `client`'s process runs (a bar
 /// when `show`) until it is done; returns its final status.
-pub fn follow(client: &Client, show: bool) -> anyhow::Result<JobStatus> {
+pub fn follow(client: &Client, show: bool) -> anyhow::Result<MigrationStatus> {
     let bar = if show {
         ProgressBar::new(1)
     } else {
@@ -252,7 +133,7 @@ pub fn follow(client: &Client, show: bool) -> anyhow::Result<JobStatus> {
     );
     let status = loop {
         let v = client.get_ok(routes::VM_MIGRATE)?;
-        let s: JobStatus = serde_json::from_value(v)?;
+        let s: MigrationStatus = serde_json::from_value(v)?;
         let p = &s.progress;
         bar.set_length(p.memory_bytes.max(1));
         bar.set_position(p.settled_bytes());

@@ -1,21 +1,17 @@
 //! `ferry`: run, checkpoint and live-migrate VMs; simulate a data center.
 
-mod adapter;
+mod agent;
 mod bench;
-mod control;
 mod ctl;
 mod demo;
 mod downtime;
-mod events;
 mod exit;
 mod flags;
 mod guests;
-mod hosting;
-mod instance;
 mod live;
 mod logging;
+mod manager;
 mod manual;
-mod migration;
 mod pair;
 mod run;
 mod serial;
@@ -52,6 +48,10 @@ enum Command {
     Guest(guests::GuestArgs),
     /// Control a running VM through its API socket.
     Ctl(ctl::CtlArgs),
+    /// Run this host's agent: own, measure and publish its VMs (docs/CLUSTER.md).
+    Agent(agent::AgentArgs),
+    /// Run a migration manager: elected leader, it decides and orders the agents' migrations (docs/CLUSTER.md).
+    Manager(manager::ManagerArgs),
     /// Measure Ferry (and QEMU beside it): boot, snapshot, dirty rate, migration.
     Bench(bench::BenchArgs),
     /// Simulate a data center driven by CPU traces, with a migration policy.
@@ -86,6 +86,8 @@ fn main() {
         Command::Migrate(args) => live::migrate(args),
         Command::Guest(args) => guests::run(args),
         Command::Ctl(args) => ctl::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Manager(args) => manager::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::cli::run(args).map(|()| exit::OK),
         Command::Completions(args) => manual::completions(args, Cli::command()),

@@ -6,7 +6,29 @@ use anyhow::Context;
 use api::types::vm_state;
 use units::ByteSize;
 
-use crate::hosting::{HostArgs, Hosting};
+use node::{HostConfig, Hosting, SerialConfig};
+
+/// Flags of every command that hosts a VM (`run`, `restore`, `receive`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HostArgs {
+    /// Serve the control API on this Unix socket; it answers before the
+    /// guest runs (state booting, or incoming for a receiver).
+    #[arg(long, value_name = "SOCKET")]
+    pub api: Option<PathBuf>,
+    /// The VM's identity in the API, its events and the logs: letters,
+    /// digits, '.', '_' and '-', at most 64. Default: a random UUID.
+    #[arg(long, value_name = "NAME", value_parser = node::check_name)]
+    pub name: Option<String>,
+}
+
+impl HostArgs {
+    pub fn config(&self) -> HostConfig {
+        HostConfig {
+            api: self.api.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
 
 /// Where serial output goes; shared by every command that runs a VM.
 #[derive(Debug, Clone, clap::Args)]
@@ -20,9 +42,16 @@ pub struct SerialArgs {
 }
 
 impl SerialArgs {
+    pub fn config(&self) -> SerialConfig {
+        SerialConfig {
+            path: self.serial.clone(),
+            timestamps: self.timestamps,
+        }
+    }
+
     /// The sink for a guest whose TSC runs at `tsc_khz` (0 if unknown).
     pub fn sink(&self, tsc_khz: u64) -> anyhow::Result<vmm::SerialSink> {
-        crate::serial::sink(self.serial.as_deref(), self.timestamps, tsc_khz)
+        self.config().sink(tsc_khz)
     }
 }
 
@@ -72,7 +101,7 @@ pub struct RestoreArgs {
 
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let memory_bytes = args.memory.bytes();
-    let hosting = Hosting::start(&args.host, vm_state::BOOTING)?;
+    let hosting = Hosting::start(&args.host.config(), vm_state::BOOTING)?;
     let (image, name) = match (&args.kernel, &args.guest) {
         (Some(p), _) => (
             std::fs::read(p).with_context(|| format!("cannot read kernel {}", p.display()))?,
@@ -91,11 +120,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         },
         args.output.sink(0)?,
     )?;
-    hosting.run(vm)
+    Ok(crate::exit::of_hosting(hosting.run(vm)?))
 }
 
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<i32> {
-    let hosting = Hosting::start(&args.host, vm_state::BOOTING)?;
+    let hosting = Hosting::start(&args.host.config(), vm_state::BOOTING)?;
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("cannot open snapshot {}", args.file.display()))?;
     let (vm, _) =
@@ -104,5 +133,5 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<i32> {
     if !args.paused {
         vm.resume()?;
     }
-    hosting.run(vm)
+    Ok(crate::exit::of_hosting(hosting.run(vm)?))
 }

@@ -1,48 +1,8 @@
-//! Where guest serial output goes: stdout or a file, optionally stamped
-//! with the host time at which each line was printed.
+//! Stamped serial logs read back (`node::serial` writes them): their
+//! clock, and the largest heartbeat gap across a migration.
 
-use std::fs::File;
-use std::io::{self, Write};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use guest::stamp::Stamper;
-
-/// Builds the VMM's serial sink. Bytes are written out as the guest writes
-/// them. With `timestamps`, each complete line is prefixed with
-/// `[seconds.micros]`: its arrival time corrected by the TSC stamps in the
-/// guest's heartbeat lines (`tsc_khz` until the guest's READY line says
-/// better); an unfinished line waits for its newline.
-pub fn sink(
-    path: Option<&Path>,
-    timestamps: bool,
-    tsc_khz: u64,
-) -> anyhow::Result<vmm::SerialSink> {
-    let mut out: Box<dyn Write + Send> = match path {
-        Some(p) => Box::new(io::BufWriter::new(File::create(p).map_err(|e| {
-            anyhow::anyhow!("cannot create serial log {}: {e}", p.display())
-        })?)),
-        None => Box::new(io::stdout()),
-    };
-    let mut stamper = Stamper::new(tsc_khz);
-    Ok(Box::new(move |bytes: &[u8], at: SystemTime| {
-        if timestamps {
-            let arrival = at
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64();
-            for l in stamper.push(bytes, arrival) {
-                if let guest::output::Line::Ready { tsc_khz, .. } = l.line {
-                    stamper.set_tsc_khz(tsc_khz);
-                }
-                let _ = writeln!(out, "[{:.6}] {}", l.time, l.text);
-            }
-        } else {
-            let _ = out.write_all(bytes);
-        }
-        let _ = out.flush();
-    }))
-}
 
 /// Host wall time in UNIX seconds, the clock of the stamped logs.
 pub fn now() -> f64 {
@@ -97,7 +57,11 @@ mod tests {
     #[test]
     fn stamped_lines_are_placed_by_their_tsc() {
         let path = tmp("stamped.log");
-        let mut s = sink(Some(&path), true, 1_000_000).unwrap(); // 1 GHz TSC
+        let config = node::serial::SerialConfig {
+            path: Some(path.clone()),
+            timestamps: true,
+        };
+        let mut s = config.sink(1_000_000).unwrap(); // 1 GHz TSC
         let at = UNIX_EPOCH + Duration::from_secs(100);
         s(b"HB seq=1 tsc=1000000000 rate=0\nVERIFY ok pages=1 gen=1\nHB seq=2 tsc=1500000000 rate=0\n", at);
         drop(s);
@@ -114,11 +78,19 @@ mod tests {
     #[test]
     fn bytes_reach_the_log_as_written_and_stamps_wait_for_the_newline() {
         let (plain, stamped) = (tmp("plain.log"), tmp("stamped-partial.log"));
-        let mut s = sink(Some(&plain), false, 0).unwrap();
+        let sink = |path: &std::path::PathBuf, timestamps| {
+            node::serial::SerialConfig {
+                path: Some(path.clone()),
+                timestamps,
+            }
+            .sink(1_000_000)
+            .unwrap()
+        };
+        let mut s = sink(&plain, false);
         s(b"login: ", SystemTime::now());
         // A prompt without a newline is in the file at once.
         assert_eq!(std::fs::read(&plain).unwrap(), b"login: ");
-        let mut s = sink(Some(&stamped), true, 1_000_000).unwrap();
+        let mut s = sink(&stamped, true);
         let at = UNIX_EPOCH + Duration::from_secs(7);
         for b in b"VERIFY ok" {
             s(std::slice::from_ref(b), at);

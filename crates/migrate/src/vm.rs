@@ -1,5 +1,5 @@
 //! What the engine needs from a VM on each side. The `ferry` binary adapts
-//! its VMM to these traits (`crates/ferry/src/adapter.rs`); the tests use an
+//! its VMM to these traits (`crates/node/src/adapter.rs`); the tests use an
 //! in-memory fake ([`crate::fake`]).
 
 use std::sync::Arc;

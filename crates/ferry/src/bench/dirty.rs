@@ -8,7 +8,7 @@ use yardstick::bench::{median, ratio};
 use yardstick::table::Table;
 
 use super::warm_dirtier;
-use crate::instance::Instance;
+use node::Instance;
 
 /// Write rate over `seconds`, optionally re-arming dirty tracking every 100 ms as a migration does.
 fn measure_rate(host: &Instance, seconds: f64, log_dirty: bool) -> anyhow::Result<f64> {

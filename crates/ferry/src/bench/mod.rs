@@ -27,7 +27,7 @@ use units::ByteSize;
 use yardstick::table::Table;
 
 use crate::flags::positive;
-use crate::instance::Instance;
+use node::Instance;
 
 /// Arguments of `ferry bench`.
 #[derive(Debug, clap::Args)]

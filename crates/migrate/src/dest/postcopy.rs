@@ -175,9 +175,13 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         let started = Instant::now();
         let stop = AtomicBool::new(false);
         let result = std::thread::scope(|scope| {
+            // Held from before the fault thread starts: a fault taken before
+            // the switch (a sampler reading the guest's status page from
+            // another process) must not put a PageRequest ahead of Resumed.
+            let held = lock(w);
             let faults = scope.spawn(|| fault_loop(&switch, layout, w, &stop));
             let served = self
-                .resume(w)
+                .resume(held)
                 .and_then(|()| {
                     self.set_stage(Stage::Postcopy);
                     self.receive_postcopy(r, &switch, layout)

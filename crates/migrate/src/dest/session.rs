@@ -153,7 +153,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         self.restore_state(&arrival.config, state, w)?;
         self.await_commit(r, arrival.migration_id)?;
         match arrival.postcopy.take() {
-            None => self.resume(w),
+            None => self.resume(lock(w)),
             Some(switch) => self.postcopy(r, w, switch, &arrival.layout),
         }
     }
@@ -422,12 +422,14 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
 
     /// Commit read -> Running: start the vCPUs (unless the VM was paused on
     /// the source) and acknowledge.
-    pub(super) fn resume<W: Write>(&mut self, w: &SharedWriter<W>) -> Result<(), MigrateError> {
+    /// `w` is held from before the vCPUs start until Resumed is sent: in
+    /// post-copy a fault must not put a PageRequest on the wire ahead of it.
+    pub(super) fn resume<W: Write>(
+        &mut self,
+        mut w: MutexGuard<'_, MessageWriter<W>>,
+    ) -> Result<(), MigrateError> {
         let t_commit = Instant::now();
         let keep_paused = self.keep_paused;
-        // Held from before the vCPUs start: in post-copy their first fault
-        // must not put a PageRequest on the wire ahead of Resumed.
-        let mut w = lock(w);
         if !keep_paused {
             self.vm_mut()?.resume().map_err(|source| MigrateError::Vm {
                 op: VmOp::Resume,

@@ -21,21 +21,37 @@ const REPORT_GRACE: Duration = Duration::from_secs(60);
 const EVENTS_DRAIN: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(100);
 
-/// Flags of every command that hosts a VM (`run`, `restore`, `receive`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct HostArgs {
+/// What every process that hosts a VM is told (`run`, `restore`, `receive`).
+#[derive(Debug, Clone, Default)]
+pub struct HostConfig {
     /// Serve the control API on this Unix socket; it answers before the
     /// guest runs (state booting, or incoming for a receiver).
-    #[arg(long, value_name = "SOCKET")]
     pub api: Option<PathBuf>,
-    /// The VM's identity in the API, its events and the logs: letters,
-    /// digits, '.', '_' and '-', at most 64. Default: a random UUID.
-    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    /// The VM's identity in the API, its events and the logs (see
+    /// [`check_name`]). Default: a random UUID.
     pub name: Option<String>,
 }
 
-/// Checks a `--name`.
-fn parse_name(s: &str) -> Result<String, String> {
+/// How the hosted VM ended, when it ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The guest ended through the exit port with this status.
+    GuestExit(i32),
+    /// Shut down on request (API or signal), or before any VM arrived.
+    ShutDown,
+    /// Migrated away: the VM runs on the destination.
+    Migrated,
+    /// Commit was sent but not acknowledged: an operator checked the
+    /// destination and asked for the shutdown (docs/PROTOCOL.md).
+    InDoubt,
+    /// Post-copy was interrupted before the destination held every page:
+    /// the VM ran nowhere and an operator asked for the shutdown
+    /// (docs/PROTOCOL.md, "Post-copy failures").
+    Interrupted,
+}
+
+/// Checks a VM name: 1 to 64 letters, digits, '.', '_' or '-'.
+pub fn check_name(s: &str) -> Result<String, String> {
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if s.is_empty() || s.len() > 64 || !s.chars().all(ok) {
         return Err(format!(
@@ -58,13 +74,13 @@ impl Hosting {
     /// Creates the instance (state `before`), binds its API socket and
     /// turns SIGTERM/SIGINT into shutdown requests. Fails, before anything
     /// boots, if a live server already answers on the socket.
-    pub fn start(args: &HostArgs, before: &'static str) -> anyhow::Result<Hosting> {
-        let id = args
+    pub fn start(config: &HostConfig, before: &'static str) -> anyhow::Result<Hosting> {
+        let id = config
             .name
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let instance = Instance::new(&id, before);
-        let server = match &args.api {
+        let server = match &config.api {
             Some(path) => Some(crate::control::start(instance.clone(), path)?),
             None => None,
         };
@@ -84,8 +100,8 @@ impl Hosting {
         self.forgiven = self.instance.shutdown_requests();
     }
 
-    /// Runs `vm` until it ends; returns the process exit status.
-    pub fn run(self, vm: Vm) -> anyhow::Result<i32> {
+    /// Runs `vm` until it ends; an error if it crashed.
+    pub fn run(self, vm: Vm) -> anyhow::Result<Ended> {
         let host = self.instance.clone();
         host.attach(vm);
         let vm = host.vm().expect("just attached").clone();
@@ -105,9 +121,9 @@ impl Hosting {
         }
         host.events().publish(stopped(&reason));
         match reason {
-            ExitReason::Guest(code) => Ok(code),
+            ExitReason::Guest(code) => Ok(Ended::GuestExit(code)),
             ExitReason::Crashed(msg) => anyhow::bail!("{msg}"),
-            ExitReason::Stopped => Ok(crate::exit::OK),
+            ExitReason::Stopped => Ok(Ended::ShutDown),
             ExitReason::Migrated => Ok(after_migration(&host)),
         }
     }
@@ -139,9 +155,8 @@ fn stopped(reason: &ExitReason) -> EventKind {
 }
 
 /// The VM was retired when Commit went out and the job has ended: waits
-/// for the operator's word (in doubt) or the client's `vm.shutdown`, and
-/// returns the process exit status.
-fn after_migration(host: &Instance) -> i32 {
+/// for the operator's word (in doubt) or the client's `vm.shutdown`.
+fn after_migration(host: &Instance) -> Ended {
     let job = host.migration();
     let status = job.as_ref().map(|j| j.status());
     let to = status.as_ref().map(|s| s.to.clone()).unwrap_or_default();
@@ -154,9 +169,9 @@ fn after_migration(host: &Instance) -> i32 {
         // operator who checked the destination asks again, even if a
         // shutdown was asked for before the doubt was known.
         let (what, code) = if location == Some(migrate::VmLocation::Nowhere) {
-            ("post-copy was interrupted", crate::exit::INTERRUPTED)
+            ("post-copy was interrupted", Ended::Interrupted)
         } else {
-            ("the commit is in doubt", crate::exit::IN_DOUBT)
+            ("the commit is in doubt", Ended::InDoubt)
         };
         tracing::warn!(vm = %host.id(), to = %to, "{what}; keeping the stopped VM until `ferry ctl shutdown`");
         let asked = host.shutdown_requests();
@@ -170,7 +185,7 @@ fn after_migration(host: &Instance) -> i32 {
     while !host.shutdown_requested() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    crate::exit::OK
+    Ended::Migrated
 }
 
 /// Waits for the migration job, if any, to end.
@@ -197,15 +212,15 @@ fn forward_signals(host: Arc<Instance>) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_name;
+    use super::check_name;
 
     #[test]
     fn names_are_checked() {
         for good in ["web-1", "a", "vm_2.prod", &"x".repeat(64)] {
-            assert_eq!(parse_name(good).unwrap(), good);
+            assert_eq!(check_name(good).unwrap(), good);
         }
         for bad in ["", "a b", "a/b", "é", &"x".repeat(65)] {
-            assert!(parse_name(bad).unwrap_err().contains("not a VM name"));
+            assert!(check_name(bad).unwrap_err().contains("not a VM name"));
         }
     }
 }

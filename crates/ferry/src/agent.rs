@@ -1,0 +1,119 @@
+//! `ferry agent`: one per host; flags into `agent::AgentConfig`, then the
+//! library's loop until SIGTERM/SIGINT (the VMs keep running).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// Arguments of `ferry agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// This host's name: its cgroup, its key in the store, its metrics label.
+    #[arg(long, value_name = "NAME", value_parser = node::check_name)]
+    pub host: String,
+    /// Where the VMs' API sockets, serial output and logs live; a restarted
+    /// agent adopts the VMs whose sockets answer there.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Declared capacity in CPUs (e.g. 1.5): the host cgroup's CPU quota.
+    #[arg(long, value_name = "CPUS", value_parser = parse_capacity)]
+    pub capacity: f64,
+    /// How often to measure and publish, e.g. 2s.
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9100).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// etcd endpoint (repeatable). Default: the embedded store.
+    #[arg(long, value_name = "URL")]
+    pub etcd: Vec<String>,
+    /// The embedded store's socket; served by this agent if nobody serves
+    /// it yet. Default: STATE_DIR/store.sock.
+    #[arg(long, value_name = "SOCKET", conflicts_with = "etcd")]
+    pub store_socket: Option<PathBuf>,
+    /// TTL of the lease the host report is published under, e.g. 10s.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_interval)]
+    pub lease_ttl: Duration,
+    /// A VM to run unless one of that name is adopted (repeatable):
+    /// NAME=GUEST[,memory=SIZE][,vcpus=N][,append=ARGS].
+    #[arg(long, value_name = "SPEC")]
+    pub vm: Vec<agent::VmSpec>,
+    /// File with the migration secret every agent of the cluster shares;
+    /// needed to carry out migration orders.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// The address this host's receivers listen on for incoming VMs, which
+    /// the other hosts reach.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub migration_ip: IpAddr,
+}
+
+fn parse_capacity(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(c) if c.is_finite() && c > 0.0 => Ok(c),
+        _ => Err(format!(
+            "'{s}' is not a capacity: give a positive number of CPUs"
+        )),
+    }
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match units::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("give a duration above zero".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub fn run(args: &AgentArgs) -> anyhow::Result<i32> {
+    let (_server, store) = if args.etcd.is_empty() {
+        let socket = args
+            .store_socket
+            .clone()
+            .unwrap_or_else(|| args.state_dir.join("store.sock"));
+        std::fs::create_dir_all(&args.state_dir)
+            .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
+        agent::agent::embedded_store(&socket)
+    } else {
+        (
+            None,
+            store::StoreConfig::Etcd(store::EtcdConfig::new(args.etcd.clone())),
+        )
+    };
+    let config = agent::AgentConfig {
+        host: args.host.clone(),
+        state_dir: args.state_dir.clone(),
+        capacity_cpus: args.capacity,
+        interval: args.interval,
+        metrics: args.metrics,
+        store,
+        lease_ttl: args.lease_ttl,
+        ferry: std::env::current_exe().context("cannot find the ferry executable")?,
+        vms: args.vm.clone(),
+        // The VM processes read it from their own working directory.
+        secret_file: args
+            .secret_file
+            .as_deref()
+            .map(|p| {
+                std::fs::canonicalize(p)
+                    .with_context(|| format!("cannot find the secret file {}", p.display()))
+            })
+            .transpose()?,
+        migration_ip: args.migration_ip,
+    };
+    let agent = agent::Agent::start(config)?;
+    if let Some(addr) = agent.metrics_addr() {
+        tracing::info!(host = %args.host, "metrics on http://{addr}/metrics");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    agent.run(&stop);
+    tracing::info!(host = %args.host, "agent stopped; its VMs keep running");
+    Ok(crate::exit::OK)
+}

@@ -1,0 +1,175 @@
+//! `ferry manager` on real processes against a real etcd on free loopback
+//! ports, with the agents' side played by the test: the leader orders the
+//! one move that relieves a hotspot and logs why; a failed order is not
+//! retried before its cooldown; bad reports are left out with a reason;
+//! when the leader is killed the standby takes over and issues no order
+//! twice.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use agent::{HostReport, SideReport, Stage, VmReport};
+use testkit::{Etcd, TempDir, wait_for};
+
+use crate::harness::{Cleanup, FERRY, LIMIT, events};
+
+/// `ferry manager` NAME on `etcd`, deciding every 200 ms: balance, THR
+/// 0.8, one migration per host, a 10-minute cooldown; its decision log is
+/// `dir`/NAME.jsonl.
+fn manager(etcd: &Etcd, dir: &TempDir, name: &str) -> Child {
+    Command::new(FERRY)
+        .args(["manager", "--name", name, "--etcd", &etcd.endpoint()])
+        .args(["--interval", "200ms", "--lease-ttl", "2s"])
+        .args([
+            "--pattern",
+            "balance",
+            "--detector",
+            "thr",
+            "--detector-param",
+            "0.8",
+        ])
+        .args(["--per-host", "1", "--cooldown", "10m"])
+        .arg("--decision-log")
+        .arg(dir.join(format!("{name}.jsonl")))
+        .arg("--log-file")
+        .arg(dir.join(format!("{name}.log")))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn host(name: &str, load: f64, vms: Vec<VmReport>) -> HostReport {
+    HostReport {
+        host: name.into(),
+        unix_ms: 0,
+        interval_ms: 200,
+        capacity_cpus: 1.0,
+        cpu_seconds: 0.0,
+        load_cpus: Some(load),
+        throttled_periods: 0,
+        vms,
+    }
+}
+
+fn vm(name: &str, load: f64) -> VmReport {
+    VmReport {
+        name: name.into(),
+        pid: 1,
+        state: "running".into(),
+        vcpus: 1,
+        memory_bytes: 64 << 20,
+        resident_bytes: 0,
+        cpu_seconds: 0.0,
+        load_cpus: Some(load),
+        guest: None,
+        dirty_rate_bytes_per_second: None,
+    }
+}
+
+/// Publishes the agents' reports every 100 ms until stopped, as live
+/// agents do (a report that stops changing is stale).
+fn report_forever(store: store::Store, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !stop.load(Ordering::SeqCst) && n < 3000 {
+            n += 1;
+            let mut hot = host("h1", 0.95, vec![vm("web", 0.9)]);
+            let mut cold = host("h2", 0.05, Vec::new());
+            let mut impossible = host("h4", 7.0, Vec::new());
+            for r in [&mut hot, &mut cold, &mut impossible] {
+                r.unix_ms = n;
+                let _ = store.put(
+                    &agent::host_key(&r.host),
+                    &serde_json::to_vec(r).unwrap(),
+                    None,
+                );
+            }
+            let _ = store.put(&agent::host_key("h3"), b"{garbage", None);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
+fn orders(store: &store::Store) -> Vec<agent::Order> {
+    let kvs = store.list(agent::order::ORDERS_PREFIX).unwrap().kvs;
+    let (views, bad) = agent::order::parse_all(&kvs);
+    assert!(bad.is_empty(), "{bad:?}");
+    views.into_values().filter_map(|v| v.order).collect()
+}
+
+#[test]
+fn the_leader_orders_a_move_and_a_standby_takes_over_without_repeating_it() {
+    let etcd = Etcd::start("manager");
+    let dir = TempDir::new("ferry-manager");
+    let store = store::Store::connect(&store::StoreConfig::Etcd(store::EtcdConfig::new(vec![
+        etcd.endpoint(),
+    ])))
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reporter = report_forever(store.clone(), stop.clone());
+    let mut managers = Cleanup::default();
+    managers.agents.push(manager(&etcd, &dir, "m1"));
+    let (log1, log2) = (dir.join("m1.jsonl"), dir.join("m2.jsonl"));
+    wait_for("m1 to lead", LIMIT, || {
+        (!events(&log1, "leader").is_empty()).then_some(())
+    });
+    managers.agents.push(manager(&etcd, &dir, "m2"));
+
+    // The hotspot is relieved by one order, with its reason.
+    let order = wait_for("an order", LIMIT, || orders(&store).into_iter().next());
+    assert_eq!(
+        (order.vm.as_str(), order.from.as_str(), order.to.as_str()),
+        ("web", "h1", "h2")
+    );
+    assert_eq!(order.reason, "hotspot");
+    let issued = events(&log1, "order");
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    let why = issued[0]["why"].as_str().unwrap();
+    assert!(why.contains("host h1 is a hotspot at 0.95"), "{why}");
+    // Bad reports are left out, each with its reason.
+    let interval = events(&log1, "interval").pop().unwrap();
+    let skipped = interval["skipped"].to_string();
+    assert!(skipped.contains("host h3: malformed report"), "{skipped}");
+    assert!(skipped.contains("host h4: impossible load 7"), "{skipped}");
+
+    // The source fails the order: reported once, and the VM is not
+    // ordered again before its cooldown.
+    let failed = SideReport::failed("h1", "test: refused");
+    let key = agent::order::side_key(&order.id, agent::Side::Source);
+    store
+        .put(&key, &serde_json::to_vec(&failed).unwrap(), None)
+        .unwrap();
+    let ended = wait_for("the end to be logged", LIMIT, || {
+        events(&log1, "order-ended").pop()
+    });
+    assert_eq!(ended["outcome"], serde_json::json!(Stage::Failed));
+    assert_eq!(ended["error"], "test: refused");
+
+    // The leader dies: the standby takes over, and orders nothing again.
+    let mut m1 = managers.agents.remove(0);
+    m1.kill().unwrap();
+    m1.wait().unwrap();
+    wait_for("m2 to lead", LIMIT, || {
+        (!events(&log2, "leader").is_empty()).then_some(())
+    });
+    wait_for("m2 to decide a few times", LIMIT, || {
+        (events(&log2, "interval").len() >= 5).then_some(())
+    });
+    assert_eq!(orders(&store).len(), 1, "no order issued twice");
+    assert!(events(&log2, "order").is_empty());
+    let dropped = events(&log2, "move-dropped");
+    assert!(
+        !dropped.is_empty(),
+        "m2 wanted the same move and left it out"
+    );
+    let why = dropped[0]["why"].as_str().unwrap();
+    assert!(why.contains(&order.id), "{why}");
+    assert!(
+        events(&log2, "order-ended").is_empty(),
+        "the end was logged by m1 already"
+    );
+    stop.store(true, Ordering::SeqCst);
+    reporter.join().unwrap();
+}
