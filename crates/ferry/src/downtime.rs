@@ -91,14 +91,7 @@ impl DowntimeProbe {
             return;
         }
         match rec.guest_downtime(MARGIN.as_nanos() as u64) {
-            Ok(d) => {
-                report.guest_downtime_us = Some(d.downtime_us);
-                report.guest_downtime_resolution_us = Some(d.resolution_us);
-                report.guest_downtime_coarse = Some(d.coarse());
-                report.guest_switchover_us = Some(d.switchover_us);
-                report.guest_tsc_gap_us = d.tsc_gap_us;
-                report.guest_sampler_realtime = Some(d.realtime);
-            }
+            Ok(d) => report.guest = (&d).into(),
             Err(e) => eprintln!("ferry: no guest-visible downtime: {e}"),
         }
     }

@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use guest::sampler::DowntimeFields;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -124,20 +125,10 @@ pub struct QemuMigration {
     #[serde(default, alias = "guest_downtime_ms")]
     pub heartbeat_gap_ms: Option<f64>,
     /// Guest-visible downtime sampled from the guest's pass counters on
-    /// both sides, in us (with [`MigrationParams::sample_guest`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guest_downtime_us: Option<u64>,
-    /// The sampler's widest interval between two samples around the
-    /// switchover, in us (above 1000: coarse).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guest_downtime_resolution_us: Option<u64>,
-    /// The switchover alone: from the source guest's last progress to the
-    /// destination's first, in us.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guest_switchover_us: Option<u64>,
-    /// Whether the sampler ran at real-time priority.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guest_sampler_realtime: Option<bool>,
+    /// both sides (with [`MigrationParams::sample_guest`]); flattened, so
+    /// its fields read as this report's, as in Ferry's migration report.
+    #[serde(flatten)]
+    pub guest: DowntimeFields,
     /// Our own wall time from `migrate` to seeing `completed`, in ms.
     pub wall_time_ms: f64,
     /// From `migrate` to the first heartbeat the guest printed after it
@@ -301,10 +292,14 @@ impl Qemu {
             downtime_ms: num(&info, "downtime"),
             setup_time_ms: num(&info, "setup-time"),
             heartbeat_gap_ms,
-            guest_downtime_us: sampled.map(|d| d.downtime_us),
-            guest_downtime_resolution_us: sampled.map(|d| d.resolution_us),
-            guest_switchover_us: sampled.map(|d| d.switchover_us),
-            guest_sampler_realtime: sampled.map(|d| d.realtime),
+            // QEMU restores the guest's TSC: its own gap would hide the stop.
+            guest: sampled
+                .as_ref()
+                .map(|d| DowntimeFields {
+                    guest_tsc_gap_us: None,
+                    ..d.into()
+                })
+                .unwrap_or_default(),
             wall_time_ms,
             resume_time_ms,
             bytes_sent,

@@ -74,8 +74,8 @@ fn dirtier_migrates_qemu_to_qemu() {
     let gap = r.heartbeat_gap_ms.expect("heartbeat gap measured");
     assert!(gap > 0.0, "{r:?}");
     // Sampled in both QEMU processes (values are not asserted: timing).
-    assert!(r.guest_downtime_us.is_some(), "{r:?}");
-    assert!(r.guest_downtime_resolution_us.is_some(), "{r:?}");
+    assert!(r.guest.guest_downtime_us.is_some(), "{r:?}");
+    assert!(r.guest.guest_downtime_resolution_us.is_some(), "{r:?}");
     assert!(!r.per_round.is_empty(), "{r:?}");
 
     // The source verified before; the destination verifies after migration.
@@ -131,8 +131,8 @@ fn idle_in_shared_ram_is_sampled_in_its_ram_files() {
     assert_eq!(r.outcome, QemuOutcome::Completed, "{r:?}");
     let (src, dst) = (run.source.ram_file(), run.destination.ram_file());
     assert!(src.unwrap().starts_with("/dev/shm") && dst.unwrap().starts_with("/dev/shm"));
-    assert!(r.guest_downtime_us.is_some(), "{r:?}");
-    assert!(r.guest_switchover_us.is_some(), "{r:?}");
+    assert!(r.guest.guest_downtime_us.is_some(), "{r:?}");
+    assert!(r.guest.guest_switchover_us.is_some(), "{r:?}");
     // The files go with the QEMUs.
     let dir = src.unwrap().parent().unwrap().to_path_buf();
     drop(run);

@@ -474,7 +474,12 @@ mod tests {
         assert!(md.contains("| 2/3 "), "{md}");
         assert!(md.contains(" 15.000 |"), "{md}");
         let mut coarse = ferry_record(3, true, 100.0, 500);
-        coarse.ferry.as_mut().unwrap().guest_downtime_resolution_us = Some(2_000);
+        coarse
+            .ferry
+            .as_mut()
+            .unwrap()
+            .guest
+            .guest_downtime_resolution_us = Some(2_000);
         let c = Cell::of(&[coarse], "idle", "downtime", "unlimited");
         assert_eq!(c.guest_downtime_text(), "15.000 (1 coarse)");
         assert!(md.contains("idle downtime unlimited rep 2: boom"), "{md}");

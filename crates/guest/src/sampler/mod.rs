@@ -11,6 +11,7 @@
 //! [`PERIOD`]. Ferry and the QEMU yardstick measure the same way; only the
 //! [`StatusSource`] differs.
 
+mod fields;
 mod recording;
 mod source;
 mod timeline;
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use fields::DowntimeFields;
 pub use recording::{COARSE_US, GuestDowntime, NoDowntime, Recording, Side, SideRecord};
 pub use source::{MappedFile, ProcessMemory, ReadStatusError, StatusSource, read_status};
 pub use timeline::{Highest, Observed, Timeline};

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use guest::sampler::DowntimeFields;
 use serde::{Deserialize, Serialize};
 
 use crate::convergence::LimitReached;
@@ -148,32 +149,11 @@ pub struct MigrationReport {
     /// output (ms); filled in by the caller that reads both sides' logs.
     #[serde(default, alias = "guest_downtime_ms")]
     pub heartbeat_gap_ms: Option<f64>,
-    /// Guest-visible downtime: the longest time in which the guest made no
-    /// progress on either side, sampled from its pass counters (us); filled
-    /// in by a caller that sampled both sides (`guest::sampler`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guest_downtime_us: Option<u64>,
-    /// The sampler's widest interval between two samples around the
-    /// switchover (us): above 1000 the downtime is coarse.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guest_downtime_resolution_us: Option<u64>,
-    /// The mark of a coarse measurement: true when the resolution is worse
-    /// than 1 ms (the downtime may then be off by that much).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guest_downtime_coarse: Option<bool>,
-    /// The switchover alone, from the source guest's last progress to the
-    /// destination's first (us); `guest_downtime_us` is longer when the
-    /// guest also stalled elsewhere around it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guest_switchover_us: Option<u64>,
-    /// The guest's own largest gap between two passes around the
-    /// switchover, from its TSC (us; the host's TSC on these machines).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guest_tsc_gap_us: Option<u64>,
-    /// Whether the sampler ran at real-time priority (false: the host
-    /// refused it, and busy vCPUs could delay samples).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guest_sampler_realtime: Option<bool>,
+    /// Guest-visible downtime sampled from the guest's pass counters on
+    /// both sides, filled in by a caller that sampled them
+    /// (`guest::sampler`); flattened, so its fields read as this report's.
+    #[serde(flatten)]
+    pub guest: DowntimeFields,
     /// Bytes written to the connection, framing and protocol included.
     pub bytes_sent: u64,
     pub memory_bytes: u64,
@@ -249,12 +229,7 @@ impl MigrationReport {
             total_time_ms: 0.0,
             downtime_ms: None,
             heartbeat_gap_ms: None,
-            guest_downtime_us: None,
-            guest_downtime_resolution_us: None,
-            guest_downtime_coarse: None,
-            guest_switchover_us: None,
-            guest_tsc_gap_us: None,
-            guest_sampler_realtime: None,
+            guest: DowntimeFields::default(),
             bytes_sent: 0,
             memory_bytes,
             bytes_ratio: 0.0,
@@ -340,10 +315,10 @@ mod tests {
             text.contains("strategy xen") && text.contains("2.00x"),
             "{text}"
         );
-        r.guest_downtime_us = Some(12_345);
-        r.guest_downtime_resolution_us = Some(1_500);
-        r.guest_downtime_coarse = Some(true);
-        r.guest_sampler_realtime = Some(true);
+        r.guest.guest_downtime_us = Some(12_345);
+        r.guest.guest_downtime_resolution_us = Some(1_500);
+        r.guest.guest_downtime_coarse = Some(true);
+        r.guest.guest_sampler_realtime = Some(true);
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(v["guest_downtime_us"], 12_345);
         assert_eq!(v["guest_downtime_resolution_us"], 1_500);

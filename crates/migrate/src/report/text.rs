@@ -56,13 +56,13 @@ impl fmt::Display for MigrationReport {
             };
             writeln!(f, "  pre-copy:          {l} reached, {what}")?;
         }
-        if let Some(g) = self.guest_downtime_us {
-            let res = self.guest_downtime_resolution_us.unwrap_or(0);
+        if let Some(g) = self.guest.guest_downtime_us {
+            let res = self.guest.guest_downtime_resolution_us.unwrap_or(0);
             let mut marks = String::new();
-            if self.guest_downtime_coarse == Some(true) {
+            if self.guest.guest_downtime_coarse == Some(true) {
                 marks.push_str(", COARSE");
             }
-            if self.guest_sampler_realtime == Some(false) {
+            if self.guest.guest_sampler_realtime == Some(false) {
                 marks.push_str(", sampler not real-time");
             }
             writeln!(
@@ -72,14 +72,14 @@ impl fmt::Display for MigrationReport {
                 res as f64 / 1e3
             )?;
         }
-        if let Some(g) = self.guest_switchover_us {
+        if let Some(g) = self.guest.guest_switchover_us {
             writeln!(
                 f,
                 "  guest switchover:  {:.3} ms (source's last progress to destination's first)",
                 g as f64 / 1e3
             )?;
         }
-        if let Some(g) = self.guest_tsc_gap_us {
+        if let Some(g) = self.guest.guest_tsc_gap_us {
             writeln!(
                 f,
                 "  guest TSC gap:     {:.3} ms (the guest's own clock)",
