@@ -381,6 +381,19 @@ impl Qemu {
                 ));
             }
             let status = info["status"].as_str().unwrap_or("").to_string();
+            // QEMU sets `completed` a moment before it computes the total
+            // time and downtime: until they are there, ask again.
+            if status == "completed"
+                && info
+                    .get("total-time")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0)
+                    <= 0.0
+                && started.elapsed() <= params.timeout
+            {
+                std::thread::sleep(params.poll_interval);
+                continue;
+            }
             match status.as_str() {
                 // A post-copy whose destination died pauses for good (QEMU
                 // waits for postcopy-recover): ended, not completed.

@@ -81,8 +81,7 @@ fn measure(
 ) -> RunRecord {
     let mut rec = RunRecord::new(w.name, sys, &bw.label, rep, p.memory);
     if super::plan::is_qemu(sys) {
-        let postcopy = sys == super::plan::QEMU_POSTCOPY;
-        rec.set_qemu(qemu_run(w, bw, p, postcopy), p.qemu_timeout);
+        rec.set_qemu(qemu_run(w, bw, p, sys), p.qemu_timeout);
     } else {
         let run = ferry_run(dir, w, sys, bw, p);
         rec.kvstore = run.as_ref().ok().and_then(|r| r.1);
@@ -175,7 +174,7 @@ fn qemu_run(
     w: &Workload,
     bw: &BenchBandwidth,
     p: &MigratePlan,
-    postcopy: bool,
+    system: &str,
 ) -> anyhow::Result<QemuRun> {
     let mut setup = yardstick::guests::guest_config(w.guest, w.append)?;
     setup.config.memory_mib = p.memory >> 20;
@@ -184,7 +183,12 @@ fn qemu_run(
         max_bandwidth: bw.cap,
         downtime_limit_ms: p.max_downtime.as_millis() as u64,
         timeout: p.qemu_timeout,
-        postcopy,
+        postcopy: system == super::plan::QEMU_POSTCOPY,
+        capabilities: if system == super::plan::QEMU_AUTO_CONVERGE {
+            vec!["auto-converge".into()]
+        } else {
+            Vec::new()
+        },
         sample_guest: true,
         ..Default::default()
     };

@@ -15,10 +15,22 @@ use crate::flags::positive;
 pub const QEMU: &str = "qemu";
 /// QEMU's post-copy (`postcopy-ram`, `migrate-start-postcopy` at once).
 pub const QEMU_POSTCOPY: &str = "qemu-postcopy";
+/// QEMU's pre-copy with its `auto-converge` capability (vCPU throttling).
+pub const QEMU_AUTO_CONVERGE: &str = "qemu-auto-converge";
 
 /// Whether `system` is one of QEMU's.
 pub fn is_qemu(system: &str) -> bool {
-    system == QEMU || system == QEMU_POSTCOPY
+    system == QEMU || system == QEMU_POSTCOPY || system == QEMU_AUTO_CONVERGE
+}
+
+/// The QEMU system a Ferry strategy is compared with: QEMU's own
+/// auto-converge for Ferry's, its pre-copy for the others.
+pub fn qemu_peer(strategy: &str) -> &'static str {
+    if strategy == "auto-converge" {
+        QEMU_AUTO_CONVERGE
+    } else {
+        QEMU
+    }
 }
 
 /// Arguments of `ferry bench migrate`.
@@ -129,19 +141,20 @@ pub struct MigratePlan {
 }
 
 impl MigratePlan {
-    /// The systems compared: the Ferry strategies, then `qemu` if it runs.
-    /// Ferry's strategies, then QEMU (pre-copy), then QEMU's post-copy
-    /// ([`QEMU_POSTCOPY`]) when a post-copy strategy of Ferry's runs.
+    /// The systems compared: Ferry's strategies, then QEMU (pre-copy),
+    /// then QEMU's post-copy ([`QEMU_POSTCOPY`]) when a post-copy strategy
+    /// of Ferry's runs and QEMU's auto-converge ([`QEMU_AUTO_CONVERGE`])
+    /// when Ferry's does.
     pub fn systems(&self) -> Vec<String> {
-        let postcopy = self
-            .strategies
-            .iter()
-            .any(|s| s == "postcopy" || s == "hybrid");
+        let has = |names: &[&str]| self.strategies.iter().any(|s| names.contains(&s.as_str()));
+        let postcopy = has(&["postcopy", "hybrid"]);
+        let auto_converge = has(&["auto-converge"]);
         self.strategies
             .iter()
             .cloned()
             .chain(self.qemu.then(|| QEMU.to_string()))
             .chain((self.qemu && postcopy).then(|| QEMU_POSTCOPY.to_string()))
+            .chain((self.qemu && auto_converge).then(|| QEMU_AUTO_CONVERGE.to_string()))
             .collect()
     }
 }
@@ -249,5 +262,25 @@ mod tests {
         assert_eq!(bw, [Bandwidth::from_bits_per_sec(1_000_000_000), None]);
         let all = plan(&test_args(&["--no-qemu", "--workloads", "all"])).unwrap();
         assert_eq!(all.workloads.len(), WORKLOADS.len());
+    }
+
+    #[test]
+    fn qemu_peers_follow_the_strategies_chosen() {
+        let mut p = plan(&test_args(&["--no-qemu", "--strategies", "xen"])).unwrap();
+        p.qemu = true;
+        assert_eq!(p.systems(), ["xen", QEMU]);
+        p.strategies = vec!["auto-converge".into(), "hybrid".into()];
+        assert_eq!(
+            p.systems(),
+            [
+                "auto-converge",
+                "hybrid",
+                QEMU,
+                QEMU_POSTCOPY,
+                QEMU_AUTO_CONVERGE
+            ]
+        );
+        assert_eq!(qemu_peer("auto-converge"), QEMU_AUTO_CONVERGE);
+        assert_eq!(qemu_peer("delayed"), QEMU);
     }
 }

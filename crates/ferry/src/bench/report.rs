@@ -7,7 +7,9 @@ use yardstick::bench::{median, ratio};
 use yardstick::plot::Series;
 use yardstick::table::Table;
 
-use super::plan::{BenchBandwidth, MigratePlan, QEMU, QEMU_POSTCOPY, is_qemu};
+use super::plan::{
+    BenchBandwidth, MigratePlan, QEMU, QEMU_AUTO_CONVERGE, QEMU_POSTCOPY, is_qemu, qemu_peer,
+};
 use super::record::{Metrics, RunRecord};
 
 /// Medians over the successful runs of one cell, and how many succeeded.
@@ -170,13 +172,20 @@ pub fn migrate_tables(p: &MigratePlan, records: &[RunRecord], systems: &[String]
     let mut out = String::new();
     for bw in &p.bandwidths {
         out.push_str(&format!(
-            "### Bandwidth {}\n\nMedians of the successful runs out of {} ({} guest, 1 vCPU unless the workload says otherwise, downtime target {} ms); `ok` = completed runs out of all; F/Q = Ferry/QEMU.\n\n{}\n{COLUMN_NOTE}\n\n",
+            "### Bandwidth {}\n\nMedians of the successful runs out of {} ({} guest, 1 vCPU unless the workload says otherwise, downtime target {} ms); `ok` = completed runs out of all; F/Q = Ferry/QEMU; QEMU's columns are its pre-copy, and for Ferry's `auto-converge` row QEMU's pre-copy with its `auto-converge` capability.\n\n{}\n{COLUMN_NOTE}\n\n",
             bw.label,
             p.reps,
             units::format_bytes(p.memory),
             p.max_downtime.as_millis(),
             bandwidth_table(p, records, systems, bw).to_markdown()
         ));
+        if let Some(t) = claims_table(p, records, systems, bw) {
+            out.push_str(&format!(
+                "#### The seeds' claims, {}\n\nRatios of medians. Seed 003 claims about 10 % less data than Xen's pre-copy (`delayed` / `xen` bytes about 0.9); seed 000 claims less time and data under high load (`predictive` against `xen` and `downtime`). Targets of issue 8: the better seed strategy sends <= 0.9x `xen`'s bytes and <= 0.75x QEMU's.\n\n{}\n",
+                bw.label,
+                t.to_markdown()
+            ));
+        }
         if let Some(t) = postcopy_table(p, records, systems, bw) {
             out.push_str(&format!(
                 "#### Post-copy, {}
@@ -223,9 +232,9 @@ fn bandwidth_table(
     }
     let mut t = Table::new(head);
     for w in &p.workloads {
-        let q = Cell::of(records, w.name, QEMU, &bw.label);
         for s in systems.iter().filter(|s| !is_qemu(s)) {
             let c = Cell::of(records, w.name, s, &bw.label);
+            let q = Cell::of(records, w.name, qemu_peer(s), &bw.label);
             let mut row = vec![
                 w.name.to_string(),
                 s.to_string(),
@@ -316,11 +325,58 @@ fn postcopy_table(
     Some(t)
 }
 
+/// The seeds' claims against what this run measured, a row per workload;
+/// `None` unless `xen` and a seed strategy ran.
+fn claims_table(
+    p: &MigratePlan,
+    records: &[RunRecord],
+    systems: &[String],
+    bw: &BenchBandwidth,
+) -> Option<Table> {
+    let ran = |s: &str| systems.iter().any(|x| x == s);
+    if !ran("xen") || !(ran("predictive") || ran("delayed")) {
+        return None;
+    }
+    let mut t = Table::new(CLAIMS_COLUMNS.to_vec());
+    for w in &p.workloads {
+        let cell = |s: &str| Cell::of(records, w.name, s, &bw.label);
+        let (xen, down, qemu) = (cell("xen"), cell("downtime"), cell(QEMU));
+        let (pred, del) = (cell("predictive"), cell("delayed"));
+        let best = [pred.bytes, del.bytes]
+            .into_iter()
+            .flatten()
+            .min_by(f64::total_cmp);
+        t.row(vec![
+            w.name.to_string(),
+            ratio_opt(del.bytes, xen.bytes),
+            ratio_opt(pred.bytes, xen.bytes),
+            ratio_opt(pred.total_ms, xen.total_ms),
+            ratio_opt(pred.bytes, down.bytes),
+            ratio_opt(pred.total_ms, down.total_ms),
+            ratio_opt(best, xen.bytes),
+            ratio_opt(best, qemu.bytes),
+        ]);
+    }
+    Some(t)
+}
+
+const CLAIMS_COLUMNS: [&str; 8] = [
+    "workload",
+    "delayed / xen bytes",
+    "predictive / xen bytes",
+    "predictive / xen total",
+    "predictive / downtime bytes",
+    "predictive / downtime total",
+    "best seed / xen bytes (<= 0.9)",
+    "best seed / QEMU bytes (<= 0.75)",
+];
+
 /// How a system is named in tables and plots.
 fn system_name(s: &str) -> String {
     match s {
         QEMU => "QEMU".into(),
         QEMU_POSTCOPY => "QEMU postcopy".into(),
+        QEMU_AUTO_CONVERGE => "QEMU auto-converge".into(),
         s => format!("Ferry {s}"),
     }
 }
@@ -426,5 +482,44 @@ mod tests {
         let md = migrate_tables(&p, &records, &["postcopy".to_string()]);
         assert!(md.contains("#### Post-copy, unlimited"), "{md}");
         assert!(md.contains("| Ferry postcopy "), "{md}");
+    }
+
+    #[test]
+    fn seed_claims_are_ratios_against_xen_and_downtime() {
+        let run = |system: &str, total: f64, bytes: u64| {
+            let mut r = ferry_record(0, true, total, bytes);
+            r.system = system.into();
+            r
+        };
+        let records = vec![
+            run("xen", 100.0, 1000),
+            run("delayed", 90.0, 900),
+            run("predictive", 50.0, 800),
+            run("downtime", 200.0, 1600),
+        ];
+        let mut p = plan(&test_args(&["--no-qemu", "--workloads", "idle"])).unwrap();
+        p.bandwidths.retain(|b| b.label == "unlimited");
+        let systems: Vec<String> = ["xen", "delayed", "predictive", "downtime"]
+            .map(String::from)
+            .to_vec();
+        let md = migrate_tables(&p, &records, &systems);
+        assert!(md.contains("#### The seeds' claims, unlimited"), "{md}");
+        let claims = md.split("#### The seeds' claims").nth(1).unwrap();
+        let row: Vec<&str> = claims
+            .lines()
+            .find(|l| l.starts_with("| idle "))
+            .unwrap_or_else(|| panic!("{md}"))
+            .split('|')
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            row[2..10],
+            [
+                "0.90x", "0.80x", "0.50x", "0.50x", "0.25x", "0.80x", "-", ""
+            ],
+            "{md}"
+        );
+        let md = migrate_tables(&p, &records, &systems[..1]);
+        assert!(!md.contains("seeds' claims"), "{md}");
     }
 }
