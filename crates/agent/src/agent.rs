@@ -29,7 +29,7 @@ pub struct Agent {
     pub(crate) store: Store,
     pub(crate) orders: Mutex<OrderMemory>,
     keeper: Mutex<Option<LeaseKeeper>>,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     metrics_server: Option<MetricsServer>,
 }
 

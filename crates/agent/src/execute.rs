@@ -70,6 +70,9 @@ impl Agent {
                 None
             };
             if let Some((side, report)) = step {
+                if report.stage.is_final() {
+                    self.metrics.order_ended(side, &report);
+                }
                 self.report_side(order, side, &report);
             }
         }
@@ -105,6 +108,14 @@ impl Agent {
         use Side::Destination as D;
         let host = &self.config.host;
         let Some(mine) = &view.destination else {
+            if let Some(s) = view.source.as_ref().filter(|s| s.stage.is_final()) {
+                // The source gave up before this side began: nothing to receive.
+                let why = s.error.as_deref().unwrap_or("no reason given");
+                return Some((
+                    D,
+                    SideReport::failed(host, format!("the source failed: {why}")),
+                ));
+            }
             return Some((D, self.start_receiver(order)));
         };
         if mine.stage != Stage::Listening {

@@ -7,8 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use prometheus::{Counter, CounterVec, Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Counter, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, Opts, Registry,
+    TextEncoder,
+};
 
+use crate::order::{Side, SideReport};
 use crate::report::HostReport;
 
 /// Every series the agent exports, labelled by `host` (and `vm`).
@@ -31,6 +35,9 @@ pub struct Metrics {
     vm_guest_ops: CounterVec,
     vm_guest_pages: CounterVec,
     vm_dirty_rate: GaugeVec,
+    orders: CounterVec,
+    migration_bytes: Counter,
+    migration_downtime: Histogram,
     /// The VMs of the last report, to drop the series of those gone.
     known: std::sync::Mutex<Vec<String>>,
 }
@@ -113,6 +120,32 @@ impl Metrics {
                 "vm_dirty_rate_bytes_per_second",
                 "Dirty rate the running migration measures",
             )?,
+            orders: {
+                let c = CounterVec::new(
+                    Opts::new(
+                        "agent_orders_total",
+                        "Migration orders this agent ended, by its side and the outcome",
+                    ),
+                    &["side", "outcome"],
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            migration_bytes: counter(
+                "agent_migration_bytes_sent_total",
+                "Bytes sent by the migrations out of this host that ended",
+            )?,
+            migration_downtime: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "agent_migration_downtime_seconds",
+                        "Downtime of the migrations out of this host that completed",
+                    )
+                    .buckets(vec![0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0]),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
             known: Default::default(),
             registry,
         })
@@ -181,6 +214,19 @@ impl Metrics {
         let _ = self.vm_guest_ops.remove_label_values(&l);
         let _ = self.vm_guest_pages.remove_label_values(&l);
         let _ = self.vm_dirty_rate.remove_label_values(&l);
+    }
+
+    /// This agent's side of an order ended as `report` says.
+    pub fn order_ended(&self, side: Side, report: &SideReport) {
+        self.orders
+            .with_label_values(&[side.name(), report.stage.name()])
+            .inc();
+        if side == Side::Source {
+            self.migration_bytes.inc_by(report.bytes_sent as f64);
+            if let Some(ms) = report.downtime_ms {
+                self.migration_downtime.observe(ms / 1e3);
+            }
+        }
     }
 
     /// A report reached the store, or did not.

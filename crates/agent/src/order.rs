@@ -128,6 +128,19 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Its name, as in the store.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Listening => "listening",
+            Stage::Received => "received",
+            Stage::Migrating => "migrating",
+            Stage::Completed => "completed",
+            Stage::Failed => "failed",
+            Stage::InDoubt => "in-doubt",
+            Stage::Interrupted => "interrupted",
+        }
+    }
+
     /// True when this side has nothing more to do.
     pub fn is_final(self) -> bool {
         !matches!(self, Stage::Listening | Stage::Migrating)

@@ -70,6 +70,15 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: &AgentArgs) -> anyhow::Result<i32> {
+    // Absolute: the VM processes read it from their own working directory.
+    let secret_file = args
+        .secret_file
+        .as_deref()
+        .map(|p| {
+            std::fs::canonicalize(p)
+                .with_context(|| format!("cannot find the secret file {}", p.display()))
+        })
+        .transpose()?;
     let (_server, store) = if args.etcd.is_empty() {
         let socket = args
             .store_socket
@@ -94,15 +103,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<i32> {
         lease_ttl: args.lease_ttl,
         ferry: std::env::current_exe().context("cannot find the ferry executable")?,
         vms: args.vm.clone(),
-        // The VM processes read it from their own working directory.
-        secret_file: args
-            .secret_file
-            .as_deref()
-            .map(|p| {
-                std::fs::canonicalize(p)
-                    .with_context(|| format!("cannot find the secret file {}", p.display()))
-            })
-            .transpose()?,
+        secret_file,
         migration_ip: args.migration_ip,
     };
     let agent = agent::Agent::start(config)?;

@@ -170,6 +170,20 @@ impl LiveManager {
         let recent = recent_orders(&views, now_ms, cooldown_ms);
         for m in &plan.migrations {
             let vm = &pool.vms[m.vm];
+            // Its destination may be gone from the view (a lost host), so
+            // the engine may not see it in flight: one order at a time.
+            if let Some(id) = running
+                .values()
+                .filter_map(|v| v.order.as_ref())
+                .find(|o| &o.vm == vm)
+                .map(|o| &o.id)
+            {
+                self.log.write(
+                    "move-dropped",
+                    json!({ "vm": vm, "why": format!("order {id} still runs") }),
+                );
+                continue;
+            }
             if let Some(id) = recent.get(vm.as_str()) {
                 self.log.write(
                     "move-dropped",

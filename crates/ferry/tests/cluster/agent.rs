@@ -133,6 +133,37 @@ fn two_agents_carry_out_a_migration_order() {
     });
     assert_eq!(dst.stage, agent::Stage::Received, "{dst:?}");
     assert_moved(&t);
+    // Each side counted its end on /metrics.
+    for (port, side, outcome, series) in [
+        (
+            t.ports[0],
+            "source",
+            "completed",
+            "ferry_agent_orders_total",
+        ),
+        (
+            t.ports[1],
+            "destination",
+            "received",
+            "ferry_agent_orders_total",
+        ),
+        (
+            t.ports[0],
+            "",
+            "",
+            "ferry_agent_migration_downtime_seconds_count",
+        ),
+    ] {
+        let labels = [("side", side), ("outcome", outcome)];
+        let labels = if side.is_empty() {
+            &[][..]
+        } else {
+            &labels[..]
+        };
+        wait_for(&format!("{series} {labels:?} on /metrics"), LIMIT, || {
+            (value(&metrics(port)?, series, labels) == Some(1.0)).then_some(())
+        });
+    }
 }
 
 /// `web` runs on the second host, in its cgroup, its old process on the

@@ -142,6 +142,8 @@ pub struct TwoHosts {
     pub store: store::Store,
     /// `web`'s process on the first host.
     pub vm: Ping,
+    /// Each agent's /metrics port.
+    pub ports: [u16; 2],
     pub guard: Cleanup,
 }
 
@@ -162,17 +164,14 @@ pub fn two_hosts(tag: &str, vm: &str, extra: [&[&str]; 2]) -> TwoHosts {
         sockets: sockets.to_vec(),
         agents: Vec::new(),
     };
+    let ports = [free_port(), free_port()];
     let secret = secret_flag(&dirs[0]);
     let web = format!("web={vm}");
     let mut src: Vec<&OsStr> = vec![&secret[0], &secret[1], OsStr::new("--vm"), OsStr::new(&web)];
     src.extend(extra[0].iter().map(OsStr::new));
-    guard.agents.push(agent_with(
-        &dirs[0],
-        &names[0],
-        free_port(),
-        "agent.log",
-        &src,
-    ));
+    guard
+        .agents
+        .push(agent_with(&dirs[0], &names[0], ports[0], "agent.log", &src));
     let vm = wait_for("the first host's VM", LIMIT, || ping(&sockets[0]));
     let mut dst: Vec<&OsStr> = vec![
         &secret[0],
@@ -181,13 +180,9 @@ pub fn two_hosts(tag: &str, vm: &str, extra: [&[&str]; 2]) -> TwoHosts {
         store_socket.as_os_str(),
     ];
     dst.extend(extra[1].iter().map(OsStr::new));
-    guard.agents.push(agent_with(
-        &dirs[1],
-        &names[1],
-        free_port(),
-        "agent.log",
-        &dst,
-    ));
+    guard
+        .agents
+        .push(agent_with(&dirs[1], &names[1], ports[1], "agent.log", &dst));
     let store = store::Store::connect(&store::StoreConfig::Embedded {
         socket: store_socket.clone(),
         deadline: Duration::from_secs(2),
@@ -204,6 +199,7 @@ pub fn two_hosts(tag: &str, vm: &str, extra: [&[&str]; 2]) -> TwoHosts {
         store_socket,
         store,
         vm,
+        ports,
         guard,
     }
 }

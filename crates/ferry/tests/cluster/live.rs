@@ -1,5 +1,5 @@
 //! The whole loop on real processes, no command typed: a busy VM makes
-//! its host (0.5 CPUs) a hotspot; the manager sees it in the agents'
+//! its host (0.2 CPUs) a hotspot; the manager sees it in the agents'
 //! reports, orders the VM to the idle host (1 CPU) and logs why; the
 //! agents carry the order out; the order's end is logged, and the VM,
 //! busy on its new host too, is not moved back within its cooldown.
@@ -41,7 +41,9 @@ fn a_hotspot_is_relieved_by_a_migration_nobody_typed() {
     let mut t = two_hosts(
         "live",
         "dirtier,memory=64M,append=ws=8M",
-        [&[], &["--capacity", "1"]],
+        // A quota small enough to bind even when other work shares the
+        // machine's CPUs (a capacity is a cap, not a guarantee).
+        [&["--capacity", "0.2"], &["--capacity", "1"]],
     );
     let dir = TempDir::new("ferry-live-manager");
     t.guard.agents.push(manager(&t.store_socket, &dir));

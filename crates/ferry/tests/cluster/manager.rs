@@ -3,7 +3,8 @@
 //! one move that relieves a hotspot and logs why; a failed order is not
 //! retried before its cooldown; bad reports are left out with a reason;
 //! when the leader is killed the standby takes over and issues no order
-//! twice.
+//! twice; with etcd down it stops deciding and says so, and leads again
+//! when etcd is back.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -101,7 +102,7 @@ fn orders(store: &store::Store) -> Vec<agent::Order> {
 
 #[test]
 fn the_leader_orders_a_move_and_a_standby_takes_over_without_repeating_it() {
-    let etcd = Etcd::start("manager");
+    let mut etcd = Etcd::start("manager");
     let dir = TempDir::new("ferry-manager");
     let store = store::Store::connect(&store::StoreConfig::Etcd(store::EtcdConfig::new(vec![
         etcd.endpoint(),
@@ -170,6 +171,21 @@ fn the_leader_orders_a_move_and_a_standby_takes_over_without_repeating_it() {
         events(&log2, "order-ended").is_empty(),
         "the end was logged by m1 already"
     );
+
+    // etcd goes down: m2 says it stops deciding; back, m2 leads again.
+    etcd.kill();
+    wait_for("m2 to say the store is down", LIMIT, || {
+        (!events(&log2, "store-unavailable").is_empty()).then_some(())
+    });
+    etcd.restart();
+    wait_for("m2 to lead again", LIMIT, || {
+        (events(&log2, "leader").len() >= 2).then_some(())
+    });
+    let decided = events(&log2, "interval").len();
+    wait_for("m2 to decide again", LIMIT, || {
+        (events(&log2, "interval").len() >= decided + 3).then_some(())
+    });
+    assert_eq!(orders(&store).len(), 1, "still no order issued twice");
     stop.store(true, Ordering::SeqCst);
     reporter.join().unwrap();
 }
