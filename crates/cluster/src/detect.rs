@@ -92,6 +92,29 @@ impl DetectorKind {
     }
 }
 
+impl DetectorKind {
+    /// The detector of this kind with its one parameter (a threshold, or
+    /// a safety factor), the adaptive ones' `fallback` threshold (used
+    /// while the history is short) and Sandpiper's `k` of `n` window.
+    pub fn detector(self, parameter: f64, fallback: f64, k: usize, n: usize) -> Detector {
+        let safety = parameter;
+        match self {
+            DetectorKind::Threshold => Detector::Threshold {
+                threshold: parameter,
+            },
+            DetectorKind::Iqr => Detector::Iqr { safety, fallback },
+            DetectorKind::Mad => Detector::Mad { safety, fallback },
+            DetectorKind::Lr => Detector::Lr { safety, fallback },
+            DetectorKind::Lrr => Detector::Lrr { safety, fallback },
+            DetectorKind::Sandpiper => Detector::Sandpiper {
+                threshold: parameter,
+                k,
+                n,
+            },
+        }
+    }
+}
+
 impl std::str::FromStr for DetectorKind {
     type Err = UnknownName;
 

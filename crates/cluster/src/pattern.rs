@@ -52,6 +52,22 @@ impl PatternKind {
     }
 }
 
+impl PatternKind {
+    /// The pattern of this kind; `auto`'s thresholds and dwell are used
+    /// only by `auto`.
+    pub fn pattern(self, consolidate_below: f64, balance_above: f64, dwell: u32) -> Pattern {
+        match self {
+            PatternKind::Consolidate => Pattern::Consolidate,
+            PatternKind::Balance => Pattern::Balance,
+            PatternKind::Auto => Pattern::Auto {
+                consolidate_below,
+                balance_above,
+                dwell,
+            },
+        }
+    }
+}
+
 impl std::str::FromStr for PatternKind {
     type Err = UnknownName;
 

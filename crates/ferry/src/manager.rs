@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
-use cluster::{DetectorKind, MigrationLimits, Pattern, PatternKind, Selector};
+use cluster::{DetectorKind, MigrationLimits, PatternKind, Selector};
 use units::{Bandwidth, ByteSize};
 
 /// Arguments of `ferry manager`.
@@ -103,20 +103,16 @@ pub fn run(args: &ManagerArgs) -> anyhow::Result<i32> {
             store::StoreConfig::Etcd(store::EtcdConfig::new(args.etcd.clone())),
         ),
     };
-    let pattern = match args.pattern {
-        PatternKind::Consolidate => Pattern::Consolidate,
-        PatternKind::Balance => Pattern::Balance,
-        PatternKind::Auto => Pattern::Auto {
-            consolidate_below: args.consolidate_below,
-            balance_above: args.balance_above,
-            dwell: args.dwell,
-        },
-    };
+    let pattern = args
+        .pattern
+        .pattern(args.consolidate_below, args.balance_above, args.dwell);
     let policy = cluster::Config {
-        detector: manager::config::detector(
-            args.detector,
+        detector: args.detector.detector(
             args.detector_param
                 .unwrap_or(args.detector.default_parameter()),
+            manager::config::FALLBACK_THRESHOLD,
+            manager::config::SANDPIPER_WINDOW.0,
+            manager::config::SANDPIPER_WINDOW.1,
         ),
         selector: args.selector,
         pattern,

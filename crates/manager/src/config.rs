@@ -30,34 +30,7 @@ pub struct ManagerConfig {
     pub view: ViewSettings,
 }
 
-/// The detector of `kind` with its one parameter (a threshold or a safety
-/// factor), the adaptive ones' fallback threshold and Sandpiper's window
-/// as the simulator's defaults.
-pub fn detector(kind: cluster::DetectorKind, parameter: f64) -> cluster::Detector {
-    use cluster::{Detector, DetectorKind};
-    let (s, fallback) = (parameter, 0.7);
-    match kind {
-        DetectorKind::Threshold => Detector::Threshold { threshold: s },
-        DetectorKind::Iqr => Detector::Iqr {
-            safety: s,
-            fallback,
-        },
-        DetectorKind::Mad => Detector::Mad {
-            safety: s,
-            fallback,
-        },
-        DetectorKind::Lr => Detector::Lr {
-            safety: s,
-            fallback,
-        },
-        DetectorKind::Lrr => Detector::Lrr {
-            safety: s,
-            fallback,
-        },
-        DetectorKind::Sandpiper => Detector::Sandpiper {
-            threshold: s,
-            k: 3,
-            n: 5,
-        },
-    }
-}
+/// The adaptive detectors' threshold while a host's history is short,
+/// and Sandpiper's `k` of `n` window: the simulator's defaults.
+pub const FALLBACK_THRESHOLD: f64 = 0.7;
+pub const SANDPIPER_WINDOW: (usize, usize) = (3, 5);

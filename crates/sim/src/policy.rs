@@ -144,27 +144,7 @@ impl Policy {
         else {
             return None;
         };
-        let s = parameter;
-        Some(match detector {
-            DetectorKind::Threshold => Detector::Threshold { threshold: s },
-            DetectorKind::Iqr => Detector::Iqr {
-                safety: s,
-                fallback,
-            },
-            DetectorKind::Mad => Detector::Mad {
-                safety: s,
-                fallback,
-            },
-            DetectorKind::Lr => Detector::Lr {
-                safety: s,
-                fallback,
-            },
-            DetectorKind::Lrr => Detector::Lrr {
-                safety: s,
-                fallback,
-            },
-            DetectorKind::Sandpiper => Detector::Sandpiper { threshold: s, k, n },
-        })
+        Some(detector.detector(parameter, fallback, k, n))
     }
 }
 

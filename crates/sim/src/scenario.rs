@@ -218,15 +218,8 @@ impl Default for ManagerSettings {
 impl ManagerSettings {
     /// The pattern with its `auto` parameters.
     pub fn pattern(&self) -> Pattern {
-        match self.pattern {
-            PatternKind::Consolidate => Pattern::Consolidate,
-            PatternKind::Balance => Pattern::Balance,
-            PatternKind::Auto => Pattern::Auto {
-                consolidate_below: self.consolidate_below,
-                balance_above: self.balance_above,
-                dwell: self.dwell,
-            },
-        }
+        self.pattern
+            .pattern(self.consolidate_below, self.balance_above, self.dwell)
     }
 
     /// Checks every setting against the engine's ranges, whatever the
