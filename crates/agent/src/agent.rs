@@ -13,6 +13,7 @@ use store::{LeaseKeeper, Store, StoreConfig};
 use crate::config::AgentConfig;
 use crate::execute::OrderMemory;
 use crate::metrics::{Metrics, MetricsServer};
+use crate::power::{self, PowerOrder, power_key};
 use crate::report::{HostReport, host_key};
 use crate::sample::Sampler;
 use crate::vms::{self, VmProcess};
@@ -31,6 +32,10 @@ pub struct Agent {
     keeper: Mutex<Option<LeaseKeeper>>,
     pub(crate) metrics: Arc<Metrics>,
     metrics_server: Option<MetricsServer>,
+    /// Switched off by the manager (crate::power).
+    pub(crate) switched_off: AtomicBool,
+    /// The last thing said about the power order, not said again.
+    power_said: Mutex<String>,
 }
 
 impl Agent {
@@ -77,6 +82,8 @@ impl Agent {
             keeper: Mutex::new(None),
             metrics,
             metrics_server,
+            switched_off: AtomicBool::new(false),
+            power_said: Mutex::new(String::new()),
         })
     }
 
@@ -100,7 +107,8 @@ impl Agent {
     /// are forgotten.
     pub fn tick(&self) -> anyhow::Result<HostReport> {
         let vms = self.vms();
-        let report = self.sampler.lock().unwrap().sample(&self.cgroup, &vms)?;
+        let mut report = self.sampler.lock().unwrap().sample(&self.cgroup, &vms)?;
+        report.switched_off = self.obey_power(report.vms.len());
         self.vms.lock().unwrap().retain(|vm| {
             let alive = report.vms.iter().any(|r| r.name == vm.name)
                 || std::path::Path::new(&format!("/proc/{}", vm.pid)).exists();
@@ -119,6 +127,45 @@ impl Agent {
             tracing::warn!(host = %self.config.host, "cannot read the migration orders: {e:#}");
         }
         Ok(report)
+    }
+
+    /// Reads this host's power order and obeys it: off only when asked and
+    /// holding no VM. A store error or an unreadable order keeps the state.
+    fn obey_power(&self, vms: usize) -> bool {
+        let was = self.switched_off.load(Ordering::SeqCst);
+        let asked = match self.store.get(&power_key(&self.config.host)) {
+            Ok(None) => None,
+            Ok(Some(kv)) => match serde_json::from_slice::<PowerOrder>(&kv.value) {
+                Ok(o) => Some(o.power),
+                Err(e) => {
+                    self.say_power(format!("power order ignored: {e}"));
+                    return was;
+                }
+            },
+            Err(e) => {
+                self.say_power(format!("cannot read the power order: {e:#}"));
+                return was;
+            }
+        };
+        let off = power::obey(asked, vms);
+        if off != was {
+            self.say_power(if off { "switched off" } else { "switched on" }.into());
+        } else if asked == Some(power::Power::Off) && !off {
+            self.say_power(format!(
+                "asked to switch off but holds {vms} VM(s): stays on"
+            ));
+        }
+        self.switched_off.store(off, Ordering::SeqCst);
+        off
+    }
+
+    /// Logs a line about power once, until something else is said.
+    fn say_power(&self, line: String) {
+        let mut said = self.power_said.lock().unwrap();
+        if *said != line {
+            tracing::info!(host = %self.config.host, "{line}");
+            *said = line;
+        }
     }
 
     /// Puts `report` under the agent's lease, granting a new lease when

@@ -116,6 +116,12 @@ impl Agent {
                     SideReport::failed(host, format!("the source failed: {why}")),
                 ));
             }
+            if self.switched_off.load(std::sync::atomic::Ordering::SeqCst) {
+                return Some((
+                    D,
+                    SideReport::failed(host, format!("host {host} is switched off")),
+                ));
+            }
             return Some((D, self.start_receiver(order)));
         };
         if mine.stage != Stage::Listening {

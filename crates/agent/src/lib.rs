@@ -12,7 +12,8 @@
 //! Inside: [`agent`] (the loop) -> [`execute`] (carrying out migration
 //! [`order`]s as source or destination), [`vms`] (start, adopt, ask,
 //! receive) and [`sample`] (CPU, memory, guest counters over an interval)
-//! -> [`report`] (what is published) -> [`metrics`] (the Prometheus
+//! and [`power`] (switched off and on by the manager) -> [`report`] (what is
+//! published) -> [`metrics`] (the Prometheus
 //! registry and its HTTP endpoint).
 
 pub mod agent;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod execute;
 pub mod metrics;
 pub mod order;
+pub mod power;
 pub mod report;
 pub mod sample;
 pub mod vms;
@@ -27,4 +29,5 @@ pub mod vms;
 pub use agent::Agent;
 pub use config::{AgentConfig, VmSpec};
 pub use order::{Order, OrderMigration, OrderView, Side, SideReport, Stage};
+pub use power::{Power, PowerOrder, power_key};
 pub use report::{HostReport, VmReport, host_key};

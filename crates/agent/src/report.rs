@@ -29,6 +29,10 @@ pub struct HostReport {
     pub load_cpus: Option<f64>,
     /// Quota periods in which the host was throttled, so far.
     pub throttled_periods: u64,
+    /// The host is switched off (crate::power): it holds no VM and
+    /// accepts none until switched on.
+    #[serde(default)]
+    pub switched_off: bool,
     pub vms: Vec<VmReport>,
 }
 

@@ -55,6 +55,7 @@ impl Sampler {
             cpu_seconds: stat.usage.as_secs_f64(),
             load_cpus: load.map(|l| l.cpus),
             throttled_periods: stat.nr_throttled,
+            switched_off: false,
             vms: reports,
         })
     }

@@ -120,3 +120,62 @@ fn orders_it_cannot_carry_out_fail_with_a_reason() {
         .unwrap()
         .map(|cg| cg.remove());
 }
+
+#[test]
+fn an_empty_host_switches_off_when_told_refuses_vms_and_switches_on_again() {
+    use agent::{Order, Power, PowerOrder, Side, SideReport, Stage, power_key};
+    let dir = TempDir::new("agent-power");
+    let server = store::EmbeddedServer::start(dir.join("store.sock")).unwrap();
+    let host = format!("t-power-{}", std::process::id());
+    let agent = Agent::start(config(&dir, &host, server.config())).unwrap();
+    let store = server.store().unwrap();
+    assert!(!agent.tick().unwrap().switched_off);
+    let power = |p: Power| {
+        let o = PowerOrder {
+            power: p,
+            reason: "test".into(),
+            issued_unix_ms: 1,
+        };
+        store
+            .put(&power_key(&host), &serde_json::to_vec(&o).unwrap(), None)
+            .unwrap();
+    };
+    power(Power::Off);
+    assert!(agent.tick().unwrap().switched_off);
+    let kv = store.get(&host_key(&host)).unwrap().unwrap();
+    assert!(
+        serde_json::from_slice::<HostReport>(&kv.value)
+            .unwrap()
+            .switched_off
+    );
+    // Switched off, it takes no VM.
+    let order = Order {
+        id: "o1".into(),
+        vm: "vm1".into(),
+        from: "elsewhere".into(),
+        to: host.clone(),
+        reason: "test".into(),
+        issued_unix_ms: 1,
+        migration: Default::default(),
+    };
+    store
+        .put(
+            &agent::order::order_key("o1"),
+            &serde_json::to_vec(&order).unwrap(),
+            None,
+        )
+        .unwrap();
+    agent.tick().unwrap();
+    let kv = store
+        .get(&agent::order::side_key("o1", Side::Destination))
+        .unwrap()
+        .expect("the destination answered");
+    let side: SideReport = serde_json::from_slice(&kv.value).unwrap();
+    assert_eq!(side.stage, Stage::Failed);
+    assert!(side.error.unwrap().contains("switched off"));
+    // A garbled power order leaves the host as it was.
+    store.put(&power_key(&host), b"{bad", None).unwrap();
+    assert!(agent.tick().unwrap().switched_off);
+    power(Power::On);
+    assert!(!agent.tick().unwrap().switched_off);
+}

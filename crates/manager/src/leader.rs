@@ -166,6 +166,9 @@ impl LiveManager {
             }
         };
         self.log_interval(&pool, &plan, running.len());
+        if !crate::power::apply(&self.store, leadership, &mut self.log, &pool, &plan, now_ms)? {
+            return Ok(false);
+        }
         let cooldown_ms = (self.config.policy.limits.vm_cooldown_s * 1e3) as u64;
         let recent = recent_orders(&views, now_ms, cooldown_ms);
         for m in &plan.migrations {

@@ -6,11 +6,13 @@
 //!
 //! Inside: [`leader`] (election, the interval, orders) -> [`view`] (the
 //! agents' reports into a `cluster::PoolView`, bad reports left out) and
-//! [`log`] (the decision log); [`config`] is what the binary fills in.
+//! [`log`] (the decision log), and `power` (hosts switched off and on);
+//! [`config`] is what the binary fills in.
 
 pub mod config;
 pub mod leader;
 pub mod log;
+mod power;
 pub mod view;
 
 pub use config::ManagerConfig;

@@ -192,7 +192,7 @@ impl Monitor {
                 net_mbps: 0.0,
                 cpu_overhead: (r.load_cpus.unwrap_or(0.0) - vm_load).max(0.0),
                 power_model: 0,
-                on: true,
+                on: !r.switched_off,
             });
         }
         // A VM named by two hosts cannot be placed: leave both copies out.

@@ -41,6 +41,7 @@ fn report(host: &str, load: f64, vms: Vec<VmReport>, rev: i64) -> store::KeyValu
         cpu_seconds: 0.0,
         load_cpus: Some(load),
         throttled_periods: 0,
+        switched_off: false,
         vms,
     };
     kv(&agent::host_key(host), serde_json::to_vec(&r).unwrap(), rev)
@@ -104,4 +105,24 @@ fn a_report_that_stops_changing_goes_stale() {
     let kvs = vec![report("h1", 0.5, vec![vm("a", "running", 1.0)], 8)];
     let pool = m.build(&kvs, &BTreeMap::new(), &SETTINGS, 0.0, 0);
     assert_eq!(pool.view.vms[0].history, [0.25, 0.5]);
+}
+
+#[test]
+fn a_switched_off_host_is_off_in_the_view() {
+    let mut m = Monitor::default();
+    let mut off = report("h2", 0.0, vec![], 5);
+    let mut r: HostReport = serde_json::from_slice(&off.value).unwrap();
+    r.switched_off = true;
+    off.value = serde_json::to_vec(&r).unwrap();
+    let kvs = vec![report("h1", 0.5, vec![vm("a", "running", 0.5)], 4), off];
+    let pool = m.build(&kvs, &BTreeMap::new(), &SETTINGS, 0.0, 0);
+    assert_eq!(pool.hosts, ["h1", "h2"]);
+    assert!(pool.view.hosts[0].on);
+    assert!(!pool.view.hosts[1].on);
+    // A report from before power orders existed reads as on.
+    let old: HostReport = serde_json::from_str(
+        r#"{"host":"h3","unix_ms":0,"interval_ms":1000,"capacity_cpus":1.0,"cpu_seconds":0.0,"load_cpus":null,"throttled_periods":0,"vms":[]}"#,
+    )
+    .unwrap();
+    assert!(!old.switched_off);
 }

@@ -20,12 +20,16 @@ use crate::harness::{Cleanup, FERRY, LIMIT, events};
 /// 0.8, one migration per host, a 10-minute cooldown; its decision log is
 /// `dir`/NAME.jsonl.
 fn manager(etcd: &Etcd, dir: &TempDir, name: &str) -> Child {
+    manager_with(etcd, dir, name, "balance")
+}
+
+fn manager_with(etcd: &Etcd, dir: &TempDir, name: &str, pattern: &str) -> Child {
     Command::new(FERRY)
         .args(["manager", "--name", name, "--etcd", &etcd.endpoint()])
         .args(["--interval", "200ms", "--lease-ttl", "2s"])
         .args([
             "--pattern",
-            "balance",
+            pattern,
             "--detector",
             "thr",
             "--detector-param",
@@ -50,6 +54,7 @@ fn host(name: &str, load: f64, vms: Vec<VmReport>) -> HostReport {
         cpu_seconds: 0.0,
         load_cpus: Some(load),
         throttled_periods: 0,
+        switched_off: false,
         vms,
     }
 }
@@ -69,21 +74,22 @@ fn vm(name: &str, load: f64) -> VmReport {
     }
 }
 
-/// Publishes the agents' reports every 100 ms until stopped, as live
-/// agents do (a report that stops changing is stale).
-fn report_forever(store: store::Store, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+/// Publishes `reports()` (and a garbled one for h3) every 100 ms until
+/// stopped, as live agents do (a report that stops changing is stale).
+fn report_forever(
+    store: store::Store,
+    stop: Arc<AtomicBool>,
+    reports: fn() -> Vec<HostReport>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut n = 0u64;
         while !stop.load(Ordering::SeqCst) && n < 3000 {
             n += 1;
-            let mut hot = host("h1", 0.95, vec![vm("web", 0.9)]);
-            let mut cold = host("h2", 0.05, Vec::new());
-            let mut impossible = host("h4", 7.0, Vec::new());
-            for r in [&mut hot, &mut cold, &mut impossible] {
+            for mut r in reports() {
                 r.unix_ms = n;
                 let _ = store.put(
                     &agent::host_key(&r.host),
-                    &serde_json::to_vec(r).unwrap(),
+                    &serde_json::to_vec(&r).unwrap(),
                     None,
                 );
             }
@@ -91,6 +97,15 @@ fn report_forever(store: store::Store, stop: Arc<AtomicBool>) -> std::thread::Jo
             std::thread::sleep(Duration::from_millis(100));
         }
     })
+}
+
+/// A hotspot (h1), a light host (h2) and an impossible report (h4).
+fn hotspot() -> Vec<HostReport> {
+    vec![
+        host("h1", 0.95, vec![vm("web", 0.9)]),
+        host("h2", 0.05, Vec::new()),
+        host("h4", 7.0, Vec::new()),
+    ]
 }
 
 fn orders(store: &store::Store) -> Vec<agent::Order> {
@@ -109,7 +124,7 @@ fn the_leader_orders_a_move_and_a_standby_takes_over_without_repeating_it() {
     ])))
     .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let reporter = report_forever(store.clone(), stop.clone());
+    let reporter = report_forever(store.clone(), stop.clone(), hotspot);
     let mut managers = Cleanup::default();
     managers.agents.push(manager(&etcd, &dir, "m1"));
     let (log1, log2) = (dir.join("m1.jsonl"), dir.join("m2.jsonl"));
@@ -186,6 +201,53 @@ fn the_leader_orders_a_move_and_a_standby_takes_over_without_repeating_it() {
         (events(&log2, "interval").len() >= decided + 3).then_some(())
     });
     assert_eq!(orders(&store).len(), 1, "still no order issued twice");
+    stop.store(true, Ordering::SeqCst);
+    reporter.join().unwrap();
+}
+
+/// Two light hosts and a host already switched off (h5).
+fn light() -> Vec<HostReport> {
+    let mut off = host("h5", 0.0, Vec::new());
+    off.switched_off = true;
+    vec![
+        host("h1", 0.1, vec![vm("a", 0.1)]),
+        host("h2", 0.3, vec![vm("b", 0.3)]),
+        off,
+    ]
+}
+
+#[test]
+fn consolidation_switches_the_emptied_host_off() {
+    let etcd = Etcd::start("manager-power");
+    let dir = TempDir::new("ferry-manager-power");
+    let store = store::Store::connect(&store::StoreConfig::Etcd(store::EtcdConfig::new(vec![
+        etcd.endpoint(),
+    ])))
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reporter = report_forever(store.clone(), stop.clone(), light);
+    let mut managers = Cleanup::default();
+    managers
+        .agents
+        .push(manager_with(&etcd, &dir, "m1", "consolidate"));
+    let log = dir.join("m1.jsonl");
+    let order = wait_for("an order", LIMIT, || orders(&store).into_iter().next());
+    assert_eq!(
+        (order.vm.as_str(), order.from.as_str(), order.to.as_str()),
+        ("a", "h1", "h2")
+    );
+    assert_eq!(order.reason, "coldspot");
+    let power = wait_for("h1's power order", LIMIT, || {
+        store.get(&agent::power_key("h1")).unwrap()
+    });
+    let power: agent::PowerOrder = serde_json::from_slice(&power.value).unwrap();
+    assert_eq!(power.power, agent::Power::Off);
+    let off = events(&log, "switch-off");
+    assert_eq!(off.len(), 1, "written once: {off:?}");
+    assert_eq!(off[0]["host"], "h1");
+    // The receiving host is on and h5, off, is not woken for nothing.
+    assert!(store.get(&agent::power_key("h2")).unwrap().is_none());
+    assert!(store.get(&agent::power_key("h5")).unwrap().is_none());
     stop.store(true, Ordering::SeqCst);
     reporter.join().unwrap();
 }
