@@ -122,6 +122,7 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
             let host = host.clone();
             move |vm: &vmm::Vm| host.arriving(vm)
         })),
+        events: Some(host.events().clone()),
     };
     let received = receive_unless_shutdown(source, &mut factory, &opts, &host);
     let received = match received {

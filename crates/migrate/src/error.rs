@@ -121,6 +121,8 @@ pub enum VmOp {
     StartPostcopy,
     /// Destination: a [`PostcopyMemory`](crate::PostcopyMemory) operation (fault, install, finish).
     PostcopyMemory,
+    /// Destination: a [`Fence`](crate::Fence) operation (lease lapsed or renewed).
+    Fence,
 }
 
 impl fmt::Display for VmOp {
@@ -137,6 +139,7 @@ impl fmt::Display for VmOp {
             VmOp::Resume => "resume after Commit",
             VmOp::StartPostcopy => "start post-copy",
             VmOp::PostcopyMemory => "post-copy memory",
+            VmOp::Fence => "fence (post-copy lease)",
         })
     }
 }

@@ -86,3 +86,54 @@ fn a_source_killed_in_post_copy_leaves_the_vm_nowhere_not_twice() {
         assert_one_after_other(&read_serial(&src.serial), &d);
     }
 }
+
+/// docs/SAFETY.md row 18: a link that stalls after the switch. The
+/// destination's lease lapses with no renewal: it fences the VM (paused,
+/// and says so), and no guest output follows the fence. Once the source
+/// has waited the lease out it reports that the VM runs nowhere.
+#[test]
+fn a_stalled_link_in_post_copy_fences_the_destination() {
+    let _g = serial();
+    let dir = TempDir::new("postcopy-stall");
+    let secret = dir.secret("secret");
+    let src = Vm::boot(dir.path(), "src");
+    let mut dest = Dest::start(dir.path(), "dst", &secret, &[]);
+    let stall = Fault::new(Dir::ToDest, PAGES, Action::Stall).disarmed();
+    let proxy = start_proxy(dest.socket_addr(), stall);
+    let mut m = src.start_migrate(
+        dir.path(),
+        "migrate",
+        &proxy.addr.to_string(),
+        &secret,
+        &[
+            "--strategy",
+            "postcopy",
+            "--max-bandwidth",
+            "50Mbit",
+            "--lease",
+            "300ms",
+        ],
+    );
+    src.wait_progress("post-copy", |phase, _, _| phase == "postcopy");
+    proxy.arm();
+    wait_fired(&proxy);
+    wait_for("the destination to fence itself", PATIENCE, || {
+        dest.proc
+            .stderr_text()
+            .contains("lease lapsed")
+            .then_some(())
+    });
+    let at_fence = read_serial(&dest.serial).heartbeats.len();
+    // The stall outlasts the stall timeout: both sides give up.
+    dest.proc.assert_failed_with(PATIENCE, &["no progress"]);
+    let st = m.wait(PATIENCE);
+    assert!(!st.success(), "migrate: {}", m.stdout_text());
+    let report = report_of(&m);
+    assert_eq!(report["vm_location"], "nowhere", "{report}");
+    let outcome = report["outcome"].as_str().unwrap_or_default();
+    assert!(outcome.contains("lease ran out"), "{report}");
+    let d = read_serial(&dest.serial);
+    assert_eq!(d.heartbeats.len(), at_fence, "guest output after the fence");
+    assert!(d.verify_fail.is_empty(), "{d:?}");
+    drop(proxy);
+}

@@ -6,6 +6,7 @@
 //! before Commit discards everything received. `session` holds the state
 //! machine; its `Stage` enum draws it.
 
+mod lease;
 mod postcopy;
 mod session;
 #[cfg(test)]
@@ -109,6 +110,9 @@ pub struct ReceiveReport {
     /// The faults' waits added up: how long vCPUs stood still for pages, ms.
     #[serde(default)]
     pub fault_wait_ms: f64,
+    /// Times the post-copy lease lapsed and the VM was fenced (paused).
+    #[serde(default)]
+    pub lease_lapses: u64,
 }
 
 /// A VM that arrived and now runs here (or is paused, if it was paused on

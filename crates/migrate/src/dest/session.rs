@@ -48,9 +48,15 @@ use crate::vm::{DestinationVm, VmFactory};
 ///                                      ^  | Pages, ZeroPages: pages of the set
 ///                                      +--+ not received yet, installed; faults
 ///                                         | on missing pages send PageRequests
+///                                      ^  | LeaseGrant(n): lease extended; the
+///                                      +--+ watchdog fences the vCPUs when it
+///                                         | lapses, a later grant lifts that
 ///                                         | PostcopyEnd, every page of the set
 ///                                         v received: stop intercepting,
-///                                      Running        send PostcopyDone
+///                                      AwaitRelease   send PostcopyDone
+///                                         | LeaseGrant(FINAL) (no lease: at once)
+///                                         v
+///                                      Running        the VM is ours for good
 ///
 /// Any other message, an Abort, the connection closing, a stall or a
 /// failure in any stage before Running: send Abort (unless the source
@@ -66,6 +72,7 @@ pub(super) enum Stage {
     AwaitState,
     AwaitCommit,
     Postcopy,
+    AwaitRelease,
     Running,
 }
 
@@ -79,6 +86,7 @@ impl Stage {
             Stage::AwaitState => "after the final round, expecting State",
             Stage::AwaitCommit => "expecting Commit",
             Stage::Postcopy => "in post-copy",
+            Stage::AwaitRelease => "after PostcopyDone, expecting the final LeaseGrant",
             Stage::Running => "after Commit",
         }
     }
@@ -95,6 +103,8 @@ pub(super) struct Receiver<'o, VM> {
     pub(super) keep_paused: bool,
     /// We told the source we can take the VM in post-copy.
     pub(super) postcopy_accepted: bool,
+    /// When Ready left: a post-copy lease's first period counts from here.
+    pub(super) ready_at: Option<Instant>,
 }
 
 /// The writer, shared in post-copy with the thread that requests pages.
@@ -132,6 +142,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
             stage: Stage::AwaitStart,
             keep_paused: false,
             postcopy_accepted: false,
+            ready_at: None,
         }
     }
 
@@ -153,7 +164,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         self.restore_state(&arrival.config, state, w)?;
         self.await_commit(r, arrival.migration_id)?;
         match arrival.postcopy.take() {
-            None => self.resume(w),
+            None => self.resume(w, true),
             Some(switch) => self.postcopy(r, w, switch, &arrival.layout),
         }
     }
@@ -391,6 +402,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
                 source,
             })?;
         let mut w = lock(w);
+        self.ready_at = Some(Instant::now());
         w.ready()
             .and_then(|()| w.flush())
             .map_err(self.wire("sending Ready"))?;
@@ -421,14 +433,19 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
     }
 
     /// Commit read -> Running: start the vCPUs (unless the VM was paused on
-    /// the source) and acknowledge.
-    pub(super) fn resume<W: Write>(&mut self, w: &SharedWriter<W>) -> Result<(), MigrateError> {
+    /// the source, or `start` is false: its post-copy lease lapsed already
+    /// and the next grant starts it) and acknowledge.
+    pub(super) fn resume<W: Write>(
+        &mut self,
+        w: &SharedWriter<W>,
+        start: bool,
+    ) -> Result<(), MigrateError> {
         let t_commit = Instant::now();
         let keep_paused = self.keep_paused;
         // Held from before the vCPUs start: in post-copy their first fault
         // must not put a PageRequest on the wire ahead of Resumed.
         let mut w = lock(w);
-        if !keep_paused {
+        if !keep_paused && start {
             self.vm_mut()?.resume().map_err(|source| MigrateError::Vm {
                 op: VmOp::Resume,
                 source,

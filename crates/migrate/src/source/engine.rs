@@ -93,6 +93,10 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) switch: PostcopySwitch,
     /// After a switch to post-copy: the pages the destination must fetch.
     pub(super) postcopy: Option<DirtyBitmap>,
+    /// The post-copy lease period (zero: none).
+    pub(super) lease: Duration,
+    /// When the last lease went out (Commit, then each grant).
+    pub(super) granted_at: Option<Instant>,
 }
 
 impl<'a, V: SourceVm> Engine<'a, V> {
@@ -134,6 +138,8 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             postcopy_offered: session.capabilities.contains(Capabilities::POSTCOPY),
             switch: opts.postcopy_switch.clone(),
             postcopy: None,
+            lease: opts.lease,
+            granted_at: None,
         }
     }
 }

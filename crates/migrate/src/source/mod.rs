@@ -10,6 +10,7 @@ mod commit;
 mod connect;
 mod engine;
 mod incoming;
+mod lease;
 mod meter;
 mod options;
 mod postcopy;
@@ -33,6 +34,7 @@ use incoming::Incoming;
 use meter::{Meter, WRITE_SLICE, min_bandwidth};
 
 pub use engine::MAX_ROUNDS;
+pub use lease::{DEFAULT_LEASE, lease_margin};
 pub use options::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_DOWNTIME, DEFAULT_STALL_TIMEOUT, MigrationFailure,
     SourceOptions,

@@ -55,6 +55,9 @@ pub struct SourceOptions {
     pub migration_id: u64,
     /// Told of each phase, round and the end, on the migration's thread.
     pub observer: Option<Observer>,
+    /// In post-copy, the destination runs the VM only while it holds a
+    /// lease this long that the source renews (`--lease`; zero: none).
+    pub lease: Duration,
 }
 
 impl SourceOptions {
@@ -76,6 +79,7 @@ impl SourceOptions {
             offer: Offer::default(),
             migration_id: u64::from_le_bytes(wire::nonce()[..8].try_into().expect("8 bytes")),
             observer: None,
+            lease: super::DEFAULT_LEASE,
         }
     }
 }

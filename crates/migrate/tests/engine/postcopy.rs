@@ -169,6 +169,37 @@ fn a_cut_after_the_switch_leaves_the_vm_paused_on_the_source_only() {
     assert_eq!((log.resumed, log.discarded), (1, 1), "{log:?}");
 }
 
+/// A link that stalls after the switch: the destination's lease runs out
+/// with no renewal and it fences the VM; the source waits out the lease
+/// and then knows the VM runs nowhere (paused here as at the switch).
+#[test]
+fn a_stall_after_the_switch_fences_the_destination() {
+    let mut vm = FakeVm::new(busy_spec(16)).unwrap();
+    let factory = FakeFactory::default();
+    let fault = Fault::new(Dir::ToDest, PAGES, Action::Stall)
+        .nth(20)
+        .at(Spot::Before);
+    let mut opts = source_opts("postcopy");
+    opts.link_bandwidth = Some(Bandwidth::parse("100Mbit").unwrap());
+    opts.lease = Duration::from_millis(200);
+    let (res, d) = run(
+        &mut vm,
+        opts,
+        factory.clone(),
+        dest_opts(1 << 30),
+        Some(fault),
+    );
+    let fail = res.expect_err("post-copy must fail");
+    let text = fail.report.outcome.to_string();
+    assert!(text.contains("lease ran out"), "{text}");
+    assert_eq!(fail.report.vm_location, VmLocation::Nowhere);
+    assert!(!vm.calls.contains(&"resume"), "{:?}", vm.calls);
+    assert!(d.is_err());
+    let log = factory.log();
+    assert!(log.fenced >= 1, "the destination never fenced: {log:?}");
+    assert_eq!((log.resumed, log.discarded), (1, 1), "{log:?}");
+}
+
 /// A destination that follows the protocol up to the resume, then asks for
 /// a page outside guest memory: the source refuses with one error and keeps
 /// the VM paused.
