@@ -134,6 +134,10 @@ pub struct MigrateRequest {
     /// lease of this many ms that the source renews (10 to 60000; default 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ms: Option<u64>,
+    /// In post-copy, how long a broken link may take to come back, ms (0:
+    /// give up at once; default 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_timeout_ms: Option<u64>,
     /// File holding the migration secret shared with the destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<String>,

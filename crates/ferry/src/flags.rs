@@ -86,6 +86,11 @@ pub struct MigrationArgs {
     /// "Leases"); with none it pauses itself.
     #[arg(long, default_value = "500ms", value_name = "DURATION", value_parser = lease)]
     pub lease: Duration,
+    /// In post-copy, how long a broken link may take to come back: the
+    /// source reconnects (authenticating again) with backoff until then;
+    /// 0s gives up at once.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = units::parse_duration)]
+    pub recovery_timeout: Duration,
 }
 
 /// A post-copy lease: a duration from 10ms to 60s.
@@ -115,6 +120,9 @@ impl MigrationArgs {
                 .map(|t| u64::try_from(t.as_millis().max(1)).unwrap_or(u64::MAX)),
             on_timeout: Some(self.on_timeout.name().to_string()),
             lease_ms: Some(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX)),
+            recovery_timeout_ms: Some(
+                u64::try_from(self.recovery_timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
             ..MigrateRequest::default()
         })
     }

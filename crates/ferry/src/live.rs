@@ -49,6 +49,11 @@ pub struct ReceiveArgs {
     /// 1M in whole pages (docs/MIGRATION.md, "Block size").
     #[arg(long, default_value = "64K", value_name = "SIZE", value_parser = crate::flags::fault_block)]
     pub postcopy_block: u64,
+    /// In post-copy, how long to wait for the source to reconnect after the
+    /// link broke, a duration such as 30s (0s: give up at once). The VM is
+    /// fenced meanwhile once its lease lapses.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = units::parse_duration)]
+    pub recovery_timeout: Duration,
     #[command(flatten)]
     pub output: SerialArgs,
 }
@@ -102,6 +107,7 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
     let mut opts = migrate::DestOptions::new(secret, max_memory);
     opts.accept_timeout = args.accept_timeout;
     opts.fault_block_pages = args.postcopy_block;
+    opts.recovery_timeout = args.recovery_timeout;
     let gate = migrate::listen(listener, &opts)?;
     tracing::info!(vm = %host.id(), "waiting for a VM on {}", gate.local_addr());
     let source = match next_unless_shutdown(&gate, opts.accept_timeout, &host) {
@@ -112,8 +118,7 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
         }
         Err(e) => return Err(e).context("incoming migration failed; nothing runs here"),
     };
-    // Nobody else gets in: close the port and cut every other handshake.
-    drop(gate);
+    // The port stays open only for this source to reconnect in post-copy.
     let mut factory = crate::adapter::Factory {
         serial: Some(args.output.sink(0)?),
         // The API says where the arriving VM's status page is, so a
@@ -124,7 +129,8 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
         })),
         events: Some(host.events().clone()),
     };
-    let received = receive_unless_shutdown(source, &mut factory, &opts, &host);
+    let received = receive_unless_shutdown(source, &gate, &mut factory, &opts, &host);
+    drop(gate);
     let received = match received {
         Ok(r) => r,
         Err(_) if host.shutdown_requested() => {
@@ -170,6 +176,7 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
 /// to the source) unless it is already past Commit.
 fn receive_unless_shutdown(
     source: Admitted<Session>,
+    gate: &Gate<Session>,
     factory: &mut crate::adapter::Factory,
     opts: &migrate::DestOptions,
     host: &Instance,
@@ -187,7 +194,7 @@ fn receive_unless_shutdown(
                 std::thread::sleep(SHUTDOWN_POLL);
             }
         });
-        let received = migrate::receive(source, factory, opts);
+        let received = migrate::receive_with(source, Some(gate), factory, opts);
         done.store(true, Ordering::SeqCst);
         Ok(received?)
     })

@@ -294,6 +294,9 @@ pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
     if let Some(l) = lease {
         opts.lease = l;
     }
+    if let Some(ms) = req.recovery_timeout_ms {
+        opts.recovery_timeout = Duration::from_millis(ms);
+    }
     Ok(opts)
 }
 

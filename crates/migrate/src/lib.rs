@@ -42,8 +42,8 @@ pub use convergence::{LimitError, LimitReached, Limits, OnTimeout, OnTimeoutErro
 #[cfg(feature = "fuzzing")]
 pub use dest::fuzz_session;
 pub use dest::{
-    DestOptions, FAULT_BLOCK_PAGES, MAX_FAULT_BLOCK_PAGES, ReceiveReport, Received, accept_one,
-    listen, receive,
+    DEFAULT_RECOVERY_TIMEOUT, DestOptions, FAULT_BLOCK_PAGES, MAX_FAULT_BLOCK_PAGES, ReceiveReport,
+    Received, accept_one, listen, receive, receive_with,
 };
 pub use error::{MigrateError, VmOp};
 pub use events::{MigrationEvent, Observer};

@@ -102,6 +102,8 @@ fn every_message_round_trips() {
         flags: LeaseGrant::FINAL,
     };
     w.lease_grant(&last).unwrap();
+    w.reattach(&Reattach { migration_id: 42 }).unwrap();
+    w.reattached(&[0b110, 0]).unwrap();
     let written = w.bytes_written();
     assert_eq!(written, buf.len() as u64);
 
@@ -155,6 +157,10 @@ fn every_message_round_trips() {
     assert!(matches!(r.next("").unwrap(), Message::LeaseRequest(x) if x.seq == 7));
     assert!(matches!(r.next("").unwrap(), Message::LeaseGrant(x) if x == grant));
     assert!(matches!(r.next("").unwrap(), Message::LeaseGrant(x) if x == last && x.is_final()));
+    assert!(matches!(r.next("").unwrap(), Message::Reattach(x) if x.migration_id == 42));
+    assert!(
+        matches!(r.next("").unwrap(), Message::Reattached(x) if x.pages == 2 && x.bitmap.len() == 16)
+    );
     let e = r.next("waiting for more").unwrap_err();
     assert!(matches!(e, WireError::Closed { .. }));
     assert!(e.to_string().contains("waiting for more"));
@@ -201,6 +207,10 @@ fn malformed_postcopy_messages_are_refused() {
     assert!(grant(1, 2).contains("unknown flags 0x2"));
     assert!(grant(0, 0).contains("request 0"));
     assert!(decode(kind::LEASE_REQUEST, &[0; 4]).contains("too short"));
+    // A Reattached whose count does not match its bitmap.
+    let mut p = 3u64.to_le_bytes().to_vec();
+    p.extend_from_slice(&1u64.to_le_bytes());
+    assert!(decode(kind::REATTACHED, &p).contains("announces 3 pages but its bitmap has 1"));
 }
 
 #[test]

@@ -90,6 +90,15 @@ impl Lease {
         self.state().lapses
     }
 
+    /// A new link replaced a broken one: requests sent on the old one will
+    /// never be answered. Called with the writer locked, so that no request
+    /// recorded before goes out on the new link.
+    pub(super) fn relinked(&self) {
+        let mut s = self.state();
+        s.asked.clear();
+        s.next_ask = Instant::now();
+    }
+
     /// Whether the source gave the VM up for good.
     pub(super) fn owned(&self) -> bool {
         self.state().owned
@@ -200,15 +209,18 @@ pub(super) fn watch(lease: &Lease, stop: &AtomicBool) -> Result<(), MigrateError
 }
 
 /// The requesting thread: asks the source to renew, every quarter lease.
-/// A failed write ends it (the session thread sees the broken link too).
+/// A request is recorded and written under the writer's lock, so a
+/// reconnection (which swaps the writer) never sees half of it. A failed
+/// write is left to the session thread, which sees the broken link too.
 pub(super) fn ask<W: Write + Send>(lease: &Lease, w: &SharedWriter<W>, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) && !lease.owned() {
-        if let Some(req) = lease.due() {
-            let mut w = lock(w);
-            if w.lease_request(&req).and_then(|()| w.flush()).is_err() {
-                return;
-            }
+        let mut w = lock(w);
+        if let Some(req) = lease.due()
+            && let Err(e) = w.lease_request(&req).and_then(|()| w.flush())
+        {
+            tracing::debug!("lease request not sent: {e}");
         }
+        drop(w);
         std::thread::sleep(lease.tick());
     }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use wire::{Message, MessageReader, PageRequest, PostcopyBegin, PostcopyDone, PostcopyEnd};
 
 use super::lease::{self, Lease};
+use super::relink::{Relink, resume_link};
 use super::session::{Receiver, SharedWriter, Stage, lock};
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
 use crate::error::{MigrateError, VmOp};
@@ -62,6 +63,10 @@ pub(super) struct Switch {
     block: u64,
     /// The lease period PostcopyBegin set, and how to fence (none: no lease).
     lease: Option<(Duration, Arc<dyn Fence>)>,
+    /// Bumped at each reconnection: the fault thread forgets what it asked
+    /// for on the link that broke.
+    pub(super) epoch: AtomicU64,
+    layout: Arc<PageLayout>,
 }
 
 /// Faults waiting for their page, and how long the served ones waited.
@@ -177,6 +182,8 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             faults: FaultLog::default(),
             block: self.opts.fault_block_pages.clamp(1, MAX_FAULT_BLOCK_PAGES),
             lease,
+            epoch: AtomicU64::new(0),
+            layout: Arc::clone(layout),
         })
     }
 
@@ -189,6 +196,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         w: &SharedWriter<W>,
         switch: Switch,
         layout: &Arc<PageLayout>,
+        relink: Option<Relink<'_, R, W>>,
     ) -> Result<(), MigrateError> {
         let started = Instant::now();
         let stop = AtomicBool::new(false);
@@ -208,7 +216,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                         watchdog = Some(scope.spawn(|| lease::watch(l, &stop)));
                     }
                     self.set_stage(Stage::Postcopy);
-                    self.receive_postcopy(r, &switch, layout, lease.as_ref())
+                    self.receive_relinking(r, w, &switch, layout, lease.as_ref(), relink)
                 })
                 .and_then(|()| {
                     switch.memory.finish().map_err(|source| MigrateError::Vm {
@@ -234,6 +242,45 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         result?;
         self.set_stage(Stage::Running);
         Ok(())
+    }
+
+    /// Postcopy across broken links: while the link fails (not a peer's
+    /// error), wait for the source to reconnect, up to the recovery timeout
+    /// from the first failure, then go on from the pages held here.
+    fn receive_relinking<R: Read, W: Write>(
+        &mut self,
+        r: &mut MessageReader<R>,
+        w: &SharedWriter<W>,
+        switch: &Switch,
+        layout: &Arc<PageLayout>,
+        lease: Option<&Lease>,
+        relink: Option<Relink<'_, R, W>>,
+    ) -> Result<(), MigrateError> {
+        let timeout = self.opts.recovery_timeout;
+        loop {
+            let e = match self.receive_postcopy(r, switch, layout, lease) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let Some(relink) = relink.filter(|_| e.is_link_failure() && !timeout.is_zero()) else {
+                return Err(e);
+            };
+            // The cause is in the final error if the link never comes back.
+            tracing::debug!("post-copy link lost: {e}");
+            tracing::warn!(
+                "post-copy link lost; waiting up to {} for the source to reconnect",
+                units::format_duration(timeout)
+            );
+            let link = relink(Instant::now() + timeout, self.report.migration_id).ok_or(
+                MigrateError::NotRecovered {
+                    first: Box::new(e),
+                    timeout,
+                },
+            )?;
+            resume_link(r, w, link, switch, lease)?;
+            self.report.reconnects += 1;
+            tracing::info!("the source reconnected: post-copy goes on");
+        }
     }
 
     /// Every page is here: PostcopyDone; with a lease, wait for the
@@ -343,6 +390,25 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
 }
 
 impl Switch {
+    /// The pages of the set held here, as bitmap words.
+    pub(super) fn received_words(&self) -> Vec<u64> {
+        self.received
+            .0
+            .iter()
+            .map(|w| w.load(Ordering::Acquire))
+            .collect()
+    }
+
+    /// Addresses of the pages vCPUs wait for now.
+    pub(super) fn waiting_gpas(&self) -> Vec<u64> {
+        let w = self
+            .faults
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        w.keys().filter_map(|&i| self.layout.gpa_of(i)).collect()
+    }
+
     fn mark(&self, first: u64, n: u64) {
         for i in first..first + n {
             self.received.set(i);
@@ -410,7 +476,14 @@ fn fault_loop<W: Write + Send>(
     stop: &AtomicBool,
 ) -> Result<(), MigrateError> {
     let mut requested = DirtyBitmap::new(&Arc::new(layout.clone()));
+    let mut epoch = switch.epoch.load(Ordering::SeqCst);
     while !stop.load(Ordering::SeqCst) {
+        let now = switch.epoch.load(Ordering::SeqCst);
+        if now != epoch {
+            // Requests on the broken link are lost: ask again on a new fault.
+            requested = DirtyBitmap::new(&Arc::new(layout.clone()));
+            epoch = now;
+        }
         let gpa = match switch.memory.wait_fault(FAULT_POLL) {
             Ok(Some(gpa)) => gpa,
             Ok(None) => continue,
@@ -438,10 +511,12 @@ fn fault_loop<W: Write + Send>(
         let Some(req) = block_request(switch, layout, &mut requested, idx) else {
             continue;
         };
+        // A request lost with a broken link is asked again after a
+        // reconnection; the session thread sees the failure itself.
         let mut w = lock(w);
-        w.page_request(&req)
-            .and_then(|()| w.flush())
-            .map_err(|e| MigrateError::from_wire(e, "requesting pages", Duration::ZERO))?;
+        if let Err(e) = w.page_request(&req).and_then(|()| w.flush()) {
+            tracing::debug!("page request not sent: {e}");
+        }
     }
     Ok(())
 }

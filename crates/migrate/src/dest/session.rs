@@ -12,6 +12,7 @@ use wire::{
 };
 
 use super::postcopy::Switch;
+use super::relink::Relink;
 use super::{DestOptions, ReceiveReport};
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
 use crate::error::{MigrateError, VmOp};
@@ -54,6 +55,9 @@ use crate::vm::{DestinationVm, VmFactory};
 ///                                         | PostcopyEnd, every page of the set
 ///                                         v received: stop intercepting,
 ///                                      AwaitRelease   send PostcopyDone
+///                                      (Postcopy: a link failure waits up to the recovery
+///                                       timeout at the gate for Reattach with this id,
+///                                       answers Reattached, and goes on)
 ///                                         | LeaseGrant(FINAL) (no lease: at once)
 ///                                         v
 ///                                      Running        the VM is ours for good
@@ -157,6 +161,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         r: &mut MessageReader<R>,
         w: &SharedWriter<W>,
         factory: &mut F,
+        relink: Option<Relink<'_, R, W>>,
     ) -> Result<(), MigrateError> {
         let start = self.await_start(r)?;
         let mut arrival = self.accept(*start, w, factory)?;
@@ -165,7 +170,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         self.await_commit(r, arrival.migration_id)?;
         match arrival.postcopy.take() {
             None => self.resume(w, true),
-            Some(switch) => self.postcopy(r, w, switch, &arrival.layout),
+            Some(switch) => self.postcopy(r, w, switch, &arrival.layout, relink),
         }
     }
 

@@ -65,7 +65,7 @@ fn receive(stream: &[u8], factory: &FakeFactory) -> Result<Vec<u8>, MigrateError
     let mut r = MessageReader::new(stream);
     let w = Mutex::new(MessageWriter::new(Vec::new()));
     let mut rx = Receiver::new(&opts, ReceiveReport::default());
-    let result = rx.session(&mut r, &w, &mut f);
+    let result = rx.session(&mut r, &w, &mut f, None);
     let vm = rx.vm.take();
     match result {
         Ok(()) => {

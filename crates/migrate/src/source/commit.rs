@@ -147,9 +147,14 @@ impl<V: SourceVm> Engine<'_, V> {
 
     /// The report, with the totals filled in.
     pub(super) fn finish(self) -> MigrationReport {
+        let bytes_sent = self.bytes();
         let mut report = self.report;
         report.total_time_ms = ms(self.started.elapsed());
-        report.bytes_sent = self.w.get_ref().get_ref().bytes();
+        report.bytes_sent = bytes_sent;
+        for (stream, reader) in self.links {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            report.bytes_received += reader.join().unwrap_or(0);
+        }
         report.finish_totals();
         report
     }

@@ -58,6 +58,9 @@ pub struct SourceOptions {
     /// In post-copy, the destination runs the VM only while it holds a
     /// lease this long that the source renews (`--lease`; zero: none).
     pub lease: Duration,
+    /// In post-copy, how long a broken link may take to come back
+    /// (`--recovery-timeout`; zero: give up at once).
+    pub recovery_timeout: Duration,
 }
 
 impl SourceOptions {
@@ -80,6 +83,7 @@ impl SourceOptions {
             migration_id: u64::from_le_bytes(wire::nonce()[..8].try_into().expect("8 bytes")),
             observer: None,
             lease: super::DEFAULT_LEASE,
+            recovery_timeout: crate::dest::DEFAULT_RECOVERY_TIMEOUT,
         }
     }
 }

@@ -29,11 +29,47 @@ const QUEUE_WAIT: Duration = Duration::from_millis(1);
 
 /// Post-copy's progress: what is left and where the guest last faulted.
 struct Serving {
+    /// The set at the switch, and what of it is still to send.
+    set: DirtyBitmap,
     left: DirtyBitmap,
     /// Next page index the background push looks at.
     cursor: u64,
     report: PostcopyReport,
     bytes_before: u64,
+    /// Since the latest reconnection: pages the destination said it held,
+    /// and the (sent, zero) counts then; PostcopyEnd counts from there.
+    held: u64,
+    counted: (u64, u64),
+}
+
+impl Serving {
+    /// Pages sent so far, data and zero.
+    fn sent(&self) -> (u64, u64) {
+        let r = &self.report;
+        (r.pages_requested + r.pages_pushed, r.zero_pages)
+    }
+
+    /// After a reconnection: everything of the set the destination does
+    /// not hold is left again.
+    fn relinked(&mut self, held: &DirtyBitmap) {
+        self.left = self.set.clone();
+        self.left.and_not_assign(held);
+        self.cursor = 0;
+        self.held = held.count();
+        self.counted = self.sent();
+        self.report.reconnects += 1;
+    }
+
+    /// PostcopyEnd's counts: they add up to the set.
+    fn end(&self) -> PostcopyEnd {
+        let (sent, zero) = self.sent();
+        let (sent0, zero0) = self.counted;
+        let zero = zero - zero0;
+        PostcopyEnd {
+            pages: self.held + (sent - sent0) - zero,
+            zero_pages: zero,
+        }
+    }
 }
 
 impl<V: SourceVm> Engine<'_, V> {
@@ -96,10 +132,13 @@ impl<V: SourceVm> Engine<'_, V> {
         };
         let resumed = Instant::now();
         let mut s = Serving {
+            set: left.clone(),
             left,
             cursor: 0,
             report: self.report.postcopy.take().unwrap_or_default(),
             bytes_before: self.bytes(),
+            held: 0,
+            counted: (0, 0),
         };
         let mut end_sent = false;
         let result = self.serve(&mut s, &mut end_sent);
@@ -157,7 +196,27 @@ impl<V: SourceVm> Engine<'_, V> {
 
     /// Requests first, background pushes between them, then PostcopyEnd and
     /// the destination's PostcopyDone.
+    /// A link that fails is dialled again (`relink.rs`); serving goes on
+    /// from the pages the destination holds.
     fn serve(
+        &mut self,
+        s: &mut Serving,
+        end_sent: &mut bool,
+    ) -> Result<PostcopyDone, MigrateError> {
+        loop {
+            match self.serve_link(s, end_sent) {
+                Ok(done) => return Ok(done),
+                Err(e) => {
+                    let e = self.incoming.explain(e);
+                    let held = self.redial(e)?;
+                    s.relinked(&held);
+                    *end_sent = false;
+                }
+            }
+        }
+    }
+
+    fn serve_link(
         &mut self,
         s: &mut Serving,
         end_sent: &mut bool,
@@ -196,10 +255,7 @@ impl<V: SourceVm> Engine<'_, V> {
         }
         *end_sent = true;
         self.w
-            .postcopy_end(&PostcopyEnd {
-                pages: s.report.pages_requested + s.report.pages_pushed - s.report.zero_pages,
-                zero_pages: s.report.zero_pages,
-            })
+            .postcopy_end(&s.end())
             .and_then(|()| self.w.flush())
             .map_err(self.wire_err("ending post-copy"))?;
         loop {

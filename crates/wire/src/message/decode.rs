@@ -6,8 +6,8 @@ use vmstate::record::{self, Record};
 
 use super::{
     Accept, Capabilities, HELLO_MAGIC, Hello, LeaseGrant, LeaseRequest, MAX_CONFIG_LEN, MAX_TEXT,
-    Message, NONCE_LEN, PageRequest, PostcopyBegin, PostcopyDone, PostcopyEnd, Resumed, RoundBegin,
-    RoundEnd, Start, Welcome, kind,
+    Message, NONCE_LEN, PageRequest, PostcopyBegin, PostcopyDone, PostcopyEnd, Reattach,
+    Reattached, Resumed, RoundBegin, RoundEnd, Start, Welcome, kind,
 };
 use crate::abort::{Abort, AbortCode};
 use crate::error::WireError;
@@ -68,6 +68,13 @@ impl<'a> Message<'a> {
             }),
             kind::LEASE_REQUEST => Message::LeaseRequest(LeaseRequest { seq: c.u64()? }),
             kind::LEASE_GRANT => Message::LeaseGrant(decode_lease_grant(&mut c)?),
+            kind::REATTACH => Message::Reattach(Reattach {
+                migration_id: c.u64()?,
+            }),
+            kind::REATTACHED => {
+                let (pages, bitmap) = decode_bitmap(&mut c)?;
+                Message::Reattached(Reattached { pages, bitmap })
+            }
             _ => {
                 return Err(WireError::Malformed {
                     kind: name,
@@ -177,6 +184,21 @@ fn decode_round_end(c: &mut Cursor<'_>) -> Result<RoundEnd, WireError> {
 fn decode_postcopy_begin<'a>(c: &mut Cursor<'a>) -> Result<PostcopyBegin<'a>, WireError> {
     let pages = c.u64()?;
     let lease_ns = c.u64()?;
+    let (_, bitmap) = decode_bitmap_of(c, pages)?;
+    Ok(PostcopyBegin {
+        pages,
+        lease_ns,
+        bitmap,
+    })
+}
+
+/// A page count, then the bitmap it counts (the rest of the payload).
+fn decode_bitmap<'a>(c: &mut Cursor<'a>) -> Result<(u64, &'a [u8]), WireError> {
+    let pages = c.u64()?;
+    decode_bitmap_of(c, pages)
+}
+
+fn decode_bitmap_of<'a>(c: &mut Cursor<'a>, pages: u64) -> Result<(u64, &'a [u8]), WireError> {
     let bitmap = std::mem::take(&mut c.p);
     if !bitmap.len().is_multiple_of(8) {
         return Err(c.malformed(format!(
@@ -188,11 +210,7 @@ fn decode_postcopy_begin<'a>(c: &mut Cursor<'a>) -> Result<PostcopyBegin<'a>, Wi
     if set != pages {
         return Err(c.malformed(format!("announces {pages} pages but its bitmap has {set}")));
     }
-    Ok(PostcopyBegin {
-        pages,
-        lease_ns,
-        bitmap,
-    })
+    Ok((pages, bitmap))
 }
 
 fn decode_lease_grant(c: &mut Cursor<'_>) -> Result<LeaseGrant, WireError> {

@@ -15,9 +15,9 @@ use crate::abort::Abort;
 pub use reader::MessageReader;
 pub use writer::MessageWriter;
 
-/// Frame kinds of the protocol messages. 0x50-0x55 are post-copy's
+/// Frame kinds of the protocol messages. 0x50-0x57 are post-copy's
 /// (protocol version 2, capability [`Capabilities::POSTCOPY`]; 0x54-0x55
-/// its lease); 0x56-0x5f are set aside for transaction synchronization,
+/// its lease, 0x56-0x57 its reconnection); 0x58-0x5f are set aside for transaction synchronization,
 /// several streams and compression (docs/PROTOCOL.md); 0x60-0xff are free.
 pub mod kind {
     pub const HELLO: u8 = 0x40;
@@ -39,6 +39,8 @@ pub mod kind {
     pub const POSTCOPY_DONE: u8 = 0x53;
     pub const LEASE_REQUEST: u8 = 0x54;
     pub const LEASE_GRANT: u8 = 0x55;
+    pub const REATTACH: u8 = 0x56;
+    pub const REATTACHED: u8 = 0x57;
 }
 
 /// First bytes of every Hello: lets a destination tell a Ferry source from
@@ -238,6 +240,24 @@ impl LeaseGrant {
     }
 }
 
+/// Source -> destination, the first message on a connection that
+/// authenticated after the post-copy link broke: it continues migration
+/// `migration_id` (Start's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reattach {
+    pub migration_id: u64,
+}
+
+/// Destination -> source, the answer to [`Reattach`]: the pages of the
+/// post-copy set it holds (installed), as a bitmap like PostcopyBegin's.
+/// The source sends the rest of the set again from here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reattached<'a> {
+    /// Bits set in `bitmap`.
+    pub pages: u64,
+    pub bitmap: &'a [u8],
+}
+
 /// Start of a round of page data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RoundBegin {
@@ -313,6 +333,8 @@ pub enum Message<'a> {
     PostcopyDone(PostcopyDone),
     LeaseRequest(LeaseRequest),
     LeaseGrant(LeaseGrant),
+    Reattach(Reattach),
+    Reattached(Reattached<'a>),
 }
 
 impl Message<'_> {
@@ -341,6 +363,8 @@ impl Message<'_> {
             Message::PostcopyDone(_) => "PostcopyDone",
             Message::LeaseRequest(_) => "LeaseRequest",
             Message::LeaseGrant(_) => "LeaseGrant",
+            Message::Reattach(_) => "Reattach",
+            Message::Reattached(_) => "Reattached",
         }
     }
 }
@@ -380,4 +404,6 @@ pub fn protocol_kinds() -> Kinds {
         .with(kind::POSTCOPY_DONE, "PostcopyDone")
         .with(kind::LEASE_REQUEST, "LeaseRequest")
         .with(kind::LEASE_GRANT, "LeaseGrant")
+        .with(kind::REATTACH, "Reattach")
+        .with(kind::REATTACHED, "Reattached")
 }

@@ -8,8 +8,8 @@ use vmstate::record;
 
 use super::{
     Accept, HELLO_LEN, HELLO_MAGIC, Hello, LeaseGrant, LeaseRequest, MAX_TEXT, NONCE_LEN,
-    PageRequest, PostcopyDone, PostcopyEnd, Resumed, RoundBegin, RoundEnd, Start, WELCOME_LEN,
-    Welcome, kind,
+    PageRequest, PostcopyDone, PostcopyEnd, Reattach, Resumed, RoundBegin, RoundEnd, Start,
+    WELCOME_LEN, Welcome, kind,
 };
 use crate::abort::AbortCode;
 use crate::error::WireError;
@@ -132,6 +132,21 @@ impl<W: Write> MessageWriter<W> {
         p[..8].copy_from_slice(&g.seq.to_le_bytes());
         p[8..12].copy_from_slice(&g.flags.to_le_bytes());
         self.frame(kind::LEASE_GRANT, &[&p])
+    }
+
+    pub fn reattach(&mut self, r: &Reattach) -> Result<(), WireError> {
+        self.frame(kind::REATTACH, &[&r.migration_id.to_le_bytes()])
+    }
+
+    /// The answer to Reattach: `words` is the bitmap of the set's pages
+    /// held here (its set bits are counted here).
+    pub fn reattached(&mut self, words: &[u64]) -> Result<(), WireError> {
+        let pages: u64 = words.iter().map(|w| u64::from(w.count_ones())).sum();
+        let mut bitmap = Vec::with_capacity(words.len() * 8);
+        for w in words {
+            bitmap.extend_from_slice(&w.to_le_bytes());
+        }
+        self.frame(kind::REATTACHED, &[&pages.to_le_bytes(), &bitmap])
     }
 
     pub fn round_begin(&mut self, r: &RoundBegin) -> Result<(), WireError> {
