@@ -244,9 +244,9 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         Ok(())
     }
 
-    /// Postcopy across broken links: while the link fails (not a peer's
-    /// error), wait for the source to reconnect, up to the recovery timeout
-    /// from the first failure, then go on from the pages held here.
+    /// Postcopy across broken links: each time the link fails (not a
+    /// peer's error), wait up to the recovery timeout for the source to
+    /// reconnect, then go on from the pages held here.
     fn receive_relinking<R: Read, W: Write>(
         &mut self,
         r: &mut MessageReader<R>,
