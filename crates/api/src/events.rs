@@ -127,6 +127,9 @@ pub enum Cause {
     Snapshot,
     /// A migration: the stop-and-copy pause, or the resume of a rollback.
     Migration,
+    /// The post-copy lease: it lapsed with no renewal from the source (the
+    /// destination fenced itself), or a renewal arrived.
+    Lease,
 }
 
 /// One migration round, as the event stream tells it.

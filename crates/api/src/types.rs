@@ -144,6 +144,14 @@ pub struct MigrateRequest {
     /// `abort` (roll back; the VM stays here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_timeout: Option<String>,
+    /// In post-copy, the destination runs the VM only while it holds a
+    /// lease of this many ms that the source renews (10 to 60000; default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+    /// In post-copy, how long a broken link may take to come back, ms (0:
+    /// give up at once; default 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_timeout_ms: Option<u64>,
     /// File holding the migration secret shared with the destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<String>,

@@ -113,6 +113,8 @@ fn bodies_have_the_documented_fields() {
             max_rounds: Some(3),
             timeout_ms: Some(1000),
             on_timeout: Some("abort".into()),
+            lease_ms: Some(500),
+            recovery_timeout_ms: Some(30000),
             secret_file: Some("/s".into()),
         },
     );

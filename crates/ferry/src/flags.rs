@@ -81,6 +81,25 @@ pub struct MigrationArgs {
     /// rest fits the downtime target.
     #[arg(long, value_name = "ACTION", default_value = "force", value_parser = on_timeout())]
     pub on_timeout: OnTimeout,
+    /// In post-copy, the destination runs the VM only while it holds a
+    /// lease this long that the source renews, 10ms to 60s (docs/SAFETY.md,
+    /// "Leases"); with none it pauses itself.
+    #[arg(long, default_value = "500ms", value_name = "DURATION", value_parser = lease)]
+    pub lease: Duration,
+    /// In post-copy, how long a broken link may take to come back: the
+    /// source reconnects (authenticating again) with backoff until then;
+    /// 0s gives up at once.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = units::parse_duration)]
+    pub recovery_timeout: Duration,
+}
+
+/// A post-copy lease: a duration from 10ms to 60s.
+pub fn lease(s: &str) -> Result<Duration, String> {
+    let d = units::parse_duration(s).map_err(|e| e.to_string())?;
+    if !node::migration::LEASE_RANGE.contains(&d) {
+        return Err(format!("a lease of {s} is outside 10ms..60s"));
+    }
+    Ok(d)
 }
 
 impl MigrationArgs {
@@ -100,6 +119,10 @@ impl MigrationArgs {
                 .timeout
                 .map(|t| u64::try_from(t.as_millis().max(1)).unwrap_or(u64::MAX)),
             on_timeout: Some(self.on_timeout.name().to_string()),
+            lease_ms: Some(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX)),
+            recovery_timeout_ms: Some(
+                u64::try_from(self.recovery_timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
             ..MigrateRequest::default()
         })
     }
@@ -143,9 +166,19 @@ mod tests {
         assert_eq!((r.max_rounds, r.timeout_ms), (Some(5), Some(10_000)));
         assert_eq!(r.on_timeout.as_deref(), Some("abort"));
         assert_eq!(r.max_bandwidth_bps, Some(1_000_000_000));
+        assert_eq!(r.lease_ms, Some(500));
         let d = parse(&[]).unwrap();
         assert_eq!(d.on_timeout, OnTimeout::Force);
         assert_eq!(d.strategy, StrategyKind::DEFAULT);
+    }
+
+    #[test]
+    fn a_lease_is_10ms_to_60s() {
+        assert_eq!(lease("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["5ms", "2m", "soon"] {
+            let e = lease(bad).unwrap_err();
+            assert_eq!(e.lines().count(), 1, "{bad}: {e}");
+        }
     }
 
     #[test]

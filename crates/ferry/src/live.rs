@@ -40,6 +40,11 @@ pub struct ReceiveArgs {
     /// 1M in whole pages (docs/MIGRATION.md, "Block size").
     #[arg(long, default_value = "64K", value_name = "SIZE", value_parser = crate::flags::fault_block)]
     pub postcopy_block: u64,
+    /// In post-copy, how long to wait for the source to reconnect after the
+    /// link broke, a duration such as 30s (0s: give up at once). The VM is
+    /// fenced meanwhile once its lease lapses.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = units::parse_duration)]
+    pub recovery_timeout: Duration,
     #[command(flatten)]
     pub output: SerialArgs,
 }
@@ -87,6 +92,7 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
     let config = node::IncomingConfig {
         accept_timeout: args.accept_timeout,
         fault_block_pages: args.postcopy_block,
+        recovery_timeout: args.recovery_timeout,
         ..node::IncomingConfig::new(
             args.listen.clone(),
             Secret::from_file(&args.secret_file)?,

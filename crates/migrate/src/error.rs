@@ -48,6 +48,13 @@ pub enum MigrateError {
     },
     #[error("the destination refused the migration ({code}): {message}")]
     Refused { code: AbortCode, message: String },
+    #[error(
+        "the post-copy link broke ({first}) and was not restored within {timeout:?} (--recovery-timeout)"
+    )]
+    NotRecovered {
+        first: Box<MigrateError>,
+        timeout: Duration,
+    },
     #[error("the peer aborted the migration ({code}): {message}")]
     PeerAborted { code: AbortCode, message: String },
     #[error("cancelled")]
@@ -121,6 +128,8 @@ pub enum VmOp {
     StartPostcopy,
     /// Destination: a [`PostcopyMemory`](crate::PostcopyMemory) operation (fault, install, finish).
     PostcopyMemory,
+    /// Destination: a [`Fence`](crate::Fence) operation (lease lapsed or renewed).
+    Fence,
 }
 
 impl fmt::Display for VmOp {
@@ -137,6 +146,7 @@ impl fmt::Display for VmOp {
             VmOp::Resume => "resume after Commit",
             VmOp::StartPostcopy => "start post-copy",
             VmOp::PostcopyMemory => "post-copy memory",
+            VmOp::Fence => "fence (post-copy lease)",
         })
     }
 }
@@ -174,6 +184,23 @@ impl MigrateError {
         }
     }
 
+    /// Whether the link itself failed (cut, reset, stalled, a frame cut
+    /// short), as opposed to what a peer said or sent: in post-copy such a
+    /// failure is survived by reconnecting.
+    pub fn is_link_failure(&self) -> bool {
+        use vmstate::DecodeError::{Io, Truncated};
+        matches!(
+            self,
+            MigrateError::ConnectionLost { .. }
+                | MigrateError::Stalled { .. }
+                | MigrateError::Wire(
+                    WireError::Closed { .. }
+                        | WireError::Io(_)
+                        | WireError::Decode(Io { .. } | Truncated { .. })
+                )
+        )
+    }
+
     /// Whether the peer already knows (it told us, or the connection is gone),
     /// so sending it an Abort is pointless.
     pub(crate) fn peer_knows(&self) -> bool {
@@ -183,6 +210,7 @@ impl MigrateError {
                 | MigrateError::ConnectionLost { .. }
                 | MigrateError::Refused { .. }
                 | MigrateError::Stalled { .. }
+                | MigrateError::NotRecovered { .. }
                 | MigrateError::Wire(WireError::Closed { .. })
                 | MigrateError::Wire(WireError::Io(_))
                 | MigrateError::Wire(WireError::AuthFailed(_))

@@ -129,12 +129,15 @@ impl Shared {
     }
 }
 
-/// A proxy between source and destination for one connection, injecting at
-/// most one [`Fault`]. Dropping it closes both connections.
+/// A proxy between source and destination, injecting at most one
+/// [`Fault`] into the first connection; later connections (a source that
+/// reconnects) are forwarded untouched. Dropping it closes them all.
 pub struct Proxy {
     /// Where the source should connect.
     pub addr: SocketAddr,
     shared: Arc<Shared>,
+    /// The later connections' state (no fault).
+    clean: Arc<Shared>,
 }
 
 impl Proxy {
@@ -160,13 +163,21 @@ impl Proxy {
             stop: AtomicBool::new(false),
             conns: Mutex::new(Vec::new()),
         });
-        let sh = Arc::clone(&shared);
+        let clean = Arc::new(Shared {
+            fault: None,
+            armed: AtomicBool::new(false),
+            fired: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            conns: Mutex::new(Vec::new()),
+        });
+        let (sh, cl) = (Arc::clone(&shared), Arc::clone(&clean));
         thread::spawn(move || {
+            let mut first = true;
             while !sh.stop.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((client, _)) => {
-                        let _ = connect(client, target, &sh);
-                        return;
+                        let _ = connect(client, target, if first { &sh } else { &cl });
+                        first = false;
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         thread::sleep(Duration::from_millis(10))
@@ -175,7 +186,11 @@ impl Proxy {
                 }
             }
         });
-        Ok(Proxy { addr, shared })
+        Ok(Proxy {
+            addr,
+            shared,
+            clean,
+        })
     }
 
     /// Lets a disarmed fault fire from now on.
@@ -200,7 +215,7 @@ impl Proxy {
         true
     }
 
-    /// Closes both connections now (ends a stall).
+    /// Closes both ends of the first connection now (ends a stall).
     pub fn sever(&self) {
         self.shared.sever();
     }
@@ -208,8 +223,10 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.sever();
+        for sh in [&self.shared, &self.clean] {
+            sh.stop.store(true, Ordering::SeqCst);
+            sh.sever();
+        }
     }
 }
 

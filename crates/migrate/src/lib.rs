@@ -42,8 +42,8 @@ pub use convergence::{LimitError, LimitReached, Limits, OnTimeout, OnTimeoutErro
 #[cfg(feature = "fuzzing")]
 pub use dest::fuzz_session;
 pub use dest::{
-    DestOptions, FAULT_BLOCK_PAGES, MAX_FAULT_BLOCK_PAGES, ReceiveReport, Received, accept_one,
-    listen, receive,
+    DEFAULT_RECOVERY_TIMEOUT, DestOptions, FAULT_BLOCK_PAGES, MAX_FAULT_BLOCK_PAGES, ReceiveReport,
+    Received, accept_one, listen, receive, receive_with,
 };
 pub use error::{MigrateError, VmOp};
 pub use events::{MigrationEvent, Observer};
@@ -54,8 +54,8 @@ pub use progress::{
 };
 pub use report::{MigrationReport, Outcome, PostcopyReport, RoundReport, VmLocation};
 pub use source::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_DOWNTIME, DEFAULT_STALL_TIMEOUT, MAX_ROUNDS,
-    MigrationFailure, SourceOptions, migrate, migrate_stream,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_LEASE, DEFAULT_MAX_DOWNTIME, DEFAULT_STALL_TIMEOUT,
+    MAX_ROUNDS, MigrationFailure, SourceOptions, lease_margin, migrate, migrate_stream,
 };
 pub use strategy::{
     AdaptiveRateParams, AutoConverge, AutoConvergeParams, DEFAULT_STRATEGY, Decision, Delayed,
@@ -64,6 +64,6 @@ pub use strategy::{
     StrategyContext, StrategyError, StrategyKind, StrategyParams, UnknownStrategy, Xen, XenEnd,
     XenParams,
 };
-pub use vm::{DestinationVm, PostcopyMemory, SourceVm, VmError, VmFactory};
+pub use vm::{DestinationVm, Fence, PostcopyMemory, SourceVm, VmError, VmFactory};
 pub use wire::gate::{Admitted, Gate, GateLimits, GateStats};
 pub use wire::{Secret, Session, WireError};

@@ -125,6 +125,26 @@ pub trait DestinationVm {
         let _ = missing;
         Err("this VM cannot run before its memory has arrived (no post-copy)".into())
     }
+
+    /// A handle that stops the vCPUs from another thread and keeps them
+    /// stopped until it lets them go: a post-copy destination whose lease
+    /// lapsed fences itself with it. Asked for once the state is restored.
+    /// `None` (the default): the VM cannot be fenced, and takes no lease.
+    fn fence(&self) -> Option<Arc<dyn Fence>> {
+        None
+    }
+}
+
+/// Stops a destination VM's vCPUs from any thread while its post-copy
+/// lease has lapsed (docs/SAFETY.md, "Leases").
+pub trait Fence: Send + Sync {
+    /// Stops every vCPU and refuses any other resume until `lift`.
+    /// Idempotent. Returns once no vCPU runs guest code (a vCPU waiting
+    /// for a missing page runs none).
+    fn fence(&self) -> Result<(), VmError>;
+
+    /// Ends the fence; with `run` the vCPUs run again.
+    fn lift(&self, run: bool) -> Result<(), VmError>;
 }
 
 /// Guest memory whose missing pages arrive while the VM runs (post-copy on

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::events::{Cause, EventKind};
-use migrate::{DestinationVm, DirtyBitmap, PostcopyMemory, SourceVm, VmError, VmFactory};
+use migrate::{DestinationVm, DirtyBitmap, Fence, PostcopyMemory, SourceVm, VmError, VmFactory};
 use vm_memory::GuestMemoryMmap;
 use vmm::postcopy::Userfault;
 use vmstate::{VmConfig, VmState};
@@ -145,10 +145,12 @@ pub struct Factory {
     /// Told about the incoming VM once its memory exists (before any page
     /// arrives), e.g. so the API can say where its status page is.
     pub on_create: Option<OnCreate>,
+    /// Where the incoming VM's fences (post-copy lease) are told.
+    pub events: Option<Arc<EventHub>>,
 }
 
-/// An incoming VM.
-pub struct Incoming(pub vmm::Vm);
+/// An incoming VM, and where its fences are told.
+pub struct Incoming(pub vmm::Vm, pub Option<Arc<EventHub>>);
 
 impl VmFactory for Factory {
     type Vm = Incoming;
@@ -162,7 +164,7 @@ impl VmFactory for Factory {
         if let Some(f) = self.on_create.as_mut() {
             f(&vm);
         }
-        Ok(Incoming(vm))
+        Ok(Incoming(vm, self.events.clone()))
     }
 }
 
@@ -205,6 +207,51 @@ impl DestinationVm for Incoming {
             }
         }
         Ok(Arc::new(Pages(self.0.start_postcopy(&ranges)?)))
+    }
+
+    fn fence(&self) -> Option<Arc<dyn Fence>> {
+        Some(Arc::new(Fenced {
+            vm: self.0.fence_handle(),
+            events: self.1.clone(),
+        }))
+    }
+}
+
+/// How long a fence waits for the vCPUs to leave the guest before it
+/// reports the ones that have not (waiting for a page, they run no guest code).
+const FENCE_WAIT: Duration = Duration::from_millis(100);
+
+/// The VMM's fence, told as pauses and resumes caused by the lease.
+struct Fenced {
+    vm: vmm::FenceHandle,
+    events: Option<Arc<EventHub>>,
+}
+
+impl Fence for Fenced {
+    fn fence(&self) -> Result<(), VmError> {
+        if !self.vm.fence(FENCE_WAIT) {
+            tracing::warn!(
+                "fenced: some vCPUs have not left the guest yet (each waits for a missing page)"
+            );
+        }
+        if let Some(e) = &self.events {
+            e.publish(EventKind::VmPaused {
+                cause: Cause::Lease,
+            });
+        }
+        Ok(())
+    }
+
+    fn lift(&self, run: bool) -> Result<(), VmError> {
+        self.vm.lift(run)?;
+        if let Some(e) = &self.events
+            && run
+        {
+            e.publish(EventKind::VmResumed {
+                cause: Cause::Lease,
+            });
+        }
+        Ok(())
     }
 }
 

@@ -30,6 +30,9 @@ pub struct IncomingConfig {
     /// In post-copy, the pages one fault asks the source for
     /// ([`migrate::DestOptions::fault_block_pages`]).
     pub fault_block_pages: u64,
+    /// In post-copy, how long to wait for the source to reconnect after the
+    /// link broke ([`migrate::DestOptions::recovery_timeout`]).
+    pub recovery_timeout: Duration,
 }
 
 impl IncomingConfig {
@@ -41,6 +44,7 @@ impl IncomingConfig {
             max_memory,
             accept_timeout: None,
             fault_block_pages: migrate::FAULT_BLOCK_PAGES,
+            recovery_timeout: migrate::DEFAULT_RECOVERY_TIMEOUT,
         }
     }
 }
@@ -61,6 +65,7 @@ pub fn receive(
     let mut opts = migrate::DestOptions::new(config.secret, config.max_memory);
     opts.accept_timeout = config.accept_timeout;
     opts.fault_block_pages = config.fault_block_pages;
+    opts.recovery_timeout = config.recovery_timeout;
     let gate = migrate::listen(listener, &opts)?;
     tracing::info!(vm = %host.id(), "waiting for a VM on {}", gate.local_addr());
     let source = match next_unless_shutdown(&gate, opts.accept_timeout, &host) {
@@ -71,8 +76,7 @@ pub fn receive(
         }
         Err(e) => return Err(e).context("incoming migration failed; nothing runs here"),
     };
-    // Nobody else gets in: close the port and cut every other handshake.
-    drop(gate);
+    // The port stays open only for this source to reconnect in post-copy.
     let mut factory = crate::adapter::Factory {
         serial: Some(serial.sink(0)?),
         // The API says where the arriving VM's status page is, so a
@@ -81,8 +85,10 @@ pub fn receive(
             let host = host.clone();
             move |vm: &vmm::Vm| host.arriving(vm)
         })),
+        events: Some(host.events().clone()),
     };
-    let received = receive_unless_shutdown(source, &mut factory, &opts, &host);
+    let received = receive_unless_shutdown(source, &gate, &mut factory, &opts, &host);
+    drop(gate);
     let received = match received {
         Ok(r) => r,
         Err(_) if host.shutdown_requested() => {
@@ -128,6 +134,7 @@ pub fn receive(
 /// to the source) unless it is already past Commit.
 fn receive_unless_shutdown(
     source: Admitted<Session>,
+    gate: &Gate<Session>,
     factory: &mut crate::adapter::Factory,
     opts: &migrate::DestOptions,
     host: &Instance,
@@ -145,7 +152,7 @@ fn receive_unless_shutdown(
                 std::thread::sleep(SHUTDOWN_POLL);
             }
         });
-        let received = migrate::receive(source, factory, opts);
+        let received = migrate::receive_with(source, Some(gate), factory, opts);
         done.store(true, Ordering::SeqCst);
         Ok(received?)
     })

@@ -89,5 +89,6 @@ fn cause_name(c: api::events::Cause) -> &'static str {
         api::events::Cause::Operator => "by the operator",
         api::events::Cause::Snapshot => "for a snapshot",
         api::events::Cause::Migration => "by the migration",
+        api::events::Cause::Lease => "by the post-copy lease",
     }
 }

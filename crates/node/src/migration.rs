@@ -212,6 +212,11 @@ fn finished(migration: String, to: &str, r: &MigrationReport) -> EventKind {
     }
 }
 
+/// Post-copy leases accepted: long enough to renew over a loaded link,
+/// short enough that a lapse is noticed.
+pub const LEASE_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(60);
+
 /// Builds the engine's options from an API request, or says what is wrong.
 /// Every field is checked before the secret file is read.
 pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
@@ -251,6 +256,14 @@ pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
         Some(name) => name.parse::<OnTimeout>().map_err(|e| invalid(&e))?,
         None => OnTimeout::default(),
     };
+    let lease = req
+        .lease_ms
+        .map(|ms| {
+            Some(Duration::from_millis(ms))
+                .filter(|l| LEASE_RANGE.contains(l))
+                .ok_or_else(|| invalid(&format!("lease_ms must be from 10 to 60000 (got {ms})")))
+        })
+        .transpose()?;
     let secret_path = req.secret_file.as_deref().ok_or_else(|| {
         invalid(&"a migration secret is required: give secret_file (--secret-file)")
     })?;
@@ -263,6 +276,12 @@ pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
     }
     opts.limits = limits;
     opts.on_timeout = on_timeout;
+    if let Some(l) = lease {
+        opts.lease = l;
+    }
+    if let Some(ms) = req.recovery_timeout_ms {
+        opts.recovery_timeout = Duration::from_millis(ms);
+    }
     Ok(opts)
 }
 
@@ -295,6 +314,14 @@ mod tests {
             (serde_json::json!({ "timeout_ms": 0 }), "greater than zero"),
             (serde_json::json!({ "max_downtime_ms": 0 }), "positive"),
             (serde_json::json!({ "max_downtime_ms": -1.0 }), "positive"),
+            (
+                serde_json::json!({ "lease_ms": 5 }),
+                "lease_ms must be from 10 to 60000",
+            ),
+            (
+                serde_json::json!({ "lease_ms": 60001 }),
+                "lease_ms must be from 10 to 60000",
+            ),
             (serde_json::json!({ "on_timeout": "maybe" }), "unknown"),
             (serde_json::json!({ "max_bandwidth_bps": 0 }), "positive"),
         ] {

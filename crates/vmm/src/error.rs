@@ -90,6 +90,10 @@ pub enum Error {
     // Lifecycle and state.
     #[error("the VM is not running: {0:?}")]
     NotRunning(ExitReason),
+    #[error(
+        "the VM is fenced: its post-copy lease lapsed, and only a renewal from the source lets it run"
+    )]
+    Fenced,
     #[error("the VM must be paused to save its state")]
     NotPaused,
     #[error("vCPU throttle {0} is out of range: it must be from 0 to 0.99 (99 %)")]

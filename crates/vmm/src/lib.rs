@@ -18,4 +18,4 @@ pub use devices::SerialSink;
 pub use error::Error;
 pub use multiboot::KernelError;
 pub use vcpu::ExitReason;
-pub use vm::{BootSpec, MAX_VCPUS, RunState, Vm, open_kvm};
+pub use vm::{BootSpec, FenceHandle, MAX_VCPUS, RunState, Vm, open_kvm};

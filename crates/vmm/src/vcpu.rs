@@ -39,6 +39,9 @@ pub struct Control {
     /// vCPUs currently parked (paused, with their pending I/O completed).
     pub parked: usize,
     pub exit: Option<ExitReason>,
+    /// Fenced (its post-copy lease lapsed): nothing but the fence's
+    /// holder may let it run again.
+    pub fenced: bool,
 }
 
 pub struct Shared {
@@ -57,6 +60,7 @@ impl Shared {
                 want,
                 parked: 0,
                 exit: None,
+                fenced: false,
             }),
             cv: Condvar::new(),
             threads: Mutex::new(Vec::new()),

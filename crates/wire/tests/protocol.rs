@@ -76,7 +76,7 @@ fn every_message_round_trips() {
     };
     w.resumed(&res).unwrap();
     w.abort(AbortCode::MemoryLimit, "too big").unwrap();
-    w.postcopy_begin(&[0b1011, 1 << 63]).unwrap();
+    w.postcopy_begin(&[0b1011, 1 << 63], 500_000_000).unwrap();
     let req = PageRequest {
         gpa: 0x10_0000,
         pages: 16,
@@ -94,6 +94,16 @@ fn every_message_round_trips() {
         fault_p99_ns: 900,
     };
     w.postcopy_done(&done).unwrap();
+    w.lease_request(&LeaseRequest { seq: 7 }).unwrap();
+    let grant = LeaseGrant { seq: 7, flags: 0 };
+    w.lease_grant(&grant).unwrap();
+    let last = LeaseGrant {
+        seq: 0,
+        flags: LeaseGrant::FINAL,
+    };
+    w.lease_grant(&last).unwrap();
+    w.reattach(&Reattach { migration_id: 42 }).unwrap();
+    w.reattached(&[0b110, 0]).unwrap();
     let written = w.bytes_written();
     assert_eq!(written, buf.len() as u64);
 
@@ -134,6 +144,7 @@ fn every_message_round_trips() {
     match r.next("").unwrap() {
         Message::PostcopyBegin(b) => {
             assert_eq!(b.pages, 4);
+            assert_eq!(b.lease_ns, 500_000_000);
             assert_eq!(b.bitmap.len(), 16);
             assert_eq!(b.bitmap[0], 0b1011);
             assert_eq!(b.bitmap[15], 0x80);
@@ -143,6 +154,13 @@ fn every_message_round_trips() {
     assert!(matches!(r.next("").unwrap(), Message::PageRequest(x) if x == req));
     assert!(matches!(r.next("").unwrap(), Message::PostcopyEnd(x) if x == end));
     assert!(matches!(r.next("").unwrap(), Message::PostcopyDone(x) if x == done));
+    assert!(matches!(r.next("").unwrap(), Message::LeaseRequest(x) if x.seq == 7));
+    assert!(matches!(r.next("").unwrap(), Message::LeaseGrant(x) if x == grant));
+    assert!(matches!(r.next("").unwrap(), Message::LeaseGrant(x) if x == last && x.is_final()));
+    assert!(matches!(r.next("").unwrap(), Message::Reattach(x) if x.migration_id == 42));
+    assert!(
+        matches!(r.next("").unwrap(), Message::Reattached(x) if x.pages == 2 && x.bitmap.len() == 16)
+    );
     let e = r.next("waiting for more").unwrap_err();
     assert!(matches!(e, WireError::Closed { .. }));
     assert!(e.to_string().contains("waiting for more"));
@@ -179,6 +197,20 @@ fn malformed_postcopy_messages_are_refused() {
     assert!(req(0x1001, 1).contains("not page aligned"));
     // Truncated: a PostcopyEnd of 8 bytes.
     assert!(decode(kind::POSTCOPY_END, &[0; 8]).contains("too short"));
+    // Lease grants with unknown flags, or answering a request never sent.
+    let grant = |seq: u64, flags: u32| {
+        let mut p = seq.to_le_bytes().to_vec();
+        p.extend_from_slice(&flags.to_le_bytes());
+        p.extend_from_slice(&[0; 4]);
+        decode(kind::LEASE_GRANT, &p)
+    };
+    assert!(grant(1, 2).contains("unknown flags 0x2"));
+    assert!(grant(0, 0).contains("request 0"));
+    assert!(decode(kind::LEASE_REQUEST, &[0; 4]).contains("too short"));
+    // A Reattached whose count does not match its bitmap.
+    let mut p = 3u64.to_le_bytes().to_vec();
+    p.extend_from_slice(&1u64.to_le_bytes());
+    assert!(decode(kind::REATTACHED, &p).contains("announces 3 pages but its bitmap has 1"));
 }
 
 #[test]

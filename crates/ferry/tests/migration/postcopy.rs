@@ -1,7 +1,9 @@
-//! Post-copy that an operator asks for, and post-copy that loses its
-//! source (docs/SAFETY.md, "Post-copy"): the switch by hand completes like
-//! any migration; a source killed after the switch leaves an outcome that
-//! is deterministic until issue 9 section 3 closes the gap: the destination
+//! Post-copy that an operator asks for, post-copy whose link breaks, and
+//! post-copy that loses its source (docs/SAFETY.md, rows 16-19): the switch
+//! by hand completes like any migration; a cut or stalled link is survived
+//! by reconnecting (the destination fenced meanwhile once its lease
+//! lapses); a source killed after the switch leaves an outcome that stays
+//! deterministic until transaction synchronization lands: the destination
 //! discards the VM, so it runs nowhere and never twice.
 
 use crate::harness::*;
@@ -61,7 +63,8 @@ fn a_source_killed_in_post_copy_leaves_the_vm_nowhere_not_twice() {
     let dir = TempDir::new("postcopy-src-killed");
     let secret = dir.secret("secret");
     let mut src = Vm::boot(dir.path(), "src");
-    let mut dest = Dest::start(dir.path(), "dst", &secret, &[]);
+    // Nobody comes back: the destination waits its recovery timeout.
+    let mut dest = Dest::start(dir.path(), "dst", &secret, &["--recovery-timeout", "2s"]);
     // 32 MiB to fetch at 50 Mbit/s: post-copy lasts about 5 s.
     let m = src.start_migrate(
         dir.path(),
@@ -85,4 +88,101 @@ fn a_source_killed_in_post_copy_leaves_the_vm_nowhere_not_twice() {
     if !d.heartbeats.is_empty() {
         assert_one_after_other(&read_serial(&src.serial), &d);
     }
+}
+
+/// A `ferry migrate` in post-copy through a proxy whose fault (`action` on
+/// a Pages frame to the destination) is armed once post-copy runs.
+fn postcopy_through(
+    dir: &TempDir,
+    src: &Vm,
+    dest: &Dest,
+    secret: &std::path::Path,
+    action: Action,
+) -> (Proc, Proxy) {
+    let fault = Fault::new(Dir::ToDest, PAGES, action).disarmed();
+    let proxy = start_proxy(dest.socket_addr(), fault);
+    let m = src.start_migrate(
+        dir.path(),
+        "migrate",
+        &proxy.addr.to_string(),
+        secret,
+        &[
+            "--strategy",
+            "postcopy",
+            "--max-bandwidth",
+            "50Mbit",
+            "--lease",
+            "300ms",
+        ],
+    );
+    src.wait_progress("post-copy", |phase, _, _| phase == "postcopy");
+    proxy.arm();
+    wait_fired(&proxy);
+    (m, proxy)
+}
+
+/// docs/SAFETY.md row 18: the link is cut after the switch. The source
+/// reconnects (authenticated again, same migration) and the VM completes
+/// on the destination, its integrity check passing, heartbeats strictly
+/// after the source's.
+#[test]
+fn a_link_cut_in_post_copy_reconnects_and_completes() {
+    let _g = serial();
+    let dir = TempDir::new("postcopy-cut");
+    let secret = dir.secret("secret");
+    let mut src = Vm::boot(dir.path(), "src");
+    let mut dest = Dest::start(dir.path(), "dst", &secret, &[]);
+    let (mut m, proxy) = postcopy_through(&dir, &src, &dest, &secret, Action::Cut);
+    let st = m.wait(PATIENCE * 2);
+    assert_migrate_completed(st, &m);
+    assert_eq!(report_of(&m)["postcopy"]["reconnects"], 1);
+    assert!(
+        dest.proc.stderr_text().contains("the source reconnected"),
+        "{}",
+        dest.proc.stderr_text()
+    );
+    assert_completed_on(&mut src, &mut dest, &m);
+    drop(proxy);
+}
+
+/// docs/SAFETY.md row 19: the link stalls after the switch. The
+/// destination's lease lapses with no renewal: it fences the VM (paused,
+/// and says so), and no guest output follows until a renewal. When the
+/// stalled connection is finally cut, the source reconnects, the fence is
+/// lifted and the VM completes on the destination.
+#[test]
+fn a_stalled_link_in_post_copy_fences_the_destination_until_it_reconnects() {
+    let _g = serial();
+    let dir = TempDir::new("postcopy-stall");
+    let secret = dir.secret("secret");
+    let mut src = Vm::boot(dir.path(), "src");
+    let mut dest = Dest::start(dir.path(), "dst", &secret, &[]);
+    let (mut m, proxy) = postcopy_through(&dir, &src, &dest, &secret, Action::Stall);
+    wait_for("the destination to fence itself", PATIENCE, || {
+        dest.proc
+            .stderr_text()
+            .contains("lease lapsed")
+            .then_some(())
+    });
+    let at_fence = read_serial(&dest.serial).heartbeats.len();
+    assert!(
+        !dest.proc.stderr_text().contains("lease renewed"),
+        "renewed through a stalled link"
+    );
+    assert_eq!(
+        read_serial(&dest.serial).heartbeats.len(),
+        at_fence,
+        "guest output while fenced"
+    );
+    // End the stall as a cut: both sides see the link go, and reconnect.
+    proxy.sever();
+    let st = m.wait(PATIENCE * 2);
+    assert_migrate_completed(st, &m);
+    assert!(
+        dest.proc.stderr_text().contains("lease renewed"),
+        "{}",
+        dest.proc.stderr_text()
+    );
+    assert_completed_on(&mut src, &mut dest, &m);
+    drop(proxy);
 }

@@ -6,7 +6,9 @@
 //! before Commit discards everything received. `session` holds the state
 //! machine; its `Stage` enum draws it.
 
+mod lease;
 mod postcopy;
+mod relink;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -55,7 +57,14 @@ pub struct DestOptions {
     /// the connection could only lose it (in post-copy its memory still
     /// comes from the source), so a caller that stops early checks it.
     pub committed: Arc<AtomicBool>,
+    /// In post-copy, how long to wait for the source to reconnect after the
+    /// link broke (`--recovery-timeout`; zero: give up at once). Needs the
+    /// gate ([`receive_with`]).
+    pub recovery_timeout: Duration,
 }
+
+/// Default time a broken post-copy link has to come back.
+pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl DestOptions {
     pub fn new(secret: Secret, max_memory: u64) -> Self {
@@ -69,6 +78,7 @@ impl DestOptions {
             postcopy: true,
             fault_block_pages: FAULT_BLOCK_PAGES,
             committed: Arc::new(AtomicBool::new(false)),
+            recovery_timeout: DEFAULT_RECOVERY_TIMEOUT,
         }
     }
 }
@@ -109,6 +119,12 @@ pub struct ReceiveReport {
     /// The faults' waits added up: how long vCPUs stood still for pages, ms.
     #[serde(default)]
     pub fault_wait_ms: f64,
+    /// Times the post-copy lease lapsed and the VM was fenced (paused).
+    #[serde(default)]
+    pub lease_lapses: u64,
+    /// Times the source reconnected after the post-copy link broke.
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 /// A VM that arrived and now runs here (or is paused, if it was paused on
@@ -131,8 +147,8 @@ pub fn listen(listener: TcpListener, opts: &DestOptions) -> Result<Gate<Session>
 }
 
 /// Waits for the first source that authenticates on `listener` (refusing
-/// every other peer, which cannot disturb it), closes the port, and
-/// receives its VM.
+/// every other peer, which cannot disturb it) and receives its VM; the port
+/// stays open only for that source to reconnect in post-copy.
 pub fn accept_one<F: VmFactory>(
     listener: TcpListener,
     factory: &mut F,
@@ -141,10 +157,8 @@ pub fn accept_one<F: VmFactory>(
     let gate = listen(listener, opts)?;
     let source = gate.next(opts.accept_timeout);
     let refused = gate.stats().refused;
-    // Nobody else gets in: close the port and cut every other handshake.
-    drop(gate);
     match source {
-        Some(source) => receive(source, factory, opts),
+        Some(source) => receive_with(source, Some(&gate), factory, opts),
         None => Err(MigrateError::AcceptTimeout {
             waited: opts.accept_timeout.unwrap_or_default(),
             refused,
@@ -153,9 +167,23 @@ pub fn accept_one<F: VmFactory>(
 }
 
 /// Receives a VM over a connection that authenticated at the gate. On
-/// success the VM runs.
+/// success the VM runs. A broken post-copy link is not survived (no gate
+/// to come back through): [`receive_with`].
 pub fn receive<F: VmFactory>(
     source: Admitted<Session>,
+    factory: &mut F,
+    opts: &DestOptions,
+) -> Result<Received<F::Vm>, MigrateError> {
+    receive_with(source, None, factory, opts)
+}
+
+/// As [`receive`]; in post-copy, a source whose link broke may come back
+/// through `gate` within `opts.recovery_timeout` (authenticated there, then
+/// naming this migration) and go on. Other authenticated peers that arrive
+/// meanwhile are told there is no such migration here and closed.
+pub fn receive_with<F: VmFactory>(
+    source: Admitted<Session>,
+    gate: Option<&Gate<Session>>,
     factory: &mut F,
     opts: &DestOptions,
 ) -> Result<Received<F::Vm>, MigrateError> {
@@ -181,7 +209,13 @@ pub fn receive<F: VmFactory>(
             ..Default::default()
         },
     );
-    let result = rx.session(&mut r, &w, factory);
+    let relink = gate.map(|g| move |deadline, id| relink::relink(g, opts, deadline, id));
+    let result = rx.session(
+        &mut r,
+        &w,
+        factory,
+        relink.as_ref().map(|f| f as relink::Relink<'_, _, _>),
+    );
     rx.report.bytes_received = r.bytes_read();
     rx.report.total_time_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
@@ -241,7 +275,7 @@ pub fn fuzz_session(stream: &[u8], max_memory: u64) -> Result<(), MigrateError> 
     let mut r = MessageReader::new(stream);
     let w = Mutex::new(MessageWriter::new(std::io::sink()));
     let mut rx = Receiver::new(&opts, ReceiveReport::default());
-    let result = rx.session(&mut r, &w, &mut factory);
+    let result = rx.session(&mut r, &w, &mut factory, None);
     if let Some(vm) = rx.vm.take() {
         if result.is_ok() {
             drop(vm);

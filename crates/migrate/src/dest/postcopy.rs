@@ -4,7 +4,9 @@
 //! installs what the source sends, and a fault thread turns each touch of a
 //! missing page into a request for the block around it. The received-page
 //! bitmap ([`Switch::received`]) is the resume point a reconnect would start
-//! from (docs/PROTOCOL.md).
+//! from (docs/PROTOCOL.md). With a lease (`lease`), two more threads keep
+//! it renewed and fence the VM when it lapses; the VM is ours for good only
+//! once the source's final grant follows our PostcopyDone.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -14,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use wire::{Message, MessageReader, PageRequest, PostcopyBegin, PostcopyDone, PostcopyEnd};
 
+use super::lease::{self, Lease};
+use super::relink::{Relink, resume_link};
 use super::session::{Receiver, SharedWriter, Stage, lock};
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
 use crate::error::{MigrateError, VmOp};
-use crate::vm::{DestinationVm, PostcopyMemory};
+use crate::vm::{DestinationVm, Fence, PostcopyMemory};
 
 /// Pages requested per fault: the aligned block around the faulting page.
 /// 16 pages (64 KiB) measured best here (docs/MIGRATION.md, "Block size").
@@ -57,6 +61,12 @@ pub(super) struct Switch {
     faults: FaultLog,
     /// Pages per request ([`DestOptions::fault_block_pages`](super::DestOptions)).
     block: u64,
+    /// The lease period PostcopyBegin set, and how to fence (none: no lease).
+    lease: Option<(Duration, Arc<dyn Fence>)>,
+    /// Bumped at each reconnection: the fault thread forgets what it asked
+    /// for on the link that broke.
+    pub(super) epoch: AtomicU64,
+    layout: Arc<PageLayout>,
 }
 
 /// Faults waiting for their page, and how long the served ones waited.
@@ -145,6 +155,17 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                 "the post-copy set names pages outside guest memory".into(),
             ));
         }
+        let lease = match b.lease_ns {
+            0 => None,
+            ns => {
+                let fence = self.vm_mut()?.fence().ok_or_else(|| {
+                    MigrateError::Protocol(
+                        "PostcopyBegin asks for a lease, but this VM cannot be fenced".into(),
+                    )
+                })?;
+                Some((Duration::from_nanos(ns), fence))
+            }
+        };
         let memory =
             self.vm_mut()?
                 .start_postcopy(&missing)
@@ -160,62 +181,162 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             memory,
             faults: FaultLog::default(),
             block: self.opts.fault_block_pages.clamp(1, MAX_FAULT_BLOCK_PAGES),
+            lease,
+            epoch: AtomicU64::new(0),
+            layout: Arc::clone(layout),
         })
     }
 
     /// AwaitCommit -> Postcopy -> Running: the fault thread starts, the VM
-    /// resumes, the pages arrive; PostcopyEnd with every page here ends it.
+    /// resumes (if its lease holds), the pages arrive; PostcopyEnd with
+    /// every page here ends it, and with a lease the source's final grant.
     pub(super) fn postcopy<R: Read, W: Write + Send>(
         &mut self,
         r: &mut MessageReader<R>,
         w: &SharedWriter<W>,
         switch: Switch,
         layout: &Arc<PageLayout>,
+        relink: Option<Relink<'_, R, W>>,
     ) -> Result<(), MigrateError> {
         let started = Instant::now();
         let stop = AtomicBool::new(false);
+        let lease = switch.lease.as_ref().map(|(period, fence)| {
+            let anchor = self.ready_at.unwrap_or_else(Instant::now);
+            Lease::new(*period, Arc::clone(fence), !self.keep_paused, anchor)
+        });
         let result = std::thread::scope(|scope| {
             // Held from before the fault thread starts: a fault taken before
             // the switch (a sampler reading the guest's status page from
             // another process) must not put a PageRequest ahead of Resumed.
             let held = lock(w);
             let faults = scope.spawn(|| fault_loop(&switch, layout, w, &stop));
-            let served = self
-                .resume(held)
+            let mut watchdog = None;
+            let may_run = lease.as_ref().map_or(Ok(true), Lease::may_start);
+            let served = may_run
+                .and_then(|run| self.resume(held, run))
                 .and_then(|()| {
+                    if let Some(l) = &lease {
+                        scope.spawn(|| lease::ask(l, w, &stop));
+                        watchdog = Some(scope.spawn(|| lease::watch(l, &stop)));
+                    }
                     self.set_stage(Stage::Postcopy);
-                    self.receive_postcopy(r, &switch, layout)
+                    self.receive_relinking(r, w, &switch, layout, lease.as_ref(), relink)
                 })
                 .and_then(|()| {
                     switch.memory.finish().map_err(|source| MigrateError::Vm {
                         op: VmOp::PostcopyMemory,
                         source,
                     })
-                });
+                })
+                .and_then(|()| self.done(r, w, &switch, lease.as_ref()));
             stop.store(true, Ordering::SeqCst);
-            let faulted = faults.join().unwrap_or_else(|_| {
-                Err(MigrateError::Protocol("the fault thread panicked".into()))
-            });
-            served.and(faulted)
+            let thread = |h: std::thread::ScopedJoinHandle<'_, Result<(), MigrateError>>, what| {
+                h.join().unwrap_or_else(|_| {
+                    Err(MigrateError::Protocol(format!(
+                        "the {what} thread panicked"
+                    )))
+                })
+            };
+            let watched = watchdog.map_or(Ok(()), |h| thread(h, "lease watchdog"));
+            served.and(thread(faults, "fault")).and(watched)
         });
-        let (faults, p50, p99) = switch.faults.summary();
         self.report.postcopy_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.report.fault_wait_ms = switch.faults.total_wait().as_secs_f64() * 1e3;
+        self.report.lease_lapses = lease.as_ref().map_or(0, Lease::lapses);
+        result?;
+        self.set_stage(Stage::Running);
+        Ok(())
+    }
+
+    /// Postcopy across broken links: each time the link fails (not a
+    /// peer's error), wait up to the recovery timeout for the source to
+    /// reconnect, then go on from the pages held here.
+    fn receive_relinking<R: Read, W: Write>(
+        &mut self,
+        r: &mut MessageReader<R>,
+        w: &SharedWriter<W>,
+        switch: &Switch,
+        layout: &Arc<PageLayout>,
+        lease: Option<&Lease>,
+        relink: Option<Relink<'_, R, W>>,
+    ) -> Result<(), MigrateError> {
+        let timeout = self.opts.recovery_timeout;
+        loop {
+            let e = match self.receive_postcopy(r, switch, layout, lease) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let Some(relink) = relink.filter(|_| e.is_link_failure() && !timeout.is_zero()) else {
+                return Err(e);
+            };
+            // The cause is in the final error if the link never comes back.
+            tracing::debug!("post-copy link lost: {e}");
+            tracing::warn!(
+                "post-copy link lost; waiting up to {} for the source to reconnect",
+                units::format_duration(timeout)
+            );
+            let link = relink(Instant::now() + timeout, self.report.migration_id).ok_or(
+                MigrateError::NotRecovered {
+                    first: Box::new(e),
+                    timeout,
+                },
+            )?;
+            resume_link(r, w, link, switch, lease)?;
+            self.report.reconnects += 1;
+            tracing::info!("the source reconnected: post-copy goes on");
+        }
+    }
+
+    /// Every page is here: PostcopyDone; with a lease, wait for the
+    /// source's final grant (the VM is ours only then).
+    fn done<R: Read, W: Write>(
+        &mut self,
+        r: &mut MessageReader<R>,
+        w: &SharedWriter<W>,
+        switch: &Switch,
+        lease: Option<&Lease>,
+    ) -> Result<(), MigrateError> {
+        let (faults, p50, p99) = switch.faults.summary();
         self.report.faults = faults;
         self.report.fault_p50_ms = p50 as f64 / 1e6;
         self.report.fault_p99_ms = p99 as f64 / 1e6;
-        self.report.fault_wait_ms = switch.faults.total_wait().as_secs_f64() * 1e3;
-        result?;
-        self.set_stage(Stage::Running);
-        // Every page is here: a lost acknowledgement changes nothing for the VM.
-        let mut w = lock(w);
-        let _ = w
-            .postcopy_done(&PostcopyDone {
+        let sent = {
+            let mut w = lock(w);
+            w.postcopy_done(&PostcopyDone {
                 pages: switch.received_count.load(Ordering::Relaxed),
                 faults,
                 fault_p50_ns: p50,
                 fault_p99_ns: p99,
             })
-            .and_then(|()| w.flush());
+            .and_then(|()| w.flush())
+        };
+        let Some(lease) = lease else {
+            // Without a lease a lost acknowledgement changes nothing here.
+            return Ok(());
+        };
+        const DURING: &str = "waiting for the source to give the VM up";
+        self.set_stage(Stage::AwaitRelease);
+        sent.map_err(|e| MigrateError::from_wire(e, DURING, self.opts.stall_timeout))?;
+        while !lease.owned() {
+            match r
+                .next(DURING)
+                .map_err(|e| MigrateError::from_wire(e, DURING, self.opts.stall_timeout))?
+            {
+                Message::LeaseGrant(g) => lease.granted(&g)?,
+                Message::Abort(a) => {
+                    return Err(MigrateError::PeerAborted {
+                        code: a.code,
+                        message: a.message,
+                    });
+                }
+                m => {
+                    return Err(MigrateError::Protocol(format!(
+                        "unexpected {} after PostcopyDone",
+                        m.name()
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -225,6 +346,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         r: &mut MessageReader<R>,
         switch: &Switch,
         layout: &Arc<PageLayout>,
+        lease: Option<&Lease>,
     ) -> Result<(), MigrateError> {
         let wire =
             |e| MigrateError::from_wire(e, "receiving post-copy pages", self.opts.stall_timeout);
@@ -246,6 +368,14 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                     }
                 }
                 Message::PostcopyEnd(e) => return end(switch, &e),
+                Message::LeaseGrant(g) => match lease {
+                    Some(l) => l.granted(&g)?,
+                    None => {
+                        return Err(MigrateError::Protocol(
+                            "LeaseGrant in a post-copy without a lease".into(),
+                        ));
+                    }
+                },
                 Message::Abort(a) => {
                     return Err(MigrateError::PeerAborted {
                         code: a.code,
@@ -264,6 +394,25 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
 }
 
 impl Switch {
+    /// The pages of the set held here, as bitmap words.
+    pub(super) fn received_words(&self) -> Vec<u64> {
+        self.received
+            .0
+            .iter()
+            .map(|w| w.load(Ordering::Acquire))
+            .collect()
+    }
+
+    /// Addresses of the pages vCPUs wait for now.
+    pub(super) fn waiting_gpas(&self) -> Vec<u64> {
+        let w = self
+            .faults
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        w.keys().filter_map(|&i| self.layout.gpa_of(i)).collect()
+    }
+
     fn mark(&self, first: u64, n: u64) {
         for i in first..first + n {
             self.received.set(i);
@@ -331,7 +480,14 @@ fn fault_loop<W: Write + Send>(
     stop: &AtomicBool,
 ) -> Result<(), MigrateError> {
     let mut requested = DirtyBitmap::new(&Arc::new(layout.clone()));
+    let mut epoch = switch.epoch.load(Ordering::SeqCst);
     while !stop.load(Ordering::SeqCst) {
+        let now = switch.epoch.load(Ordering::SeqCst);
+        if now != epoch {
+            // Requests on the broken link are lost: ask again on a new fault.
+            requested = DirtyBitmap::new(&Arc::new(layout.clone()));
+            epoch = now;
+        }
         let gpa = match switch.memory.wait_fault(FAULT_POLL) {
             Ok(Some(gpa)) => gpa,
             Ok(None) => continue,
@@ -359,10 +515,12 @@ fn fault_loop<W: Write + Send>(
         let Some(req) = block_request(switch, layout, &mut requested, idx) else {
             continue;
         };
+        // A request lost with a broken link is asked again after a
+        // reconnection; the session thread sees the failure itself.
         let mut w = lock(w);
-        w.page_request(&req)
-            .and_then(|()| w.flush())
-            .map_err(|e| MigrateError::from_wire(e, "requesting pages", Duration::ZERO))?;
+        if let Err(e) = w.page_request(&req).and_then(|()| w.flush()) {
+            tracing::debug!("page request not sent: {e}");
+        }
     }
     Ok(())
 }

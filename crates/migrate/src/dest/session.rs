@@ -12,6 +12,7 @@ use wire::{
 };
 
 use super::postcopy::Switch;
+use super::relink::Relink;
 use super::{DestOptions, ReceiveReport};
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
 use crate::error::{MigrateError, VmOp};
@@ -48,9 +49,18 @@ use crate::vm::{DestinationVm, VmFactory};
 ///                                      ^  | Pages, ZeroPages: pages of the set
 ///                                      +--+ not received yet, installed; faults
 ///                                         | on missing pages send PageRequests
+///                                      ^  | LeaseGrant(n): lease extended; the
+///                                      +--+ watchdog fences the vCPUs when it
+///                                         | lapses, a later grant lifts that
 ///                                         | PostcopyEnd, every page of the set
 ///                                         v received: stop intercepting,
-///                                      Running        send PostcopyDone
+///                                      AwaitRelease   send PostcopyDone
+///                                      (Postcopy: a link failure waits up to the recovery
+///                                       timeout at the gate for Reattach with this id,
+///                                       answers Reattached, and goes on)
+///                                         | LeaseGrant(FINAL) (no lease: at once)
+///                                         v
+///                                      Running        the VM is ours for good
 ///
 /// Any other message, an Abort, the connection closing, a stall or a
 /// failure in any stage before Running: send Abort (unless the source
@@ -66,6 +76,7 @@ pub(super) enum Stage {
     AwaitState,
     AwaitCommit,
     Postcopy,
+    AwaitRelease,
     Running,
 }
 
@@ -79,6 +90,7 @@ impl Stage {
             Stage::AwaitState => "after the final round, expecting State",
             Stage::AwaitCommit => "expecting Commit",
             Stage::Postcopy => "in post-copy",
+            Stage::AwaitRelease => "after PostcopyDone, expecting the final LeaseGrant",
             Stage::Running => "after Commit",
         }
     }
@@ -95,6 +107,8 @@ pub(super) struct Receiver<'o, VM> {
     pub(super) keep_paused: bool,
     /// We told the source we can take the VM in post-copy.
     pub(super) postcopy_accepted: bool,
+    /// When Ready left: a post-copy lease's first period counts from here.
+    pub(super) ready_at: Option<Instant>,
 }
 
 /// The writer, shared in post-copy with the thread that requests pages.
@@ -132,6 +146,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
             stage: Stage::AwaitStart,
             keep_paused: false,
             postcopy_accepted: false,
+            ready_at: None,
         }
     }
 
@@ -146,6 +161,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         r: &mut MessageReader<R>,
         w: &SharedWriter<W>,
         factory: &mut F,
+        relink: Option<Relink<'_, R, W>>,
     ) -> Result<(), MigrateError> {
         let start = self.await_start(r)?;
         let mut arrival = self.accept(*start, w, factory)?;
@@ -153,8 +169,8 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         self.restore_state(&arrival.config, state, w)?;
         self.await_commit(r, arrival.migration_id)?;
         match arrival.postcopy.take() {
-            None => self.resume(lock(w)),
-            Some(switch) => self.postcopy(r, w, switch, &arrival.layout),
+            None => self.resume(lock(w), true),
+            Some(switch) => self.postcopy(r, w, switch, &arrival.layout, relink),
         }
     }
 
@@ -391,6 +407,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
                 source,
             })?;
         let mut w = lock(w);
+        self.ready_at = Some(Instant::now());
         w.ready()
             .and_then(|()| w.flush())
             .map_err(self.wire("sending Ready"))?;
@@ -421,16 +438,18 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
     }
 
     /// Commit read -> Running: start the vCPUs (unless the VM was paused on
-    /// the source) and acknowledge.
+    /// the source, or `start` is false: its post-copy lease lapsed already
+    /// and the next grant starts it) and acknowledge.
     /// `w` is held from before the vCPUs start until Resumed is sent: in
     /// post-copy a fault must not put a PageRequest on the wire ahead of it.
     pub(super) fn resume<W: Write>(
         &mut self,
         mut w: MutexGuard<'_, MessageWriter<W>>,
+        start: bool,
     ) -> Result<(), MigrateError> {
         let t_commit = Instant::now();
         let keep_paused = self.keep_paused;
-        if !keep_paused {
+        if !keep_paused && start {
             self.vm_mut()?.resume().map_err(|source| MigrateError::Vm {
                 op: VmOp::Resume,
                 source,

@@ -53,7 +53,7 @@ fn switched(w: &mut MessageWriter<&mut Vec<u8>>) {
     .unwrap();
     let mut words = vec![0u64; 4];
     words[0] = 0b1110;
-    w.postcopy_begin(&words).unwrap();
+    w.postcopy_begin(&words, 0).unwrap();
     w.state(&fake_state(&config(), b"token".to_vec())).unwrap();
     w.commit(ID).unwrap();
 }
@@ -65,7 +65,7 @@ fn receive(stream: &[u8], factory: &FakeFactory) -> Result<Vec<u8>, MigrateError
     let mut r = MessageReader::new(stream);
     let w = Mutex::new(MessageWriter::new(Vec::new()));
     let mut rx = Receiver::new(&opts, ReceiveReport::default());
-    let result = rx.session(&mut r, &w, &mut f);
+    let result = rx.session(&mut r, &w, &mut f, None);
     let vm = rx.vm.take();
     match result {
         Ok(()) => {
@@ -174,7 +174,7 @@ fn a_switch_out_of_order_or_malformed_is_refused() {
             pages: 1,
         })
         .unwrap();
-        w.postcopy_begin(&[0; 4]).unwrap();
+        w.postcopy_begin(&[0; 4], 0).unwrap();
     });
     assert!(
         e.contains("unexpected PostcopyBegin (inside a round)"),
@@ -183,14 +183,14 @@ fn a_switch_out_of_order_or_malformed_is_refused() {
     // A bitmap for another machine, or naming pages past the memory.
     let e = refused(|w| {
         start(w);
-        w.postcopy_begin(&[0; 5]).unwrap();
+        w.postcopy_begin(&[0; 5], 0).unwrap();
     });
     assert!(e.contains("the post-copy set has 40 bytes"), "{e}");
     // Pages before the switch are never sent after it twice, and a
     // post-copy page before Commit has no place.
     let e = refused(|w| {
         start(w);
-        w.postcopy_begin(&[1, 0, 0, 0]).unwrap();
+        w.postcopy_begin(&[1, 0, 0, 0], 0).unwrap();
         w.pages(0, &[1u8; 4096]).unwrap();
     });
     assert!(e.contains("unexpected Pages"), "{e}");
@@ -201,7 +201,7 @@ fn a_switch_out_of_order_or_malformed_is_refused() {
     };
     let s = stream(|w| {
         start(w);
-        w.postcopy_begin(&[1, 0, 0, 0]).unwrap();
+        w.postcopy_begin(&[1, 0, 0, 0], 0).unwrap();
     });
     let e = receive(&s, &factory).unwrap_err().to_string();
     assert!(e.contains("did not accept post-copy"), "{e}");

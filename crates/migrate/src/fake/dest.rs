@@ -11,7 +11,7 @@ use vmstate::{VmConfig, VmState};
 use super::fake_err;
 use super::postcopy::{FakePostcopy, toucher};
 use crate::bitmap::{DirtyBitmap, PageLayout};
-use crate::vm::{DestinationVm, PostcopyMemory, VmError, VmFactory};
+use crate::vm::{DestinationVm, Fence, PostcopyMemory, VmError, VmFactory};
 
 /// What happened to destination VMs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,6 +28,10 @@ pub struct DestLog {
     pub postcopy_pages: u64,
     /// Touches of absent pages by the fake guest after resume.
     pub postcopy_waits: u64,
+    /// Times a lapsed post-copy lease fenced the VM, and times a grant
+    /// lifted the fence.
+    pub fenced: u32,
+    pub lifted: u32,
 }
 
 /// Creates [`FakeDestVm`]s and logs what happens to them.
@@ -188,5 +192,24 @@ impl DestinationVm for FakeDestVm {
             .postcopy_pages = missing.count();
         self.postcopy = Some(Arc::clone(&mem));
         Ok(mem)
+    }
+
+    fn fence(&self) -> Option<Arc<dyn Fence>> {
+        Some(Arc::new(FakeFence(Arc::clone(&self.log))))
+    }
+}
+
+/// Records fences in the log.
+struct FakeFence(Arc<Mutex<DestLog>>);
+
+impl Fence for FakeFence {
+    fn fence(&self) -> Result<(), VmError> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).fenced += 1;
+        Ok(())
+    }
+
+    fn lift(&self, _run: bool) -> Result<(), VmError> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).lifted += 1;
+        Ok(())
     }
 }

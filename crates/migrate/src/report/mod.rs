@@ -218,6 +218,9 @@ pub struct PostcopyReport {
     pub faults: u64,
     pub fault_p50_ms: Option<f64>,
     pub fault_p99_ms: Option<f64>,
+    /// Times the link broke and the source reconnected.
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 impl MigrationReport {

@@ -13,13 +13,31 @@ use crate::vm::SourceVm;
 
 impl<V: SourceVm> Engine<'_, V> {
     /// Sends Commit; from here on the VM never runs on this host again.
+    /// In a leased post-copy a lost acknowledgement is no longer in doubt
+    /// once the lease Commit gave has run out.
     pub(super) fn commit(&mut self) -> Result<(), MigrateError> {
+        let result = self.send_commit();
+        if let Err(e) = &result
+            && self.postcopy.is_some()
+            && self.granted_at.is_some()
+        {
+            self.enter(Phase::RolledBack);
+            self.settle_interrupted(e, false);
+        }
+        result
+    }
+
+    fn send_commit(&mut self) -> Result<(), MigrateError> {
         self.enter(Phase::Commit);
         // The point of no return is *starting* to write Commit: once any of
         // its bytes may have left, the destination may run the VM.
         self.report.vm_location = VmLocation::Unknown;
         self.vm.retire();
         let t_commit = Instant::now();
+        if self.postcopy.is_some() && !self.lease.is_zero() {
+            // Commit answers Ready: the destination's first lease.
+            self.granted_at = Some(t_commit);
+        }
         if let Some(p) = self.paused_at {
             self.report.pause_ms = Some(ms(t_commit.duration_since(p)));
         }
@@ -129,9 +147,14 @@ impl<V: SourceVm> Engine<'_, V> {
 
     /// The report, with the totals filled in.
     pub(super) fn finish(self) -> MigrationReport {
+        let bytes_sent = self.bytes();
         let mut report = self.report;
         report.total_time_ms = ms(self.started.elapsed());
-        report.bytes_sent = self.w.get_ref().get_ref().bytes();
+        report.bytes_sent = bytes_sent;
+        for (stream, reader) in self.links {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            report.bytes_received += reader.join().unwrap_or(0);
+        }
         report.finish_totals();
         report
     }

@@ -93,6 +93,15 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) switch: PostcopySwitch,
     /// After a switch to post-copy: the pages the destination must fetch.
     pub(super) postcopy: Option<DirtyBitmap>,
+    /// The post-copy lease period (zero: none).
+    pub(super) lease: Duration,
+    /// When the last lease went out (Commit, then each grant).
+    pub(super) granted_at: Option<Instant>,
+    /// How to reconnect in post-copy (none: `migrate_stream`, no address).
+    pub(super) redial: Option<super::relink::Redial>,
+    /// Links opened by reconnections, and bytes sent on links before `w`'s.
+    pub(super) links: super::relink::Links,
+    pub(super) bytes_before: u64,
 }
 
 impl<'a, V: SourceVm> Engine<'a, V> {
@@ -134,6 +143,11 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             postcopy_offered: session.capabilities.contains(Capabilities::POSTCOPY),
             switch: opts.postcopy_switch.clone(),
             postcopy: None,
+            lease: opts.lease,
+            granted_at: None,
+            redial: None,
+            links: Vec::new(),
+            bytes_before: 0,
         }
     }
 }
@@ -169,7 +183,7 @@ impl<V: SourceVm> Engine<'_, V> {
 
     /// Bytes written to the connection so far.
     pub(super) fn bytes(&self) -> u64 {
-        self.w.get_ref().get_ref().bytes()
+        self.bytes_before + self.w.get_ref().get_ref().bytes()
     }
 
     /// Everything before Commit. On error, the destination's own

@@ -20,9 +20,18 @@ pub(super) enum FromDest {
     Resumed(Resumed),
     PageRequest(PageRequest),
     PostcopyDone(PostcopyDone),
+    /// A lease request, by its sequence number.
+    LeaseRequest(u64),
     Abort(Abort),
     Other(&'static str),
     Error(WireError),
+}
+
+/// What the destination asks for in post-copy.
+pub(super) enum Ask {
+    Pages(PageRequest),
+    /// A lease renewal, by request number.
+    Lease(u64),
 }
 
 /// The engine's end of the reader thread.
@@ -82,6 +91,9 @@ impl Incoming {
             FromDest::PostcopyDone(_) => {
                 MigrateError::Protocol(format!("unexpected PostcopyDone {when}"))
             }
+            FromDest::LeaseRequest(_) => {
+                MigrateError::Protocol(format!("unexpected LeaseRequest {when}"))
+            }
             FromDest::Ready => MigrateError::Protocol(format!("unexpected Ready {when}")),
             FromDest::Resumed(_) => MigrateError::Protocol(format!("unexpected Resumed {when}")),
             FromDest::Other(name) => {
@@ -124,12 +136,9 @@ impl Incoming {
         }
     }
 
-    /// During post-copy: the destination's next page request, waiting up
-    /// to `timeout` (none came: `None`). Anything else is an error.
-    pub(super) fn next_request(
-        &self,
-        timeout: Duration,
-    ) -> Result<Option<PageRequest>, MigrateError> {
+    /// During post-copy: the destination's next page or lease request,
+    /// waiting up to `timeout` (none came: `None`). Anything else is an error.
+    pub(super) fn next_request(&self, timeout: Duration) -> Result<Option<Ask>, MigrateError> {
         const DURING: &str = "serving post-copy pages";
         let got = if timeout.is_zero() {
             match self.rx.try_recv() {
@@ -145,7 +154,8 @@ impl Incoming {
             }
         };
         match got {
-            Ok(FromDest::PageRequest(r)) => Ok(Some(r)),
+            Ok(FromDest::PageRequest(r)) => Ok(Some(Ask::Pages(r))),
+            Ok(FromDest::LeaseRequest(seq)) => Ok(Some(Ask::Lease(seq))),
             Ok(FromDest::Error(WireError::Closed { .. })) | Err(()) => {
                 Err(MigrateError::Wire(WireError::Closed { during: DURING }))
             }
@@ -189,6 +199,7 @@ fn reader_loop(mut r: MessageReader<BufReader<TcpStream>>, tx: mpsc::Sender<From
             Ok(Message::Accept(a)) => FromDest::Accept(a),
             Ok(Message::PageRequest(x)) => FromDest::PageRequest(x),
             Ok(Message::PostcopyDone(x)) => FromDest::PostcopyDone(x),
+            Ok(Message::LeaseRequest(x)) => FromDest::LeaseRequest(x.seq),
             Ok(Message::Ready) => FromDest::Ready,
             Ok(Message::Resumed(x)) => FromDest::Resumed(x),
             Ok(Message::Abort(a)) => FromDest::Abort(a),

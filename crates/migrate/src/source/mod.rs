@@ -10,9 +10,11 @@ mod commit;
 mod connect;
 mod engine;
 mod incoming;
+mod lease;
 mod meter;
 mod options;
 mod postcopy;
+mod relink;
 mod round;
 
 use std::io::{self, BufReader, BufWriter};
@@ -33,6 +35,7 @@ use incoming::Incoming;
 use meter::{Meter, WRITE_SLICE, min_bandwidth};
 
 pub use engine::MAX_ROUNDS;
+pub use lease::{DEFAULT_LEASE, lease_margin};
 pub use options::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_DOWNTIME, DEFAULT_STALL_TIMEOUT, MigrationFailure,
     SourceOptions,
@@ -52,7 +55,7 @@ pub fn migrate<V: SourceVm>(
     let started = Instant::now();
     events::enter(&opts.progress, opts.observer.as_ref(), Phase::Setup);
     match connect::connect(to, opts.connect_timeout) {
-        Ok(stream) => migrate_stream_from(vm, stream, opts, started),
+        Ok(stream) => migrate_stream_from(vm, stream, Some(to), opts, started),
         Err(error) => {
             let report = MigrationReport::new(opts.strategy.name(), vm.config().memory_bytes);
             Err(failed_early(error, report, &opts, started))
@@ -67,7 +70,7 @@ pub fn migrate_stream<V: SourceVm>(
     opts: SourceOptions,
 ) -> Result<MigrationReport, Box<MigrationFailure>> {
     events::enter(&opts.progress, opts.observer.as_ref(), Phase::Setup);
-    migrate_stream_from(vm, stream, opts, Instant::now())
+    migrate_stream_from(vm, stream, None, opts, Instant::now())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -91,6 +94,7 @@ fn failed_early(
 fn migrate_stream_from<V: SourceVm>(
     vm: &mut V,
     stream: TcpStream,
+    to: Option<&str>,
     mut opts: SourceOptions,
     started: Instant,
 ) -> Result<MigrationReport, Box<MigrationFailure>> {
@@ -112,6 +116,13 @@ fn migrate_stream_from<V: SourceVm>(
         }
     };
     let mut engine = Engine::new(vm, layout, channel, report, started, &opts);
+    engine.redial = to.map(|to| relink::Redial {
+        to: to.to_string(),
+        secret: opts.secret.clone(),
+        offer: opts.offer.clone(),
+        connect_timeout: opts.connect_timeout,
+        recovery: opts.recovery_timeout,
+    });
     let result = match engine.precopy(&mut *opts.strategy) {
         Ok(()) => engine.commit().and_then(|()| engine.postcopy()),
         Err(e) => Err(engine.rollback(e)),
@@ -119,7 +130,7 @@ fn migrate_stream_from<V: SourceVm>(
     let _ = stream.shutdown(Shutdown::Both);
     let received = reader.join().unwrap_or(0);
     let mut report = engine.finish();
-    report.bytes_received = received;
+    report.bytes_received += received;
     if let Err(error) = &result
         && report.outcome == Outcome::Completed
     {

@@ -55,6 +55,12 @@ pub struct SourceOptions {
     pub migration_id: u64,
     /// Told of each phase, round and the end, on the migration's thread.
     pub observer: Option<Observer>,
+    /// In post-copy, the destination runs the VM only while it holds a
+    /// lease this long that the source renews (`--lease`; zero: none).
+    pub lease: Duration,
+    /// In post-copy, how long a broken link may take to come back
+    /// (`--recovery-timeout`; zero: give up at once).
+    pub recovery_timeout: Duration,
 }
 
 impl SourceOptions {
@@ -76,6 +82,8 @@ impl SourceOptions {
             offer: Offer::default(),
             migration_id: u64::from_le_bytes(wire::nonce()[..8].try_into().expect("8 bytes")),
             observer: None,
+            lease: super::DEFAULT_LEASE,
+            recovery_timeout: crate::dest::DEFAULT_RECOVERY_TIMEOUT,
         }
     }
 }

@@ -11,7 +11,7 @@ use vm_memory::{Bytes, GuestAddress};
 use wire::{MAX_PAGES_PER_RECORD, PageRequest, PostcopyDone, PostcopyEnd};
 
 use super::engine::Engine;
-use super::incoming::FromDest;
+use super::incoming::{Ask, FromDest};
 use super::ms;
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE};
 use crate::error::MigrateError;
@@ -29,11 +29,47 @@ const QUEUE_WAIT: Duration = Duration::from_millis(1);
 
 /// Post-copy's progress: what is left and where the guest last faulted.
 struct Serving {
+    /// The set at the switch, and what of it is still to send.
+    set: DirtyBitmap,
     left: DirtyBitmap,
     /// Next page index the background push looks at.
     cursor: u64,
     report: PostcopyReport,
     bytes_before: u64,
+    /// Since the latest reconnection: pages the destination said it held,
+    /// and the (sent, zero) counts then; PostcopyEnd counts from there.
+    held: u64,
+    counted: (u64, u64),
+}
+
+impl Serving {
+    /// Pages sent so far, data and zero.
+    fn sent(&self) -> (u64, u64) {
+        let r = &self.report;
+        (r.pages_requested + r.pages_pushed, r.zero_pages)
+    }
+
+    /// After a reconnection: everything of the set the destination does
+    /// not hold is left again.
+    fn relinked(&mut self, held: &DirtyBitmap) {
+        self.left = self.set.clone();
+        self.left.and_not_assign(held);
+        self.cursor = 0;
+        self.held = held.count();
+        self.counted = self.sent();
+        self.report.reconnects += 1;
+    }
+
+    /// PostcopyEnd's counts: they add up to the set.
+    fn end(&self) -> PostcopyEnd {
+        let (sent, zero) = self.sent();
+        let (sent0, zero0) = self.counted;
+        let zero = zero - zero0;
+        PostcopyEnd {
+            pages: self.held + (sent - sent0) - zero,
+            zero_pages: zero,
+        }
+    }
 }
 
 impl<V: SourceVm> Engine<'_, V> {
@@ -64,7 +100,7 @@ impl<V: SourceVm> Engine<'_, V> {
             }
         }
         self.w
-            .postcopy_begin(pending.words())
+            .postcopy_begin(pending.words(), self.lease.as_nanos() as u64)
             .map_err(self.wire_err("sending the post-copy set"))?;
         self.report.postcopy = Some(PostcopyReport {
             trigger: why.to_string(),
@@ -96,10 +132,13 @@ impl<V: SourceVm> Engine<'_, V> {
         };
         let resumed = Instant::now();
         let mut s = Serving {
+            set: left.clone(),
             left,
             cursor: 0,
             report: self.report.postcopy.take().unwrap_or_default(),
             bytes_before: self.bytes(),
+            held: 0,
+            counted: (0, 0),
         };
         let mut end_sent = false;
         let result = self.serve(&mut s, &mut end_sent);
@@ -125,51 +164,98 @@ impl<V: SourceVm> Engine<'_, V> {
                     let _ = self.w.flush();
                 }
                 self.enter(Phase::RolledBack);
-                if end_sent {
-                    self.report.vm_location = VmLocation::Unknown;
-                    self.report.outcome = Outcome::InDoubt(format!(
-                        "every page was sent but the destination did not confirm it holds them ({e}); the VM is retired here and may run on the destination"
-                    ));
-                } else {
-                    self.report.vm_location = VmLocation::Nowhere;
-                    self.report.outcome = Outcome::Interrupted(format!(
-                        "post-copy broke with pages left ({e}); the destination cannot go on, the VM stays paused here as it was at the switch"
-                    ));
-                }
+                self.settle_interrupted(&e, end_sent);
                 Err(e)
             }
         }
     }
 
+    /// Where a post-copy that broke leaves the VM. With a lease out, once
+    /// it has certainly run out the destination is fenced: the VM runs
+    /// nowhere, paused here as it was at the switch. Without one, the
+    /// destination may still run it if every page was sent.
+    pub(super) fn settle_interrupted(&mut self, e: &MigrateError, end_sent: bool) {
+        if let Some(ago) = self.outlast_lease() {
+            self.report.vm_location = VmLocation::Nowhere;
+            self.report.outcome = Outcome::Interrupted(format!(
+                "post-copy broke ({e}); the destination's lease ran out {} ago with no renewal, so it is fenced: the VM runs nowhere, paused here as it was at the switch",
+                units::format_duration(ago)
+            ));
+        } else if end_sent {
+            self.report.vm_location = VmLocation::Unknown;
+            self.report.outcome = Outcome::InDoubt(format!(
+                "every page was sent but the destination did not confirm it holds them ({e}); the VM is retired here and may run on the destination"
+            ));
+        } else {
+            self.report.vm_location = VmLocation::Nowhere;
+            self.report.outcome = Outcome::Interrupted(format!(
+                "post-copy broke with pages left ({e}); the destination cannot go on, the VM stays paused here as it was at the switch"
+            ));
+        }
+    }
+
     /// Requests first, background pushes between them, then PostcopyEnd and
     /// the destination's PostcopyDone.
+    /// A link that fails is dialled again (`relink.rs`); serving goes on
+    /// from the pages the destination holds.
     fn serve(
         &mut self,
         s: &mut Serving,
         end_sent: &mut bool,
     ) -> Result<PostcopyDone, MigrateError> {
+        loop {
+            match self.serve_link(s, end_sent) {
+                Ok(done) => return Ok(done),
+                Err(e) => {
+                    let e = self.incoming.explain(e);
+                    let held = self.redial(e)?;
+                    s.relinked(&held);
+                    *end_sent = false;
+                }
+            }
+        }
+    }
+
+    fn serve_link(
+        &mut self,
+        s: &mut Serving,
+        end_sent: &mut bool,
+    ) -> Result<PostcopyDone, MigrateError> {
         self.w.get_mut().get_mut().set_rate(self.link_bandwidth);
+        // Since when the socket has held more than QUEUE_LIMIT unsent,
+        // and how much: a queue that never drains is a stalled link.
+        let mut full: Option<(Instant, u64)> = None;
         while !s.left.is_empty() {
-            while let Some(req) = self.incoming.next_request(Duration::ZERO)? {
-                self.serve_request(s, req)?;
+            while let Some(ask) = self.incoming.next_request(Duration::ZERO)? {
+                self.answer(s, ask)?;
             }
             if s.left.is_empty() {
                 break;
             }
-            if self.w.get_ref().get_ref().queued() > QUEUE_LIMIT {
-                if let Some(req) = self.incoming.next_request(QUEUE_WAIT)? {
-                    self.serve_request(s, req)?;
+            let queued = self.w.get_ref().get_ref().queued();
+            if queued > QUEUE_LIMIT {
+                match full {
+                    Some((_, q)) if queued < q => full = Some((Instant::now(), queued)),
+                    Some((since, _)) if since.elapsed() > self.stall => {
+                        return Err(MigrateError::Stalled {
+                            during: "serving post-copy pages",
+                            timeout: self.stall,
+                        });
+                    }
+                    Some(_) => {}
+                    None => full = Some((Instant::now(), queued)),
+                }
+                if let Some(ask) = self.incoming.next_request(QUEUE_WAIT)? {
+                    self.answer(s, ask)?;
                 }
                 continue;
             }
+            full = None;
             self.push_background(s)?;
         }
         *end_sent = true;
         self.w
-            .postcopy_end(&PostcopyEnd {
-                pages: s.report.pages_requested + s.report.pages_pushed - s.report.zero_pages,
-                zero_pages: s.report.zero_pages,
-            })
+            .postcopy_end(&s.end())
             .and_then(|()| self.w.flush())
             .map_err(self.wire_err("ending post-copy"))?;
         loop {
@@ -179,9 +265,22 @@ impl<V: SourceVm> Engine<'_, V> {
             {
                 // Asked before our last pages arrived there: already sent.
                 FromDest::PageRequest(_) => continue,
-                FromDest::PostcopyDone(d) => return Ok(d),
+                FromDest::LeaseRequest(seq) => self.grant(seq)?,
+                FromDest::PostcopyDone(d) => {
+                    if !self.lease.is_zero() {
+                        self.grant_for_good()?;
+                    }
+                    return Ok(d);
+                }
                 m => return Err(self.incoming.unexpected(m, "instead of PostcopyDone")),
             }
+        }
+    }
+
+    fn answer(&mut self, s: &mut Serving, ask: Ask) -> Result<(), MigrateError> {
+        match ask {
+            Ask::Pages(req) => self.serve_request(s, req),
+            Ask::Lease(seq) => self.grant(seq),
         }
     }
 

@@ -193,7 +193,10 @@ pub fn check_success(
     assert!(report.bytes_sent > 0);
     let switch_round = u32::from(report.postcopy.is_some());
     assert_eq!(received.report.rounds + switch_round, report.rounds);
-    assert_eq!(received.report.pages, data_pages(&report), "{report}");
+    // Pages in flight when a link broke are sent again on the next one.
+    if report.postcopy.as_ref().is_none_or(|p| p.reconnects == 0) {
+        assert_eq!(received.report.pages, data_pages(&report), "{report}");
+    }
     if let Some(p) = &report.postcopy {
         assert_eq!(received.report.postcopy_pages, p.pages_to_fetch);
         assert!(vm.calls.contains(&"release"), "{:?}", vm.calls);

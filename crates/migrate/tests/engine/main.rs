@@ -8,5 +8,6 @@ mod limits;
 mod network;
 mod observer;
 mod postcopy;
+mod reattach;
 mod refusals;
 mod strategies;

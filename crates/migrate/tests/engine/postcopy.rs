@@ -136,8 +136,10 @@ fn the_operator_switches_a_running_pre_copy() {
     assert_eq!(r.postcopy.as_ref().unwrap().trigger, "operator", "{r}");
 }
 
+/// With no recovery allowed, a cut after the switch is not survived: the
+/// VM stays paused and retired here, and the destination discards its copy.
 #[test]
-fn a_cut_after_the_switch_leaves_the_vm_paused_on_the_source_only() {
+fn a_cut_after_the_switch_without_recovery_leaves_the_vm_paused_here() {
     let mut vm = FakeVm::new(busy_spec(16)).unwrap();
     let factory = FakeFactory::default();
     let fault = Fault::new(Dir::ToDest, PAGES, Action::Cut)
@@ -145,13 +147,10 @@ fn a_cut_after_the_switch_leaves_the_vm_paused_on_the_source_only() {
         .at(Spot::Before);
     let mut opts = source_opts("postcopy");
     opts.link_bandwidth = Some(Bandwidth::parse("100Mbit").unwrap());
-    let (res, d) = run(
-        &mut vm,
-        opts,
-        factory.clone(),
-        dest_opts(1 << 30),
-        Some(fault),
-    );
+    opts.recovery_timeout = Duration::ZERO;
+    let mut dopts = dest_opts(1 << 30);
+    dopts.recovery_timeout = Duration::ZERO;
+    let (res, d) = run(&mut vm, opts, factory.clone(), dopts, Some(fault));
     let fail = res.expect_err("post-copy must fail");
     assert!(
         matches!(fail.report.outcome, Outcome::Interrupted(_)),
@@ -166,6 +165,88 @@ fn a_cut_after_the_switch_leaves_the_vm_paused_on_the_source_only() {
     // The destination gave it up.
     assert!(d.is_err());
     let log = factory.log();
+    assert_eq!((log.resumed, log.discarded), (1, 1), "{log:?}");
+}
+
+/// A cut after the switch (inside a Pages frame): the source reconnects
+/// (authenticated again, same migration), learns which pages the
+/// destination holds, sends the rest, and the migration completes with
+/// identical memory while the guest faults.
+#[test]
+fn a_cut_after_the_switch_is_survived_by_reconnecting() {
+    let mut vm = FakeVm::new(busy_spec(16)).unwrap();
+    let factory = faulting_factory();
+    let fault = Fault::new(Dir::ToDest, PAGES, Action::Cut)
+        .nth(20)
+        .at(Spot::Inside);
+    let mut opts = source_opts("postcopy");
+    opts.link_bandwidth = Some(Bandwidth::parse("100Mbit").unwrap());
+    let (res, d) = run(
+        &mut vm,
+        opts,
+        factory.clone(),
+        dest_opts(1 << 30),
+        Some(fault),
+    );
+    let dest_reconnects = d.as_ref().map_or(0, |r| r.report.reconnects);
+    let r = check_success(&vm, res, d, &factory);
+    let p = r.postcopy.as_ref().expect("a post-copy report");
+    assert_eq!(p.reconnects, 1, "{r}");
+    assert_eq!(dest_reconnects, 1);
+}
+
+/// A link that stalls after the switch: the destination's lease runs out
+/// with no renewal and it fences the VM; once the stall timeouts end the
+/// old link the source reconnects, a grant lifts the fence, and the
+/// migration completes.
+#[test]
+fn a_stall_after_the_switch_fences_the_destination_until_it_reconnects() {
+    let mut vm = FakeVm::new(busy_spec(16)).unwrap();
+    let factory = FakeFactory::default();
+    let fault = Fault::new(Dir::ToDest, PAGES, Action::Stall)
+        .nth(20)
+        .at(Spot::Before);
+    let mut opts = source_opts("postcopy");
+    opts.link_bandwidth = Some(Bandwidth::parse("100Mbit").unwrap());
+    opts.lease = Duration::from_millis(200);
+    let (res, d) = run(
+        &mut vm,
+        opts,
+        factory.clone(),
+        dest_opts(1 << 30),
+        Some(fault),
+    );
+    let r = check_success(&vm, res, d, &factory);
+    assert_eq!(r.postcopy.as_ref().map(|p| p.reconnects), Some(1), "{r}");
+    let log = factory.log();
+    assert!(log.fenced >= 1, "the destination never fenced: {log:?}");
+    assert!(log.lifted >= 1, "the fence was never lifted: {log:?}");
+}
+
+/// Without recovery, a stall fences the destination and the source, once
+/// the lease has surely run out, reports the VM as running nowhere.
+#[test]
+fn a_stall_without_recovery_fences_and_reports_nowhere() {
+    let mut vm = FakeVm::new(busy_spec(16)).unwrap();
+    let factory = FakeFactory::default();
+    let fault = Fault::new(Dir::ToDest, PAGES, Action::Stall)
+        .nth(20)
+        .at(Spot::Before);
+    let mut opts = source_opts("postcopy");
+    opts.link_bandwidth = Some(Bandwidth::parse("100Mbit").unwrap());
+    opts.lease = Duration::from_millis(200);
+    opts.recovery_timeout = Duration::ZERO;
+    let mut dopts = dest_opts(1 << 30);
+    dopts.recovery_timeout = Duration::ZERO;
+    let (res, d) = run(&mut vm, opts, factory.clone(), dopts, Some(fault));
+    let fail = res.expect_err("post-copy must fail");
+    let text = fail.report.outcome.to_string();
+    assert!(text.contains("lease ran out"), "{text}");
+    assert_eq!(fail.report.vm_location, VmLocation::Nowhere);
+    assert!(!vm.calls.contains(&"resume"), "{:?}", vm.calls);
+    assert!(d.is_err());
+    let log = factory.log();
+    assert!(log.fenced >= 1, "the destination never fenced: {log:?}");
     assert_eq!((log.resumed, log.discarded), (1, 1), "{log:?}");
 }
 

@@ -5,9 +5,9 @@ use vmstate::frame::Frame;
 use vmstate::record::{self, Record};
 
 use super::{
-    Accept, Capabilities, HELLO_MAGIC, Hello, MAX_CONFIG_LEN, MAX_TEXT, Message, NONCE_LEN,
-    PageRequest, PostcopyBegin, PostcopyDone, PostcopyEnd, Resumed, RoundBegin, RoundEnd, Start,
-    Welcome, kind,
+    Accept, Capabilities, HELLO_MAGIC, Hello, LeaseGrant, LeaseRequest, MAX_CONFIG_LEN, MAX_TEXT,
+    Message, NONCE_LEN, PageRequest, PostcopyBegin, PostcopyDone, PostcopyEnd, Reattach,
+    Reattached, Resumed, RoundBegin, RoundEnd, Start, Welcome, kind,
 };
 use crate::abort::{Abort, AbortCode};
 use crate::error::WireError;
@@ -66,6 +66,15 @@ impl<'a> Message<'a> {
                 fault_p50_ns: c.u64()?,
                 fault_p99_ns: c.u64()?,
             }),
+            kind::LEASE_REQUEST => Message::LeaseRequest(LeaseRequest { seq: c.u64()? }),
+            kind::LEASE_GRANT => Message::LeaseGrant(decode_lease_grant(&mut c)?),
+            kind::REATTACH => Message::Reattach(Reattach {
+                migration_id: c.u64()?,
+            }),
+            kind::REATTACHED => {
+                let (pages, bitmap) = decode_bitmap(&mut c)?;
+                Message::Reattached(Reattached { pages, bitmap })
+            }
             _ => {
                 return Err(WireError::Malformed {
                     kind: name,
@@ -174,7 +183,22 @@ fn decode_round_end(c: &mut Cursor<'_>) -> Result<RoundEnd, WireError> {
 
 fn decode_postcopy_begin<'a>(c: &mut Cursor<'a>) -> Result<PostcopyBegin<'a>, WireError> {
     let pages = c.u64()?;
-    let _reserved = c.u64()?;
+    let lease_ns = c.u64()?;
+    let (_, bitmap) = decode_bitmap_of(c, pages)?;
+    Ok(PostcopyBegin {
+        pages,
+        lease_ns,
+        bitmap,
+    })
+}
+
+/// A page count, then the bitmap it counts (the rest of the payload).
+fn decode_bitmap<'a>(c: &mut Cursor<'a>) -> Result<(u64, &'a [u8]), WireError> {
+    let pages = c.u64()?;
+    decode_bitmap_of(c, pages)
+}
+
+fn decode_bitmap_of<'a>(c: &mut Cursor<'a>, pages: u64) -> Result<(u64, &'a [u8]), WireError> {
     let bitmap = std::mem::take(&mut c.p);
     if !bitmap.len().is_multiple_of(8) {
         return Err(c.malformed(format!(
@@ -186,7 +210,20 @@ fn decode_postcopy_begin<'a>(c: &mut Cursor<'a>) -> Result<PostcopyBegin<'a>, Wi
     if set != pages {
         return Err(c.malformed(format!("announces {pages} pages but its bitmap has {set}")));
     }
-    Ok(PostcopyBegin { pages, bitmap })
+    Ok((pages, bitmap))
+}
+
+fn decode_lease_grant(c: &mut Cursor<'_>) -> Result<LeaseGrant, WireError> {
+    let seq = c.u64()?;
+    let flags = c.u32()?;
+    let _reserved = c.u32()?;
+    if flags & !LeaseGrant::KNOWN_FLAGS != 0 {
+        return Err(c.malformed(format!("unknown flags {flags:#x}")));
+    }
+    if seq == 0 && flags & LeaseGrant::FINAL == 0 {
+        return Err(c.malformed("answers request 0, which is never sent".into()));
+    }
+    Ok(LeaseGrant { seq, flags })
 }
 
 fn decode_page_request(c: &mut Cursor<'_>) -> Result<PageRequest, WireError> {

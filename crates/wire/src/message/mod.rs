@@ -15,10 +15,10 @@ use crate::abort::Abort;
 pub use reader::MessageReader;
 pub use writer::MessageWriter;
 
-/// Frame kinds of the protocol messages. 0x50-0x53 are post-copy's
-/// (protocol version 2, capability [`Capabilities::POSTCOPY`]); 0x54-0x5f
-/// are set aside for transaction synchronization, several streams and
-/// compression (docs/PROTOCOL.md); 0x60-0xff are free.
+/// Frame kinds of the protocol messages. 0x50-0x57 are post-copy's
+/// (protocol version 2, capability [`Capabilities::POSTCOPY`]; 0x54-0x55
+/// its lease, 0x56-0x57 its reconnection); 0x58-0x5f are set aside for transaction synchronization,
+/// several streams and compression (docs/PROTOCOL.md); 0x60-0xff are free.
 pub mod kind {
     pub const HELLO: u8 = 0x40;
     pub const WELCOME: u8 = 0x41;
@@ -37,6 +37,10 @@ pub mod kind {
     pub const PAGE_REQUEST: u8 = 0x51;
     pub const POSTCOPY_END: u8 = 0x52;
     pub const POSTCOPY_DONE: u8 = 0x53;
+    pub const LEASE_REQUEST: u8 = 0x54;
+    pub const LEASE_GRANT: u8 = 0x55;
+    pub const REATTACH: u8 = 0x56;
+    pub const REATTACHED: u8 = 0x57;
 }
 
 /// First bytes of every Hello: lets a destination tell a Ferry source from
@@ -160,6 +164,10 @@ impl Accept {
 pub struct PostcopyBegin<'a> {
     /// Bits set in `bitmap` (a check on the bitmap).
     pub pages: u64,
+    /// The running lease, ns: the destination runs the VM only while it
+    /// holds one (Ready starts the first; each [`LeaseGrant`] extends it).
+    /// 0: no lease (the VM runs until post-copy ends or breaks).
+    pub lease_ns: u64,
     /// Little-endian u64 words, bit i of word w = page index 64 w + i.
     pub bitmap: &'a [u8],
 }
@@ -198,6 +206,56 @@ pub struct PostcopyDone {
     /// Median and 99th percentile of the time a faulting vCPU waited, ns.
     pub fault_p50_ns: u64,
     pub fault_p99_ns: u64,
+}
+
+/// Destination -> source during a leased post-copy, every quarter lease:
+/// please extend my lease. The lease a grant gives counts from when this
+/// request left (destination clock), so a grant delayed in the network
+/// never stretches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseRequest {
+    /// 1, 2, 3, ... in the order sent.
+    pub seq: u64,
+}
+
+/// Source -> destination: the answer to [`LeaseRequest`] `seq`. The
+/// destination may run the VM until its request's send time plus the
+/// lease of PostcopyBegin; with [`LeaseGrant::FINAL`] for ever (the source
+/// freed its copy after PostcopyDone and can never take the VM back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseGrant {
+    /// The request answered (0 with FINAL: not an answer).
+    pub seq: u64,
+    pub flags: u32,
+}
+
+impl LeaseGrant {
+    /// The VM is the destination's for good: no lease from now on.
+    pub const FINAL: u32 = 1;
+    /// Every flag this version knows.
+    pub const KNOWN_FLAGS: u32 = Self::FINAL;
+
+    pub fn is_final(&self) -> bool {
+        self.flags & Self::FINAL != 0
+    }
+}
+
+/// Source -> destination, the first message on a connection that
+/// authenticated after the post-copy link broke: it continues migration
+/// `migration_id` (Start's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reattach {
+    pub migration_id: u64,
+}
+
+/// Destination -> source, the answer to [`Reattach`]: the pages of the
+/// post-copy set it holds (installed), as a bitmap like PostcopyBegin's.
+/// The source sends the rest of the set again from here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reattached<'a> {
+    /// Bits set in `bitmap`.
+    pub pages: u64,
+    pub bitmap: &'a [u8],
 }
 
 /// Start of a round of page data.
@@ -273,6 +331,10 @@ pub enum Message<'a> {
     PageRequest(PageRequest),
     PostcopyEnd(PostcopyEnd),
     PostcopyDone(PostcopyDone),
+    LeaseRequest(LeaseRequest),
+    LeaseGrant(LeaseGrant),
+    Reattach(Reattach),
+    Reattached(Reattached<'a>),
 }
 
 impl Message<'_> {
@@ -299,6 +361,10 @@ impl Message<'_> {
             Message::PageRequest(_) => "PageRequest",
             Message::PostcopyEnd(_) => "PostcopyEnd",
             Message::PostcopyDone(_) => "PostcopyDone",
+            Message::LeaseRequest(_) => "LeaseRequest",
+            Message::LeaseGrant(_) => "LeaseGrant",
+            Message::Reattach(_) => "Reattach",
+            Message::Reattached(_) => "Reattached",
         }
     }
 }
@@ -336,4 +402,8 @@ pub fn protocol_kinds() -> Kinds {
         .with(kind::PAGE_REQUEST, "PageRequest")
         .with(kind::POSTCOPY_END, "PostcopyEnd")
         .with(kind::POSTCOPY_DONE, "PostcopyDone")
+        .with(kind::LEASE_REQUEST, "LeaseRequest")
+        .with(kind::LEASE_GRANT, "LeaseGrant")
+        .with(kind::REATTACH, "Reattach")
+        .with(kind::REATTACHED, "Reattached")
 }

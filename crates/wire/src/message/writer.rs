@@ -7,8 +7,9 @@ use vmstate::frame::FrameWriter;
 use vmstate::record;
 
 use super::{
-    Accept, HELLO_LEN, HELLO_MAGIC, Hello, MAX_TEXT, NONCE_LEN, PageRequest, PostcopyDone,
-    PostcopyEnd, Resumed, RoundBegin, RoundEnd, Start, WELCOME_LEN, Welcome, kind,
+    Accept, HELLO_LEN, HELLO_MAGIC, Hello, LeaseGrant, LeaseRequest, MAX_TEXT, NONCE_LEN,
+    PageRequest, PostcopyDone, PostcopyEnd, Reattach, Resumed, RoundBegin, RoundEnd, Start,
+    WELCOME_LEN, Welcome, kind,
 };
 use crate::abort::AbortCode;
 use crate::error::WireError;
@@ -85,11 +86,13 @@ impl<W: Write> MessageWriter<W> {
     }
 
     /// The switch to post-copy: `words` is the bitmap of pages still to
-    /// fetch (its set bits are counted here).
-    pub fn postcopy_begin(&mut self, words: &[u64]) -> Result<(), WireError> {
+    /// fetch (its set bits are counted here); `lease_ns` the running lease
+    /// (0: none).
+    pub fn postcopy_begin(&mut self, words: &[u64], lease_ns: u64) -> Result<(), WireError> {
         let pages: u64 = words.iter().map(|w| u64::from(w.count_ones())).sum();
         let mut head = [0u8; 16];
         head[..8].copy_from_slice(&pages.to_le_bytes());
+        head[8..].copy_from_slice(&lease_ns.to_le_bytes());
         let mut bitmap = Vec::with_capacity(words.len() * 8);
         for w in words {
             bitmap.extend_from_slice(&w.to_le_bytes());
@@ -118,6 +121,32 @@ impl<W: Write> MessageWriter<W> {
         p[16..24].copy_from_slice(&d.fault_p50_ns.to_le_bytes());
         p[24..].copy_from_slice(&d.fault_p99_ns.to_le_bytes());
         self.frame(kind::POSTCOPY_DONE, &[&p])
+    }
+
+    pub fn lease_request(&mut self, r: &LeaseRequest) -> Result<(), WireError> {
+        self.frame(kind::LEASE_REQUEST, &[&r.seq.to_le_bytes()])
+    }
+
+    pub fn lease_grant(&mut self, g: &LeaseGrant) -> Result<(), WireError> {
+        let mut p = [0u8; 16];
+        p[..8].copy_from_slice(&g.seq.to_le_bytes());
+        p[8..12].copy_from_slice(&g.flags.to_le_bytes());
+        self.frame(kind::LEASE_GRANT, &[&p])
+    }
+
+    pub fn reattach(&mut self, r: &Reattach) -> Result<(), WireError> {
+        self.frame(kind::REATTACH, &[&r.migration_id.to_le_bytes()])
+    }
+
+    /// The answer to Reattach: `words` is the bitmap of the set's pages
+    /// held here (its set bits are counted here).
+    pub fn reattached(&mut self, words: &[u64]) -> Result<(), WireError> {
+        let pages: u64 = words.iter().map(|w| u64::from(w.count_ones())).sum();
+        let mut bitmap = Vec::with_capacity(words.len() * 8);
+        for w in words {
+            bitmap.extend_from_slice(&w.to_le_bytes());
+        }
+        self.frame(kind::REATTACHED, &[&pages.to_le_bytes(), &bitmap])
     }
 
     pub fn round_begin(&mut self, r: &RoundBegin) -> Result<(), WireError> {

@@ -78,7 +78,11 @@ pub fn assert_completed_on(src: &mut Vm, dest: &mut Dest, m: &Proc) {
         src.proc.stderr_text()
     );
     assert_no_panic("source", &src.proc.stderr_text());
-    assert_eq!(dest.state().as_deref(), Some("running"));
+    // The destination serves its API once its session ended, which in
+    // post-copy is a message after the source's report (the final grant).
+    wait_for("the destination to serve the running VM", PATIENCE, || {
+        (dest.state().as_deref() == Some("running")).then_some(())
+    });
     // Serial output is batched: wait for both kinds of line in the log.
     wait_for(
         "VERIFY ok and heartbeats on the destination",
