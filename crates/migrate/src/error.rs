@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use thiserror::Error;
-use wire::{AbortCode, WireError};
+use wire::{AbortCode, Message, WireError};
 
 use crate::bitmap::LayoutError;
 use crate::convergence::LimitReached;
@@ -152,6 +152,18 @@ impl fmt::Display for VmOp {
 }
 
 impl MigrateError {
+    /// The peer sent `m` where the protocol wants `expected`: its own
+    /// Abort says why; anything else is a protocol error.
+    pub(crate) fn unexpected(m: Message, expected: &str) -> MigrateError {
+        match m {
+            Message::Abort(a) => MigrateError::PeerAborted {
+                code: a.code,
+                message: a.message,
+            },
+            m => MigrateError::Protocol(format!("expected {expected}, got {}", m.name())),
+        }
+    }
+
     /// The Abort code to tell the peer about this error.
     pub fn abort_code(&self) -> AbortCode {
         match self {

@@ -323,18 +323,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                 .map_err(|e| MigrateError::from_wire(e, DURING, self.opts.stall_timeout))?
             {
                 Message::LeaseGrant(g) => lease.granted(&g)?,
-                Message::Abort(a) => {
-                    return Err(MigrateError::PeerAborted {
-                        code: a.code,
-                        message: a.message,
-                    });
-                }
-                m => {
-                    return Err(MigrateError::Protocol(format!(
-                        "unexpected {} after PostcopyDone",
-                        m.name()
-                    )));
-                }
+                m => return Err(MigrateError::unexpected(m, "LeaseGrant after PostcopyDone")),
             }
         }
         Ok(())
@@ -376,18 +365,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                         ));
                     }
                 },
-                Message::Abort(a) => {
-                    return Err(MigrateError::PeerAborted {
-                        code: a.code,
-                        message: a.message,
-                    });
-                }
-                m => {
-                    return Err(MigrateError::Protocol(format!(
-                        "unexpected {} (in post-copy)",
-                        m.name()
-                    )));
-                }
+                m => return Err(MigrateError::unexpected(m, "post-copy pages")),
             }
         }
     }

@@ -184,11 +184,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
             .map_err(self.wire("waiting for Start"))?
         {
             Message::Start(s) => Ok(s),
-            Message::Abort(a) => Err(peer_aborted(a)),
-            m => Err(MigrateError::Protocol(format!(
-                "expected Start, got {}",
-                m.name()
-            ))),
+            m => Err(MigrateError::unexpected(m, "Start")),
         }
     }
 
@@ -429,11 +425,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
             Message::Commit { migration_id: id } => Err(MigrateError::Protocol(format!(
                 "Commit for migration {id:#x}, expected {migration_id:#x}"
             ))),
-            Message::Abort(a) => Err(peer_aborted(a)),
-            m => Err(MigrateError::Protocol(format!(
-                "expected Commit, got {}",
-                m.name()
-            ))),
+            m => Err(MigrateError::unexpected(m, "Commit")),
         }
     }
 

@@ -151,7 +151,7 @@ fn bad_postcopy_input_is_refused_with_one_error() {
         switched(w);
         w.commit(ID).unwrap();
     });
-    assert!(e.contains("unexpected Commit (in post-copy)"), "{e}");
+    assert!(e.contains("expected post-copy pages, got Commit"), "{e}");
 }
 
 #[test]

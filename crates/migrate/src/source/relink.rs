@@ -117,18 +117,7 @@ impl<V: SourceVm> Engine<'_, V> {
                 }
                 held
             }
-            Message::Abort(a) => {
-                return Err(MigrateError::PeerAborted {
-                    code: a.code,
-                    message: a.message,
-                });
-            }
-            m => {
-                return Err(MigrateError::Protocol(format!(
-                    "expected Reattached, got {}",
-                    m.name()
-                )));
-            }
+            m => return Err(MigrateError::unexpected(m, "Reattached")),
         };
         stream.set_read_timeout(None).map_err(io)?;
         let (incoming, reader) = Incoming::spawn(r, self.stall, self.cancel.clone()).map_err(io)?;
