@@ -74,7 +74,7 @@ fn vm(name: &str, load: f64) -> VmReport {
     }
 }
 
-/// Publishes `reports()` (and a garbled one for h3) every 100 ms until
+/// Publishes a garbled report for h3, then `reports()`, every 100 ms until
 /// stopped, as live agents do (a report that stops changing is stale).
 fn report_forever(
     store: store::Store,
@@ -85,6 +85,8 @@ fn report_forever(
         let mut n = 0u64;
         while !stop.load(Ordering::SeqCst) && n < 3000 {
             n += 1;
+            // First, so that any view with the good reports has it too.
+            let _ = store.put(&agent::host_key("h3"), b"{garbage", None);
             for mut r in reports() {
                 r.unix_ms = n;
                 let _ = store.put(
@@ -93,18 +95,18 @@ fn report_forever(
                     None,
                 );
             }
-            let _ = store.put(&agent::host_key("h3"), b"{garbage", None);
             std::thread::sleep(Duration::from_millis(100));
         }
     })
 }
 
-/// A hotspot (h1), a light host (h2) and an impossible report (h4).
+/// An impossible report (h4, first: any view with the others has it), a
+/// hotspot (h1) and a light host (h2).
 fn hotspot() -> Vec<HostReport> {
     vec![
+        host("h4", 7.0, Vec::new()),
         host("h1", 0.95, vec![vm("web", 0.9)]),
         host("h2", 0.05, Vec::new()),
-        host("h4", 7.0, Vec::new()),
     ]
 }
 
