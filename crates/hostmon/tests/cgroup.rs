@@ -127,11 +127,11 @@ fn a_busy_process_is_held_to_its_hosts_quota() {
     // period's worth at the edges of the interval).
     assert!(load.cpus > 0.0 && load.cpus < 0.5, "{load:?}");
     assert!(load.of_capacity < 2.5, "{load:?}");
-    // The kernel adds a throttled period's time when it ends: wait for one.
-    let stat = wait_for("a throttled period to end", LIMIT, || {
-        let s = f.cgroup().cpu_stat().ok()?;
-        (s.nr_throttled > 0 && s.throttled > Duration::ZERO).then_some(s)
-    });
+    // Throttled periods are counted; their time is not always added up
+    // (0 ns after many throttled periods on this machine's cgroup v1), so
+    // only the count is required here (cgroup_tests checks the parsing).
+    let stat = f.cgroup().cpu_stat().unwrap();
+    assert!(stat.nr_throttled > 0, "never throttled: {stat:?}");
 
     // The threads' own accounting agrees with the cgroup's, loosely.
     let after = vcpu_threads(pid).unwrap();

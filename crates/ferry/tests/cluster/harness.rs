@@ -44,6 +44,16 @@ impl Drop for Cleanup {
         }
         for host in &self.hosts {
             if let Ok(Some(cg)) = hostmon::CpuHierarchy::detect().and_then(|h| h.open(host)) {
+                // Whatever the agents started there and the test never
+                // named (a receiver now running the migrated VM) goes too.
+                for pid in cg.processes().unwrap_or_default() {
+                    // SAFETY: plain kill(2) of a process in this test's cgroup.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+                let _ = (0..100).find(|_| {
+                    std::thread::sleep(Duration::from_millis(50));
+                    cg.processes().is_ok_and(|p| p.is_empty())
+                });
                 let _ = cg.remove();
             }
         }
