@@ -178,4 +178,10 @@ fn an_empty_host_switches_off_when_told_refuses_vms_and_switches_on_again() {
     assert!(agent.tick().unwrap().switched_off);
     power(Power::On);
     assert!(!agent.tick().unwrap().switched_off);
+    drop(agent);
+    let _ = hostmon::CpuHierarchy::detect()
+        .unwrap()
+        .open(&host)
+        .unwrap()
+        .map(|cg| cg.remove());
 }
