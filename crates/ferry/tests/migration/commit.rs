@@ -67,8 +67,7 @@ fn commit_delivered_but_ack_lost_vm_runs_only_on_destination() {
     let mut src = Vm::boot(dir.path(), "src");
     let (mut dest, _proxy, mut m) = commit_window_attempt(dir.path(), &src, &secret, true);
     let st = m.wait(PATIENCE);
-    let report: serde_json::Value = serde_json::from_str(&m.stdout_text())
-        .unwrap_or_else(|e| panic!("report: {e}: {}", m.stdout_text()));
+    let report: serde_json::Value = m.report();
     // Resumed may or may not slip through before the proxy closes.
     if report["outcome"] == "completed" {
         assert_migrate_completed(st, &m);
@@ -99,7 +98,7 @@ fn commit_lost_in_flight_vm_never_runs_twice() {
     let (mut dest, _proxy, mut m) = commit_window_attempt(dir.path(), &src, &secret, false);
     m.assert_failed_with(PATIENCE, &["resume"]);
     assert_eq!(m.try_status().and_then(|s| s.code()), Some(4));
-    assert_in_doubt(&serde_json::from_str(&m.stdout_text()).unwrap());
+    assert_in_doubt(&m.report());
     // The destination never read Commit: it discards; the source has retired
     // the VM. The documented cost of "never two" is this row: nowhere.
     dest.assert_discarded(&["nothing runs here"]);

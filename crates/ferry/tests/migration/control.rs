@@ -5,22 +5,6 @@
 
 use crate::harness::*;
 
-/// A 1 us target no real switchover meets, so pre-copy never converges
-/// with the downtime strategy; 200 Mbit/s keeps each round long.
-const NEVER: [&str; 6] = [
-    "--strategy",
-    "downtime",
-    "--max-downtime",
-    "1us",
-    "--max-bandwidth",
-    SLOW,
-];
-
-fn report_of(m: &Proc) -> serde_json::Value {
-    serde_json::from_str(&m.stdout_text())
-        .unwrap_or_else(|e| panic!("migrate --json: {e}: {}", m.stderr_text()))
-}
-
 #[test]
 fn a_missed_downtime_target_exits_3_and_says_so() {
     let _g = serial();
@@ -33,7 +17,7 @@ fn a_missed_downtime_target_exits_3_and_says_so() {
     let mut m = src.start_migrate(dir.path(), "migrate", &dest.addr, &secret, &args);
     let st = m.wait(PATIENCE * 2);
     assert_eq!(st.code(), Some(3), "{}", m.stderr_text());
-    let report = report_of(&m);
+    let report = m.report();
     assert_eq!(report["downtime_target_missed"], true, "{report}");
     assert_eq!(report["limit_reached"], "max-rounds", "{report}");
     assert_eq!(
@@ -58,7 +42,7 @@ fn max_rounds_with_abort_keeps_the_vm_on_the_source() {
     let mut m = src.start_migrate(dir.path(), "migrate", &dest.addr, &secret, &args);
     m.assert_failed_with(PATIENCE * 2, &["did not converge", "2 rounds"]);
     assert_eq!(m.try_status().and_then(|s| s.code()), Some(1));
-    let report = report_of(&m);
+    let report = m.report();
     assert_eq!(report["vm_location"], "source", "{report}");
     assert_eq!(report["limit_reached"], "max-rounds", "{report}");
     dest.assert_discarded(&["cancelled"]);
@@ -77,7 +61,7 @@ fn a_timeout_with_force_switches_over() {
     args.extend(["--timeout", "1s", "--on-timeout", "force"]);
     let mut m = src.start_migrate(dir.path(), "migrate", &dest.addr, &secret, &args);
     let st = m.wait(PATIENCE * 2);
-    let report = report_of(&m);
+    let report = m.report();
     assert_eq!(report["limit_reached"], "timeout", "{report}");
     assert_migrate_completed(st, &m);
     assert_completed_on(&mut src, &mut dest, &m);

@@ -38,7 +38,7 @@ fn guest_downtime_is_sampled_to_better_than_a_millisecond() {
         );
         let st = m.wait(PATIENCE * 2);
         assert!(st.success(), "migration failed: {}", m.stderr_text());
-        let report: serde_json::Value = serde_json::from_str(&m.stdout_text()).unwrap();
+        let report: serde_json::Value = m.report();
         let field = |k: &str| {
             report[k]
                 .as_u64()

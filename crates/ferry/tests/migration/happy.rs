@@ -26,7 +26,7 @@ fn happy_path(strategy: &str) {
     );
     let st = m.wait(PATIENCE * 2);
     assert_migrate_completed(st, &m);
-    let report: serde_json::Value = serde_json::from_str(&m.stdout_text()).unwrap();
+    let report: serde_json::Value = m.report();
     assert_eq!(report["strategy"], strategy);
     // Sampled on both sides (the values depend on the machine's load).
     for k in ["guest_downtime_us", "guest_downtime_resolution_us"] {

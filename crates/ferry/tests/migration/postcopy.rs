@@ -8,21 +8,6 @@
 
 use crate::harness::*;
 
-/// Pre-copy that never converges (1 us target, slow link).
-const NEVER: [&str; 6] = [
-    "--strategy",
-    "downtime",
-    "--max-downtime",
-    "1us",
-    "--max-bandwidth",
-    SLOW,
-];
-
-fn report_of(m: &Proc) -> serde_json::Value {
-    serde_json::from_str(&m.stdout_text())
-        .unwrap_or_else(|e| panic!("migrate --json: {e}: {}", m.stderr_text()))
-}
-
 #[test]
 fn the_operator_switches_a_running_pre_copy_to_post_copy() {
     let _g = serial();
@@ -44,7 +29,7 @@ fn the_operator_switches_a_running_pre_copy_to_post_copy() {
     assert!(st.success(), "ctl: {}", ctl.stderr_text());
     let st = m.wait(PATIENCE * 2);
     assert_migrate_completed(st, &m);
-    let report = report_of(&m);
+    let report = m.report();
     assert_eq!(report["postcopy"]["trigger"], "operator", "{report}");
     assert_completed_on(&mut src, &mut dest, &m);
     // No migration runs on the destination: the switch is refused with one line.
@@ -135,7 +120,7 @@ fn a_link_cut_in_post_copy_reconnects_and_completes() {
     let (mut m, proxy) = postcopy_through(&dir, &src, &dest, &secret, Action::Cut);
     let st = m.wait(PATIENCE * 2);
     assert_migrate_completed(st, &m);
-    assert_eq!(report_of(&m)["postcopy"]["reconnects"], 1);
+    assert_eq!(m.report()["postcopy"]["reconnects"], 1);
     assert!(
         dest.proc.stderr_text().contains("the source reconnected"),
         "{}",

@@ -132,7 +132,7 @@ fn auto_converge_throttle_shows_in_the_guest_and_is_released() {
     let mut m = src.start_migrate(dir.path(), "ok-migrate", &dest.addr, &secret, &args);
     let st = m.wait(PATIENCE * 2);
     assert!(st.success(), "migration failed: {}", m.stderr_text());
-    let report: serde_json::Value = serde_json::from_str(&m.stdout_text()).unwrap();
+    let report: serde_json::Value = m.report();
     let rounds = report["per_round"].as_array().unwrap();
     assert!(rounds.iter().any(|r| pct(r) >= 90.0), "{report}");
     assert_eq!(pct(rounds.last().unwrap()), 0.0, "{report}");

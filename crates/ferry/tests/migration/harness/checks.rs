@@ -49,8 +49,7 @@ pub fn assert_retry_succeeds(dir: &Path, src: &mut Vm, secret: &Path) {
 /// does (docs/CLI.md): 0, or 3 when its report says the downtime target was
 /// missed (a loaded machine may miss it; the VM moved all the same).
 pub fn assert_migrate_completed(st: std::process::ExitStatus, m: &Proc) {
-    let report: Value = serde_json::from_str(&m.stdout_text())
-        .unwrap_or_else(|e| panic!("migrate --json output: {e}: {}", m.stderr_text()));
+    let report: Value = m.report();
     let want = if report["downtime_target_missed"] == true {
         3
     } else {
@@ -67,8 +66,7 @@ pub fn assert_migrate_completed(st: std::process::ExitStatus, m: &Proc) {
 /// The migration `m` completed to `dest`: the report says so, the source
 /// exits, the destination runs and verifies, heartbeats continue.
 pub fn assert_completed_on(src: &mut Vm, dest: &mut Dest, m: &Proc) {
-    let report: Value = serde_json::from_str(&m.stdout_text())
-        .unwrap_or_else(|e| panic!("migrate --json output: {e}: {}", m.stdout_text()));
+    let report: Value = m.report();
     assert_eq!(report["outcome"], "completed", "{report}");
     assert_eq!(report["vm_location"], "destination", "{report}");
     let st = src.proc.wait(PATIENCE);

@@ -38,6 +38,16 @@ pub const GUEST_MEMORY: &str = "256M";
 pub const WS_PAGES: u64 = (32 << 20) / 4096;
 /// Slow link for failure tests: a migration lasts several seconds.
 pub const SLOW: &str = "200Mbit";
+/// Pre-copy that never converges: a 1 us target no real switchover meets,
+/// with the downtime strategy, on a [`SLOW`] link that keeps rounds long.
+pub const NEVER: [&str; 6] = [
+    "--strategy",
+    "downtime",
+    "--max-downtime",
+    "1us",
+    "--max-bandwidth",
+    SLOW,
+];
 
 /// Longest wait for anything that should happen soon (noisy, shared machine).
 pub const PATIENCE: Duration = Duration::from_secs(40);

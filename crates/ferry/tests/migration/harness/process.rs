@@ -97,6 +97,12 @@ impl Proc {
     pub fn stderr_text(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
+    /// What `ferry migrate --json` printed, parsed.
+    pub fn report(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout_text())
+            .unwrap_or_else(|e| panic!("migrate --json: {e}: {}", self.stderr_text()))
+    }
+
     pub fn stdout_text(&self) -> String {
         fs::read_to_string(&self.stdout).unwrap_or_default()
     }
