@@ -104,7 +104,7 @@ mod tests {
         assert_eq!(s.vcpus, Some(2));
         for (bad, why) in [
             ("web", "is not a VM"),
-            ("a b=idle", "not a VM name"),
+            ("a b=idle", "not a valid name"),
             ("web=", "no guest"),
             ("web=idle,vcpus=x", "not a number"),
             ("web=idle,colour=red", "unknown setting"),

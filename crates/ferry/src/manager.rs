@@ -19,9 +19,8 @@ pub struct ManagerArgs {
     /// etcd endpoint (repeatable). Default: the embedded store.
     #[arg(long, value_name = "URL")]
     pub etcd: Vec<String>,
-    /// The embedded store's socket (an agent's STATE_DIR/store.sock, or
-    /// the one `ferry cluster up` serves); served by this manager if
-    /// nobody serves it yet.
+    /// The embedded store's socket (an agent's STATE_DIR/store.sock);
+    /// served by this manager if nobody serves it yet.
     #[arg(
         long,
         value_name = "SOCKET",

@@ -55,7 +55,7 @@ pub fn check_name(s: &str) -> Result<String, String> {
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if s.is_empty() || s.len() > 64 || !s.chars().all(ok) {
         return Err(format!(
-            "'{s}' is not a VM name: use 1 to 64 letters, digits, '.', '_' or '-'"
+            "'{s}' is not a valid name: use 1 to 64 letters, digits, '.', '_' or '-'"
         ));
     }
     Ok(s.to_string())
@@ -220,7 +220,7 @@ mod tests {
             assert_eq!(check_name(good).unwrap(), good);
         }
         for bad in ["", "a b", "a/b", "é", &"x".repeat(65)] {
-            assert!(check_name(bad).unwrap_err().contains("not a VM name"));
+            assert!(check_name(bad).unwrap_err().contains("not a valid name"));
         }
     }
 }
