@@ -120,21 +120,8 @@ impl Vm {
                 .fd
                 .get_dirty_log(slot as u32, r.1 as usize)
                 .map_err(Error::GetDirtyLog)?;
-            if d.manual && bitmap.iter().any(|&w| w != 0) {
-                let mut clear = kvm_clear_dirty_log {
-                    slot: slot as u32,
-                    num_pages: pages as u32,
-                    first_page: 0,
-                    ..Default::default()
-                };
-                clear.__bindgen_anon_1.dirty_bitmap = bitmap.as_mut_ptr().cast();
-                // SAFETY: the bitmap covers `num_pages` bits of this slot.
-                let ret = unsafe {
-                    vmm_sys_util::ioctl::ioctl_with_ref(&self.fd, KVM_CLEAR_DIRTY_LOG(), &clear)
-                };
-                if ret < 0 {
-                    return Err(Error::ClearDirtyLog(kvm_ioctls::Error::last()));
-                }
+            if d.manual {
+                self.clear_dirty(slot as u32, pages, &mut bitmap)?;
             }
             let dst = &mut out[slot];
             dst.resize(bitmap.len(), 0);
@@ -146,4 +133,36 @@ impl Vm {
         }
         Ok(())
     }
+
+    /// Re-protects the pages set in `bitmap` (of a slot of `pages` pages),
+    /// a chunk per call: KVM holds its MMU lock through one call, and a
+    /// kernel without preemption lets no other thread on this CPU run
+    /// until the call returns, the downtime sampler's included.
+    fn clear_dirty(&self, slot: u32, pages: u64, bitmap: &mut [u64]) -> Result<(), Error> {
+        for (i, chunk) in bitmap.chunks_mut(CLEAR_CHUNK_WORDS).enumerate() {
+            if chunk.iter().all(|&w| w == 0) {
+                continue;
+            }
+            let first_page = (i * CLEAR_CHUNK_WORDS * 64) as u64;
+            let mut clear = kvm_clear_dirty_log {
+                slot,
+                num_pages: (pages - first_page).min(chunk.len() as u64 * 64) as u32,
+                first_page,
+                ..Default::default()
+            };
+            clear.__bindgen_anon_1.dirty_bitmap = chunk.as_mut_ptr().cast();
+            // SAFETY: the chunk covers `num_pages` bits from `first_page`,
+            // a multiple of 64 as KVM requires.
+            let ret = unsafe {
+                vmm_sys_util::ioctl::ioctl_with_ref(&self.fd, KVM_CLEAR_DIRTY_LOG(), &clear)
+            };
+            if ret < 0 {
+                return Err(Error::ClearDirtyLog(kvm_ioctls::Error::last()));
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Bitmap words re-protected per KVM_CLEAR_DIRTY_LOG call (4096 pages).
+const CLEAR_CHUNK_WORDS: usize = 64;
