@@ -62,6 +62,15 @@ impl Agent {
                 continue;
             }
             let host = &self.config.host;
+            let mine = if &order.to == host {
+                &view.destination
+            } else {
+                &view.source
+            };
+            // The manager gave up on it: a side not begun never begins.
+            if view.verdict.is_some() && mine.is_none() {
+                continue;
+            }
             let step = if &order.to == host {
                 self.destination_step(order, view)
             } else if &order.from == host {

@@ -28,6 +28,6 @@ pub mod vms;
 
 pub use agent::Agent;
 pub use config::{AgentConfig, VmSpec};
-pub use order::{Order, OrderMigration, OrderView, Side, SideReport, Stage};
+pub use order::{Order, OrderMigration, OrderView, Side, SideReport, Stage, Verdict};
 pub use power::{Power, PowerOrder, power_key};
 pub use report::{HostReport, VmReport, host_key};

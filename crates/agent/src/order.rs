@@ -1,6 +1,7 @@
 //! Migration orders in the store: what the manager asks (one VM from one
 //! host to another) and what each side's agent reports back. Each key has
-//! one writer: the manager writes `/ferry/orders/ID`, the source agent
+//! one writer: the manager writes `/ferry/orders/ID` and, when it gives up
+//! on the order, `/ferry/orders/ID/manager`; the source agent
 //! `/ferry/orders/ID/source` and the destination agent
 //! `/ferry/orders/ID/destination` (docs/CLUSTER.md, "Migration orders").
 
@@ -19,6 +20,11 @@ pub fn order_key(id: &str) -> String {
 /// The store key of `side`'s report on order `id`.
 pub fn side_key(id: &str, side: Side) -> String {
     format!("{ORDERS_PREFIX}{id}/{}", side.name())
+}
+
+/// The store key of the manager's verdict on order `id`.
+pub fn verdict_key(id: &str) -> String {
+    format!("{ORDERS_PREFIX}{id}/manager")
 }
 
 /// Checks an order id: 1 to 128 letters, digits, '.', '_' or '-'.
@@ -125,6 +131,11 @@ pub enum Stage {
     /// Source: post-copy was interrupted; the VM runs nowhere and its
     /// stopped copy is kept on the source (docs/PROTOCOL.md).
     Interrupted,
+    /// The order as a whole, never a side: the manager gave up on it
+    /// because the agent of a side that had not ended was lost. Where the
+    /// VM runs is then up to the migration's own safety rules, and the
+    /// hosts' next reports show it.
+    Abandoned,
 }
 
 impl Stage {
@@ -138,6 +149,7 @@ impl Stage {
             Stage::Failed => "failed",
             Stage::InDoubt => "in-doubt",
             Stage::Interrupted => "interrupted",
+            Stage::Abandoned => "abandoned",
         }
     }
 
@@ -199,22 +211,32 @@ impl SideReport {
     }
 }
 
+/// The manager's word that it gave up on an order, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub why: String,
+    /// When it was written (UNIX ms, the manager's clock).
+    pub unix_ms: u64,
+}
+
 /// An order with both sides' reports, as read from the store.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OrderView {
     pub order: Option<Order>,
     pub source: Option<SideReport>,
     pub destination: Option<SideReport>,
+    pub verdict: Option<Verdict>,
 }
 
 impl OrderView {
     /// The outcome once the order has ended: the source's final stage, or
-    /// the destination's failure when the source never started.
+    /// the destination's failure when the source never started, or
+    /// [`Stage::Abandoned`] once the manager gave up on it.
     pub fn outcome(&self) -> Option<Stage> {
         match (&self.source, &self.destination) {
             (Some(s), _) if s.stage.is_final() => Some(s.stage),
             (None, Some(d)) if d.stage == Stage::Failed => Some(Stage::Failed),
-            _ => None,
+            _ => self.verdict.as_ref().map(|_| Stage::Abandoned),
         }
     }
 }
@@ -257,6 +279,7 @@ fn parse_one(kv: &store::KeyValue, views: &mut BTreeMap<String, OrderView>) -> R
         Some("destination") => {
             view.destination = Some(serde_json::from_slice(&kv.value).map_err(json)?)
         }
+        Some("manager") => view.verdict = Some(serde_json::from_slice(&kv.value).map_err(json)?),
         Some(other) => return Err(format!("unknown side '{other}'")),
     }
     Ok(())
@@ -332,5 +355,13 @@ mod tests {
         assert_eq!(v.outcome(), Some(Stage::Failed));
         v.source = Some(SideReport::new("h1", Stage::InDoubt));
         assert_eq!(v.outcome(), Some(Stage::InDoubt));
+        // The manager's verdict ends an order no side ended, and only that.
+        v.verdict = Some(Verdict {
+            why: "host h2 lost".into(),
+            unix_ms: 1,
+        });
+        assert_eq!(v.outcome(), Some(Stage::InDoubt));
+        v.source = Some(SideReport::new("h1", Stage::Migrating));
+        assert_eq!(v.outcome(), Some(Stage::Abandoned));
     }
 }

@@ -66,6 +66,11 @@ pub struct ManagerArgs {
     /// last order's outcome, e.g. 5m.
     #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = units::parse_duration)]
     pub cooldown: Duration,
+    /// Orders that completed, failed or were abandoned are removed from the
+    /// store this long after they were issued, e.g. 1h (at least --cooldown,
+    /// which is read from them).
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = units::parse_duration)]
+    pub order_retention: Duration,
     /// Append every decision and its reason to FILE as JSON lines.
     #[arg(long, value_name = "FILE")]
     pub decision_log: Option<PathBuf>,
@@ -95,6 +100,12 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: &ManagerArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        args.order_retention >= args.cooldown,
+        "--order-retention {} is shorter than --cooldown {}: a VM's last order must outlive its cooldown",
+        units::format_duration(args.order_retention),
+        units::format_duration(args.cooldown)
+    );
     let (_server, store) = match &args.store_socket {
         Some(socket) => agent::agent::embedded_store(socket),
         None => (
@@ -137,6 +148,7 @@ pub fn run(args: &ManagerArgs) -> anyhow::Result<i32> {
         policy,
         seed: args.seed,
         decision_log: args.decision_log.clone(),
+        order_retention: args.order_retention,
         migration: agent::OrderMigration {
             strategy: args.strategy.clone(),
             max_bandwidth_bps: args.max_bandwidth.map(|b| b.bits_per_sec()),

@@ -24,6 +24,10 @@ pub struct ManagerConfig {
     pub seed: u64,
     /// Where decisions are appended as JSON lines, besides the log.
     pub decision_log: Option<PathBuf>,
+    /// Ended orders (completed, failed, abandoned) are removed this long
+    /// after they were issued; never shorter than the policy's cooldown,
+    /// which is read from them.
+    pub order_retention: Duration,
     /// How orders migrate.
     pub migration: OrderMigration,
     /// The view's settings that reports do not carry.

@@ -146,6 +146,23 @@ impl LiveManager {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let hosts = self.store.list(agent::report::HOSTS_PREFIX)?.kvs;
+        let fenced = crate::orders::abandon_lost(
+            &self.store,
+            leadership,
+            &mut self.log,
+            &running,
+            &hosts,
+            now_ms,
+        )? && crate::orders::remove_old(
+            &self.store,
+            leadership,
+            &views,
+            now_ms,
+            self.config.order_retention,
+        )?;
+        if !fenced {
+            return Ok(false);
+        }
         let time_s = self.started.elapsed().as_secs_f64();
         let pool = self
             .monitor

@@ -6,12 +6,14 @@
 //!
 //! Inside: [`leader`] (election, the interval, orders) -> [`view`] (the
 //! agents' reports into a `cluster::PoolView`, bad reports left out) and
-//! [`log`] (the decision log), and `power` (hosts switched off and on);
+//! [`log`] (the decision log), `power` (hosts switched off and on) and `orders` (lost
+//! hosts' orders abandoned, old orders removed);
 //! [`config`] is what the binary fills in.
 
 pub mod config;
 pub mod leader;
 pub mod log;
+mod orders;
 mod power;
 pub mod view;
 

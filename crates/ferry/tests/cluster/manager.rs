@@ -4,7 +4,8 @@
 //! retried before its cooldown; bad reports are left out with a reason;
 //! when the leader is killed the standby takes over and issues no order
 //! twice; with etcd down it stops deciding and says so, and leads again
-//! when etcd is back.
+//! when etcd is back; an order to a host whose agent is lost is
+//! abandoned, and old orders are removed.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -250,6 +251,90 @@ fn consolidation_switches_the_emptied_host_off() {
     // The receiving host is on and h5, off, is not woken for nothing.
     assert!(store.get(&agent::power_key("h2")).unwrap().is_none());
     assert!(store.get(&agent::power_key("h5")).unwrap().is_none());
+    stop.store(true, Ordering::SeqCst);
+    reporter.join().unwrap();
+}
+
+/// Writes `order` (issued `age` ago) and its source's `stage`.
+fn put_order(store: &store::Store, id: &str, vm: &str, to: &str, age: Duration, stage: Stage) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let order = agent::Order {
+        id: id.into(),
+        vm: vm.into(),
+        from: "h1".into(),
+        to: to.into(),
+        reason: "hotspot".into(),
+        issued_unix_ms: (now - age).as_millis() as u64,
+        migration: agent::OrderMigration::default(),
+    };
+    let key = agent::order::order_key(id);
+    store
+        .put(&key, &serde_json::to_vec(&order).unwrap(), None)
+        .unwrap();
+    let side = SideReport::new("h1", stage);
+    let key = agent::order::side_key(id, agent::Side::Source);
+    store
+        .put(&key, &serde_json::to_vec(&side).unwrap(), None)
+        .unwrap();
+}
+
+#[test]
+fn orders_to_a_lost_host_are_abandoned_and_old_ones_removed() {
+    let etcd = Etcd::start("manager-orders");
+    let dir = TempDir::new("ferry-manager-orders");
+    let store = store::Store::connect(&store::StoreConfig::Etcd(store::EtcdConfig::new(vec![
+        etcd.endpoint(),
+    ])))
+    .unwrap();
+    let hour = Duration::from_secs(3600);
+    // h9 has no agent (no report): its order waits for nobody.
+    put_order(
+        &store,
+        "o-lost",
+        "a",
+        "h9",
+        Duration::ZERO,
+        Stage::Migrating,
+    );
+    put_order(&store, "o-old", "b", "h2", 2 * hour, Stage::Failed);
+    put_order(&store, "o-doubt", "c", "h2", 2 * hour, Stage::InDoubt);
+    put_order(
+        &store,
+        "o-recent",
+        "d",
+        "h2",
+        Duration::ZERO,
+        Stage::Completed,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let reporter = report_forever(store.clone(), stop.clone(), light);
+    let mut managers = Cleanup::default();
+    managers.agents.push(manager(&etcd, &dir, "m1"));
+    let log = dir.join("m1.jsonl");
+    let ended = wait_for("the lost order to end", LIMIT, || {
+        events(&log, "order-ended")
+            .into_iter()
+            .find(|e| e["order"] == "o-lost")
+    });
+    assert_eq!(ended["outcome"], serde_json::json!(Stage::Abandoned));
+    let abandoned = events(&log, "order-abandoned");
+    assert_eq!(abandoned.len(), 1, "written once: {abandoned:?}");
+    let why = abandoned[0]["why"].as_str().unwrap();
+    assert!(why.contains("destination host h9 is lost"), "{why}");
+    // An hour's retention: the old failure goes, the order in doubt waits
+    // for its operator, the recent one stays.
+    let ids: Vec<String> = orders(&store).into_iter().map(|o| o.id).collect();
+    assert_eq!(ids, ["o-doubt", "o-lost", "o-recent"]);
+    assert!(
+        store
+            .list(&agent::order::side_key("o-old", agent::Side::Source))
+            .unwrap()
+            .kvs
+            .is_empty(),
+        "its reports went with it"
+    );
     stop.store(true, Ordering::SeqCst);
     reporter.join().unwrap();
 }
