@@ -45,6 +45,10 @@ impl Agent {
     pub fn start(config: AgentConfig) -> anyhow::Result<Agent> {
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("cannot create {}", config.state_dir.display()))?;
+        let memory_bytes = match config.memory_bytes {
+            Some(m) => m,
+            None => hostmon::mem_total().context("cannot read the machine's memory")?,
+        };
         let cgroup = CpuHierarchy::detect()?
             .create(&config.host, config.capacity_cpus)
             .with_context(|| format!("cannot set up the cgroup of host {}", config.host))?;
@@ -68,12 +72,17 @@ impl Agent {
         tracing::info!(
             host = %config.host,
             capacity_cpus = config.capacity_cpus,
+            memory_bytes,
             vms = owned.len(),
             cgroup = %cgroup.path().display(),
             "agent started"
         );
         Ok(Agent {
-            sampler: Mutex::new(Sampler::new(&config.host, config.capacity_cpus)),
+            sampler: Mutex::new(Sampler::new(
+                &config.host,
+                config.capacity_cpus,
+                memory_bytes,
+            )),
             config,
             cgroup,
             vms: Mutex::new(owned),

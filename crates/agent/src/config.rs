@@ -16,6 +16,9 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// Declared capacity in CPUs: the host cgroup's quota.
     pub capacity_cpus: f64,
+    /// Declared memory for VMs, bytes: what the manager places against.
+    /// None: the machine's memory.
+    pub memory_bytes: Option<u64>,
     /// How often the host and its VMs are measured and published.
     pub interval: Duration,
     /// Serve Prometheus text on `http://ADDR/metrics`.

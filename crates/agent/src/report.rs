@@ -29,6 +29,9 @@ pub struct HostReport {
     pub load_cpus: Option<f64>,
     /// Quota periods in which the host was throttled, so far.
     pub throttled_periods: u64,
+    /// Declared memory for VMs, bytes (None from agents that do not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
     /// The host is switched off (crate::power): it holds no VM and
     /// accepts none until switched on.
     #[serde(default)]

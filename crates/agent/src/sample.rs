@@ -14,16 +14,18 @@ use crate::vms::VmProcess;
 pub struct Sampler {
     host: String,
     capacity: f64,
+    memory_bytes: u64,
     last_host: Option<CpuSample>,
     /// By VM name: the process sampled and its vCPU time then.
     last_vm: HashMap<String, (u32, CpuSample)>,
 }
 
 impl Sampler {
-    pub fn new(host: &str, capacity: f64) -> Sampler {
+    pub fn new(host: &str, capacity: f64, memory_bytes: u64) -> Sampler {
         Sampler {
             host: host.to_string(),
             capacity,
+            memory_bytes,
             last_host: None,
             last_vm: HashMap::new(),
         }
@@ -55,6 +57,7 @@ impl Sampler {
             cpu_seconds: stat.usage.as_secs_f64(),
             load_cpus: load.map(|l| l.cpus),
             throttled_periods: stat.nr_throttled,
+            memory_bytes: Some(self.memory_bytes),
             switched_off: false,
             vms: reports,
         })

@@ -11,6 +11,7 @@ fn config(dir: &TempDir, host: &str, store: store::StoreConfig) -> AgentConfig {
         host: host.to_string(),
         state_dir: dir.join("state"),
         capacity_cpus: 0.5,
+        memory_bytes: Some(3 << 30),
         interval: Duration::from_millis(200),
         metrics: None,
         store,
@@ -40,6 +41,7 @@ fn the_host_report_is_published_under_a_lease() {
     let report: HostReport = serde_json::from_slice(&kv.value).unwrap();
     assert_eq!(report.host, host);
     assert_eq!(report.capacity_cpus, 0.5);
+    assert_eq!(report.memory_bytes, Some(3 << 30));
     assert!(report.vms.is_empty());
     let lease = kv.lease.expect("published under a lease");
     assert!(store.lease_ttl(lease).unwrap().is_some());

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
+use units::ByteSize;
 
 /// Arguments of `ferry agent`.
 #[derive(Debug, clap::Args)]
@@ -22,6 +23,10 @@ pub struct AgentArgs {
     /// Declared capacity in CPUs (e.g. 1.5): the host cgroup's CPU quota.
     #[arg(long, value_name = "CPUS", value_parser = parse_capacity)]
     pub capacity: f64,
+    /// Declared memory for VMs, e.g. 8G: what the manager places against.
+    /// Default: the machine's memory (MemTotal).
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    pub memory: Option<ByteSize>,
     /// How often to measure and publish, e.g. 2s.
     #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_interval)]
     pub interval: Duration,
@@ -61,6 +66,14 @@ fn parse_capacity(s: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_memory(s: &str) -> Result<ByteSize, String> {
+    match ByteSize::parse(s) {
+        Ok(b) if b.bytes() > 0 => Ok(b),
+        Ok(_) => Err("give a memory size above zero".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     match units::parse_duration(s) {
         Ok(d) if !d.is_zero() => Ok(d),
@@ -97,6 +110,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<i32> {
         host: args.host.clone(),
         state_dir: args.state_dir.clone(),
         capacity_cpus: args.capacity,
+        memory_bytes: args.memory.map(|m| m.bytes()),
         interval: args.interval,
         metrics: args.metrics,
         store,

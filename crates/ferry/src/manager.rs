@@ -80,7 +80,7 @@ pub struct ManagerArgs {
     /// The migrations' bandwidth cap while the guest runs, e.g. 500Mbit.
     #[arg(long, value_name = "RATE", value_parser = Bandwidth::parse)]
     pub max_bandwidth: Option<Bandwidth>,
-    /// Memory of each host (agents do not report it yet), e.g. 64G.
+    /// Memory of a host whose agent does not report it, e.g. 64G.
     #[arg(long, default_value = "64G", value_name = "SIZE", value_parser = ByteSize::parse)]
     pub host_memory: ByteSize,
     /// The links between hosts, for migration-time estimates, e.g. 1Gbit.

@@ -15,6 +15,7 @@
 mod cgroup;
 mod hierarchy;
 mod load;
+mod memory;
 mod proc;
 
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 pub use cgroup::{CpuStat, HostCgroup};
 pub use hierarchy::{CgroupVersion, CpuHierarchy};
 pub use load::{CpuLoad, CpuSample};
+pub use memory::mem_total;
 pub use proc::{ThreadCpu, VCPU_THREAD_PREFIX, process_cpu, threads, vcpu_threads};
 
 #[derive(Debug, thiserror::Error)]

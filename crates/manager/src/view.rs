@@ -44,7 +44,7 @@ pub struct Pool {
 #[derive(Debug, Clone)]
 pub struct ViewSettings {
     pub interval_s: f64,
-    /// Memory assumed per host, MB (agents do not report it yet).
+    /// Memory assumed for a host whose agent does not report it, MB.
     pub host_ram_mb: f64,
     /// Bandwidth between hosts, Mbit/s.
     pub bandwidth_mbps: f64,
@@ -188,7 +188,9 @@ impl Monitor {
                 id: h as u64,
                 cpu_capacity: r.capacity_cpus,
                 core_capacity: 1.0,
-                ram_mb: settings.host_ram_mb,
+                ram_mb: r
+                    .memory_bytes
+                    .map_or(settings.host_ram_mb, |b| b as f64 / (1024.0 * 1024.0)),
                 net_mbps: 0.0,
                 cpu_overhead: (r.load_cpus.unwrap_or(0.0) - vm_load).max(0.0),
                 power_model: 0,
@@ -218,6 +220,9 @@ fn check(r: &HostReport) -> Result<(), String> {
     let cap = r.capacity_cpus;
     if !(cap.is_finite() && cap > 0.0) {
         return Err(format!("impossible capacity {cap}"));
+    }
+    if r.memory_bytes == Some(0) {
+        return Err("impossible memory 0 bytes".into());
     }
     let Some(load) = r.load_cpus else {
         return Err("no load measured yet".into());

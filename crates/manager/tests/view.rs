@@ -41,6 +41,7 @@ fn report(host: &str, load: f64, vms: Vec<VmReport>, rev: i64) -> store::KeyValu
         cpu_seconds: 0.0,
         load_cpus: Some(load),
         throttled_periods: 0,
+        memory_bytes: Some(2048 << 20),
         switched_off: false,
         vms,
     };
@@ -77,6 +78,8 @@ fn reports_become_a_view_and_bad_ones_are_left_out_with_why() {
     assert_eq!(b.history, [0.25]);
     assert_eq!(b.ram_mb, 256.0);
     assert_eq!(b.dirty_rate_mb_s, Some(2.0));
+    // Memory as the agents report it.
+    assert_eq!(pool.view.hosts[0].ram_mb, 2048.0);
     // h2's load beyond its VM's is its overhead.
     assert!((pool.view.hosts[1].cpu_overhead - 0.1).abs() < 1e-9);
     let skipped = pool.skipped.join("\n");

@@ -55,6 +55,7 @@ fn host(name: &str, load: f64, vms: Vec<VmReport>) -> HostReport {
         cpu_seconds: 0.0,
         load_cpus: Some(load),
         throttled_periods: 0,
+        memory_bytes: None,
         switched_off: false,
         vms,
     }
