@@ -46,6 +46,14 @@ fn manager_with(etcd: &Etcd, dir: &TempDir, name: &str, pattern: &str) -> Child 
         .unwrap()
 }
 
+/// A client of `etcd`.
+fn connect(etcd: &Etcd) -> store::Store {
+    store::Store::connect(&store::StoreConfig::Etcd(store::EtcdConfig::new(vec![
+        etcd.endpoint(),
+    ])))
+    .unwrap()
+}
+
 fn host(name: &str, load: f64, vms: Vec<VmReport>) -> HostReport {
     HostReport {
         host: name.into(),
@@ -123,10 +131,7 @@ fn orders(store: &store::Store) -> Vec<agent::Order> {
 fn the_leader_orders_a_move_and_a_standby_takes_over_without_repeating_it() {
     let mut etcd = Etcd::start("manager");
     let dir = TempDir::new("ferry-manager");
-    let store = store::Store::connect(&store::StoreConfig::Etcd(store::EtcdConfig::new(vec![
-        etcd.endpoint(),
-    ])))
-    .unwrap();
+    let store = connect(&etcd);
     let stop = Arc::new(AtomicBool::new(false));
     let reporter = report_forever(store.clone(), stop.clone(), hotspot);
     let mut managers = Cleanup::default();
@@ -224,10 +229,7 @@ fn light() -> Vec<HostReport> {
 fn consolidation_switches_the_emptied_host_off() {
     let etcd = Etcd::start("manager-power");
     let dir = TempDir::new("ferry-manager-power");
-    let store = store::Store::connect(&store::StoreConfig::Etcd(store::EtcdConfig::new(vec![
-        etcd.endpoint(),
-    ])))
-    .unwrap();
+    let store = connect(&etcd);
     let stop = Arc::new(AtomicBool::new(false));
     let reporter = report_forever(store.clone(), stop.clone(), light);
     let mut managers = Cleanup::default();
@@ -285,10 +287,7 @@ fn put_order(store: &store::Store, id: &str, vm: &str, to: &str, age: Duration, 
 fn orders_to_a_lost_host_are_abandoned_and_old_ones_removed() {
     let etcd = Etcd::start("manager-orders");
     let dir = TempDir::new("ferry-manager-orders");
-    let store = store::Store::connect(&store::StoreConfig::Etcd(store::EtcdConfig::new(vec![
-        etcd.endpoint(),
-    ])))
-    .unwrap();
+    let store = connect(&etcd);
     let hour = Duration::from_secs(3600);
     // h9 has no agent (no report): its order waits for nobody.
     put_order(
