@@ -104,6 +104,8 @@ fn every_message_round_trips() {
     w.lease_grant(&last).unwrap();
     w.reattach(&Reattach { migration_id: 42 }).unwrap();
     w.reattached(&[0b110, 0]).unwrap();
+    w.drain(&Drain { seq: 3 }).unwrap();
+    w.drained(&Drain { seq: 3 }).unwrap();
     let written = w.bytes_written();
     assert_eq!(written, buf.len() as u64);
 
@@ -161,6 +163,8 @@ fn every_message_round_trips() {
     assert!(
         matches!(r.next("").unwrap(), Message::Reattached(x) if x.pages == 2 && x.bitmap.len() == 16)
     );
+    assert!(matches!(r.next("").unwrap(), Message::Drain(x) if x.seq == 3));
+    assert!(matches!(r.next("").unwrap(), Message::Drained(x) if x.seq == 3));
     let e = r.next("waiting for more").unwrap_err();
     assert!(matches!(e, WireError::Closed { .. }));
     assert!(e.to_string().contains("waiting for more"));
@@ -221,6 +225,7 @@ fn postcopy_needs_version_2() {
         Capabilities::POSTCOPY
     );
     assert!(Capabilities::SUPPORTED.contains(Capabilities::POSTCOPY));
+    assert!(Capabilities::SUPPORTED.contains(Capabilities::DRAIN));
 }
 
 #[test]

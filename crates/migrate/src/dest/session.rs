@@ -165,7 +165,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
     ) -> Result<(), MigrateError> {
         let start = self.await_start(r)?;
         let mut arrival = self.accept(*start, w, factory)?;
-        let state = self.receive_rounds(r, &mut arrival)?;
+        let state = self.receive_rounds(r, w, &mut arrival)?;
         self.restore_state(&arrival.config, state, w)?;
         self.await_commit(r, arrival.migration_id)?;
         match arrival.postcopy.take() {
@@ -250,9 +250,10 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
 
     /// BetweenRounds and InRound until the final round ends, then
     /// AwaitState: returns the State record.
-    fn receive_rounds<R: Read>(
+    fn receive_rounds<R: Read, W: Write>(
         &mut self,
         r: &mut MessageReader<R>,
+        w: &SharedWriter<W>,
         arrival: &mut Arrival,
     ) -> Result<Box<VmState>, MigrateError> {
         loop {
@@ -277,6 +278,13 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
                     self.stage = Stage::AwaitState;
                 }
                 (Message::State(s), Stage::AwaitState) => return Ok(s),
+                // Everything before it is applied: say so at once.
+                (Message::Drain(d), _) => {
+                    let mut w = lock(w);
+                    w.drained(&d)
+                        .and_then(|()| w.flush())
+                        .map_err(self.wire("answering Drain"))?;
+                }
                 (Message::Abort(a), _) => return Err(peer_aborted(a)),
                 (m, stage) => {
                     return Err(MigrateError::Protocol(format!(

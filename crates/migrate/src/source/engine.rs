@@ -6,7 +6,7 @@ use std::io::BufWriter;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wire::{Capabilities, MAX_PAGES_PER_RECORD, MessageWriter, Session, Start, WireError};
+use wire::{Capabilities, Drain, MAX_PAGES_PER_RECORD, MessageWriter, Session, Start, WireError};
 
 use super::incoming::{FromDest, Incoming};
 use super::meter::{Meter, min_bandwidth};
@@ -89,6 +89,8 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) forced: Decision,
     /// The session negotiated post-copy (version 2, both sides).
     pub(super) postcopy_offered: bool,
+    /// The session negotiated Drain (version 2, both sides).
+    pub(super) drain: bool,
     /// The operator's request to switch to post-copy now.
     pub(super) switch: PostcopySwitch,
     /// After a switch to post-copy: the pages the destination must fetch.
@@ -141,6 +143,7 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             observer: opts.observer.clone(),
             forced: opts.strategy.switchover(),
             postcopy_offered: session.capabilities.contains(Capabilities::POSTCOPY),
+            drain: session.capabilities.contains(Capabilities::DRAIN),
             switch: opts.postcopy_switch.clone(),
             postcopy: None,
             lease: opts.lease,
@@ -210,11 +213,35 @@ impl<V: SourceVm> Engine<'_, V> {
         };
         self.enter(Phase::Iterative);
         let (round, switchover) = self.iterate(strategy, &mut pending, &mut hint)?;
+        self.drain_stream()?;
         match switchover {
             Switchover::StopAndCopy => self.stop_and_copy(round, pending, hint)?,
             Switchover::Postcopy(why) => self.switch_to_postcopy(pending, hint, why)?,
         }
         self.transfer_state()
+    }
+
+    /// Waits, the VM still running, until the destination has applied
+    /// everything sent so far: what the socket buffers hold would otherwise
+    /// be applied after the pause, as downtime (docs/PROTOCOL.md, "Drain").
+    fn drain_stream(&mut self) -> Result<(), MigrateError> {
+        if !self.drain {
+            return Ok(());
+        }
+        const SEQ: u64 = 1;
+        self.w
+            .drain(&Drain { seq: SEQ })
+            .and_then(|()| self.w.flush())
+            .map_err(self.wire_err("sending Drain"))?;
+        match self
+            .incoming
+            .wait("waiting for the destination to apply the stream", true)?
+        {
+            FromDest::Drained(SEQ) => Ok(()),
+            m => Err(self
+                .incoming
+                .unexpected(m, "instead of Drained for the switchover")),
+        }
     }
 
     /// Setup: the destination checks the config against its limits.

@@ -22,6 +22,8 @@ pub(super) enum FromDest {
     PostcopyDone(PostcopyDone),
     /// A lease request, by its sequence number.
     LeaseRequest(u64),
+    /// The answer to a Drain, by its sequence number.
+    Drained(u64),
     Abort(Abort),
     Other(&'static str),
     Error(WireError),
@@ -94,6 +96,7 @@ impl Incoming {
             FromDest::LeaseRequest(_) => {
                 MigrateError::Protocol(format!("unexpected LeaseRequest {when}"))
             }
+            FromDest::Drained(_) => MigrateError::Protocol(format!("unexpected Drained {when}")),
             FromDest::Ready => MigrateError::Protocol(format!("unexpected Ready {when}")),
             FromDest::Resumed(_) => MigrateError::Protocol(format!("unexpected Resumed {when}")),
             FromDest::Other(name) => {
@@ -201,6 +204,7 @@ fn reader_loop(mut r: MessageReader<BufReader<TcpStream>>, tx: mpsc::Sender<From
             Ok(Message::PostcopyDone(x)) => FromDest::PostcopyDone(x),
             Ok(Message::LeaseRequest(x)) => FromDest::LeaseRequest(x.seq),
             Ok(Message::Ready) => FromDest::Ready,
+            Ok(Message::Drained(d)) => FromDest::Drained(d.seq),
             Ok(Message::Resumed(x)) => FromDest::Resumed(x),
             Ok(Message::Abort(a)) => FromDest::Abort(a),
             Ok(m) => FromDest::Other(m.name()),

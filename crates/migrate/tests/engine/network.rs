@@ -194,3 +194,36 @@ fn a_paused_vm_stays_paused_on_both_outcomes() {
     assert!(!vm.calls[1..].contains(&"resume"), "{:?}", vm.calls);
     assert_eq!(factory.log().resumed, 0);
 }
+
+/// Before the switchover the source waits for the destination to apply
+/// the stream (Drain): a Drain or its answer lost rolls back like any cut
+/// before the pause, and the VM was never paused.
+#[test]
+fn a_cut_at_the_drain_rolls_back_before_the_pause() {
+    for (dir, k) in [(Dir::ToDest, kind::DRAIN), (Dir::ToSource, kind::DRAINED)] {
+        let mut vm = FakeVm::new(busy_spec(16)).unwrap();
+        let factory = FakeFactory::default();
+        let (res, d) = run_faulted(&mut vm, &factory, dir, k, 1, Action::Cut);
+        assert_rolled_back(&vm, &res, &factory);
+        assert!(d.is_err());
+        assert!(!vm.calls.contains(&"pause"), "{:?}", vm.calls);
+    }
+}
+
+/// A destination that does not offer Drain (an older Ferry) still takes
+/// the VM: the source then switches over without waiting.
+#[test]
+fn a_destination_without_drain_still_migrates() {
+    let mut vm = FakeVm::new(busy_spec(16)).unwrap();
+    let factory = FakeFactory::default();
+    let mut dopts = dest_opts(1 << 30);
+    dopts.offer.capabilities = wire::Capabilities::POSTCOPY;
+    let (res, d) = run(
+        &mut vm,
+        source_opts("downtime"),
+        factory.clone(),
+        dopts,
+        None,
+    );
+    check_success(&vm, res, d, &factory);
+}

@@ -5,8 +5,8 @@ use vmstate::frame::Frame;
 use vmstate::record::{self, Record};
 
 use super::{
-    Accept, Capabilities, HELLO_MAGIC, Hello, LeaseGrant, LeaseRequest, MAX_CONFIG_LEN, MAX_TEXT,
-    Message, NONCE_LEN, PageRequest, PostcopyBegin, PostcopyDone, PostcopyEnd, Reattach,
+    Accept, Capabilities, Drain, HELLO_MAGIC, Hello, LeaseGrant, LeaseRequest, MAX_CONFIG_LEN,
+    MAX_TEXT, Message, NONCE_LEN, PageRequest, PostcopyBegin, PostcopyDone, PostcopyEnd, Reattach,
     Reattached, Resumed, RoundBegin, RoundEnd, Start, Welcome, kind,
 };
 use crate::abort::{Abort, AbortCode};
@@ -71,6 +71,8 @@ impl<'a> Message<'a> {
             kind::REATTACH => Message::Reattach(Reattach {
                 migration_id: c.u64()?,
             }),
+            kind::DRAIN => Message::Drain(Drain { seq: c.u64()? }),
+            kind::DRAINED => Message::Drained(Drain { seq: c.u64()? }),
             kind::REATTACHED => {
                 let (pages, bitmap) = decode_bitmap(&mut c)?;
                 Message::Reattached(Reattached { pages, bitmap })

@@ -41,6 +41,8 @@ pub mod kind {
     pub const LEASE_GRANT: u8 = 0x55;
     pub const REATTACH: u8 = 0x56;
     pub const REATTACHED: u8 = 0x57;
+    pub const DRAIN: u8 = 0x5e;
+    pub const DRAINED: u8 = 0x5f;
 }
 
 /// First bytes of every Hello: lets a destination tell a Ferry source from
@@ -77,8 +79,12 @@ impl Capabilities {
     pub const MULTI_STREAM: Capabilities = Capabilities(1 << 1);
     /// Pages records may be compressed. Reserved.
     pub const COMPRESSION: Capabilities = Capabilities(1 << 2);
+    /// The destination answers a [`Drain`] once it has applied everything
+    /// sent before it (version 2 on): the source pauses the VM only when
+    /// the stream has no backlog, so none of it counts as downtime.
+    pub const DRAIN: Capabilities = Capabilities(1 << 3);
     /// What this implementation supports.
-    pub const SUPPORTED: Capabilities = Capabilities::POSTCOPY;
+    pub const SUPPORTED: Capabilities = Capabilities(Self::POSTCOPY.0 | Self::DRAIN.0);
 
     /// The capabilities protocol `version` defines, out of `self`: a
     /// version-1 session has none, whatever the bits say.
@@ -335,6 +341,16 @@ pub enum Message<'a> {
     LeaseGrant(LeaseGrant),
     Reattach(Reattach),
     Reattached(Reattached<'a>),
+    Drain(Drain),
+    Drained(Drain),
+}
+
+/// Source -> destination: answer with [`Message::Drained`] and the same
+/// sequence number once everything before this has been applied;
+/// destination -> source: that answer ([`Capabilities::DRAIN`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drain {
+    pub seq: u64,
 }
 
 impl Message<'_> {
@@ -365,6 +381,8 @@ impl Message<'_> {
             Message::LeaseGrant(_) => "LeaseGrant",
             Message::Reattach(_) => "Reattach",
             Message::Reattached(_) => "Reattached",
+            Message::Drain(_) => "Drain",
+            Message::Drained(_) => "Drained",
         }
     }
 }
@@ -406,4 +424,6 @@ pub fn protocol_kinds() -> Kinds {
         .with(kind::LEASE_GRANT, "LeaseGrant")
         .with(kind::REATTACH, "Reattach")
         .with(kind::REATTACHED, "Reattached")
+        .with(kind::DRAIN, "Drain")
+        .with(kind::DRAINED, "Drained")
 }

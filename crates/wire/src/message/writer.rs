@@ -7,7 +7,7 @@ use vmstate::frame::FrameWriter;
 use vmstate::record;
 
 use super::{
-    Accept, HELLO_LEN, HELLO_MAGIC, Hello, LeaseGrant, LeaseRequest, MAX_TEXT, NONCE_LEN,
+    Accept, Drain, HELLO_LEN, HELLO_MAGIC, Hello, LeaseGrant, LeaseRequest, MAX_TEXT, NONCE_LEN,
     PageRequest, PostcopyDone, PostcopyEnd, Reattach, Resumed, RoundBegin, RoundEnd, Start,
     WELCOME_LEN, Welcome, kind,
 };
@@ -132,6 +132,14 @@ impl<W: Write> MessageWriter<W> {
         p[..8].copy_from_slice(&g.seq.to_le_bytes());
         p[8..12].copy_from_slice(&g.flags.to_le_bytes());
         self.frame(kind::LEASE_GRANT, &[&p])
+    }
+
+    pub fn drain(&mut self, d: &Drain) -> Result<(), WireError> {
+        self.frame(kind::DRAIN, &[&d.seq.to_le_bytes()])
+    }
+
+    pub fn drained(&mut self, d: &Drain) -> Result<(), WireError> {
+        self.frame(kind::DRAINED, &[&d.seq.to_le_bytes()])
     }
 
     pub fn reattach(&mut self, r: &Reattach) -> Result<(), WireError> {
