@@ -91,6 +91,7 @@ impl<V: SourceVm> Engine<'_, V> {
             self.report.downtime_target_missed = downtime > self.max_downtime;
         }
         self.report.vm_location = VmLocation::Destination;
+        self.stop_logging();
         if self.postcopy.is_some() {
             // Runs there, but complete only once it holds every page.
             self.enter(Phase::Postcopy);
@@ -110,10 +111,7 @@ impl<V: SourceVm> Engine<'_, V> {
     /// Any failure before Commit: the VM runs on here.
     pub(super) fn rollback(&mut self, err: MigrateError) -> MigrateError {
         self.enter(Phase::RolledBack);
-        if self.logging {
-            let _ = self.vm.stop_dirty_log();
-            self.logging = false;
-        }
+        self.stop_logging();
         if self.throttle > 0.0 {
             if let Err(e) = self.vm.throttle(0.0) {
                 tracing::warn!(error = %e, "could not release the vCPU throttle on rollback");
@@ -146,7 +144,19 @@ impl<V: SourceVm> Engine<'_, V> {
     }
 
     /// The report, with the totals filled in.
-    pub(super) fn finish(self) -> MigrationReport {
+    /// Turns dirty logging off if it is on (a failure is logged: nothing
+    /// depends on it any more).
+    fn stop_logging(&mut self) {
+        if self.logging {
+            if let Err(e) = self.vm.stop_dirty_log() {
+                tracing::warn!(error = %e, "could not turn dirty logging off");
+            }
+            self.logging = false;
+        }
+    }
+
+    pub(super) fn finish(mut self) -> MigrationReport {
+        self.stop_logging();
         let bytes_sent = self.bytes();
         let mut report = self.report;
         report.total_time_ms = ms(self.started.elapsed());

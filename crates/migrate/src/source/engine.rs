@@ -442,7 +442,9 @@ impl<V: SourceVm> Engine<'_, V> {
     /// Pauses the VM for the switchover (stop-and-copy or post-copy):
     /// releases any throttle (whatever runs next, here after a rollback or
     /// on the destination, runs at full speed), and adds the last dirty
-    /// pages to `pending` as dirty logging stops.
+    /// pages to `pending`. Dirty logging stays on until the switchover is
+    /// over (Resumed, rollback, or the end): turning it off takes 1-5 ms
+    /// here, and a paused guest writes nothing.
     pub(super) fn pause_for_switchover(
         &mut self,
         pending: &mut DirtyBitmap,
@@ -458,10 +460,6 @@ impl<V: SourceVm> Engine<'_, V> {
                 .harvest_dirty(&mut last)
                 .map_err(Self::vm_err(VmOp::HarvestDirty))?;
             pending.or_assign(&last);
-            self.vm
-                .stop_dirty_log()
-                .map_err(Self::vm_err(VmOp::StopDirtyLog))?;
-            self.logging = false;
         }
         Ok(())
     }
