@@ -6,9 +6,11 @@
 //! before Commit discards everything received. `session` holds the state
 //! machine; its `Stage` enum draws it.
 
+mod faults;
 mod lease;
 mod postcopy;
 mod relink;
+mod rounds;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -29,7 +31,7 @@ use crate::source::DEFAULT_STALL_TIMEOUT;
 use crate::vm::{DestinationVm, VmFactory};
 use session::Receiver;
 
-pub use postcopy::{FAULT_BLOCK_PAGES, MAX_FAULT_BLOCK_PAGES};
+pub use faults::{FAULT_BLOCK_PAGES, MAX_FAULT_BLOCK_PAGES};
 
 /// How to receive.
 #[derive(Clone, Debug)]
