@@ -91,6 +91,11 @@ pub struct MigrationArgs {
     /// 0s gives up at once.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = units::parse_duration)]
     pub recovery_timeout: Duration,
+    /// In post-copy with a lease, how often the destination sends the
+    /// pages the guest dirtied and its state back, so that the VM can
+    /// resume on the source if the destination is lost; 0s: never.
+    #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = units::parse_duration)]
+    pub sync_interval: Duration,
 }
 
 /// A post-copy lease: a duration from 10ms to 60s.
@@ -122,6 +127,9 @@ impl MigrationArgs {
             lease_ms: Some(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX)),
             recovery_timeout_ms: Some(
                 u64::try_from(self.recovery_timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
+            sync_interval_ms: Some(
+                u64::try_from(self.sync_interval.as_millis()).unwrap_or(u64::MAX),
             ),
             ..MigrateRequest::default()
         })

@@ -14,6 +14,7 @@ mod rounds;
 mod session;
 #[cfg(test)]
 mod tests;
+mod txn;
 
 use std::io::{BufReader, BufWriter};
 use std::net::{TcpListener, TcpStream};
@@ -127,6 +128,14 @@ pub struct ReceiveReport {
     /// Times the source reconnected after the post-copy link broke.
     #[serde(default)]
     pub reconnects: u64,
+    /// Post-copy transactions sent to the source, the last it acknowledged,
+    /// and the bytes they took on the wire.
+    #[serde(default)]
+    pub transactions: u64,
+    #[serde(default)]
+    pub transactions_acked: u64,
+    #[serde(default)]
+    pub transaction_bytes: u64,
 }
 
 /// A VM that arrived and now runs here (or is paused, if it was paused on

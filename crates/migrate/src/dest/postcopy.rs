@@ -20,6 +20,7 @@ use super::faults::{FaultLog, MAX_FAULT_BLOCK_PAGES, SharedBits, fault_loop};
 use super::lease::{self, Lease};
 use super::relink::{Relink, resume_link};
 use super::session::{Receiver, SharedWriter, Stage, lock};
+use super::txn::{self, Txns};
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
 use crate::error::{MigrateError, VmOp};
 use crate::vm::{DestinationVm, Fence, PostcopyMemory};
@@ -41,6 +42,8 @@ pub(super) struct Switch {
     /// for on the link that broke.
     pub(super) epoch: AtomicU64,
     pub(super) layout: Arc<PageLayout>,
+    /// TxnPlan's interval: send transactions (none: no TxnPlan came).
+    pub(super) txn_interval: Option<Duration>,
 }
 
 impl<VM: DestinationVm> Receiver<'_, VM> {
@@ -103,6 +106,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             lease,
             epoch: AtomicU64::new(0),
             layout: Arc::clone(layout),
+            txn_interval: None,
         })
     }
 
@@ -123,6 +127,15 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             let anchor = self.ready_at.unwrap_or_else(Instant::now);
             Lease::new(*period, Arc::clone(fence), !self.keep_paused, anchor)
         });
+        let txns = match switch.txn_interval {
+            Some(interval) => {
+                let vm = self.vm_mut()?.transactions().ok_or_else(|| {
+                    MigrateError::Protocol("this VM cannot send transactions".into())
+                })?;
+                Some(Txns::begin(vm, interval, layout)?)
+            }
+            None => None,
+        };
         let result = std::thread::scope(|scope| {
             // Held from before the fault thread starts: a fault taken before
             // the switch (a sampler reading the guest's status page from
@@ -130,6 +143,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             let held = lock(w);
             let faults = scope.spawn(|| fault_loop(&switch, layout, w, &stop));
             let mut watchdog = None;
+            let mut sender = None;
             let may_run = lease.as_ref().map_or(Ok(true), Lease::may_start);
             let served = may_run
                 .and_then(|run| self.resume(held, run))
@@ -138,8 +152,16 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                         scope.spawn(|| lease::ask(l, w, &stop));
                         watchdog = Some(scope.spawn(|| lease::watch(l, &stop)));
                     }
+                    if let Some(t) = &txns {
+                        let (lease, epoch, stop) = (lease.as_ref(), &switch.epoch, &stop);
+                        sender = Some(scope.spawn(move || txn::run(t, w, lease, epoch, stop)));
+                    }
                     self.set_stage(Stage::Postcopy);
-                    self.receive_relinking(r, w, &switch, layout, lease.as_ref(), relink)
+                    let ctx = Ctx {
+                        lease: lease.as_ref(),
+                        txns: txns.as_ref(),
+                    };
+                    self.receive_relinking(r, w, &switch, layout, ctx, relink)
                 })
                 .and_then(|()| {
                     switch.memory.finish().map_err(|source| MigrateError::Vm {
@@ -147,7 +169,13 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                         source,
                     })
                 })
-                .and_then(|()| self.done(r, w, &switch, lease.as_ref()));
+                .and_then(|()| {
+                    let ctx = Ctx {
+                        lease: lease.as_ref(),
+                        txns: txns.as_ref(),
+                    };
+                    self.done(r, w, &switch, ctx)
+                });
             stop.store(true, Ordering::SeqCst);
             let thread = |h: std::thread::ScopedJoinHandle<'_, Result<(), MigrateError>>, what| {
                 h.join().unwrap_or_else(|_| {
@@ -157,11 +185,20 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                 })
             };
             let watched = watchdog.map_or(Ok(()), |h| thread(h, "lease watchdog"));
-            served.and(thread(faults, "fault")).and(watched)
+            let synced = sender.map_or(Ok(()), |h| thread(h, "transaction"));
+            served.and(thread(faults, "fault")).and(watched).and(synced)
         });
         self.report.postcopy_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.report.fault_wait_ms = switch.faults.total_wait().as_secs_f64() * 1e3;
         self.report.lease_lapses = lease.as_ref().map_or(0, Lease::lapses);
+        if let Some(t) = &txns {
+            self.report.transactions = t.sent.load(Ordering::Relaxed);
+            self.report.transactions_acked = t.last_acked();
+            self.report.transaction_bytes = t.bytes.load(Ordering::Relaxed);
+            if result.is_ok() {
+                t.finish();
+            }
+        }
         result?;
         self.set_stage(Stage::Running);
         Ok(())
@@ -176,12 +213,13 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         w: &SharedWriter<W>,
         switch: &Switch,
         layout: &Arc<PageLayout>,
-        lease: Option<&Lease>,
+        ctx: Ctx<'_>,
         relink: Option<Relink<'_, R, W>>,
     ) -> Result<(), MigrateError> {
         let timeout = self.opts.recovery_timeout;
+        let lease = ctx.lease;
         loop {
-            let e = match self.receive_postcopy(r, switch, layout, lease) {
+            let e = match self.receive_postcopy(r, switch, layout, ctx) {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
@@ -213,8 +251,9 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         r: &mut MessageReader<R>,
         w: &SharedWriter<W>,
         switch: &Switch,
-        lease: Option<&Lease>,
+        ctx: Ctx<'_>,
     ) -> Result<(), MigrateError> {
+        let lease = ctx.lease;
         let (faults, p50, p99) = switch.faults.summary();
         self.report.faults = faults;
         self.report.fault_p50_ms = p50 as f64 / 1e6;
@@ -242,6 +281,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                 .map_err(|e| MigrateError::from_wire(e, DURING, self.opts.stall_timeout))?
             {
                 Message::LeaseGrant(g) => lease.granted(&g)?,
+                Message::TxnAck(a) => ctx.acked(a.seq)?,
                 m => return Err(MigrateError::unexpected(m, "LeaseGrant after PostcopyDone")),
             }
         }
@@ -254,8 +294,9 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         r: &mut MessageReader<R>,
         switch: &Switch,
         layout: &Arc<PageLayout>,
-        lease: Option<&Lease>,
+        ctx: Ctx<'_>,
     ) -> Result<(), MigrateError> {
+        let lease = ctx.lease;
         let wire =
             |e| MigrateError::from_wire(e, "receiving post-copy pages", self.opts.stall_timeout);
         loop {
@@ -276,6 +317,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                     }
                 }
                 Message::PostcopyEnd(e) => return end(switch, &e),
+                Message::TxnAck(a) => ctx.acked(a.seq)?,
                 Message::LeaseGrant(g) => match lease {
                     Some(l) => l.granted(&g)?,
                     None => {
@@ -286,6 +328,25 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                 },
                 m => return Err(MigrateError::unexpected(m, "post-copy pages")),
             }
+        }
+    }
+}
+
+/// What the session thread consults besides the pages: the lease and the
+/// transactions, if any.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    lease: Option<&'a Lease>,
+    txns: Option<&'a Txns>,
+}
+
+impl Ctx<'_> {
+    fn acked(&self, seq: u64) -> Result<(), MigrateError> {
+        match self.txns {
+            Some(t) => t.acked(seq),
+            None => Err(MigrateError::Protocol(
+                "TxnAck in a post-copy without transactions".into(),
+            )),
         }
     }
 }

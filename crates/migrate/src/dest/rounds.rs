@@ -41,6 +41,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                     arrival.postcopy = Some(self.postcopy_begin(&b, &arrival.layout)?);
                     self.stage = Stage::AwaitState;
                 }
+                (Message::TxnPlan(p), Stage::AwaitState) => self.txn_plan(&p, arrival)?,
                 (Message::State(s), Stage::AwaitState) => return Ok(s),
                 (Message::Abort(a), _) => return Err(peer_aborted(a)),
                 (m, stage) => {
@@ -52,6 +53,22 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                 }
             }
         }
+    }
+
+    /// TxnPlan: only after PostcopyBegin with a lease, once, and only if
+    /// we offered transactions.
+    fn txn_plan(&mut self, p: &wire::TxnPlan, arrival: &mut Arrival) -> Result<(), MigrateError> {
+        let switch = arrival.postcopy.as_mut().filter(|s| s.lease.is_some());
+        let Some(switch) = switch.filter(|_| self.txn_accepted) else {
+            return Err(MigrateError::Protocol(
+                "TxnPlan without a leased post-copy that accepted transactions".into(),
+            ));
+        };
+        if switch.txn_interval.is_some() {
+            return Err(MigrateError::Protocol("a second TxnPlan".into()));
+        }
+        switch.txn_interval = Some(std::time::Duration::from_nanos(p.interval_ns));
+        Ok(())
     }
 
     fn round_begin(&mut self, b: &RoundBegin, arrival: &Arrival) -> Result<(), MigrateError> {

@@ -104,6 +104,8 @@ pub(super) struct Receiver<'o, VM> {
     pub(super) keep_paused: bool,
     /// We told the source we can take the VM in post-copy.
     pub(super) postcopy_accepted: bool,
+    /// We told the source we can send transactions in post-copy.
+    pub(super) txn_accepted: bool,
     /// When Ready left: a post-copy lease's first period counts from here.
     pub(super) ready_at: Option<Instant>,
 }
@@ -143,6 +145,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
             stage: Stage::AwaitStart,
             keep_paused: false,
             postcopy_accepted: false,
+            txn_accepted: false,
             ready_at: None,
         }
     }
@@ -227,12 +230,15 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
             source,
         })?;
         self.postcopy_accepted = self.opts.postcopy && vm.supports_postcopy();
+        self.txn_accepted = self.postcopy_accepted && vm.transactions().is_some();
         self.vm = Some(vm);
-        let flags = if self.postcopy_accepted {
-            Accept::POSTCOPY
-        } else {
-            0
-        };
+        let mut flags = 0;
+        if self.postcopy_accepted {
+            flags |= Accept::POSTCOPY;
+        }
+        if self.txn_accepted {
+            flags |= Accept::TRANSACTIONS;
+        }
         let mut w = lock(w);
         w.accept(&Accept { flags })
             .and_then(|()| w.flush())
