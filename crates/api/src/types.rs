@@ -152,6 +152,10 @@ pub struct MigrateRequest {
     /// give up at once; default 30000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_timeout_ms: Option<u64>,
+    /// In post-copy with a lease, how often the destination sends a
+    /// transaction back, ms (0: never; default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_interval_ms: Option<u64>,
     /// File holding the migration secret shared with the destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<String>,

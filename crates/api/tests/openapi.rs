@@ -115,6 +115,7 @@ fn bodies_have_the_documented_fields() {
             on_timeout: Some("abort".into()),
             lease_ms: Some(500),
             recovery_timeout_ms: Some(30000),
+            sync_interval_ms: Some(100),
             secret_file: Some("/s".into()),
         },
     );

@@ -23,7 +23,8 @@ pub fn of_migration(report: &MigrationReport) -> i32 {
         Outcome::Completed => OK,
         Outcome::InDoubt(_) => IN_DOUBT,
         Outcome::Interrupted(_) => INTERRUPTED,
-        Outcome::Cancelled | Outcome::Failed(_) => FAILED,
+        // The VM runs on the source again, as after a rollback.
+        Outcome::Cancelled | Outcome::Failed(_) | Outcome::Recovered(_) => FAILED,
     }
 }
 

@@ -91,6 +91,11 @@ pub struct MigrationArgs {
     /// 0s gives up at once.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = units::parse_duration)]
     pub recovery_timeout: Duration,
+    /// In post-copy with a lease, how often the destination sends the
+    /// pages the guest dirtied and its state back, so that the VM can
+    /// resume on the source if the destination is lost; 0s: never.
+    #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = sync_interval)]
+    pub sync_interval: Duration,
 }
 
 /// A post-copy lease: a duration from 10ms to 60s.
@@ -100,6 +105,14 @@ pub fn lease(s: &str) -> Result<Duration, String> {
         return Err(format!("a lease of {s} is outside 10ms..60s"));
     }
     Ok(d)
+}
+
+/// A transaction interval: a duration, or 0s for none.
+pub fn sync_interval(s: &str) -> Result<Duration, String> {
+    if matches!(s.trim(), "0" | "0s" | "0ms") {
+        return Ok(Duration::ZERO);
+    }
+    units::parse_duration(s).map_err(|e| e.to_string())
 }
 
 impl MigrationArgs {
@@ -122,6 +135,9 @@ impl MigrationArgs {
             lease_ms: Some(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX)),
             recovery_timeout_ms: Some(
                 u64::try_from(self.recovery_timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
+            sync_interval_ms: Some(
+                u64::try_from(self.sync_interval.as_millis()).unwrap_or(u64::MAX),
             ),
             ..MigrateRequest::default()
         })
@@ -170,6 +186,13 @@ mod tests {
         let d = parse(&[]).unwrap();
         assert_eq!(d.on_timeout, OnTimeout::Force);
         assert_eq!(d.strategy, StrategyKind::DEFAULT);
+    }
+
+    #[test]
+    fn a_sync_interval_is_a_duration_or_zero() {
+        assert_eq!(sync_interval("20ms"), Ok(Duration::from_millis(20)));
+        assert_eq!(sync_interval("0s"), Ok(Duration::ZERO));
+        assert!(sync_interval("soon").is_err());
     }
 
     #[test]

@@ -130,6 +130,8 @@ pub enum VmOp {
     PostcopyMemory,
     /// Destination: a [`Fence`](crate::Fence) operation (lease lapsed or renewed).
     Fence,
+    /// A post-copy transaction's capture, or taking the VM back from one.
+    Transaction,
 }
 
 impl fmt::Display for VmOp {
@@ -147,6 +149,7 @@ impl fmt::Display for VmOp {
             VmOp::StartPostcopy => "start post-copy",
             VmOp::PostcopyMemory => "post-copy memory",
             VmOp::Fence => "fence (post-copy lease)",
+            VmOp::Transaction => "post-copy transaction",
         })
     }
 }

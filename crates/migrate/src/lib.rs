@@ -55,7 +55,8 @@ pub use progress::{
 pub use report::{MigrationReport, Outcome, PostcopyReport, RoundReport, VmLocation};
 pub use source::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_LEASE, DEFAULT_MAX_DOWNTIME, DEFAULT_STALL_TIMEOUT,
-    MAX_ROUNDS, MigrationFailure, SourceOptions, lease_margin, migrate, migrate_stream,
+    DEFAULT_SYNC_INTERVAL, MAX_ROUNDS, MigrationFailure, SourceOptions, lease_margin, migrate,
+    migrate_stream,
 };
 pub use strategy::{
     AdaptiveRateParams, AutoConverge, AutoConvergeParams, DEFAULT_STRATEGY, Decision, Delayed,
@@ -64,6 +65,6 @@ pub use strategy::{
     StrategyContext, StrategyError, StrategyKind, StrategyParams, UnknownStrategy, Xen, XenEnd,
     XenParams,
 };
-pub use vm::{DestinationVm, Fence, PostcopyMemory, SourceVm, VmError, VmFactory};
+pub use vm::{Capture, DestinationVm, Fence, PostcopyMemory, SourceVm, TxnVm, VmError, VmFactory};
 pub use wire::gate::{Admitted, Gate, GateLimits, GateStats};
 pub use wire::{Secret, Session, WireError};

@@ -77,6 +77,14 @@ pub trait SourceVm {
         false
     }
 
+    /// Runs the retired VM here again from `state` (post-copy whose
+    /// destination is certainly fenced: docs/SAFETY.md, "Transactions");
+    /// its memory holds what the engine wrote into it. Default: cannot.
+    fn take_back(&mut self, state: VmState) -> Result<(), VmError> {
+        let _ = state;
+        Err("this VM cannot be taken back after its retirement".into())
+    }
+
     /// Optional: slows the vCPUs to run at most `1 - fraction` of the time
     /// (0.0 = full speed). Returns false (the default) if unsupported.
     fn throttle(&mut self, fraction: f64) -> Result<bool, VmError> {
@@ -133,6 +141,43 @@ pub trait DestinationVm {
     fn fence(&self) -> Option<Arc<dyn Fence>> {
         None
     }
+
+    /// Transaction synchronization in post-copy (docs/PROTOCOL.md,
+    /// "Transactions"). `None` (the default): the VMM cannot.
+    fn transactions(&self) -> Option<Arc<dyn TxnVm>> {
+        None
+    }
+}
+
+/// A transaction boundary's capture: the state, and how much serial
+/// output the VM had produced by then.
+pub struct Capture {
+    pub state: VmState,
+    pub output_mark: u64,
+}
+
+/// What a post-copy destination needs to ship transactions to the source:
+/// pages the guest dirtied, its state, and output held until acknowledged.
+pub trait TxnVm: Send + Sync {
+    /// Before the VM first runs here: tracks every page the guest or the
+    /// VMM writes from now on, and holds serial output back.
+    fn begin(&self) -> Result<(), VmError>;
+
+    /// A boundary: stops the vCPUs for at most `wait`, ORs into `dirty` the
+    /// pages written since the previous boundary, calls `at_pause` with the
+    /// memory and `dirty` while stopped, captures the state, and lets the
+    /// vCPUs go on as they were. `None`: a vCPU did not stop in time
+    /// (waiting for a page); nothing was harvested.
+    fn capture(
+        &self,
+        wait: Duration,
+        dirty: &mut DirtyBitmap,
+        at_pause: &mut dyn FnMut(&GuestMemoryMmap, &DirtyBitmap),
+    ) -> Result<Option<Capture>, VmError>;
+
+    /// Writes held output up to `mark` ([`Capture::output_mark`]); `None`:
+    /// all of it, and stops holding and tracking (the VM is ours for good).
+    fn release_output(&self, mark: Option<u64>);
 }
 
 /// Stops a destination VM's vCPUs from any thread while its post-copy

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::events::{Cause, EventKind};
-use migrate::{DestinationVm, DirtyBitmap, Fence, PostcopyMemory, SourceVm, VmError, VmFactory};
+use migrate::{
+    Capture, DestinationVm, DirtyBitmap, Fence, PostcopyMemory, SourceVm, TxnVm, VmError, VmFactory,
+};
 use vm_memory::GuestMemoryMmap;
 use vmm::postcopy::Userfault;
 use vmstate::{VmConfig, VmState};
@@ -59,19 +61,7 @@ impl SourceVm for Source<'_> {
     }
 
     fn harvest_dirty(&mut self, into: &mut DirtyBitmap) -> Result<(), VmError> {
-        for s in self.scratch.iter_mut() {
-            s.iter_mut().for_each(|w| *w = 0);
-        }
-        self.vm.harvest_dirty(&mut self.scratch)?;
-        for (region, words) in self.scratch.iter().enumerate() {
-            let dst = into
-                .region_words_mut(region)
-                .ok_or("dirty bitmap has fewer regions than the VM")?;
-            for (d, s) in dst.iter_mut().zip(words) {
-                *d |= s;
-            }
-        }
-        Ok(())
+        harvest(self.vm, &mut self.scratch, into)
     }
 
     fn stop_dirty_log(&mut self) -> Result<(), VmError> {
@@ -123,6 +113,16 @@ impl SourceVm for Source<'_> {
         Ok(true)
     }
 
+    fn take_back(&mut self, state: VmState) -> Result<(), VmError> {
+        self.vm.take_back(&state)?;
+        if let Some(events) = &self.events {
+            events.publish(EventKind::VmResumed {
+                cause: Cause::Migration,
+            });
+        }
+        Ok(())
+    }
+
     fn nonzero_hint(&self, into: &mut DirtyBitmap) -> bool {
         self.vm
             .host_regions()
@@ -134,6 +134,23 @@ impl SourceVm for Source<'_> {
                 })
             })
     }
+}
+
+/// ORs the pages `vm` dirtied since the last harvest into `into`.
+fn harvest(vm: &vmm::Vm, scratch: &mut [Vec<u64>], into: &mut DirtyBitmap) -> Result<(), VmError> {
+    for s in scratch.iter_mut() {
+        s.iter_mut().for_each(|w| *w = 0);
+    }
+    vm.harvest_dirty(scratch)?;
+    for (region, words) in scratch.iter().enumerate() {
+        let dst = into
+            .region_words_mut(region)
+            .ok_or("dirty bitmap has fewer regions than the VM")?;
+        for (d, s) in dst.iter_mut().zip(words) {
+            *d |= s;
+        }
+    }
+    Ok(())
 }
 
 /// Called with an incoming VM once its memory exists.
@@ -149,8 +166,9 @@ pub struct Factory {
     pub events: Option<Arc<EventHub>>,
 }
 
-/// An incoming VM, and where its fences are told.
-pub struct Incoming(pub vmm::Vm, pub Option<Arc<EventHub>>);
+/// An incoming VM (shared with its post-copy transactions), and where its
+/// fences are told.
+pub struct Incoming(pub Arc<vmm::Vm>, pub Option<Arc<EventHub>>);
 
 impl VmFactory for Factory {
     type Vm = Incoming;
@@ -164,7 +182,7 @@ impl VmFactory for Factory {
         if let Some(f) = self.on_create.as_mut() {
             f(&vm);
         }
-        Ok(Incoming(vm, self.events.clone()))
+        Ok(Incoming(Arc::new(vm), self.events.clone()))
     }
 }
 
@@ -174,7 +192,8 @@ impl DestinationVm for Incoming {
     }
 
     fn restore_state(&mut self, state: VmState) -> Result<(), VmError> {
-        Ok(self.0.restore_state(&state)?)
+        let vm = Arc::get_mut(&mut self.0).ok_or("the incoming VM is shared before its state")?;
+        Ok(vm.restore_state(&state)?)
     }
 
     fn resume(&mut self) -> Result<(), VmError> {
@@ -207,6 +226,13 @@ impl DestinationVm for Incoming {
             }
         }
         Ok(Arc::new(Pages(self.0.start_postcopy(&ranges)?)))
+    }
+
+    fn transactions(&self) -> Option<Arc<dyn TxnVm>> {
+        Some(Arc::new(Txns {
+            scratch: std::sync::Mutex::new(vec![Vec::new(); self.0.config().regions.len()]),
+            vm: Arc::clone(&self.0),
+        }))
     }
 
     fn fence(&self) -> Option<Arc<dyn Fence>> {
@@ -252,6 +278,49 @@ impl Fence for Fenced {
             });
         }
         Ok(())
+    }
+}
+
+/// The VMM's dirty log, checkpoints and held serial output, for post-copy
+/// transactions.
+struct Txns {
+    vm: Arc<vmm::Vm>,
+    scratch: std::sync::Mutex<Vec<Vec<u64>>>,
+}
+
+impl TxnVm for Txns {
+    fn begin(&self) -> Result<(), VmError> {
+        self.vm.start_dirty_log()?;
+        // The first harvest may report every page (initially set): drop it.
+        let mut all = vec![Vec::new(); self.vm.config().regions.len()];
+        self.vm.harvest_dirty(&mut all)?;
+        self.vm.hold_serial();
+        Ok(())
+    }
+
+    fn capture(
+        &self,
+        wait: Duration,
+        dirty: &mut DirtyBitmap,
+        at_pause: &mut dyn FnMut(&GuestMemoryMmap, &DirtyBitmap),
+    ) -> Result<Option<Capture>, VmError> {
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = self.vm.checkpoint(wait, |vm| -> Result<Capture, VmError> {
+            harvest(vm, &mut scratch, dirty)?;
+            at_pause(vm.memory(), dirty);
+            Ok(Capture {
+                state: vm.save_state()?,
+                output_mark: vm.serial_mark(),
+            })
+        })?;
+        taken.transpose()
+    }
+
+    fn release_output(&self, mark: Option<u64>) {
+        self.vm.release_serial(mark);
+        if mark.is_none() {
+            let _ = self.vm.stop_dirty_log();
+        }
     }
 }
 

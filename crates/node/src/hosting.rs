@@ -107,7 +107,16 @@ impl Hosting {
         let vm = host.vm().expect("just attached").clone();
         let reason = loop {
             if let Some(r) = vm.wait(Some(POLL)) {
-                break r;
+                if r != ExitReason::Migrated {
+                    break r;
+                }
+                // Retired at Commit: told once the migration has ended too.
+                wait_for_job(&host);
+                if matches!(vm.run_state(), vmm::RunState::Exited(_)) {
+                    break r;
+                }
+                // A post-copy that broke gave the VM back: it runs here on.
+                continue;
             }
             // A migration before Commit was cancelled by the request and
             // rolls back first; one past Commit ends with the VM retired.
@@ -115,10 +124,6 @@ impl Hosting {
                 vm.stop(ExitReason::Stopped);
             }
         };
-        if reason == ExitReason::Migrated {
-            // Retired at Commit: told once the migration has ended too.
-            wait_for_job(&host);
-        }
         host.events().publish(stopped(&reason));
         match reason {
             ExitReason::Guest(code) => Ok(Ended::GuestExit(code)),

@@ -2,6 +2,7 @@
 //! it: what `ferry receive` does.
 
 use std::net::{Shutdown, TcpListener};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -126,7 +127,9 @@ pub fn receive(
         migration: format!("{:016x}", r.migration_id),
         from: r.peer.clone(),
     });
-    hosting.run(received.vm.0)
+    let vm = Arc::try_unwrap(received.vm.0)
+        .map_err(|_| anyhow::anyhow!("the received VM is still shared after its migration"))?;
+    hosting.run(vm)
 }
 
 /// Receives a VM from an authenticated `source`; a shutdown asked for

@@ -209,6 +209,11 @@ fn finished(migration: String, to: &str, r: &MigrationReport) -> EventKind {
             migration,
             error: error.clone(),
         },
+        Outcome::Recovered(error) => EventKind::MigrationRolledBack {
+            migration,
+            cancelled: false,
+            error: error.clone(),
+        },
     }
 }
 
@@ -281,6 +286,9 @@ pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
     }
     if let Some(ms) = req.recovery_timeout_ms {
         opts.recovery_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = req.sync_interval_ms {
+        opts.sync_interval = Duration::from_millis(ms);
     }
     Ok(opts)
 }

@@ -85,6 +85,17 @@ pub enum PioOutcome {
 pub struct Devices {
     uart: Mutex<Uart>,
     sink: Mutex<SerialSink>,
+    /// Output held back while a post-copy destination synchronizes
+    /// transactions (`None`: forwarded at once).
+    held: Mutex<Option<Held>>,
+}
+
+/// Serial output produced but not released yet: chunks with the running
+/// byte count at their end and the time they were produced.
+#[derive(Default)]
+struct Held {
+    chunks: std::collections::VecDeque<(u64, SystemTime, Vec<u8>)>,
+    total: u64,
 }
 
 impl Devices {
@@ -92,6 +103,7 @@ impl Devices {
         let d = Devices {
             uart: Mutex::new(Serial::new(IrqLine(irq), TxBuffer::default())),
             sink: Mutex::new(sink),
+            held: Mutex::new(None),
         };
         if let Some(s) = state {
             d.restore_state(s);
@@ -137,8 +149,46 @@ impl Devices {
     /// Hands what the guest transmitted to the sink at once.
     fn forward(&self, uart: &mut Uart) {
         let out = uart.writer_mut().take();
-        if !out.is_empty() {
-            (self.sink.lock().unwrap())(&out, SystemTime::now());
+        if out.is_empty() {
+            return;
+        }
+        if let Some(h) = self.held.lock().unwrap().as_mut() {
+            h.total += out.len() as u64;
+            h.chunks.push_back((h.total, SystemTime::now(), out));
+            return;
+        }
+        (self.sink.lock().unwrap())(&out, SystemTime::now());
+    }
+
+    /// From now on serial output is held until [`release_serial`](Self::release_serial).
+    pub fn hold_serial(&self) {
+        self.held.lock().unwrap().get_or_insert_with(Held::default);
+    }
+
+    /// Bytes of serial output produced since holding began.
+    pub fn serial_mark(&self) -> u64 {
+        self.held.lock().unwrap().as_ref().map_or(0, |h| h.total)
+    }
+
+    /// Writes held output up to `mark` (a [`serial_mark`](Self::serial_mark))
+    /// to the sink, with the times it was produced; `None`: all of it, and
+    /// stop holding.
+    pub fn release_serial(&self, mark: Option<u64>) {
+        let mut held = self.held.lock().unwrap();
+        let Some(h) = held.as_mut() else {
+            return;
+        };
+        let mut sink = self.sink.lock().unwrap();
+        while let Some((end, _, _)) = h.chunks.front() {
+            if mark.is_some_and(|m| *end > m) {
+                break;
+            }
+            if let Some((_, at, bytes)) = h.chunks.pop_front() {
+                sink(&bytes, at);
+            }
+        }
+        if mark.is_none() {
+            *held = None;
         }
     }
 

@@ -96,6 +96,8 @@ pub enum Error {
     Fenced,
     #[error("the VM must be paused to save its state")]
     NotPaused,
+    #[error("only a VM retired by a migration can be taken back")]
+    NotRetired,
     #[error("vCPU throttle {0} is out of range: it must be from 0 to 0.99 (99 %)")]
     ThrottleRange(f64),
     #[error("cannot start the vCPU throttle thread: {0}")]

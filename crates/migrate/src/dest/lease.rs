@@ -85,6 +85,12 @@ impl Lease {
         Ok(false)
     }
 
+    /// Keeps the lease from fencing or lifting the vCPUs while the guard
+    /// lives: a transaction's capture stops and restarts them itself.
+    pub(super) fn hold(&self) -> impl Drop + '_ {
+        self.state()
+    }
+
     /// Times the lease lapsed (the vCPUs were fenced).
     pub(super) fn lapses(&self) -> u64 {
         self.state().lapses

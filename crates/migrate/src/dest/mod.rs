@@ -6,12 +6,15 @@
 //! before Commit discards everything received. `session` holds the state
 //! machine; its `Stage` enum draws it.
 
+mod faults;
 mod lease;
 mod postcopy;
 mod relink;
+mod rounds;
 mod session;
 #[cfg(test)]
 mod tests;
+mod txn;
 
 use std::io::{BufReader, BufWriter};
 use std::net::{TcpListener, TcpStream};
@@ -29,7 +32,7 @@ use crate::source::DEFAULT_STALL_TIMEOUT;
 use crate::vm::{DestinationVm, VmFactory};
 use session::Receiver;
 
-pub use postcopy::{FAULT_BLOCK_PAGES, MAX_FAULT_BLOCK_PAGES};
+pub use faults::{FAULT_BLOCK_PAGES, MAX_FAULT_BLOCK_PAGES};
 
 /// How to receive.
 #[derive(Clone, Debug)]
@@ -125,6 +128,14 @@ pub struct ReceiveReport {
     /// Times the source reconnected after the post-copy link broke.
     #[serde(default)]
     pub reconnects: u64,
+    /// Post-copy transactions sent to the source, the last it acknowledged,
+    /// and the bytes they took on the wire.
+    #[serde(default)]
+    pub transactions: u64,
+    #[serde(default)]
+    pub transactions_acked: u64,
+    #[serde(default)]
+    pub transaction_bytes: u64,
 }
 
 /// A VM that arrived and now runs here (or is paused, if it was paused on

@@ -8,120 +8,42 @@
 //! it renewed and fence the VM when it lapses; the VM is ours for good only
 //! once the source's final grant follows our PostcopyDone.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wire::{Message, MessageReader, PageRequest, PostcopyBegin, PostcopyDone, PostcopyEnd};
+use wire::{Message, MessageReader, PostcopyBegin, PostcopyDone, PostcopyEnd};
+
+use super::faults::{FaultLog, MAX_FAULT_BLOCK_PAGES, SharedBits, fault_loop};
 
 use super::lease::{self, Lease};
 use super::relink::{Relink, resume_link};
 use super::session::{Receiver, SharedWriter, Stage, lock};
+use super::txn::{self, Txns};
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
 use crate::error::{MigrateError, VmOp};
 use crate::vm::{DestinationVm, Fence, PostcopyMemory};
 
-/// Pages requested per fault: the aligned block around the faulting page.
-/// 16 pages (64 KiB) measured best here (docs/MIGRATION.md, "Block size").
-pub const FAULT_BLOCK_PAGES: u64 = 16;
-/// The largest block a fault may ask for (1 MiB): one record's worth.
-pub const MAX_FAULT_BLOCK_PAGES: u64 = 256;
-/// How long the fault thread waits for a fault before checking for the end.
-const FAULT_POLL: Duration = Duration::from_millis(20);
-
-/// A bitmap two threads share: the session sets, the fault thread reads.
-pub(super) struct SharedBits(Vec<AtomicU64>);
-
-impl SharedBits {
-    fn new(len: u64) -> Self {
-        SharedBits((0..len.div_ceil(64)).map(|_| AtomicU64::new(0)).collect())
-    }
-    pub(super) fn get(&self, i: u64) -> bool {
-        self.0
-            .get((i / 64) as usize)
-            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (i % 64)) != 0)
-    }
-    fn set(&self, i: u64) {
-        if let Some(w) = self.0.get((i / 64) as usize) {
-            w.fetch_or(1 << (i % 64), Ordering::Release);
-        }
-    }
-}
-
 /// What the switch left to fetch, and how it arrives.
 pub(super) struct Switch {
     /// Pages of the set (dropped at the switch; fixed from then on).
-    missing: DirtyBitmap,
+    pub(super) missing: DirtyBitmap,
     /// Pages of the set received since (installed).
     pub(super) received: SharedBits,
-    received_count: AtomicU64,
-    memory: Arc<dyn PostcopyMemory>,
-    faults: FaultLog,
+    pub(super) received_count: AtomicU64,
+    pub(super) memory: Arc<dyn PostcopyMemory>,
+    pub(super) faults: FaultLog,
     /// Pages per request ([`DestOptions::fault_block_pages`](super::DestOptions)).
-    block: u64,
+    pub(super) block: u64,
     /// The lease period PostcopyBegin set, and how to fence (none: no lease).
-    lease: Option<(Duration, Arc<dyn Fence>)>,
+    pub(super) lease: Option<(Duration, Arc<dyn Fence>)>,
     /// Bumped at each reconnection: the fault thread forgets what it asked
     /// for on the link that broke.
     pub(super) epoch: AtomicU64,
-    layout: Arc<PageLayout>,
-}
-
-/// Faults waiting for their page, and how long the served ones waited.
-#[derive(Default)]
-struct FaultLog {
-    waiting: Mutex<HashMap<u64, Instant>>,
-    served: Mutex<Vec<Duration>>,
-    count: AtomicU64,
-}
-
-impl FaultLog {
-    fn fault(&self, idx: u64) {
-        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        w.entry(idx).or_insert_with(|| {
-            self.count.fetch_add(1, Ordering::Relaxed);
-            Instant::now()
-        });
-    }
-
-    fn installed(&self, first: u64, n: u64) {
-        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if w.is_empty() {
-            return;
-        }
-        let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
-        for i in first..first + n {
-            if let Some(t) = w.remove(&i) {
-                served.push(t.elapsed());
-            }
-        }
-    }
-
-    /// Time the faulting vCPUs waited in all.
-    fn total_wait(&self) -> Duration {
-        self.served
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .sum()
-    }
-
-    /// Faults, p50 and p99 of their wait, ns.
-    fn summary(&self) -> (u64, u64, u64) {
-        let mut s = self
-            .served
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        s.sort();
-        let q = |f: f64| {
-            s.get(((s.len() as f64 - 1.0) * f).round() as usize)
-                .map_or(0, |d| d.as_nanos() as u64)
-        };
-        (self.count.load(Ordering::Relaxed), q(0.5), q(0.99))
-    }
+    pub(super) layout: Arc<PageLayout>,
+    /// TxnPlan's interval: send transactions (none: no TxnPlan came).
+    pub(super) txn_interval: Option<Duration>,
 }
 
 impl<VM: DestinationVm> Receiver<'_, VM> {
@@ -184,6 +106,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             lease,
             epoch: AtomicU64::new(0),
             layout: Arc::clone(layout),
+            txn_interval: None,
         })
     }
 
@@ -204,6 +127,15 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             let anchor = self.ready_at.unwrap_or_else(Instant::now);
             Lease::new(*period, Arc::clone(fence), !self.keep_paused, anchor)
         });
+        let txns = match switch.txn_interval {
+            Some(interval) => {
+                let vm = self.vm_mut()?.transactions().ok_or_else(|| {
+                    MigrateError::Protocol("this VM cannot send transactions".into())
+                })?;
+                Some(Txns::begin(vm, interval, layout)?)
+            }
+            None => None,
+        };
         let result = std::thread::scope(|scope| {
             // Held from before the fault thread starts: a fault taken before
             // the switch (a sampler reading the guest's status page from
@@ -211,6 +143,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             let held = lock(w);
             let faults = scope.spawn(|| fault_loop(&switch, layout, w, &stop));
             let mut watchdog = None;
+            let mut sender = None;
             let may_run = lease.as_ref().map_or(Ok(true), Lease::may_start);
             let served = may_run
                 .and_then(|run| self.resume(held, run))
@@ -219,8 +152,16 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                         scope.spawn(|| lease::ask(l, w, &stop));
                         watchdog = Some(scope.spawn(|| lease::watch(l, &stop)));
                     }
+                    if let Some(t) = &txns {
+                        let (lease, epoch, stop) = (lease.as_ref(), &switch.epoch, &stop);
+                        sender = Some(scope.spawn(move || txn::run(t, w, lease, epoch, stop)));
+                    }
                     self.set_stage(Stage::Postcopy);
-                    self.receive_relinking(r, w, &switch, layout, lease.as_ref(), relink)
+                    let ctx = Ctx {
+                        lease: lease.as_ref(),
+                        txns: txns.as_ref(),
+                    };
+                    self.receive_relinking(r, w, &switch, layout, ctx, relink)
                 })
                 .and_then(|()| {
                     switch.memory.finish().map_err(|source| MigrateError::Vm {
@@ -228,7 +169,13 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                         source,
                     })
                 })
-                .and_then(|()| self.done(r, w, &switch, lease.as_ref()));
+                .and_then(|()| {
+                    let ctx = Ctx {
+                        lease: lease.as_ref(),
+                        txns: txns.as_ref(),
+                    };
+                    self.done(r, w, &switch, ctx)
+                });
             stop.store(true, Ordering::SeqCst);
             let thread = |h: std::thread::ScopedJoinHandle<'_, Result<(), MigrateError>>, what| {
                 h.join().unwrap_or_else(|_| {
@@ -238,11 +185,20 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                 })
             };
             let watched = watchdog.map_or(Ok(()), |h| thread(h, "lease watchdog"));
-            served.and(thread(faults, "fault")).and(watched)
+            let synced = sender.map_or(Ok(()), |h| thread(h, "transaction"));
+            served.and(thread(faults, "fault")).and(watched).and(synced)
         });
         self.report.postcopy_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.report.fault_wait_ms = switch.faults.total_wait().as_secs_f64() * 1e3;
         self.report.lease_lapses = lease.as_ref().map_or(0, Lease::lapses);
+        if let Some(t) = &txns {
+            self.report.transactions = t.sent.load(Ordering::Relaxed);
+            self.report.transactions_acked = t.last_acked();
+            self.report.transaction_bytes = t.bytes.load(Ordering::Relaxed);
+            if result.is_ok() {
+                t.finish();
+            }
+        }
         result?;
         self.set_stage(Stage::Running);
         Ok(())
@@ -257,12 +213,13 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         w: &SharedWriter<W>,
         switch: &Switch,
         layout: &Arc<PageLayout>,
-        lease: Option<&Lease>,
+        ctx: Ctx<'_>,
         relink: Option<Relink<'_, R, W>>,
     ) -> Result<(), MigrateError> {
         let timeout = self.opts.recovery_timeout;
+        let lease = ctx.lease;
         loop {
-            let e = match self.receive_postcopy(r, switch, layout, lease) {
+            let e = match self.receive_postcopy(r, switch, layout, ctx) {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
@@ -294,8 +251,9 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         r: &mut MessageReader<R>,
         w: &SharedWriter<W>,
         switch: &Switch,
-        lease: Option<&Lease>,
+        ctx: Ctx<'_>,
     ) -> Result<(), MigrateError> {
+        let lease = ctx.lease;
         let (faults, p50, p99) = switch.faults.summary();
         self.report.faults = faults;
         self.report.fault_p50_ms = p50 as f64 / 1e6;
@@ -323,6 +281,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                 .map_err(|e| MigrateError::from_wire(e, DURING, self.opts.stall_timeout))?
             {
                 Message::LeaseGrant(g) => lease.granted(&g)?,
+                Message::TxnAck(a) => ctx.acked(a.seq)?,
                 m => return Err(MigrateError::unexpected(m, "LeaseGrant after PostcopyDone")),
             }
         }
@@ -335,8 +294,9 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         r: &mut MessageReader<R>,
         switch: &Switch,
         layout: &Arc<PageLayout>,
-        lease: Option<&Lease>,
+        ctx: Ctx<'_>,
     ) -> Result<(), MigrateError> {
+        let lease = ctx.lease;
         let wire =
             |e| MigrateError::from_wire(e, "receiving post-copy pages", self.opts.stall_timeout);
         loop {
@@ -357,6 +317,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                     }
                 }
                 Message::PostcopyEnd(e) => return end(switch, &e),
+                Message::TxnAck(a) => ctx.acked(a.seq)?,
                 Message::LeaseGrant(g) => match lease {
                     Some(l) => l.granted(&g)?,
                     None => {
@@ -367,6 +328,25 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                 },
                 m => return Err(MigrateError::unexpected(m, "post-copy pages")),
             }
+        }
+    }
+}
+
+/// What the session thread consults besides the pages: the lease and the
+/// transactions, if any.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    lease: Option<&'a Lease>,
+    txns: Option<&'a Txns>,
+}
+
+impl Ctx<'_> {
+    fn acked(&self, seq: u64) -> Result<(), MigrateError> {
+        match self.txns {
+            Some(t) => t.acked(seq),
+            None => Err(MigrateError::Protocol(
+                "TxnAck in a post-copy without transactions".into(),
+            )),
         }
     }
 }
@@ -400,7 +380,7 @@ impl Switch {
     }
 }
 
-fn mem_err(source: crate::vm::VmError) -> MigrateError {
+pub(super) fn mem_err(source: crate::vm::VmError) -> MigrateError {
     MigrateError::Vm {
         op: VmOp::PostcopyMemory,
         source,
@@ -446,86 +426,4 @@ fn end(switch: &Switch, e: &PostcopyEnd) -> Result<(), MigrateError> {
         )));
     }
     Ok(())
-}
-
-/// The fault thread: a touch of a page of the set not received yet asks
-/// the source for its block (once); a touch of any other page that is not
-/// present is a zero page never written, installed here.
-fn fault_loop<W: Write + Send>(
-    switch: &Switch,
-    layout: &PageLayout,
-    w: &SharedWriter<W>,
-    stop: &AtomicBool,
-) -> Result<(), MigrateError> {
-    let mut requested = DirtyBitmap::new(&Arc::new(layout.clone()));
-    let mut epoch = switch.epoch.load(Ordering::SeqCst);
-    while !stop.load(Ordering::SeqCst) {
-        let now = switch.epoch.load(Ordering::SeqCst);
-        if now != epoch {
-            // Requests on the broken link are lost: ask again on a new fault.
-            requested = DirtyBitmap::new(&Arc::new(layout.clone()));
-            epoch = now;
-        }
-        let gpa = match switch.memory.wait_fault(FAULT_POLL) {
-            Ok(Some(gpa)) => gpa,
-            Ok(None) => continue,
-            Err(_) if stop.load(Ordering::SeqCst) => break,
-            Err(source) => return Err(mem_err(source)),
-        };
-        let Some(idx) = layout.index_of(gpa) else {
-            continue;
-        };
-        if switch.received.get(idx) {
-            continue;
-        }
-        if !switch.missing.get(idx) {
-            if let Err(source) = switch.memory.install_zero(gpa & !(PAGE_SIZE - 1), 1)
-                && !stop.load(Ordering::SeqCst)
-            {
-                return Err(mem_err(source));
-            }
-            continue;
-        }
-        switch.faults.fault(idx);
-        if requested.get(idx) {
-            continue;
-        }
-        let Some(req) = block_request(switch, layout, &mut requested, idx) else {
-            continue;
-        };
-        // A request lost with a broken link is asked again after a
-        // reconnection; the session thread sees the failure itself.
-        let mut w = lock(w);
-        if let Err(e) = w.page_request(&req).and_then(|()| w.flush()) {
-            tracing::debug!("page request not sent: {e}");
-        }
-    }
-    Ok(())
-}
-
-/// The request for the aligned block around `idx`: from its first to its
-/// last page of the set neither received nor requested; marks them requested.
-fn block_request(
-    switch: &Switch,
-    layout: &PageLayout,
-    requested: &mut DirtyBitmap,
-    idx: u64,
-) -> Option<PageRequest> {
-    let region = layout
-        .regions()
-        .iter()
-        .find(|r| idx >= r.first_index && idx < r.first_index + r.pages)?;
-    let off = idx - region.first_index;
-    let start = region.first_index + off - off % switch.block;
-    let end = (start + switch.block).min(region.first_index + region.pages);
-    let wanted = |i: u64| switch.missing.get(i) && !switch.received.get(i) && !requested.get(i);
-    let first = (start..end).find(|&i| wanted(i))?;
-    let last = (first..end).rev().find(|&i| wanted(i))?;
-    for i in first..=last {
-        requested.set(i);
-    }
-    Some(PageRequest {
-        gpa: layout.gpa_of(first)?,
-        pages: (last - first + 1) as u32,
-    })
 }

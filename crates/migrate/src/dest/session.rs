@@ -5,11 +5,8 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use vm_memory::{Bytes, GuestAddress};
 use vmstate::{VmConfig, VmState};
-use wire::{
-    Abort, Accept, Message, MessageReader, MessageWriter, Resumed, RoundBegin, RoundEnd, Start,
-};
+use wire::{Abort, Accept, Message, MessageReader, MessageWriter, Resumed, Start};
 
 use super::postcopy::Switch;
 use super::relink::Relink;
@@ -82,7 +79,7 @@ pub(super) enum Stage {
 
 impl Stage {
     /// Where the stream is, for errors about a message that has no place there.
-    fn describe(self) -> &'static str {
+    pub(super) fn describe(self) -> &'static str {
         match self {
             Stage::AwaitStart => "expecting Start",
             Stage::BetweenRounds => "between rounds",
@@ -102,11 +99,13 @@ pub(super) struct Receiver<'o, VM> {
     /// The VM, from Start on.
     pub(super) vm: Option<VM>,
     pub(super) report: ReceiveReport,
-    stage: Stage,
+    pub(super) stage: Stage,
     /// The VM was paused on the source: do not resume it here.
     pub(super) keep_paused: bool,
     /// We told the source we can take the VM in post-copy.
     pub(super) postcopy_accepted: bool,
+    /// We told the source we can send transactions in post-copy.
+    pub(super) txn_accepted: bool,
     /// When Ready left: a post-copy lease's first period counts from here.
     pub(super) ready_at: Option<Instant>,
 }
@@ -120,17 +119,17 @@ pub(super) fn lock<W: Write>(w: &SharedWriter<W>) -> MutexGuard<'_, MessageWrite
 
 /// What Start announced, and what the rounds wrote so far.
 pub(super) struct Arrival {
-    config: VmConfig,
-    migration_id: u64,
+    pub(super) config: VmConfig,
+    pub(super) migration_id: u64,
     pub(super) layout: Arc<PageLayout>,
     /// Pages that hold data from this migration (the others are still zero).
-    written: DirtyBitmap,
-    last_round: u32,
+    pub(super) written: DirtyBitmap,
+    pub(super) last_round: u32,
     /// After PostcopyBegin: what is missing and how it arrives.
     pub(super) postcopy: Option<Switch>,
 }
 
-fn peer_aborted(a: Abort) -> MigrateError {
+pub(super) fn peer_aborted(a: Abort) -> MigrateError {
     MigrateError::PeerAborted {
         code: a.code,
         message: a.message,
@@ -146,11 +145,15 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
             stage: Stage::AwaitStart,
             keep_paused: false,
             postcopy_accepted: false,
+            txn_accepted: false,
             ready_at: None,
         }
     }
 
-    fn wire(&self, during: &'static str) -> impl FnOnce(wire::WireError) -> MigrateError + use<VM> {
+    pub(super) fn wire(
+        &self,
+        during: &'static str,
+    ) -> impl FnOnce(wire::WireError) -> MigrateError + use<VM> {
         let t = self.opts.stall_timeout;
         move |e| MigrateError::from_wire(e, during, t)
     }
@@ -227,12 +230,15 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
             source,
         })?;
         self.postcopy_accepted = self.opts.postcopy && vm.supports_postcopy();
+        self.txn_accepted = self.postcopy_accepted && vm.transactions().is_some();
         self.vm = Some(vm);
-        let flags = if self.postcopy_accepted {
-            Accept::POSTCOPY
-        } else {
-            0
-        };
+        let mut flags = 0;
+        if self.postcopy_accepted {
+            flags |= Accept::POSTCOPY;
+        }
+        if self.txn_accepted {
+            flags |= Accept::TRANSACTIONS;
+        }
         let mut w = lock(w);
         w.accept(&Accept { flags })
             .and_then(|()| w.flush())
@@ -246,142 +252,6 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
             last_round: 0,
             postcopy: None,
         })
-    }
-
-    /// BetweenRounds and InRound until the final round ends, then
-    /// AwaitState: returns the State record.
-    fn receive_rounds<R: Read, W: Write>(
-        &mut self,
-        r: &mut MessageReader<R>,
-        w: &SharedWriter<W>,
-        arrival: &mut Arrival,
-    ) -> Result<Box<VmState>, MigrateError> {
-        loop {
-            let msg = r
-                .next("receiving pages")
-                .map_err(self.wire("receiving pages"))?;
-            match (msg, self.stage) {
-                (Message::RoundBegin(b), Stage::BetweenRounds) => self.round_begin(&b, arrival)?,
-                (Message::Pages { gpa, data }, Stage::InRound { .. }) => {
-                    self.pages(gpa, data, arrival)?
-                }
-                (Message::ZeroPages(runs), Stage::InRound { .. }) => {
-                    for (gpa, count) in runs {
-                        self.zero_run(gpa, count, arrival)?;
-                    }
-                }
-                (Message::RoundEnd(e), Stage::InRound { round, last }) => {
-                    self.round_end(&e, round, last, arrival)?
-                }
-                (Message::PostcopyBegin(b), Stage::BetweenRounds) => {
-                    arrival.postcopy = Some(self.postcopy_begin(&b, &arrival.layout)?);
-                    self.stage = Stage::AwaitState;
-                }
-                (Message::State(s), Stage::AwaitState) => return Ok(s),
-                // Everything before it is applied: say so at once.
-                (Message::Drain(d), _) => {
-                    let mut w = lock(w);
-                    w.drained(&d)
-                        .and_then(|()| w.flush())
-                        .map_err(self.wire("answering Drain"))?;
-                }
-                (Message::Abort(a), _) => return Err(peer_aborted(a)),
-                (m, stage) => {
-                    return Err(MigrateError::Protocol(format!(
-                        "unexpected {} ({})",
-                        m.name(),
-                        stage.describe()
-                    )));
-                }
-            }
-        }
-    }
-
-    fn round_begin(&mut self, b: &RoundBegin, arrival: &Arrival) -> Result<(), MigrateError> {
-        if b.round <= arrival.last_round {
-            return Err(MigrateError::Protocol(format!(
-                "round {} after round {}",
-                b.round, arrival.last_round
-            )));
-        }
-        self.stage = Stage::InRound {
-            round: b.round,
-            last: b.is_final(),
-        };
-        Ok(())
-    }
-
-    fn round_end(
-        &mut self,
-        e: &RoundEnd,
-        round: u32,
-        last: bool,
-        arrival: &mut Arrival,
-    ) -> Result<(), MigrateError> {
-        if e.round != round {
-            return Err(MigrateError::Protocol(format!(
-                "RoundEnd for round {} inside round {round}",
-                e.round
-            )));
-        }
-        arrival.last_round = round;
-        self.report.rounds = round;
-        self.stage = if last {
-            Stage::AwaitState
-        } else {
-            Stage::BetweenRounds
-        };
-        Ok(())
-    }
-
-    /// Page data, written into guest memory.
-    fn pages(&mut self, gpa: u64, data: &[u8], arrival: &mut Arrival) -> Result<(), MigrateError> {
-        let first = arrival
-            .layout
-            .check_range(gpa, data.len() as u64)
-            .ok_or_else(|| {
-                MigrateError::Protocol(format!(
-                    "pages {gpa:#x}..{:#x} lie outside guest memory",
-                    gpa.saturating_add(data.len() as u64)
-                ))
-            })?;
-        self.vm_memory()?
-            .write_slice(data, GuestAddress(gpa))
-            .map_err(|source| MigrateError::Memory { gpa, source })?;
-        let n = data.len() as u64 / PAGE_SIZE;
-        arrival.written.set_run(first, n);
-        self.report.pages += n;
-        Ok(())
-    }
-
-    /// A run of zero pages: only pages that received data need zeroing.
-    fn zero_run(
-        &mut self,
-        gpa: u64,
-        count: u64,
-        arrival: &mut Arrival,
-    ) -> Result<(), MigrateError> {
-        let first = count
-            .checked_mul(PAGE_SIZE)
-            .and_then(|len| arrival.layout.check_range(gpa, len))
-            .ok_or_else(|| {
-                MigrateError::Protocol(format!(
-                    "zero run at {gpa:#x} of {count} pages lies outside guest memory"
-                ))
-            })?;
-        const ZERO_PAGE: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
-        for p in 0..count {
-            // Pages never written here are still zero: no need to touch them.
-            if arrival.written.get(first + p) {
-                let a = gpa + p * PAGE_SIZE;
-                self.vm_memory()?
-                    .write_slice(&ZERO_PAGE, GuestAddress(a))
-                    .map_err(|source| MigrateError::Memory { gpa: a, source })?;
-                arrival.written.unset(first + p);
-            }
-        }
-        self.report.zero_pages += count;
-        Ok(())
     }
 
     /// AwaitState -> AwaitCommit: the state must describe the machine Start
@@ -482,7 +352,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         self.vm.as_mut().ok_or_else(|| no_vm(self.stage))
     }
 
-    fn vm_memory(&self) -> Result<&vm_memory::GuestMemoryMmap, MigrateError> {
+    pub(super) fn vm_memory(&self) -> Result<&vm_memory::GuestMemoryMmap, MigrateError> {
         self.vm
             .as_ref()
             .map(|vm| vm.memory())

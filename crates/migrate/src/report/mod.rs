@@ -81,6 +81,10 @@ pub enum Outcome {
     /// keeps the VM paused and retired, its memory as it was at the switch
     /// (docs/PROTOCOL.md, "Post-copy failures": recovery is a known gap).
     Interrupted(String),
+    /// Post-copy broke after the switchover; once the destination's lease
+    /// had certainly run out, the VM ran on here from the latest
+    /// transaction the source applied (docs/SAFETY.md, "Transactions").
+    Recovered(String),
 }
 
 impl fmt::Display for Outcome {
@@ -91,6 +95,7 @@ impl fmt::Display for Outcome {
             Outcome::Failed(e) => write!(f, "failed: {e}"),
             Outcome::InDoubt(e) => write!(f, "in doubt: {e}"),
             Outcome::Interrupted(e) => write!(f, "interrupted: {e}"),
+            Outcome::Recovered(e) => write!(f, "recovered: {e}"),
         }
     }
 }
@@ -114,6 +119,8 @@ impl<'de> Deserialize<'de> for Outcome {
                     Outcome::InDoubt(e.to_string())
                 } else if let Some(e) = s.strip_prefix("interrupted: ") {
                     Outcome::Interrupted(e.to_string())
+                } else if let Some(e) = s.strip_prefix("recovered: ") {
+                    Outcome::Recovered(e.to_string())
                 } else {
                     Outcome::Failed(s)
                 }
@@ -221,6 +228,9 @@ pub struct PostcopyReport {
     /// Times the link broke and the source reconnected.
     #[serde(default)]
     pub reconnects: u64,
+    /// Transactions the destination sent back and the source applied.
+    #[serde(default)]
+    pub transactions: u64,
 }
 
 impl MigrationReport {
@@ -277,6 +287,7 @@ mod tests {
             (Outcome::Failed("boom".into()), "\"failed: boom\""),
             (Outcome::InDoubt("no ack".into()), "\"in doubt: no ack\""),
             (Outcome::Interrupted("cut".into()), "\"interrupted: cut\""),
+            (Outcome::Recovered("cut".into()), "\"recovered: cut\""),
         ] {
             assert_eq!(serde_json::to_string(&o).unwrap(), s);
             assert_eq!(serde_json::from_str::<Outcome>(s).unwrap(), o);

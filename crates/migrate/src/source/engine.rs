@@ -104,6 +104,18 @@ pub(super) struct Engine<'a, V: SourceVm> {
     /// Links opened by reconnections, and bytes sent on links before `w`'s.
     pub(super) links: super::relink::Links,
     pub(super) bytes_before: u64,
+    /// The destination can send transactions; how often to ask for them;
+    /// whether TxnPlan went out.
+    pub(super) txn_offered: bool,
+    pub(super) sync_interval: Duration,
+    pub(super) txns_planned: bool,
+    /// The last transaction applied (0: the switch), and the state to
+    /// resume from; after a reconnection the next may repeat a number.
+    pub(super) synced: u64,
+    pub(super) synced_state: Option<Box<vmstate::VmState>>,
+    pub(super) txn_resend: bool,
+    /// Transactions applied, for the report.
+    pub(super) txns_applied: u64,
 }
 
 impl<'a, V: SourceVm> Engine<'a, V> {
@@ -151,6 +163,13 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             redial: None,
             links: Vec::new(),
             bytes_before: 0,
+            txn_offered: false,
+            sync_interval: opts.sync_interval,
+            txns_planned: false,
+            synced: 0,
+            synced_state: None,
+            txn_resend: false,
+            txns_applied: 0,
         }
     }
 }
@@ -263,6 +282,7 @@ impl<V: SourceVm> Engine<'_, V> {
         {
             FromDest::Accept(a) => {
                 let can = self.postcopy_offered && a.postcopy();
+                self.txn_offered = can && a.transactions();
                 self.switch.set_available(can);
                 let needed = matches!(self.forced, Decision::Postcopy)
                     || self.on_timeout == OnTimeout::Postcopy;
@@ -475,6 +495,14 @@ impl<V: SourceVm> Engine<'_, V> {
             .state(&state)
             .and_then(|()| self.w.flush())
             .map_err(self.wire_err("sending the VM state"))?;
+        if self.txns_planned {
+            // Transaction 0: where the VM resumes here if none arrives.
+            let again = self
+                .vm
+                .save_state()
+                .map_err(Self::vm_err(VmOp::SaveState))?;
+            self.synced_state = Some(Box::new(again));
+        }
         match self
             .incoming
             .wait("waiting for the destination to load the VM state", true)?

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use wire::{Abort, Accept, Message, MessageReader, PageRequest, PostcopyDone, Resumed, WireError};
 
+use super::txn::{Staging, Txn};
 use crate::error::MigrateError;
 use crate::progress::CancelToken;
 
@@ -25,6 +26,10 @@ pub(super) enum FromDest {
     /// The answer to a Drain, by its sequence number.
     Drained(u64),
     Abort(Abort),
+    /// A complete transaction (post-copy), not applied yet.
+    Txn(Box<Txn>),
+    /// A transaction refused as it arrived (out of place, not adding up).
+    BadTxn(String),
     Other(&'static str),
     Error(WireError),
 }
@@ -34,6 +39,7 @@ pub(super) enum Ask {
     Pages(PageRequest),
     /// A lease renewal, by request number.
     Lease(u64),
+    Txn(Box<Txn>),
 }
 
 /// The engine's end of the reader thread.
@@ -99,6 +105,11 @@ impl Incoming {
             FromDest::Drained(_) => MigrateError::Protocol(format!("unexpected Drained {when}")),
             FromDest::Ready => MigrateError::Protocol(format!("unexpected Ready {when}")),
             FromDest::Resumed(_) => MigrateError::Protocol(format!("unexpected Resumed {when}")),
+            FromDest::Txn(t) => MigrateError::Protocol(format!(
+                "unexpected transaction {} from the destination {when}",
+                t.seq
+            )),
+            FromDest::BadTxn(why) => MigrateError::Protocol(format!("bad transaction: {why}")),
             FromDest::Other(name) => {
                 MigrateError::Protocol(format!("unexpected {name} from the destination {when}"))
             }
@@ -159,6 +170,7 @@ impl Incoming {
         match got {
             Ok(FromDest::PageRequest(r)) => Ok(Some(Ask::Pages(r))),
             Ok(FromDest::LeaseRequest(seq)) => Ok(Some(Ask::Lease(seq))),
+            Ok(FromDest::Txn(t)) => Ok(Some(Ask::Txn(t))),
             Ok(FromDest::Error(WireError::Closed { .. })) | Err(()) => {
                 Err(MigrateError::Wire(WireError::Closed { during: DURING }))
             }
@@ -195,19 +207,28 @@ impl Incoming {
 }
 
 /// Forwards the destination's messages until the connection ends; returns
-/// the bytes read.
+/// the bytes read. Transactions are staged here and forwarded whole.
 fn reader_loop(mut r: MessageReader<BufReader<TcpStream>>, tx: mpsc::Sender<FromDest>) -> u64 {
+    let mut staging = Staging::default();
     loop {
-        let item = match r.next("migrating") {
-            Ok(Message::Accept(a)) => FromDest::Accept(a),
-            Ok(Message::PageRequest(x)) => FromDest::PageRequest(x),
-            Ok(Message::PostcopyDone(x)) => FromDest::PostcopyDone(x),
-            Ok(Message::LeaseRequest(x)) => FromDest::LeaseRequest(x.seq),
-            Ok(Message::Ready) => FromDest::Ready,
-            Ok(Message::Drained(d)) => FromDest::Drained(d.seq),
-            Ok(Message::Resumed(x)) => FromDest::Resumed(x),
-            Ok(Message::Abort(a)) => FromDest::Abort(a),
-            Ok(m) => FromDest::Other(m.name()),
+        let item = match r.next("migrating").map(|m| staging.feed(m)) {
+            Ok(Ok(Ok(None))) => continue,
+            Ok(Ok(Ok(Some(t)))) => FromDest::Txn(Box::new(t)),
+            Ok(Err(why)) => {
+                let _ = tx.send(FromDest::BadTxn(why));
+                return r.bytes_read();
+            }
+            Ok(Ok(Err(m))) => match m {
+                Message::Accept(a) => FromDest::Accept(a),
+                Message::PageRequest(x) => FromDest::PageRequest(x),
+                Message::PostcopyDone(x) => FromDest::PostcopyDone(x),
+                Message::LeaseRequest(x) => FromDest::LeaseRequest(x.seq),
+                Message::Ready => FromDest::Ready,
+                Message::Drained(d) => FromDest::Drained(d.seq),
+                Message::Resumed(x) => FromDest::Resumed(x),
+                Message::Abort(a) => FromDest::Abort(a),
+                m => FromDest::Other(m.name()),
+            },
             Err(e) => {
                 let _ = tx.send(FromDest::Error(e));
                 return r.bytes_read();

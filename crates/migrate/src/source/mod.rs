@@ -16,6 +16,7 @@ mod options;
 mod postcopy;
 mod relink;
 mod round;
+mod txn;
 
 use std::io::{self, BufReader, BufWriter};
 use std::net::{Shutdown, TcpStream};
@@ -36,6 +37,9 @@ use meter::{Meter, WRITE_SLICE, min_bandwidth};
 
 pub use engine::MAX_ROUNDS;
 pub use lease::{DEFAULT_LEASE, lease_margin};
+
+/// Default post-copy transaction interval (`--sync-interval`).
+pub const DEFAULT_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 pub use options::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_DOWNTIME, DEFAULT_STALL_TIMEOUT, MigrationFailure,
     SourceOptions,

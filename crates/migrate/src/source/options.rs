@@ -61,6 +61,10 @@ pub struct SourceOptions {
     /// In post-copy, how long a broken link may take to come back
     /// (`--recovery-timeout`; zero: give up at once).
     pub recovery_timeout: Duration,
+    /// In post-copy with a lease, how often the destination sends a
+    /// transaction back (`--sync-interval`; zero: never, and the VM cannot
+    /// resume here if the destination is lost).
+    pub sync_interval: Duration,
 }
 
 impl SourceOptions {
@@ -84,6 +88,7 @@ impl SourceOptions {
             observer: None,
             lease: super::DEFAULT_LEASE,
             recovery_timeout: crate::dest::DEFAULT_RECOVERY_TIMEOUT,
+            sync_interval: super::DEFAULT_SYNC_INTERVAL,
         }
     }
 }

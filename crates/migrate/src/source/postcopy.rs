@@ -102,6 +102,7 @@ impl<V: SourceVm> Engine<'_, V> {
         self.w
             .postcopy_begin(pending.words(), self.lease.as_nanos() as u64)
             .map_err(self.wire_err("sending the post-copy set"))?;
+        self.plan_transactions()?;
         self.report.postcopy = Some(PostcopyReport {
             trigger: why.to_string(),
             pages_to_fetch: pending.count(),
@@ -144,6 +145,7 @@ impl<V: SourceVm> Engine<'_, V> {
         let result = self.serve(&mut s, &mut end_sent);
         s.report.bytes_sent = self.bytes() - s.bytes_before;
         s.report.duration_ms = ms(resumed.elapsed());
+        s.report.transactions = self.txns_applied;
         match result {
             Ok(done) => {
                 s.report.faults = done.faults;
@@ -176,6 +178,9 @@ impl<V: SourceVm> Engine<'_, V> {
     /// destination may still run it if every page was sent.
     pub(super) fn settle_interrupted(&mut self, e: &MigrateError, end_sent: bool) {
         if let Some(ago) = self.outlast_lease() {
+            if self.txns_planned && self.take_back(e) {
+                return;
+            }
             self.report.vm_location = VmLocation::Nowhere;
             self.report.outcome = Outcome::Interrupted(format!(
                 "post-copy broke ({e}); the destination's lease ran out {} ago with no renewal, so it is fenced: the VM runs nowhere, paused here as it was at the switch",
@@ -210,6 +215,7 @@ impl<V: SourceVm> Engine<'_, V> {
                     let e = self.incoming.explain(e);
                     let held = self.redial(e)?;
                     s.relinked(&held);
+                    self.txn_resend = true;
                     *end_sent = false;
                 }
             }
@@ -266,6 +272,7 @@ impl<V: SourceVm> Engine<'_, V> {
                 // Asked before our last pages arrived there: already sent.
                 FromDest::PageRequest(_) => continue,
                 FromDest::LeaseRequest(seq) => self.grant(seq)?,
+                FromDest::Txn(t) => self.apply_txn(*t)?,
                 FromDest::PostcopyDone(d) => {
                     if !self.lease.is_zero() {
                         self.grant_for_good()?;
@@ -281,6 +288,7 @@ impl<V: SourceVm> Engine<'_, V> {
         match ask {
             Ask::Pages(req) => self.serve_request(s, req),
             Ask::Lease(seq) => self.grant(seq),
+            Ask::Txn(t) => self.apply_txn(*t),
         }
     }
 

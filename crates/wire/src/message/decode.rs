@@ -7,7 +7,8 @@ use vmstate::record::{self, Record};
 use super::{
     Accept, Capabilities, Drain, HELLO_MAGIC, Hello, LeaseGrant, LeaseRequest, MAX_CONFIG_LEN,
     MAX_TEXT, Message, NONCE_LEN, PageRequest, PostcopyBegin, PostcopyDone, PostcopyEnd, Reattach,
-    Reattached, Resumed, RoundBegin, RoundEnd, Start, Welcome, kind,
+    Reattached, Resumed, RoundBegin, RoundEnd, Start, TxnAck, TxnBegin, TxnEnd, TxnPlan, Welcome,
+    kind,
 };
 use crate::abort::{Abort, AbortCode};
 use crate::error::WireError;
@@ -77,6 +78,20 @@ impl<'a> Message<'a> {
                 let (pages, bitmap) = decode_bitmap(&mut c)?;
                 Message::Reattached(Reattached { pages, bitmap })
             }
+            kind::TXN_PLAN => Message::TxnPlan(TxnPlan {
+                interval_ns: c.nonzero("interval")?,
+            }),
+            kind::TXN_BEGIN => Message::TxnBegin(TxnBegin {
+                seq: c.nonzero("transaction number")?,
+            }),
+            kind::TXN_END => Message::TxnEnd(TxnEnd {
+                seq: c.nonzero("transaction number")?,
+                pages: c.u64()?,
+                zero_pages: c.u64()?,
+            }),
+            kind::TXN_ACK => Message::TxnAck(TxnAck {
+                seq: c.nonzero("transaction number")?,
+            }),
             _ => {
                 return Err(WireError::Malformed {
                     kind: name,
@@ -283,6 +298,13 @@ impl<'a> Cursor<'a> {
     }
     fn u64(&mut self) -> Result<u64, WireError> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    /// A u64 that must not be zero.
+    fn nonzero(&mut self, what: &str) -> Result<u64, WireError> {
+        match self.u64()? {
+            0 => Err(self.malformed(format!("{what} 0 is never sent"))),
+            v => Ok(v),
+        }
     }
     fn array(&mut self) -> Result<[u8; NONCE_LEN], WireError> {
         Ok(self.take(NONCE_LEN)?.try_into().expect("32"))

@@ -17,8 +17,9 @@ pub use writer::MessageWriter;
 
 /// Frame kinds of the protocol messages. 0x50-0x57 are post-copy's
 /// (protocol version 2, capability [`Capabilities::POSTCOPY`]; 0x54-0x55
-/// its lease, 0x56-0x57 its reconnection); 0x58-0x5f are set aside for transaction synchronization,
-/// several streams and compression (docs/PROTOCOL.md); 0x60-0xff are free.
+/// its lease, 0x56-0x57 its reconnection, 0x58-0x5b its transaction
+/// synchronization); 0x5c-0x5f are set aside for several streams and
+/// compression (docs/PROTOCOL.md); 0x60-0xff are free.
 pub mod kind {
     pub const HELLO: u8 = 0x40;
     pub const WELCOME: u8 = 0x41;
@@ -41,6 +42,10 @@ pub mod kind {
     pub const LEASE_GRANT: u8 = 0x55;
     pub const REATTACH: u8 = 0x56;
     pub const REATTACHED: u8 = 0x57;
+    pub const TXN_PLAN: u8 = 0x58;
+    pub const TXN_BEGIN: u8 = 0x59;
+    pub const TXN_END: u8 = 0x5a;
+    pub const TXN_ACK: u8 = 0x5b;
     pub const DRAIN: u8 = 0x5e;
     pub const DRAINED: u8 = 0x5f;
 }
@@ -155,9 +160,16 @@ impl Accept {
     /// (post-copy): the session negotiated [`Capabilities::POSTCOPY`] and
     /// its VMM can intercept missing pages.
     pub const POSTCOPY: u64 = 1;
+    /// The destination can send transactions in post-copy ([`TxnPlan`]):
+    /// its VMM tracks the pages the guest dirties and holds serial output.
+    pub const TRANSACTIONS: u64 = 2;
 
     pub fn postcopy(&self) -> bool {
         self.flags & Self::POSTCOPY != 0
+    }
+
+    pub fn transactions(&self) -> bool {
+        self.flags & Self::TRANSACTIONS != 0
     }
 }
 
@@ -264,6 +276,43 @@ pub struct Reattached<'a> {
     pub bitmap: &'a [u8],
 }
 
+/// Source -> destination, between PostcopyBegin and State, when the
+/// destination accepted [`Accept::TRANSACTIONS`] and a lease is set: send
+/// a transaction every `interval_ns` while the VM runs in post-copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnPlan {
+    /// Above zero.
+    pub interval_ns: u64,
+}
+
+/// Destination -> source: transaction `seq` follows: Pages and ZeroPages
+/// records for the pages the guest dirtied since transaction `seq - 1`
+/// (PageRequests and LeaseRequests may come between them), then the State
+/// record, then [`TxnEnd`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnBegin {
+    /// 1, 2, 3, ... (after a reconnection: one above the last acknowledged).
+    pub seq: u64,
+}
+
+/// Destination -> source: transaction `seq` is complete, with the counts
+/// of what it carried (the source refuses one that does not add up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnEnd {
+    pub seq: u64,
+    /// Pages sent as data.
+    pub pages: u64,
+    /// Pages announced zero.
+    pub zero_pages: u64,
+}
+
+/// Source -> destination: transaction `seq` is applied to the source's
+/// copy; the destination may release the output it covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnAck {
+    pub seq: u64,
+}
+
 /// Start of a round of page data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RoundBegin {
@@ -341,6 +390,10 @@ pub enum Message<'a> {
     LeaseGrant(LeaseGrant),
     Reattach(Reattach),
     Reattached(Reattached<'a>),
+    TxnPlan(TxnPlan),
+    TxnBegin(TxnBegin),
+    TxnEnd(TxnEnd),
+    TxnAck(TxnAck),
     Drain(Drain),
     Drained(Drain),
 }
@@ -381,6 +434,10 @@ impl Message<'_> {
             Message::LeaseGrant(_) => "LeaseGrant",
             Message::Reattach(_) => "Reattach",
             Message::Reattached(_) => "Reattached",
+            Message::TxnPlan(_) => "TxnPlan",
+            Message::TxnBegin(_) => "TxnBegin",
+            Message::TxnEnd(_) => "TxnEnd",
+            Message::TxnAck(_) => "TxnAck",
             Message::Drain(_) => "Drain",
             Message::Drained(_) => "Drained",
         }
@@ -424,6 +481,10 @@ pub fn protocol_kinds() -> Kinds {
         .with(kind::LEASE_GRANT, "LeaseGrant")
         .with(kind::REATTACH, "Reattach")
         .with(kind::REATTACHED, "Reattached")
+        .with(kind::TXN_PLAN, "TxnPlan")
+        .with(kind::TXN_BEGIN, "TxnBegin")
+        .with(kind::TXN_END, "TxnEnd")
+        .with(kind::TXN_ACK, "TxnAck")
         .with(kind::DRAIN, "Drain")
         .with(kind::DRAINED, "Drained")
 }

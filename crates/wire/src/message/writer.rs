@@ -8,8 +8,8 @@ use vmstate::record;
 
 use super::{
     Accept, Drain, HELLO_LEN, HELLO_MAGIC, Hello, LeaseGrant, LeaseRequest, MAX_TEXT, NONCE_LEN,
-    PageRequest, PostcopyDone, PostcopyEnd, Reattach, Resumed, RoundBegin, RoundEnd, Start,
-    WELCOME_LEN, Welcome, kind,
+    PageRequest, PostcopyDone, PostcopyEnd, Reattach, Resumed, RoundBegin, RoundEnd, Start, TxnAck,
+    TxnBegin, TxnEnd, TxnPlan, WELCOME_LEN, Welcome, kind,
 };
 use crate::abort::AbortCode;
 use crate::error::WireError;
@@ -155,6 +155,26 @@ impl<W: Write> MessageWriter<W> {
             bitmap.extend_from_slice(&w.to_le_bytes());
         }
         self.frame(kind::REATTACHED, &[&pages.to_le_bytes(), &bitmap])
+    }
+
+    pub fn txn_plan(&mut self, p: &TxnPlan) -> Result<(), WireError> {
+        self.frame(kind::TXN_PLAN, &[&p.interval_ns.to_le_bytes()])
+    }
+
+    pub fn txn_begin(&mut self, b: &TxnBegin) -> Result<(), WireError> {
+        self.frame(kind::TXN_BEGIN, &[&b.seq.to_le_bytes()])
+    }
+
+    pub fn txn_end(&mut self, e: &TxnEnd) -> Result<(), WireError> {
+        let mut p = [0u8; 24];
+        p[..8].copy_from_slice(&e.seq.to_le_bytes());
+        p[8..16].copy_from_slice(&e.pages.to_le_bytes());
+        p[16..].copy_from_slice(&e.zero_pages.to_le_bytes());
+        self.frame(kind::TXN_END, &[&p])
+    }
+
+    pub fn txn_ack(&mut self, a: &TxnAck) -> Result<(), WireError> {
+        self.frame(kind::TXN_ACK, &[&a.seq.to_le_bytes()])
     }
 
     pub fn round_begin(&mut self, r: &RoundBegin) -> Result<(), WireError> {
