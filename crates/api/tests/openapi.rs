@@ -116,6 +116,7 @@ fn bodies_have_the_documented_fields() {
             lease_ms: Some(500),
             recovery_timeout_ms: Some(30000),
             secret_file: Some("/s".into()),
+            tls_dir: Some("/t".into()),
         },
     );
     assert_same(&doc, "MigrationStarted", &MigrationStarted::default());

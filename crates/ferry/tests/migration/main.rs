@@ -15,3 +15,4 @@ mod points;
 mod postcopy;
 mod refused;
 mod strategies;
+mod tls;

@@ -61,6 +61,9 @@ pub struct SourceOptions {
     /// In post-copy, how long a broken link may take to come back
     /// (`--recovery-timeout`; zero: give up at once).
     pub recovery_timeout: Duration,
+    /// Mutual TLS on every connection to the destination (`--tls-dir`);
+    /// `None`: plain TCP, authenticated by the secret alone.
+    pub tls: Option<tls::Credentials>,
 }
 
 impl SourceOptions {
@@ -84,6 +87,7 @@ impl SourceOptions {
             observer: None,
             lease: super::DEFAULT_LEASE,
             recovery_timeout: crate::dest::DEFAULT_RECOVERY_TIMEOUT,
+            tls: None,
         }
     }
 }
