@@ -65,9 +65,17 @@ impl Agent {
         }
         let store = Store::connect(&config.store)?;
         let metrics = Arc::new(Metrics::new(&config.host)?);
+        let creds = config
+            .tls_dir
+            .as_deref()
+            .map(tls::Credentials::load)
+            .transpose()?;
         let metrics_server = config
             .metrics
-            .map(|addr| MetricsServer::start(addr, metrics.clone()))
+            .map(|addr| match &creds {
+                Some(c) => MetricsServer::start_tls(addr, metrics.clone(), c.clone()),
+                None => MetricsServer::start(addr, metrics.clone()),
+            })
             .transpose()?;
         tracing::info!(
             host = %config.host,
@@ -94,6 +102,13 @@ impl Agent {
             switched_off: AtomicBool::new(false),
             power_said: Mutex::new(String::new()),
         })
+    }
+
+    /// Whether `/metrics` is served over mutual TLS.
+    pub fn metrics_tls(&self) -> bool {
+        self.metrics_server
+            .as_ref()
+            .is_some_and(MetricsServer::is_tls)
     }
 
     /// Where `/metrics` is served, if it is.

@@ -35,6 +35,10 @@ pub struct AgentConfig {
     /// The migration secret shared with the other hosts' agents; without
     /// it, migration orders naming this host fail (and say why).
     pub secret_file: Option<PathBuf>,
+    /// The cluster CA and this host's certificate and key (`ferry pki
+    /// init`): migrations to and from this host run inside mutual TLS, and
+    /// /metrics is served over it.
+    pub tls_dir: Option<PathBuf>,
     /// The address this host's receivers listen on, which sources reach.
     pub migration_ip: IpAddr,
 }

@@ -186,6 +186,7 @@ impl Agent {
                 name: &order.vm,
                 listen: &addr,
                 secret_file,
+                tls_dir: self.config.tls_dir.as_deref(),
                 max_memory: RECEIVER_MAX_MEMORY,
                 accept_timeout: RECEIVER_WAIT,
             };
@@ -251,6 +252,11 @@ impl Agent {
             max_downtime_ms: m.max_downtime_ms,
             timeout_ms: m.timeout_ms,
             secret_file: Some(secret_file.display().to_string()),
+            tls_dir: self
+                .config
+                .tls_dir
+                .as_ref()
+                .map(|d| d.display().to_string()),
             ..MigrateRequest::default()
         };
         let body = match serde_json::to_value(&req) {

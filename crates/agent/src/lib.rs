@@ -19,6 +19,7 @@
 pub mod agent;
 pub mod config;
 pub mod execute;
+mod https;
 pub mod metrics;
 pub mod order;
 pub mod power;

@@ -12,6 +12,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::https::HttpsServer;
 use crate::order::{Side, SideReport};
 use crate::report::HostReport;
 
@@ -255,9 +256,11 @@ fn advance(counter: &Counter, value: f64) {
     }
 }
 
-/// Serves `GET /metrics` on `addr` from a thread until dropped.
+/// Serves `GET /metrics` on `addr` from a thread until dropped: plain
+/// HTTP, or HTTPS with mutual TLS when the host has certificates.
 pub struct MetricsServer {
-    server: Arc<tiny_http::Server>,
+    server: Option<Arc<tiny_http::Server>>,
+    https: Option<HttpsServer>,
     addr: SocketAddr,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -292,10 +295,34 @@ impl MetricsServer {
                 }
             })?;
         Ok(MetricsServer {
-            server,
+            server: Some(server),
+            https: None,
             addr,
             thread: Some(thread),
         })
+    }
+
+    /// Serves over mutual TLS: scrapers must show a certificate of the
+    /// cluster CA.
+    pub fn start_tls(
+        addr: SocketAddr,
+        metrics: Arc<Metrics>,
+        creds: tls::Credentials,
+    ) -> anyhow::Result<MetricsServer> {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        let https = HttpsServer::start(listener, creds, metrics)?;
+        Ok(MetricsServer {
+            server: None,
+            addr: https.addr,
+            https: Some(https),
+            thread: None,
+        })
+    }
+
+    /// Whether it serves HTTPS (mutual TLS).
+    pub fn is_tls(&self) -> bool {
+        self.https.is_some()
     }
 
     /// The address it listens on (the port chosen when 0 was asked for).
@@ -306,7 +333,9 @@ impl MetricsServer {
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.server.unblock();
+        if let Some(s) = &self.server {
+            s.unblock();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -66,6 +66,8 @@ pub struct Receiver<'a> {
     pub listen: &'a str,
     /// The migration secret shared with the sources.
     pub secret_file: &'a Path,
+    /// Mutual TLS with the source (`--tls-dir`).
+    pub tls_dir: Option<&'a Path>,
     /// Largest guest memory it accepts, e.g. 16G.
     pub max_memory: &'a str,
     /// How long it waits for its source to authenticate.
@@ -82,6 +84,9 @@ pub fn start_receiver(ferry: &Path, state_dir: &Path, r: &Receiver) -> anyhow::R
         .arg(r.secret_file)
         .arg("--accept-timeout")
         .arg(format!("{}ms", r.accept_timeout.as_millis()));
+    if let Some(d) = r.tls_dir {
+        cmd.arg("--tls-dir").arg(d);
+    }
     let vm = spawn(cmd, state_dir, r.name)?;
     tracing::info!(vm = %vm.name, pid = vm.pid, listen = r.listen, "receiver started");
     Ok(vm)

@@ -19,6 +19,7 @@ fn config(dir: &TempDir, host: &str, store: store::StoreConfig) -> AgentConfig {
         ferry: "/nonexistent/ferry".into(),
         vms: Vec::new(),
         secret_file: None,
+        tls_dir: None,
         migration_ip: std::net::Ipv4Addr::LOCALHOST.into(),
     }
 }

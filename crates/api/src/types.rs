@@ -159,6 +159,10 @@ pub struct MigrateRequest {
     /// File holding the migration secret shared with the destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<String>,
+    /// Folder with the cluster CA and this host's certificate and key
+    /// (`ferry pki init`): the migration runs inside mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_dir: Option<String>,
 }
 
 /// `GET /api/v1/ping`: the process is up and its API answers.

@@ -117,6 +117,7 @@ fn bodies_have_the_documented_fields() {
             recovery_timeout_ms: Some(30000),
             sync_interval_ms: Some(100),
             secret_file: Some("/s".into()),
+            tls_dir: Some("/t".into()),
         },
     );
     assert_same(&doc, "MigrationStarted", &MigrationStarted::default());

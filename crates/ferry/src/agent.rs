@@ -30,7 +30,8 @@ pub struct AgentArgs {
     /// How often to measure and publish, e.g. 2s.
     #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_interval)]
     pub interval: Duration,
-    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9100).
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9100);
+    /// https with mutual TLS when --tls-dir is given.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
     /// etcd endpoint (repeatable). Default: the embedded store.
@@ -55,6 +56,11 @@ pub struct AgentArgs {
     /// the other hosts reach.
     #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
     pub migration_ip: IpAddr,
+    /// Folder with the cluster CA and this host's certificate and key
+    /// (`ferry pki init`): migrations run inside mutual TLS, /metrics is
+    /// served over it, and etcd is reached with it.
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
 }
 
 fn parse_capacity(s: &str) -> Result<f64, String> {
@@ -92,6 +98,15 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<i32> {
                 .with_context(|| format!("cannot find the secret file {}", p.display()))
         })
         .transpose()?;
+    let tls_dir = args
+        .tls_dir
+        .as_deref()
+        .map(|d| {
+            // Checked now for a clear error; absolute for the VM processes.
+            tls::Credentials::load(d)?;
+            std::fs::canonicalize(d).with_context(|| format!("cannot find {}", d.display()))
+        })
+        .transpose()?;
     let (_server, store) = if args.etcd.is_empty() {
         let socket = args
             .store_socket
@@ -101,10 +116,11 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
         agent::agent::embedded_store(&socket)
     } else {
-        (
-            None,
-            store::StoreConfig::Etcd(store::EtcdConfig::new(args.etcd.clone())),
-        )
+        let mut etcd = store::EtcdConfig::new(args.etcd.clone());
+        if let Some(d) = &tls_dir {
+            etcd = etcd.with_tls(crate::pki::etcd_files(d));
+        }
+        (None, store::StoreConfig::Etcd(etcd))
     };
     let config = agent::AgentConfig {
         host: args.host.clone(),
@@ -118,11 +134,13 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<i32> {
         ferry: std::env::current_exe().context("cannot find the ferry executable")?,
         vms: args.vm.clone(),
         secret_file,
+        tls_dir,
         migration_ip: args.migration_ip,
     };
     let agent = agent::Agent::start(config)?;
     if let Some(addr) = agent.metrics_addr() {
-        tracing::info!(host = %args.host, "metrics on http://{addr}/metrics");
+        let scheme = if agent.metrics_tls() { "https" } else { "http" };
+        tracing::info!(host = %args.host, "metrics on {scheme}://{addr}/metrics");
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

@@ -45,6 +45,11 @@ pub struct ReceiveArgs {
     /// fenced meanwhile once its lease lapses.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = units::parse_duration)]
     pub recovery_timeout: Duration,
+    /// Folder with the cluster CA and this host's certificate and key
+    /// (`ferry pki init`): sources must complete mutual TLS with a
+    /// certificate of the cluster before the secret's handshake.
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
     #[command(flatten)]
     pub output: SerialArgs,
 }
@@ -73,6 +78,11 @@ pub struct MigrateArgs {
     /// File with the migration secret shared with the destination.
     #[arg(long, value_name = "FILE")]
     pub secret_file: PathBuf,
+    /// Folder with the cluster CA and this host's certificate and key
+    /// (`ferry pki init`): the migration runs inside mutual TLS (the
+    /// destination must have `--tls-dir` too).
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
     /// Print the report as JSON (no progress bar).
     #[arg(long)]
     pub json: bool,
@@ -93,6 +103,11 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
         accept_timeout: args.accept_timeout,
         fault_block_pages: args.postcopy_block,
         recovery_timeout: args.recovery_timeout,
+        tls: args
+            .tls_dir
+            .as_deref()
+            .map(tls::Credentials::load)
+            .transpose()?,
         ..node::IncomingConfig::new(
             args.listen.clone(),
             Secret::from_file(&args.secret_file)?,
@@ -163,6 +178,11 @@ pub fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
             .display()
             .to_string(),
     );
+    if let Some(d) = &args.tls_dir {
+        // Checked here for a clear error; the source process loads it.
+        tls::Credentials::load(d)?;
+        req.tls_dir = Some(std::path::absolute(d)?.display().to_string());
+    }
     let client = Client::new(&args.api);
     let probe = args
         .dest_api

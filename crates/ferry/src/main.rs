@@ -13,6 +13,7 @@ mod logging;
 mod manager;
 mod manual;
 mod pair;
+mod pki;
 mod run;
 mod serial;
 
@@ -52,6 +53,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Run a migration manager: elected leader, it decides and orders the agents' migrations (docs/CLUSTER.md).
     Manager(manager::ManagerArgs),
+    /// Create the cluster's TLS certificates: a CA and one certificate per host.
+    Pki(pki::PkiArgs),
     /// Measure Ferry (and QEMU beside it): boot, snapshot, dirty rate, migration.
     Bench(bench::BenchArgs),
     /// Simulate a data center driven by CPU traces, with a migration policy.
@@ -88,6 +91,7 @@ fn main() {
         Command::Ctl(args) => ctl::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Manager(args) => manager::run(args),
+        Command::Pki(args) => pki::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::cli::run(args).map(|()| exit::OK),
         Command::Completions(args) => manual::completions(args, Cli::command()),

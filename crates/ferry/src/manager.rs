@@ -19,6 +19,10 @@ pub struct ManagerArgs {
     /// etcd endpoint (repeatable). Default: the embedded store.
     #[arg(long, value_name = "URL")]
     pub etcd: Vec<String>,
+    /// Folder with the cluster CA and this host's certificate and key
+    /// (`ferry pki init`): etcd is reached over mutual TLS with them.
+    #[arg(long, value_name = "DIR", requires = "etcd")]
+    pub tls_dir: Option<PathBuf>,
     /// The embedded store's socket (an agent's STATE_DIR/store.sock);
     /// served by this manager if nobody serves it yet.
     #[arg(
@@ -108,10 +112,13 @@ pub fn run(args: &ManagerArgs) -> anyhow::Result<i32> {
     );
     let (_server, store) = match &args.store_socket {
         Some(socket) => agent::agent::embedded_store(socket),
-        None => (
-            None,
-            store::StoreConfig::Etcd(store::EtcdConfig::new(args.etcd.clone())),
-        ),
+        None => {
+            let mut etcd = store::EtcdConfig::new(args.etcd.clone());
+            if let Some(d) = &args.tls_dir {
+                etcd = etcd.with_tls(crate::pki::etcd_files(d));
+            }
+            (None, store::StoreConfig::Etcd(etcd))
+        }
     };
     let pattern = args
         .pattern

@@ -28,6 +28,14 @@ pub enum MigrateError {
     },
     #[error("{addr} did not answer within {timeout:?}")]
     ConnectTimeout { addr: String, timeout: Duration },
+    /// Mutual TLS with the destination failed (its certificate is not the
+    /// cluster's, or it refused ours): nothing of the VM was sent.
+    #[error("no TLS session with {addr}: {source}")]
+    Tls {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Wire(#[from] WireError),
     #[error(

@@ -34,6 +34,8 @@ pub struct IncomingConfig {
     /// In post-copy, how long to wait for the source to reconnect after the
     /// link broke ([`migrate::DestOptions::recovery_timeout`]).
     pub recovery_timeout: Duration,
+    /// Mutual TLS before the handshake ([`migrate::DestOptions::tls`]).
+    pub tls: Option<tls::Credentials>,
 }
 
 impl IncomingConfig {
@@ -46,6 +48,7 @@ impl IncomingConfig {
             accept_timeout: None,
             fault_block_pages: migrate::FAULT_BLOCK_PAGES,
             recovery_timeout: migrate::DEFAULT_RECOVERY_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -67,6 +70,7 @@ pub fn receive(
     opts.accept_timeout = config.accept_timeout;
     opts.fault_block_pages = config.fault_block_pages;
     opts.recovery_timeout = config.recovery_timeout;
+    opts.tls = config.tls;
     let gate = migrate::listen(listener, &opts)?;
     tracing::info!(vm = %host.id(), "waiting for a VM on {}", gate.local_addr());
     let source = match next_unless_shutdown(&gate, opts.accept_timeout, &host) {

@@ -273,7 +273,14 @@ pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
         invalid(&"a migration secret is required: give secret_file (--secret-file)")
     })?;
     let secret = Secret::from_file(Path::new(secret_path)).map_err(|e| invalid(&e))?;
+    let tls = req
+        .tls_dir
+        .as_deref()
+        .map(|d| tls::Credentials::load(Path::new(d)))
+        .transpose()
+        .map_err(|e| invalid(&e))?;
     let mut opts = SourceOptions::new(secret, strategy);
+    opts.tls = tls;
     opts.max_bandwidth = max_bandwidth;
     opts.link_bandwidth = link_bandwidth;
     if let Some(d) = max_downtime {

@@ -26,7 +26,7 @@ fn gate(limits: GateLimits) -> Gate<Session> {
         secret: good(),
         offer: Offer::default(),
     };
-    Gate::open(l, h, limits).unwrap()
+    Gate::open(l, h, limits, None).unwrap()
 }
 
 /// A source's handshake over a new connection to `addr`.

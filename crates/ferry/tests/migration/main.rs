@@ -15,4 +15,5 @@ mod points;
 mod postcopy;
 mod refused;
 mod strategies;
+mod tls;
 mod txn;

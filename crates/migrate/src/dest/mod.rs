@@ -17,13 +17,14 @@ mod tests;
 mod txn;
 
 use std::io::{BufReader, BufWriter};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tls::Conn;
 use wire::gate::{Admitted, DestHandshake, Gate, GateLimits};
 use wire::{MessageReader, MessageWriter, Offer, Secret, Session, WireError};
 
@@ -64,6 +65,9 @@ pub struct DestOptions {
     /// link broke (`--recovery-timeout`; zero: give up at once). Needs the
     /// gate ([`receive_with`]).
     pub recovery_timeout: Duration,
+    /// Mutual TLS at the gate, before the handshake (`--tls-dir`); `None`:
+    /// plain TCP, authenticated by the secret alone.
+    pub tls: Option<tls::Credentials>,
 }
 
 /// Default time a broken post-copy link has to come back.
@@ -82,6 +86,7 @@ impl DestOptions {
             fault_block_pages: FAULT_BLOCK_PAGES,
             committed: Arc::new(AtomicBool::new(false)),
             recovery_timeout: DEFAULT_RECOVERY_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -154,7 +159,8 @@ pub fn listen(listener: TcpListener, opts: &DestOptions) -> Result<Gate<Session>
         secret: opts.secret.clone(),
         offer: opts.offer.clone(),
     };
-    Gate::open(listener, handshake, opts.gate.clone()).map_err(|e| MigrateError::Wire(e.into()))
+    Gate::open(listener, handshake, opts.gate.clone(), opts.tls.clone())
+        .map_err(|e| MigrateError::Wire(e.into()))
 }
 
 /// Waits for the first source that authenticates on `listener` (refusing
@@ -256,7 +262,7 @@ pub fn receive_with<F: VmFactory>(
 /// queued makes the kernel send a reset, which can destroy the Abort before
 /// the source reads it. So stop writing, then read and drop what the source
 /// still sends until it closes (bounded by a short deadline).
-fn drain_after_abort(stream: &TcpStream) {
+fn drain_after_abort(stream: &Conn) {
     const LINGER: Duration = Duration::from_secs(1);
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let deadline = Instant::now() + LINGER;

@@ -6,10 +6,10 @@
 //! (Reattached) and post-copy goes on from there.
 
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use tls::Conn;
 use wire::gate::{Admitted, Gate};
 use wire::{AbortCode, Message, MessageReader, MessageWriter, PageRequest, Session, WireError};
 
@@ -33,7 +33,7 @@ pub(super) fn relink(
     opts: &DestOptions,
     deadline: Instant,
     id: u64,
-) -> Option<Link<BufReader<TcpStream>, BufWriter<TcpStream>>> {
+) -> Option<Link<BufReader<Conn>, BufWriter<Conn>>> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -55,7 +55,7 @@ fn reattach(
     peer: Admitted<Session>,
     opts: &DestOptions,
     id: u64,
-) -> Result<Link<BufReader<TcpStream>, BufWriter<TcpStream>>, MigrateError> {
+) -> Result<Link<BufReader<Conn>, BufWriter<Conn>>, MigrateError> {
     let io = |e| MigrateError::Wire(WireError::Io(e));
     let s = peer.stream;
     s.set_nodelay(true).map_err(io)?;

@@ -1,13 +1,34 @@
-//! Reaching the destination: resolve, then try each address in turn.
+//! Reaching the destination: resolve, try each address in turn, then
+//! mutual TLS when the host has credentials.
 
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tls::Conn;
 
 use crate::error::MigrateError;
 
-/// Connects to `to` ("host:port"), allowing `timeout` per address.
-pub(super) fn connect(to: &str, timeout: Duration) -> Result<TcpStream, MigrateError> {
+/// Connects to `to` ("host:port"), allowing `timeout` per address, and
+/// with `tls` runs the TLS handshake (within `timeout` too).
+pub(super) fn connect(
+    to: &str,
+    timeout: Duration,
+    tls: Option<&tls::Credentials>,
+) -> Result<Conn, MigrateError> {
+    let tcp = connect_tcp(to, timeout)?;
+    match tls {
+        None => Ok(tcp.into()),
+        Some(creds) => creds
+            .connect(tcp, Instant::now() + timeout)
+            .map_err(|source| MigrateError::Tls {
+                addr: to.to_string(),
+                source,
+            }),
+    }
+}
+
+fn connect_tcp(to: &str, timeout: Duration) -> Result<TcpStream, MigrateError> {
     let addrs: Vec<_> = to
         .to_socket_addrs()
         .map_err(|source| MigrateError::Resolve {

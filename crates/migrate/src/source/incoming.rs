@@ -3,11 +3,11 @@
 //! rather than after the next blocking write.
 
 use std::io::{self, BufReader};
-use std::net::TcpStream;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use tls::Conn;
 use wire::{Abort, Accept, Message, MessageReader, PageRequest, PostcopyDone, Resumed, WireError};
 
 use super::txn::{Staging, Txn};
@@ -53,7 +53,7 @@ impl Incoming {
     /// Starts the reader thread over `r`. The thread ends when the
     /// connection does (shut it down, then join the handle).
     pub(super) fn spawn(
-        r: MessageReader<BufReader<TcpStream>>,
+        r: MessageReader<BufReader<Conn>>,
         stall: Duration,
         cancel: CancelToken,
     ) -> io::Result<(Incoming, JoinHandle<u64>)> {
@@ -208,7 +208,7 @@ impl Incoming {
 
 /// Forwards the destination's messages until the connection ends; returns
 /// the bytes read. Transactions are staged here and forwarded whole.
-fn reader_loop(mut r: MessageReader<BufReader<TcpStream>>, tx: mpsc::Sender<FromDest>) -> u64 {
+fn reader_loop(mut r: MessageReader<BufReader<Conn>>, tx: mpsc::Sender<FromDest>) -> u64 {
     let mut staging = Staging::default();
     loop {
         let item = match r.next("migrating").map(|m| staging.feed(m)) {

@@ -1,8 +1,9 @@
 //! The socket writer: paces writes with the token bucket and counts bytes.
 
 use std::io::{self, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
+
+use tls::Conn;
 
 use crate::limiter::TokenBucket;
 use crate::progress::Progress;
@@ -13,14 +14,14 @@ pub(super) const WRITE_SLICE: usize = 256 * 1024;
 
 /// The rate-limited, counting writer under the message writer.
 pub(super) struct Meter {
-    stream: TcpStream,
+    stream: Conn,
     bucket: TokenBucket,
     bytes: u64,
     progress: Arc<Progress>,
 }
 
 impl Meter {
-    pub(super) fn new(stream: TcpStream, rate: Option<Bandwidth>, progress: Arc<Progress>) -> Self {
+    pub(super) fn new(stream: Conn, rate: Option<Bandwidth>, progress: Arc<Progress>) -> Self {
         Meter {
             stream,
             bucket: TokenBucket::new(rate),
@@ -61,13 +62,13 @@ impl Write for Meter {
         };
         let n = buf.len().min(slice);
         self.bucket.consume(n as u64);
-        let w = self.stream.write(&buf[..n])?;
+        let w = (&self.stream).write(&buf[..n])?;
         self.bytes += w as u64;
         self.progress.set_sent(self.bytes);
         Ok(w)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.stream.flush()
+        (&self.stream).flush()
     }
 }
 

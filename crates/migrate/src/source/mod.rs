@@ -19,10 +19,11 @@ mod round;
 mod txn;
 
 use std::io::{self, BufReader, BufWriter};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tls::Conn;
 use wire::{MessageReader, MessageWriter, WireError};
 
 use crate::bitmap::PageLayout;
@@ -58,7 +59,7 @@ pub fn migrate<V: SourceVm>(
 ) -> Result<MigrationReport, Box<MigrationFailure>> {
     let started = Instant::now();
     events::enter(&opts.progress, opts.observer.as_ref(), Phase::Setup);
-    match connect::connect(to, opts.connect_timeout) {
+    match connect::connect(to, opts.connect_timeout, opts.tls.as_ref()) {
         Ok(stream) => migrate_stream_from(vm, stream, Some(to), opts, started),
         Err(error) => {
             let report = MigrationReport::new(opts.strategy.name(), vm.config().memory_bytes);
@@ -67,14 +68,15 @@ pub fn migrate<V: SourceVm>(
     }
 }
 
-/// Migrates `vm` over an already connected stream.
+/// Migrates `vm` over an already connected stream (plain, or TLS already
+/// established).
 pub fn migrate_stream<V: SourceVm>(
     vm: &mut V,
-    stream: TcpStream,
+    stream: impl Into<Conn>,
     opts: SourceOptions,
 ) -> Result<MigrationReport, Box<MigrationFailure>> {
     events::enter(&opts.progress, opts.observer.as_ref(), Phase::Setup);
-    migrate_stream_from(vm, stream, None, opts, Instant::now())
+    migrate_stream_from(vm, stream.into(), None, opts, Instant::now())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -97,7 +99,7 @@ fn failed_early(
 
 fn migrate_stream_from<V: SourceVm>(
     vm: &mut V,
-    stream: TcpStream,
+    stream: Conn,
     to: Option<&str>,
     mut opts: SourceOptions,
     started: Instant,
@@ -126,6 +128,7 @@ fn migrate_stream_from<V: SourceVm>(
         offer: opts.offer.clone(),
         connect_timeout: opts.connect_timeout,
         recovery: opts.recovery_timeout,
+        tls: opts.tls.clone(),
     });
     let result = match engine.precopy(&mut *opts.strategy) {
         Ok(()) => engine.commit().and_then(|()| engine.postcopy()),
@@ -153,7 +156,7 @@ type Channel = (Writer, Incoming, wire::Session);
 /// Handshake on this thread; then a reader thread forwards the
 /// destination's messages so Aborts are seen while pages stream out.
 fn connect_session(
-    stream: &TcpStream,
+    stream: &Conn,
     opts: &SourceOptions,
 ) -> Result<(Channel, std::thread::JoinHandle<u64>), MigrateError> {
     let stall = opts.stall_timeout;

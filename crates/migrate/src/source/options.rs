@@ -65,6 +65,9 @@ pub struct SourceOptions {
     /// transaction back (`--sync-interval`; zero: never, and the VM cannot
     /// resume here if the destination is lost).
     pub sync_interval: Duration,
+    /// Mutual TLS on every connection to the destination (`--tls-dir`);
+    /// `None`: plain TCP, authenticated by the secret alone.
+    pub tls: Option<tls::Credentials>,
 }
 
 impl SourceOptions {
@@ -89,6 +92,7 @@ impl SourceOptions {
             lease: super::DEFAULT_LEASE,
             recovery_timeout: crate::dest::DEFAULT_RECOVERY_TIMEOUT,
             sync_interval: super::DEFAULT_SYNC_INTERVAL,
+            tls: None,
         }
     }
 }

@@ -5,7 +5,6 @@
 //! from 100 ms to 2 s and stop at the recovery timeout.
 
 use std::io::{self, BufReader, BufWriter};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +30,8 @@ pub(super) struct Redial {
     pub(super) connect_timeout: Duration,
     /// How long from the failure reconnection may take (zero: never try).
     pub(super) recovery: Duration,
+    /// Mutual TLS, as on the first connection.
+    pub(super) tls: Option<tls::Credentials>,
 }
 
 impl<V: SourceVm> Engine<'_, V> {
@@ -76,7 +77,7 @@ impl<V: SourceVm> Engine<'_, V> {
     /// success the new link replaces the old one.
     fn reattach(&mut self) -> Result<DirtyBitmap, MigrateError> {
         let rd = self.redial.as_ref().expect("redial checked by the caller");
-        let stream = connect(&rd.to, rd.connect_timeout)?;
+        let stream = connect(&rd.to, rd.connect_timeout, rd.tls.as_ref())?;
         let io = |e: io::Error| MigrateError::Wire(WireError::Io(e));
         stream.set_nodelay(true).map_err(io)?;
         stream.set_write_timeout(Some(self.stall)).map_err(io)?;
@@ -133,4 +134,4 @@ impl<V: SourceVm> Engine<'_, V> {
 }
 
 /// The engine's later links, closed and counted at the end.
-pub(super) type Links = Vec<(TcpStream, std::thread::JoinHandle<u64>)>;
+pub(super) type Links = Vec<(tls::Conn, std::thread::JoinHandle<u64>)>;

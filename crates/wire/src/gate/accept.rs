@@ -21,6 +21,8 @@ const HANDSHAKE_STACK: usize = 256 << 10;
 /// What the accept loop, the handshake threads and the [`Gate`](super::Gate) share.
 pub(super) struct Shared {
     pub(super) limits: GateLimits,
+    /// Mutual TLS before the handshake, when the host has certificates.
+    tls: Option<tls::Credentials>,
     stop: AtomicBool,
     pending: Mutex<PendingSet>,
     log: Mutex<RefusalLog>,
@@ -33,12 +35,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(super) fn new(mut limits: GateLimits) -> Shared {
+    pub(super) fn new(mut limits: GateLimits, tls: Option<tls::Credentials>) -> Shared {
         limits.max_pending = limits.max_pending.max(1);
         limits.max_pending_per_host = limits.max_pending_per_host.clamp(1, limits.max_pending);
         let log = RefusalLog::new(limits.log_burst, limits.log_interval, Instant::now());
         Shared {
             limits,
+            tls,
             stop: AtomicBool::new(false),
             pending: Mutex::new(PendingSet::default()),
             log: Mutex::new(log),
@@ -171,17 +174,29 @@ fn start<H: Handshake>(
         .name("ferry-handshake".into())
         .stack_size(HANDSHAKE_STACK)
         .spawn(move || {
-            let mut conn = Pending::new(stream, peer, deadline);
-            let result = handshake.run(&mut conn);
+            let result = secure(stream, &sh, deadline).map(|conn| {
+                let mut conn = Pending::new(conn, peer, deadline);
+                (handshake.run(&mut conn), conn)
+            });
             lock(&sh.pending).release(id);
             match result {
-                Ok(auth) => admit(conn, auth, &sh, &tx),
-                Err(e) => sh.refuse(peer, Refusal::Handshake(e)),
+                Ok((Ok(auth), conn)) => admit(conn, auth, &sh, &tx),
+                Ok((Err(e), _)) => sh.refuse(peer, Refusal::Handshake(e)),
+                Err(e) => sh.refuse(peer, Refusal::Tls(e)),
             }
         });
     if let Err(e) = spawned {
         lock(&shared.pending).release(id);
         shared.refuse(peer, Refusal::Resources(e));
+    }
+}
+
+/// The connection after TLS, if the gate has credentials (the peer must
+/// show a certificate of the cluster), by the handshake's deadline.
+fn secure(stream: TcpStream, shared: &Shared, deadline: Instant) -> io::Result<tls::Conn> {
+    match &shared.tls {
+        Some(creds) => creds.accept(stream, deadline),
+        None => Ok(stream.into()),
     }
 }
 

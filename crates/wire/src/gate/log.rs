@@ -17,6 +17,9 @@ pub enum Refusal {
     /// The handshake failed (not Ferry, wrong version or secret, a closed
     /// connection, the deadline).
     Handshake(WireError),
+    /// The peer did not complete mutual TLS: no certificate, one the
+    /// cluster's CA did not sign, an expired one, not TLS at all.
+    Tls(std::io::Error),
     /// No thread could be started for the handshake.
     Resources(std::io::Error),
 }
@@ -36,9 +39,20 @@ impl fmt::Display for Refusal {
             }
             Refusal::Handshake(e) if e.is_timeout() => f.write_str("did not authenticate in time"),
             Refusal::Handshake(e) => write!(f, "{e}"),
+            Refusal::Tls(e) if is_timeout(e) => {
+                f.write_str("did not finish its TLS handshake in time")
+            }
+            Refusal::Tls(e) => write!(f, "{e}"),
             Refusal::Resources(e) => write!(f, "cannot start its handshake: {e}"),
         }
     }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 impl Refusal {

@@ -13,12 +13,16 @@
 //! in one line at a bounded rate (`log`). Authenticated connections come
 //! out of [`Gate::next`], each to be served as its own session: nothing an
 //! unauthenticated peer does reaches them.
+//!
+//! A gate opened with [`tls::Credentials`] first runs mutual TLS (the peer
+//! must show a certificate of the cluster's CA), within the same deadline,
+//! then the handshake inside it: the handshake is a second factor.
 
 mod accept;
 mod log;
 mod pending;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, mpsc};
@@ -103,7 +107,7 @@ impl Handshake for DestHandshake {
 /// timeouts; the session sets its own.
 #[derive(Debug)]
 pub struct Admitted<T> {
-    pub stream: TcpStream,
+    pub stream: tls::Conn,
     pub peer: SocketAddr,
     /// What the handshake yielded.
     pub auth: T,
@@ -132,15 +136,17 @@ pub struct Gate<T> {
 }
 
 impl<T: Send + 'static> Gate<T> {
-    /// Starts accepting on `listener` (on a thread of its own).
+    /// Starts accepting on `listener` (on a thread of its own); with
+    /// `tls`, every peer must complete mutual TLS before the handshake.
     pub fn open<H: Handshake<Output = T>>(
         listener: TcpListener,
         handshake: H,
         limits: GateLimits,
+        tls: Option<tls::Credentials>,
     ) -> std::io::Result<Gate<T>> {
         let local_addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let shared = Arc::new(Shared::new(limits));
+        let shared = Arc::new(Shared::new(limits, tls));
         // Authenticated peers are trusted; the bound only keeps a consumer
         // that stopped calling `next` from holding many of them.
         let (tx, admitted) = mpsc::sync_channel(shared.limits.max_pending);

@@ -4,20 +4,22 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+
 use std::time::{Duration, Instant};
+use tls::Conn;
 
 /// A connection that has not authenticated: every read and write fails
 /// with [`io::ErrorKind::TimedOut`] once its deadline has passed, however
 /// slowly the peer trickles its bytes.
 #[derive(Debug)]
 pub struct Pending {
-    stream: TcpStream,
+    stream: Conn,
     peer: SocketAddr,
     deadline: Instant,
 }
 
 impl Pending {
-    pub(super) fn new(stream: TcpStream, peer: SocketAddr, deadline: Instant) -> Pending {
+    pub(super) fn new(stream: Conn, peer: SocketAddr, deadline: Instant) -> Pending {
         Pending {
             stream,
             peer,
@@ -30,7 +32,7 @@ impl Pending {
     }
 
     /// The socket, with no timeouts left on it.
-    pub(super) fn into_stream(self) -> io::Result<TcpStream> {
+    pub(super) fn into_stream(self) -> io::Result<Conn> {
         self.stream.set_read_timeout(None)?;
         self.stream.set_write_timeout(None)?;
         Ok(self.stream)
@@ -54,7 +56,7 @@ impl Read for Pending {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.left()?;
         self.stream.set_read_timeout(Some(left))?;
-        self.stream.read(buf)
+        (&self.stream).read(buf)
     }
 }
 
@@ -62,11 +64,13 @@ impl Write for Pending {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let left = self.left()?;
         self.stream.set_write_timeout(Some(left))?;
-        self.stream.write(buf)
+        (&self.stream).write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.stream.flush()
+        let left = self.left()?;
+        self.stream.set_write_timeout(Some(left))?;
+        (&self.stream).flush()
     }
 }
 
