@@ -11,7 +11,8 @@ use std::ops::Bound;
 use super::PlaceCandidate;
 use crate::config::Model;
 use crate::detect::Detector;
-use crate::index::{self, Load, Piece};
+use crate::index::{self, HostIndex, Load, Piece};
+use crate::model::PoolView;
 use crate::planner::Planner;
 
 /// A piece's hosts in load order, and whether it is walked upwards.
@@ -71,25 +72,7 @@ impl Planner<'_> {
             }
         }
 
-        // Each kind's load pieces, up to the most load the VM fits on.
-        let mut pieces: Vec<(usize, Piece)> = Vec::new();
-        let mut buf = Vec::new();
-        for k in 0..alloc.kinds() {
-            let Some(rep) = index.first_of(k) else {
-                continue;
-            };
-            let host = &view.hosts[rep];
-            let power = &view.power_models[host.power_model];
-            let cap = host.cpu_capacity;
-            // The most load the VM fits on, and, with a threshold, the
-            // most it leaves the host under it (margins: the checks decide).
-            let mut max = (cap + 1e-9 - demand) / cap + 1e-12;
-            if let Detector::Threshold { threshold } = *detector {
-                max = max.min(threshold - demand / cap + 1e-12);
-            }
-            index::pieces(power, demand / cap, max, &mut buf);
-            pieces.extend(buf.iter().map(|&p| (k, p)));
-        }
+        let pieces = kind_pieces(view, index, alloc.kinds(), demand, detector);
         // A piece's hosts in load order from its cheaper end; the first
         // piece of a kind also takes loads below 0 (rounding).
         let open = |i: usize| {
@@ -162,34 +145,76 @@ impl Planner<'_> {
                 answer = c.h;
             }
         }
-        let mut ranges: Vec<(f64, f64)> = Vec::new();
-        let mut i = 0;
-        while i < pieces.len() {
-            let k = pieces[i].0;
-            ranges.clear();
-            let start = i;
-            while i < pieces.len() && pieces[i].0 == k {
-                if let Some((lo, hi)) = pieces[i].1.within(limit) {
-                    let lo = if i == start { f64::NEG_INFINITY } else { lo };
-                    ranges.push((lo, hi));
-                }
-                i += 1;
-            }
-            if ranges.is_empty() {
-                continue;
-            }
-            let found = index.lowest(k, answer, &ranges, |h| {
-                delta(h) <= limit
-                    && usable(h)
-                    && rejected.binary_search(&h).is_err()
-                    && (threshold || !alloc.overloaded(view, detector, h, Some(v)))
-            });
-            if let Some(h) = found {
-                answer = h;
-            }
+        let accept = |h: usize| {
+            delta(h) <= limit
+                && usable(h)
+                && rejected.binary_search(&h).is_err()
+                && (threshold || !alloc.overloaded(view, detector, h, Some(v)))
+        };
+        if let Some(h) = lowest_within(index, &pieces, limit, answer, accept) {
+            answer = h;
         }
         Some(answer)
     }
+}
+
+/// Each kind's load pieces for a VM of `demand`, up to the most load it
+/// fits on and, with a threshold, the most it leaves a host under it
+/// (margins: the checks on each host decide).
+fn kind_pieces(
+    view: &PoolView,
+    index: &HostIndex,
+    kinds: usize,
+    demand: f64,
+    detector: &Detector,
+) -> Vec<(usize, Piece)> {
+    let mut pieces = Vec::new();
+    let mut buf = Vec::new();
+    for k in 0..kinds {
+        let Some(rep) = index.first_of(k) else {
+            continue;
+        };
+        let host = &view.hosts[rep];
+        let power = &view.power_models[host.power_model];
+        let cap = host.cpu_capacity;
+        let mut max = (cap + 1e-9 - demand) / cap + 1e-12;
+        if let Detector::Threshold { threshold } = *detector {
+            max = max.min(threshold - demand / cap + 1e-12);
+        }
+        index::pieces(power, demand / cap, max, &mut buf);
+        pieces.extend(buf.iter().map(|&p| (k, p)));
+    }
+    pieces
+}
+
+/// The lowest host index below `before` whose load lies where a piece's
+/// increase may be at most `limit` and that `accept`s.
+fn lowest_within(
+    index: &HostIndex,
+    pieces: &[(usize, Piece)],
+    limit: f64,
+    before: usize,
+    mut accept: impl FnMut(usize) -> bool,
+) -> Option<usize> {
+    let mut found = None;
+    let mut ranges: Vec<(f64, f64)> = Vec::new();
+    for kind in pieces.chunk_by(|a, b| a.0 == b.0) {
+        ranges.clear();
+        for (i, (_, p)) in kind.iter().enumerate() {
+            if let Some((lo, hi)) = p.within(limit) {
+                // The first piece also takes loads below 0 (rounding).
+                ranges.push((if i == 0 { f64::NEG_INFINITY } else { lo }, hi));
+            }
+        }
+        if ranges.is_empty() {
+            continue;
+        }
+        let bound = found.unwrap_or(before);
+        if let Some(h) = index.lowest(kind[0].0, bound, &ranges, &mut accept) {
+            found = Some(h);
+        }
+    }
+    found
 }
 
 #[cfg(test)]
