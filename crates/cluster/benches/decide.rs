@@ -139,6 +139,7 @@ fn main() {
             coldspot_below: None,
             limits: MigrationLimits::default(),
             model: Model::Ferry,
+            tie_tolerance_w: 0.0,
         };
         let mut manager = Manager::new(config, 1).expect("valid configuration");
         let mut times = Vec::new();

@@ -5,6 +5,7 @@
 
 use crate::config::Model;
 use crate::detect::{Detector, HostLoad};
+use crate::index::HostIndex;
 use crate::model::{HISTORY_LEN, PoolView};
 use crate::select::Candidate;
 
@@ -36,13 +37,20 @@ pub(crate) struct Allocation {
     /// kind are interchangeable, so placement evaluates only the first.
     kind: Vec<usize>,
     kinds: usize,
-    scratch: [f64; HISTORY_LEN],
+    /// Hosts with VMs by kind and planned load, kept current when on
+    /// (placement under a tie tolerance).
+    index: HostIndex,
+    indexed: bool,
+    /// Hosts taken out of the index for the rest of the plan.
+    hidden: Vec<bool>,
 }
 
 impl Allocation {
     /// Starts an interval from the allocation in `view`; a VM in flight
-    /// occupies both its source and its destination.
-    pub fn reset(&mut self, view: &PoolView) {
+    /// occupies both its source and its destination. With `indexed`, the
+    /// host index is built and kept current.
+    pub fn reset(&mut self, view: &PoolView, indexed: bool) {
+        self.indexed = false;
         let nh = view.hosts.len();
         self.host_vms.resize_with(nh, Vec::new);
         self.host_vms.truncate(nh);
@@ -59,7 +67,6 @@ impl Allocation {
         self.power_now.clear();
         self.hist.clear();
         self.hist.resize(nh, [0.0; HISTORY_LEN]);
-        self.scratch = [0.0; HISTORY_LEN];
         self.find_kinds(view);
 
         self.vm_hist.clear();
@@ -94,6 +101,38 @@ impl Allocation {
             let power = &view.power_models[info.power_model];
             self.base_power.push(power.power(self.base_util[h]));
             self.power_now.push(power.power(self.util(view, h)));
+        }
+        if indexed {
+            self.hidden.clear();
+            self.hidden.resize(nh, false);
+            let load = (0..nh)
+                .map(|h| self.active(h).then(|| self.util(view, h)))
+                .collect();
+            self.index.build(&self.kind, self.kinds, load);
+            self.indexed = true;
+        }
+    }
+
+    /// The host index, when this interval keeps one.
+    pub fn index(&self) -> Option<&HostIndex> {
+        self.indexed.then_some(&self.index)
+    }
+
+    /// Keeps host `h`'s entry in the index current.
+    fn reindex(&mut self, view: &PoolView, h: usize) {
+        if self.indexed && !self.hidden[h] {
+            let load = self.active(h).then(|| self.util(view, h));
+            self.index.set(h, load);
+        }
+    }
+
+    /// Takes host `h` out of the index for the rest of the plan: the caller
+    /// excludes it from every placement left (so searches do not wade
+    /// through hosts that can never be chosen).
+    pub fn hide(&mut self, h: usize) {
+        if self.indexed {
+            self.hidden[h] = true;
+            self.index.set(h, None);
         }
     }
 
@@ -138,6 +177,7 @@ impl Allocation {
             self.hist[h][i] += self.vm_hist[v][i] * w;
         }
         self.update_power(view, h);
+        self.reindex(view, h);
     }
 
     /// Takes VM `v` off host `h`.
@@ -159,6 +199,7 @@ impl Allocation {
             self.hist[h] = [0.0; HISTORY_LEN];
         }
         self.update_power(view, h);
+        self.reindex(view, h);
     }
 
     /// The VMs host `h` holds.
@@ -196,7 +237,7 @@ impl Allocation {
 
     /// Runs the detector on host `h` as planned, optionally with VM `extra` added.
     pub fn overloaded(
-        &mut self,
+        &self,
         view: &PoolView,
         detector: &Detector,
         h: usize,
@@ -212,7 +253,7 @@ impl Allocation {
             let extra = extra.map_or(0.0, |v| view.vms[v].cpu_demand / cap);
             return util + extra > threshold;
         }
-        self.scratch = self.hist[h];
+        let mut scratch = self.hist[h];
         // Only the regressions look ahead by the migration time.
         let needs_time = matches!(detector, Detector::Lr { .. } | Detector::Lrr { .. });
         let mut max_t: f64 = 0.0;
@@ -226,19 +267,19 @@ impl Allocation {
             util += vm.cpu_demand / cap;
             let w = vm.cpu_size / cap;
             for i in 0..self.vm_hist_len[v] {
-                self.scratch[i] += self.vm_hist[v][i] * w;
+                scratch[i] += self.vm_hist[v][i] * w;
             }
             if needs_time {
                 max_t = max_t.max(migration_time(view, v, h));
             }
         }
         let mut len = HISTORY_LEN;
-        while len > 0 && self.scratch[len - 1] == 0.0 {
+        while len > 0 && scratch[len - 1] == 0.0 {
             len -= 1;
         }
         let load = HostLoad {
             utilization: util,
-            history_newest_first: &self.scratch[..len],
+            history_newest_first: &scratch[..len],
             max_migration_time_s: max_t,
             interval_s: view.interval_s,
         };

@@ -64,6 +64,12 @@ pub struct Config {
     pub limits: MigrationLimits,
     /// Ferry's rules or CloudSim's, where they differ.
     pub model: Model,
+    /// Power-aware placement: increases within this many watts of the least
+    /// count as equal, and the lowest host index among them wins. 0 is the
+    /// exact rule; above 0 the Ferry model places through an index of hosts
+    /// by kind and load instead of evaluating every host (docs/MANAGER.md,
+    /// "Placement").
+    pub tie_tolerance_w: f64,
 }
 
 impl Config {
@@ -116,6 +122,12 @@ impl Config {
         {
             return bad(format!(
                 "coldspot_below ({c}) must be a utilization in [0, 1]"
+            ));
+        }
+        if !(self.tie_tolerance_w >= 0.0 && self.tie_tolerance_w.is_finite()) {
+            return bad(format!(
+                "tie_tolerance_w ({}) must be a number of watts >= 0",
+                self.tie_tolerance_w
             ));
         }
         if !(self.limits.vm_cooldown_s >= 0.0) {

@@ -26,6 +26,7 @@
 mod allocation;
 mod config;
 pub mod detect;
+mod index;
 mod limits;
 mod manager;
 pub mod model;

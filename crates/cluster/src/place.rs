@@ -1,6 +1,8 @@
 //! Placement: which host a VM leaving another goes to (docs/MANAGER.md,
 //! "Placement").
 
+mod indexed;
+
 use std::cmp::Reverse;
 
 use crate::detect::Detector;
@@ -93,14 +95,21 @@ impl Planner<'_> {
         best.map(|(_, h)| h)
     }
 
-    /// The host whose power grows least (ties: the lowest index).
-    fn least_power(
+    /// The host whose power grows least (ties: the lowest index; with a
+    /// tie tolerance, the lowest index among the hosts whose increase is
+    /// within it of the least).
+    pub(crate) fn least_power(
         &mut self,
         v: usize,
         excluded: &[bool],
         among: &[usize],
         empties: Option<&[Vec<usize>]>,
     ) -> Option<usize> {
+        if self.alloc.index().is_some() {
+            // The hosts with VMs not excluded are `among` (the callers'
+            // lists), so the index of all hosts with VMs stands for it.
+            return self.least_power_indexed(v, excluded, empties);
+        }
         let view = self.view;
         let model = self.config.model;
         let alloc = &mut *self.alloc;
@@ -142,9 +151,19 @@ impl Planner<'_> {
                 }));
             }
         }
+        let tolerance = self.config.tie_tolerance_w;
         if threshold {
             // The largest reversed candidate: the least (power increase, index).
-            return cands.iter().max().map(|c| c.0.h);
+            let best = cands.iter().max()?.0;
+            if tolerance == 0.0 {
+                return Some(best.h);
+            }
+            let limit = best.delta + tolerance;
+            return cands
+                .iter()
+                .filter(|c| c.0.delta <= limit)
+                .map(|c| c.0.h)
+                .min();
         }
         // Take candidates in order of (power increase, index) until one is
         // not overloaded with the VM: a heap built in linear time (in the
@@ -152,15 +171,30 @@ impl Planner<'_> {
         // taken but the detector may reject many when the pool is large.
         let mut heap = std::collections::BinaryHeap::from(std::mem::take(cands));
         let mut found = None;
-        while let Some(Reverse(PlaceCandidate { h, .. })) = heap.pop() {
+        while let Some(Reverse(c)) = heap.pop() {
             // CloudSim skips the overload check for an empty host.
-            if !alloc.active(h) || !alloc.overloaded(view, detector, h, Some(v)) {
-                found = Some(h);
+            if !alloc.active(c.h) || !alloc.overloaded(view, detector, c.h, Some(v)) {
+                found = Some(c);
                 break;
             }
         }
         *cands = heap.into_vec();
-        found
+        let best = found?;
+        if tolerance == 0.0 {
+            return Some(best.h);
+        }
+        // The candidates left within the tolerance, lowest index first.
+        let limit = best.delta + tolerance;
+        let mut ties: Vec<usize> = cands
+            .iter()
+            .filter(|c| c.0.delta <= limit && c.0.h < best.h)
+            .map(|c| c.0.h)
+            .collect();
+        ties.sort_unstable();
+        let tie = ties
+            .into_iter()
+            .find(|&h| !alloc.active(h) || !alloc.overloaded(view, detector, h, Some(v)));
+        Some(tie.unwrap_or(best.h))
     }
 }
 
@@ -168,8 +202,8 @@ impl Planner<'_> {
 /// power-aware choice takes them in.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PlaceCandidate {
-    delta: f64,
-    h: usize,
+    pub delta: f64,
+    pub h: usize,
 }
 
 impl PartialEq for PlaceCandidate {

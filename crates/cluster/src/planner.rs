@@ -66,7 +66,8 @@ pub(crate) struct Planner<'a> {
 impl<'a> Planner<'a> {
     /// Starts from the allocation and the migrations in flight in `view`.
     pub fn new(view: &'a PoolView, config: &'a Config, bufs: &'a mut PlanBuffers) -> Self {
-        bufs.alloc.reset(view);
+        let indexed = config.tie_tolerance_w > 0.0 && config.model == Model::Ferry;
+        bufs.alloc.reset(view, indexed);
         bufs.count.reset(view, config.limits);
         Planner {
             view,
@@ -103,6 +104,8 @@ impl<'a> Planner<'a> {
         let mut excluded = vec![false; n];
         for &h in &hotspots {
             excluded[h] = true;
+            // Excluded for the whole plan.
+            self.alloc.hide(h);
         }
         // Hosts that receive a VM in this plan.
         let mut targets = vec![false; n];
@@ -236,6 +239,7 @@ impl<'a> Planner<'a> {
             if off {
                 excl_find[h] = true;
                 excl_place[h] = true;
+                self.alloc.hide(h);
             }
             if targets[h] && !cloudsim {
                 excl_find[h] = true;
@@ -270,6 +274,8 @@ impl<'a> Planner<'a> {
             }
             excl_find[h] = true;
             excl_place[h] = true;
+            // Never a destination again in this plan.
+            self.alloc.hide(h);
             if self.alloc.has_arrivals(h) {
                 continue;
             }

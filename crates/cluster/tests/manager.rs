@@ -52,6 +52,7 @@ fn config(detector: Detector, selector: Selector, pattern: Pattern) -> Config {
         coldspot_below: None,
         limits: MigrationLimits::default(),
         model: cluster::Model::Ferry,
+        tie_tolerance_w: 0.0,
     }
 }
 

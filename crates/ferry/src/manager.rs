@@ -141,6 +141,7 @@ pub fn run(args: &ManagerArgs) -> anyhow::Result<i32> {
             vm_cooldown_migrations: 0.0,
         },
         model: cluster::Model::Ferry,
+        tie_tolerance_w: 0.0,
     };
     policy.validate().context("the policy")?;
     let name = args

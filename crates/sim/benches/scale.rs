@@ -1,9 +1,10 @@
 //! The scale runs: day 20110303 replicated k times (its trace files copied
 //! with a prefix) on the default scenario with both host counts multiplied
-//! by k (800, 4,000 and 16,000 hosts), one policy on one thread. Reports
-//! each size's CPU time (median of 3), its ratio to k = 1 (measured in the
-//! same process, so load on the machine affects both), the peak memory, and
-//! plots time against hosts.
+//! by k (800, 4,000 and 16,000 hosts), one policy on one thread, with
+//! exact ties and with a tie tolerance (the indexed placement) in turn at
+//! each size. Reports each run's CPU time (median of 3), its ratio to k = 1
+//! in the same mode (measured in the same process, so load on the machine
+//! affects both), the peak memory, and plots time against hosts.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -14,6 +15,8 @@ const DAY: &str = "20110303";
 const FACTORS: [usize; 3] = [1, 5, 20];
 const REPS: usize = 3;
 const POLICIES: [&str; 2] = ["lr-mmt-1.2", "thr-mmt-0.8"];
+/// The tie tolerance of the indexed runs (`tie_tolerance_w`).
+const TOLERANCE_W: f64 = 1e-6;
 
 /// A folder with one day: `day` replicated `k` times.
 fn replicate(src: &Path, k: usize) -> PathBuf {
@@ -38,12 +41,37 @@ fn peak_kib() -> Option<u64> {
     l.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// One size in one mode: (CPU s median, wall s median, VMs).
+fn measure(spec: &RunSpec) -> (f64, f64, usize) {
+    let mut cpu = Vec::new();
+    let mut wall = Vec::new();
+    let mut vms = 0;
+    for _ in 0..REPS {
+        let c = crate::cpu_time();
+        let t = Instant::now();
+        let r = sim::run(spec).expect("simulation runs");
+        wall.push(t.elapsed().as_secs_f64());
+        if let (Some(a), Some(b)) = (c, crate::cpu_time()) {
+            cpu.push((b - a).as_secs_f64());
+        }
+        vms = r.days[0].vms;
+        std::hint::black_box(r);
+    }
+    cpu.sort_by(f64::total_cmp);
+    wall.sort_by(f64::total_cmp);
+    let c = cpu.get(cpu.len() / 2).copied().unwrap_or(f64::NAN);
+    (c, wall[wall.len() / 2], vms)
+}
+
 pub fn run(trace_dir: &Path) {
-    println!("scale: day {DAY} replicated k times on k x 800 hosts, 1 thread");
+    println!(
+        "scale: day {DAY} replicated k times on k x 800 hosts, 1 thread; \
+         exact ties and a {TOLERANCE_W} W tie tolerance side by side"
+    );
     let mut lines: Vec<yardstick::plot::Polyline> = Vec::new();
     for policy in POLICIES {
-        let mut points = Vec::new();
-        let mut base = None;
+        let mut points = [Vec::new(), Vec::new()];
+        let mut base = [None, None];
         for k in FACTORS {
             let dir = replicate(trace_dir, k);
             let mut loaded = Scenario::builtin();
@@ -51,44 +79,36 @@ pub fn run(trace_dir: &Path) {
                 t.count *= k;
             }
             let hosts = loaded.scenario.host_count();
-            let spec = RunSpec {
-                loaded,
-                trace_dir: dir.clone(),
-                policies: vec![policy.parse::<Policy>().expect("known policy")],
-                seed: 1,
-                threads: 1,
-                progress: false,
-            };
-            let mut cpu = Vec::new();
-            let mut wall = Vec::new();
-            let mut vms = 0;
-            for _ in 0..REPS {
-                let c = crate::cpu_time();
-                let t = Instant::now();
-                let r = sim::run(&spec).expect("simulation runs");
-                wall.push(t.elapsed().as_secs_f64());
-                if let (Some(a), Some(b)) = (c, crate::cpu_time()) {
-                    cpu.push((b - a).as_secs_f64());
-                }
-                vms = r.days[0].vms;
-                std::hint::black_box(r);
+            for (mode, tolerance) in [0.0, TOLERANCE_W].into_iter().enumerate() {
+                let mut loaded = loaded.clone();
+                loaded.scenario.manager.tie_tolerance_w = tolerance;
+                let spec = RunSpec {
+                    loaded,
+                    trace_dir: dir.clone(),
+                    policies: vec![policy.parse::<Policy>().expect("known policy")],
+                    seed: 1,
+                    threads: 1,
+                    progress: false,
+                };
+                let (c, w, vms) = measure(&spec);
+                let b = *base[mode].get_or_insert(c);
+                println!(
+                    "{policy:<12} tie {tolerance:<6} W {hosts:>6} hosts {vms:>6} VMs: CPU {c:>8.2} s (x{:>6.1} of k=1), wall {w:>8.2} s, peak {} MiB",
+                    c / b,
+                    peak_kib().map_or("n/a".into(), |p| (p / 1024).to_string())
+                );
+                points[mode].push((hosts as f64, c));
             }
             let _ = std::fs::remove_dir_all(&dir);
-            cpu.sort_by(f64::total_cmp);
-            wall.sort_by(f64::total_cmp);
-            let c = cpu.get(cpu.len() / 2).copied().unwrap_or(f64::NAN);
-            let w = wall[wall.len() / 2];
-            let b = *base.get_or_insert(c);
-            println!(
-                "{policy:<12} {hosts:>6} hosts {vms:>6} VMs: CPU {c:>8.2} s (x{:>6.1} of k=1), wall {w:>8.2} s, peak {} MiB",
-                c / b,
-                peak_kib().map_or("n/a".into(), |p| (p / 1024).to_string())
-            );
-            points.push((hosts as f64, c));
         }
+        let [exact, tolerant] = points;
         lines.push(yardstick::plot::Polyline {
-            name: policy.to_string(),
-            points,
+            name: format!("{policy}, exact ties"),
+            points: exact,
+        });
+        lines.push(yardstick::plot::Polyline {
+            name: format!("{policy}, {TOLERANCE_W} W tie tolerance"),
+            points: tolerant,
         });
     }
     let svg = yardstick::plot::lines_svg(

@@ -44,6 +44,11 @@ pub struct SimArgs {
     /// (CloudSim 3.0.3's; overrides the scenario).
     #[arg(long, value_name = "MODEL")]
     pub model: Option<cluster::Model>,
+    /// Power-aware placement: increases within W watts of the least count
+    /// as equal, lowest host index first (0: the exact rule; overrides the
+    /// scenario's `tie_tolerance_w`).
+    #[arg(long, value_name = "W")]
+    pub tie_tolerance_w: Option<f64>,
     /// How a day's trace files are numbered: name (sorted, the default) or
     /// listing (the folder's own order, as CloudSim's examples read it;
     /// overrides the scenario).
@@ -156,6 +161,9 @@ pub fn build_spec(args: &SimArgs) -> anyhow::Result<RunSpec> {
     }
     if let Some(m) = args.model {
         loaded.scenario.simulation.model = m;
+    }
+    if let Some(w) = args.tie_tolerance_w {
+        loaded.scenario.manager.tie_tolerance_w = w;
     }
     if let Some(o) = args.vm_order {
         loaded.scenario.simulation.vm_order = o;

@@ -155,6 +155,7 @@ pub fn run(spec: &RunSpec) -> Result<Results, RunError> {
         scenario: spec.loaded.origin.clone(),
         trace_dir: spec.trace_dir.display().to_string(),
         seed: spec.seed,
+        tie_tolerance_w: spec.loaded.scenario.manager.tie_tolerance_w,
         summaries: report::summarize(&out),
         days: out,
     })

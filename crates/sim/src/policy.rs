@@ -119,6 +119,7 @@ impl Policy {
                 coldspot_below: Some(m.coldspot_below.unwrap_or(COLDSPOT_BELOW)),
                 limits,
                 model,
+                tie_tolerance_w: m.tie_tolerance_w,
             });
         }
         let Policy::Managed { selector, .. } = *self else {
@@ -131,6 +132,7 @@ impl Policy {
             coldspot_below: m.coldspot_below,
             limits: m.limits(),
             model,
+            tie_tolerance_w: m.tie_tolerance_w,
         })
     }
 

@@ -39,8 +39,15 @@ pub struct Results {
     pub scenario: String,
     pub trace_dir: String,
     pub seed: u64,
+    /// The placement's tie tolerance, W (left out when 0, the exact rule).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tie_tolerance_w: f64,
     pub summaries: Vec<Summary>,
     pub days: Vec<DayResult>,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -135,8 +142,13 @@ pub fn table(r: &Results) -> String {
             c.set_cell_alignment(comfy_table::CellAlignment::Right);
         }
     }
+    let ties = if r.tie_tolerance_w > 0.0 {
+        format!("; tie tolerance {} W", r.tie_tolerance_w)
+    } else {
+        String::new()
+    };
     format!(
-        "Medians over {days} day(s); model {model}; scenario {}; traces {}\n\
+        "Medians over {days} day(s); model {model}{ties}; scenario {}; traces {}\n\
          SLATAH, PDM, SLAV, ESV in CloudSim's definitions; SLATAH_F, ESV_F in Ferry's (docs/SIMULATOR.md)\n{t}\n",
         r.scenario, r.trace_dir
     )

@@ -194,6 +194,9 @@ pub struct ManagerSettings {
     /// A VM is not moved again before this many times its own migration
     /// time has passed (0: off).
     pub vm_cooldown_migrations: f64,
+    /// Power-aware placement: increases within this many watts count as
+    /// equal, lowest host index first (0: the exact rule).
+    pub tie_tolerance_w: f64,
 }
 
 impl Default for ManagerSettings {
@@ -211,6 +214,7 @@ impl Default for ManagerSettings {
             max_migrations_per_cluster: None,
             vm_cooldown_s: 0.0,
             vm_cooldown_migrations: 0.0,
+            tie_tolerance_w: 0.0,
         }
     }
 }
@@ -246,6 +250,7 @@ impl ManagerSettings {
                 coldspot_below: self.coldspot_below,
                 limits: self.limits(),
                 model: cluster::Model::Ferry,
+                tie_tolerance_w: self.tie_tolerance_w,
             }
             .validate()?;
         }

@@ -200,6 +200,18 @@ fn runs_are_byte_identical() {
         sim::report::days_csv(&r1).unwrap(),
         sim::report::days_csv(&r2).unwrap()
     );
+    // The indexed placement under a tie tolerance is deterministic too, and
+    // the results say it was used (and say nothing when it was not).
+    let json = |tolerance, threads| {
+        let mut s = spec(SMALL, &dir, &["lr-mmt-1.2", "thr-mmt-0.8"]);
+        s.loaded.scenario.manager.tie_tolerance_w = tolerance;
+        s.threads = threads;
+        serde_json::to_string(&sim::run(&s).unwrap()).unwrap()
+    };
+    let t = json(0.5, 1);
+    assert_eq!(t, json(0.5, 2));
+    assert!(t.contains(r#""tie_tolerance_w":0.5"#), "{t}");
+    assert!(!json(0.0, 1).contains("tie_tolerance_w"));
 }
 
 #[test]
@@ -388,6 +400,8 @@ fn settings_and_sizes_are_checked_before_any_work() {
         ),
         ("max_migrations_per_host = 0", "at least 1"),
         ("vm_cooldown_s = -5.0", "vm_cooldown_s"),
+        ("tie_tolerance_w = -0.5", "tie_tolerance_w (-0.5)"),
+        ("tie_tolerance_w = inf", "tie_tolerance_w (inf)"),
     ] {
         let text = format!("{npa}\n[manager]\n{setting}\n");
         let e = run_err(&text, missing);
@@ -431,4 +445,11 @@ fn settings_and_sizes_are_checked_before_any_work() {
     };
     let e = build_spec(&args).unwrap_err().to_string();
     assert!(e.contains("must be below balance_above"), "{e}");
+    let args = SimArgs {
+        tie_tolerance_w: Some(f64::NAN),
+        pattern: None,
+        ..args
+    };
+    let e = build_spec(&args).unwrap_err().to_string();
+    assert!(e.contains("tie_tolerance_w (NaN)"), "{e}");
 }

@@ -1,0 +1,408 @@
+//! Power-aware placement through the host index, under a tie tolerance:
+//! the same choice as the scan (the lowest index among the hosts whose
+//! increase is within the tolerance of the least) without evaluating every
+//! host (docs/MANAGER.md, "Placement").
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::collections::btree_set::Range;
+use std::ops::Bound;
+
+use super::PlaceCandidate;
+use crate::config::Model;
+use crate::detect::Detector;
+use crate::index::{self, HostIndex, Load, Piece};
+use crate::model::PoolView;
+use crate::planner::Planner;
+
+/// A piece's hosts in load order, and whether it is walked upwards.
+type Cursor<'a> = (Range<'a, (Load, usize)>, bool);
+
+/// What the search takes next: a host with its increase, or a piece not
+/// opened yet keyed by the least increase it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Next {
+    at: PlaceCandidate,
+    piece: usize,
+}
+
+impl Planner<'_> {
+    /// `least_power` with the index (Ferry model): the least increase is
+    /// found walking each load piece from its cheaper end, the detector
+    /// checked lazily in increase order; then the lowest index within the
+    /// tolerance is searched in the load ranges whose increase may be in it.
+    pub(super) fn least_power_indexed(
+        &mut self,
+        v: usize,
+        excluded: &[bool],
+        empties: Option<&[Vec<usize>]>,
+    ) -> Option<usize> {
+        let view = self.view;
+        let alloc = &*self.alloc;
+        let count = &*self.count;
+        let index = alloc.index()?;
+        let detector = &self.config.detector;
+        let threshold = matches!(detector, Detector::Threshold { .. });
+        let model = Model::Ferry;
+        let demand = view.vms[v].cpu_demand;
+        // The checks every candidate with VMs passes, the detector aside
+        // unless it is a threshold (as cheap as the others).
+        let usable = |h: usize| {
+            !excluded[h]
+                && count.can_start(h)
+                && alloc.fits(view, v, h, model)
+                && (!threshold || !alloc.overloaded(view, detector, h, Some(v)))
+        };
+        let delta = |h: usize| alloc.power_delta(view, v, h, model);
+
+        // Empty hosts of one kind are interchangeable: the first usable one.
+        let mut best: Option<PlaceCandidate> = None;
+        let mut spare: Vec<PlaceCandidate> = Vec::new();
+        for list in empties.unwrap_or(&[]) {
+            let first = list
+                .iter()
+                .copied()
+                .find(|&h| !excluded[h] && !alloc.active(h) && count.can_start(h));
+            if let Some(h) = first
+                && alloc.fits(view, v, h, model)
+            {
+                let c = PlaceCandidate { delta: delta(h), h };
+                spare.push(c);
+                best = Some(best.map_or(c, |b| b.min(c)));
+            }
+        }
+
+        let pieces = kind_pieces(view, index, alloc.kinds(), demand, detector);
+        // A piece's hosts in load order from its cheaper end; the first
+        // piece of a kind also takes loads below 0 (rounding).
+        let open = |i: usize| {
+            let (k, p) = pieces[i];
+            let first = i == 0 || pieces[i - 1].0 != k;
+            let last = i + 1 == pieces.len() || pieces[i + 1].0 != k;
+            let from = if first {
+                Bound::Unbounded
+            } else {
+                Bound::Included(p.lo)
+            };
+            let to = if last {
+                Bound::Included(p.hi)
+            } else {
+                Bound::Excluded(p.hi)
+            };
+            (index.range(k, from, to), p.at_lo <= p.at_hi)
+        };
+        let mut cursors: Vec<Option<Cursor<'_>>> = vec![None; pieces.len()];
+        let mut heap: BinaryHeap<Reverse<Next>> = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| {
+                Reverse(Next {
+                    // Before any host of the same increase: index 0.
+                    at: PlaceCandidate {
+                        delta: p.least() - 1e-9,
+                        h: 0,
+                    },
+                    piece: i,
+                })
+            })
+            .collect();
+        // Hosts the detector refused (not to be checked twice).
+        let mut rejected: Vec<usize> = Vec::new();
+        while let Some(Reverse(next)) = heap.pop() {
+            if best.is_some_and(|b| b <= next.at) {
+                break;
+            }
+            let opened = cursors[next.piece].is_some();
+            if opened {
+                if threshold || !alloc.overloaded(view, detector, next.at.h, Some(v)) {
+                    best = Some(next.at);
+                    break;
+                }
+                rejected.push(next.at.h);
+            }
+            let i = next.piece;
+            let (range, up) = cursors[i].get_or_insert_with(|| open(i));
+            let head = if *up {
+                range.find(|&&(_, h)| usable(h))
+            } else {
+                range.rev().find(|&&(_, h)| usable(h))
+            };
+            if let Some(&(_, h)) = head {
+                heap.push(Reverse(Next {
+                    at: PlaceCandidate { delta: delta(h), h },
+                    piece: i,
+                }));
+            }
+        }
+        let best = best?;
+
+        // The lowest index within the tolerance.
+        let limit = best.delta + self.config.tie_tolerance_w;
+        rejected.sort_unstable();
+        let mut answer = best.h;
+        for c in spare {
+            if c.delta <= limit && c.h < answer {
+                answer = c.h;
+            }
+        }
+        let accept = |h: usize| {
+            delta(h) <= limit
+                && usable(h)
+                && rejected.binary_search(&h).is_err()
+                && (threshold || !alloc.overloaded(view, detector, h, Some(v)))
+        };
+        if let Some(h) = lowest_within(index, &pieces, limit, answer, accept) {
+            answer = h;
+        }
+        Some(answer)
+    }
+}
+
+/// Each kind's load pieces for a VM of `demand`, up to the most load it
+/// fits on and, with a threshold, the most it leaves a host under it
+/// (margins: the checks on each host decide).
+fn kind_pieces(
+    view: &PoolView,
+    index: &HostIndex,
+    kinds: usize,
+    demand: f64,
+    detector: &Detector,
+) -> Vec<(usize, Piece)> {
+    let mut pieces = Vec::new();
+    let mut buf = Vec::new();
+    for k in 0..kinds {
+        let Some(rep) = index.first_of(k) else {
+            continue;
+        };
+        let host = &view.hosts[rep];
+        let power = &view.power_models[host.power_model];
+        let cap = host.cpu_capacity;
+        let mut max = (cap + 1e-9 - demand) / cap + 1e-12;
+        if let Detector::Threshold { threshold } = *detector {
+            max = max.min(threshold - demand / cap + 1e-12);
+        }
+        index::pieces(power, demand / cap, max, &mut buf);
+        pieces.extend(buf.iter().map(|&p| (k, p)));
+    }
+    pieces
+}
+
+/// The lowest host index below `before` whose load lies where a piece's
+/// increase may be at most `limit` and that `accept`s.
+fn lowest_within(
+    index: &HostIndex,
+    pieces: &[(usize, Piece)],
+    limit: f64,
+    before: usize,
+    mut accept: impl FnMut(usize) -> bool,
+) -> Option<usize> {
+    let mut found = None;
+    let mut ranges: Vec<(f64, f64)> = Vec::new();
+    for kind in pieces.chunk_by(|a, b| a.0 == b.0) {
+        ranges.clear();
+        for (i, (_, p)) in kind.iter().enumerate() {
+            if let Some((lo, hi)) = p.within(limit) {
+                // The first piece also takes loads below 0 (rounding).
+                ranges.push((if i == 0 { f64::NEG_INFINITY } else { lo }, hi));
+            }
+        }
+        if ranges.is_empty() {
+            continue;
+        }
+        let bound = found.unwrap_or(before);
+        if let Some(h) = index.lowest(kind[0].0, bound, &ranges, &mut accept) {
+            found = Some(h);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use crate::allocation::Allocation;
+    use crate::config::{Config, Model};
+    use crate::detect::Detector;
+    use crate::limits::{MigrationCount, MigrationLimits};
+    use crate::model::{HostInfo, PoolView, PowerModel, VmInfo};
+    use crate::pattern::Pattern;
+    use crate::planner::Planner;
+    use crate::select::Selector;
+
+    /// A seeded pool: G4 and G5 hosts (some with overhead), VMs spread on
+    /// about two thirds of them, with random demands and histories.
+    fn pool(rng: &mut ChaCha8Rng, hosts: usize) -> PoolView {
+        let hosts: Vec<HostInfo> = (0..hosts)
+            .map(|i| {
+                let g5 = rng.random_bool(0.5);
+                HostInfo {
+                    id: i as u64,
+                    cpu_capacity: if g5 { 5320.0 } else { 3720.0 },
+                    core_capacity: if g5 { 2660.0 } else { 1860.0 },
+                    ram_mb: 4096.0,
+                    net_mbps: 1000.0,
+                    cpu_overhead: 0.0,
+                    power_model: g5 as usize,
+                    on: true,
+                }
+            })
+            .collect();
+        let mut load = vec![0.0; hosts.len()];
+        let mut vms = Vec::new();
+        for id in 0..hosts.len() as u64 * 2 {
+            let h = rng.random_range(0..hosts.len());
+            if h % 3 == 0 {
+                continue;
+            }
+            let demand = rng.random_range(0.0..1.0f64).powi(2) * 1500.0;
+            if load[h] + demand > hosts[h].cpu_capacity * 0.95 {
+                continue;
+            }
+            load[h] += demand;
+            let history = (0..30).map(|_| rng.random_range(0.0..1.0)).collect();
+            vms.push(VmInfo {
+                id,
+                host: h,
+                cpu_size: 2500.0,
+                cores: 1,
+                cpu_demand: demand,
+                ram_mb: rng.random_range(300.0..900.0),
+                net_mbps: 0.0,
+                history,
+                migrating_to: None,
+                dirty_rate_mb_s: None,
+            });
+        }
+        PoolView {
+            time_s: 0.0,
+            interval_s: 300.0,
+            migration_bw_share: 0.5,
+            default_bandwidth_mbps: 1000.0,
+            power_models: vec![PowerModel::hp_ml110_g4(), PowerModel::hp_ml110_g5()],
+            hosts,
+            vms,
+        }
+    }
+
+    fn config(detector: Detector, tolerance: f64) -> Config {
+        Config {
+            detector,
+            selector: Selector::MinMigrationTime,
+            pattern: Pattern::Consolidate,
+            coldspot_below: None,
+            limits: MigrationLimits {
+                per_host: Some(3),
+                ..MigrationLimits::default()
+            },
+            model: Model::Ferry,
+            tie_tolerance_w: tolerance,
+        }
+    }
+
+    /// Moves VMs one by one, each placed by a scan and by the index (on
+    /// allocations kept side by side): both must choose the same host.
+    fn same_as_scan(seed: u64, detector: Detector, tolerance: f64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let view = pool(&mut rng, 120);
+        let config = config(detector, tolerance);
+        let n = view.hosts.len();
+        let (mut scan, mut fast) = (Allocation::default(), Allocation::default());
+        scan.reset(&view, false);
+        fast.reset(&view, true);
+        assert!(fast.index().is_some() && scan.index().is_none());
+        let mut count = MigrationCount::default();
+        count.reset(&view, config.limits);
+        let mut buf = Vec::new();
+        let mut differ = 0;
+        for step in 0..300 {
+            let v = rng.random_range(0..view.vms.len());
+            let from = (0..n)
+                .find(|&h| scan.vms_on(h).contains(&v))
+                .expect("placed");
+            let excluded: Vec<bool> = (0..n).map(|h| h == from || rng.random_bool(0.1)).collect();
+            scan.remove(&view, v, from);
+            fast.remove(&view, v, from);
+            let among: Vec<usize> = (0..n).filter(|&h| scan.active(h)).collect();
+            let mut empties = vec![Vec::new(); scan.kinds()];
+            for h in (0..n).filter(|&h| !scan.active(h)) {
+                empties[scan.kind(h)].push(h);
+            }
+            let empties = (step % 2 == 0).then_some(&empties[..]);
+            let mut pick = |alloc: &mut Allocation, count: &mut MigrationCount| {
+                Planner {
+                    view: &view,
+                    config: &config,
+                    alloc,
+                    count,
+                    candidates: &mut buf,
+                }
+                .least_power(v, &excluded, &among, empties)
+            };
+            let a = pick(&mut scan, &mut count);
+            let b = pick(&mut fast, &mut count);
+            assert_eq!(a, b, "seed {seed} step {step}: VM {v} from host {from}");
+            differ += usize::from(a != Some(from));
+            let to = a.unwrap_or(from);
+            scan.add(&view, v, to);
+            fast.add(&view, v, to);
+            if to != from {
+                count.add(from, to);
+            }
+        }
+        assert!(differ > 100, "the moves exercise the index ({differ})");
+    }
+
+    #[test]
+    fn index_chooses_the_host_a_scan_chooses() {
+        for seed in 0..6 {
+            for tolerance in [1e-6, 0.05, 0.7, 4.0] {
+                same_as_scan(seed, Detector::Threshold { threshold: 0.8 }, tolerance);
+                let lr = Detector::Lr {
+                    safety: 1.2,
+                    fallback: 0.7,
+                };
+                same_as_scan(seed, lr, tolerance);
+            }
+        }
+    }
+
+    #[test]
+    fn tolerance_zero_is_the_exact_rule() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let view = pool(&mut rng, 80);
+        let config = config(Detector::Threshold { threshold: 0.9 }, 0.0);
+        let n = view.hosts.len();
+        let mut alloc = Allocation::default();
+        alloc.reset(&view, false);
+        assert!(alloc.index().is_none());
+        let mut count = MigrationCount::default();
+        count.reset(&view, config.limits);
+        let mut buf = Vec::new();
+        let among: Vec<usize> = (0..n).filter(|&h| alloc.active(h)).collect();
+        let excluded = vec![false; n];
+        for v in 0..view.vms.len() {
+            // The least (increase, index) by brute force.
+            let want = among
+                .iter()
+                .copied()
+                .filter(|&h| {
+                    alloc.fits(&view, v, h, Model::Ferry)
+                        && !alloc.overloaded(&view, &config.detector, h, Some(v))
+                })
+                .map(|h| (alloc.power_delta(&view, v, h, Model::Ferry), h))
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+                .map(|(_, h)| h);
+            let got = Planner {
+                view: &view,
+                config: &config,
+                alloc: &mut alloc,
+                count: &mut count,
+                candidates: &mut buf,
+            }
+            .least_power(v, &excluded, &among, None);
+            assert_eq!(got, want, "VM {v}");
+        }
+    }
+}
