@@ -9,6 +9,7 @@ mod exit;
 mod flags;
 mod guests;
 mod live;
+mod local_cluster;
 mod logging;
 mod manager;
 mod manual;
@@ -50,6 +51,8 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Run this host's agent: own, measure and publish its VMs (docs/CLUSTER.md).
     Agent(agent::AgentArgs),
+    /// A cluster on one machine: hosts as network namespaces, agents, VMs and a manager (docs/CLUSTER.md).
+    Cluster(local_cluster::ClusterArgs),
     /// Run a migration manager: elected leader, it decides and orders the agents' migrations (docs/CLUSTER.md).
     Manager(manager::ManagerArgs),
     /// Measure Ferry (and QEMU beside it): boot, snapshot, dirty rate, migration.
@@ -88,6 +91,7 @@ fn main() {
         Command::Ctl(args) => ctl::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Manager(args) => manager::run(args),
+        Command::Cluster(args) => local_cluster::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::cli::run(args).map(|()| exit::OK),
         Command::Completions(args) => manual::completions(args, Cli::command()),
