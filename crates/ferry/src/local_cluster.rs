@@ -193,6 +193,10 @@ mod tests {
                 "fast",
             ),
             (&["--hosts", "x", "--vms", "1"][..], "'x'"),
+            (
+                &["--hosts", "2", "--vms", "2", "--duration", "0s"][..],
+                "greater than zero",
+            ),
         ] {
             let e = up_config(args).unwrap_err();
             assert!(e.contains(want), "{args:?}: {e}");
@@ -203,10 +207,6 @@ mod tests {
             (
                 &["--hosts", "2", "--vms", "2", "--capacity=-1"][..],
                 "--capacity",
-            ),
-            (
-                &["--hosts", "2", "--vms", "2", "--duration", "0s"][..],
-                "--duration",
             ),
         ] {
             let e = up_config(args).unwrap().validate().unwrap_err();
