@@ -43,7 +43,9 @@ pub struct AgentConfig {
     pub migration_ip: IpAddr,
 }
 
-/// A VM the agent starts: `NAME=GUEST[,memory=SIZE][,vcpus=N][,append=ARGS]`.
+/// A VM the agent starts: `NAME=GUEST[,memory=SIZE][,vcpus=N][,append=ARGS]`;
+/// `append=` comes last and takes the rest, commas included (a dirtier's
+/// `phases=idle:2s,busy:10s`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmSpec {
     pub name: String,
@@ -64,6 +66,11 @@ impl FromStr for VmSpec {
             .split_once('=')
             .ok_or_else(|| format!("'{s}' is not a VM: use NAME=GUEST[,memory=SIZE][,vcpus=N]"))?;
         let name = node::check_name(name)?;
+        // The guest's command line may hold commas: it is the rest.
+        let (rest, append) = match rest.split_once(",append=") {
+            Some((head, append)) => (head, Some(append.to_string())),
+            None => (rest, None),
+        };
         let mut parts = rest.split(',');
         let guest = parts.next().unwrap_or_default().to_string();
         if guest.is_empty() {
@@ -74,7 +81,7 @@ impl FromStr for VmSpec {
             guest,
             memory: None,
             vcpus: None,
-            append: None,
+            append,
         };
         for part in parts {
             match part.split_once('=') {
@@ -85,7 +92,6 @@ impl FromStr for VmSpec {
                         .map_err(|_| format!("VM {}: vcpus={v} is not a number", spec.name))?;
                     spec.vcpus = Some(n);
                 }
-                Some(("append", v)) => spec.append = Some(v.to_string()),
                 _ => {
                     return Err(format!(
                         "VM {}: unknown setting '{part}' (memory=, vcpus=, append=)",
@@ -109,6 +115,11 @@ mod tests {
         assert_eq!(s.guest, "dirtier");
         assert_eq!(s.memory.as_deref(), Some("64M"));
         assert_eq!(s.vcpus, Some(2));
+        let p: VmSpec = "w=dirtier,memory=64M,append=ws=8M phases=idle:1s,busy:2s"
+            .parse()
+            .unwrap();
+        assert_eq!(p.append.as_deref(), Some("ws=8M phases=idle:1s,busy:2s"));
+        assert_eq!(p.memory.as_deref(), Some("64M"));
         for (bad, why) in [
             ("web", "is not a VM"),
             ("a b=idle", "not a valid name"),

@@ -45,7 +45,7 @@ pub struct AgentArgs {
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_interval)]
     pub lease_ttl: Duration,
     /// A VM to run unless one of that name is adopted (repeatable):
-    /// NAME=GUEST[,memory=SIZE][,vcpus=N][,append=ARGS].
+    /// NAME=GUEST[,memory=SIZE][,vcpus=N][,append=ARGS] (append last: it takes the rest).
     #[arg(long, value_name = "SPEC")]
     pub vm: Vec<agent::VmSpec>,
     /// File with the migration secret every agent of the cluster shares;

@@ -9,6 +9,7 @@ mod exit;
 mod flags;
 mod guests;
 mod live;
+mod local_cluster;
 mod logging;
 mod manager;
 mod manual;
@@ -51,6 +52,8 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Run this host's agent: own, measure and publish its VMs (docs/CLUSTER.md).
     Agent(agent::AgentArgs),
+    /// A cluster on one machine: hosts as network namespaces, agents, VMs and a manager (docs/CLUSTER.md).
+    Cluster(local_cluster::ClusterArgs),
     /// Run a migration manager: elected leader, it decides and orders the agents' migrations (docs/CLUSTER.md).
     Manager(manager::ManagerArgs),
     /// Create the cluster's TLS certificates: a CA and one certificate per host.
@@ -92,6 +95,7 @@ fn main() {
         Command::Agent(args) => agent::run(args),
         Command::Manager(args) => manager::run(args),
         Command::Pki(args) => pki::run(args),
+        Command::Cluster(args) => local_cluster::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::cli::run(args).map(|()| exit::OK),
         Command::Completions(args) => manual::completions(args, Cli::command()),

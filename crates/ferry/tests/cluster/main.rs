@@ -7,3 +7,4 @@ mod agent;
 mod harness;
 mod live;
 mod manager;
+mod up;
