@@ -52,15 +52,17 @@ pub(super) struct Incoming {
 impl Incoming {
     /// Starts the reader thread over `r`. The thread ends when the
     /// connection does (shut it down, then join the handle).
+    /// `max_txn_pages` bounds what one transaction may stage (the guest's pages).
     pub(super) fn spawn(
         r: MessageReader<BufReader<Conn>>,
         stall: Duration,
         cancel: CancelToken,
+        max_txn_pages: u64,
     ) -> io::Result<(Incoming, JoinHandle<u64>)> {
         let (tx, rx) = mpsc::channel();
         let reader = thread::Builder::new()
             .name("migrate-reader".into())
-            .spawn(move || reader_loop(r, tx))?;
+            .spawn(move || reader_loop(r, tx, max_txn_pages))?;
         Ok((Incoming { rx, stall, cancel }, reader))
     }
 
@@ -208,8 +210,12 @@ impl Incoming {
 
 /// Forwards the destination's messages until the connection ends; returns
 /// the bytes read. Transactions are staged here and forwarded whole.
-fn reader_loop(mut r: MessageReader<BufReader<Conn>>, tx: mpsc::Sender<FromDest>) -> u64 {
-    let mut staging = Staging::default();
+fn reader_loop(
+    mut r: MessageReader<BufReader<Conn>>,
+    tx: mpsc::Sender<FromDest>,
+    max_txn_pages: u64,
+) -> u64 {
+    let mut staging = Staging::new(max_txn_pages);
     loop {
         let item = match r.next("migrating").map(|m| staging.feed(m)) {
             Ok(Ok(Ok(None))) => continue,

@@ -114,7 +114,7 @@ fn migrate_stream_from<V: SourceVm>(
         Ok(l) => l,
         Err(e) => return Err(failed_early(e.into(), report, &opts, started)),
     };
-    let (channel, reader) = match connect_session(&stream, &opts) {
+    let (channel, reader) = match connect_session(&stream, &opts, layout.pages()) {
         Ok(x) => x,
         Err(e) => {
             let _ = stream.shutdown(Shutdown::Both);
@@ -158,6 +158,7 @@ type Channel = (Writer, Incoming, wire::Session);
 fn connect_session(
     stream: &Conn,
     opts: &SourceOptions,
+    guest_pages: u64,
 ) -> Result<(Channel, std::thread::JoinHandle<u64>), MigrateError> {
     let stall = opts.stall_timeout;
     let io = |e: io::Error| MigrateError::Wire(WireError::Io(e));
@@ -174,6 +175,7 @@ fn connect_session(
     let session = wire::source_handshake(&mut r, &mut w, &opts.secret, &opts.offer)
         .map_err(|e| MigrateError::from_wire(e, "authenticating", stall))?;
     stream.set_read_timeout(None).map_err(io)?;
-    let (incoming, reader) = Incoming::spawn(r, stall, opts.cancel.clone()).map_err(io)?;
+    let (incoming, reader) =
+        Incoming::spawn(r, stall, opts.cancel.clone(), guest_pages).map_err(io)?;
     Ok(((w, incoming, session), reader))
 }

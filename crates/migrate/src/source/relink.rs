@@ -121,7 +121,8 @@ impl<V: SourceVm> Engine<'_, V> {
             m => return Err(MigrateError::unexpected(m, "Reattached")),
         };
         stream.set_read_timeout(None).map_err(io)?;
-        let (incoming, reader) = Incoming::spawn(r, self.stall, self.cancel.clone()).map_err(io)?;
+        let (incoming, reader) =
+            Incoming::spawn(r, self.stall, self.cancel.clone(), self.layout.pages()).map_err(io)?;
         self.bytes_before += self.w.get_ref().get_ref().bytes();
         self.w = w;
         self.incoming = incoming;

@@ -26,19 +26,42 @@ pub(super) struct Txn {
 }
 
 /// A transaction being read (on the reader thread).
-#[derive(Default)]
 pub(super) struct Staging {
     open: Option<Open>,
+    /// Most pages (data and zero) one transaction may carry: the guest's,
+    /// so a destination cannot make the source stage without bound.
+    max_pages: u64,
 }
 
 struct Open {
     seq: u64,
+    /// Pages staged so far, data and zero.
+    count: u64,
     pages: Vec<(u64, Vec<u8>)>,
     zeros: Vec<(u64, u64)>,
     state: Option<Box<VmState>>,
 }
 
 impl Staging {
+    pub(super) fn new(max_pages: u64) -> Staging {
+        Staging {
+            open: None,
+            max_pages,
+        }
+    }
+
+    /// Counts `n` more pages into `o`; refused past the guest's size.
+    fn add(o: &mut Open, n: u64, max: u64) -> Result<(), String> {
+        o.count = o.count.saturating_add(n);
+        if o.count > max {
+            return Err(format!(
+                "transaction {} carries more than the guest's {max} pages",
+                o.seq
+            ));
+        }
+        Ok(())
+    }
+
     /// Takes `m` if it belongs to a transaction: `Ok(None)` staged,
     /// `Ok(Some(txn))` complete, `Err` refused (nothing of it applies).
     /// Messages outside transactions come back untouched.
@@ -50,6 +73,7 @@ impl Staging {
             (Message::TxnBegin(b), None) => {
                 self.open = Some(Open {
                     seq: b.seq,
+                    count: 0,
                     pages: Vec::new(),
                     zeros: Vec::new(),
                     state: None,
@@ -61,11 +85,15 @@ impl Staging {
                 b.seq, o.seq
             )),
             (Message::Pages { gpa, data }, Some(o)) if o.state.is_none() => {
+                Self::add(o, data.len() as u64 / PAGE_SIZE, self.max_pages)?;
                 o.pages.push((gpa, data.to_vec()));
                 Ok(Ok(None))
             }
             (Message::ZeroPages(runs), Some(o)) if o.state.is_none() => {
-                o.zeros.extend(runs);
+                for (gpa, n) in runs {
+                    Self::add(o, n, self.max_pages)?;
+                    o.zeros.push((gpa, n));
+                }
                 Ok(Ok(None))
             }
             (Message::State(s), Some(o)) if o.state.is_none() => {
@@ -266,7 +294,7 @@ mod tests {
     #[test]
     fn bad_transactions_are_refused_whole_with_one_error() {
         let layout = PageLayout::new(&[(0, 1 << 20)]).unwrap();
-        let mut st = Staging::default();
+        let mut st = Staging::new(1 << 20);
         // Complete and in order: accepted.
         let t = feed(&mut st, 1, 0x1000, end(1, 1)).unwrap().unwrap();
         t.check(0, false, &layout).unwrap();
@@ -284,20 +312,20 @@ mod tests {
         let e = feed(&mut st, 2, 0x1000, end(2, 2)).unwrap_err();
         assert!(e.contains("carried 1 + 0"), "{e}");
         // Truncated: no state before the end.
-        let mut st = Staging::default();
+        let mut st = Staging::new(1 << 20);
         st.feed(Message::TxnBegin(TxnBegin { seq: 1 }))
             .unwrap()
             .unwrap();
         let e = st.feed(Message::TxnEnd(end(1, 0))).unwrap_err();
         assert!(e.contains("without its state"), "{e}");
         // A new transaction inside one, and pages outside any.
-        let mut st = Staging::default();
+        let mut st = Staging::new(1 << 20);
         st.feed(Message::TxnBegin(TxnBegin { seq: 1 }))
             .unwrap()
             .unwrap();
         let e = st.feed(Message::TxnBegin(TxnBegin { seq: 2 })).unwrap_err();
         assert!(e.contains("began inside transaction 1"), "{e}");
-        let mut st = Staging::default();
+        let mut st = Staging::new(1 << 20);
         let e = st
             .feed(Message::Pages {
                 gpa: 0,
@@ -310,5 +338,26 @@ mod tests {
             st.feed(Message::Ready).unwrap(),
             Err(Message::Ready)
         ));
+    }
+
+    #[test]
+    fn a_transaction_larger_than_the_guest_is_refused_as_it_arrives() {
+        let mut st = Staging::new(2);
+        st.feed(Message::TxnBegin(TxnBegin { seq: 1 }))
+            .unwrap()
+            .unwrap();
+        st.feed(Message::Pages {
+            gpa: 0,
+            data: &PAGE,
+        })
+        .unwrap()
+        .unwrap();
+        let e = st
+            .feed(Message::Pages {
+                gpa: 0x1000,
+                data: &[7; 8192],
+            })
+            .unwrap_err();
+        assert!(e.contains("more than the guest's 2 pages"), "{e}");
     }
 }
