@@ -89,12 +89,12 @@ pub struct MigrationArgs {
     /// In post-copy, how long a broken link may take to come back: the
     /// source reconnects (authenticating again) with backoff until then;
     /// 0s gives up at once.
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = units::parse_duration)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = units::parse_duration_or_zero)]
     pub recovery_timeout: Duration,
     /// In post-copy with a lease, how often the destination sends the
     /// pages the guest dirtied and its state back, so that the VM can
     /// resume on the source if the destination is lost; 0s: never.
-    #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = sync_interval)]
+    #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = units::parse_duration_or_zero)]
     pub sync_interval: Duration,
 }
 
@@ -105,14 +105,6 @@ pub fn lease(s: &str) -> Result<Duration, String> {
         return Err(format!("a lease of {s} is outside 10ms..60s"));
     }
     Ok(d)
-}
-
-/// A transaction interval: a duration, or 0s for none.
-pub fn sync_interval(s: &str) -> Result<Duration, String> {
-    if matches!(s.trim(), "0" | "0s" | "0ms") {
-        return Ok(Duration::ZERO);
-    }
-    units::parse_duration(s).map_err(|e| e.to_string())
 }
 
 impl MigrationArgs {
@@ -186,13 +178,6 @@ mod tests {
         let d = parse(&[]).unwrap();
         assert_eq!(d.on_timeout, OnTimeout::Force);
         assert_eq!(d.strategy, StrategyKind::DEFAULT);
-    }
-
-    #[test]
-    fn a_sync_interval_is_a_duration_or_zero() {
-        assert_eq!(sync_interval("20ms"), Ok(Duration::from_millis(20)));
-        assert_eq!(sync_interval("0s"), Ok(Duration::ZERO));
-        assert!(sync_interval("soon").is_err());
     }
 
     #[test]

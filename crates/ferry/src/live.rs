@@ -43,7 +43,7 @@ pub struct ReceiveArgs {
     /// In post-copy, how long to wait for the source to reconnect after the
     /// link broke, a duration such as 30s (0s: give up at once). The VM is
     /// fenced meanwhile once its lease lapses.
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = units::parse_duration)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = units::parse_duration_or_zero)]
     pub recovery_timeout: Duration,
     /// Folder with the cluster CA and this host's certificate and key
     /// (`ferry pki init`): sources must complete mutual TLS with a

@@ -52,6 +52,15 @@ pub fn parse_duration(input: &str) -> Result<Duration, ParseError> {
     Ok(d)
 }
 
+/// As [`parse_duration`], but zero ("0", "0s", "0ms") is allowed: for
+/// settings where zero means "none" or "at once".
+pub fn parse_duration_or_zero(input: &str) -> Result<Duration, ParseError> {
+    if matches!(input.trim(), "0" | "0s" | "0ms") {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(input)
+}
+
 /// "300ms", "1.5s", "2min 30s": a duration for people, readable back by
 /// [`parse_duration`].
 pub fn format_duration(d: Duration) -> String {
@@ -76,6 +85,18 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_is_allowed_only_where_asked() {
+        assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(
+            parse_duration_or_zero("20ms"),
+            Ok(Duration::from_millis(20))
+        );
+        assert!(parse_duration_or_zero("soon").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
 
     #[test]
     fn parses_durations() {

@@ -14,6 +14,6 @@ mod error;
 mod size;
 
 pub use bandwidth::{Bandwidth, format_bits_per_sec};
-pub use duration::{format_duration, parse_duration};
+pub use duration::{format_duration, parse_duration, parse_duration_or_zero};
 pub use error::ParseError;
 pub use size::{ByteSize, format_bytes};
