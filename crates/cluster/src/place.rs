@@ -137,12 +137,7 @@ impl Planner<'_> {
             }));
         }
         for list in empties.unwrap_or(&[]) {
-            // Empty hosts of one kind are interchangeable: the first usable one.
-            let first = list
-                .iter()
-                .copied()
-                .find(|&h| !excluded[h] && !alloc.active(h) && count.can_start(h));
-            if let Some(h) = first
+            if let Some(h) = first_empty(list, excluded, alloc, count)
                 && alloc.fits(view, v, h, model)
             {
                 cands.push(Reverse(PlaceCandidate {
@@ -224,4 +219,17 @@ impl Ord for PlaceCandidate {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         self.delta.total_cmp(&o.delta).then(self.h.cmp(&o.h))
     }
+}
+
+/// Empty hosts of one kind are interchangeable: the first of `list` that
+/// is not excluded, still off and may start a migration.
+fn first_empty(
+    list: &[usize],
+    excluded: &[bool],
+    alloc: &crate::allocation::Allocation,
+    count: &crate::limits::MigrationCount,
+) -> Option<usize> {
+    list.iter()
+        .copied()
+        .find(|&h| !excluded[h] && !alloc.active(h) && count.can_start(h))
 }

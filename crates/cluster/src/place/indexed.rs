@@ -59,11 +59,7 @@ impl Planner<'_> {
         let mut best: Option<PlaceCandidate> = None;
         let mut spare: Vec<PlaceCandidate> = Vec::new();
         for list in empties.unwrap_or(&[]) {
-            let first = list
-                .iter()
-                .copied()
-                .find(|&h| !excluded[h] && !alloc.active(h) && count.can_start(h));
-            if let Some(h) = first
+            if let Some(h) = super::first_empty(list, excluded, alloc, count)
                 && alloc.fits(view, v, h, model)
             {
                 let c = PlaceCandidate { delta: delta(h), h };
