@@ -32,3 +32,4 @@ pub use config::{AgentConfig, VmSpec};
 pub use order::{Order, OrderMigration, OrderView, Side, SideReport, Stage, Verdict};
 pub use power::{Power, PowerOrder, power_key};
 pub use report::{HostReport, VmReport, host_key};
+pub use sample::unix_ms;

@@ -112,7 +112,9 @@ fn resident_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-pub(crate) fn unix_ms() -> u64 {
+/// The wall clock now, UNIX ms: the time every report, order and decision
+/// in the store carries.
+pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

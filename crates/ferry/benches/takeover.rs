@@ -10,19 +10,15 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use agent::unix_ms;
 
 use testkit::{Etcd, TempDir, wait_for};
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 const INTERVAL: &str = "200ms";
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 fn manager(etcd: &Etcd, dir: &Path, name: &str, ttl: &str) -> Child {
     Command::new(FERRY)

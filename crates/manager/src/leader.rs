@@ -132,7 +132,7 @@ impl LiveManager {
     /// One interval; false when a fenced write says this manager no
     /// longer leads.
     fn interval(&mut self, leadership: &Leadership) -> anyhow::Result<bool> {
-        let now_ms = crate::unix_ms();
+        let now_ms = agent::unix_ms();
         let (views, bad) = parse_all(&self.store.list(ORDERS_PREFIX)?.kvs);
         for line in bad {
             if self.logged.insert(line.clone()) {

@@ -20,10 +20,3 @@ pub mod view;
 pub use config::ManagerConfig;
 pub use leader::LiveManager;
 pub use view::{Monitor, Pool, ViewSettings, vm_id};
-
-/// The time now, UNIX ms.
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}

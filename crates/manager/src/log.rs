@@ -34,7 +34,7 @@ impl DecisionLog {
     pub fn write(&mut self, kind: &str, mut event: Value) {
         if let Value::Object(m) = &mut event {
             m.insert("event".into(), kind.into());
-            m.insert("unix_ms".into(), crate::unix_ms().into());
+            m.insert("unix_ms".into(), agent::unix_ms().into());
         }
         let line = event.to_string();
         tracing::info!(target: "ferry::decision", "{line}");

@@ -118,8 +118,6 @@ pub enum VmOp {
     StartDirtyLog,
     /// Source: [`SourceVm::harvest_dirty`](crate::SourceVm::harvest_dirty).
     HarvestDirty,
-    /// Source: [`SourceVm::stop_dirty_log`](crate::SourceVm::stop_dirty_log).
-    StopDirtyLog,
     /// Source: [`SourceVm::throttle`](crate::SourceVm::throttle).
     Throttle,
     /// Source: [`SourceVm::pause`](crate::SourceVm::pause).
@@ -147,7 +145,6 @@ impl fmt::Display for VmOp {
         f.write_str(match self {
             VmOp::StartDirtyLog => "start dirty logging",
             VmOp::HarvestDirty => "harvest dirty pages",
-            VmOp::StopDirtyLog => "stop dirty logging",
             VmOp::Throttle => "throttle vCPUs",
             VmOp::Pause => "pause",
             VmOp::SaveState => "save state",

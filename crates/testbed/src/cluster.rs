@@ -109,7 +109,7 @@ impl Cluster {
             self.procs.start_agent(config, &self.layout, i, host)?;
         }
         self.procs.start_manager(config, &self.layout)?;
-        self.timeline.started_unix_ms = unix_ms();
+        self.timeline.started_unix_ms = agent::unix_ms();
         self.timeline.link_bits_per_sec = config.link.bits_per_sec();
         self.timeline.interval_ms = config.interval.as_millis() as u64;
         self.started = Instant::now();
@@ -233,10 +233,4 @@ fn make_dir(dir: &std::path::Path) -> anyhow::Result<Layout> {
         .and_then(|()| std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)))
         .with_context(|| format!("cannot write {}", secret.display()))?;
     Ok(layout)
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
