@@ -211,19 +211,21 @@ fn a_cut_at_the_drain_rolls_back_before_the_pause() {
 }
 
 /// A destination that does not offer Drain (an older Ferry) still takes
-/// the VM: the source then switches over without waiting.
+/// the VM, and is never sent one: a cut armed at a Drain never fires.
 #[test]
 fn a_destination_without_drain_still_migrates() {
     let mut vm = FakeVm::new(busy_spec(16)).unwrap();
     let factory = FakeFactory::default();
     let mut dopts = dest_opts(1 << 30);
     dopts.offer.capabilities = wire::Capabilities::POSTCOPY;
-    let (res, d) = run(
-        &mut vm,
-        source_opts("downtime"),
-        factory.clone(),
-        dopts,
-        None,
+    let (daddr, dest) = start_dest(factory.clone(), dopts);
+    let fault = Fault::new(Dir::ToDest, kind::DRAIN, Action::Cut).at(Spot::Before);
+    let proxy = migrate::faults::Proxy::start(daddr, Some(fault)).unwrap();
+    let res = migrate(&mut vm, &proxy.addr.to_string(), source_opts("downtime"));
+    let d = dest.join().unwrap();
+    assert!(
+        !proxy.fired(),
+        "a Drain went to a destination without DRAIN"
     );
     check_success(&vm, res, d, &factory);
 }
