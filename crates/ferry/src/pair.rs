@@ -76,48 +76,56 @@ impl Pair {
         let (src_log, dst_log) = (dir.join("source.log"), dir.join("destination.log"));
         let exe = std::env::current_exe()?;
         let addr = format!("127.0.0.1:{}", free_port()?);
-        let spawn = |args: &[&str]| -> anyhow::Result<Proc> {
+        // Each process's own log (RUST_LOG applies) beside the guest's.
+        let spawn = |args: &[&str], log: &str| -> anyhow::Result<Proc> {
+            let log = std::fs::File::create(dir.join(log))?;
             Ok(Proc(
                 Command::new(&exe)
                     .args(args)
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
-                    .stderr(Stdio::null())
+                    .stderr(log)
                     .spawn()
                     .context("cannot start a ferry process")?,
             ))
         };
         let p = |p: &Path| p.display().to_string();
-        let dst = spawn(&[
-            "receive",
-            "--listen",
-            &addr,
-            "--secret-file",
-            &p(&secret),
-            "--api",
-            &p(&dst_sock),
-            "--serial",
-            &p(&dst_log),
-            "--timestamps",
-        ])?;
+        let dst = spawn(
+            &[
+                "receive",
+                "--listen",
+                &addr,
+                "--secret-file",
+                &p(&secret),
+                "--api",
+                &p(&dst_sock),
+                "--serial",
+                &p(&dst_log),
+                "--timestamps",
+            ],
+            "destination-ferry.log",
+        )?;
         let vcpus = guest.vcpus.to_string();
         let memory = format!("{}B", guest.memory.bytes());
-        let src = spawn(&[
-            "run",
-            "--guest",
-            &guest.guest,
-            "--memory",
-            &memory,
-            "--vcpus",
-            &vcpus,
-            "--append",
-            &guest.append,
-            "--api",
-            &p(&src_sock),
-            "--serial",
-            &p(&src_log),
-            "--timestamps",
-        ])?;
+        let src = spawn(
+            &[
+                "run",
+                "--guest",
+                &guest.guest,
+                "--memory",
+                &memory,
+                "--vcpus",
+                &vcpus,
+                "--append",
+                &guest.append,
+                "--api",
+                &p(&src_sock),
+                "--serial",
+                &p(&src_log),
+                "--timestamps",
+            ],
+            "source-ferry.log",
+        )?;
         Ok(Pair {
             addr,
             secret,

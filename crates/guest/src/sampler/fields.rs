@@ -27,6 +27,10 @@ pub struct DowntimeFields {
     /// also stalled elsewhere around it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_switchover_us: Option<u64>,
+    /// Where the downtime began, from the source guest's last progress
+    /// (us; negative: a stall before the pause, during pre-copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_downtime_at_us: Option<i64>,
     /// The guest's own largest gap between two passes around the
     /// switchover, from its TSC (us; meaningful where the guest's TSC is
     /// the host's, as with Ferry, not across QEMU's TSC restore).
@@ -45,6 +49,7 @@ impl From<&GuestDowntime> for DowntimeFields {
             guest_downtime_resolution_us: Some(d.resolution_us),
             guest_downtime_coarse: Some(d.coarse()),
             guest_switchover_us: Some(d.switchover_us),
+            guest_downtime_at_us: Some(d.downtime_at_us),
             guest_tsc_gap_us: d.tsc_gap_us,
             guest_sampler_realtime: Some(d.realtime),
         }

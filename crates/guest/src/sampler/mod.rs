@@ -33,7 +33,7 @@ use worker::Shared;
 
 /// The interval the sampler aims at between two samples (of all its
 /// threads together).
-pub const PERIOD: Duration = Duration::from_micros(25);
+pub const PERIOD: Duration = Duration::from_micros(100);
 /// At most this many sampling threads, each on its own CPU.
 pub const MAX_THREADS: usize = 2;
 /// Real-time priority of the sampling threads (SCHED_FIFO, 1-99): above

@@ -52,6 +52,9 @@ pub struct GuestDowntime {
     /// the guest also stalled elsewhere in the window (e.g. descheduled
     /// on a busy host, or held up by the migration's work).
     pub switchover_us: u64,
+    /// Where the downtime began, from the source's last progress (us;
+    /// negative: before the pause, e.g. a stall during pre-copy).
+    pub downtime_at_us: i64,
     /// The guest's own largest gap between two passes in the window, from
     /// its TSC (meaningful where the guest's TSC is the host's, as with
     /// Ferry), in microseconds.
@@ -109,8 +112,10 @@ impl Recording {
             .max()
             .filter(|_| khz > 0)
             .map(|ticks| (u128::from(ticks) * 1000 / u128::from(khz)) as u64);
+        let (quiet_from, quiet) = self.timeline.longest_quiet_at(from, until);
         Ok(GuestDowntime {
-            downtime_us: self.timeline.longest_quiet(from, until) / 1000,
+            downtime_us: quiet / 1000,
+            downtime_at_us: (quiet_from as i64 - paused as i64) / 1000,
             resolution_us: resolution.div_ceil(1000),
             switchover_us: resumed.saturating_sub(paused) / 1000,
             tsc_gap_us,
@@ -160,6 +165,7 @@ mod tests {
         let d = switchover(10 * MS).guest_downtime(1000 * MS).unwrap();
         assert_eq!(d.downtime_us, 20_050);
         assert_eq!(d.switchover_us, 20_050);
+        assert_eq!(d.downtime_at_us, 0);
         assert_eq!(d.resolution_us, 50);
         assert!(!d.coarse());
         assert_eq!(d.tsc_gap_us, Some(20_000));

@@ -107,21 +107,33 @@ impl Timeline {
     /// progress: from one sample that saw progress to the next that did
     /// (or to the window's edge), clipped to the window.
     pub fn longest_quiet(&self, from: u64, until: u64) -> u64 {
+        self.longest_quiet_at(from, until).1
+    }
+
+    /// [`Timeline::longest_quiet`] with where it began: (start, length).
+    pub fn longest_quiet_at(&self, from: u64, until: u64) -> (u64, u64) {
         let Some((start, end)) = self.span() else {
-            return 0;
+            return (from, 0);
         };
-        let clip = |a: u64, b: u64| b.min(until).saturating_sub(a.max(from));
-        let mut longest = 0;
+        let clip = |a: u64, b: u64| (a.max(from), b.min(until).saturating_sub(a.max(from)));
+        let mut longest = (from, 0);
+        let mut better = |q: (u64, u64)| {
+            if q.1 > longest.1 {
+                longest = q;
+            }
+        };
         // With no progress before, the quiet time starts at the first sample.
         let mut prev = start;
         for r in self.runs.iter().filter(|r| r.progress) {
-            longest = longest.max(clip(prev, r.first));
+            better(clip(prev, r.first));
             if r.last >= from && r.first <= until {
-                longest = longest.max(r.widest);
+                // Somewhere inside the run; its start is as close as known.
+                better((r.first.max(from), r.widest));
             }
             prev = r.last;
         }
-        longest.max(clip(prev, end))
+        better(clip(prev, end));
+        longest
     }
 
     /// The widest interval between two consecutive samples that overlaps
@@ -205,6 +217,10 @@ mod tests {
         samples(&mut t, 1030 * MS, 2000 * MS, 50 * US, true);
         // From the last progress at 999.95 ms to the first at 1030 ms.
         assert_eq!(t.longest_quiet(0, 2000 * MS), 30 * MS + 50 * US);
+        assert_eq!(
+            t.longest_quiet_at(0, 2000 * MS),
+            (1000 * MS - 50 * US, 30 * MS + 50 * US)
+        );
         assert_eq!(t.widest_interval(0, 2000 * MS), 50 * US);
         // Clipped by a window that ends inside the gap.
         assert_eq!(t.longest_quiet(500 * MS, 1010 * MS), 10 * MS + 50 * US);
@@ -222,6 +238,9 @@ mod tests {
         assert_eq!(t.widest_interval(110 * MS, 500 * MS), 20 * US);
         // Progress on both sides of the stall: the stall bounds the quiet time.
         assert_eq!(t.longest_quiet(0, 500 * MS), 3 * MS + 20 * US);
+        // Known to be inside the run that began before it, to 1 ms.
+        let (at, _) = t.longest_quiet_at(0, 500 * MS);
+        assert!((99 * MS..100 * MS).contains(&at), "{at}");
     }
 
     #[test]

@@ -65,6 +65,15 @@ impl fmt::Display for MigrationReport {
             if self.guest.guest_sampler_realtime == Some(false) {
                 marks.push_str(", sampler not real-time");
             }
+            if let Some(at) = self.guest.guest_downtime_at_us
+                && at != 0
+            {
+                marks.push_str(&format!(
+                    ", began {:.1} ms {} the pause",
+                    at.unsigned_abs() as f64 / 1e3,
+                    if at < 0 { "before" } else { "after" }
+                ));
+            }
             writeln!(
                 f,
                 "  guest downtime:    {:.3} ms (no progress seen; resolution {:.3} ms{marks})",

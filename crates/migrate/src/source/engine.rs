@@ -301,9 +301,11 @@ impl<V: SourceVm> Engine<'_, V> {
 
     /// Turns dirty logging on; returns the first round's pending pages (all).
     fn start_dirty_log(&mut self) -> Result<DirtyBitmap, MigrateError> {
+        let t0 = std::time::Instant::now();
         self.vm
             .start_dirty_log()
             .map_err(Self::vm_err(VmOp::StartDirtyLog))?;
+        let t1 = t0.elapsed();
         self.logging = true;
         // Every page is pending in the first round anyway: drop what the log
         // reports now, so an implementation that starts with every page
@@ -313,6 +315,7 @@ impl<V: SourceVm> Engine<'_, V> {
         self.vm
             .harvest_dirty(&mut initial)
             .map_err(Self::vm_err(VmOp::HarvestDirty))?;
+        tracing::debug!(start = ?t1, harvest = ?(t0.elapsed() - t1), "dirty logging on");
         Ok(DirtyBitmap::full(&self.layout))
     }
 

@@ -11,6 +11,7 @@ use crate::memory::PAGE_SIZE;
 
 const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: u64 = 168;
 const MANUAL_PROTECT_ENABLE: u64 = 1;
+const INITIALLY_SET: u64 = 2;
 
 vmm_sys_util::ioctl_iowr_nr!(
     KVM_CLEAR_DIRTY_LOG,
@@ -40,9 +41,10 @@ impl DirtyLog {
                 cap: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 as u32,
                 ..Default::default()
             };
-            // Without INITIALLY_SET, enabling logging write-protects every page
-            // at once, so the first harvest reports only real writes.
-            cap.args[0] = MANUAL_PROTECT_ENABLE;
+            // With INITIALLY_SET, enabling logging protects nothing: every
+            // page reads dirty, and harvests re-protect a chunk at a time, so
+            // the vCPUs never wait for the whole slot (its MMU lock) at once.
+            cap.args[0] = manual_caps & (MANUAL_PROTECT_ENABLE | INITIALLY_SET);
             fd.enable_cap(&cap).map_err(Error::EnableDirtyLogProtect)?;
         }
         Ok(DirtyLog {
