@@ -132,6 +132,8 @@ pub enum VmOp {
     Resume,
     /// Destination: [`DestinationVm::start_postcopy`](crate::DestinationVm::start_postcopy).
     StartPostcopy,
+    /// Destination: [`DestinationVm::discard_stale`](crate::DestinationVm::discard_stale).
+    DiscardStale,
     /// Destination: a [`PostcopyMemory`](crate::PostcopyMemory) operation (fault, install, finish).
     PostcopyMemory,
     /// Destination: a [`Fence`](crate::Fence) operation (lease lapsed or renewed).
@@ -152,6 +154,7 @@ impl fmt::Display for VmOp {
             VmOp::RestoreState => "restore",
             VmOp::Resume => "resume after Commit",
             VmOp::StartPostcopy => "start post-copy",
+            VmOp::DiscardStale => "discard stale pages",
             VmOp::PostcopyMemory => "post-copy memory",
             VmOp::Fence => "fence (post-copy lease)",
             VmOp::Transaction => "post-copy transaction",

@@ -123,6 +123,17 @@ pub trait DestinationVm {
         false
     }
 
+    /// During pre-copy, the VM paused: the source says the copies of the
+    /// pages in `stale` are stale (each is sent again, or fetched in
+    /// post-copy). Dropping them now, while the VM still runs on the
+    /// source, spares the switch to post-copy from dropping them in the
+    /// pause. True if they now read as zero; the default keeps them
+    /// (false): `start_postcopy` drops what is missing.
+    fn discard_stale(&mut self, stale: &DirtyBitmap) -> Result<bool, VmError> {
+        let _ = stale;
+        Ok(false)
+    }
+
     /// The switch to post-copy, the VM paused: drops the pages in `missing`
     /// (their content is stale or was never sent) and from now on
     /// intercepts every first touch of a page that is not present.

@@ -153,6 +153,22 @@ fn harvest(vm: &vmm::Vm, scratch: &mut [Vec<u64>], into: &mut DirtyBitmap) -> Re
     Ok(())
 }
 
+/// The pages of `set` as guest-physical ranges, neighbours merged.
+fn ranges(set: &DirtyBitmap) -> Result<Vec<(u64, u64)>, VmError> {
+    let layout = set.layout();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (first, n) in set.runs() {
+        for i in first..first + n {
+            let gpa = layout.gpa_of(i).ok_or("page outside guest memory")?;
+            match out.last_mut() {
+                Some((g, len)) if *g + *len == gpa => *len += migrate::PAGE_SIZE,
+                _ => out.push((gpa, migrate::PAGE_SIZE)),
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Called with an incoming VM once its memory exists.
 pub type OnCreate = Box<dyn FnMut(&vmm::Vm) + Send>;
 
@@ -166,9 +182,9 @@ pub struct Factory {
     pub events: Option<Arc<EventHub>>,
 }
 
-/// An incoming VM (shared with its post-copy transactions), and where its
-/// fences are told.
-pub struct Incoming(pub Arc<vmm::Vm>, pub Option<Arc<EventHub>>);
+/// An incoming VM (shared with its post-copy transactions), where its
+/// fences are told, and whether stale pages were discarded already.
+pub struct Incoming(pub Arc<vmm::Vm>, pub Option<Arc<EventHub>>, bool);
 
 impl VmFactory for Factory {
     type Vm = Incoming;
@@ -182,7 +198,7 @@ impl VmFactory for Factory {
         if let Some(f) = self.on_create.as_mut() {
             f(&vm);
         }
-        Ok(Incoming(Arc::new(vm), self.events.clone()))
+        Ok(Incoming(Arc::new(vm), self.events.clone(), false))
     }
 }
 
@@ -208,24 +224,18 @@ impl DestinationVm for Incoming {
         vmm::postcopy::available()
     }
 
+    fn discard_stale(&mut self, stale: &DirtyBitmap) -> Result<bool, VmError> {
+        self.0.discard_pages(&ranges(stale)?)?;
+        self.2 = true;
+        Ok(true)
+    }
+
     fn start_postcopy(
         &mut self,
         missing: &DirtyBitmap,
     ) -> Result<Arc<dyn PostcopyMemory>, VmError> {
-        let layout = missing.layout();
-        let mut ranges: Vec<(u64, u64)> = Vec::new();
-        for (first, n) in missing.runs() {
-            for i in first..first + n {
-                let gpa = layout
-                    .gpa_of(i)
-                    .ok_or("post-copy page outside guest memory")?;
-                match ranges.last_mut() {
-                    Some((g, len)) if *g + *len == gpa => *len += migrate::PAGE_SIZE,
-                    _ => ranges.push((gpa, migrate::PAGE_SIZE)),
-                }
-            }
-        }
-        Ok(Arc::new(Pages(self.0.start_postcopy(&ranges)?)))
+        let uf = self.0.start_postcopy(&ranges(missing)?, self.2)?;
+        Ok(Arc::new(Pages(uf)))
     }
 
     fn transactions(&self) -> Option<Arc<dyn TxnVm>> {

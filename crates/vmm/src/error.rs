@@ -86,6 +86,8 @@ pub enum Error {
     Poll(#[source] io::Error),
     #[error("post-copy needs the VM paused")]
     PostcopyNotPaused,
+    #[error("pages can be discarded only while the VM is paused and not in post-copy")]
+    DiscardRunning,
 
     // Lifecycle and state.
     #[error("the VM is not running: {0:?}")]

@@ -41,6 +41,122 @@ fn builder() -> UffdBuilder {
     b
 }
 
+/// The host address of `[gpa, gpa + len)`, which must lie in one region.
+fn host_addr(regions: &[HostRegion], gpa: u64, len: u64) -> Result<*mut u8, Error> {
+    regions
+        .iter()
+        .find(|r| gpa >= r.gpa && gpa.saturating_add(len) <= r.gpa + r.len)
+        // SAFETY: the offset stays inside the region's mapping.
+        .map(|r| unsafe { r.host.add((gpa - r.gpa) as usize) })
+        .ok_or(Error::OutsideMemory { gpa, len })
+}
+
+/// Drops the content of the `(gpa, len)` ranges of guest RAM: they read as
+/// zero (or fault, under userfaultfd) until written again.
+pub(crate) fn discard(regions: &[HostRegion], ranges: &[(u64, u64)]) -> Result<(), Error> {
+    let mut iov = Vec::with_capacity(ranges.len());
+    for &(gpa, len) in ranges {
+        iov.push(libc::iovec {
+            iov_base: host_addr(regions, gpa, len)?.cast(),
+            iov_len: len as usize,
+        });
+    }
+    drop_pages(&iov).map_err(Error::DropPages)
+}
+
+/// The parts of `ranges` whose pages are present (mincore, one call per
+/// region over the span the ranges cover), as ranges.
+fn resident_parts(regions: &[HostRegion], ranges: &[(u64, u64)]) -> Result<Vec<(u64, u64)>, Error> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for r in regions {
+        let inside = |&&(gpa, len): &&(u64, u64)| gpa >= r.gpa && gpa + len <= r.gpa + r.len;
+        let (Some(lo), Some(hi)) = (
+            ranges.iter().filter(inside).map(|&(g, _)| g).min(),
+            ranges.iter().filter(inside).map(|&(g, l)| g + l).max(),
+        ) else {
+            continue;
+        };
+        let mut vec = vec![0u8; ((hi - lo) / PAGE_SIZE) as usize];
+        // SAFETY: [lo, hi) lies inside the region's mapping; `vec` has a
+        // byte per page of it.
+        let rc = unsafe {
+            libc::mincore(
+                r.host.add((lo - r.gpa) as usize).cast(),
+                (hi - lo) as usize,
+                vec.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(Error::DropPages(std::io::Error::last_os_error()));
+        }
+        for &(gpa, len) in ranges.iter().filter(inside) {
+            for page in (gpa..gpa + len).step_by(PAGE_SIZE as usize) {
+                if vec[((page - lo) / PAGE_SIZE) as usize] & 1 == 0 {
+                    continue;
+                }
+                match out.last_mut() {
+                    Some((g, l)) if *g + *l == page => *l += PAGE_SIZE,
+                    _ => out.push((page, PAGE_SIZE)),
+                }
+            }
+        }
+    }
+    for &(gpa, len) in ranges {
+        if !regions
+            .iter()
+            .any(|r| gpa >= r.gpa && gpa.saturating_add(len) <= r.gpa + r.len)
+        {
+            return Err(Error::OutsideMemory { gpa, len });
+        }
+    }
+    Ok(out)
+}
+
+/// Ranges per process_madvise call (the kernel's UIO_MAXIOV).
+const IOV_MAX: usize = 1024;
+
+/// Drops `ranges` (inside private anonymous mappings this VM owns): one
+/// process_madvise call per [`IOV_MAX`] ranges, so the kernel flushes the
+/// TLB once per batch, not once per range (thousands of scattered pages at
+/// a hybrid switch: ~3 us each one by one); madvise per range on kernels
+/// that refuse MADV_DONTNEED there (before 6.13).
+fn drop_pages(ranges: &[libc::iovec]) -> std::io::Result<()> {
+    // SAFETY: opens a pidfd for this process; closed below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) } as libc::c_int;
+    let mut rest = ranges;
+    while pidfd >= 0 && !rest.is_empty() {
+        let n = rest.len().min(IOV_MAX);
+        let want: usize = rest[..n].iter().map(|v| v.iov_len).sum();
+        // SAFETY: `n` iovecs describing ranges of our own mappings.
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_process_madvise,
+                pidfd,
+                rest.as_ptr(),
+                n,
+                libc::MADV_DONTNEED,
+                0,
+            )
+        };
+        if done < 0 || done as usize != want {
+            // Not supported here, or cut short: the rest one by one.
+            break;
+        }
+        rest = &rest[n..];
+    }
+    if pidfd >= 0 {
+        // SAFETY: the pidfd opened above.
+        unsafe { libc::close(pidfd) };
+    }
+    for v in rest {
+        // SAFETY: as above; dropping only makes the pages read as missing.
+        if unsafe { libc::madvise(v.iov_base, v.iov_len, libc::MADV_DONTNEED) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 fn uffd_err(op: &'static str) -> impl FnOnce(userfaultfd::Error) -> Error {
     move |source| Error::Userfault { op, source }
 }
@@ -48,8 +164,14 @@ fn uffd_err(op: &'static str) -> impl FnOnce(userfaultfd::Error) -> Error {
 impl Userfault {
     /// Drops the `(gpa, len)` ranges of `memory` (their content is stale)
     /// and registers all of guest RAM for missing-page faults. Call with
-    /// the vCPUs stopped.
-    pub fn start(memory: &GuestMemoryMmap, drop: &[(u64, u64)]) -> Result<Userfault, Error> {
+    /// the vCPUs stopped. With `resident_only`, only the pages of `drop`
+    /// that are present are dropped (most were discarded already, see
+    /// [`discard`]); those absent fault from now on anyway.
+    pub fn start(
+        memory: &GuestMemoryMmap,
+        drop: &[(u64, u64)],
+        resident_only: bool,
+    ) -> Result<Userfault, Error> {
         let regions = host_regions(memory);
         let uffd = builder().create().map_err(uffd_err("create"))?;
         let uf = Userfault {
@@ -66,27 +188,26 @@ impl Userfault {
                 .register(r.host.cast(), r.len as usize)
                 .map_err(uffd_err("register"))?;
         }
-        for &(gpa, len) in drop {
-            let host = uf.host(gpa, len)?;
-            // SAFETY: the range lies inside a private anonymous mapping the
-            // VM owns; dropping it only makes the pages read as missing.
-            let r = unsafe { libc::madvise(host.cast(), len as usize, libc::MADV_DONTNEED) };
-            if r != 0 {
-                return Err(Error::DropPages(std::io::Error::last_os_error()));
-            }
-        }
+        // Residency is read after registering: from then on nothing can
+        // make an absent page present behind our back.
+        let t0 = std::time::Instant::now();
+        let resident;
+        let drop = if resident_only {
+            resident = resident_parts(&uf.regions, drop)?;
+            &resident[..]
+        } else {
+            drop
+        };
+        let t1 = t0.elapsed();
+        discard(&uf.regions, drop)?;
+        tracing::debug!(ranges = drop.len(), residency = ?t1, took = ?t0.elapsed(), "post-copy drop");
         uf.registered.store(true, Ordering::SeqCst);
         Ok(uf)
     }
 
     /// The host address of `[gpa, gpa + len)`, which must lie in one region.
     fn host(&self, gpa: u64, len: u64) -> Result<*mut u8, Error> {
-        self.regions
-            .iter()
-            .find(|r| gpa >= r.gpa && gpa.saturating_add(len) <= r.gpa + r.len)
-            // SAFETY: the offset stays inside the region's mapping.
-            .map(|r| unsafe { r.host.add((gpa - r.gpa) as usize) })
-            .ok_or(Error::OutsideMemory { gpa, len })
+        host_addr(&self.regions, gpa, len)
     }
 
     /// The guest-physical page holding host address `addr`.
@@ -238,7 +359,7 @@ mod tests {
         assert!(available(), "userfaultfd is needed here (root)");
         let mem = crate::memory::allocate(&[(0, 1 << 20)]).unwrap();
         mem.write_slice(&[7u8; 8192], GuestAddress(0)).unwrap();
-        let uf = Arc::new(Userfault::start(&mem, &[(0x1000, 0x1000)]).unwrap());
+        let uf = Arc::new(Userfault::start(&mem, &[(0x1000, 0x1000)], false).unwrap());
         assert!(uf.is_present(0).unwrap());
         assert!(!uf.is_present(0x1000).unwrap());
         let reader = {
@@ -268,6 +389,29 @@ mod tests {
         assert_eq!(z, 0);
         assert!(matches!(
             uf.install(1 << 30, &[0; 4096]),
+            Err(Error::OutsideMemory { .. })
+        ));
+    }
+
+    /// Pages discarded earlier stay absent; present ones of the set are
+    /// dropped; pages outside it are kept, also with `resident_only`.
+    #[test]
+    fn resident_only_drops_what_is_present_and_keeps_the_rest() {
+        let mem = crate::memory::allocate(&[(0, 1 << 20)]).unwrap();
+        mem.write_slice(&[7u8; 4 * 4096], GuestAddress(0)).unwrap();
+        let regions = host_regions(&mem);
+        // Pages 1 and 2 are stale; the destination forgot page 2 already.
+        discard(&regions, &[(0x2000, 0x1000)]).unwrap();
+        let parts = resident_parts(&regions, &[(0x1000, 0x2000), (0x9000, 0x1000)]).unwrap();
+        assert_eq!(parts, vec![(0x1000, 0x1000)]);
+        let uf = Userfault::start(&mem, &[(0x1000, 0x2000)], true).unwrap();
+        assert!(uf.is_present(0).unwrap());
+        assert!(uf.is_present(0x3000).unwrap());
+        assert!(!uf.is_present(0x1000).unwrap());
+        assert!(!uf.is_present(0x2000).unwrap());
+        uf.finish().unwrap();
+        assert!(matches!(
+            discard(&regions, &[(1 << 30, 0x1000)]),
             Err(Error::OutsideMemory { .. })
         ));
     }

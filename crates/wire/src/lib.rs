@@ -30,8 +30,8 @@ pub use message::{
     Accept, Capabilities, Drain, HANDSHAKE_MAX_PAYLOAD, HELLO_MAGIC, Hello, LeaseGrant,
     LeaseRequest, MAX_CONFIG_LEN, MAX_TEXT, Message, MessageReader, MessageWriter, NONCE_LEN,
     PageRequest, PostcopyBegin, PostcopyDone, PostcopyEnd, Reattach, Reattached, Resumed,
-    RoundBegin, RoundEnd, Start, TxnAck, TxnBegin, TxnEnd, TxnPlan, Welcome, handshake_kinds, kind,
-    protocol_kinds,
+    RoundBegin, RoundEnd, Stale, Start, TxnAck, TxnBegin, TxnEnd, TxnPlan, Welcome,
+    handshake_kinds, kind, protocol_kinds,
 };
 /// Re-exported so users of this crate need not depend on vmstate for page records.
 pub use vmstate::record::{MAX_PAGES_PER_RECORD, MAX_ZERO_RUNS_PER_RECORD, PAGE_SIZE, ZeroRuns};

@@ -106,6 +106,7 @@ fn every_message_round_trips() {
     w.reattached(&[0b110, 0]).unwrap();
     w.drain(&Drain { seq: 3 }).unwrap();
     w.drained(&Drain { seq: 3 }).unwrap();
+    w.stale(&[0, 1 << 63, 0b1]).unwrap();
     let written = w.bytes_written();
     assert_eq!(written, buf.len() as u64);
 
@@ -165,6 +166,9 @@ fn every_message_round_trips() {
     );
     assert!(matches!(r.next("").unwrap(), Message::Drain(x) if x.seq == 3));
     assert!(matches!(r.next("").unwrap(), Message::Drained(x) if x.seq == 3));
+    assert!(
+        matches!(r.next("").unwrap(), Message::Stale(x) if x.pages == 2 && x.bitmap.len() == 24 && x.bitmap[15] == 0x80)
+    );
     let e = r.next("waiting for more").unwrap_err();
     assert!(matches!(e, WireError::Closed { .. }));
     assert!(e.to_string().contains("waiting for more"));

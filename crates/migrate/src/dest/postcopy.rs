@@ -19,7 +19,7 @@ use super::faults::{FaultLog, MAX_FAULT_BLOCK_PAGES, SharedBits, fault_loop};
 
 use super::lease::{self, Lease};
 use super::relink::{Relink, resume_link};
-use super::session::{Receiver, SharedWriter, Stage, lock};
+use super::session::{Arrival, Receiver, SharedWriter, Stage, lock};
 use super::txn::{self, Txns};
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
 use crate::error::{MigrateError, VmOp};
@@ -46,7 +46,62 @@ pub(super) struct Switch {
     pub(super) txn_interval: Option<Duration>,
 }
 
+/// A set of pages as the wire carries it (PostcopyBegin, Stale), checked
+/// against the VM's layout: its size, and no page outside guest memory.
+pub(super) fn page_set(
+    bitmap: &[u8],
+    layout: &Arc<PageLayout>,
+    what: &str,
+) -> Result<DirtyBitmap, MigrateError> {
+    let mut set = DirtyBitmap::new(layout);
+    if bitmap.len() != set.words().len() * 8 {
+        return Err(MigrateError::Protocol(format!(
+            "{what} has {} bytes, the VM's page bitmap {}",
+            bitmap.len(),
+            set.words().len() * 8
+        )));
+    }
+    for (w, b) in set.words_mut().iter_mut().zip(bitmap.chunks_exact(8)) {
+        *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    }
+    let mut outside = set.clone();
+    outside.and_not_assign(&DirtyBitmap::full(layout));
+    if !outside.is_empty() {
+        return Err(MigrateError::Protocol(format!(
+            "{what} names pages outside guest memory"
+        )));
+    }
+    Ok(set)
+}
+
 impl<VM: DestinationVm> Receiver<'_, VM> {
+    /// Stale, during pre-copy: the VM forgets these copies now (only a
+    /// destination that accepted post-copy, where it matters, is sent one).
+    pub(super) fn stale(
+        &mut self,
+        s: &wire::Stale<'_>,
+        arrival: &mut Arrival,
+    ) -> Result<(), MigrateError> {
+        if !self.postcopy_accepted {
+            return Err(MigrateError::Protocol(
+                "Stale, but this destination did not accept post-copy".into(),
+            ));
+        }
+        let set = page_set(s.bitmap, &arrival.layout, "the stale set")?;
+        let zeroed = self
+            .vm_mut()?
+            .discard_stale(&set)
+            .map_err(|source| MigrateError::Vm {
+                op: VmOp::DiscardStale,
+                source,
+            })?;
+        if zeroed {
+            // A zero run for one of them need not write it.
+            arrival.written.and_not_assign(&set);
+        }
+        Ok(())
+    }
+
     /// BetweenRounds -> AwaitState: checks the set against the layout, then
     /// drops its pages and intercepts their first touch (the VM is paused).
     pub(super) fn postcopy_begin(
@@ -59,24 +114,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                 "PostcopyBegin, but this destination did not accept post-copy".into(),
             ));
         }
-        let mut missing = DirtyBitmap::new(layout);
-        if b.bitmap.len() != missing.words().len() * 8 {
-            return Err(MigrateError::Protocol(format!(
-                "the post-copy set has {} bytes, the VM's page bitmap {}",
-                b.bitmap.len(),
-                missing.words().len() * 8
-            )));
-        }
-        for (w, b) in missing.words_mut().iter_mut().zip(b.bitmap.chunks_exact(8)) {
-            *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
-        }
-        let mut outside = missing.clone();
-        outside.and_not_assign(&DirtyBitmap::full(layout));
-        if !outside.is_empty() {
-            return Err(MigrateError::Protocol(
-                "the post-copy set names pages outside guest memory".into(),
-            ));
-        }
+        let missing = page_set(b.bitmap, layout, "the post-copy set")?;
         let lease = match b.lease_ns {
             0 => None,
             ns => {
@@ -88,6 +126,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                 Some((Duration::from_nanos(ns), fence))
             }
         };
+        let t0 = Instant::now();
         let memory =
             self.vm_mut()?
                 .start_postcopy(&missing)
@@ -96,6 +135,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                     source,
                 })?;
         self.report.postcopy_pages = missing.count();
+        tracing::debug!(pages = missing.count(), took = ?t0.elapsed(), "post-copy memory armed");
         Ok(Switch {
             received: SharedBits::new(layout.index_len()),
             received_count: AtomicU64::new(0),
@@ -132,7 +172,10 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                 let vm = self.vm_mut()?.transactions().ok_or_else(|| {
                     MigrateError::Protocol("this VM cannot send transactions".into())
                 })?;
-                Some(Txns::begin(vm, interval, layout)?)
+                let t0 = Instant::now();
+                let t = Txns::begin(vm, interval, layout)?;
+                tracing::debug!(took = ?t0.elapsed(), "transactions begun");
+                Some(t)
             }
             None => None,
         };

@@ -35,6 +35,9 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                         self.zero_run(gpa, count, arrival)?;
                     }
                 }
+                (Message::Stale(st), Stage::InRound { .. } | Stage::BetweenRounds) => {
+                    self.stale(&st, arrival)?
+                }
                 (Message::RoundEnd(e), Stage::InRound { round, last }) => {
                     self.round_end(&e, round, last, arrival)?
                 }

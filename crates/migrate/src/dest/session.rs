@@ -26,8 +26,9 @@ use crate::vm::{DestinationVm, VmFactory};
 ///       | earlier round                           | RoundEnd(n)
 ///       v                                         |
 ///   InRound { n, last: false } -------------------+
-///       ^    | Pages, ZeroPages: written into guest memory
-///       +----+
+///       ^    | Pages, ZeroPages: written into guest memory;
+///       +----+ Stale(set), if we accepted post-copy: forget those
+///              copies (also BetweenRounds)
 ///
 ///   BetweenRounds ------------------------------------+
 ///       | RoundBegin(n, FINAL)                         | PostcopyBegin(set), if we

@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmstate::{VmConfig, VmState};
 
 use super::fake_err;
 use super::postcopy::{FakePostcopy, toucher};
-use crate::bitmap::{DirtyBitmap, PageLayout};
+use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
 use crate::vm::{DestinationVm, Fence, PostcopyMemory, VmError, VmFactory};
 
 /// What happened to destination VMs.
@@ -26,6 +26,9 @@ pub struct DestLog {
     pub state_token: Option<Vec<u8>>,
     /// Pages the VM ran without at the switch to post-copy.
     pub postcopy_pages: u64,
+    /// Pages the source called stale during pre-copy (zeroed, as the VMM
+    /// does: one never sent again shows in the memory).
+    pub stale_pages: u64,
     /// Touches of absent pages by the fake guest after resume.
     pub postcopy_waits: u64,
     /// Times a lapsed post-copy lease fenced the VM, and times a grant
@@ -176,6 +179,19 @@ impl DestinationVm for FakeDestVm {
 
     fn supports_postcopy(&self) -> bool {
         !self.no_postcopy
+    }
+
+    fn discard_stale(&mut self, stale: &DirtyBitmap) -> Result<bool, VmError> {
+        let zero = [0u8; PAGE_SIZE as usize];
+        for i in stale.iter() {
+            let gpa = self.layout.gpa_of(i).ok_or("stale page outside memory")?;
+            self.memory.write_slice(&zero, GuestAddress(gpa))?;
+        }
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stale_pages += stale.count();
+        Ok(true)
     }
 
     fn start_postcopy(

@@ -91,6 +91,10 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) postcopy_offered: bool,
     /// The session negotiated Drain (version 2, both sides).
     pub(super) drain: bool,
+    /// Each round's dirtied pages go to the destination as a Stale: the
+    /// destination accepted post-copy and understands it, and this
+    /// migration is expected to switch to post-copy.
+    pub(super) stale: bool,
     /// The operator's request to switch to post-copy now.
     pub(super) switch: PostcopySwitch,
     /// After a switch to post-copy: the pages the destination must fetch.
@@ -156,6 +160,7 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             forced: opts.strategy.switchover(),
             postcopy_offered: session.capabilities.contains(Capabilities::POSTCOPY),
             drain: session.capabilities.contains(Capabilities::DRAIN),
+            stale: session.capabilities.contains(Capabilities::STALE),
             switch: opts.postcopy_switch.clone(),
             postcopy: None,
             lease: opts.lease,
@@ -232,12 +237,33 @@ impl<V: SourceVm> Engine<'_, V> {
         };
         self.enter(Phase::Iterative);
         let (round, switchover) = self.iterate(strategy, &mut pending, &mut hint)?;
+        if matches!(switchover, Switchover::Postcopy(_)) {
+            self.stale_before_pause(&mut pending)?;
+        }
         self.drain_stream()?;
         match switchover {
             Switchover::StopAndCopy => self.stop_and_copy(round, pending, hint)?,
             Switchover::Postcopy(why) => self.switch_to_postcopy(pending, hint, why)?,
         }
         self.transfer_state()
+    }
+
+    /// Just before a switch to post-copy: what was dirtied since the last
+    /// round joins the pending set and goes to the destination as Stale,
+    /// which the drain then waits for, so the pause drops only what the
+    /// guest dirties in the last moments (docs/PROTOCOL.md, "Stale").
+    fn stale_before_pause(&mut self, pending: &mut DirtyBitmap) -> Result<(), MigrateError> {
+        if !self.stale {
+            return Ok(());
+        }
+        let mut fresh = DirtyBitmap::new(&self.layout);
+        self.vm
+            .harvest_dirty(&mut fresh)
+            .map_err(Self::vm_err(VmOp::HarvestDirty))?;
+        pending.or_assign(&fresh);
+        self.w
+            .stale(fresh.words())
+            .map_err(self.wire_err("sending Stale"))
     }
 
     /// Waits, the VM still running, until the destination has applied
@@ -286,6 +312,7 @@ impl<V: SourceVm> Engine<'_, V> {
                 self.switch.set_available(can);
                 let needed = matches!(self.forced, Decision::Postcopy)
                     || self.on_timeout == OnTimeout::Postcopy;
+                self.stale &= can && needed;
                 if needed && !can {
                     return Err(PostcopyRefused.into());
                 }

@@ -256,6 +256,12 @@ impl<V: SourceVm> Engine<'_, V> {
             self.vm
                 .harvest_dirty(&mut r.dirtied)
                 .map_err(Self::vm_err(VmOp::HarvestDirty))?;
+            if self.stale {
+                // All of these are pending next round: the copies there are old.
+                self.w
+                    .stale(r.dirtied.words())
+                    .map_err(self.wire_err("sending pages"))?;
+            }
         }
         self.w
             .round_end(&RoundEnd {

@@ -51,8 +51,12 @@ fn postcopy_and_hybrid_deliver_identical_memory_while_the_guest_faults() {
             assert!(p.fault_p50_ms.is_some() && p.fault_p99_ms.is_some(), "{r}");
             // No rounds, so no dirty log to slow the guest before the switch.
             assert!(!vm.calls.contains(&"start_dirty_log"), "{:?}", vm.calls);
+            assert_eq!(log.stale_pages, 0, "no rounds, nothing stale: {log:?}");
         } else {
             assert!(r.rounds >= 2, "hybrid runs pre-copy rounds first: {r}");
+            // The copies the rounds made stale were forgotten before the
+            // pause; identical memory shows each came again.
+            assert!(log.stale_pages > 0, "{log:?}");
         }
         assert!(r.bytes_received > 0);
         let text = r.to_string();
@@ -61,6 +65,22 @@ fn postcopy_and_hybrid_deliver_identical_memory_while_the_guest_faults() {
             "{text}"
         );
     }
+}
+
+#[test]
+fn hybrid_to_a_destination_without_stale_sends_none_and_succeeds() {
+    let mut vm = FakeVm::new(busy_spec(16)).unwrap();
+    assert!(vm.wait_for_writes(100, Duration::from_secs(5)));
+    let factory = faulting_factory();
+    let mut dopts = dest_opts(1 << 30);
+    dopts.offer.capabilities =
+        wire::Capabilities(wire::Capabilities::SUPPORTED.0 & !wire::Capabilities::STALE.0);
+    let mut opts = source_opts("hybrid");
+    opts.link_bandwidth = Some(Bandwidth::parse("200Mbit").unwrap());
+    let (res, d) = run(&mut vm, opts, factory.clone(), dopts, None);
+    let r = check_success(&vm, res, d, &factory);
+    assert!(r.postcopy.is_some(), "{r}");
+    assert_eq!(factory.log().stale_pages, 0);
 }
 
 #[test]

@@ -407,14 +407,31 @@ impl Vm {
         self.shared.throttle.fraction()
     }
 
+    /// Forgets the content of the `(gpa, len)` ranges (they read as zero
+    /// until written): a destination drops the copies its source says are
+    /// stale while pre-copy goes on. Only while the VM is paused and not in
+    /// post-copy.
+    pub fn discard_pages(&self, ranges: &[(u64, u64)]) -> Result<(), Error> {
+        if self.run_state() != RunState::Paused || self.postcopy.lock().unwrap().is_some() {
+            return Err(Error::DiscardRunning);
+        }
+        crate::postcopy::discard(&crate::memory::host_regions(&self.memory), ranges)
+    }
+
     /// Post-copy: drops the `(gpa, len)` ranges whose content is still to
     /// come and intercepts the first touch of every page not present, until
     /// [`Userfault::finish`]. The VM must be paused (restored, not resumed).
-    pub fn start_postcopy(&self, missing: &[(u64, u64)]) -> Result<Arc<Userfault>, Error> {
+    /// With `resident_only`, pages of `missing` not present (discarded
+    /// before, [`Vm::discard_pages`]) are not dropped again.
+    pub fn start_postcopy(
+        &self,
+        missing: &[(u64, u64)],
+        resident_only: bool,
+    ) -> Result<Arc<Userfault>, Error> {
         if self.run_state() != RunState::Paused {
             return Err(Error::PostcopyNotPaused);
         }
-        let uf = Arc::new(Userfault::start(&self.memory, missing)?);
+        let uf = Arc::new(Userfault::start(&self.memory, missing, resident_only)?);
         *self.postcopy.lock().unwrap() = Some(Arc::clone(&uf));
         Ok(uf)
     }

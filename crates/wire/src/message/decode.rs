@@ -7,8 +7,8 @@ use vmstate::record::{self, Record};
 use super::{
     Accept, Capabilities, Drain, HELLO_MAGIC, Hello, LeaseGrant, LeaseRequest, MAX_CONFIG_LEN,
     MAX_TEXT, Message, NONCE_LEN, PageRequest, PostcopyBegin, PostcopyDone, PostcopyEnd, Reattach,
-    Reattached, Resumed, RoundBegin, RoundEnd, Start, TxnAck, TxnBegin, TxnEnd, TxnPlan, Welcome,
-    kind,
+    Reattached, Resumed, RoundBegin, RoundEnd, Stale, Start, TxnAck, TxnBegin, TxnEnd, TxnPlan,
+    Welcome, kind,
 };
 use crate::abort::{Abort, AbortCode};
 use crate::error::WireError;
@@ -74,6 +74,10 @@ impl<'a> Message<'a> {
             }),
             kind::DRAIN => Message::Drain(Drain { seq: c.u64()? }),
             kind::DRAINED => Message::Drained(Drain { seq: c.u64()? }),
+            kind::STALE => {
+                let (pages, bitmap) = decode_bitmap(&mut c)?;
+                Message::Stale(Stale { pages, bitmap })
+            }
             kind::REATTACHED => {
                 let (pages, bitmap) = decode_bitmap(&mut c)?;
                 Message::Reattached(Reattached { pages, bitmap })

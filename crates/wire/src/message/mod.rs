@@ -19,7 +19,7 @@ pub use writer::MessageWriter;
 /// (protocol version 2, capability [`Capabilities::POSTCOPY`]; 0x54-0x55
 /// its lease, 0x56-0x57 its reconnection, 0x58-0x5b its transaction
 /// synchronization); 0x5c-0x5f are set aside for several streams and
-/// compression (docs/PROTOCOL.md); 0x60-0xff are free.
+/// compression (docs/PROTOCOL.md); 0x60 is Stale; 0x61-0xff are free.
 pub mod kind {
     pub const HELLO: u8 = 0x40;
     pub const WELCOME: u8 = 0x41;
@@ -48,6 +48,7 @@ pub mod kind {
     pub const TXN_ACK: u8 = 0x5b;
     pub const DRAIN: u8 = 0x5e;
     pub const DRAINED: u8 = 0x5f;
+    pub const STALE: u8 = 0x60;
 }
 
 /// First bytes of every Hello: lets a destination tell a Ferry source from
@@ -88,8 +89,14 @@ impl Capabilities {
     /// sent before it (version 2 on): the source pauses the VM only when
     /// the stream has no backlog, so none of it counts as downtime.
     pub const DRAIN: Capabilities = Capabilities(1 << 3);
+    /// The source announces each pre-copy round's dirtied pages in a
+    /// [`Stale`] (version 2 on): the destination drops its old copies while
+    /// the VM still runs on the source, so a switch to post-copy drops
+    /// almost nothing in the pause.
+    pub const STALE: Capabilities = Capabilities(1 << 4);
     /// What this implementation supports.
-    pub const SUPPORTED: Capabilities = Capabilities(Self::POSTCOPY.0 | Self::DRAIN.0);
+    pub const SUPPORTED: Capabilities =
+        Capabilities(Self::POSTCOPY.0 | Self::DRAIN.0 | Self::STALE.0);
 
     /// The capabilities protocol `version` defines, out of `self`: a
     /// version-1 session has none, whatever the bits say.
@@ -396,6 +403,18 @@ pub enum Message<'a> {
     TxnAck(TxnAck),
     Drain(Drain),
     Drained(Drain),
+    Stale(Stale<'a>),
+}
+
+/// Source -> destination during pre-copy ([`Capabilities::STALE`]): these
+/// pages were dirtied after their last send, so the destination's copies
+/// are stale; each is sent again before the VM switches over (or is in the
+/// post-copy set). A bitmap like PostcopyBegin's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stale<'a> {
+    /// Bits set in `bitmap`.
+    pub pages: u64,
+    pub bitmap: &'a [u8],
 }
 
 /// Source -> destination: answer with [`Message::Drained`] and the same
@@ -439,6 +458,7 @@ impl Message<'_> {
             Message::TxnEnd(_) => "TxnEnd",
             Message::TxnAck(_) => "TxnAck",
             Message::Drain(_) => "Drain",
+            Message::Stale(_) => "Stale",
             Message::Drained(_) => "Drained",
         }
     }
@@ -487,4 +507,5 @@ pub fn protocol_kinds() -> Kinds {
         .with(kind::TXN_ACK, "TxnAck")
         .with(kind::DRAIN, "Drain")
         .with(kind::DRAINED, "Drained")
+        .with(kind::STALE, "Stale")
 }

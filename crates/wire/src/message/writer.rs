@@ -149,12 +149,21 @@ impl<W: Write> MessageWriter<W> {
     /// The answer to Reattach: `words` is the bitmap of the set's pages
     /// held here (its set bits are counted here).
     pub fn reattached(&mut self, words: &[u64]) -> Result<(), WireError> {
+        self.counted_bitmap(kind::REATTACHED, words)
+    }
+
+    pub fn stale(&mut self, words: &[u64]) -> Result<(), WireError> {
+        self.counted_bitmap(kind::STALE, words)
+    }
+
+    /// A message that is a page count and the bitmap it counts.
+    fn counted_bitmap(&mut self, kind: u8, words: &[u64]) -> Result<(), WireError> {
         let pages: u64 = words.iter().map(|w| u64::from(w.count_ones())).sum();
         let mut bitmap = Vec::with_capacity(words.len() * 8);
         for w in words {
             bitmap.extend_from_slice(&w.to_le_bytes());
         }
-        self.frame(kind::REATTACHED, &[&pages.to_le_bytes(), &bitmap])
+        self.frame(kind, &[&pages.to_le_bytes(), &bitmap])
     }
 
     pub fn txn_plan(&mut self, p: &TxnPlan) -> Result<(), WireError> {
