@@ -32,7 +32,9 @@ use crate::status;
 use worker::Shared;
 
 /// The interval the sampler aims at between two samples (of all its
-/// threads together).
+/// threads together). Each sample preempts a vCPU, which costs a kvm-pvm
+/// vCPU a full exit: at 25 us the preemptions stalled guests for tens of
+/// milliseconds (docs/MIGRATION.md, "The sampler must not disturb").
 pub const PERIOD: Duration = Duration::from_micros(100);
 /// At most this many sampling threads, each on its own CPU.
 pub const MAX_THREADS: usize = 2;
