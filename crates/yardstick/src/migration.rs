@@ -252,7 +252,11 @@ impl Qemu {
         let version = self.qmp().qemu_version().to_string();
         self.set_migration_parameters(destination, params)?;
         let probe = if params.sample_guest {
-            Some(Probe::start(self, destination)?)
+            let p = Probe::start(self)?;
+            if !params.postcopy {
+                p.attach(destination)?;
+            }
+            Some(p)
         } else {
             None
         };
@@ -266,7 +270,14 @@ impl Qemu {
             info,
             polls,
             timed_out,
-        } = self.poll_migration(params, started)?;
+        } = self.poll_migration(
+            params,
+            started,
+            probe
+                .as_ref()
+                .filter(|_| params.postcopy)
+                .map(|p| (p, &mut *destination)),
+        )?;
         let wall_time_ms = started.elapsed().as_secs_f64() * 1e3;
         let status = info["status"].as_str().unwrap_or("");
         let outcome = match status {
@@ -358,15 +369,30 @@ impl Qemu {
     }
 
     /// Polls `query-migrate` until the migration ended, cancelling it after
-    /// `params.timeout`.
+    /// `params.timeout`. With `late`, attaches the probe to the destination
+    /// once that is `postcopy-active` (polling it every millisecond until
+    /// then).
     fn poll_migration(
         &mut self,
         params: &MigrationParams,
         started: Instant,
+        mut late: Option<(&Probe, &mut Qemu)>,
     ) -> Result<Polled, Error> {
         let mut timed_out = false;
         let mut polls: Vec<(u64, u64, f64)> = Vec::new();
+        let mut next_poll = Instant::now();
         loop {
+            if let Some((probe, dst)) = late.as_mut() {
+                let info = dst.qmp().execute("query-migrate", None)?;
+                if info["status"].as_str() == Some("postcopy-active") {
+                    probe.attach(dst)?;
+                    late = None;
+                } else if Instant::now() < next_poll {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+            }
+            next_poll = Instant::now() + params.poll_interval;
             let info = self.qmp().execute("query-migrate", None)?;
             if let Some(ram) = info.get("ram") {
                 polls.push((
@@ -420,7 +446,11 @@ impl Qemu {
                     ),
                 });
             }
-            std::thread::sleep(params.poll_interval);
+            std::thread::sleep(if late.is_some() {
+                Duration::from_millis(1)
+            } else {
+                params.poll_interval
+            });
         }
     }
 

@@ -32,11 +32,20 @@ fn status_source(q: &mut Qemu) -> Result<Box<dyn StatusSource>, Error> {
 impl Probe {
     /// Starts sampling both QEMUs' guests (the source's must run a Ferry
     /// guest program that published its status page).
-    pub fn start(source: &mut Qemu, destination: &mut Qemu) -> Result<Probe, Error> {
+    pub fn start(source: &mut Qemu) -> Result<Probe, Error> {
         let sampler = Sampler::start(status_source(source)?)
             .map_err(|e| Error::Config(format!("cannot sample the source guest: {e}")))?;
-        sampler.attach_destination(status_source(destination)?);
         Ok(Probe(sampler))
+    }
+
+    /// Starts reading the destination's guest too. For a post-copy, only
+    /// once the destination is `postcopy-active`: QEMU 7.2 drops a page and
+    /// only then registers it with userfaultfd, and a read in between
+    /// makes it present, after which installing its content fails and the
+    /// migration pauses.
+    pub fn attach(&self, destination: &mut Qemu) -> Result<(), Error> {
+        self.0.attach_destination(status_source(destination)?);
+        Ok(())
     }
 
     /// After the migration: for a completed one, waits until the guest ran
