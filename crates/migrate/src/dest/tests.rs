@@ -206,3 +206,50 @@ fn a_switch_out_of_order_or_malformed_is_refused() {
     let e = receive(&s, &factory).unwrap_err().to_string();
     assert!(e.contains("did not accept post-copy"), "{e}");
 }
+
+#[test]
+fn a_stale_set_is_checked_like_the_post_copy_set() {
+    let start = |w: &mut MessageWriter<&mut Vec<u8>>| {
+        w.start(&Start {
+            migration_id: ID,
+            page_size: 4096,
+            flags: 0,
+            config: config(),
+        })
+        .unwrap()
+    };
+    let e = refused(|w| {
+        start(w);
+        w.stale(&[0; 5]).unwrap();
+    });
+    assert!(e.contains("the stale set has 40 bytes"), "{e}");
+    // A destination that did not accept post-copy is never sent one.
+    let factory = FakeFactory {
+        no_postcopy: true,
+        ..FakeFactory::default()
+    };
+    let s = stream(|w| {
+        start(w);
+        w.stale(&[1, 0, 0, 0]).unwrap();
+    });
+    let e = receive(&s, &factory).unwrap_err().to_string();
+    assert!(
+        e.contains("Stale, but this destination did not accept"),
+        "{e}"
+    );
+    // Accepted: the pages are forgotten, inside a round or between rounds.
+    let factory = FakeFactory::default();
+    let s = stream(|w| {
+        start(w);
+        w.stale(&[0b11, 0, 0, 0]).unwrap();
+        w.round_begin(&RoundBegin {
+            round: 1,
+            flags: 0,
+            pages: 1,
+        })
+        .unwrap();
+        w.stale(&[0b100, 0, 0, 0]).unwrap();
+    });
+    let _ = receive(&s, &factory);
+    assert_eq!(factory.log().stale_pages, 3);
+}
