@@ -154,17 +154,19 @@ fn bad_postcopy_input_is_refused_with_one_error() {
     assert!(e.contains("expected post-copy pages, got Commit"), "{e}");
 }
 
+/// Start for a running VM of [`config`].
+fn start(w: &mut MessageWriter<&mut Vec<u8>>) {
+    w.start(&Start {
+        migration_id: ID,
+        page_size: 4096,
+        flags: 0,
+        config: config(),
+    })
+    .unwrap()
+}
+
 #[test]
 fn a_switch_out_of_order_or_malformed_is_refused() {
-    let start = |w: &mut MessageWriter<&mut Vec<u8>>| {
-        w.start(&Start {
-            migration_id: ID,
-            page_size: 4096,
-            flags: 0,
-            config: config(),
-        })
-        .unwrap()
-    };
     // Inside a round.
     let e = refused(|w| {
         start(w);
@@ -209,15 +211,6 @@ fn a_switch_out_of_order_or_malformed_is_refused() {
 
 #[test]
 fn a_stale_set_is_checked_like_the_post_copy_set() {
-    let start = |w: &mut MessageWriter<&mut Vec<u8>>| {
-        w.start(&Start {
-            migration_id: ID,
-            page_size: 4096,
-            flags: 0,
-            config: config(),
-        })
-        .unwrap()
-    };
     let e = refused(|w| {
         start(w);
         w.stale(&[0; 5]).unwrap();
