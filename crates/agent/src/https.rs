@@ -1,12 +1,13 @@
 //! `/metrics` behind mutual TLS, for a host with certificates: a scraper
-//! must show a certificate of the cluster CA (docs/SECURITY.md). One
-//! connection at a time, each bounded by a deadline: a scrape is small and
-//! rare, and a peer that stalls holds nothing but its own few seconds.
+//! must show a certificate of the cluster CA (docs/SECURITY.md). Each
+//! connection on a thread of its own, at most [`MAX_CONNECTIONS`] at once
+//! and each bounded by a deadline: a peer that stalls holds one slot for a
+//! few seconds, never the scrapes of others.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,8 @@ use crate::metrics::Metrics;
 const DEADLINE: Duration = Duration::from_secs(5);
 /// Largest request head read.
 const MAX_HEAD: usize = 8 << 10;
+/// Connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 8;
 /// How often the accept loop looks at its stop flag.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -36,14 +39,31 @@ impl HttpsServer {
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
+        let creds = Arc::new(creds);
+        let busy = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new()
             .name("metrics-tls".into())
             .spawn(move || {
                 while !s.load(Ordering::SeqCst) {
                     match listener.accept() {
                         Ok((tcp, peer)) => {
-                            if let Err(e) = serve(tcp, &creds, &metrics) {
-                                tracing::warn!(%peer, "metrics: refused peer: {e}");
+                            if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                                busy.fetch_sub(1, Ordering::SeqCst);
+                                tracing::warn!(%peer, "metrics: {MAX_CONNECTIONS} connections open already, closed");
+                                continue;
+                            }
+                            let (c, m, b) = (creds.clone(), metrics.clone(), busy.clone());
+                            let spawned = std::thread::Builder::new()
+                                .name("metrics-conn".into())
+                                .spawn(move || {
+                                    if let Err(e) = serve(tcp, &c, &m) {
+                                        tracing::warn!(%peer, "metrics: refused peer: {e}");
+                                    }
+                                    b.fetch_sub(1, Ordering::SeqCst);
+                                });
+                            if let Err(e) = spawned {
+                                busy.fetch_sub(1, Ordering::SeqCst);
+                                tracing::warn!(%peer, "metrics: no thread for the connection: {e}");
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
@@ -141,5 +161,10 @@ mod tests {
         let mut out = Vec::new();
         let _ = tcp.read_to_end(&mut out);
         assert!(!String::from_utf8_lossy(&out).contains("ferry_"));
+        // A peer that connects and says nothing does not hold up others.
+        let _silent = TcpStream::connect(server.addr).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let answer = get(server.addr, &load("ours/scraper")).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
     }
 }
