@@ -257,6 +257,8 @@ impl Agent {
                 .tls_dir
                 .as_ref()
                 .map(|d| d.display().to_string()),
+            // The destination must prove it is the host the order names.
+            tls_name: self.config.tls_dir.as_ref().map(|_| order.to.clone()),
             ..MigrateRequest::default()
         };
         let body = match serde_json::to_value(&req) {

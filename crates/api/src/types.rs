@@ -163,6 +163,10 @@ pub struct MigrateRequest {
     /// (`ferry pki init`): the migration runs inside mutual TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_dir: Option<String>,
+    /// With `tls_dir`: the destination's host name, which its certificate
+    /// must be issued for (otherwise any member of the cluster may answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_name: Option<String>,
 }
 
 /// `GET /api/v1/ping`: the process is up and its API answers.

@@ -118,6 +118,7 @@ fn bodies_have_the_documented_fields() {
             sync_interval_ms: Some(100),
             secret_file: Some("/s".into()),
             tls_dir: Some("/t".into()),
+            tls_name: Some("dst".into()),
         },
     );
     assert_same(&doc, "MigrationStarted", &MigrationStarted::default());

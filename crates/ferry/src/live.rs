@@ -83,6 +83,11 @@ pub struct MigrateArgs {
     /// destination must have `--tls-dir` too).
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// With --tls-dir: the destination's host name; its certificate must be
+    /// issued for it (`ferry pki init --hosts`), not just by the cluster CA,
+    /// so no other member can answer in its place.
+    #[arg(long, value_name = "HOST", requires = "tls_dir")]
+    pub tls_name: Option<String>,
     /// Print the report as JSON (no progress bar).
     #[arg(long)]
     pub json: bool,
@@ -180,8 +185,12 @@ pub fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
     );
     if let Some(d) = &args.tls_dir {
         // Checked here for a clear error; the source process loads it.
-        tls::Credentials::load(d)?;
+        let creds = tls::Credentials::load(d)?;
+        if let Some(host) = &args.tls_name {
+            creds.expecting(host)?;
+        }
         req.tls_dir = Some(std::path::absolute(d)?.display().to_string());
+        req.tls_name = args.tls_name.clone();
     }
     let client = Client::new(&args.api);
     let probe = args

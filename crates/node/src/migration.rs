@@ -273,12 +273,18 @@ pub fn options(req: &MigrateRequest) -> Result<SourceOptions, StartError> {
         invalid(&"a migration secret is required: give secret_file (--secret-file)")
     })?;
     let secret = Secret::from_file(Path::new(secret_path)).map_err(|e| invalid(&e))?;
-    let tls = req
+    let mut tls = req
         .tls_dir
         .as_deref()
         .map(|d| tls::Credentials::load(Path::new(d)))
         .transpose()
         .map_err(|e| invalid(&e))?;
+    if let Some(host) = &req.tls_name {
+        let creds = tls
+            .as_ref()
+            .ok_or_else(|| invalid(&"tls_name needs tls_dir (--tls-name needs --tls-dir)"))?;
+        tls = Some(creds.expecting(host).map_err(|e| invalid(&e))?);
+    }
     let mut opts = SourceOptions::new(secret, strategy);
     opts.tls = tls;
     opts.max_bandwidth = max_bandwidth;

@@ -48,6 +48,11 @@ pub(crate) fn tls_io(e: rustls::Error) -> io::Error {
     use rustls::Error as E;
     let msg = match &e {
         E::NoCertificatesPresented => "the peer presented no certificate".to_string(),
+        E::InvalidCertificate(rustls::CertificateError::NotValidForName)
+        | E::InvalidCertificate(rustls::CertificateError::NotValidForNameContext { .. }) => {
+            "the peer's certificate is not for the host expected (another member answered)"
+                .to_string()
+        }
         E::InvalidCertificate(c) => {
             format!("the peer's certificate is not valid for this cluster ({c:?})")
         }

@@ -20,9 +20,10 @@ use crate::error::TlsError;
 use crate::pki::{CA_CERT, CERT, KEY};
 use crate::verify::ClusterVerifier;
 
-/// The name a client puts in its handshake: no SNI is sent and the server
-/// certificate is not matched against it ([`crate::verify`]).
-const SERVER_NAME: &str = "ferry";
+/// The name a client puts in its handshake when it expects any member: no
+/// SNI is sent and the server certificate is not matched against it
+/// ([`crate::verify`]). `pki` never issues it (it has dots).
+pub(crate) const ANY_MEMBER: &str = "member.ferry.invalid";
 
 /// This host's TLS identity and the cluster CA, ready to connect and
 /// accept (`--tls-dir`). Cheap to clone.
@@ -31,12 +32,16 @@ pub struct Credentials {
     dir: PathBuf,
     client: Arc<ClientConfig>,
     server: Arc<ServerConfig>,
+    /// The host whose certificate a connection must show (see
+    /// [`Credentials::expecting`]); `None`: any member of the cluster.
+    peer: Option<ServerName<'static>>,
 }
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
             .field("dir", &self.dir)
+            .field("peer", &self.peer)
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +96,7 @@ impl Credentials {
             dir: dir.to_path_buf(),
             client: Arc::new(client),
             server: Arc::new(server),
+            peer: None,
         })
     }
 
@@ -105,10 +111,29 @@ impl Credentials {
         Arc::clone(&self.server)
     }
 
+    /// The same credentials, for connecting to `host` only: the server's
+    /// certificate must also be issued for that name (as `pki init` issues
+    /// each host's). How a source makes sure the destination an order
+    /// names is the one that answers, not another member.
+    pub fn expecting(&self, host: &str) -> Result<Credentials, TlsError> {
+        let name = ServerName::try_from(host.to_string())
+            .ok()
+            .filter(|n| matches!(n, ServerName::DnsName(_)) && host != ANY_MEMBER)
+            .ok_or_else(|| TlsError::HostName(host.to_string()))?;
+        Ok(Credentials {
+            peer: Some(name),
+            ..self.clone()
+        })
+    }
+
     /// Runs the client end of the handshake on `tcp`, which must be done by
-    /// `deadline`. Fails if the server's certificate is not the cluster's.
+    /// `deadline`. Fails if the server's certificate is not the cluster's
+    /// (or not the expected host's, [`Credentials::expecting`]).
     pub fn connect(&self, tcp: TcpStream, deadline: Instant) -> io::Result<Conn> {
-        let name = ServerName::try_from(SERVER_NAME).expect("a valid DNS name");
+        let name = self
+            .peer
+            .clone()
+            .unwrap_or_else(|| ServerName::try_from(ANY_MEMBER).expect("a valid DNS name"));
         let c =
             ClientConnection::new(Arc::clone(&self.client), name).map_err(crate::conn::tls_io)?;
         Conn::handshake(tcp, c.into(), deadline)

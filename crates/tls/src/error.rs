@@ -27,6 +27,8 @@ pub enum TlsError {
     Pem { path: PathBuf, what: &'static str },
     #[error("'{name}' is not a valid host name: {why}")]
     BadHost { name: String, why: &'static str },
+    #[error("'{0}' is not a host name a certificate can be checked against")]
+    HostName(String),
     #[error("no host names given")]
     NoHosts,
     #[error("host '{0}' is given twice")]

@@ -1,17 +1,20 @@
 //! The client's check of a server certificate: it must chain to the cluster
-//! CA and be valid now. Unlike the web's rule there is no host name to
-//! match: the client dials an address, and every certificate the cluster CA
-//! signed belongs to a member host (the same rule the server applies to
-//! clients).
+//! CA and be valid now. A client that expects any member (the placeholder
+//! name) matches no host name: every certificate the cluster CA signed
+//! belongs to a member host (the rule the server applies to clients). One
+//! that expects a given host (`Credentials::expecting`) also checks the
+//! certificate is that host's.
 
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::verify_server_cert_signed_by_trust_anchor;
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::creds::ANY_MEMBER;
 
 #[derive(Debug)]
 pub(crate) struct ClusterVerifier {
@@ -30,7 +33,7 @@ impl ServerCertVerifier for ClusterVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
@@ -42,6 +45,10 @@ impl ServerCertVerifier for ClusterVerifier {
             now,
             self.algs.all,
         )?;
+        let any = matches!(server_name, ServerName::DnsName(n) if n.as_ref() == ANY_MEMBER);
+        if !any {
+            verify_server_name(&cert, server_name)?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 

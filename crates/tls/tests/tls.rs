@@ -94,6 +94,28 @@ fn try_member(creds: &Credentials) -> impl FnOnce(TcpStream) -> std::io::Result<
 }
 
 #[test]
+fn a_client_expecting_one_host_refuses_another_member() {
+    let d = TempDir::new("tls-names-bound");
+    let creds = cluster(d.path(), &["a", "b", "c"]);
+    // Expecting b, and b answers.
+    let (server, tcp) = serve(creds[1].clone());
+    let client = creds[0].expecting("b").unwrap().connect(tcp, soon());
+    assert!(client.is_ok() && server.join().unwrap().is_ok());
+    // Expecting b, and c answers: a member, but not the one named.
+    let (s, c) = refused(
+        creds[2].clone(),
+        try_member(&creds[0].expecting("b").unwrap()),
+    );
+    assert!(c.contains("not for the host expected"), "{c}");
+    assert!(s.contains("the peer refused the TLS session"), "{s}");
+    // Names no certificate can carry are refused before any connection.
+    for bad in ["", "10.0.0.1", "member.ferry.invalid", "a b"] {
+        let e = creds[0].expecting(bad).unwrap_err();
+        assert!(matches!(e, TlsError::HostName(_)), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn a_certificate_from_another_ca_is_refused_both_ways() {
     let d = TempDir::new("tls-other-ca");
     let ours = cluster(&d.join("ours"), &["a"]);

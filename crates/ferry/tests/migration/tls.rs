@@ -53,15 +53,24 @@ fn migration_runs_inside_mutual_tls_and_strangers_are_refused() {
     dest.wait_refusal(&["TLS"]);
     assert_eq!(dest.state().as_deref(), Some("incoming"));
 
-    // A member of the cluster: the VM moves, its memory intact.
+    // A member expecting another host than the one that answers (a
+    // member too): refused before anything is sent, the VM stays.
     let member = tls_dir(&ours.join("src"));
+    let named = |host: &'static str| [&member[0][..], &member[1][..], "--tls-name", host];
     let mut m = src.start_migrate(
         dir.path(),
-        "tls-member",
+        "tls-wrong-name",
         &dest.addr,
         &secret,
-        &strs(&member),
+        &named("src"),
     );
+    m.assert_failed_with(PATIENCE, &["TLS", "not for the host expected"]);
+    src.assert_running_and_healthy();
+    dest.wait_refusal(&["TLS"]);
+
+    // A member of the cluster, expecting the destination by name: the VM
+    // moves, its memory intact.
+    let mut m = src.start_migrate(dir.path(), "tls-member", &dest.addr, &secret, &named("dst"));
     assert!(m.wait(PATIENCE * 2).success(), "{}", m.stderr_text());
     assert_completed_on(&mut src, &mut dest, &m);
 }
