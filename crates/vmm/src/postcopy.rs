@@ -67,6 +67,9 @@ pub(crate) fn discard(regions: &[HostRegion], ranges: &[(u64, u64)]) -> Result<(
 /// The parts of `ranges` whose pages are present (mincore, one call per
 /// region over the span the ranges cover), as ranges.
 fn resident_parts(regions: &[HostRegion], ranges: &[(u64, u64)]) -> Result<Vec<(u64, u64)>, Error> {
+    for &(gpa, len) in ranges {
+        host_addr(regions, gpa, len)?;
+    }
     let mut out: Vec<(u64, u64)> = Vec::new();
     for r in regions {
         let inside = |&&(gpa, len): &&(u64, u64)| gpa >= r.gpa && gpa + len <= r.gpa + r.len;
@@ -101,14 +104,6 @@ fn resident_parts(regions: &[HostRegion], ranges: &[(u64, u64)]) -> Result<Vec<(
             }
         }
     }
-    for &(gpa, len) in ranges {
-        if !regions
-            .iter()
-            .any(|r| gpa >= r.gpa && gpa.saturating_add(len) <= r.gpa + r.len)
-        {
-            return Err(Error::OutsideMemory { gpa, len });
-        }
-    }
     Ok(out)
 }
 
@@ -119,7 +114,7 @@ const IOV_MAX: usize = 1024;
 /// process_madvise call per [`IOV_MAX`] ranges, so the kernel flushes the
 /// TLB once per batch, not once per range (thousands of scattered pages at
 /// a hybrid switch: ~3 us each one by one); madvise per range on kernels
-/// that refuse MADV_DONTNEED there (before 6.13).
+/// that refuse MADV_DONTNEED there (older than this machine's 6.18).
 fn drop_pages(ranges: &[libc::iovec]) -> std::io::Result<()> {
     // SAFETY: opens a pidfd for this process; closed below.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) } as libc::c_int;
