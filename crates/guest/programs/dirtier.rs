@@ -83,8 +83,13 @@ fn run(cpu: usize) -> ! {
             phase_end = t.saturating_add(rt::ticks(phases[phase].ns));
             pacer.reset();
         }
-        if !phases[phase].busy || len == 0 || stalled || !pacer.take() {
-            core::hint::spin_loop();
+        if !phases[phase].busy || len == 0 || stalled {
+            let last = phase + 1 == phases.len();
+            rt::rest_until(cpu, if last { u64::MAX } else { phase_end });
+            continue;
+        }
+        if !pacer.take() {
+            rt::rest_until(cpu, pacer.next_at());
             continue;
         }
         let i = match p.pattern {

@@ -1,6 +1,7 @@
 //! `idle`: heartbeats and nothing else, so the VM stays almost all zero
 //! pages. Its only state is a few pages written once at boot and verified
-//! periodically (a lost page still shows). Other vCPUs spin (ring 3 cannot halt).
+//! periodically (a lost page still shows). Other vCPUs park; every wait
+//! spins, or sleeps in the VMM with `idle=sleep`.
 
 #![no_std]
 #![no_main]
@@ -27,7 +28,7 @@ fn setup(_boot: &rt::Boot, _p: &Params) {
 
 fn run(cpu: usize) -> ! {
     if cpu != 0 {
-        // Nothing to do or verify: report every round as done and spin.
+        // Nothing to do or verify: report every round as done and park.
         rt::verify_done(cpu, u64::MAX, rt::VerifyResult::EMPTY);
         rt::park();
     }
@@ -43,6 +44,6 @@ fn run(cpu: usize) -> ! {
             }
             rt::verify_done(0, round, r);
         }
-        core::hint::spin_loop();
+        rt::rest_until(0, u64::MAX);
     }
 }

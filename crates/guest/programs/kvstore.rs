@@ -113,7 +113,7 @@ fn run(cpu: usize) -> ! {
             if let Some(round) = rt::verify_due(cpu) {
                 rt::verify_done(cpu, round, rt::VerifyResult::EMPTY);
             }
-            core::hint::spin_loop();
+            rt::rest_until(cpu, u64::MAX);
         }
     }
     let global = |k: usize| (k * threads + cpu) as u64;

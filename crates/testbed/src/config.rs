@@ -82,17 +82,23 @@ impl ClusterConfig {
         vm / VMS_PER_HOST
     }
 
-    /// The `--vm` spec of VM `vm`: the dirtier, whose busy and idle
-    /// phases are staggered across VMs so that the dirty rate (what a
-    /// migration must keep up with) comes and goes.
+    /// How long every VM is idle at the start: the quiet period, in
+    /// which the manager consolidates (a quarter of the run, 8 s to 60 s).
+    pub fn quiet(&self) -> Duration {
+        (self.duration / 4).clamp(Duration::from_secs(8), Duration::from_secs(60))
+    }
+
+    /// The `--vm` spec of VM `vm`: the dirtier, idle in the quiet period,
+    /// then in busy and idle phases staggered across VMs, so that load
+    /// (and the dirty rate a migration must keep up with) comes and goes.
+    /// Its waits sleep in the VMM (`idle=sleep`), so its host's CPU load
+    /// follows its phases; heartbeats are sparse (`hb=100ms`) because
+    /// each serial line costs the host CPU too.
     pub fn vm_spec(&self, vm: usize) -> String {
         let period = (self.duration / 3).clamp(Duration::from_secs(8), Duration::from_secs(120));
         let half = period.as_millis() / 2;
         let offset = period.as_millis() * vm as u128 / self.vms as u128;
-        let mut phases = Vec::new();
-        if offset > 0 {
-            phases.push(format!("idle:{offset}ms"));
-        }
+        let mut phases = vec![format!("idle:{}ms", self.quiet().as_millis() + offset)];
         let mut busy = true;
         while phases.len() < 8 {
             let kind = if busy { "busy" } else { "idle" };
@@ -100,7 +106,7 @@ impl ClusterConfig {
             busy = !busy;
         }
         format!(
-            "vm{}=dirtier,memory={VM_MEMORY},append=ws=8M pattern=hot hot=0.25 rate=4000 phases={}",
+            "vm{}=dirtier,memory={VM_MEMORY},append=ws=8M pattern=hot hot=0.25 rate=4000 idle=sleep hb=100ms phases={}",
             vm + 1,
             phases.join(",")
         )
@@ -155,7 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn vms_start_two_per_host_with_staggered_phases() {
+    fn vms_start_two_per_host_quiet_then_staggered() {
         let c = ClusterConfig {
             hosts: 3,
             vms: 3,
@@ -167,9 +173,11 @@ mod tests {
             first.starts_with("vm1=dirtier,memory=64M,append="),
             "{first}"
         );
-        assert!(first.contains("phases=busy:"), "{first}");
+        assert!(first.contains(" idle=sleep "), "{first}");
+        // Every VM is idle in the quiet period, the later ones longer.
+        assert!(first.contains("phases=idle:10000ms,busy:"), "{first}");
         let second = c.vm_spec(1);
-        assert!(second.contains("phases=idle:"), "{second}");
+        assert!(second.contains("phases=idle:14444ms,busy:"), "{second}");
         for v in 0..3 {
             let s = c.vm_spec(v);
             let phases = s.rsplit_once("phases=").unwrap().1;

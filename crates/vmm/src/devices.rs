@@ -1,8 +1,9 @@
-//! Port I/O devices the VMM emulates: the 16550 UART and the exit port.
+//! Port I/O devices the VMM emulates: the 16550 UART, the exit port and
+//! the idle port.
 
 use std::io;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use vm_superio::serial::{NoEvents, SerialState as SuperioState};
 use vm_superio::{Serial, Trigger};
@@ -13,6 +14,13 @@ use vmstate::{DeviceState, SerialState};
 pub const SERIAL_PORT: u16 = 0x3f8;
 /// QEMU isa-debug-exit compatible exit port.
 pub const EXIT_PORT: u16 = 0xf4;
+/// Ferry's idle port: a 32-bit write of N asks for the vCPU to stay out
+/// of the guest for N µs, at most [`MAX_IDLE`] (a guest in ring 3 cannot
+/// `hlt`). Nothing else claims it on a PC; QEMU ignores it.
+pub const IDLE_PORT: u16 = 0xe0;
+/// Longest time out of the guest one idle write asks for: a guest that
+/// wants more writes again, so it keeps polling its own clock.
+pub const MAX_IDLE: Duration = Duration::from_millis(10);
 
 /// Receives the bytes the guest writes to the UART, as it writes them (as
 /// QEMU and Firecracker forward them), with the host time they arrived:
@@ -79,6 +87,8 @@ pub enum PioOutcome {
     Handled,
     /// The guest asked to end the VM with this status.
     Exit(i32),
+    /// The guest has nothing to do for this long (at most [`MAX_IDLE`]).
+    Idle(Duration),
 }
 
 /// The VMM's port I/O bus.
@@ -128,6 +138,9 @@ impl Devices {
             v[..n].copy_from_slice(&data[..n]);
             let value = u32::from_le_bytes(v);
             PioOutcome::Exit(((value << 1) | 1) as i32)
+        } else if port == IDLE_PORT && data.len() == 4 {
+            let us = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+            PioOutcome::Idle(Duration::from_micros(u64::from(us)).min(MAX_IDLE))
         } else {
             PioOutcome::Handled
         }
@@ -307,5 +320,17 @@ mod tests {
         let mut b = [0u8; 1];
         d.pio_read(0x80, &mut b);
         assert_eq!(b[0], 0xff);
+    }
+
+    #[test]
+    fn idle_port_asks_for_a_bounded_rest() {
+        let (sink, _) = capture();
+        let d = Devices::new(EventFd::new(0).unwrap(), sink, None);
+        let idle = |us: u32| d.pio_write(IDLE_PORT, &us.to_le_bytes());
+        assert_eq!(idle(1000), PioOutcome::Idle(Duration::from_millis(1)));
+        assert_eq!(idle(u32::MAX), PioOutcome::Idle(MAX_IDLE));
+        assert_eq!(idle(0), PioOutcome::Idle(Duration::ZERO));
+        // Only a 32-bit write is a request.
+        assert_eq!(d.pio_write(IDLE_PORT, &[5]), PioOutcome::Handled);
     }
 }

@@ -1,9 +1,11 @@
-//! vCPU threads: the run loop, exits, the pause handshake, and the
-//! throttle's time out of the guest (`throttle`).
+//! vCPU threads: the run loop, exits, the pause handshake, the guest's
+//! rests (the idle port), and the throttle's time out of the guest
+//! (`throttle`).
 
 use std::cell::Cell;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use kvm_bindings::kvm_run;
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -169,10 +171,12 @@ fn run_loop(id: u32, fd: &Mutex<VcpuFd>, shared: &Shared, devices: &Devices) {
             KVM_RUN.with(|c| c.set(vcpu.get_kvm_run() as *mut kvm_run));
             continue;
         }
-        let outcome = handle_exit(id, vcpu.run(), devices);
+        let next = handle_exit(id, vcpu.run(), devices);
         vcpu.set_kvm_immediate_exit(0);
-        if let Some(reason) = outcome {
-            shared.finish(reason);
+        match next {
+            Next::Run => {}
+            Next::Rest(d) => rest(shared, d),
+            Next::End(reason) => shared.finish(reason),
         }
         throttle.stay_out(shared);
     }
@@ -185,9 +189,10 @@ fn complete_io(vcpu: &mut VcpuFd, devices: &Devices) -> Result<(), ExitReason> {
         vcpu.set_kvm_immediate_exit(1);
         let r = vcpu.run();
         let done = matches!(&r, Err(e) if e.errno() == libc::EINTR);
-        let outcome = handle_exit(u32::MAX, r, devices);
+        let next = handle_exit(u32::MAX, r, devices);
         vcpu.set_kvm_immediate_exit(0);
-        if let Some(reason) = outcome {
+        // A rest asked for now is dropped: the VM is pausing.
+        if let Next::End(reason) = next {
             return Err(reason);
         }
         if done {
@@ -199,49 +204,75 @@ fn complete_io(vcpu: &mut VcpuFd, devices: &Devices) -> Result<(), ExitReason> {
     ))
 }
 
-/// Handles one return of KVM_RUN; `Some` ends the VM.
-fn handle_exit(
-    id: u32,
-    r: Result<VcpuExit<'_>, kvm_ioctls::Error>,
-    devices: &Devices,
-) -> Option<ExitReason> {
+/// What a vCPU thread does after one return of KVM_RUN.
+enum Next {
+    /// Enter the guest again.
+    Run,
+    /// Stay out of the guest this long first (the idle port).
+    Rest(Duration),
+    /// The VM ends.
+    End(ExitReason),
+}
+
+/// Handles one return of KVM_RUN.
+fn handle_exit(id: u32, r: Result<VcpuExit<'_>, kvm_ioctls::Error>, devices: &Devices) -> Next {
     let exit = match r {
         Ok(exit) => exit,
-        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return None,
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return Next::Run,
         Err(e) => {
-            return Some(ExitReason::Crashed(format!(
+            return Next::End(ExitReason::Crashed(format!(
                 "KVM_RUN failed on vCPU {id}: {e}"
             )));
         }
     };
+    let crashed = |why: String| Next::End(ExitReason::Crashed(why));
     match exit {
         VcpuExit::IoOut(port, data) => match devices.pio_write(port, data) {
-            PioOutcome::Handled => None,
-            PioOutcome::Exit(code) => Some(ExitReason::Guest(code)),
+            PioOutcome::Handled => Next::Run,
+            PioOutcome::Idle(d) => Next::Rest(d),
+            PioOutcome::Exit(code) => Next::End(ExitReason::Guest(code)),
         },
         VcpuExit::IoIn(port, data) => {
             devices.pio_read(port, data);
-            None
+            Next::Run
         }
         VcpuExit::MmioRead(_, data) => {
             data.fill(0xff);
-            None
+            Next::Run
         }
-        VcpuExit::MmioWrite(..) | VcpuExit::Hlt | VcpuExit::Intr | VcpuExit::IrqWindowOpen => None,
-        VcpuExit::Shutdown => Some(ExitReason::Crashed(format!(
+        VcpuExit::MmioWrite(..) | VcpuExit::Hlt | VcpuExit::Intr | VcpuExit::IrqWindowOpen => {
+            Next::Run
+        }
+        VcpuExit::Shutdown => crashed(format!(
             "guest crashed: vCPU {id} triple-faulted (shutdown exit)"
-        ))),
-        VcpuExit::FailEntry(reason, cpu) => Some(ExitReason::Crashed(format!(
+        )),
+        VcpuExit::FailEntry(reason, cpu) => crashed(format!(
             "vCPU {id} could not enter the guest (hardware reason {reason:#x}, cpu {cpu})"
-        ))),
-        VcpuExit::InternalError => Some(ExitReason::Crashed(format!(
+        )),
+        VcpuExit::InternalError => crashed(format!(
             "guest crashed: KVM internal error on vCPU {id} (emulation failure)"
-        ))),
-        VcpuExit::SystemEvent(kind, _) => Some(ExitReason::Crashed(format!(
+        )),
+        VcpuExit::SystemEvent(kind, _) => crashed(format!(
             "guest crashed: system event {kind} on vCPU {id} (reset or shutdown request)"
-        ))),
-        other => Some(ExitReason::Crashed(format!(
-            "unexpected exit on vCPU {id}: {other:?}"
-        ))),
+        )),
+        other => crashed(format!("unexpected exit on vCPU {id}: {other:?}")),
+    }
+}
+
+/// Keeps this vCPU out of the guest for `d`, its host thread asleep (the
+/// guest's `hlt` with a timer), unless the VMM wants something else of it
+/// first: a pause or a stop (every kick that asks for one also wakes the
+/// VM's condition variable) ends the rest at once, so the pause handshake
+/// is as prompt as for a running vCPU. A throttle period does not: the
+/// vCPU is already out of the guest.
+fn rest(shared: &Shared, d: Duration) {
+    let deadline = Instant::now() + d;
+    let mut c = shared.ctl.lock().unwrap();
+    while c.want == Want::Run {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        c = shared.cv.wait_timeout(c, deadline - now).unwrap().0;
     }
 }

@@ -1,14 +1,18 @@
 //! Row 11 of docs/SAFETY.md: migrations that complete, with every strategy
 //! (post-copy ones included: the guest runs on the destination while its
-//! pages arrive).
+//! pages arrive), and of a guest whose vCPU sleeps in the VMM.
 
 use crate::harness::*;
 
 fn happy_path(strategy: &str) {
+    happy_path_of(strategy, GUEST_ARGS);
+}
+
+fn happy_path_of(strategy: &str, guest_args: &str) {
     let _g = serial();
     let dir = TempDir::new(strategy);
     let secret = dir.secret("secret");
-    let mut src = Vm::boot(dir.path(), "src");
+    let mut src = Vm::boot_with(dir.path(), "src", guest_args);
     let mut dest = Dest::start(dir.path(), "dst", &secret, &[]);
     let mut m = src.start_migrate(
         dir.path(),
@@ -84,4 +88,14 @@ fn happy_path_postcopy() {
 #[test]
 fn happy_path_hybrid() {
     happy_path("hybrid");
+}
+
+/// A guest that sleeps in the VMM (`idle=sleep`) between paced writes and
+/// through idle phases: the pause handshake wakes its vCPU, and the
+/// migration completes and verifies as for a spinning one.
+#[test]
+fn a_sleeping_guest_migrates_and_verifies() {
+    let args = format!("{GUEST_ARGS} idle=sleep phases=busy:1s,idle:1s,busy:1s,idle:1s,busy:0");
+    happy_path_of("xen", &args);
+    happy_path_of("postcopy", &args);
 }

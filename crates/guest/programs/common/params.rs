@@ -48,6 +48,17 @@ pub enum AccessPattern {
     Hot,
 }
 
+/// How a vCPU waits when it has nothing to do (idle phases, pacer waits,
+/// parked vCPUs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleMode {
+    /// Spins in ring 3: the vCPU's host thread stays busy.
+    Spin,
+    /// Sleeps in the VMM through the idle port, in slices of at most 1 ms
+    /// (docs/GUESTS.md); where the port is unknown (QEMU) it spins.
+    Sleep,
+}
+
 /// One dirtier phase; the last one lasts forever.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LoadPhase {
@@ -78,6 +89,8 @@ pub struct Params {
     /// Every byte written to the UART is a VM exit; when heartbeat lines would
     /// exceed this budget they are spaced further apart than `hb`.
     pub serial_pct: u64,
+    /// How waits are spent, `idle=spin`.
+    pub idle: IdleMode,
     /// Dirtier working-set size in bytes (a multiple of 4 KiB), `ws=256M`.
     pub ws: u64,
     /// Dirtier access pattern, `pattern=seq`.
@@ -113,6 +126,7 @@ impl Params {
         run_ns: 0,
         verify_ns: 2_000_000_000,
         serial_pct: 25,
+        idle: IdleMode::Spin,
         ws: 256 << 20,
         pattern: AccessPattern::Seq,
         hot: 0.1,
@@ -205,6 +219,13 @@ pub fn parse(program: Program, cmdline: &str) -> Result<Params, ParamError<'_>> 
                 p.serial_pct = number(value)
                     .filter(|n| (1..=100).contains(n))
                     .ok_or(bad("a percentage from 1 to 100"))?
+            }
+            ("idle", _) => {
+                p.idle = match value {
+                    "spin" => IdleMode::Spin,
+                    "sleep" => IdleMode::Sleep,
+                    _ => return Err(bad("spin or sleep")),
+                }
             }
             ("ws", Program::Dirtier) => {
                 p.ws = size(value)
@@ -415,6 +436,17 @@ mod tests {
             (250_000, 0, 3_000_000_000, 1_000_000_000)
         );
         assert_eq!(parse(Program::Dirtier, "ws=5000").unwrap().ws, 8192);
+    }
+
+    #[test]
+    fn idle_mode_for_every_program() {
+        assert_eq!(Params::DEFAULT.idle, IdleMode::Spin);
+        for program in [Program::Dirtier, Program::Idle, Program::Kvstore] {
+            assert_eq!(parse(program, "idle=sleep").unwrap().idle, IdleMode::Sleep);
+            assert_eq!(parse(program, "idle=spin").unwrap().idle, IdleMode::Spin);
+        }
+        let e = parse(Program::Idle, "idle=nap").unwrap_err();
+        assert_eq!(format!("{e}"), "idle=nap: expected spin or sleep");
     }
 
     #[test]

@@ -126,6 +126,11 @@ impl Heart {
     }
 }
 
+/// When vCPU 0 has its next heartbeat to write (TSC ticks).
+pub(super) fn next_beat() -> u64 {
+    unsafe { HEART.get() }.next
+}
+
 /// One pass of `cpu`'s loop: counted in its status slot (see
 /// [`pass`]); on vCPU 0 also the time keeping: heartbeats, flushes,
 /// verification rounds, run end. Returns true when a heartbeat was written

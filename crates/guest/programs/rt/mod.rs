@@ -1,7 +1,8 @@
 //! Guest runtime shared by every program: boot (ring 0, in `boot.rs`), then
 //! in ring 3: Multiboot info, parameters, TSC clock, vCPU discovery and
 //! start-up, a heap over all RAM, batched serial output with heartbeats,
-//! the status page, and coordination of the periodic self-verification.
+//! the status page, waits (spinning, or sleeping in the VMM), and
+//! coordination of the periodic self-verification.
 //!
 //! A program provides `PROGRAM`, `setup()` (vCPU 0, before the other vCPUs
 //! are released) and `run(cpu)`; its loops call [`poll`] often (vCPU 0 keeps
@@ -27,6 +28,7 @@ pub mod params;
 #[path = "../common/pattern.rs"]
 pub mod pattern;
 mod port;
+mod rest;
 mod rng;
 mod status;
 mod vcpus;
@@ -49,6 +51,7 @@ pub use self::{
     multiboot::Boot,
     pacer::Pacer,
     port::park,
+    rest::rest_until,
     rng::Rng,
     status::{P50_NS, P99_NS},
     vcpus::nthreads,

@@ -39,6 +39,11 @@ impl Pacer {
         self.tokens -= hz;
         true
     }
+    /// The TSC time the next unit is allowed, after a `take` that said no.
+    pub fn next_at(&self) -> u64 {
+        let missing = tsc_hz().saturating_sub(self.tokens);
+        self.last + missing.div_ceil(self.per_sec.max(1))
+    }
     /// Forgets accumulated allowance (e.g. after an idle phase).
     pub fn reset(&mut self) {
         self.tokens = 0;

@@ -1,10 +1,10 @@
 //! Port I/O from ring 3 (the TSS bitmap opens the few ports used), the
-//! UART, and the end of the VM through the exit port.
+//! UART, the idle port, and the end of the VM through the exit port.
 
 use core::arch::asm;
 
-use super::clock::spin;
 use super::console::flush_all;
+use super::rest::rest_until;
 
 #[inline(always)]
 pub(super) fn outb(port: u16, v: u8) {
@@ -21,7 +21,7 @@ pub(super) fn inb(port: u16) -> u8 {
     v
 }
 #[inline(always)]
-fn outl(port: u16, v: u32) {
+pub(super) fn outl(port: u16, v: u32) {
     unsafe {
         asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags))
     }
@@ -29,6 +29,9 @@ fn outl(port: u16, v: u32) {
 
 const COM1: u16 = 0x3f8;
 const EXIT_PORT: u16 = 0xf4;
+/// Ferry's idle port: a 32-bit write of N asks the VMM to keep this vCPU
+/// out of the guest for N µs (at most 10 ms); others ignore it.
+pub(super) const IDLE_PORT: u16 = 0xe0;
 
 /// Exit values (the VMM exits with `(v << 1) | 1`).
 pub(super) const EXIT_OK: u32 = 0;
@@ -55,10 +58,11 @@ pub(super) fn exit(v: u32) -> ! {
     park()
 }
 
-/// Parks this vCPU for good, spinning in ring 3 (ring 3 cannot halt, and
-/// ring-0 code is emulated here).
+/// Parks this vCPU for good: ring 3 cannot halt (and ring-0 code is
+/// emulated here), so it spins, or sleeps in the VMM with `idle=sleep`.
 pub fn park() -> ! {
     loop {
-        spin(u64::MAX / 2);
+        // Not vCPU 0's heartbeats: it has stopped keeping time.
+        rest_until(usize::MAX, u64::MAX);
     }
 }
