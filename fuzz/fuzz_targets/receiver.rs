@@ -125,7 +125,9 @@ fuzz_target!(|data: &[u8]| {
                 let set: Vec<u64> = (0..words)
                     .map(|_| u64::from(inp.u16().unwrap_or(0)) * 0x0001_0001_0001_0001)
                     .collect();
-                w.postcopy_begin(&set)
+                // Bit 4: with a lease (transactions need one).
+                let lease_ns = u64::from(op >> 4 & 1) * 500_000_000;
+                w.postcopy_begin(&set, lease_ns)
             }
             10 => w.postcopy_end(&PostcopyEnd {
                 pages: u64::from(inp.byte().unwrap_or(0)),

@@ -126,10 +126,16 @@ fn frame_decoder_seeds_are_valid_frames_of_each_kind() {
 /// bits of an op byte choose it, the high four are its argument).
 mod op {
     pub const ROUND_BEGIN: u8 = 1;
+    /// RoundBegin of the final (paused) round.
+    pub const FINAL: u8 = 1 << 4;
     pub const PAGES: u8 = 2;
     pub const ROUND_END: u8 = 4;
     pub const STATE: u8 = 5;
+    /// Commit of migration 1 (the one Start names).
+    pub const COMMIT: u8 = 6;
     pub const POSTCOPY_BEGIN: u8 = 9;
+    /// PostcopyBegin with a lease.
+    pub const WITH_LEASE: u8 = 1 << 4;
     pub const POSTCOPY_END: u8 = 10;
     pub const TXN_PLAN: u8 = 11;
     pub const TXN_BEGIN: u8 = 12;
@@ -139,61 +145,96 @@ mod op {
     pub const DRAIN: u8 = 15;
 }
 
-/// A receiver program: one region of 9 pages, a round of one page, the
-/// post-copy switch over the whole region, then `tail`.
-fn program(tail: &[u8]) -> Vec<u8> {
+/// A receiver program: one region of 64 pages, a round of one page with
+/// `in_round` after it, the post-copy switch over the whole region with a
+/// lease, then `tail`.
+fn program(in_round: &[u8], tail: &[u8]) -> Vec<u8> {
     let mut p = vec![
-        0, // shape: one region, one vCPU
-        8, // its pages: 1 + 8
+        0,  // shape: one region, one vCPU
+        63, // its pages: 1 + 63, so the set (a u16 in every lane) fits it
         op::ROUND_BEGIN,
         op::PAGES,
         0, // region 0
         0,
         0, // page 0
-        op::ROUND_END,
-        op::POSTCOPY_BEGIN,
-        0xff,
-        0xff, // every page of the region in the set
     ];
+    p.extend_from_slice(in_round);
+    p.extend_from_slice(&[
+        op::ROUND_END,
+        op::POSTCOPY_BEGIN | op::WITH_LEASE,
+        0xff,
+        0xff,
+    ]);
     p.extend_from_slice(tail);
+    p
+}
+
+/// A pre-copy receiver program: as [`program`], without the switch to
+/// post-copy; a final round, State and Commit end it.
+fn precopy(in_round: &[u8]) -> Vec<u8> {
+    let mut p = vec![0, 63, op::ROUND_BEGIN, op::PAGES, 0, 0, 0];
+    p.extend_from_slice(in_round);
+    // An empty final round (RoundBegin with its FINAL flag), State, Commit.
+    p.extend_from_slice(&[
+        op::ROUND_END,
+        op::ROUND_BEGIN | op::FINAL,
+        op::ROUND_END,
+        op::STATE,
+        op::COMMIT,
+    ]);
     p
 }
 
 #[test]
 fn receiver_seeds_reach_post_copy_then_send_each_message() {
     let seq1 = 1 << 4;
+    // State then Commit (migration 1): the VM runs in post-copy.
+    let resumed = [op::STATE, op::COMMIT];
     let seeds = vec![
-        ("txn_plan", program(&[op::TXN_PLAN, 0x10, 0x27, op::STATE])),
+        (
+            "txn_plan",
+            program(&[], &[op::TXN_PLAN, 0x10, 0x27, op::STATE, op::COMMIT]),
+        ),
         (
             "txn_ack",
-            program(&[op::TXN_PLAN, 0x10, 0x27, op::STATE, op::TXN_ACK | seq1]),
+            program(
+                &[],
+                &[&resumed[..], &[op::TXN_ACK | seq1, op::POSTCOPY_END, 8]].concat(),
+            ),
         ),
         (
             "txn_begin_end",
-            program(&[op::STATE, op::TXN_BEGIN | seq1, op::TXN_END | seq1, 0, 0]),
+            program(
+                &[],
+                &[
+                    &resumed[..],
+                    &[op::TXN_BEGIN | seq1, op::TXN_END | seq1, 0, 0],
+                ]
+                .concat(),
+            ),
         ),
-        (
-            "drain",
-            program(&[op::STATE, op::DRAIN | seq1, op::POSTCOPY_END, 8]),
-        ),
-        ("drained", program(&[op::STATE, op::DRAIN | 0x80 | seq1])),
+        ("drain", precopy(&[op::DRAIN | seq1])),
+        ("drained", precopy(&[op::DRAIN | 0x80 | seq1])),
         (
             "everything",
-            program(&[
-                op::TXN_PLAN,
-                0x10,
-                0x27,
-                op::STATE,
-                op::TXN_ACK | seq1,
-                op::DRAIN | seq1,
-                op::TXN_BEGIN | (2 << 4),
-                op::TXN_END | (2 << 4),
-                1,
-                1,
-                op::DRAIN | 0x80 | (2 << 4),
-                op::POSTCOPY_END,
-                8,
-            ]),
+            program(
+                &[op::DRAIN | seq1],
+                &[
+                    op::TXN_PLAN,
+                    0x10,
+                    0x27,
+                    op::STATE,
+                    op::COMMIT,
+                    op::TXN_ACK | seq1,
+                    op::TXN_BEGIN | (2 << 4),
+                    op::TXN_END | (2 << 4),
+                    1,
+                    1,
+                    op::DRAIN | 0x80 | (2 << 4),
+                    op::POSTCOPY_END,
+                    8,
+                ],
+            ),
         ),
     ];
     // The ops exist in the target as numbered here.
@@ -203,6 +244,8 @@ fn receiver_seeds_reach_post_copy_then_send_each_message() {
     .unwrap();
     for arm in [
         "9 => {",
+        "let lease_ns = u64::from(op >> 4 & 1)",
+        "6 => w.commit(if op >> 4 == 0 { 1 } else { 2 })",
         "10 => w.postcopy_end",
         "11 => w.txn_plan",
         "12 => w.txn_begin",
