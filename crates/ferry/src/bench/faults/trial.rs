@@ -9,7 +9,7 @@ use api::routes;
 use api::types::{MigrateRequest, MigrationStatus};
 use migrate::faults::{Action, Proxy};
 use migrate::{Phase, VmLocation};
-use yardstick::serial::heartbeats;
+use yardstick::serial::{heartbeat_seq, heartbeats};
 
 use super::cell::{Failure, Plan, Point, When};
 use crate::pair::{GuestSpec, Pair};
@@ -315,10 +315,23 @@ fn first_heartbeat_after(log: &Path, after: f64) -> Option<f64> {
 /// Whether the two logs' heartbeats, merged by time, fail to form one
 /// strictly increasing sequence: the guest ran in both places at once.
 fn interleaved(src: &[yardstick::SerialLine], dst: &[yardstick::SerialLine]) -> bool {
-    let mut all = heartbeats(src);
-    all.extend(heartbeats(dst));
-    all.sort_by(|a, b| a.time.total_cmp(&b.time));
-    all.windows(2).any(|w| w[1].seq <= w[0].seq)
+    let mut all = last_heartbeats(src);
+    all.extend(last_heartbeats(dst));
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    all.windows(2).any(|w| w[1].1 <= w[0].1)
+}
+
+/// (time, sequence number) of each line's last heartbeat: a source that
+/// resumes after post-copy prints the half line it held at the switch
+/// joined to its next heartbeat (`HB seq=436 tsc=1HB seq=642 ...`), and
+/// the destination printed that heartbeat in full.
+fn last_heartbeats(log: &[yardstick::SerialLine]) -> Vec<(f64, u64)> {
+    log.iter()
+        .filter_map(|l| {
+            let at = l.text.rfind("HB seq=")?;
+            Some((l.time, heartbeat_seq(&l.text[at..])?))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -343,5 +356,13 @@ mod tests {
         assert!(!interleaved(&src, &log(&[(3.0, 3), (4.0, 4)])));
         // The same numbers printed on both sides: a split.
         assert!(interleaved(&src, &log(&[(3.0, 2), (4.0, 3)])));
+        // A half line joined to the next heartbeat counts as that one.
+        let mut joined = log(&[(1.0, 1), (2.0, 2)]);
+        joined.push(yardstick::SerialLine {
+            arrival: 5.0,
+            time: 5.0,
+            text: "HB seq=3 tsc=1HB seq=5 tsc=9".into(),
+        });
+        assert!(!interleaved(&joined, &log(&[(3.0, 3), (4.0, 4)])));
     }
 }
