@@ -3,9 +3,12 @@
 //! input is a little program whose ops emit well-formed frames (Start for a
 //! small VM, rounds, Pages and ZeroPages anywhere in or out of guest memory,
 //! State, Commit, Abort, the post-copy switch with a fuzzer-chosen set,
-//! PostcopyEnd, raw frames), so the fuzzer reaches deep states (post-copy
-//! included: the fake's VMs accept it)
-//! instead of stopping at checksums. Invariants (checked in
+//! PostcopyEnd, the transaction messages (TxnPlan, TxnBegin, TxnEnd,
+//! TxnAck), Drain and Drained, raw frames), so the fuzzer reaches deep
+//! states (post-copy included: the fake's VMs accept it)
+//! instead of stopping at checksums. Seeds: fuzz/seeds/receiver/, written
+//! by `cargo test -p wire --test fuzz_seeds` (which knows these ops).
+//! Invariants (checked in
 //! `migrate::fuzz_session`): no panic; on error nothing was resumed and every
 //! created VM was discarded; never resumed before restore.
 
@@ -14,7 +17,10 @@
 use libfuzzer_sys::fuzz_target;
 use migrate::fake::fake_state;
 use vmstate::VmConfig;
-use wire::{MessageWriter, PostcopyEnd, RoundBegin, RoundEnd, Start};
+use wire::{
+    Drain, MessageWriter, PostcopyEnd, RoundBegin, RoundEnd, Start, TxnAck, TxnBegin, TxnEnd,
+    TxnPlan,
+};
 
 struct Input<'a>(&'a [u8]);
 
@@ -119,12 +125,38 @@ fuzz_target!(|data: &[u8]| {
                 let set: Vec<u64> = (0..words)
                     .map(|_| u64::from(inp.u16().unwrap_or(0)) * 0x0001_0001_0001_0001)
                     .collect();
-                w.postcopy_begin(&set)
+                // Bit 4: with a lease (transactions need one).
+                let lease_ns = u64::from(op >> 4 & 1) * 500_000_000;
+                w.postcopy_begin(&set, lease_ns)
             }
             10 => w.postcopy_end(&PostcopyEnd {
                 pages: u64::from(inp.byte().unwrap_or(0)),
                 zero_pages: u64::from(op >> 4),
             }),
+            11 => w.txn_plan(&TxnPlan {
+                interval_ns: u64::from(inp.u16().unwrap_or(0)) * 1000,
+            }),
+            12 => w.txn_begin(&TxnBegin {
+                seq: u64::from(op >> 4),
+            }),
+            13 => w.txn_end(&TxnEnd {
+                seq: u64::from(op >> 4),
+                pages: u64::from(inp.byte().unwrap_or(0)),
+                zero_pages: u64::from(inp.byte().unwrap_or(0)),
+            }),
+            14 => w.txn_ack(&TxnAck {
+                seq: u64::from(op >> 4),
+            }),
+            15 => {
+                let d = Drain {
+                    seq: u64::from(op >> 4 & 7),
+                };
+                if op >> 7 == 0 {
+                    w.drain(&d)
+                } else {
+                    w.drained(&d)
+                }
+            }
             _ => Ok(()),
         };
     }

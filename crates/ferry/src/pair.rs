@@ -41,7 +41,7 @@ pub struct Pair {
     pub source: Client,
     pub destination: Client,
     src: Proc,
-    _dst: Proc,
+    dst: Proc,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -69,6 +69,15 @@ pub fn wait_for(
 impl Pair {
     /// Starts `ferry receive` and `ferry run` for `guest` in `dir`.
     pub fn start(dir: &Path, guest: &GuestSpec) -> anyhow::Result<Pair> {
+        Pair::start_with(dir, guest, &[])
+    }
+
+    /// As [`Pair::start`], with `receive_args` added to `ferry receive`'s.
+    pub fn start_with(
+        dir: &Path,
+        guest: &GuestSpec,
+        receive_args: &[&str],
+    ) -> anyhow::Result<Pair> {
         std::fs::create_dir_all(dir)?;
         let secret = dir.join("secret");
         std::fs::write(&secret, migrate::Secret::generate_hex())?;
@@ -90,21 +99,21 @@ impl Pair {
             ))
         };
         let p = |p: &Path| p.display().to_string();
-        let dst = spawn(
-            &[
-                "receive",
-                "--listen",
-                &addr,
-                "--secret-file",
-                &p(&secret),
-                "--api",
-                &p(&dst_sock),
-                "--serial",
-                &p(&dst_log),
-                "--timestamps",
-            ],
-            "destination-ferry.log",
-        )?;
+        let (secret_arg, dst_sock_arg, dst_log_arg) = (p(&secret), p(&dst_sock), p(&dst_log));
+        let mut receive = vec![
+            "receive",
+            "--listen",
+            &addr,
+            "--secret-file",
+            &secret_arg,
+            "--api",
+            &dst_sock_arg,
+            "--serial",
+            &dst_log_arg,
+            "--timestamps",
+        ];
+        receive.extend_from_slice(receive_args);
+        let dst = spawn(&receive, "destination-ferry.log")?;
         let vcpus = guest.vcpus.to_string();
         let memory = format!("{}B", guest.memory.bytes());
         let src = spawn(
@@ -134,8 +143,30 @@ impl Pair {
             source: Client::new(&src_sock),
             destination: Client::new(&dst_sock),
             src,
-            _dst: dst,
+            dst,
         })
+    }
+
+    /// Kills (SIGKILL) the source process.
+    pub fn kill_source(&mut self) {
+        let _ = self.src.0.kill();
+        let _ = self.src.0.wait();
+    }
+
+    /// Kills (SIGKILL) the destination process.
+    pub fn kill_destination(&mut self) {
+        let _ = self.dst.0.kill();
+        let _ = self.dst.0.wait();
+    }
+
+    /// Whether the source process still runs.
+    pub fn source_alive(&mut self) -> bool {
+        matches!(self.src.0.try_wait(), Ok(None))
+    }
+
+    /// Whether the destination process still runs.
+    pub fn destination_alive(&mut self) -> bool {
+        matches!(self.dst.0.try_wait(), Ok(None))
     }
 
     /// Waits until the source guest's counters satisfy `ready`.

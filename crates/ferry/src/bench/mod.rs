@@ -5,12 +5,15 @@
 //! - [`boot`]: VMM start to the guest's first heartbeat.
 //! - [`snapshot`]: snapshot and restore throughput.
 //! - [`dirty`]: the dirtier's write rate with dirty logging off and on.
+//! - [`faults`]: docs/SAFETY.md's failure matrix and random failures on
+//!   real processes: where the VM survives, intact, and never twice.
 //! - `bench migrate`: [`plan`] (flags checked into a matrix over the
 //!   [`workload`] table), [`migrate`] (one Ferry or QEMU migration per
 //!   cell and repetition, kept as a [`record`]), [`report`] (tables, plots).
 
 mod boot;
 mod dirty;
+mod faults;
 mod migrate;
 mod plan;
 mod record;
@@ -78,6 +81,9 @@ pub enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Failures injected into live migrations between two Ferry processes:
+    /// every cell of docs/SAFETY.md's matrix in turn, and random ones.
+    Faults(faults::FaultsBenchArgs),
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<i32> {
@@ -95,6 +101,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<i32> {
             json,
         } => dirty::run(*reps, *duration, *json),
         BenchWhat::Migrate(a) => migrate::run(a),
+        BenchWhat::Faults(a) => return faults::run(a),
     }?;
     Ok(crate::exit::OK)
 }

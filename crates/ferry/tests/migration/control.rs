@@ -119,6 +119,8 @@ fn bad_values_are_refused_by_clap_with_status_2() {
         &["run", "--guest", "idle", "--memory", "1.5"][..],
         &["sim", "--threads", "0"][..],
         &["bench", "migrate", "--reps", "0"][..],
+        &["bench", "faults", "--trials", "0"][..],
+        &["bench", "faults", "--seed", "-1"][..],
         &[
             "migrate",
             "--api",

@@ -4,6 +4,7 @@
 //! its integrity check passing, and a retry then succeeds. docs/SAFETY.md
 //! has the matrix of failures, points and tests.
 
+mod bench;
 mod commit;
 mod control;
 mod downtime;
