@@ -9,8 +9,9 @@
 //! instead of stopping at checksums. Seeds: fuzz/seeds/receiver/, written
 //! by `cargo test -p wire --test fuzz_seeds` (which knows these ops).
 //! Invariants (checked in
-//! `migrate::fuzz_session`): no panic; on error nothing was resumed and every
-//! created VM was discarded; never resumed before restore.
+//! `migrate::fuzz_session`): no panic; on error every created VM was
+//! discarded and none was resumed unless it had switched to post-copy (which
+//! runs before its memory arrived); never resumed before restore.
 
 #![no_main]
 

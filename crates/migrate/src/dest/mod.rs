@@ -281,7 +281,8 @@ fn drain_after_abort(stream: &Conn) {
 
 /// Runs the destination's post-handshake state machine over `stream` with
 /// the fake VM, as a fuzz target would: any input must end in a clean error
-/// or a resumed VM, and everything created must be discarded on error.
+/// or a resumed VM, and everything created must be discarded on error; a
+/// VM resumed and then lost on error must have been in post-copy.
 /// Only built with the `fuzzing` feature (it skips authentication).
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -303,7 +304,11 @@ pub fn fuzz_session(stream: &[u8], max_memory: u64) -> Result<(), MigrateError> 
     let log = factory.log();
     assert!(!log.resumed_before_restore, "resumed before restore");
     if result.is_err() {
-        assert_eq!(log.resumed, 0, "resumed a VM that failed to arrive");
+        // Only a post-copy runs before its memory arrived, and may then break.
+        assert!(
+            log.resumed == 0 || log.switched,
+            "resumed a VM that failed to arrive"
+        );
         assert_eq!(log.created, log.discarded, "created VM not discarded");
     }
     result

@@ -24,6 +24,9 @@ pub struct DestLog {
     pub resumed_before_restore: bool,
     /// The token found in the restored state.
     pub state_token: Option<Vec<u8>>,
+    /// The VM switched to post-copy (and so may run before its memory
+    /// arrived, and be discarded after it ran).
+    pub switched: bool,
     /// Pages the VM ran without at the switch to post-copy.
     pub postcopy_pages: u64,
     /// Pages the source called stale during pre-copy (zeroed, as the VMM
@@ -202,10 +205,10 @@ impl DestinationVm for FakeDestVm {
             return Err(fake_err("injected: no post-copy here"));
         }
         let mem = FakePostcopy::new(self.memory.clone(), Arc::clone(&self.layout), missing)?;
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .postcopy_pages = missing.count();
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.switched = true;
+        log.postcopy_pages = missing.count();
+        drop(log);
         self.postcopy = Some(Arc::clone(&mem));
         Ok(mem)
     }
