@@ -218,6 +218,7 @@ pub fn receive_with<F: VmFactory>(
         256 * 1024,
         stream.try_clone().map_err(io)?,
     ));
+    let current = Mutex::new(stream.try_clone().map_err(io)?);
     let w = Mutex::new(MessageWriter::new(BufWriter::new(stream)));
     let mut rx = Receiver::new(
         opts,
@@ -226,7 +227,19 @@ pub fn receive_with<F: VmFactory>(
             ..Default::default()
         },
     );
-    let relink = gate.map(|g| move |deadline, id| relink::relink(g, opts, deadline, id));
+    // `current`, the link in use: a reconnection first cuts the broken
+    // one, or a writer blocked on it (a transaction's pages into a stalled
+    // socket) would hold the writer the new link needs.
+    let relink = gate.map(|g| {
+        let current = &current;
+        move |deadline, id| {
+            let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = cur.shutdown(std::net::Shutdown::Both);
+            let link = relink::relink(g, opts, deadline, id)?;
+            *cur = link.2;
+            Some((link.0, link.1))
+        }
+    });
     let result = rx.session(
         &mut r,
         &w,

@@ -22,6 +22,14 @@ use crate::error::MigrateError;
 /// A new link to the source: its reader and writer.
 pub(super) type Link<R, W> = (MessageReader<R>, MessageWriter<W>);
 
+/// A new link over a connection, with a handle on that connection (to cut
+/// it should it break in turn).
+pub(super) type NewLink = (
+    MessageReader<BufReader<Conn>>,
+    MessageWriter<BufWriter<Conn>>,
+    Conn,
+);
+
 /// Waits until a deadline for the source of migration `id` to come back;
 /// `None` once the deadline passed.
 pub(super) type Relink<'a, R, W> = &'a dyn Fn(Instant, u64) -> Option<Link<R, W>>;
@@ -33,7 +41,7 @@ pub(super) fn relink(
     opts: &DestOptions,
     deadline: Instant,
     id: u64,
-) -> Option<Link<BufReader<Conn>, BufWriter<Conn>>> {
+) -> Option<NewLink> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -51,11 +59,7 @@ pub(super) fn relink(
 }
 
 /// Reads the new connection's first message: it must be Reattach for `id`.
-fn reattach(
-    peer: Admitted<Session>,
-    opts: &DestOptions,
-    id: u64,
-) -> Result<Link<BufReader<Conn>, BufWriter<Conn>>, MigrateError> {
+fn reattach(peer: Admitted<Session>, opts: &DestOptions, id: u64) -> Result<NewLink, MigrateError> {
     let io = |e| MigrateError::Wire(WireError::Io(e));
     let s = peer.stream;
     s.set_nodelay(true).map_err(io)?;
@@ -65,13 +69,14 @@ fn reattach(
         256 * 1024,
         s.try_clone().map_err(io)?,
     ));
+    let handle = s.try_clone().map_err(io)?;
     let mut w = MessageWriter::new(BufWriter::new(s));
     const DURING: &str = "waiting for Reattach";
     let why = match r
         .next(DURING)
         .map_err(|e| MigrateError::from_wire(e, DURING, opts.stall_timeout))?
     {
-        Message::Reattach(a) if a.migration_id == id => return Ok((r, w)),
+        Message::Reattach(a) if a.migration_id == id => return Ok((r, w, handle)),
         Message::Reattach(a) => format!(
             "no migration {:016x} here (this destination receives {id:016x})",
             a.migration_id
