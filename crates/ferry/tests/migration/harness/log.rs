@@ -25,7 +25,14 @@ pub fn read_serial(path: &Path) -> Serial {
                 .next()
                 .and_then(|w| w.strip_prefix("tsc="))
                 .and_then(|n| n.parse().ok());
-            if let (Some(seq), Some(tsc)) = (seq, tsc) {
+            // A whole line only: a source that takes the VM back after a
+            // post-copy switch ends the half line it held with its next
+            // heartbeat (docs/SAFETY.md, "Known gaps").
+            let whole = words.next().is_some_and(|w| {
+                w.strip_prefix("rate=")
+                    .is_some_and(|n| n.parse::<u64>().is_ok())
+            }) && words.next().is_none();
+            if let (Some(seq), Some(tsc), true) = (seq, tsc, whole) {
                 s.heartbeats.push(seq);
                 s.heartbeat_tsc.push(tsc);
             }
