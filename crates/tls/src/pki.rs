@@ -147,17 +147,24 @@ impl Ca {
                 path: dir.to_path_buf(),
             });
         }
-        DirBuilder::new()
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| TlsError::Write {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        private_dir(dir, false)?;
         write_new(&dir.join(CA_CERT), &self.cert_pem(), 0o644)?;
         write_new(&dir.join(CERT), &host.cert_pem, 0o644)?;
         write_new(&dir.join(KEY), &host.key_pem, 0o600)
     }
+}
+
+/// Creates `dir` readable by its owner only (with its parents if
+/// `recursive`; then it may exist already).
+fn private_dir(dir: &Path, recursive: bool) -> Result<(), TlsError> {
+    DirBuilder::new()
+        .recursive(recursive)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| TlsError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 /// Writes `text` to a file that must not exist yet, with `mode`.
@@ -203,14 +210,7 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<Vec<PathBuf>, TlsError> {
     if let Some(p) = ours.iter().chain(&host_dirs).find(|p| p.exists()) {
         return Err(TlsError::Exists { path: p.clone() });
     }
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| TlsError::Write {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+    private_dir(dir, true)?;
     let validity = Validity::days(VALIDITY_DAYS);
     // Named by its creation time, so that two clusters' CAs differ by name
     // too and a stranger's certificate reads "unknown issuer".
