@@ -206,13 +206,20 @@ impl Devices {
     }
 
     /// Replaces device state with a saved one, and replays the line that
-    /// was unfinished then (`pending_line`) to the sink.
+    /// was unfinished then (`pending_line`) to the sink. A line this device
+    /// had left unfinished (the VM went elsewhere and came back) is ended
+    /// first, so the replay does not glue onto it.
     pub fn restore_state(&self, state: &DeviceState) {
         let mut uart = self.uart.lock().unwrap();
         let irq = uart.interrupt_evt().0.try_clone();
         let st = to_superio(&state.serial);
+        let mut bytes = Vec::new();
+        if !uart.writer().line.is_empty() {
+            bytes.push(b'\n');
+        }
+        bytes.extend_from_slice(&state.serial.pending_line);
         let out = TxBuffer {
-            bytes: state.serial.pending_line.clone(),
+            bytes,
             line: Vec::new(),
         };
         if let Ok(irq) = irq
@@ -309,6 +316,20 @@ mod tests {
         d2.pio_write(SERIAL_PORT, b"ld\n");
         assert_eq!(&*got2.lock().unwrap(), b"world\n");
         assert!(d2.save_state().serial.pending_line.is_empty());
+    }
+
+    #[test]
+    fn a_vm_taken_back_ends_the_line_it_left_before_the_replay() {
+        let (sink, got) = capture();
+        let d = Devices::new(EventFd::new(0).unwrap(), sink, None);
+        d.pio_write(SERIAL_PORT, b"HB 1\nHB 2 ra");
+        // It ran elsewhere meanwhile; it comes back cut inside line 7.
+        let mut later = d.save_state();
+        later.serial.pending_line = b"HB 7 r".to_vec();
+        d.restore_state(&later);
+        assert_eq!(&*got.lock().unwrap(), b"HB 1\nHB 2 ra\nHB 7 r");
+        d.pio_write(SERIAL_PORT, b"ate\n");
+        assert!(got.lock().unwrap().ends_with(b"\nHB 7 rate\n"));
     }
 
     #[test]
