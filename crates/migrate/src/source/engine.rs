@@ -11,6 +11,7 @@ use wire::{Capabilities, Drain, MAX_PAGES_PER_RECORD, MessageWriter, Session, St
 use super::incoming::{FromDest, Incoming};
 use super::meter::{Meter, min_bandwidth};
 use super::options::SourceOptions;
+use super::round::RoundKind;
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
 use crate::convergence::{LimitReached, Limits, OnTimeout};
 use crate::error::{MigrateError, VmOp};
@@ -227,7 +228,7 @@ impl<V: SourceVm> Engine<'_, V> {
             // needed, and the hint is taken with the VM paused.
             let all = DirtyBitmap::full(&self.layout);
             let hint = Some(DirtyBitmap::new(&self.layout));
-            self.switch_to_postcopy(all, hint, "strategy")?;
+            self.switch_to_postcopy(1, all, hint, "strategy")?;
             return self.transfer_state();
         }
         let mut pending = self.start_dirty_log()?;
@@ -243,7 +244,7 @@ impl<V: SourceVm> Engine<'_, V> {
         self.drain_stream()?;
         match switchover {
             Switchover::StopAndCopy => self.stop_and_copy(round, pending, hint)?,
-            Switchover::Postcopy(why) => self.switch_to_postcopy(pending, hint, why)?,
+            Switchover::Postcopy(why) => self.switch_to_postcopy(round, pending, hint, why)?,
         }
         self.transfer_state()
     }
@@ -396,7 +397,7 @@ impl<V: SourceVm> Engine<'_, V> {
                         }
                     }
                     self.progress.set_round(round);
-                    self.round(round, pending, &plan, hint.take(), false)?;
+                    self.round(round, pending, &plan, hint.take(), RoundKind::Live)?;
                     round += 1;
                 }
             }
@@ -486,19 +487,26 @@ impl<V: SourceVm> Engine<'_, V> {
             let mut h = DirtyBitmap::new(&self.layout);
             hint = self.vm.nonzero_hint(&mut h).then_some(h);
         }
-        self.round(round, &mut pending, &RoundPlan::default(), hint, true)
+        self.round(
+            round,
+            &mut pending,
+            &RoundPlan::default(),
+            hint,
+            RoundKind::Final,
+        )
     }
 
     /// Pauses the VM for the switchover (stop-and-copy or post-copy):
     /// releases any throttle (whatever runs next, here after a rollback or
     /// on the destination, runs at full speed), and adds the last dirty
-    /// pages to `pending`. Dirty logging stays on until the switchover is
-    /// over (Resumed, rollback, or the end): turning it off takes 1-5 ms
-    /// here, and a paused guest writes nothing.
+    /// pages to `pending`, returning them alone (`None` without a dirty
+    /// log). Dirty logging stays on until the switchover is over (Resumed,
+    /// rollback, or the end): turning it off takes 1-5 ms here, and a
+    /// paused guest writes nothing.
     pub(super) fn pause_for_switchover(
         &mut self,
         pending: &mut DirtyBitmap,
-    ) -> Result<(), MigrateError> {
+    ) -> Result<Option<DirtyBitmap>, MigrateError> {
         self.vm.pause().map_err(Self::vm_err(VmOp::Pause))?;
         self.paused_at = Some(Instant::now());
         if self.throttle > 0.0 {
@@ -510,8 +518,9 @@ impl<V: SourceVm> Engine<'_, V> {
                 .harvest_dirty(&mut last)
                 .map_err(Self::vm_err(VmOp::HarvestDirty))?;
             pending.or_assign(&last);
+            return Ok(Some(last));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// State transfer, then wait for the destination to have loaded it.

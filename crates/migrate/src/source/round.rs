@@ -22,12 +22,27 @@ const ZERO_RUN_BATCH: usize = 4096;
 /// How often a round that skips re-dirtied pages refreshes its view of them.
 const MID_ROUND_HARVEST: Duration = Duration::from_millis(20);
 
+/// Whether the VM runs during a round, and what follows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RoundKind {
+    /// Pre-copy: the VM runs; what it dirties is pending next round.
+    Live,
+    /// The stop-and-copy: the VM paused, the round FINAL; the state follows.
+    Final,
+    /// The VM paused for a switch to post-copy: the pages it dirtied since
+    /// the last harvest, so that its first touches on the destination need
+    /// no fetch; PostcopyBegin follows.
+    Prefetch,
+}
+
 /// A round in progress: what it sends, and what it has done so far (kept
 /// when it fails half way, for the report).
 pub(super) struct Round {
     number: u32,
-    /// The stop-and-copy round (VM paused).
+    /// The VM is paused (stop-and-copy or prefetch).
     last: bool,
+    /// The FINAL round: the state follows.
+    is_final: bool,
     /// Skip pages dirtied again since the round began.
     skip: bool,
     /// Pages that may hold data; pages outside it are zero (first pass only).
@@ -95,8 +110,9 @@ impl<V: SourceVm> Engine<'_, V> {
         pending: &mut DirtyBitmap,
         plan: &RoundPlan,
         hint: Option<DirtyBitmap>,
-        last: bool,
+        kind: RoundKind,
     ) -> Result<(), MigrateError> {
+        let last = kind != RoundKind::Live;
         // While the VM is paused only the link limits: like QEMU, the
         // switchover is not held back by the background cap.
         let rate = if last {
@@ -116,6 +132,7 @@ impl<V: SourceVm> Engine<'_, V> {
         let mut r = Round {
             number,
             last,
+            is_final: kind == RoundKind::Final,
             skip: plan.skip_redirtied && !last,
             hint,
             started: Instant::now(),
@@ -213,7 +230,7 @@ impl<V: SourceVm> Engine<'_, V> {
         self.w
             .round_begin(&RoundBegin {
                 round: r.number,
-                flags: if r.last { RoundBegin::FINAL } else { 0 },
+                flags: if r.is_final { RoundBegin::FINAL } else { 0 },
                 pages: r.pending_pages,
             })
             .map_err(self.wire_err("sending pages"))?;

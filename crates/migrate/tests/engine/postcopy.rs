@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::thread;
 use std::time::Duration;
 
-use migrate::fake::{FakeFactory, FakeVm, RunState};
+use migrate::fake::{FakeFactory, FakeSpec, FakeVm, RunState};
 use migrate::faults::{Action, Dir, Fault, Spot};
 use migrate::*;
 use units::Bandwidth;
@@ -65,6 +65,36 @@ fn postcopy_and_hybrid_deliver_identical_memory_while_the_guest_faults() {
             "{text}"
         );
     }
+}
+
+#[test]
+fn hybrid_sends_the_pages_dirtied_since_the_last_harvest_in_the_pause() {
+    // A small, fast-written working set: the pause always finds some of
+    // it dirty, never more than the prefetch takes.
+    let mut spec = FakeSpec::new(16);
+    spec.writes_per_sec = 20_000;
+    spec.working_set_pages = 128;
+    let mut vm = FakeVm::new(spec).unwrap();
+    assert!(vm.wait_for_writes(100, Duration::from_secs(5)));
+    let factory = faulting_factory();
+    let (res, d) = run(
+        &mut vm,
+        source_opts("hybrid"),
+        factory.clone(),
+        dest_opts(1 << 30),
+        None,
+    );
+    let r = check_success(&vm, res, d, &factory);
+    let n = r.per_round.len();
+    assert!(n >= 3, "{r}");
+    let (prefetch, switch) = (&r.per_round[n - 2], &r.per_round[n - 1]);
+    assert!(prefetch.stop_and_copy && switch.stop_and_copy, "{r}");
+    assert!(
+        (1..=128).contains(&(prefetch.pages_sent + prefetch.zero_pages)),
+        "the pause sends what was dirtied since the last harvest: {r}"
+    );
+    let p = r.postcopy.as_ref().expect("a post-copy report");
+    assert_eq!(p.pages_requested + p.pages_pushed, p.pages_to_fetch, "{r}");
 }
 
 #[test]
