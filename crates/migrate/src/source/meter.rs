@@ -2,6 +2,7 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tls::Conn;
 
@@ -18,15 +19,24 @@ pub(super) struct Meter {
     bucket: TokenBucket,
     bytes: u64,
     progress: Arc<Progress>,
+    /// The socket's write timeout: one write that took this long and still
+    /// left bytes unsent is a stall.
+    stall: Duration,
 }
 
 impl Meter {
-    pub(super) fn new(stream: Conn, rate: Option<Bandwidth>, progress: Arc<Progress>) -> Self {
+    pub(super) fn new(
+        stream: Conn,
+        rate: Option<Bandwidth>,
+        progress: Arc<Progress>,
+        stall: Duration,
+    ) -> Self {
         Meter {
             stream,
             bucket: TokenBucket::new(rate),
             bytes: 0,
             progress,
+            stall,
         }
     }
 
@@ -62,9 +72,16 @@ impl Write for Meter {
         };
         let n = buf.len().min(slice);
         self.bucket.consume(n as u64);
+        let started = Instant::now();
         let w = (&self.stream).write(&buf[..n])?;
         self.bytes += w as u64;
         self.progress.set_sent(self.bytes);
+        if w < n && started.elapsed() >= self.stall {
+            // The kernel's timeout ran out with part of the slice unsent:
+            // the peer stopped reading. Another write would only wait a
+            // whole timeout more before saying so.
+            return Err(io::ErrorKind::TimedOut.into());
+        }
         Ok(w)
     }
     fn flush(&mut self) -> io::Result<()> {

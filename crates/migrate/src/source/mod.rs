@@ -170,6 +170,7 @@ fn connect_session(
         stream.try_clone().map_err(io)?,
         min_bandwidth(opts.max_bandwidth, opts.link_bandwidth),
         Arc::clone(&opts.progress),
+        stall,
     );
     let mut w = MessageWriter::new(BufWriter::with_capacity(WRITE_SLICE, meter));
     let session = wire::source_handshake(&mut r, &mut w, &opts.secret, &opts.offer)

@@ -87,6 +87,7 @@ impl<V: SourceVm> Engine<'_, V> {
             stream.try_clone().map_err(io)?,
             self.link_bandwidth,
             Arc::clone(&self.progress),
+            self.stall,
         );
         let mut w = MessageWriter::new(BufWriter::with_capacity(WRITE_SLICE, meter));
         let wire = |during| {
