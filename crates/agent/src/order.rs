@@ -239,6 +239,16 @@ impl OrderView {
             _ => self.verdict.as_ref().map(|_| Stage::Abandoned),
         }
     }
+
+    /// Why the order went wrong, if it did: the source's error, else the
+    /// destination's, else the manager's verdict.
+    pub fn error(&self) -> Option<String> {
+        [&self.source, &self.destination]
+            .into_iter()
+            .flatten()
+            .find_map(|s| s.error.clone())
+            .or_else(|| self.verdict.as_ref().map(|v| v.why.clone()))
+    }
 }
 
 /// Every order under [`ORDERS_PREFIX`] by id, with the keys that could not

@@ -264,9 +264,6 @@ impl LiveManager {
                 continue;
             }
             let src = v.source.as_ref();
-            let error = src
-                .and_then(|s| s.error.clone())
-                .or_else(|| v.destination.as_ref().and_then(|d| d.error.clone()));
             self.log.write(
                 "order-ended",
                 json!({
@@ -275,7 +272,7 @@ impl LiveManager {
                     "bytes_sent": src.map(|s| s.bytes_sent),
                     "total_time_ms": src.and_then(|s| s.total_time_ms),
                     "downtime_ms": src.and_then(|s| s.downtime_ms),
-                    "error": error,
+                    "error": v.error(),
                 }),
             );
         }

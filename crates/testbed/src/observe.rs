@@ -47,11 +47,6 @@ impl OrderState {
         let order = view.order.as_ref()?;
         let src = view.source.as_ref();
         let stage = src.or(view.destination.as_ref()).map(|s| s.stage.name());
-        let error = [src, view.destination.as_ref()]
-            .into_iter()
-            .flatten()
-            .find_map(|s| s.error.clone())
-            .or_else(|| view.verdict.as_ref().map(|v| v.why.clone()));
         Some(OrderState {
             id: order.id.clone(),
             vm: order.vm.clone(),
@@ -64,7 +59,7 @@ impl OrderState {
             bytes_sent: src.map_or(0, |s| s.bytes_sent),
             total_time_ms: src.and_then(|s| s.total_time_ms),
             downtime_ms: src.and_then(|s| s.downtime_ms),
-            error,
+            error: view.error(),
         })
     }
 }
