@@ -52,7 +52,7 @@ impl StrategyKind {
     ];
 
     /// The default strategy (chosen on the benchmark, docs/BENCHMARKS.md).
-    pub const DEFAULT: StrategyKind = StrategyKind::Downtime;
+    pub const DEFAULT: StrategyKind = StrategyKind::Predictive;
 
     /// The name users give on the command line and in API requests.
     pub const fn name(self) -> &'static str {
