@@ -3,11 +3,40 @@
 //! updated as VMs are moved on paper. Its buffers live in the `Manager`
 //! between intervals so planning does not allocate.
 
-use crate::config::Model;
+use crate::buckets::LoadBuckets;
+use crate::config::{Config, Model};
 use crate::detect::{Detector, HostLoad};
 use crate::index::HostIndex;
 use crate::model::{HISTORY_LEN, PoolView};
 use crate::select::Candidate;
+
+/// How power-aware placement finds its host this interval
+/// (docs/MANAGER.md, "Placement").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum HostSearch {
+    /// Every candidate host evaluated (small pools, the CloudSim model).
+    #[default]
+    Scan,
+    /// The exact rule through hosts bucketed by load (`LoadBuckets`).
+    Buckets,
+    /// The tie tolerance's rule through the host index (`HostIndex`).
+    Tolerant,
+}
+
+impl HostSearch {
+    /// The search for `config` on a pool of `hosts`: Ferry's model keeps a
+    /// structure (the exact rule's buckets, or the tolerance's index); the
+    /// CloudSim model's increase is not a function of the load alone, so
+    /// it scans.
+    pub fn choose(config: &Config, hosts: usize) -> Self {
+        let _ = hosts;
+        match config.model {
+            Model::CloudSim => HostSearch::Scan,
+            Model::Ferry if config.tie_tolerance_w > 0.0 => HostSearch::Tolerant,
+            Model::Ferry => HostSearch::Buckets,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Allocation {
@@ -37,20 +66,23 @@ pub(crate) struct Allocation {
     /// kind are interchangeable, so placement evaluates only the first.
     kind: Vec<usize>,
     kinds: usize,
-    /// Hosts with VMs by kind and planned load, kept current when on
-    /// (placement under a tie tolerance).
+    /// The lowest-index host of each kind.
+    reps: Vec<usize>,
+    /// Hosts with VMs by kind and planned load, kept current for the
+    /// search in use (`HostSearch`).
     index: HostIndex,
-    indexed: bool,
+    buckets: LoadBuckets,
+    search: HostSearch,
     /// Hosts taken out of the index for the rest of the plan.
     hidden: Vec<bool>,
 }
 
 impl Allocation {
     /// Starts an interval from the allocation in `view`; a VM in flight
-    /// occupies both its source and its destination. With `indexed`, the
-    /// host index is built and kept current.
-    pub fn reset(&mut self, view: &PoolView, indexed: bool) {
-        self.indexed = false;
+    /// occupies both its source and its destination. The structure
+    /// `search` needs is built and kept current.
+    pub fn reset(&mut self, view: &PoolView, search: HostSearch) {
+        self.search = HostSearch::Scan;
         let nh = view.hosts.len();
         self.host_vms.resize_with(nh, Vec::new);
         self.host_vms.truncate(nh);
@@ -102,37 +134,63 @@ impl Allocation {
             self.base_power.push(power.power(self.base_util[h]));
             self.power_now.push(power.power(self.util(view, h)));
         }
-        if indexed {
-            self.hidden.clear();
-            self.hidden.resize(nh, false);
-            let load = (0..nh)
-                .map(|h| self.active(h).then(|| self.util(view, h)))
-                .collect();
-            self.index.build(&self.kind, self.kinds, load);
-            self.indexed = true;
+        self.hidden.clear();
+        self.hidden.resize(nh, false);
+        match search {
+            HostSearch::Scan => {}
+            HostSearch::Buckets => {
+                let caps: Vec<f64> = self
+                    .reps
+                    .iter()
+                    .map(|&r| view.hosts[r].cpu_capacity)
+                    .collect();
+                let cpu: Vec<Option<f64>> = (0..nh)
+                    .map(|h| self.active(h).then_some(self.cpu[h]))
+                    .collect();
+                self.buckets.build(&self.kind, &caps, cpu.into_iter());
+            }
+            HostSearch::Tolerant => {
+                let load = (0..nh)
+                    .map(|h| self.active(h).then(|| self.util(view, h)))
+                    .collect();
+                self.index.build(&self.kind, self.kinds, load);
+            }
         }
+        self.search = search;
     }
 
     /// The host index, when this interval keeps one.
     pub fn index(&self) -> Option<&HostIndex> {
-        self.indexed.then_some(&self.index)
+        (self.search == HostSearch::Tolerant).then_some(&self.index)
     }
 
-    /// Keeps host `h`'s entry in the index current.
+    /// The load buckets, when this interval keeps them.
+    pub fn buckets(&self) -> Option<&LoadBuckets> {
+        (self.search == HostSearch::Buckets).then_some(&self.buckets)
+    }
+
+    /// Keeps host `h`'s entry in the search structure current.
     fn reindex(&mut self, view: &PoolView, h: usize) {
-        if self.indexed && !self.hidden[h] {
-            let load = self.active(h).then(|| self.util(view, h));
-            self.index.set(h, load);
+        if self.search == HostSearch::Scan || self.hidden[h] {
+            return;
+        }
+        let active = self.active(h);
+        match self.search {
+            HostSearch::Scan => {}
+            HostSearch::Buckets => self.buckets.set(h, active.then_some(self.cpu[h])),
+            HostSearch::Tolerant => self.index.set(h, active.then(|| self.util(view, h))),
         }
     }
 
-    /// Takes host `h` out of the index for the rest of the plan: the caller
-    /// excludes it from every placement left (so searches do not wade
-    /// through hosts that can never be chosen).
+    /// Takes host `h` out of the search structure for the rest of the
+    /// plan: the caller excludes it from every placement left (so searches
+    /// do not wade through hosts that can never be chosen).
     pub fn hide(&mut self, h: usize) {
-        if self.indexed {
-            self.hidden[h] = true;
-            self.index.set(h, None);
+        self.hidden[h] = true;
+        match self.search {
+            HostSearch::Scan => {}
+            HostSearch::Buckets => self.buckets.set(h, None),
+            HostSearch::Tolerant => self.index.set(h, None),
         }
     }
 
@@ -162,6 +220,7 @@ impl Allocation {
             }));
         }
         self.kinds = reps.len();
+        self.reps = reps;
     }
 
     /// Puts VM `v` on host `h`.
@@ -233,6 +292,11 @@ impl Allocation {
 
     pub fn kinds(&self) -> usize {
         self.kinds
+    }
+
+    /// The lowest-index host of kind `k` (its specification stands for the kind's).
+    pub fn rep(&self, k: usize) -> usize {
+        self.reps[k]
     }
 
     /// Runs the detector on host `h` as planned, optionally with VM `extra` added.

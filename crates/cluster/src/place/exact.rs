@@ -1,0 +1,179 @@
+//! Power-aware placement through the load buckets, under the exact rule:
+//! the first host in (increase, index) order that passes the checks, the
+//! one a scan of every candidate finds, evaluating only the hosts whose
+//! increase may come first (docs/MANAGER.md, "Placement").
+//!
+//! For one VM, a host's increase is piecewise linear in its load (`Piece`).
+//! Each piece's buckets are walked from its cheaper end; no host of a
+//! bucket has an increase below the bucket's bound (the piece's least on
+//! the bucket's loads, less a margin far above float rounding). A host
+//! whose computed increase is below every bound not yet walked precedes
+//! every host not yet seen, so hosts are checked in exact (increase, index)
+//! order. Hosts whose increases are mathematically equal (the load and the
+//! load with the VM on segments of equal slope) are all evaluated, since
+//! rounding orders them, but each is a few flops on its bucket's entry.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use super::PlaceCandidate;
+use super::indexed::kind_pieces;
+use crate::buckets::{BUCKETS, bucket_of};
+use crate::config::Model;
+use crate::index::Piece;
+use crate::planner::Planner;
+
+/// Far above the rounding of a computed increase (about 1e-13 W for
+/// powers of hundreds of watts), far below any difference that matters.
+const MARGIN_W: f64 = 1e-9;
+
+/// One piece's walk through its buckets, from its cheaper end.
+struct Walk {
+    kind: usize,
+    piece: Piece,
+    /// The kind's first piece also takes loads below 0 (rounding); its
+    /// last, loads equal to its top.
+    first: bool,
+    last: bool,
+    /// The next bucket, and the one past the last in the walk's direction.
+    next: isize,
+    end: isize,
+    step: isize,
+}
+
+impl Walk {
+    fn new(kind: usize, piece: Piece, first: bool, last: bool) -> Self {
+        let (lo, hi) = (bucket_of(piece.lo) as isize, bucket_of(piece.hi) as isize);
+        let (next, end, step) = if piece.at_lo <= piece.at_hi {
+            (lo, hi + 1, 1)
+        } else {
+            (hi, lo - 1, -1)
+        };
+        Walk {
+            kind,
+            piece,
+            first,
+            last,
+            next,
+            end,
+            step,
+        }
+    }
+
+    /// No host of the piece in the next bucket has a smaller increase.
+    fn bound(&self) -> f64 {
+        let p = &self.piece;
+        let b = self.next as f64;
+        let x0 = p.lo.max(b / BUCKETS as f64);
+        let x1 = p.hi.min((b + 1.0) / BUCKETS as f64);
+        p.at(x0).min(p.at(x1)) - MARGIN_W
+    }
+
+    fn contains(&self, u: f64) -> bool {
+        let p = &self.piece;
+        (self.first || u >= p.lo) && (u < p.hi || (self.last && u <= p.hi))
+    }
+}
+
+impl Planner<'_> {
+    /// `least_power` with the load buckets (Ferry model, exact rule).
+    pub(super) fn least_power_exact(
+        &mut self,
+        v: usize,
+        excluded: &[bool],
+        empties: Option<&[Vec<usize>]>,
+    ) -> Option<usize> {
+        let view = self.view;
+        let alloc = &*self.alloc;
+        let count = &*self.count;
+        let buckets = alloc.buckets()?;
+        let detector = &self.config.detector;
+        let model = Model::Ferry;
+        let demand = view.vms[v].cpu_demand;
+
+        // Hosts seen, least (increase, index) first: each is checked when no
+        // host unseen can precede it.
+        let mut seen = BinaryHeap::from(std::mem::take(&mut *self.candidates));
+        seen.clear();
+        // Empty hosts of one kind are interchangeable: the first usable one.
+        for list in empties.unwrap_or(&[]) {
+            if let Some(h) = super::first_empty(list, excluded, alloc, count)
+                && alloc.fits(view, v, h, model)
+            {
+                let delta = alloc.power_delta(view, v, h, model);
+                seen.push(Reverse(PlaceCandidate { delta, h }));
+            }
+        }
+        let pieces = kind_pieces(view, alloc, demand, detector);
+        let mut walks: Vec<Walk> = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, &(k, p))| {
+                let first = i == 0 || pieces[i - 1].0 != k;
+                let last = i + 1 == pieces.len() || pieces[i + 1].0 != k;
+                Walk::new(k, p, first, last)
+            })
+            .collect();
+        // Each walk keyed by its next bucket's bound (`h`: the walk).
+        let mut next: BinaryHeap<Reverse<PlaceCandidate>> = walks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                Reverse(PlaceCandidate {
+                    delta: w.bound(),
+                    h: i,
+                })
+            })
+            .collect();
+        let passes = |h: usize| {
+            // Empty hosts were checked above; CloudSim skips the overload
+            // check for them.
+            !alloc.active(h)
+                || (!excluded[h]
+                    && count.can_start(h)
+                    && alloc.fits(view, v, h, model)
+                    && !alloc.overloaded(view, detector, h, Some(v)))
+        };
+        let mut found = None;
+        loop {
+            let bound = next.peek().map_or(f64::INFINITY, |n| n.0.delta);
+            if let Some(&Reverse(c)) = seen.peek()
+                && c.delta < bound
+            {
+                seen.pop();
+                if passes(c.h) {
+                    found = Some(c.h);
+                    break;
+                }
+                continue;
+            }
+            let Some(Reverse(n)) = next.pop() else {
+                break;
+            };
+            let w = &mut walks[n.h];
+            let cap = buckets.cap(w.kind);
+            let power = &view.power_models[view.hosts[alloc.rep(w.kind)].power_model];
+            for &(c, h) in buckets.bucket(w.kind, w.next as usize) {
+                let u = c / cap;
+                if w.contains(u) {
+                    let h = h as usize;
+                    let delta = power.power((c + demand) / cap) - power.power(u);
+                    debug_assert_eq!(
+                        delta.to_bits(),
+                        alloc.power_delta(view, v, h, model).to_bits()
+                    );
+                    seen.push(Reverse(PlaceCandidate { delta, h }));
+                }
+            }
+            w.next += w.step;
+            if w.next != w.end {
+                next.push(Reverse(PlaceCandidate {
+                    delta: w.bound(),
+                    h: n.h,
+                }));
+            }
+        }
+        *self.candidates = seen.into_vec();
+        found
+    }
+}
