@@ -144,10 +144,12 @@ impl Allocation {
                     .iter()
                     .map(|&r| view.hosts[r].cpu_capacity)
                     .collect();
-                let cpu: Vec<Option<f64>> = (0..nh)
-                    .map(|h| self.active(h).then_some(self.cpu[h]))
-                    .collect();
-                self.buckets.build(&self.kind, &caps, cpu.into_iter());
+                self.buckets.reset(&self.kind, &caps);
+                for h in 0..nh {
+                    if self.active(h) {
+                        self.buckets.set(h, Some((self.cpu[h], self.power_now[h])));
+                    }
+                }
             }
             HostSearch::Tolerant => {
                 let load = (0..nh)
@@ -177,7 +179,10 @@ impl Allocation {
         let active = self.active(h);
         match self.search {
             HostSearch::Scan => {}
-            HostSearch::Buckets => self.buckets.set(h, active.then_some(self.cpu[h])),
+            HostSearch::Buckets => {
+                let now = active.then(|| (self.cpu[h], self.power_now[h]));
+                self.buckets.set(h, now);
+            }
             HostSearch::Tolerant => self.index.set(h, active.then(|| self.util(view, h))),
         }
     }

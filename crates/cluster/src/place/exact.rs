@@ -18,8 +18,9 @@ use std::collections::BinaryHeap;
 
 use super::PlaceCandidate;
 use super::indexed::kind_pieces;
-use crate::buckets::{BUCKETS, bucket_of};
+use crate::buckets::{BUCKETS, LoadBuckets, bucket_of};
 use crate::config::Model;
+use crate::detect::Detector;
 use crate::index::Piece;
 use crate::planner::Planner;
 
@@ -35,16 +36,17 @@ struct Walk {
     /// last, loads equal to its top.
     first: bool,
     last: bool,
-    /// The next bucket, and the one past the last in the walk's direction.
+    /// The next non-empty bucket, and the one past the last in the walk's
+    /// direction.
     next: isize,
     end: isize,
     step: isize,
 }
 
 impl Walk {
-    fn new(kind: usize, piece: Piece, first: bool, last: bool) -> Self {
+    fn new(buckets: &LoadBuckets, kind: usize, piece: Piece, first: bool, last: bool) -> Self {
         let (lo, hi) = (bucket_of(piece.lo) as isize, bucket_of(piece.hi) as isize);
-        let (next, end, step) = if piece.at_lo <= piece.at_hi {
+        let (from, end, step) = if piece.at_lo <= piece.at_hi {
             (lo, hi + 1, 1)
         } else {
             (hi, lo - 1, -1)
@@ -54,10 +56,14 @@ impl Walk {
             piece,
             first,
             last,
-            next,
+            next: buckets.next_full(kind, from, end, step),
             end,
             step,
         }
+    }
+
+    fn done(&self) -> bool {
+        self.next == self.end
     }
 
     /// No host of the piece in the next bucket has a smaller increase.
@@ -90,9 +96,21 @@ impl Planner<'_> {
         let detector = &self.config.detector;
         let model = Model::Ferry;
         let demand = view.vms[v].cpu_demand;
-
-        // Hosts seen, least (increase, index) first: each is checked when no
-        // host unseen can precede it.
+        let passes = |h: usize| {
+            // Empty hosts were checked when found; CloudSim skips the
+            // overload check for them.
+            !alloc.active(h)
+                || (!excluded[h]
+                    && count.can_start(h)
+                    && alloc.fits(view, v, h, model)
+                    && !alloc.overloaded(view, detector, h, Some(v)))
+        };
+        // A threshold is as cheap as the other checks: each host is checked
+        // when it would be the best so far, and the best that passes is
+        // kept. Otherwise the hosts seen wait in (increase, index) order,
+        // each checked once no host unseen can precede it.
+        let eager = matches!(detector, Detector::Threshold { .. });
+        let mut best: Option<PlaceCandidate> = None;
         let mut seen = BinaryHeap::from(std::mem::take(&mut *self.candidates));
         seen.clear();
         // Empty hosts of one kind are interchangeable: the first usable one.
@@ -100,8 +118,15 @@ impl Planner<'_> {
             if let Some(h) = super::first_empty(list, excluded, alloc, count)
                 && alloc.fits(view, v, h, model)
             {
-                let delta = alloc.power_delta(view, v, h, model);
-                seen.push(Reverse(PlaceCandidate { delta, h }));
+                let c = PlaceCandidate {
+                    delta: alloc.power_delta(view, v, h, model),
+                    h,
+                };
+                if eager {
+                    best = Some(best.map_or(c, |b| b.min(c)));
+                } else {
+                    seen.push(Reverse(c));
+                }
             }
         }
         let pieces = kind_pieces(view, alloc, demand, detector);
@@ -111,13 +136,14 @@ impl Planner<'_> {
             .map(|(i, &(k, p))| {
                 let first = i == 0 || pieces[i - 1].0 != k;
                 let last = i + 1 == pieces.len() || pieces[i + 1].0 != k;
-                Walk::new(k, p, first, last)
+                Walk::new(buckets, k, p, first, last)
             })
             .collect();
         // Each walk keyed by its next bucket's bound (`h`: the walk).
         let mut next: BinaryHeap<Reverse<PlaceCandidate>> = walks
             .iter()
             .enumerate()
+            .filter(|(_, w)| !w.done())
             .map(|(i, w)| {
                 Reverse(PlaceCandidate {
                     delta: w.bound(),
@@ -125,55 +151,74 @@ impl Planner<'_> {
                 })
             })
             .collect();
-        let passes = |h: usize| {
-            // Empty hosts were checked above; CloudSim skips the overload
-            // check for them.
-            !alloc.active(h)
-                || (!excluded[h]
-                    && count.can_start(h)
-                    && alloc.fits(view, v, h, model)
-                    && !alloc.overloaded(view, detector, h, Some(v)))
-        };
-        let mut found = None;
-        loop {
-            let bound = next.peek().map_or(f64::INFINITY, |n| n.0.delta);
-            if let Some(&Reverse(c)) = seen.peek()
+        let found = loop {
+            let bound = bound_after(&next);
+            if eager {
+                if let Some(b) = best
+                    && b.delta < bound
+                {
+                    break Some(b.h);
+                }
+            } else if let Some(&Reverse(c)) = seen.peek()
                 && c.delta < bound
             {
                 seen.pop();
                 if passes(c.h) {
-                    found = Some(c.h);
-                    break;
+                    break Some(c.h);
                 }
                 continue;
             }
             let Some(Reverse(n)) = next.pop() else {
-                break;
+                break None;
             };
+            // Walk on while this walk's bounds stay the least and no host
+            // seen could be taken (a piece of equal increases in one go).
+            let first = if eager {
+                best
+            } else {
+                seen.peek().map(|c| c.0)
+            };
+            let mut limit = first.map_or(bound_after(&next), |c| c.delta.min(bound_after(&next)));
             let w = &mut walks[n.h];
             let cap = buckets.cap(w.kind);
             let power = &view.power_models[view.hosts[alloc.rep(w.kind)].power_model];
-            for &(c, h) in buckets.bucket(w.kind, w.next as usize) {
-                let u = c / cap;
-                if w.contains(u) {
-                    let h = h as usize;
-                    let delta = power.power((c + demand) / cap) - power.power(u);
+            loop {
+                for e in buckets.bucket(w.kind, w.next as usize) {
+                    if !w.contains(e.load) {
+                        continue;
+                    }
+                    let h = e.host as usize;
+                    let delta = power.power((e.cpu + demand) / cap) - e.power;
                     debug_assert_eq!(
                         delta.to_bits(),
                         alloc.power_delta(view, v, h, model).to_bits()
                     );
-                    seen.push(Reverse(PlaceCandidate { delta, h }));
+                    let c = PlaceCandidate { delta, h };
+                    if !eager {
+                        seen.push(Reverse(c));
+                        limit = limit.min(delta);
+                    } else if best.is_none_or(|b| c < b) && passes(h) {
+                        best = Some(c);
+                        limit = limit.min(delta);
+                    }
+                }
+                w.next = buckets.next_full(w.kind, w.next + w.step, w.end, w.step);
+                if w.done() {
+                    break;
+                }
+                let b = w.bound();
+                if b > limit {
+                    next.push(Reverse(PlaceCandidate { delta: b, h: n.h }));
+                    break;
                 }
             }
-            w.next += w.step;
-            if w.next != w.end {
-                next.push(Reverse(PlaceCandidate {
-                    delta: w.bound(),
-                    h: n.h,
-                }));
-            }
-        }
+        };
         *self.candidates = seen.into_vec();
         found
     }
+}
+
+/// The least bound of the walks left.
+fn bound_after(next: &BinaryHeap<Reverse<PlaceCandidate>>) -> f64 {
+    next.peek().map_or(f64::INFINITY, |n| n.0.delta)
 }
