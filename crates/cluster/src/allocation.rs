@@ -5,7 +5,7 @@
 
 use crate::buckets::LoadBuckets;
 use crate::config::{Config, Model};
-use crate::detect::{Detector, HostLoad};
+use crate::detect::{Detector, HostLoad, LR_WINDOW};
 use crate::index::HostIndex;
 use crate::model::{HISTORY_LEN, PoolView};
 use crate::select::Candidate;
@@ -52,6 +52,9 @@ pub(crate) struct Allocation {
     vm_hist_len: Vec<usize>,
     /// VMs migrating in to each host.
     reserved_in: Vec<u32>,
+    /// The longest time one of each host's VMs would take to leave it
+    /// (what the regressions look ahead by).
+    longest_s: Vec<f64>,
     /// CPU the host's VMs are given: each one's demand capped by its cores
     /// (CloudSim's allocated MIPS; the CloudSim model's fit and power use it).
     given: Vec<f64>,
@@ -95,6 +98,8 @@ impl Allocation {
         }
         self.reserved_in.clear();
         self.reserved_in.resize(nh, 0);
+        self.longest_s.clear();
+        self.longest_s.resize(nh, 0.0);
         // Filled below once the loads are known (`add` skips it until then).
         self.power_now.clear();
         self.hist.clear();
@@ -240,6 +245,7 @@ impl Allocation {
         for i in 0..self.vm_hist_len[v] {
             self.hist[h][i] += self.vm_hist[v][i] * w;
         }
+        self.longest_s[h] = self.longest_s[h].max(migration_time(view, v, h));
         self.update_power(view, h);
         self.reindex(view, h);
     }
@@ -262,6 +268,8 @@ impl Allocation {
             // Avoid rounding residue: an empty host has no history.
             self.hist[h] = [0.0; HISTORY_LEN];
         }
+        self.longest_s[h] =
+            (self.host_vms[h].iter()).fold(0.0, |t: f64, &v| t.max(migration_time(view, v, h)));
         self.update_power(view, h);
         self.reindex(view, h);
     }
@@ -322,15 +330,16 @@ impl Allocation {
             let extra = extra.map_or(0.0, |v| view.vms[v].cpu_demand / cap);
             return util + extra > threshold;
         }
-        let mut scratch = self.hist[h];
         // Only the regressions look ahead by the migration time.
         let needs_time = matches!(detector, Detector::Lr { .. } | Detector::Lrr { .. });
         let mut max_t: f64 = 0.0;
         if needs_time {
-            for &v in &self.host_vms[h] {
-                max_t = max_t.max(migration_time(view, v, h));
+            max_t = self.longest_s[h];
+            if let Some(verdict) = self.regression_window(view, detector, h, extra, max_t) {
+                return verdict;
             }
         }
+        let mut scratch = self.hist[h];
         if let Some(v) = extra {
             let vm = &view.vms[v];
             util += vm.cpu_demand / cap;
@@ -355,6 +364,49 @@ impl Allocation {
         detector
             .quick_verdict(&load)
             .unwrap_or_else(|| detector.is_overloaded(&load))
+    }
+
+    /// The regressions' verdict from the newest `LR_WINDOW` values of the
+    /// history alone (all they read once the history is that long), when
+    /// it is: the verdict `overloaded` gives, without building the whole
+    /// history. `max_t`: the longest migration time of the host's VMs.
+    fn regression_window(
+        &self,
+        view: &PoolView,
+        detector: &Detector,
+        h: usize,
+        extra: Option<usize>,
+        max_t: f64,
+    ) -> Option<bool> {
+        let cap = view.hosts[h].cpu_capacity;
+        let mut window: [f64; LR_WINDOW] = self.hist[h][..LR_WINDOW].try_into().ok()?;
+        let mut util = self.cpu[h] / cap;
+        let mut max_t = max_t;
+        if let Some(v) = extra {
+            let vm = &view.vms[v];
+            util += vm.cpu_demand / cap;
+            let w = vm.cpu_size / cap;
+            for i in 0..self.vm_hist_len[v].min(LR_WINDOW) {
+                window[i] += self.vm_hist[v][i] * w;
+            }
+            max_t = max_t.max(migration_time(view, v, h));
+        }
+        // A non-zero value at the window's end: the history is at least
+        // that long (the full one is cut after its last non-zero value).
+        if window[LR_WINDOW - 1] == 0.0 {
+            return None;
+        }
+        let load = HostLoad {
+            utilization: util,
+            history_newest_first: &window,
+            max_migration_time_s: max_t,
+            interval_s: view.interval_s,
+        };
+        Some(
+            detector
+                .quick_verdict(&load)
+                .unwrap_or_else(|| detector.is_overloaded(&load)),
+        )
     }
 
     /// VM `v` on host `h` as a selector sees it.
