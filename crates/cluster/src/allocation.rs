@@ -24,16 +24,20 @@ pub(crate) enum HostSearch {
 }
 
 impl HostSearch {
-    /// The search for `config` on a pool of `hosts`: Ferry's model keeps a
-    /// structure (the exact rule's buckets, or the tolerance's index); the
-    /// CloudSim model's increase is not a function of the load alone, so
-    /// it scans.
+    /// Pools from this many hosts keep the buckets: below, scanning every
+    /// candidate costs less than keeping them (docs/BENCHMARKS.md, "Scale").
+    pub const BUCKETS_FROM_HOSTS: usize = 2_000;
+
+    /// The search for `config` on a pool of `hosts`. Ferry's model keeps a
+    /// structure (the tolerance's index, or on large pools the exact rule's
+    /// buckets: the same choices as the scan); the CloudSim model's
+    /// increase is not a function of the load alone, so it scans.
     pub fn choose(config: &Config, hosts: usize) -> Self {
-        let _ = hosts;
         match config.model {
             Model::CloudSim => HostSearch::Scan,
             Model::Ferry if config.tie_tolerance_w > 0.0 => HostSearch::Tolerant,
-            Model::Ferry => HostSearch::Buckets,
+            Model::Ferry if hosts >= Self::BUCKETS_FROM_HOSTS => HostSearch::Buckets,
+            Model::Ferry => HostSearch::Scan,
         }
     }
 }

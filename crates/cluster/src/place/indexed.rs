@@ -311,7 +311,11 @@ mod tests {
         let n = view.hosts.len();
         let (mut scan, mut fast) = (Allocation::default(), Allocation::default());
         scan.reset(&view, HostSearch::Scan);
-        let search = HostSearch::choose(&config, n);
+        let search = if tolerance > 0.0 {
+            HostSearch::Tolerant
+        } else {
+            HostSearch::Buckets
+        };
         fast.reset(&view, search);
         assert!(scan.index().is_none() && scan.buckets().is_none());
         match search {
