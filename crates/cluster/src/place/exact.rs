@@ -18,10 +18,12 @@ use std::collections::BinaryHeap;
 
 use super::PlaceCandidate;
 use super::indexed::kind_pieces;
+use crate::allocation::Allocation;
 use crate::buckets::{BUCKETS, LoadBuckets, bucket_of};
 use crate::config::Model;
 use crate::detect::Detector;
 use crate::index::Piece;
+use crate::model::PoolView;
 use crate::planner::Planner;
 
 /// Far above the rounding of a computed increase (about 1e-13 W for
@@ -129,28 +131,7 @@ impl Planner<'_> {
                 }
             }
         }
-        let pieces = kind_pieces(view, alloc, demand, detector);
-        let mut walks: Vec<Walk> = pieces
-            .iter()
-            .enumerate()
-            .map(|(i, &(k, p))| {
-                let first = i == 0 || pieces[i - 1].0 != k;
-                let last = i + 1 == pieces.len() || pieces[i + 1].0 != k;
-                Walk::new(buckets, k, p, first, last)
-            })
-            .collect();
-        // Each walk keyed by its next bucket's bound (`h`: the walk).
-        let mut next: BinaryHeap<Reverse<PlaceCandidate>> = walks
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| !w.done())
-            .map(|(i, w)| {
-                Reverse(PlaceCandidate {
-                    delta: w.bound(),
-                    h: i,
-                })
-            })
-            .collect();
+        let (mut walks, mut next) = start_walks(view, alloc, buckets, demand, detector);
         let found = loop {
             let bound = bound_after(&next);
             if eager {
@@ -216,6 +197,39 @@ impl Planner<'_> {
         *self.candidates = seen.into_vec();
         found
     }
+}
+
+/// Each load piece's walk for a VM of `demand`, and the walks not done
+/// keyed by their next bucket's bound (`h`: the walk).
+fn start_walks(
+    view: &PoolView,
+    alloc: &Allocation,
+    buckets: &LoadBuckets,
+    demand: f64,
+    detector: &Detector,
+) -> (Vec<Walk>, BinaryHeap<Reverse<PlaceCandidate>>) {
+    let pieces = kind_pieces(view, alloc, demand, detector);
+    let walks: Vec<Walk> = pieces
+        .iter()
+        .enumerate()
+        .map(|(i, &(k, p))| {
+            let first = i == 0 || pieces[i - 1].0 != k;
+            let last = i + 1 == pieces.len() || pieces[i + 1].0 != k;
+            Walk::new(buckets, k, p, first, last)
+        })
+        .collect();
+    let next = walks
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| !w.done())
+        .map(|(i, w)| {
+            Reverse(PlaceCandidate {
+                delta: w.bound(),
+                h: i,
+            })
+        })
+        .collect();
+    (walks, next)
 }
 
 /// The least bound of the walks left.
