@@ -3,11 +3,44 @@
 //! updated as VMs are moved on paper. Its buffers live in the `Manager`
 //! between intervals so planning does not allocate.
 
-use crate::config::Model;
-use crate::detect::{Detector, HostLoad};
+use crate::buckets::LoadBuckets;
+use crate::config::{Config, Model};
+use crate::detect::{Detector, HostLoad, LR_WINDOW};
 use crate::index::HostIndex;
 use crate::model::{HISTORY_LEN, PoolView};
 use crate::select::Candidate;
+
+/// How power-aware placement finds its host this interval
+/// (docs/MANAGER.md, "Placement").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum HostSearch {
+    /// Every candidate host evaluated (small pools, the CloudSim model).
+    #[default]
+    Scan,
+    /// The exact rule through hosts bucketed by load (`LoadBuckets`).
+    Buckets,
+    /// The tie tolerance's rule through the host index (`HostIndex`).
+    Tolerant,
+}
+
+impl HostSearch {
+    /// Pools from this many hosts keep the buckets: below, scanning every
+    /// candidate costs less than keeping them (docs/BENCHMARKS.md, "Scale").
+    pub const BUCKETS_FROM_HOSTS: usize = 2_000;
+
+    /// The search for `config` on a pool of `hosts`. Ferry's model keeps a
+    /// structure (the tolerance's index, or on large pools the exact rule's
+    /// buckets: the same choices as the scan); the CloudSim model's
+    /// increase is not a function of the load alone, so it scans.
+    pub fn choose(config: &Config, hosts: usize) -> Self {
+        match config.model {
+            Model::CloudSim => HostSearch::Scan,
+            Model::Ferry if config.tie_tolerance_w > 0.0 => HostSearch::Tolerant,
+            Model::Ferry if hosts >= Self::BUCKETS_FROM_HOSTS => HostSearch::Buckets,
+            Model::Ferry => HostSearch::Scan,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Allocation {
@@ -23,6 +56,9 @@ pub(crate) struct Allocation {
     vm_hist_len: Vec<usize>,
     /// VMs migrating in to each host.
     reserved_in: Vec<u32>,
+    /// The longest time one of each host's VMs would take to leave it
+    /// (what the regressions look ahead by).
+    longest_s: Vec<f64>,
     /// CPU the host's VMs are given: each one's demand capped by its cores
     /// (CloudSim's allocated MIPS; the CloudSim model's fit and power use it).
     given: Vec<f64>,
@@ -37,20 +73,23 @@ pub(crate) struct Allocation {
     /// kind are interchangeable, so placement evaluates only the first.
     kind: Vec<usize>,
     kinds: usize,
-    /// Hosts with VMs by kind and planned load, kept current when on
-    /// (placement under a tie tolerance).
+    /// The lowest-index host of each kind.
+    reps: Vec<usize>,
+    /// Hosts with VMs by kind and planned load, kept current for the
+    /// search in use (`HostSearch`).
     index: HostIndex,
-    indexed: bool,
+    buckets: LoadBuckets,
+    search: HostSearch,
     /// Hosts taken out of the index for the rest of the plan.
     hidden: Vec<bool>,
 }
 
 impl Allocation {
     /// Starts an interval from the allocation in `view`; a VM in flight
-    /// occupies both its source and its destination. With `indexed`, the
-    /// host index is built and kept current.
-    pub fn reset(&mut self, view: &PoolView, indexed: bool) {
-        self.indexed = false;
+    /// occupies both its source and its destination. The structure
+    /// `search` needs is built and kept current.
+    pub fn reset(&mut self, view: &PoolView, search: HostSearch) {
+        self.search = HostSearch::Scan;
         let nh = view.hosts.len();
         self.host_vms.resize_with(nh, Vec::new);
         self.host_vms.truncate(nh);
@@ -63,6 +102,8 @@ impl Allocation {
         }
         self.reserved_in.clear();
         self.reserved_in.resize(nh, 0);
+        self.longest_s.clear();
+        self.longest_s.resize(nh, 0.0);
         // Filled below once the loads are known (`add` skips it until then).
         self.power_now.clear();
         self.hist.clear();
@@ -102,37 +143,68 @@ impl Allocation {
             self.base_power.push(power.power(self.base_util[h]));
             self.power_now.push(power.power(self.util(view, h)));
         }
-        if indexed {
-            self.hidden.clear();
-            self.hidden.resize(nh, false);
-            let load = (0..nh)
-                .map(|h| self.active(h).then(|| self.util(view, h)))
-                .collect();
-            self.index.build(&self.kind, self.kinds, load);
-            self.indexed = true;
+        self.hidden.clear();
+        self.hidden.resize(nh, false);
+        match search {
+            HostSearch::Scan => {}
+            HostSearch::Buckets => {
+                let caps: Vec<f64> = self
+                    .reps
+                    .iter()
+                    .map(|&r| view.hosts[r].cpu_capacity)
+                    .collect();
+                self.buckets.reset(&self.kind, &caps);
+                for h in 0..nh {
+                    if self.active(h) {
+                        self.buckets.set(h, Some((self.cpu[h], self.power_now[h])));
+                    }
+                }
+            }
+            HostSearch::Tolerant => {
+                let load = (0..nh)
+                    .map(|h| self.active(h).then(|| self.util(view, h)))
+                    .collect();
+                self.index.build(&self.kind, self.kinds, load);
+            }
         }
+        self.search = search;
     }
 
     /// The host index, when this interval keeps one.
     pub fn index(&self) -> Option<&HostIndex> {
-        self.indexed.then_some(&self.index)
+        (self.search == HostSearch::Tolerant).then_some(&self.index)
     }
 
-    /// Keeps host `h`'s entry in the index current.
+    /// The load buckets, when this interval keeps them.
+    pub fn buckets(&self) -> Option<&LoadBuckets> {
+        (self.search == HostSearch::Buckets).then_some(&self.buckets)
+    }
+
+    /// Keeps host `h`'s entry in the search structure current.
     fn reindex(&mut self, view: &PoolView, h: usize) {
-        if self.indexed && !self.hidden[h] {
-            let load = self.active(h).then(|| self.util(view, h));
-            self.index.set(h, load);
+        if self.search == HostSearch::Scan || self.hidden[h] {
+            return;
+        }
+        let active = self.active(h);
+        match self.search {
+            HostSearch::Scan => {}
+            HostSearch::Buckets => {
+                let now = active.then(|| (self.cpu[h], self.power_now[h]));
+                self.buckets.set(h, now);
+            }
+            HostSearch::Tolerant => self.index.set(h, active.then(|| self.util(view, h))),
         }
     }
 
-    /// Takes host `h` out of the index for the rest of the plan: the caller
-    /// excludes it from every placement left (so searches do not wade
-    /// through hosts that can never be chosen).
+    /// Takes host `h` out of the search structure for the rest of the
+    /// plan: the caller excludes it from every placement left (so searches
+    /// do not wade through hosts that can never be chosen).
     pub fn hide(&mut self, h: usize) {
-        if self.indexed {
-            self.hidden[h] = true;
-            self.index.set(h, None);
+        self.hidden[h] = true;
+        match self.search {
+            HostSearch::Scan => {}
+            HostSearch::Buckets => self.buckets.set(h, None),
+            HostSearch::Tolerant => self.index.set(h, None),
         }
     }
 
@@ -162,6 +234,7 @@ impl Allocation {
             }));
         }
         self.kinds = reps.len();
+        self.reps = reps;
     }
 
     /// Puts VM `v` on host `h`.
@@ -176,6 +249,7 @@ impl Allocation {
         for i in 0..self.vm_hist_len[v] {
             self.hist[h][i] += self.vm_hist[v][i] * w;
         }
+        self.longest_s[h] = self.longest_s[h].max(migration_time(view, v, h));
         self.update_power(view, h);
         self.reindex(view, h);
     }
@@ -198,6 +272,8 @@ impl Allocation {
             // Avoid rounding residue: an empty host has no history.
             self.hist[h] = [0.0; HISTORY_LEN];
         }
+        self.longest_s[h] =
+            (self.host_vms[h].iter()).fold(0.0, |t: f64, &v| t.max(migration_time(view, v, h)));
         self.update_power(view, h);
         self.reindex(view, h);
     }
@@ -235,6 +311,11 @@ impl Allocation {
         self.kinds
     }
 
+    /// The lowest-index host of kind `k` (its specification stands for the kind's).
+    pub fn rep(&self, k: usize) -> usize {
+        self.reps[k]
+    }
+
     /// Runs the detector on host `h` as planned, optionally with VM `extra` added.
     pub fn overloaded(
         &self,
@@ -253,15 +334,16 @@ impl Allocation {
             let extra = extra.map_or(0.0, |v| view.vms[v].cpu_demand / cap);
             return util + extra > threshold;
         }
-        let mut scratch = self.hist[h];
         // Only the regressions look ahead by the migration time.
         let needs_time = matches!(detector, Detector::Lr { .. } | Detector::Lrr { .. });
         let mut max_t: f64 = 0.0;
         if needs_time {
-            for &v in &self.host_vms[h] {
-                max_t = max_t.max(migration_time(view, v, h));
+            max_t = self.longest_s[h];
+            if let Some(verdict) = self.regression_window(view, detector, h, extra, max_t) {
+                return verdict;
             }
         }
+        let mut scratch = self.hist[h];
         if let Some(v) = extra {
             let vm = &view.vms[v];
             util += vm.cpu_demand / cap;
@@ -286,6 +368,49 @@ impl Allocation {
         detector
             .quick_verdict(&load)
             .unwrap_or_else(|| detector.is_overloaded(&load))
+    }
+
+    /// The regressions' verdict from the newest `LR_WINDOW` values of the
+    /// history alone (all they read once the history is that long), when
+    /// it is: the verdict `overloaded` gives, without building the whole
+    /// history. `max_t`: the longest migration time of the host's VMs.
+    fn regression_window(
+        &self,
+        view: &PoolView,
+        detector: &Detector,
+        h: usize,
+        extra: Option<usize>,
+        max_t: f64,
+    ) -> Option<bool> {
+        let cap = view.hosts[h].cpu_capacity;
+        let mut window: [f64; LR_WINDOW] = self.hist[h][..LR_WINDOW].try_into().ok()?;
+        let mut util = self.cpu[h] / cap;
+        let mut max_t = max_t;
+        if let Some(v) = extra {
+            let vm = &view.vms[v];
+            util += vm.cpu_demand / cap;
+            let w = vm.cpu_size / cap;
+            for i in 0..self.vm_hist_len[v].min(LR_WINDOW) {
+                window[i] += self.vm_hist[v][i] * w;
+            }
+            max_t = max_t.max(migration_time(view, v, h));
+        }
+        // A non-zero value at the window's end: the history is at least
+        // that long (the full one is cut after its last non-zero value).
+        if window[LR_WINDOW - 1] == 0.0 {
+            return None;
+        }
+        let load = HostLoad {
+            utilization: util,
+            history_newest_first: &window,
+            max_migration_time_s: max_t,
+            interval_s: view.interval_s,
+        };
+        Some(
+            detector
+                .quick_verdict(&load)
+                .unwrap_or_else(|| detector.is_overloaded(&load)),
+        )
     }
 
     /// VM `v` on host `h` as a selector sees it.

@@ -83,11 +83,6 @@ impl HostIndex {
         self.load = load;
     }
 
-    /// The lowest-index host of kind `k`.
-    pub fn first_of(&self, k: usize) -> Option<usize> {
-        self.members.get(k)?.first().copied()
-    }
-
     /// Host `h` now has `load` (`None`: no VM, not indexed).
     pub fn set(&mut self, h: usize, load: Option<f64>) {
         let old = self.load[h];
@@ -224,6 +219,15 @@ impl Piece {
     /// The least increase on the piece.
     pub fn least(&self) -> f64 {
         self.at_lo.min(self.at_hi)
+    }
+
+    /// The increase at load `x` on the piece (linear between its ends).
+    pub fn at(&self, x: f64) -> f64 {
+        if self.hi > self.lo {
+            self.at_lo + (self.at_hi - self.at_lo) * ((x - self.lo) / (self.hi - self.lo))
+        } else {
+            self.at_lo
+        }
     }
 
     /// The loads on the piece whose increase is at most `limit`, widened by

@@ -24,6 +24,7 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
 
 mod allocation;
+mod buckets;
 mod config;
 pub mod detect;
 mod index;

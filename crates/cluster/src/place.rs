@@ -1,6 +1,7 @@
 //! Placement: which host a VM leaving another goes to (docs/MANAGER.md,
 //! "Placement").
 
+mod exact;
 mod indexed;
 
 use std::cmp::Reverse;
@@ -105,6 +106,10 @@ impl Planner<'_> {
         among: &[usize],
         empties: Option<&[Vec<usize>]>,
     ) -> Option<usize> {
+        if self.alloc.buckets().is_some() {
+            // As with the index below: the buckets hold the hosts `among`.
+            return self.least_power_exact(v, excluded, empties);
+        }
         if self.alloc.index().is_some() {
             // The hosts with VMs not excluded are `among` (the callers'
             // lists), so the index of all hosts with VMs stands for it.

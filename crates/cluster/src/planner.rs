@@ -3,7 +3,7 @@
 
 use rand_chacha::ChaCha8Rng;
 
-use crate::allocation::Allocation;
+use crate::allocation::{Allocation, HostSearch};
 use crate::config::{Config, Model};
 use crate::limits::MigrationCount;
 use crate::model::PoolView;
@@ -66,8 +66,8 @@ pub(crate) struct Planner<'a> {
 impl<'a> Planner<'a> {
     /// Starts from the allocation and the migrations in flight in `view`.
     pub fn new(view: &'a PoolView, config: &'a Config, bufs: &'a mut PlanBuffers) -> Self {
-        let indexed = config.tie_tolerance_w > 0.0 && config.model == Model::Ferry;
-        bufs.alloc.reset(view, indexed);
+        bufs.alloc
+            .reset(view, HostSearch::choose(config, view.hosts.len()));
         bufs.count.reset(view, config.limits);
         Planner {
             view,

@@ -1,10 +1,12 @@
 //! The scale runs: day 20110303 replicated k times (its trace files copied
 //! with a prefix) on the default scenario with both host counts multiplied
 //! by k (800, 4,000 and 16,000 hosts), one policy on one thread, with
-//! exact ties and with a tie tolerance (the indexed placement) in turn at
-//! each size. Reports each run's CPU time (median of 3), its ratio to k = 1
-//! in the same mode (measured in the same process, so load on the machine
-//! affects both), the peak memory, and plots time against hosts.
+//! exact ties (the default: a scan of every candidate below 2,000 hosts,
+//! the load buckets from there) and with a tie tolerance (the host index)
+//! in turn at each size. Reports each run's CPU time (median of 3), its
+//! ratio to k = 1 in the same mode (measured in the same process, so load
+//! on the machine affects both), the peak memory, and plots time against
+//! hosts.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -9,6 +9,7 @@ use std::collections::btree_set::Range;
 use std::ops::Bound;
 
 use super::PlaceCandidate;
+use crate::allocation::Allocation;
 use crate::config::Model;
 use crate::detect::Detector;
 use crate::index::{self, HostIndex, Load, Piece};
@@ -68,7 +69,7 @@ impl Planner<'_> {
             }
         }
 
-        let pieces = kind_pieces(view, index, alloc.kinds(), demand, detector);
+        let pieces = kind_pieces(view, alloc, demand, detector);
         // A piece's hosts in load order from its cheaper end; the first
         // piece of a kind also takes loads below 0 (rounding).
         let open = |i: usize| {
@@ -157,20 +158,16 @@ impl Planner<'_> {
 /// Each kind's load pieces for a VM of `demand`, up to the most load it
 /// fits on and, with a threshold, the most it leaves a host under it
 /// (margins: the checks on each host decide).
-fn kind_pieces(
+pub(super) fn kind_pieces(
     view: &PoolView,
-    index: &HostIndex,
-    kinds: usize,
+    alloc: &Allocation,
     demand: f64,
     detector: &Detector,
 ) -> Vec<(usize, Piece)> {
     let mut pieces = Vec::new();
     let mut buf = Vec::new();
-    for k in 0..kinds {
-        let Some(rep) = index.first_of(k) else {
-            continue;
-        };
-        let host = &view.hosts[rep];
+    for k in 0..alloc.kinds() {
+        let host = &view.hosts[alloc.rep(k)];
         let power = &view.power_models[host.power_model];
         let cap = host.cpu_capacity;
         let mut max = (cap + 1e-9 - demand) / cap + 1e-12;
@@ -218,7 +215,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    use crate::allocation::Allocation;
+    use crate::allocation::{Allocation, HostSearch};
     use crate::config::{Config, Model};
     use crate::detect::Detector;
     use crate::limits::{MigrationCount, MigrationLimits};
@@ -227,9 +224,12 @@ mod tests {
     use crate::planner::Planner;
     use crate::select::Selector;
 
-    /// A seeded pool: G4 and G5 hosts (some with overhead), VMs spread on
-    /// about two thirds of them, with random demands and histories.
-    fn pool(rng: &mut ChaCha8Rng, hosts: usize) -> PoolView {
+    /// A seeded pool: G4 and G5 hosts, VMs spread on about two thirds of
+    /// them, with random demands and histories; some hosts have a tiny
+    /// overhead, so that increases differ by little more than rounding.
+    /// With `coarse`, demands come from a few values, so that many hosts
+    /// have equal loads and many increases are equal or nearly so.
+    fn pool(rng: &mut ChaCha8Rng, hosts: usize, coarse: bool) -> PoolView {
         let hosts: Vec<HostInfo> = (0..hosts)
             .map(|i| {
                 let g5 = rng.random_bool(0.5);
@@ -239,7 +239,7 @@ mod tests {
                     core_capacity: if g5 { 2660.0 } else { 1860.0 },
                     ram_mb: 4096.0,
                     net_mbps: 1000.0,
-                    cpu_overhead: 0.0,
+                    cpu_overhead: [0.0, 0.0, 1e-10, 1e-7][rng.random_range(0..4)],
                     power_model: g5 as usize,
                     on: true,
                 }
@@ -252,7 +252,11 @@ mod tests {
             if h % 3 == 0 {
                 continue;
             }
-            let demand = rng.random_range(0.0..1.0f64).powi(2) * 1500.0;
+            let demand = if coarse {
+                [50.0, 186.0, 266.0, 372.0, 532.0][rng.random_range(0..5)]
+            } else {
+                rng.random_range(0.0..1.0f64).powi(2) * 1500.0
+            };
             if load[h] + demand > hosts[h].cpu_capacity * 0.95 {
                 continue;
             }
@@ -297,17 +301,27 @@ mod tests {
         }
     }
 
-    /// Moves VMs one by one, each placed by a scan and by the index (on
-    /// allocations kept side by side): both must choose the same host.
-    fn same_as_scan(seed: u64, detector: Detector, tolerance: f64) {
+    /// Moves VMs one by one, each placed by a scan and by the index or,
+    /// without a tolerance, the buckets (on allocations kept side by side):
+    /// both must choose the same host.
+    fn same_as_scan(seed: u64, detector: Detector, tolerance: f64, coarse: bool) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let view = pool(&mut rng, 120);
+        let view = pool(&mut rng, 120, coarse);
         let config = config(detector, tolerance);
         let n = view.hosts.len();
         let (mut scan, mut fast) = (Allocation::default(), Allocation::default());
-        scan.reset(&view, false);
-        fast.reset(&view, true);
-        assert!(fast.index().is_some() && scan.index().is_none());
+        scan.reset(&view, HostSearch::Scan);
+        let search = if tolerance > 0.0 {
+            HostSearch::Tolerant
+        } else {
+            HostSearch::Buckets
+        };
+        fast.reset(&view, search);
+        assert!(scan.index().is_none() && scan.buckets().is_none());
+        match search {
+            HostSearch::Tolerant => assert!(fast.index().is_some()),
+            _ => assert!(fast.buckets().is_some()),
+        }
         let mut count = MigrationCount::default();
         count.reset(&view, config.limits);
         let mut buf = Vec::new();
@@ -353,13 +367,37 @@ mod tests {
     #[test]
     fn index_chooses_the_host_a_scan_chooses() {
         for seed in 0..6 {
-            for tolerance in [1e-6, 0.05, 0.7, 4.0] {
-                same_as_scan(seed, Detector::Threshold { threshold: 0.8 }, tolerance);
+            for tolerance in [0.0, 1e-6, 0.05, 0.7, 4.0] {
+                same_as_scan(
+                    seed,
+                    Detector::Threshold { threshold: 0.8 },
+                    tolerance,
+                    false,
+                );
                 let lr = Detector::Lr {
                     safety: 1.2,
                     fallback: 0.7,
                 };
-                same_as_scan(seed, lr, tolerance);
+                same_as_scan(seed, lr, tolerance, false);
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_choose_the_host_a_scan_chooses_among_near_ties() {
+        for seed in 0..12 {
+            for coarse in [false, true] {
+                same_as_scan(seed, Detector::Threshold { threshold: 0.9 }, 0.0, coarse);
+                let lr = Detector::Lr {
+                    safety: 1.2,
+                    fallback: 0.7,
+                };
+                same_as_scan(seed, lr, 0.0, coarse);
+                let mad = Detector::Mad {
+                    safety: 2.5,
+                    fallback: 0.7,
+                };
+                same_as_scan(seed, mad, 0.0, coarse);
             }
         }
     }
@@ -367,11 +405,11 @@ mod tests {
     #[test]
     fn tolerance_zero_is_the_exact_rule() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let view = pool(&mut rng, 80);
+        let view = pool(&mut rng, 80, false);
         let config = config(Detector::Threshold { threshold: 0.9 }, 0.0);
         let n = view.hosts.len();
         let mut alloc = Allocation::default();
-        alloc.reset(&view, false);
+        alloc.reset(&view, HostSearch::Scan);
         assert!(alloc.index().is_none());
         let mut count = MigrationCount::default();
         count.reset(&view, config.limits);

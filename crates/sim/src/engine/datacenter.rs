@@ -1,6 +1,8 @@
 //! The modelled data center: hosts and VMs built from a scenario, their
 //! initial placement, and the engine's view of them.
 
+use std::collections::{BTreeSet, HashMap};
+
 use cluster::{HISTORY_LEN, HostInfo, PoolView, PowerModel, VmInfo};
 
 use super::SimError;
@@ -9,7 +11,7 @@ use crate::scenario::Scenario;
 use crate::trace::Day;
 
 /// One host: cores and MIPS, memory (MB), bandwidth, power model index.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct HostSpec {
     pub cores: u32,
     pub core_mips: f64,
@@ -99,6 +101,10 @@ pub(crate) fn initial_placement(
     let first_fit = matches!(policy, Policy::Npa | Policy::Dvfs);
     let cloudsim = s.simulation.model == cluster::Model::CloudSim;
     let overcommit = s.simulation.cpu_overcommit;
+    // Hosts of one specification with the same reservations are alike: each
+    // choice below depends only on those, ties going to the lowest index,
+    // so only the lowest-index host of each class is evaluated.
+    let mut classes = Classes::new(hosts);
     for (i, v) in vms.iter().enumerate() {
         let reserved = if overcommit == 1.0 {
             v.mips
@@ -113,10 +119,10 @@ pub(crate) fn initial_placement(
                 && ram[h] + v.ram <= spec.ram + 1e-9
         };
         let chosen = if first_fit {
-            (0..hosts.len()).find(|&h| fits(h))
+            classes.firsts().filter(|&h| fits(h)).min()
         } else {
             let mut best: Option<(f64, usize)> = None;
-            for h in 0..hosts.len() {
+            for h in classes.firsts() {
                 if !fits(h) {
                     continue;
                 }
@@ -133,7 +139,9 @@ pub(crate) fn initial_placement(
                     0.0
                 };
                 let delta = after - now;
-                if best.is_none_or(|(b, _)| delta < b) {
+                // The least increase, lowest index first (a scan in index
+                // order keeping the first strictly less).
+                if best.is_none_or(|(b, bh)| delta < b || (delta == b && h < bh)) {
                     best = Some((delta, h));
                 }
             }
@@ -147,11 +155,61 @@ pub(crate) fn initial_placement(
                 vm_type: s.vm_types[v.vm_type].name.clone(),
             });
         };
+        let from = classes.key(h, cpu[h], ram[h]);
         cpu[h] += reserved;
         ram[h] += v.ram;
+        classes.moved(h, from, classes.key(h, cpu[h], ram[h]));
         out.push(h);
     }
     Ok(out)
+}
+
+/// Hosts grouped by specification and reservations (CPU and memory).
+struct Classes {
+    /// Each host's specification: the first host with the same one.
+    spec: Vec<usize>,
+    members: HashMap<(usize, u64, u64), BTreeSet<usize>>,
+}
+
+impl Classes {
+    fn new(hosts: &[HostSpec]) -> Self {
+        let mut spec = Vec::with_capacity(hosts.len());
+        let mut reps: Vec<usize> = Vec::new();
+        for (i, h) in hosts.iter().enumerate() {
+            let same = reps.iter().copied().find(|&j| hosts[j] == *h);
+            spec.push(same.unwrap_or_else(|| {
+                reps.push(i);
+                i
+            }));
+        }
+        let mut members: HashMap<(usize, u64, u64), BTreeSet<usize>> = HashMap::new();
+        for (h, &k) in spec.iter().enumerate() {
+            members
+                .entry((k, 0f64.to_bits(), 0f64.to_bits()))
+                .or_default()
+                .insert(h);
+        }
+        Classes { spec, members }
+    }
+
+    fn key(&self, h: usize, cpu: f64, ram: f64) -> (usize, u64, u64) {
+        (self.spec[h], cpu.to_bits(), ram.to_bits())
+    }
+
+    /// The lowest-index host of each class, in no particular order.
+    fn firsts(&self) -> impl Iterator<Item = usize> + '_ {
+        self.members.values().filter_map(|m| m.first().copied())
+    }
+
+    fn moved(&mut self, h: usize, from: (usize, u64, u64), to: (usize, u64, u64)) {
+        if let Some(m) = self.members.get_mut(&from) {
+            m.remove(&h);
+            if m.is_empty() {
+                self.members.remove(&from);
+            }
+        }
+        self.members.entry(to).or_default().insert(h);
+    }
 }
 
 /// The engine's view of the data center before the first interval: every

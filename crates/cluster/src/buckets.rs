@@ -1,0 +1,211 @@
+//! Hosts with VMs by kind in buckets of planned load, for the exact
+//! power-aware placement (docs/MANAGER.md, "Placement"). A bucket holds the
+//! hosts whose load lies in one thousandth of the load range, each entry
+//! with what the increase needs (CPU load, load, power), side by side, so
+//! the search reads a load range's hosts from a few short arrays; moving a
+//! host between buckets costs O(1), and empty buckets are skipped with a
+//! bitmap.
+
+/// Buckets per kind, over loads 0..=1 (loads outside go to the end ones).
+pub(crate) const BUCKETS: usize = 1000;
+const WORDS: usize = BUCKETS.div_ceil(64);
+
+/// One host in a bucket.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    /// CPU load (the allocation's), load (CPU load / capacity), and power
+    /// at that load (W).
+    pub cpu: f64,
+    pub load: f64,
+    pub power: f64,
+    pub host: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LoadBuckets {
+    /// Kind k's bucket b is `entries[k * BUCKETS + b]`.
+    entries: Vec<Vec<Entry>>,
+    /// Kind k's non-empty buckets: bit b of `full[k * WORDS + b / 64]`.
+    full: Vec<u64>,
+    /// Each kind's CPU capacity.
+    caps: Vec<f64>,
+    /// Per host: (bucket list, position in it) while it is in a bucket.
+    at: Vec<Option<(u32, u32)>>,
+    kind: Vec<usize>,
+}
+
+/// The bucket of load `u` (NaN and negative loads go to the first).
+pub(crate) fn bucket_of(u: f64) -> usize {
+    ((u * BUCKETS as f64) as usize).min(BUCKETS - 1)
+}
+
+impl LoadBuckets {
+    /// Empties the buckets: `kind[h]` is host h's kind, `caps[k]` kind k's
+    /// CPU capacity.
+    pub fn reset(&mut self, kind: &[usize], caps: &[f64]) {
+        self.kind.clear();
+        self.kind.extend_from_slice(kind);
+        self.caps.clear();
+        self.caps.extend_from_slice(caps);
+        self.entries.resize_with(caps.len() * BUCKETS, Vec::new);
+        self.entries.truncate(caps.len() * BUCKETS);
+        for list in &mut self.entries {
+            list.clear();
+        }
+        self.full.clear();
+        self.full.resize(caps.len() * WORDS, 0);
+        self.at.clear();
+        self.at.resize(kind.len(), None);
+    }
+
+    /// Kind `k`'s CPU capacity.
+    pub fn cap(&self, k: usize) -> f64 {
+        self.caps[k]
+    }
+
+    /// Kind `k`'s hosts in bucket `b`, in no particular order.
+    pub fn bucket(&self, k: usize, b: usize) -> &[Entry] {
+        &self.entries[k * BUCKETS + b]
+    }
+
+    /// Kind `k`'s first non-empty bucket from `b` towards `end` (excluded)
+    /// in steps of `step` (1 or -1), or `end`.
+    pub fn next_full(&self, k: usize, b: isize, end: isize, step: isize) -> isize {
+        let words = &self.full[k * WORDS..(k + 1) * WORDS];
+        let mut b = b;
+        while b != end {
+            let (w, bit) = (b as usize / 64, b as usize % 64);
+            let rest = if step > 0 {
+                words[w] >> bit
+            } else {
+                words[w] << (63 - bit)
+            };
+            if rest == 0 {
+                // On to the next word.
+                b = if step > 0 {
+                    ((w + 1) * 64) as isize
+                } else {
+                    (w * 64) as isize - 1
+                };
+                if (step > 0 && b >= end) || (step < 0 && b <= end) {
+                    return end;
+                }
+                continue;
+            }
+            let found = if step > 0 {
+                b + rest.trailing_zeros() as isize
+            } else {
+                b - rest.leading_zeros() as isize
+            };
+            if (step > 0 && found >= end) || (step < 0 && found <= end) {
+                return end;
+            }
+            return found;
+        }
+        end
+    }
+
+    /// Host `h` now has CPU load `cpu` and power `power` (`None`: no VM, in
+    /// no bucket).
+    pub fn set(&mut self, h: usize, now: Option<(f64, f64)>) {
+        if let Some((list, pos)) = self.at[h].take() {
+            let entries = &mut self.entries[list as usize];
+            entries.swap_remove(pos as usize);
+            if let Some(moved) = entries.get(pos as usize) {
+                self.at[moved.host as usize] = Some((list, pos));
+            }
+            if entries.is_empty() {
+                self.full[list as usize / BUCKETS * WORDS + list as usize % BUCKETS / 64] &=
+                    !(1 << (list as usize % BUCKETS % 64));
+            }
+        }
+        if let Some((cpu, power)) = now {
+            let k = self.kind[h];
+            let load = cpu / self.caps[k];
+            let b = bucket_of(load);
+            let list = k * BUCKETS + b;
+            let entries = &mut self.entries[list];
+            self.at[h] = Some((list as u32, entries.len() as u32));
+            entries.push(Entry {
+                cpu,
+                load,
+                power,
+                host: h as u32,
+            });
+            self.full[k * WORDS + b / 64] |= 1 << (b % 64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(b: &LoadBuckets, k: usize, i: usize) -> Vec<u32> {
+        let mut v: Vec<u32> = b.bucket(k, i).iter().map(|e| e.host).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn hosts_move_between_buckets() {
+        let mut b = LoadBuckets::default();
+        b.reset(&[0, 1, 0, 0], &[100.0, 200.0]);
+        b.set(0, Some((10.0, 1.0)));
+        b.set(1, Some((10.0, 1.0)));
+        b.set(3, Some((10.05, 1.0)));
+        assert_eq!(hosts(&b, 0, 100), vec![0, 3]);
+        assert_eq!(hosts(&b, 1, 50), vec![1]);
+        b.set(0, Some((99.99, 1.0)));
+        b.set(2, Some((-1e-12, 1.0)));
+        assert_eq!(hosts(&b, 0, 100), vec![3]);
+        assert_eq!(hosts(&b, 0, 999), vec![0]);
+        assert_eq!(hosts(&b, 0, 0), vec![2]);
+        b.set(3, None);
+        b.set(0, Some((150.0, 1.0)));
+        assert!(b.bucket(0, 100).is_empty());
+        assert_eq!(hosts(&b, 0, 999), vec![0]);
+        b.set(0, None);
+        assert!(b.bucket(0, 999).is_empty());
+    }
+
+    #[test]
+    fn empty_buckets_are_skipped_both_ways() {
+        let mut b = LoadBuckets::default();
+        b.reset(&[0, 0, 0, 1], &[1000.0, 1000.0]);
+        // Buckets 3, 64, 130 of kind 0; 500 of kind 1.
+        for (h, cpu) in [(0, 3.5), (1, 64.2), (2, 130.0), (3, 500.0)] {
+            b.set(h, Some((cpu, 0.0)));
+        }
+        let full: Vec<isize> = (0..BUCKETS as isize)
+            .filter(|&i| !b.bucket(0, i as usize).is_empty())
+            .collect();
+        assert_eq!(full, vec![3, 64, 130]);
+        for from in 0..BUCKETS as isize {
+            for end in [BUCKETS as isize, 100, 131, 64, 3] {
+                let up = full
+                    .iter()
+                    .copied()
+                    .find(|&i| i >= from && i < end)
+                    .unwrap_or(end);
+                if from < end {
+                    assert_eq!(b.next_full(0, from, end, 1), up, "{from} up to {end}");
+                }
+            }
+            for end in [-1, 2, 3, 63, 129] {
+                let down = full
+                    .iter()
+                    .rev()
+                    .copied()
+                    .find(|&i| i <= from && i > end)
+                    .unwrap_or(end);
+                if from > end {
+                    assert_eq!(b.next_full(0, from, end, -1), down, "{from} down to {end}");
+                }
+            }
+        }
+        assert_eq!(b.next_full(1, 0, BUCKETS as isize, 1), 500);
+        b.set(1, None);
+        assert_eq!(b.next_full(0, 4, BUCKETS as isize, 1), 130);
+    }
+}

@@ -1,0 +1,238 @@
+//! Power-aware placement through the load buckets, under the exact rule:
+//! the first host in (increase, index) order that passes the checks, the
+//! one a scan of every candidate finds, evaluating only the hosts whose
+//! increase may come first (docs/MANAGER.md, "Placement").
+//!
+//! For one VM, a host's increase is piecewise linear in its load (`Piece`).
+//! Each piece's buckets are walked from its cheaper end; no host of a
+//! bucket has an increase below the bucket's bound (the piece's least on
+//! the bucket's loads, less a margin far above float rounding). A host
+//! whose computed increase is below every bound not yet walked precedes
+//! every host not yet seen, so hosts are checked in exact (increase, index)
+//! order. Hosts whose increases are mathematically equal (the load and the
+//! load with the VM on segments of equal slope) are all evaluated, since
+//! rounding orders them, but each is a few flops on its bucket's entry.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use super::PlaceCandidate;
+use super::indexed::kind_pieces;
+use crate::allocation::Allocation;
+use crate::buckets::{BUCKETS, LoadBuckets, bucket_of};
+use crate::config::Model;
+use crate::detect::Detector;
+use crate::index::Piece;
+use crate::model::PoolView;
+use crate::planner::Planner;
+
+/// Far above the rounding of a computed increase (about 1e-13 W for
+/// powers of hundreds of watts), far below any difference that matters.
+const MARGIN_W: f64 = 1e-9;
+
+/// One piece's walk through its buckets, from its cheaper end.
+struct Walk {
+    kind: usize,
+    piece: Piece,
+    /// The kind's first piece also takes loads below 0 (rounding); its
+    /// last, loads equal to its top.
+    first: bool,
+    last: bool,
+    /// The next non-empty bucket, and the one past the last in the walk's
+    /// direction.
+    next: isize,
+    end: isize,
+    step: isize,
+}
+
+impl Walk {
+    fn new(buckets: &LoadBuckets, kind: usize, piece: Piece, first: bool, last: bool) -> Self {
+        let (lo, hi) = (bucket_of(piece.lo) as isize, bucket_of(piece.hi) as isize);
+        let (from, end, step) = if piece.at_lo <= piece.at_hi {
+            (lo, hi + 1, 1)
+        } else {
+            (hi, lo - 1, -1)
+        };
+        Walk {
+            kind,
+            piece,
+            first,
+            last,
+            next: buckets.next_full(kind, from, end, step),
+            end,
+            step,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.next == self.end
+    }
+
+    /// No host of the piece in the next bucket has a smaller increase.
+    fn bound(&self) -> f64 {
+        let p = &self.piece;
+        let b = self.next as f64;
+        let x0 = p.lo.max(b / BUCKETS as f64);
+        let x1 = p.hi.min((b + 1.0) / BUCKETS as f64);
+        p.at(x0).min(p.at(x1)) - MARGIN_W
+    }
+
+    fn contains(&self, u: f64) -> bool {
+        let p = &self.piece;
+        (self.first || u >= p.lo) && (u < p.hi || (self.last && u <= p.hi))
+    }
+}
+
+impl Planner<'_> {
+    /// `least_power` with the load buckets (Ferry model, exact rule).
+    pub(super) fn least_power_exact(
+        &mut self,
+        v: usize,
+        excluded: &[bool],
+        empties: Option<&[Vec<usize>]>,
+    ) -> Option<usize> {
+        let view = self.view;
+        let alloc = &*self.alloc;
+        let count = &*self.count;
+        let buckets = alloc.buckets()?;
+        let detector = &self.config.detector;
+        let model = Model::Ferry;
+        let demand = view.vms[v].cpu_demand;
+        let passes = |h: usize| {
+            // Empty hosts were checked when found; CloudSim skips the
+            // overload check for them.
+            !alloc.active(h)
+                || (!excluded[h]
+                    && count.can_start(h)
+                    && alloc.fits(view, v, h, model)
+                    && !alloc.overloaded(view, detector, h, Some(v)))
+        };
+        // A threshold is as cheap as the other checks: each host is checked
+        // when it would be the best so far, and the best that passes is
+        // kept. Otherwise the hosts seen wait in (increase, index) order,
+        // each checked once no host unseen can precede it.
+        let eager = matches!(detector, Detector::Threshold { .. });
+        let mut best: Option<PlaceCandidate> = None;
+        let mut seen = BinaryHeap::from(std::mem::take(&mut *self.candidates));
+        seen.clear();
+        // Empty hosts of one kind are interchangeable: the first usable one.
+        for list in empties.unwrap_or(&[]) {
+            if let Some(h) = super::first_empty(list, excluded, alloc, count)
+                && alloc.fits(view, v, h, model)
+            {
+                let c = PlaceCandidate {
+                    delta: alloc.power_delta(view, v, h, model),
+                    h,
+                };
+                if eager {
+                    best = Some(best.map_or(c, |b| b.min(c)));
+                } else {
+                    seen.push(Reverse(c));
+                }
+            }
+        }
+        let (mut walks, mut next) = start_walks(view, alloc, buckets, demand, detector);
+        let found = loop {
+            let bound = bound_after(&next);
+            if eager {
+                if let Some(b) = best
+                    && b.delta < bound
+                {
+                    break Some(b.h);
+                }
+            } else if let Some(&Reverse(c)) = seen.peek()
+                && c.delta < bound
+            {
+                seen.pop();
+                if passes(c.h) {
+                    break Some(c.h);
+                }
+                continue;
+            }
+            let Some(Reverse(n)) = next.pop() else {
+                break None;
+            };
+            // Walk on while this walk's bounds stay the least and no host
+            // seen could be taken (a piece of equal increases in one go).
+            let first = if eager {
+                best
+            } else {
+                seen.peek().map(|c| c.0)
+            };
+            let mut limit = first.map_or(bound_after(&next), |c| c.delta.min(bound_after(&next)));
+            let w = &mut walks[n.h];
+            let cap = buckets.cap(w.kind);
+            let power = &view.power_models[view.hosts[alloc.rep(w.kind)].power_model];
+            loop {
+                for e in buckets.bucket(w.kind, w.next as usize) {
+                    if !w.contains(e.load) {
+                        continue;
+                    }
+                    let h = e.host as usize;
+                    let delta = power.power((e.cpu + demand) / cap) - e.power;
+                    debug_assert_eq!(
+                        delta.to_bits(),
+                        alloc.power_delta(view, v, h, model).to_bits()
+                    );
+                    let c = PlaceCandidate { delta, h };
+                    if !eager {
+                        seen.push(Reverse(c));
+                        limit = limit.min(delta);
+                    } else if best.is_none_or(|b| c < b) && passes(h) {
+                        best = Some(c);
+                        limit = limit.min(delta);
+                    }
+                }
+                w.next = buckets.next_full(w.kind, w.next + w.step, w.end, w.step);
+                if w.done() {
+                    break;
+                }
+                let b = w.bound();
+                if b > limit {
+                    next.push(Reverse(PlaceCandidate { delta: b, h: n.h }));
+                    break;
+                }
+            }
+        };
+        *self.candidates = seen.into_vec();
+        found
+    }
+}
+
+/// Each load piece's walk for a VM of `demand`, and the walks not done
+/// keyed by their next bucket's bound (`h`: the walk).
+fn start_walks(
+    view: &PoolView,
+    alloc: &Allocation,
+    buckets: &LoadBuckets,
+    demand: f64,
+    detector: &Detector,
+) -> (Vec<Walk>, BinaryHeap<Reverse<PlaceCandidate>>) {
+    let pieces = kind_pieces(view, alloc, demand, detector);
+    let walks: Vec<Walk> = pieces
+        .iter()
+        .enumerate()
+        .map(|(i, &(k, p))| {
+            let first = i == 0 || pieces[i - 1].0 != k;
+            let last = i + 1 == pieces.len() || pieces[i + 1].0 != k;
+            Walk::new(buckets, k, p, first, last)
+        })
+        .collect();
+    let next = walks
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| !w.done())
+        .map(|(i, w)| {
+            Reverse(PlaceCandidate {
+                delta: w.bound(),
+                h: i,
+            })
+        })
+        .collect();
+    (walks, next)
+}
+
+/// The least bound of the walks left.
+fn bound_after(next: &BinaryHeap<Reverse<PlaceCandidate>>) -> f64 {
+    next.peek().map_or(f64::INFINITY, |n| n.0.delta)
+}
