@@ -59,25 +59,34 @@ impl Vm {
 
     /// The dirtier with `guest_args` (its working set [`WS_PAGES`] pages).
     pub fn boot_with(dir: &Path, name: &str, guest_args: &str) -> Vm {
+        Vm::boot_args(dir, name, guest_args, &[])
+    }
+
+    /// As [`Vm::boot_with`], with `extra` flags for `ferry run`.
+    pub fn boot_args(dir: &Path, name: &str, guest_args: &str, extra: &[&str]) -> Vm {
         let sock = dir.join(format!("{name}.sock"));
         let serial = dir.join(format!("{name}.log"));
         let proc = Proc::spawn(
             dir,
             name,
             &[
-                "run",
-                "--guest",
-                "dirtier",
-                "--append",
-                guest_args,
-                "--memory",
-                GUEST_MEMORY,
-                "--api",
-                sock.to_str().unwrap(),
-                "--serial",
-                serial.to_str().unwrap(),
-                "--timestamps",
-            ],
+                &[
+                    "run",
+                    "--guest",
+                    "dirtier",
+                    "--append",
+                    guest_args,
+                    "--memory",
+                    GUEST_MEMORY,
+                    "--api",
+                    sock.to_str().unwrap(),
+                    "--serial",
+                    serial.to_str().unwrap(),
+                    "--timestamps",
+                ],
+                extra,
+            ]
+            .concat(),
         );
         let mut vm = Vm {
             client: Client::new(&sock).with_timeout(Duration::from_secs(10)),
