@@ -85,6 +85,7 @@ impl StateDir {
             .custom_flags(libc::O_TMPFILE)
             .open(base)
             .with_context(|| format!("cannot create guest memory in {}", base.display()))?;
+        lock(&memory).with_context(what)?;
         Ok(Arc::new(StateDir {
             dir: base.join(name),
             memory: Arc::new(memory),
@@ -121,6 +122,8 @@ impl StateDir {
             .open(dir.join(MEMORY))
             .map_err(|e| anyhow::anyhow!("{MEMORY}: {e}"))
             .with_context(what)?;
+        // Two processes serving one post-copy could both give the VM a home.
+        lock(&memory).with_context(what)?;
         let sd = Arc::new(StateDir {
             dir: dir.to_path_buf(),
             memory: Arc::new(memory),
@@ -223,6 +226,20 @@ impl StateDir {
         drop(f);
         std::fs::rename(&tmp, self.dir.join(name))
     }
+}
+
+/// Holds `memory` for this process (flock, released when it dies); fails
+/// if a live process holds it.
+fn lock(memory: &File) -> anyhow::Result<()> {
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(memory.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            bail!("its guest memory is in use by a running ferry process");
+        }
+        bail!("cannot lock its guest memory: {e}");
+    }
+    Ok(())
 }
 
 /// A relative path as this process reads it, made absolute for another.
@@ -383,6 +400,15 @@ mod tests {
         }
     }
 
+    /// Lets the memory go, as a process that died would.
+    fn unlock(sd: &StateDir) {
+        // SAFETY: flock on a descriptor the StateDir owns.
+        assert_eq!(
+            unsafe { libc::flock(sd.memory.as_raw_fd(), libc::LOCK_UN) },
+            0
+        );
+    }
+
     /// Nothing is named before the switch; the switch names memory and
     /// records the migration; transactions replace the state; a half
     /// applied one leaves no state to resume from; `ended` removes all.
@@ -411,7 +437,13 @@ mod tests {
         .unwrap();
         let mode = std::fs::metadata(sd.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
-        let (_, rec) = StateDir::open(sd.path()).unwrap();
+        // The live process holds the memory: no second one takes it up.
+        let e = StateDir::open(sd.path()).err().unwrap();
+        assert!(format!("{e:#}").contains("in use by a running"), "{e:#}");
+        unlock(&sd);
+        let (held, rec) = StateDir::open(sd.path()).unwrap();
+        assert!(StateDir::open(sd.path()).is_err());
+        drop(held);
         assert_eq!(rec.name, "vm1");
         assert_eq!(rec.resume.migration_id, 0xabc);
         assert_eq!(rec.resume.set, vec![5, 0, 0, 0]);
