@@ -9,8 +9,10 @@
 //! configuration, post-copy set) and `state` (the latest transaction
 //! applied: its number and the VM state, framed and checksummed). Every
 //! file is written whole and renamed into place; `applying` marks a
-//! transaction half-written into memory. A clean exit removes the
-//! directory; a killed process leaves it for recovery. Directories are
+//! transaction half-written into memory. When the post-copy ends (or rolls
+//! back, or the VM is taken back) the record goes; the memory keeps its
+//! name while the VM lives. A clean exit removes the directory; a killed
+//! process leaves it for recovery. Directories are
 //! owner-only (0700), files 0600; no secret is written, only the path of
 //! the secret file and of the TLS directory the migration used.
 
@@ -380,8 +382,21 @@ impl Journal for DirJournal {
         }
     }
 
+    /// Voids the record (`recovery.json` first: without it nothing is
+    /// recovered). The memory keeps its name while the VM lives (an
+    /// unnamed-then-named file cannot be named again, and a later
+    /// post-copy needs it named); the directory goes at the exit.
     fn ended(&mut self) {
-        self.dir.remove();
+        for f in [RECORD, STATE, APPLYING] {
+            match std::fs::remove_file(self.dir.dir.join(f)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::error!(
+                    "cannot remove {f} from {}: {e}; remove the directory before any ferry run --recover on it",
+                    self.dir.dir.display()
+                ),
+            }
+        }
     }
 }
 
@@ -461,7 +476,11 @@ mod tests {
         std::fs::write(sd.path().join(RECORD), b"{").unwrap();
         let e = StateDir::open(sd.path()).err().unwrap();
         assert!(format!("{e:#}").contains("damaged"), "{e:#}");
+        // Ended: nothing to recover; the named memory goes with the process.
         j.ended();
+        let e = StateDir::open(sd.path()).err().unwrap();
+        assert!(format!("{e:#}").contains("no post-copy recorded"), "{e:#}");
+        sd.remove();
         assert!(!sd.path().exists());
         assert!(std::fs::read_dir(&base).unwrap().next().is_none());
     }

@@ -119,9 +119,8 @@ fn a_source_killed_in_post_copy_is_taken_up_by_a_restarted_source() {
             (log.verify_ok >= 1 && !log.heartbeats.is_empty()).then_some(())
         },
     );
-    // The memory was released and the state directory removed.
-    assert!(!state.exists(), "{} is left", state.display());
-    std::fs::remove_dir(&base).unwrap();
+    // Nothing is left to recover.
+    assert!(!state.join("recovery.json").exists());
     let mut ctl = Proc::spawn(
         dir.path(),
         "ctl",
@@ -135,6 +134,9 @@ fn a_source_killed_in_post_copy_is_taken_up_by_a_restarted_source() {
         again.stderr_text()
     );
     assert_no_panic("restarted source", &again.stderr_text());
+    // The state directory went with the process.
+    assert!(!state.exists(), "{} is left", state.display());
+    std::fs::remove_dir(&base).unwrap();
     let s = read_serial(&src.serial);
     let d = read_serial(&dest.serial);
     let r = read_serial(&serial2);

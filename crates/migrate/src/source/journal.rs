@@ -41,8 +41,9 @@ pub trait Journal: Send {
     /// Transaction `seq` is in guest memory; `state` is the VM's as of it.
     fn applied(&mut self, seq: u64, state: &VmState);
 
-    /// The post-copy is over here: completed (memory released) or the VM
-    /// runs here again. Nothing is left to recover.
+    /// Nothing is left to recover: the post-copy completed (memory
+    /// released), or the VM is about to run here again (a rollback before
+    /// Commit, a take-back), after which the record would be stale.
     fn ended(&mut self);
 }
 
@@ -232,8 +233,13 @@ fn never_reconnected<V: SourceVm>(
         std::thread::sleep(over - now);
     }
     let seq = rec.synced;
+    let resumable = rec.state.is_some() && !opts.lease.is_zero();
+    if resumable && let Some(j) = opts.journal.as_mut() {
+        // Before the VM runs here: its memory moves on from the record.
+        j.ended();
+    }
     let taken = match rec.state {
-        Some(state) if !opts.lease.is_zero() => match vm.take_back(*state) {
+        Some(state) if resumable => match vm.take_back(*state) {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!("could not resume the VM on the source: {e}");
@@ -243,9 +249,6 @@ fn never_reconnected<V: SourceVm>(
         _ => false,
     };
     if taken {
-        if let Some(j) = opts.journal.as_mut() {
-            j.ended();
-        }
         tracing::warn!(
             "post-copy could not go on ({error}); resumed on the source from transaction {seq}"
         );

@@ -230,11 +230,12 @@ impl<V: SourceVm> Engine<'_, V> {
             return false;
         };
         let seq = self.synced;
+        // Before the VM runs here: its memory moves on from the record.
+        if let Some(j) = self.journal.as_mut() {
+            j.ended();
+        }
         match self.vm.take_back(*state) {
             Ok(()) => {
-                if let Some(j) = self.journal.as_mut() {
-                    j.ended();
-                }
                 tracing::warn!(
                     "post-copy broke ({e}); resumed on the source from transaction {seq}"
                 );
