@@ -61,13 +61,14 @@ fn a_source_killed_in_post_copy_is_taken_up_by_a_restarted_source() {
         &["--state-dir", base.to_str().unwrap(), "--name", "src"],
     );
     let dest = Dest::start(dir.path(), "dst", &secret, &["--recovery-timeout", "30s"]);
-    // 32 MiB to fetch at 50 Mbit/s: post-copy lasts about 5 s.
+    // 32 MiB to fetch over a 50 Mbit/s link: post-copy lasts about 5 s
+    // (the restarted source keeps the recorded link).
     let mut m = src.start_migrate(
         dir.path(),
         "migrate",
         &dest.addr,
         &secret,
-        &["--strategy", "postcopy", "--max-bandwidth", "50Mbit"],
+        &["--strategy", "postcopy", "--link-bandwidth", "50Mbit"],
     );
     src.wait_progress("post-copy", |phase, _, _| phase == "postcopy");
     src.proc.kill();
@@ -108,6 +109,13 @@ fn a_source_killed_in_post_copy_is_taken_up_by_a_restarted_source() {
         report["postcopy"]["trigger"], "restarted source",
         "{report}"
     );
+    // It served pages the killed source had not sent.
+    let p = &report["postcopy"];
+    let served = ["pages_pushed", "pages_requested", "zero_pages"]
+        .iter()
+        .map(|k| p[k].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    assert!(served > 0, "{report}");
     wait_for("the destination to serve the running VM", PATIENCE, || {
         (dest.state().as_deref() == Some("running")).then_some(())
     });
