@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-
 use super::{PATIENCE, Proc, Vm, free_port, read_serial, state_of, status, wait_for};
 
 /// How `ferry receive` logs a peer it refused before authentication.
