@@ -42,6 +42,10 @@ pub struct Pair {
     pub destination: Client,
     src: Proc,
     dst: Proc,
+    /// How to start the source again (`ferry run --recover`).
+    exe: PathBuf,
+    dir: PathBuf,
+    src_sock: PathBuf,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -144,7 +148,50 @@ impl Pair {
             destination: Client::new(&dst_sock),
             src,
             dst,
+            exe,
+            dir: dir.to_path_buf(),
+            src_sock,
         })
+    }
+
+    /// After the source was killed: if it left a post-copy to take up
+    /// (its state directory under `ferry run`'s default base, named after
+    /// the VM `id`), starts `ferry run --recover` on it, with the same API
+    /// socket and serial log. Returns whether it did.
+    pub fn recover_source(&mut self, id: &str) -> anyhow::Result<bool> {
+        let state = Path::new(node::statedir::DEFAULT_BASE).join(id);
+        if !state.join("recovery.json").exists() {
+            return Ok(false);
+        }
+        let log = std::fs::File::create(self.dir.join("source-recovered-ferry.log"))?;
+        let p = |p: &Path| p.display().to_string();
+        let child = Command::new(&self.exe)
+            .args([
+                "run",
+                "--recover",
+                &p(&state),
+                "--api",
+                &p(&self.src_sock),
+                "--serial",
+                &p(&self.src_log),
+                "--timestamps",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start a ferry process")?;
+        self.src = Proc(child);
+        Ok(true)
+    }
+
+    /// Removes what a source killed in post-copy left of VM `id` (its
+    /// state directory), if nothing took it up.
+    pub fn forget_source_state(&mut self, id: &str) {
+        let state = Path::new(node::statedir::DEFAULT_BASE).join(id);
+        if state.exists() && !self.source_alive() {
+            let _ = std::fs::remove_dir_all(state);
+        }
     }
 
     /// Kills (SIGKILL) the source process.

@@ -1,11 +1,12 @@
 //! `ferry run` and `ferry restore`: host one VM until it ends.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use api::types::vm_state;
 use units::ByteSize;
 
+use node::statedir::StateDir;
 use node::{HostConfig, Hosting, SerialConfig};
 
 /// Flags of every command that hosts a VM (`run`, `restore`, `receive`).
@@ -46,6 +47,7 @@ impl SerialArgs {
         SerialConfig {
             path: self.serial.clone(),
             timestamps: self.timestamps,
+            append: false,
         }
     }
 
@@ -63,12 +65,23 @@ pub struct RunArgs {
         long,
         value_name = "FILE",
         conflicts_with = "guest",
-        required_unless_present = "guest"
+        required_unless_present_any = ["guest", "recover"]
     )]
     pub kernel: Option<PathBuf>,
     /// Built-in guest program (docs/GUESTS.md).
     #[arg(long, value_name = "NAME", value_parser = crate::guests::names())]
     pub guest: Option<String>,
+    /// Where guest memory lives (a shared tmpfs file) and, during a
+    /// post-copy, what a restarted `ferry run --recover` needs: one
+    /// owner-only subdirectory per VM, named after it.
+    #[arg(long, value_name = "DIR", default_value = node::statedir::DEFAULT_BASE)]
+    pub state_dir: PathBuf,
+    /// Take up the post-copy a killed `ferry run` left in DIR (its state
+    /// directory, STATE_DIR/NAME): serve the destination the pages it
+    /// still lacks, or resume the VM here if the destination is lost too.
+    /// The VM's size, name and migration come from DIR.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["kernel", "guest"])]
+    pub recover: Option<PathBuf>,
     /// Kernel command line (the guest's parameters, docs/GUESTS.md).
     #[arg(long, default_value = "", value_name = "ARGS")]
     pub append: String,
@@ -100,8 +113,12 @@ pub struct RestoreArgs {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
+    if let Some(dir) = &args.recover {
+        return recover(args, dir);
+    }
     let memory_bytes = args.memory.bytes();
     let hosting = Hosting::start(&args.host.config(), vm_state::BOOTING)?;
+    let state = StateDir::create(&args.state_dir, hosting.instance.id())?;
     let (image, name) = match (&args.kernel, &args.guest) {
         (Some(p), _) => (
             std::fs::read(p).with_context(|| format!("cannot read kernel {}", p.display()))?,
@@ -110,7 +127,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         (None, Some(g)) => (crate::guests::image(g)?.to_vec(), g.clone()),
         (None, None) => anyhow::bail!("give --kernel FILE or --guest NAME"),
     };
-    let vm = vmm::Vm::boot(
+    let vm = vmm::Vm::boot_in(
         &vmm::BootSpec {
             kernel: &image,
             kernel_name: name,
@@ -119,8 +136,35 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
             vcpus: args.vcpus,
         },
         args.output.sink(0)?,
+        Some(state.memory_file()),
     )?;
+    hosting.instance.set_state_dir(state);
     Ok(crate::exit::of_hosting(hosting.run(vm)?))
+}
+
+/// `ferry run --recover DIR`.
+fn recover(args: &RunArgs, dir: &Path) -> anyhow::Result<i32> {
+    let (state, rec) = StateDir::open(dir)?;
+    let mut host = args.host.config();
+    host.name = host.name.or_else(|| Some(rec.name.clone()));
+    let hosting = Hosting::start(&host, vm_state::BOOTING)?;
+    // The killed process's output stays in the log, this one's follows.
+    let serial = SerialConfig {
+        append: true,
+        ..args.output.config()
+    };
+    let vm = vmm::Vm::for_restore_in(
+        &rec.config,
+        serial.sink(rec.config.tsc_khz.into())?,
+        Some(state.memory_file()),
+    )
+    .with_context(|| format!("cannot recover from {}", dir.display()))?;
+    tracing::info!(
+        dir = %dir.display(),
+        to = %rec.request.to,
+        "taking up the post-copy of a killed source"
+    );
+    Ok(crate::exit::of_hosting(hosting.recover(vm, state, rec)?))
 }
 
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<i32> {

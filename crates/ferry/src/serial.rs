@@ -60,6 +60,7 @@ mod tests {
         let config = node::serial::SerialConfig {
             path: Some(path.clone()),
             timestamps: true,
+            append: false,
         };
         let mut s = config.sink(1_000_000).unwrap(); // 1 GHz TSC
         let at = UNIX_EPOCH + Duration::from_secs(100);
@@ -82,6 +83,7 @@ mod tests {
             node::serial::SerialConfig {
                 path: Some(path.clone()),
                 timestamps,
+                append: false,
             }
             .sink(1_000_000)
             .unwrap()

@@ -65,6 +65,8 @@ pub enum MigrateError {
     },
     #[error("the peer aborted the migration ({code}): {message}")]
     PeerAborted { code: AbortCode, message: String },
+    #[error("cannot keep the post-copy recovery record: {0}")]
+    Journal(String),
     #[error("cancelled")]
     Cancelled,
     /// Pre-copy reached its limit before the strategy's criterion was met,

@@ -55,8 +55,8 @@ pub use progress::{
 pub use report::{MigrationReport, Outcome, PostcopyReport, RoundReport, VmLocation};
 pub use source::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_LEASE, DEFAULT_MAX_DOWNTIME, DEFAULT_STALL_TIMEOUT,
-    DEFAULT_SYNC_INTERVAL, MAX_ROUNDS, MigrationFailure, SourceOptions, lease_margin, migrate,
-    migrate_stream,
+    DEFAULT_SYNC_INTERVAL, Journal, MAX_ROUNDS, MigrationFailure, PostcopyResume, SourceOptions,
+    Switched, lease_margin, migrate, migrate_stream, resume_postcopy,
 };
 pub use strategy::{
     AdaptiveRateParams, AutoConverge, AutoConvergeParams, DEFAULT_STRATEGY, Decision, Delayed,

@@ -124,15 +124,10 @@ impl SourceVm for Source<'_> {
     }
 
     fn nonzero_hint(&self, into: &mut DirtyBitmap) -> bool {
-        self.vm
-            .host_regions()
-            .iter()
-            .enumerate()
-            .all(|(region, r)| {
-                into.region_words_mut(region).is_some_and(|words| {
-                    vmstate::resident_pages(r.host, r.len as usize, words).is_ok()
-                })
-            })
+        (0..self.vm.host_regions().len()).all(|region| {
+            into.region_words_mut(region)
+                .is_some_and(|words| self.vm.data_pages(region, words).is_ok())
+        })
     }
 }
 

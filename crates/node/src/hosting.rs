@@ -102,9 +102,38 @@ impl Hosting {
 
     /// Runs `vm` until it ends; an error if it crashed.
     pub fn run(self, vm: Vm) -> anyhow::Result<Ended> {
+        self.instance.attach(vm);
+        self.wait()
+    }
+
+    /// Takes up the post-copy a killed source process left in `dir`
+    /// (`ferry run --recover`): `vm` holds its memory, retired here, and
+    /// runs here again only if the destination is lost too.
+    pub fn recover(
+        self,
+        vm: Vm,
+        dir: Arc<crate::statedir::StateDir>,
+        rec: crate::statedir::Recovery,
+    ) -> anyhow::Result<Ended> {
+        vm.retire();
+        self.instance.set_state_dir(dir);
+        self.instance.attach(vm);
+        self.instance
+            .resume_migration(rec)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.wait()
+    }
+
+    /// Waits for the attached VM to end; the state directory goes then.
+    fn wait(self) -> anyhow::Result<Ended> {
+        let ended = self.wait_attached();
+        self.instance.remove_state_dir();
+        ended
+    }
+
+    fn wait_attached(&self) -> anyhow::Result<Ended> {
         let host = self.instance.clone();
-        host.attach(vm);
-        let vm = host.vm().expect("just attached").clone();
+        let vm = host.vm().expect("attached").clone();
         let reason = loop {
             if let Some(r) = vm.wait(Some(POLL)) {
                 if r != ExitReason::Migrated {

@@ -16,6 +16,7 @@ use vmm::{RunState, Vm};
 
 use crate::events::EventHub;
 use crate::migration::{self, Job, StartError};
+use crate::statedir::{Recovery, StateDir};
 
 /// Where this process maps `vm`'s status page (guest-physical
 /// `guest::status::GPA`), if its low RAM reaches that far.
@@ -40,6 +41,8 @@ pub struct Instance {
     /// Where an incoming VM's status page is mapped, from when its memory
     /// exists until it runs here (then `vm` says).
     arriving_page: Mutex<Option<u64>>,
+    /// Where guest memory and post-copy recovery records live, if in a file.
+    state_dir: OnceLock<Arc<StateDir>>,
 }
 
 /// Result of a snapshot.
@@ -88,6 +91,7 @@ impl Instance {
             migration: Mutex::new(None),
             shutdowns: AtomicU64::new(0),
             arriving_page: Mutex::new(None),
+            state_dir: OnceLock::new(),
         })
     }
 
@@ -101,6 +105,19 @@ impl Instance {
             self.events.publish(EventKind::VmStarted {
                 state: state.to_string(),
             });
+        }
+    }
+
+    /// Guest memory lives in `dir`'s file: migrations keep their post-copy
+    /// recovery record there.
+    pub fn set_state_dir(&self, dir: Arc<StateDir>) {
+        let _ = self.state_dir.set(dir);
+    }
+
+    /// The VM is gone from here for good, or ends: nothing to recover.
+    pub fn remove_state_dir(&self) {
+        if let Some(d) = self.state_dir.get() {
+            d.remove();
         }
     }
 
@@ -169,7 +186,7 @@ impl Instance {
     /// Starts migrating the VM as `req` asks, unless the request is bad, a
     /// migration is running, or the VM is not running or paused here.
     pub fn start_migration(&self, req: MigrateRequest) -> Result<Arc<Job>, StartError> {
-        let opts = migration::options(&req)?;
+        let mut opts = migration::options(&req)?;
         let state = self.state_name();
         let mut slot = self.migration.lock().unwrap();
         if let Some(job) = slot.as_ref() {
@@ -189,8 +206,24 @@ impl Instance {
         if self.shutdown_requested() {
             return Err(StartError::State("shutting down"));
         }
+        if let Some(d) = self.state_dir.get() {
+            opts.journal = Some(d.journal(self.id(), &req, vm.config()));
+        }
         let job = Job::spawn(vm, req.to, opts, self.events.clone())?;
         *slot = Some(job.clone());
+        Ok(job)
+    }
+
+    /// Takes up the post-copy a killed process recorded (`rec`), the
+    /// retired VM attached and its state directory set.
+    pub fn resume_migration(&self, rec: Recovery) -> Result<Arc<Job>, StartError> {
+        let mut opts = migration::options(&rec.request)?;
+        let vm = self.vm().ok_or(StartError::State(self.before))?.clone();
+        if let Some(d) = self.state_dir.get() {
+            opts.journal = Some(d.journal(self.id(), &rec.request, vm.config()));
+        }
+        let job = Job::spawn_resumed(vm, rec.request.to, rec.resume, opts, self.events.clone())?;
+        *self.migration.lock().unwrap() = Some(job.clone());
         Ok(job)
     }
 

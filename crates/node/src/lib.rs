@@ -12,7 +12,9 @@
 //! [`migration`] (one outgoing job: options, thread, status, the engine's
 //! observer) -> [`adapter`] (`migrate`'s traits over `vmm`); all of them
 //! publish to [`events`] (the VM's event hub, each event logged once by
-//! [`logging`]). [`serial`] says where the guest's serial output goes.
+//! [`logging`]). [`serial`] says where the guest's serial output goes;
+//! [`statedir`] keeps guest memory in a shared file and, during a
+//! post-copy, what a restarted source needs to go on.
 
 pub mod adapter;
 pub mod control;
@@ -23,6 +25,7 @@ pub mod instance;
 pub mod logging;
 pub mod migration;
 pub mod serial;
+pub mod statedir;
 
 pub use hosting::{Ended, HostConfig, Hosting, check_name};
 pub use incoming::{IncomingConfig, receive};

@@ -62,8 +62,42 @@ impl Job {
     pub fn spawn(
         vm: Arc<Vm>,
         to: String,
+        opts: SourceOptions,
+        events: Arc<EventHub>,
+    ) -> Result<Arc<Job>, StartError> {
+        Job::start(vm, to, opts, events, |src, to, opts| {
+            migrate::migrate(src, to, opts)
+        })
+    }
+
+    /// Takes up, on a new thread, the post-copy `rec` that a killed
+    /// process left of `vm` (retired, its memory the shared file).
+    pub fn spawn_resumed(
+        vm: Arc<Vm>,
+        to: String,
+        rec: migrate::PostcopyResume,
+        opts: SourceOptions,
+        events: Arc<EventHub>,
+    ) -> Result<Arc<Job>, StartError> {
+        let mut opts = opts;
+        opts.migration_id = rec.migration_id;
+        Job::start(vm, to, opts, events, move |src, to, opts| {
+            migrate::resume_postcopy(src, to, rec, opts)
+        })
+    }
+
+    fn start(
+        vm: Arc<Vm>,
+        to: String,
         mut opts: SourceOptions,
         events: Arc<EventHub>,
+        run: impl FnOnce(
+            &mut crate::adapter::Source<'_>,
+            &str,
+            SourceOptions,
+        ) -> Result<MigrationReport, Box<migrate::MigrationFailure>>
+        + Send
+        + 'static,
     ) -> Result<Arc<Job>, StartError> {
         let id = format!("{:016x}", opts.migration_id);
         opts.observer = Some(observer(id.clone(), to.clone(), events.clone()));
@@ -82,7 +116,7 @@ impl Job {
             .name("migration".into())
             .spawn(move || {
                 let mut src = crate::adapter::Source::new(&vm).with_events(hub);
-                let result = match migrate::migrate(&mut src, &to, opts) {
+                let result = match run(&mut src, &to, opts) {
                     Ok(report) => (report, None),
                     Err(f) => (f.report.clone(), Some(f.error.to_string())),
                 };

@@ -2,7 +2,6 @@
 //! with the host time at which each line was printed (`[seconds.micros]`,
 //! the format demos and benchmarks read back for the guest's downtime).
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +15,9 @@ pub struct SerialConfig {
     pub path: Option<PathBuf>,
     /// Stamp each line with host time (seconds since the epoch).
     pub timestamps: bool,
+    /// Add to the file rather than start it afresh (a restarted source
+    /// keeps the output of the process it replaces).
+    pub append: bool,
 }
 
 impl SerialConfig {
@@ -27,9 +29,18 @@ impl SerialConfig {
     /// newline.
     pub fn sink(&self, tsc_khz: u64) -> anyhow::Result<vmm::SerialSink> {
         let mut out: Box<dyn Write + Send> = match &self.path {
-            Some(p) => Box::new(io::BufWriter::new(File::create(p).map_err(|e| {
-                anyhow::anyhow!("cannot create serial log {}: {e}", p.display())
-            })?)),
+            Some(p) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .append(self.append)
+                    .truncate(!self.append)
+                    .open(p)
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot create serial log {}: {e}", p.display())
+                    })?;
+                Box::new(io::BufWriter::new(f))
+            }
             None => Box::new(io::stdout()),
         };
         let timestamps = self.timestamps;

@@ -56,6 +56,14 @@ pub enum Error {
         #[source]
         source: vm_memory::mmap::FromRangesError,
     },
+    #[error("guest memory file: {0}")]
+    MemoryFile(#[source] io::Error),
+    #[error(
+        "the guest memory file holds {}, the VM has {}: it belongs to another VM",
+        units::format_bytes(*file),
+        units::format_bytes(*total)
+    )]
+    MemoryFileSize { file: u64, total: u64 },
     #[error("cannot read guest memory at {gpa:#x}: {source}")]
     ReadMemory {
         gpa: u64,
@@ -68,7 +76,7 @@ pub enum Error {
         #[source]
         source: GuestMemoryError,
     },
-    #[error("cannot read which guest pages are resident (/proc/self/pagemap): {0}")]
+    #[error("cannot tell which guest pages hold data: {0}")]
     ResidentPages(#[source] io::Error),
     #[error("guest memory {gpa:#x}+{len:#x} is not inside one RAM region")]
     OutsideMemory { gpa: u64, len: u64 },

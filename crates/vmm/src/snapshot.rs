@@ -29,12 +29,11 @@ pub fn write_paused<W: Write>(vm: &Vm, w: W) -> Result<SnapshotStats, Error> {
     let enc = Error::WriteSnapshot;
     let mut sw = SnapshotWriter::new(w, vm.config()).map_err(enc)?;
     let mut words = Vec::new();
-    for r in vm.host_regions() {
+    for (region, r) in vm.host_regions().into_iter().enumerate() {
         let pages = (r.len / PAGE_SIZE) as usize;
         words.clear();
         words.resize(pages.div_ceil(64), 0u64);
-        vmstate::resident_pages(r.host, r.len as usize, &mut words)
-            .map_err(Error::ResidentPages)?;
+        vm.data_pages(region, &mut words)?;
         let resident = |i: usize| words[i / 64] & (1 << (i % 64)) != 0;
         let mut i = 0;
         while i < pages {

@@ -10,8 +10,8 @@
 //! - [`snapshot`]: a whole VM as Header, Config, Pages/ZeroPages..., State,
 //!   End ([`write_snapshot`], [`SnapshotWriter`], [`read_snapshot`]).
 //!
-//! Beside them, [`resident_pages`] tells which pages of guest memory may
-//! hold data, so snapshots and migration skip the rest unread.
+//! Beside them, [`resident_pages`] and [`file_data_pages`] tell which
+//! pages of guest memory may hold data, so snapshots and migration skip the rest unread.
 //!
 //! docs/SNAPSHOT.md describes the format byte by byte.
 
@@ -26,7 +26,7 @@ mod zero;
 pub use error::{ConfigError, DecodeError, EncodeError, FrameKind, SinkError};
 pub use frame::{Frame, FrameReader, FrameWriter, Kinds, MAX_PAYLOAD};
 pub use record::{FORMAT_VERSION, MAGIC, MAX_PAGES_PER_RECORD, PAGE_SIZE, Record, Totals};
-pub use resident::resident_pages;
+pub use resident::{file_data_pages, resident_pages};
 pub use snapshot::{
     ReadLimits, SnapshotSink, SnapshotStats, SnapshotWriter, read_snapshot, read_snapshot_frames,
     read_snapshot_with_limits, write_snapshot,

@@ -110,6 +110,10 @@ impl<V: SourceVm> Engine<'_, V> {
 
     /// Any failure before Commit: the VM runs on here.
     pub(super) fn rollback(&mut self, err: MigrateError) -> MigrateError {
+        // Before the VM runs on: a record of the switch would be stale.
+        if let Some(j) = self.journal.as_mut() {
+            j.ended();
+        }
         self.enter(Phase::RolledBack);
         self.stop_logging();
         if self.throttle > 0.0 {

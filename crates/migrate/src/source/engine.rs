@@ -121,6 +121,11 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) txn_resend: bool,
     /// Transactions applied, for the report.
     pub(super) txns_applied: u64,
+    /// Keeps what a restarted source needs (`journal.rs`), if asked to.
+    pub(super) journal: Option<Box<dyn super::journal::Journal>>,
+    /// A restarted source: the pages the destination said it holds when
+    /// it reconnected, before serving starts.
+    pub(super) resumed: Option<DirtyBitmap>,
 }
 
 impl<'a, V: SourceVm> Engine<'a, V> {
@@ -176,6 +181,8 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             synced_state: None,
             txn_resend: false,
             txns_applied: 0,
+            journal: None,
+            resumed: None,
         }
     }
 }
@@ -549,6 +556,7 @@ impl<V: SourceVm> Engine<'_, V> {
             FromDest::Ready => {}
             m => return Err(self.incoming.unexpected(m, "instead of Ready")),
         }
+        self.journal_switch()?;
         // Last chance to cancel: after this point the VM moves.
         if self.cancel.is_cancelled() {
             return Err(MigrateError::Cancelled);

@@ -10,6 +10,7 @@ mod commit;
 mod connect;
 mod engine;
 mod incoming;
+mod journal;
 mod lease;
 mod meter;
 mod options;
@@ -37,6 +38,7 @@ use incoming::Incoming;
 use meter::{Meter, WRITE_SLICE, min_bandwidth};
 
 pub use engine::MAX_ROUNDS;
+pub use journal::{Journal, PostcopyResume, Switched, resume_postcopy};
 pub use lease::{DEFAULT_LEASE, lease_margin};
 
 /// Default post-copy transaction interval (`--sync-interval`).
@@ -122,6 +124,7 @@ fn migrate_stream_from<V: SourceVm>(
         }
     };
     let mut engine = Engine::new(vm, layout, channel, report, started, &opts);
+    engine.journal = opts.journal.take();
     engine.redial = to.map(|to| relink::Redial {
         to: to.to_string(),
         secret: opts.secret.clone(),

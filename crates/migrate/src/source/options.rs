@@ -68,6 +68,9 @@ pub struct SourceOptions {
     /// Mutual TLS on every connection to the destination (`--tls-dir`);
     /// `None`: plain TCP, authenticated by the secret alone.
     pub tls: Option<tls::Credentials>,
+    /// Where to keep what a restarted source process needs to go on with
+    /// a post-copy (`None`: a post-copy dies with this process).
+    pub journal: Option<Box<dyn super::Journal>>,
 }
 
 impl SourceOptions {
@@ -93,6 +96,7 @@ impl SourceOptions {
             recovery_timeout: crate::dest::DEFAULT_RECOVERY_TIMEOUT,
             sync_interval: super::DEFAULT_SYNC_INTERVAL,
             tls: None,
+            journal: None,
         }
     }
 }

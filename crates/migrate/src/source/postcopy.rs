@@ -163,6 +163,11 @@ impl<V: SourceVm> Engine<'_, V> {
             held: 0,
             counted: (0, 0),
         };
+        if let Some(held) = self.resumed.take() {
+            // A restarted source: the destination holds these already.
+            s.relinked(&held);
+            self.txn_resend = true;
+        }
         let mut end_sent = false;
         let result = self.serve(&mut s, &mut end_sent);
         s.report.bytes_sent = self.bytes() - s.bytes_before;
@@ -176,6 +181,9 @@ impl<V: SourceVm> Engine<'_, V> {
                 s.report.fault_p99_ms = nonzero(done.fault_p99_ns);
                 self.report.postcopy = Some(s.report);
                 self.vm.release();
+                if let Some(j) = self.journal.as_mut() {
+                    j.ended();
+                }
                 self.report.outcome = Outcome::Completed;
                 self.enter(Phase::Done);
                 Ok(())

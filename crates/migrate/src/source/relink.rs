@@ -14,13 +14,13 @@ use super::connect::connect;
 use super::engine::Engine;
 use super::incoming::Incoming;
 use super::meter::{Meter, WRITE_SLICE};
-use crate::bitmap::DirtyBitmap;
+use crate::bitmap::{DirtyBitmap, PageLayout};
 use crate::error::MigrateError;
 use crate::vm::SourceVm;
 
 /// First and longest pause between reconnection attempts.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// How to reach the destination again.
 pub(super) struct Redial {
@@ -77,62 +77,107 @@ impl<V: SourceVm> Engine<'_, V> {
     /// success the new link replaces the old one.
     fn reattach(&mut self) -> Result<DirtyBitmap, MigrateError> {
         let rd = self.redial.as_ref().expect("redial checked by the caller");
-        let stream = connect(&rd.to, rd.connect_timeout, rd.tls.as_ref())?;
-        let io = |e: io::Error| MigrateError::Wire(WireError::Io(e));
-        stream.set_nodelay(true).map_err(io)?;
-        stream.set_write_timeout(Some(self.stall)).map_err(io)?;
-        stream.set_read_timeout(Some(self.stall)).map_err(io)?;
-        let mut r = MessageReader::new(BufReader::new(stream.try_clone().map_err(io)?));
-        let meter = Meter::new(
-            stream.try_clone().map_err(io)?,
-            self.link_bandwidth,
-            Arc::clone(&self.progress),
-            self.stall,
-        );
-        let mut w = MessageWriter::new(BufWriter::with_capacity(WRITE_SLICE, meter));
-        let wire = |during| {
-            let stall = self.stall;
-            move |e| MigrateError::from_wire(e, during, stall)
-        };
-        wire::source_handshake(&mut r, &mut w, &rd.secret, &rd.offer)
-            .map_err(wire("authenticating again"))?;
-        w.reattach(&Reattach {
-            migration_id: self.migration_id,
-        })
-        .and_then(|()| w.flush())
-        .map_err(wire("reattaching"))?;
-        let held = match r
-            .next("waiting for Reattached")
-            .map_err(wire("reattaching"))?
-        {
-            Message::Reattached(b) => {
-                let mut held = DirtyBitmap::new(&self.layout);
-                if b.bitmap.len() != held.words().len() * 8 {
-                    return Err(MigrateError::Protocol(format!(
-                        "Reattached names {} bytes of pages, the VM's page bitmap has {}",
-                        b.bitmap.len(),
-                        held.words().len() * 8
-                    )));
-                }
-                for (w, b) in held.words_mut().iter_mut().zip(b.bitmap.chunks_exact(8)) {
-                    *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
-                }
-                held
-            }
-            m => return Err(MigrateError::unexpected(m, "Reattached")),
-        };
-        stream.set_read_timeout(None).map_err(io)?;
-        let (incoming, reader) =
-            Incoming::spawn(r, self.stall, self.cancel.clone(), self.layout.pages()).map_err(io)?;
+        let link = dial_again(rd, &self.dial(), &self.layout)?;
         self.bytes_before += self.w.get_ref().get_ref().bytes();
-        self.w = w;
-        self.incoming = incoming;
+        self.w = link.w;
+        self.incoming = link.incoming;
         for (old, _) in &self.links {
             let _ = old.shutdown(std::net::Shutdown::Both);
         }
-        self.links.push((stream, reader));
-        Ok(held)
+        self.links.push((link.stream, link.reader));
+        Ok(link.held)
     }
+
+    fn dial(&self) -> Dial {
+        Dial {
+            id: self.migration_id,
+            stall: self.stall,
+            link_bandwidth: self.link_bandwidth,
+            progress: Arc::clone(&self.progress),
+            cancel: self.cancel.clone(),
+        }
+    }
+}
+
+/// What a reconnection needs besides the address: the migration's id and
+/// the link's settings.
+pub(super) struct Dial {
+    pub(super) id: u64,
+    pub(super) stall: Duration,
+    pub(super) link_bandwidth: Option<units::Bandwidth>,
+    pub(super) progress: Arc<crate::progress::Progress>,
+    pub(super) cancel: crate::progress::CancelToken,
+}
+
+/// A link to the destination opened again for a post-copy, and the pages
+/// the destination said it holds.
+pub(super) struct NewLink {
+    pub(super) w: super::engine::Writer,
+    pub(super) incoming: Incoming,
+    pub(super) stream: tls::Conn,
+    pub(super) reader: std::thread::JoinHandle<u64>,
+    pub(super) held: DirtyBitmap,
+}
+
+/// Connects, authenticates, names migration `d.id` (Reattach) and reads
+/// which pages of `layout` the destination holds (Reattached).
+pub(super) fn dial_again(
+    rd: &Redial,
+    d: &Dial,
+    layout: &Arc<PageLayout>,
+) -> Result<NewLink, MigrateError> {
+    let stream = connect(&rd.to, rd.connect_timeout, rd.tls.as_ref())?;
+    let io = |e: io::Error| MigrateError::Wire(WireError::Io(e));
+    stream.set_nodelay(true).map_err(io)?;
+    stream.set_write_timeout(Some(d.stall)).map_err(io)?;
+    stream.set_read_timeout(Some(d.stall)).map_err(io)?;
+    let mut r = MessageReader::new(BufReader::new(stream.try_clone().map_err(io)?));
+    let meter = Meter::new(
+        stream.try_clone().map_err(io)?,
+        d.link_bandwidth,
+        Arc::clone(&d.progress),
+        d.stall,
+    );
+    let mut w = MessageWriter::new(BufWriter::with_capacity(WRITE_SLICE, meter));
+    let wire = |during| {
+        let stall = d.stall;
+        move |e| MigrateError::from_wire(e, during, stall)
+    };
+    wire::source_handshake(&mut r, &mut w, &rd.secret, &rd.offer)
+        .map_err(wire("authenticating again"))?;
+    w.reattach(&Reattach { migration_id: d.id })
+        .and_then(|()| w.flush())
+        .map_err(wire("reattaching"))?;
+    let held = match r
+        .next("waiting for Reattached")
+        .map_err(wire("reattaching"))?
+    {
+        Message::Reattached(b) => {
+            let mut held = DirtyBitmap::new(layout);
+            if b.bitmap.len() != held.words().len() * 8 {
+                return Err(MigrateError::Protocol(format!(
+                    "Reattached names {} bytes of pages, the VM's page bitmap has {}",
+                    b.bitmap.len(),
+                    held.words().len() * 8
+                )));
+            }
+            for (w, b) in held.words_mut().iter_mut().zip(b.bitmap.chunks_exact(8)) {
+                *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+            }
+            held
+        }
+        m => return Err(MigrateError::unexpected(m, "Reattached")),
+    };
+    stream.set_read_timeout(None).map_err(io)?;
+    let (incoming, reader) =
+        Incoming::spawn(r, d.stall, d.cancel.clone(), layout.pages()).map_err(io)?;
+    Ok(NewLink {
+        w,
+        incoming,
+        stream,
+        reader,
+        held,
+    })
 }
 
 /// The engine's later links, closed and counted at the end.

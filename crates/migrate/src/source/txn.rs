@@ -193,6 +193,9 @@ impl<V: SourceVm> Engine<'_, V> {
     /// A complete transaction: checked whole, then applied and acknowledged.
     pub(super) fn apply_txn(&mut self, t: Txn) -> Result<(), MigrateError> {
         t.check(self.synced, self.txn_resend, &self.layout)?;
+        if let Some(j) = self.journal.as_mut() {
+            j.applying(t.seq);
+        }
         let mem = self.vm.memory();
         for (gpa, data) in &t.pages {
             mem.write_slice(data, GuestAddress(*gpa))
@@ -205,6 +208,9 @@ impl<V: SourceVm> Engine<'_, V> {
                 mem.write_slice(&ZERO, GuestAddress(a))
                     .map_err(|source| MigrateError::Memory { gpa: a, source })?;
             }
+        }
+        if let Some(j) = self.journal.as_mut() {
+            j.applied(t.seq, &t.state);
         }
         self.synced_state = Some(t.state);
         self.synced = t.seq;
@@ -224,6 +230,10 @@ impl<V: SourceVm> Engine<'_, V> {
             return false;
         };
         let seq = self.synced;
+        // Before the VM runs here: its memory moves on from the record.
+        if let Some(j) = self.journal.as_mut() {
+            j.ended();
+        }
         match self.vm.take_back(*state) {
             Ok(()) => {
                 tracing::warn!(

@@ -10,4 +10,5 @@ mod observer;
 mod postcopy;
 mod reattach;
 mod refusals;
+mod restart;
 mod strategies;

@@ -67,6 +67,8 @@ pub struct Vm {
     dirty: Mutex<DirtyLog>,
     /// Guest RAM under userfaultfd while post-copy fills it in.
     postcopy: Mutex<Option<Arc<Userfault>>>,
+    /// The shared file guest RAM lives in, if not anonymous memory.
+    memory_file: Option<Arc<std::fs::File>>,
     _serial_irq: EventFd,
 }
 
@@ -131,8 +133,13 @@ pub fn open_kvm() -> Result<Kvm, Error> {
 }
 
 impl Vm {
-    /// Creates the machine: memory, slots, interrupt controllers, devices; no vCPUs yet.
-    fn create(config: VmConfig, sink: SerialSink) -> Result<Vm, Error> {
+    /// Creates the machine: memory (anonymous, or in `file`), slots,
+    /// interrupt controllers, devices; no vCPUs yet.
+    fn create(
+        config: VmConfig,
+        sink: SerialSink,
+        file: Option<Arc<std::fs::File>>,
+    ) -> Result<Vm, Error> {
         if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
             return Err(Error::VcpuCount {
                 vcpus: config.vcpus,
@@ -148,7 +155,7 @@ impl Vm {
             });
         }
         vcpu::install_kick_handler().map_err(Error::KickSignal)?;
-        let memory = memory::allocate(&config.regions)?;
+        let memory = memory::allocate_in(&config.regions, file.as_ref())?;
         let fd = kvm.create_vm().map_err(Error::CreateVm)?;
         let dirty = DirtyLog::new(&fd, memory.num_regions())?;
         fd.set_tss_address(TSS_ADDR).map_err(Error::SetTssAddress)?;
@@ -183,6 +190,7 @@ impl Vm {
             throttle_timer: Mutex::new(None),
             dirty: Mutex::new(dirty),
             postcopy: Mutex::new(None),
+            memory_file: file,
             _serial_irq: serial_irq,
         };
         vm.set_slots(false)?;
@@ -211,6 +219,16 @@ impl Vm {
 
     /// Boots a Multiboot kernel and starts running it.
     pub fn boot(spec: &BootSpec<'_>, sink: SerialSink) -> Result<Vm, Error> {
+        Vm::boot_in(spec, sink, None)
+    }
+
+    /// [`Vm::boot`] with guest RAM in `file` (an empty shared file, tmpfs
+    /// or memfd: [`memory::allocate_in`]) instead of anonymous memory.
+    pub fn boot_in(
+        spec: &BootSpec<'_>,
+        sink: SerialSink,
+        file: Option<Arc<std::fs::File>>,
+    ) -> Result<Vm, Error> {
         let regions = memory::layout(spec.memory_bytes);
         let vm = Vm::create(
             VmConfig {
@@ -222,6 +240,7 @@ impl Vm {
                 tsc_khz: 0,
             },
             sink,
+            file,
         )?;
         let loaded = multiboot::load(&vm.memory, spec.memory_bytes, spec.kernel, &spec.cmdline)?;
         mptable::write(&vm.memory, spec.vcpus)?;
@@ -248,6 +267,16 @@ impl Vm {
     /// Creates an empty machine for `config`, to be filled with memory and
     /// then given its state with [`Vm::restore_state`]. Nothing runs yet.
     pub fn for_restore(config: &VmConfig, sink: SerialSink) -> Result<Vm, Error> {
+        Vm::for_restore_in(config, sink, None)
+    }
+
+    /// [`Vm::for_restore`] with guest RAM in `file`; a file that already
+    /// holds this VM's memory (a post-copy source restarted) keeps it.
+    pub fn for_restore_in(
+        config: &VmConfig,
+        sink: SerialSink,
+        file: Option<Arc<std::fs::File>>,
+    ) -> Result<Vm, Error> {
         let total: u64 = config.regions.iter().map(|r| r.1).sum();
         if total != config.memory_bytes || config.regions != memory::layout(config.memory_bytes) {
             return Err(Error::LayoutMismatch {
@@ -255,11 +284,17 @@ impl Vm {
                 memory_bytes: config.memory_bytes,
             });
         }
-        Vm::create(config.clone(), sink)
+        Vm::create(config.clone(), sink, file)
     }
 
     /// Loads the saved state into this machine; the vCPUs are created paused.
     pub fn restore_state(&mut self, state: &VmState) -> Result<(), Error> {
+        self.restore_state_inner(state)?;
+        self.config.tsc_khz = state.config.tsc_khz;
+        Ok(())
+    }
+
+    fn restore_state_inner(&self, state: &VmState) -> Result<(), Error> {
         if state.version != STATE_VERSION {
             return Err(Error::StateVersion {
                 found: state.version,
@@ -282,7 +317,6 @@ impl Vm {
             cpu::restore_state(&fd, s)?;
             fds.push(fd);
         }
-        self.config.tsc_khz = state.config.tsc_khz;
         self.start_threads(fds)
     }
 
@@ -415,6 +449,7 @@ impl Vm {
         if self.run_state() != RunState::Paused || self.postcopy.lock().unwrap().is_some() {
             return Err(Error::DiscardRunning);
         }
+        self.anonymous_only("discard pages")?;
         crate::postcopy::discard(&crate::memory::host_regions(&self.memory), ranges)
     }
 
@@ -431,19 +466,64 @@ impl Vm {
         if self.run_state() != RunState::Paused {
             return Err(Error::PostcopyNotPaused);
         }
+        self.anonymous_only("receive in post-copy")?;
         let uf = Arc::new(Userfault::start(&self.memory, missing, resident_only)?);
         *self.postcopy.lock().unwrap() = Some(Arc::clone(&uf));
         Ok(uf)
     }
 
-    /// Frees guest memory (MADV_DONTNEED) of a VM that will never run
-    /// here again: after a migration, once the destination holds every page.
+    /// Frees guest memory of a VM that will never run here again: after a
+    /// migration, once the destination holds every page. In a file its
+    /// pages are punched out (madvise frees nothing of a shared file).
     pub fn release_memory(&self) {
         for r in self.host_regions() {
-            // SAFETY: our own private anonymous mapping; its pages read as
-            // zero afterwards, which nobody looks at any more.
+            // SAFETY: our own mapping; its pages read as zero afterwards,
+            // which nobody looks at any more.
             unsafe { libc::madvise(r.host.cast(), r.len as usize, libc::MADV_DONTNEED) };
         }
+        if let Some(f) = &self.memory_file {
+            let total = self.config.regions.iter().map(|r| r.1).sum();
+            if let Err(e) = memory::punch_out(f, 0, total) {
+                tracing::warn!("cannot free the guest memory file: {e}");
+            }
+        }
+    }
+
+    /// Dropping pages with madvise (page discards, userfaultfd) keeps a
+    /// shared file's content: only anonymous memory may.
+    fn anonymous_only(&self, what: &str) -> Result<(), Error> {
+        match self.memory_file {
+            None => Ok(()),
+            Some(_) => Err(Error::MemoryFile(std::io::Error::other(format!(
+                "cannot {what} in guest memory kept in a shared file"
+            )))),
+        }
+    }
+
+    /// The shared file guest RAM lives in (`None`: anonymous memory).
+    pub fn memory_file(&self) -> Option<&Arc<std::fs::File>> {
+        self.memory_file.as_ref()
+    }
+
+    /// Sets a bit in `words` for every page of RAM region `region` (in
+    /// [`Vm::host_regions`] order) that may hold data; pages left clear
+    /// read as zero. Anonymous memory asks the page tables, a memory file
+    /// its extents (the page tables do not hold there: pages this process
+    /// never touched, or that are in swap, show in none).
+    pub fn data_pages(&self, region: usize, words: &mut [u64]) -> Result<(), Error> {
+        let r = self
+            .host_regions()
+            .get(region)
+            .copied()
+            .ok_or(Error::OutsideMemory { gpa: 0, len: 0 })?;
+        match &self.memory_file {
+            Some(f) => {
+                let offset = self.config.regions[..region].iter().map(|r| r.1).sum();
+                vmstate::file_data_pages(f, offset, r.len, words)
+            }
+            None => vmstate::resident_pages(r.host, r.len as usize, words),
+        }
+        .map_err(Error::ResidentPages)
     }
 
     /// Hands the VM over to another host: it never runs here again, but its

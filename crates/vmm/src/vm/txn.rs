@@ -63,7 +63,9 @@ impl Vm {
 
     /// Runs a retired VM here again from `state` (its memory as the caller
     /// left it): a post-copy whose destination is certainly fenced gives
-    /// the VM back. The vCPU threads that ended at the retirement start again.
+    /// the VM back. The vCPU threads that ended at the retirement start
+    /// again; a VM that never had any (memory reopened by a restarted
+    /// process) gets them from `state`.
     pub fn take_back(&self, state: &VmState) -> Result<(), Error> {
         if self.shared.ctl.lock().unwrap().exit != Some(ExitReason::Migrated) {
             return Err(Error::NotRetired);
@@ -75,6 +77,19 @@ impl Vm {
             });
         }
         let mut threads = self.vcpus.lock().unwrap();
+        if threads.is_empty() {
+            // Memory only (a restarted post-copy source, `for_restore_in`):
+            // the vCPUs are created from the state, as a restore does.
+            drop(threads);
+            {
+                let mut c = self.shared.ctl.lock().unwrap();
+                c.exit = None;
+                c.want = Want::Pause;
+                c.fenced = false;
+            }
+            self.restore_state_inner(state)?;
+            return self.resume();
+        }
         for t in threads.iter_mut() {
             if let Some(h) = t.handle.take() {
                 let _ = h.join();

@@ -211,10 +211,16 @@ impl Plan {
     }
 
     /// Whether the VM must outlive this failure (docs/SAFETY.md's RB, RC,
-    /// RS, C): not when the source dies (DS, NW) nor in the commit window
-    /// (ID). The report's own location narrows it further per trial.
+    /// RS, RR, C): not when the source dies before the post-copy switch
+    /// (DS) nor in the commit window (ID). A source killed in post-copy is
+    /// restarted on its state directory (RR). The report's own location
+    /// narrows it further per trial.
     pub fn survivable(&self) -> bool {
-        self.failure != Failure::KillSource && self.when != When::At(Point::CommitWindow)
+        let post = matches!(
+            self.when,
+            When::At(Point::JustAfter | Point::Half | Point::FewLeft)
+        );
+        (self.failure != Failure::KillSource || post) && self.when != When::At(Point::CommitWindow)
     }
 }
 

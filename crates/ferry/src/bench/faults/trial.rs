@@ -99,11 +99,15 @@ pub fn run(dir: &Path, plan: &Plan) -> anyhow::Result<Outcome> {
     pair.wait_source("the dirtier to fill its working set", |g| {
         g.verify_passes >= 1 && g.pages_written >= ws_pages
     })?;
+    let id = pair.source.get_ok(routes::VM)?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let proxy = Proxy::start(pair.addr.parse()?, plan.fault)?;
     let req = request(plan, proxy.addr.to_string(), &pair.secret);
     pair.source
         .put_ok(routes::VM_MIGRATE, Some(&serde_json::to_value(&req)?))?;
-    let mut t = Tracker::new(plan, now());
+    let mut t = Tracker::new(plan, now(), id.clone());
     let end = Instant::now() + TRIAL_LIMIT;
     while Instant::now() < end && !t.settled(&mut pair) {
         t.step(&mut pair, &proxy);
@@ -111,6 +115,9 @@ pub fn run(dir: &Path, plan: &Plan) -> anyhow::Result<Outcome> {
     }
     drop(proxy);
     let out = t.judge(&mut pair);
+    // A restarted source still at work leaves its state directory.
+    pair.kill_source();
+    pair.forget_source_state(&id);
     drop(pair);
     Ok(out)
 }
@@ -128,10 +135,12 @@ struct Tracker<'a> {
     /// When the source's migration was seen over (or the source dead).
     source_done: Option<f64>,
     last: Option<MigrationStatus>,
+    /// The VM's name, which names the state directory a killed source leaves.
+    id: String,
 }
 
 impl<'a> Tracker<'a> {
-    fn new(plan: &'a Plan, started: f64) -> Tracker<'a> {
+    fn new(plan: &'a Plan, started: f64, id: String) -> Tracker<'a> {
         Tracker {
             plan,
             started,
@@ -141,6 +150,7 @@ impl<'a> Tracker<'a> {
             set: None,
             source_done: None,
             last: None,
+            id,
         }
     }
 
@@ -200,9 +210,16 @@ impl<'a> Tracker<'a> {
         }
     }
 
+    /// A source killed after the switch is started again on the state
+    /// directory it left (`ferry run --recover`), as an operator would.
     fn kill(&self, pair: &mut Pair) {
         match self.plan.failure {
-            Failure::KillSource => pair.kill_source(),
+            Failure::KillSource => {
+                pair.kill_source();
+                if let Err(e) = pair.recover_source(&self.id) {
+                    tracing::warn!("cannot restart the source: {e:#}");
+                }
+            }
             _ => pair.kill_destination(),
         }
     }

@@ -3,8 +3,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use std::time::Duration;
-
 use super::{PATIENCE, Proc, Vm, free_port, read_serial, state_of, status, wait_for};
 
 /// How `ferry receive` logs a peer it refused before authentication.
@@ -91,12 +89,7 @@ impl Dest {
 
     /// The VM it received, as the source of the next migration.
     pub fn into_vm(self) -> Vm {
-        Vm {
-            client: api::Client::new(&self.sock).with_timeout(Duration::from_secs(10)),
-            proc: self.proc,
-            sock: self.sock,
-            serial: self.serial,
-        }
+        Vm::adopt(self)
     }
 
     /// The destination gave up: exited non-zero, with one error line naming

@@ -49,6 +49,29 @@ pub struct Vm {
     pub sock: PathBuf,
     pub serial: PathBuf,
     pub client: Client,
+    /// The source's own state directory base, removed with it.
+    _state: Option<StateBase>,
+}
+
+/// A `ferry run --state-dir` of the test's own on tmpfs: what a killed
+/// source leaves there (guest memory) goes when the test ends.
+struct StateBase(PathBuf);
+
+impl StateBase {
+    fn new() -> StateBase {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        StateBase(PathBuf::from(format!(
+            "/dev/shm/ferry-test-{}-{n}",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for StateBase {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Vm {
@@ -59,31 +82,48 @@ impl Vm {
 
     /// The dirtier with `guest_args` (its working set [`WS_PAGES`] pages).
     pub fn boot_with(dir: &Path, name: &str, guest_args: &str) -> Vm {
+        Vm::boot_args(dir, name, guest_args, &[])
+    }
+
+    /// As [`Vm::boot_with`], with `extra` flags for `ferry run`.
+    pub fn boot_args(dir: &Path, name: &str, guest_args: &str, extra: &[&str]) -> Vm {
         let sock = dir.join(format!("{name}.sock"));
         let serial = dir.join(format!("{name}.log"));
+        let state = (!extra.contains(&"--state-dir")).then(StateBase::new);
+        let state_arg = state.as_ref().map(|s| s.0.display().to_string());
+        let state_args: Vec<&str> = match &state_arg {
+            Some(a) => vec!["--state-dir", a],
+            None => Vec::new(),
+        };
         let proc = Proc::spawn(
             dir,
             name,
             &[
-                "run",
-                "--guest",
-                "dirtier",
-                "--append",
-                guest_args,
-                "--memory",
-                GUEST_MEMORY,
-                "--api",
-                sock.to_str().unwrap(),
-                "--serial",
-                serial.to_str().unwrap(),
-                "--timestamps",
-            ],
+                &[
+                    "run",
+                    "--guest",
+                    "dirtier",
+                    "--append",
+                    guest_args,
+                    "--memory",
+                    GUEST_MEMORY,
+                    "--api",
+                    sock.to_str().unwrap(),
+                    "--serial",
+                    serial.to_str().unwrap(),
+                    "--timestamps",
+                ],
+                extra,
+                &state_args[..],
+            ]
+            .concat(),
         );
         let mut vm = Vm {
             client: Client::new(&sock).with_timeout(Duration::from_secs(10)),
             proc,
             sock,
             serial,
+            _state: state,
         };
         // Running, the guest has verified once, and it has written as many
         // pages as its working set holds, so memory is mostly data, not zero.
@@ -111,6 +151,7 @@ impl Vm {
             proc: dest.proc,
             sock: dest.sock,
             serial: dest.serial,
+            _state: None,
         }
     }
 
