@@ -15,7 +15,7 @@ use vmstate::VmState;
 use super::engine::Engine;
 use super::options::{MigrationFailure, SourceOptions};
 use super::relink::{Dial, FIRST_BACKOFF, MAX_BACKOFF, NewLink, Redial, dial_again};
-use super::{failed_early, lease_margin, ms};
+use super::{conclude, failed_early, lease_margin, ms};
 use crate::bitmap::{DirtyBitmap, PageLayout};
 use crate::error::MigrateError;
 use crate::events::{self, MigrationEvent};
@@ -176,17 +176,7 @@ pub fn resume_postcopy<V: SourceVm>(
         ..PostcopyReport::default()
     });
     let result = engine.postcopy();
-    let mut report = engine.finish();
-    if let Err(error) = &result
-        && report.outcome == Outcome::Completed
-    {
-        report.outcome = Outcome::Failed(error.to_string());
-    }
-    events::notify(opts.observer.as_ref(), MigrationEvent::Finished(&report));
-    match result {
-        Ok(()) => Ok(report),
-        Err(error) => Err(Box::new(MigrationFailure { error, report })),
-    }
+    conclude(engine.finish(), result, &opts)
 }
 
 /// Reconnection attempts until `deadline`, backing off as after a cut link.

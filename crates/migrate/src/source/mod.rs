@@ -141,6 +141,16 @@ fn migrate_stream_from<V: SourceVm>(
     let received = reader.join().unwrap_or(0);
     let mut report = engine.finish();
     report.bytes_received += received;
+    conclude(report, result, &opts)
+}
+
+/// How a migration ends for its caller: an error never leaves the outcome
+/// `completed`; the observer hears the final report.
+fn conclude(
+    mut report: MigrationReport,
+    result: Result<(), MigrateError>,
+    opts: &SourceOptions,
+) -> Result<MigrationReport, Box<MigrationFailure>> {
     if let Err(error) = &result
         && report.outcome == Outcome::Completed
     {
