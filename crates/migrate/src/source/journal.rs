@@ -126,14 +126,7 @@ pub fn resume_postcopy<V: SourceVm>(
         return Err(failed_early(e, report, &opts, started));
     }
     set.words_mut().copy_from_slice(&rec.set);
-    let redial = Redial {
-        to: to.to_string(),
-        secret: opts.secret.clone(),
-        offer: opts.offer.clone(),
-        connect_timeout: opts.connect_timeout,
-        recovery: opts.recovery_timeout,
-        tls: opts.tls.clone(),
-    };
+    let redial = Redial::new(to, &opts);
     let dial = Dial {
         id: rec.migration_id,
         stall: opts.stall_timeout,

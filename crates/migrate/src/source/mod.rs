@@ -125,14 +125,7 @@ fn migrate_stream_from<V: SourceVm>(
     };
     let mut engine = Engine::new(vm, layout, channel, report, started, &opts);
     engine.journal = opts.journal.take();
-    engine.redial = to.map(|to| relink::Redial {
-        to: to.to_string(),
-        secret: opts.secret.clone(),
-        offer: opts.offer.clone(),
-        connect_timeout: opts.connect_timeout,
-        recovery: opts.recovery_timeout,
-        tls: opts.tls.clone(),
-    });
+    engine.redial = to.map(|to| relink::Redial::new(to, &opts));
     let result = match engine.precopy(&mut *opts.strategy) {
         Ok(()) => engine.commit().and_then(|()| engine.postcopy()),
         Err(e) => Err(engine.rollback(e)),

@@ -34,6 +34,20 @@ pub(super) struct Redial {
     pub(super) tls: Option<tls::Credentials>,
 }
 
+impl Redial {
+    /// Reaching `to` the way the options reached it the first time.
+    pub(super) fn new(to: &str, opts: &super::SourceOptions) -> Redial {
+        Redial {
+            to: to.to_string(),
+            secret: opts.secret.clone(),
+            offer: opts.offer.clone(),
+            connect_timeout: opts.connect_timeout,
+            recovery: opts.recovery_timeout,
+            tls: opts.tls.clone(),
+        }
+    }
+}
+
 impl<V: SourceVm> Engine<'_, V> {
     /// The post-copy link failed with `first`: reconnect within the
     /// recovery timeout and return the pages the destination holds. Any
