@@ -50,6 +50,11 @@ pub struct ReceiveArgs {
     /// certificate of the cluster before the secret's handshake.
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// Where the arriving VM's memory lives (a shared tmpfs file), as for
+    /// `ferry run --state-dir`: when it migrates on in post-copy, a killed
+    /// process is taken up by `ferry run --recover`.
+    #[arg(long, value_name = "DIR", default_value = node::statedir::DEFAULT_BASE)]
+    pub state_dir: PathBuf,
     #[command(flatten)]
     pub output: SerialArgs,
 }
@@ -113,6 +118,7 @@ pub fn receive(args: &ReceiveArgs) -> anyhow::Result<i32> {
             .as_deref()
             .map(tls::Credentials::load)
             .transpose()?,
+        state_dir: Some(args.state_dir.clone()),
         ..node::IncomingConfig::new(
             args.listen.clone(),
             Secret::from_file(&args.secret_file)?,

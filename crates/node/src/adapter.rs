@@ -175,6 +175,9 @@ pub struct Factory {
     pub on_create: Option<OnCreate>,
     /// Where the incoming VM's fences (post-copy lease) are told.
     pub events: Option<Arc<EventHub>>,
+    /// The shared file its guest memory lives in (`None`: anonymous), so
+    /// that a migration onward survives this process (docs/SAFETY.md).
+    pub memory_file: Option<Arc<std::fs::File>>,
 }
 
 /// An incoming VM (shared with its post-copy transactions), where its
@@ -189,7 +192,7 @@ impl VmFactory for Factory {
             .serial
             .take()
             .ok_or("this receiver already created its VM")?;
-        let vm = vmm::Vm::for_restore(config, serial)?;
+        let vm = vmm::Vm::for_restore_in(config, serial, self.memory_file.clone())?;
         if let Some(f) = self.on_create.as_mut() {
             f(&vm);
         }
@@ -217,6 +220,10 @@ impl DestinationVm for Incoming {
 
     fn supports_postcopy(&self) -> bool {
         vmm::postcopy::available()
+            && self
+                .0
+                .memory_file()
+                .is_none_or(|f| vmm::postcopy::backs_postcopy(f))
     }
 
     fn discard_stale(&mut self, stale: &DirtyBitmap) -> Result<bool, VmError> {

@@ -2,6 +2,7 @@
 //! it: what `ferry receive` does.
 
 use std::net::{Shutdown, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use migrate::{Admitted, Gate, Secret, Session};
 use crate::hosting::{Ended, HostConfig, Hosting};
 use crate::instance::Instance;
 use crate::serial::SerialConfig;
+use crate::statedir::StateDir;
 
 /// How often a waiting receiver checks for a shutdown request.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
@@ -36,6 +38,9 @@ pub struct IncomingConfig {
     pub recovery_timeout: Duration,
     /// Mutual TLS before the handshake ([`migrate::DestOptions::tls`]).
     pub tls: Option<tls::Credentials>,
+    /// Base of the arriving VM's state directory: its memory in a shared
+    /// file there, as `ferry run` keeps it (`None`: anonymous memory).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl IncomingConfig {
@@ -49,6 +54,7 @@ impl IncomingConfig {
             fault_block_pages: migrate::FAULT_BLOCK_PAGES,
             recovery_timeout: migrate::DEFAULT_RECOVERY_TIMEOUT,
             tls: None,
+            state_dir: None,
         }
     }
 }
@@ -66,6 +72,10 @@ pub fn receive(
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let mut hosting = Hosting::start(host_config, vm_state::INCOMING)?;
     let host = hosting.instance.clone();
+    let state = match &config.state_dir {
+        Some(base) => Some(StateDir::create(base, host.id())?),
+        None => None,
+    };
     let mut opts = migrate::DestOptions::new(config.secret, config.max_memory);
     opts.accept_timeout = config.accept_timeout;
     opts.fault_block_pages = config.fault_block_pages;
@@ -91,6 +101,7 @@ pub fn receive(
             move |vm: &vmm::Vm| host.arriving(vm)
         })),
         events: Some(host.events().clone()),
+        memory_file: state.as_ref().map(|s| s.memory_file()),
     };
     let received = receive_unless_shutdown(source, &gate, &mut factory, &opts, &host);
     drop(gate);
@@ -133,6 +144,9 @@ pub fn receive(
     });
     let vm = Arc::try_unwrap(received.vm.0)
         .map_err(|_| anyhow::anyhow!("the received VM is still shared after its migration"))?;
+    if let Some(state) = state {
+        hosting.instance.set_state_dir(state);
+    }
     hosting.run(vm)
 }
 

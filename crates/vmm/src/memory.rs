@@ -119,6 +119,8 @@ pub struct HostRegion {
     pub gpa: u64,
     pub host: *mut u8,
     pub len: u64,
+    /// Mapped from a shared file (its pages live in the file, not the mapping).
+    pub shared: bool,
 }
 
 // SAFETY: the pointer refers to a shared mapping owned by the VM; users only
@@ -134,6 +136,7 @@ pub fn host_regions(mem: &GuestMemoryMmap) -> Vec<HostRegion> {
             gpa: r.start_addr().raw_value(),
             host: r.as_ptr(),
             len: r.len(),
+            shared: r.file_offset().is_some(),
         })
         .collect()
 }

@@ -1,6 +1,6 @@
 //! Guest memory that fills in while the VM runs (post-copy on the
-//! destination): pages still to come are dropped from the anonymous mapping
-//! and guest RAM is registered with userfaultfd for missing pages, so the
+//! destination): pages still to come are dropped (from the anonymous
+//! mapping, or punched out of the shared file guest RAM lives in) and guest RAM is registered with userfaultfd for missing pages, so the
 //! first touch of a page that is not present (by a vCPU, by KVM itself, or
 //! by a VMM thread) waits until the page is installed with UFFDIO_COPY or
 //! UFFDIO_ZEROPAGE. Works the same on hardware KVM: KVM's own accesses
@@ -32,6 +32,16 @@ pub fn available() -> bool {
     builder().create().is_ok()
 }
 
+/// Whether guest RAM in `file` can take post-copy: userfaultfd intercepts
+/// missing pages of anonymous and shared memory (tmpfs, memfd), not of
+/// files on disk.
+pub fn backs_postcopy(file: &std::fs::File) -> bool {
+    // SAFETY: fstatfs fills the struct for a descriptor we borrow.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
+    rc == 0 && st.f_type == libc::TMPFS_MAGIC
+}
+
 fn builder() -> UffdBuilder {
     let mut b = UffdBuilder::new();
     b.close_on_exec(true)
@@ -52,20 +62,40 @@ fn host_addr(regions: &[HostRegion], gpa: u64, len: u64) -> Result<*mut u8, Erro
 }
 
 /// Drops the content of the `(gpa, len)` ranges of guest RAM: they read as
-/// zero (or fault, under userfaultfd) until written again.
+/// zero (or fault, under userfaultfd) until written again. In a shared
+/// file the pages are removed from the file itself: unmapping them alone
+/// would keep their content.
 pub(crate) fn discard(regions: &[HostRegion], ranges: &[(u64, u64)]) -> Result<(), Error> {
     let mut iov = Vec::with_capacity(ranges.len());
+    let mut shared = Vec::new();
     for &(gpa, len) in ranges {
-        iov.push(libc::iovec {
-            iov_base: host_addr(regions, gpa, len)?.cast(),
+        let host = host_addr(regions, gpa, len)?;
+        let v = libc::iovec {
+            iov_base: host.cast(),
             iov_len: len as usize,
-        });
+        };
+        match regions
+            .iter()
+            .any(|r| r.shared && r.gpa <= gpa && gpa < r.gpa + r.len)
+        {
+            true => shared.push(v),
+            false => iov.push(v),
+        }
     }
-    drop_pages(&iov).map_err(Error::DropPages)
+    drop_pages(&iov).map_err(Error::DropPages)?;
+    for v in shared {
+        // SAFETY: a range of our own shared mapping; its pages read as
+        // missing afterwards, which is the point.
+        if unsafe { libc::madvise(v.iov_base, v.iov_len, libc::MADV_REMOVE) } != 0 {
+            return Err(Error::DropPages(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 /// The parts of `ranges` whose pages are present (mincore, one call per
-/// region over the span the ranges cover), as ranges.
+/// region over the span the ranges cover; for a shared file it reports the
+/// file's pages, which is what a missing-page fault there looks at), as ranges.
 fn resident_parts(regions: &[HostRegion], ranges: &[(u64, u64)]) -> Result<Vec<(u64, u64)>, Error> {
     for &(gpa, len) in ranges {
         host_addr(regions, gpa, len)?;
@@ -409,5 +439,48 @@ mod tests {
             discard(&regions, &[(1 << 30, 0x1000)]),
             Err(Error::OutsideMemory { .. })
         ));
+    }
+
+    /// Guest RAM in a shared file (a VM that may migrate on in post-copy
+    /// keeps it there): a dropped page leaves the file, so its first touch
+    /// faults, and an installed page lands in the file.
+    #[test]
+    fn a_page_dropped_from_a_shared_file_faults_and_is_installed_there() {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::fs::FileExt;
+        // SAFETY: creates a memfd that the File below owns.
+        let fd = unsafe { libc::memfd_create(c"guest".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: a new descriptor nobody else owns.
+        let file = Arc::new(unsafe { std::fs::File::from_raw_fd(fd) });
+        assert!(backs_postcopy(&file));
+        let on_disk = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+        assert!(!backs_postcopy(&on_disk));
+        let mem = crate::memory::allocate_in(&[(0, 1 << 20)], Some(&file)).unwrap();
+        mem.write_slice(&[7u8; 3 * 4096], GuestAddress(0)).unwrap();
+        assert!(host_regions(&mem)[0].shared);
+        let uf = Arc::new(Userfault::start(&mem, &[(0x1000, 0x1000)], true).unwrap());
+        assert!(uf.is_present(0).unwrap());
+        assert!(!uf.is_present(0x1000).unwrap());
+        let mut b = [0u8; 1];
+        file.read_exact_at(&mut b, 0x1000).unwrap();
+        assert_eq!(b, [0], "the page is gone from the file too");
+        let reader = {
+            let mem = mem.clone();
+            std::thread::spawn(move || mem.read_obj::<u8>(GuestAddress(0x1800)).unwrap())
+        };
+        let gpa = loop {
+            if let Some(g) = uf.wait_fault(Duration::from_secs(5)).unwrap() {
+                break g;
+            }
+        };
+        assert_eq!(gpa, 0x1000);
+        uf.install(0x1000, &[9u8; 4096]).unwrap();
+        assert_eq!(reader.join().unwrap(), 9);
+        file.read_exact_at(&mut b, 0x1000).unwrap();
+        assert_eq!(b, [9], "the installed page is the file's");
+        file.read_exact_at(&mut b, 0x2000).unwrap();
+        assert_eq!(b, [7], "pages outside the set are kept");
+        uf.finish().unwrap();
     }
 }

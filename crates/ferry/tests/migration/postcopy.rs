@@ -53,27 +53,62 @@ fn a_source_killed_in_post_copy_is_taken_up_by_a_restarted_source() {
     let dir = TempDir::new("postcopy-src-killed");
     let secret = dir.secret("secret");
     // Guest memory on tmpfs, in a base of this test's own.
-    let base = std::path::PathBuf::from(format!("/dev/shm/ferry-test-{}", std::process::id()));
-    let mut src = Vm::boot_args(
+    let base = StateBase::new();
+    let src = Vm::boot_args(
         dir.path(),
         "src",
         GUEST_ARGS,
-        &["--state-dir", base.to_str().unwrap(), "--name", "src"],
+        &["--state-dir", base.0.to_str().unwrap(), "--name", "src"],
     );
-    let dest = Dest::start(dir.path(), "dst", &secret, &["--recovery-timeout", "30s"]);
+    kill_in_post_copy_and_take_up(&dir, src, &base.0.join("src"), &secret);
+}
+
+/// Row 17 for a VM that arrived by migration: `ferry receive` keeps its
+/// memory in its state directory too, so when it migrates on in post-copy
+/// and that process is killed, a restarted source takes it up the same way.
+#[test]
+fn a_vm_that_arrived_by_migration_survives_its_next_source_being_killed() {
+    let _g = serial();
+    let dir = TempDir::new("postcopy-hop-killed");
+    let secret = dir.secret("secret");
+    let mut first = Vm::boot(dir.path(), "first");
+    let base = StateBase::new();
+    let mut hop = Dest::start(
+        dir.path(),
+        "hop",
+        &secret,
+        &["--state-dir", base.0.to_str().unwrap(), "--name", "hop"],
+    );
+    let mut m = first.start_migrate(dir.path(), "migrate1", &hop.addr, &secret, &[]);
+    let st = m.wait(PATIENCE * 2);
+    assert_migrate_completed(st, &m);
+    assert_completed_on(&mut first, &mut hop, &m);
+    kill_in_post_copy_and_take_up(&dir, hop.into_vm(), &base.0.join("hop"), &secret);
+}
+
+/// Migrates `src` to a new destination in post-copy over a slow link,
+/// kills its process after the switch, restarts it from `state` (its
+/// state directory) and checks that the VM completes on the destination,
+/// whole and never on two hosts, with nothing left behind.
+fn kill_in_post_copy_and_take_up(
+    dir: &TempDir,
+    mut src: Vm,
+    state: &std::path::Path,
+    secret: &std::path::Path,
+) {
+    let dest = Dest::start(dir.path(), "dst", secret, &["--recovery-timeout", "30s"]);
     // 32 MiB to fetch over a 50 Mbit/s link: post-copy lasts about 5 s
     // (the restarted source keeps the recorded link).
     let mut m = src.start_migrate(
         dir.path(),
         "migrate",
         &dest.addr,
-        &secret,
+        secret,
         &["--strategy", "postcopy", "--link-bandwidth", "50Mbit"],
     );
     src.wait_progress("post-copy", |phase, _, _| phase == "postcopy");
     src.proc.kill();
     m.kill();
-    let state = &base.join("src");
     assert!(state.join("memory").exists() && state.join("recovery.json").exists());
     let sock = dir.path().join("src2.sock");
     let serial2 = dir.path().join("src2.log");
@@ -144,7 +179,6 @@ fn a_source_killed_in_post_copy_is_taken_up_by_a_restarted_source() {
     assert_no_panic("restarted source", &again.stderr_text());
     // The state directory went with the process.
     assert!(!state.exists(), "{} is left", state.display());
-    std::fs::remove_dir(&base).unwrap();
     let s = read_serial(&src.serial);
     let d = read_serial(&dest.serial);
     let r = read_serial(&serial2);

@@ -389,7 +389,6 @@ impl Vm {
         if self.run_state() != RunState::Paused || self.postcopy.lock().unwrap().is_some() {
             return Err(Error::DiscardRunning);
         }
-        self.anonymous_only("discard pages")?;
         crate::postcopy::discard(&crate::memory::host_regions(&self.memory), ranges)
     }
 
@@ -406,7 +405,6 @@ impl Vm {
         if self.run_state() != RunState::Paused {
             return Err(Error::PostcopyNotPaused);
         }
-        self.anonymous_only("receive in post-copy")?;
         let uf = Arc::new(Userfault::start(&self.memory, missing, resident_only)?);
         *self.postcopy.lock().unwrap() = Some(Arc::clone(&uf));
         Ok(uf)
@@ -426,17 +424,6 @@ impl Vm {
             if let Err(e) = memory::punch_out(f, 0, total) {
                 tracing::warn!("cannot free the guest memory file: {e}");
             }
-        }
-    }
-
-    /// Dropping pages with madvise (page discards, userfaultfd) keeps a
-    /// shared file's content: only anonymous memory may.
-    fn anonymous_only(&self, what: &str) -> Result<(), Error> {
-        match self.memory_file {
-            None => Ok(()),
-            Some(_) => Err(Error::MemoryFile(std::io::Error::other(format!(
-                "cannot {what} in guest memory kept in a shared file"
-            )))),
         }
     }
 

@@ -338,17 +338,27 @@ fn interleaved(src: &[yardstick::SerialLine], dst: &[yardstick::SerialLine]) -> 
     all.windows(2).any(|w| w[1].1 <= w[0].1)
 }
 
-/// (time, sequence number) of each line's last heartbeat: a source that
-/// resumes after post-copy prints the half line it held at the switch
-/// joined to its next heartbeat (`HB seq=436 tsc=1HB seq=642 ...`), and
-/// the destination printed that heartbeat in full.
+/// (time, sequence number) of each line's last heartbeat, each heartbeat
+/// once. A VM restored on a host it ran on before ends the half line it
+/// had left there, then prints that line again whole (`HB seq=248 tsc=1 ra`,
+/// `HB seq=248 tsc=1 rate=1802`): one heartbeat. An older build joined
+/// the half line to its next heartbeat (`HB seq=436 tsc=1HB seq=642 ...`).
 fn last_heartbeats(log: &[yardstick::SerialLine]) -> Vec<(f64, u64)> {
-    log.iter()
-        .filter_map(|l| {
-            let at = l.text.rfind("HB seq=")?;
-            Some((l.time, heartbeat_seq(&l.text[at..])?))
-        })
-        .collect()
+    let mut out: Vec<(f64, u64)> = Vec::new();
+    for l in log {
+        let Some(seq) = l
+            .text
+            .rfind("HB seq=")
+            .and_then(|at| heartbeat_seq(&l.text[at..]))
+        else {
+            continue;
+        };
+        match out.last_mut() {
+            Some(last) if last.1 == seq => *last = (l.time, seq),
+            _ => out.push((l.time, seq)),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -381,5 +391,12 @@ mod tests {
             text: "HB seq=3 tsc=1HB seq=5 tsc=9".into(),
         });
         assert!(!interleaved(&joined, &log(&[(3.0, 3), (4.0, 4)])));
+        // A half line ended, then printed again whole: one heartbeat.
+        let mut replayed = log(&[(1.0, 1), (2.0, 2)]);
+        replayed.extend(log(&[(5.0, 2), (5.1, 2), (6.0, 3)]));
+        replayed[2].text = "HB seq=2 tsc=1 ra".into();
+        assert!(!interleaved(&replayed, &[]));
+        // The same number twice with another between: not a replay.
+        assert!(interleaved(&log(&[(1.0, 2), (2.0, 3), (3.0, 2)]), &[]));
     }
 }

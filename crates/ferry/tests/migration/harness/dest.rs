@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use super::source::StateBase;
 use super::{PATIENCE, Proc, Vm, free_port, read_serial, state_of, status, wait_for};
 
 /// How `ferry receive` logs a peer it refused before authentication.
@@ -16,6 +17,8 @@ pub struct Dest {
     pub addr: String,
     pub sock: PathBuf,
     pub serial: PathBuf,
+    /// Its own state directory base (unless the test gave one), removed with it.
+    pub(super) state: Option<StateBase>,
 }
 
 impl Dest {
@@ -36,6 +39,11 @@ impl Dest {
             "--timestamps",
         ];
         args.extend_from_slice(extra);
+        let state = (!extra.contains(&"--state-dir")).then(StateBase::new);
+        let state_arg = state.as_ref().map(|s| s.0.display().to_string());
+        if let Some(a) = &state_arg {
+            args.extend_from_slice(&["--state-dir", a]);
+        }
         let mut proc = Proc::spawn(dir, name, &args);
         // Probing the port would use up its one connection: read stderr.
         wait_for("ferry receive to listen", PATIENCE, || {
@@ -49,6 +57,7 @@ impl Dest {
             addr,
             sock,
             serial,
+            state,
         }
     }
 

@@ -20,7 +20,7 @@ pub use dest::{Dest, REFUSED_MORE};
 pub use log::{Serial, read_serial};
 pub use migrate::faults::{Action, Dir, Fault, Proxy, Spot};
 pub use process::{Proc, assert_no_panic};
-pub use source::{Vm, guest_rate, holds_vm, state_of, status};
+pub use source::{StateBase, Vm, guest_rate, holds_vm, state_of, status};
 pub use testkit::{
     RogueServer, TempDir, connect_from, free_port, random_bytes, require_kvm, wait_for,
 };

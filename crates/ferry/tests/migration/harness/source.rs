@@ -53,12 +53,12 @@ pub struct Vm {
     _state: Option<StateBase>,
 }
 
-/// A `ferry run --state-dir` of the test's own on tmpfs: what a killed
-/// source leaves there (guest memory) goes when the test ends.
-struct StateBase(PathBuf);
+/// A `--state-dir` of the test's own on tmpfs: what a killed source
+/// leaves there (guest memory) goes when the test ends.
+pub struct StateBase(pub PathBuf);
 
 impl StateBase {
-    fn new() -> StateBase {
+    pub fn new() -> StateBase {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         StateBase(PathBuf::from(format!(
@@ -151,7 +151,7 @@ impl Vm {
             proc: dest.proc,
             sock: dest.sock,
             serial: dest.serial,
-            _state: None,
+            _state: dest.state,
         }
     }
 
