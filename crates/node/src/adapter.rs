@@ -180,9 +180,15 @@ pub struct Factory {
     pub memory_file: Option<Arc<std::fs::File>>,
 }
 
-/// An incoming VM (shared with its post-copy transactions), where its
-/// fences are told, and whether stale pages were discarded already.
-pub struct Incoming(pub Arc<vmm::Vm>, pub Option<Arc<EventHub>>, bool);
+/// An incoming VM.
+pub struct Incoming {
+    /// Shared with its post-copy transactions.
+    pub vm: Arc<vmm::Vm>,
+    /// Where its fences are told.
+    events: Option<Arc<EventHub>>,
+    /// Stale pages were discarded already (Stale, while it ran on the source).
+    stale_dropped: bool,
+}
 
 impl VmFactory for Factory {
     type Vm = Incoming;
@@ -196,39 +202,43 @@ impl VmFactory for Factory {
         if let Some(f) = self.on_create.as_mut() {
             f(&vm);
         }
-        Ok(Incoming(Arc::new(vm), self.events.clone(), false))
+        Ok(Incoming {
+            vm: Arc::new(vm),
+            events: self.events.clone(),
+            stale_dropped: false,
+        })
     }
 }
 
 impl DestinationVm for Incoming {
     fn memory(&self) -> &GuestMemoryMmap {
-        self.0.memory()
+        self.vm.memory()
     }
 
     fn restore_state(&mut self, state: VmState) -> Result<(), VmError> {
-        let vm = Arc::get_mut(&mut self.0).ok_or("the incoming VM is shared before its state")?;
+        let vm = Arc::get_mut(&mut self.vm).ok_or("the incoming VM is shared before its state")?;
         Ok(vm.restore_state(&state)?)
     }
 
     fn resume(&mut self) -> Result<(), VmError> {
-        Ok(self.0.resume()?)
+        Ok(self.vm.resume()?)
     }
 
     fn discard(self) {
-        drop(self.0);
+        drop(self.vm);
     }
 
     fn supports_postcopy(&self) -> bool {
         vmm::postcopy::available()
             && self
-                .0
+                .vm
                 .memory_file()
                 .is_none_or(|f| vmm::postcopy::backs_postcopy(f))
     }
 
     fn discard_stale(&mut self, stale: &DirtyBitmap) -> Result<bool, VmError> {
-        self.0.discard_pages(&ranges(stale)?)?;
-        self.2 = true;
+        self.vm.discard_pages(&ranges(stale)?)?;
+        self.stale_dropped = true;
         Ok(true)
     }
 
@@ -236,21 +246,23 @@ impl DestinationVm for Incoming {
         &mut self,
         missing: &DirtyBitmap,
     ) -> Result<Arc<dyn PostcopyMemory>, VmError> {
-        let uf = self.0.start_postcopy(&ranges(missing)?, self.2)?;
+        let uf = self
+            .vm
+            .start_postcopy(&ranges(missing)?, self.stale_dropped)?;
         Ok(Arc::new(Pages(uf)))
     }
 
     fn transactions(&self) -> Option<Arc<dyn TxnVm>> {
         Some(Arc::new(Txns {
-            scratch: std::sync::Mutex::new(vec![Vec::new(); self.0.config().regions.len()]),
-            vm: Arc::clone(&self.0),
+            scratch: std::sync::Mutex::new(vec![Vec::new(); self.vm.config().regions.len()]),
+            vm: Arc::clone(&self.vm),
         }))
     }
 
     fn fence(&self) -> Option<Arc<dyn Fence>> {
         Some(Arc::new(Fenced {
-            vm: self.0.fence_handle(),
-            events: self.1.clone(),
+            vm: self.vm.fence_handle(),
+            events: self.events.clone(),
         }))
     }
 }

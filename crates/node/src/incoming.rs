@@ -142,7 +142,7 @@ pub fn receive(
         migration: format!("{:016x}", r.migration_id),
         from: r.peer.clone(),
     });
-    let vm = Arc::try_unwrap(received.vm.0)
+    let vm = Arc::try_unwrap(received.vm.vm)
         .map_err(|_| anyhow::anyhow!("the received VM is still shared after its migration"))?;
     if let Some(state) = state {
         hosting.instance.set_state_dir(state);
