@@ -332,32 +332,47 @@ fn first_heartbeat_after(log: &Path, after: f64) -> Option<f64> {
 /// Whether the two logs' heartbeats, merged by time, fail to form one
 /// strictly increasing sequence: the guest ran in both places at once.
 fn interleaved(src: &[yardstick::SerialLine], dst: &[yardstick::SerialLine]) -> bool {
-    let mut all = last_heartbeats(src);
-    all.extend(last_heartbeats(dst));
-    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let all = whole_heartbeats(src, dst);
     all.windows(2).any(|w| w[1].1 <= w[0].1)
 }
 
-/// (time, sequence number) of each line's last heartbeat, each heartbeat
-/// once. A VM restored on a host it ran on before ends the half line it
-/// had left there, then prints that line again whole (`HB seq=248 tsc=1 ra`,
-/// `HB seq=248 tsc=1 rate=1802`): one heartbeat. An older build joined
-/// the half line to its next heartbeat (`HB seq=436 tsc=1HB seq=642 ...`).
-fn last_heartbeats(log: &[yardstick::SerialLine]) -> Vec<(f64, u64)> {
-    let mut out: Vec<(f64, u64)> = Vec::new();
-    for l in log {
-        let Some(seq) = l
-            .text
-            .rfind("HB seq=")
-            .and_then(|at| heartbeat_seq(&l.text[at..]))
-        else {
-            continue;
-        };
-        match out.last_mut() {
-            Some(last) if last.1 == seq => *last = (l.time, seq),
-            _ => out.push((l.time, seq)),
-        }
-    }
+/// (time, sequence number) of every heartbeat of both logs, by time, each
+/// once. A line cut by a switch is not a heartbeat of its own: its head is
+/// stamped when the VM came back and ended it, and the whole line was
+/// printed where the VM ran on (`HB seq=794 tsc=1` on the source,
+/// `HB seq=794 tsc=181246057894394 rate=1996` on the destination; or the
+/// replay right after it on the same host). So a heartbeat whose text
+/// begins another one of the same number (or equals an earlier one) is
+/// dropped. Copies that ran apart print lines that differ, and stay. An
+/// older build joined a cut head to its next heartbeat (`HB seq=436
+/// tsc=1HB seq=642 ...`): the line's last heartbeat counts.
+fn whole_heartbeats(
+    src: &[yardstick::SerialLine],
+    dst: &[yardstick::SerialLine],
+) -> Vec<(f64, u64)> {
+    let hb: Vec<(f64, u64, &str)> = src
+        .iter()
+        .chain(dst)
+        .filter_map(|l| {
+            let at = l.text.rfind("HB seq=")?;
+            let text = l.text[at..].trim_end();
+            Some((l.time, heartbeat_seq(text)?, text))
+        })
+        .collect();
+    let cut = |i: usize| {
+        let (t, seq, text) = hb[i];
+        hb.iter().enumerate().any(|(j, &(u, s, other))| {
+            j != i
+                && s == seq
+                && other.starts_with(text)
+                && (other.len() > text.len() || (u, j) < (t, i))
+        })
+    };
+    let mut out: Vec<(f64, u64)> = (0..hb.len())
+        .filter(|&i| !cut(i))
+        .map(|i| (hb[i].0, hb[i].1))
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
     out
 }
 
@@ -371,7 +386,8 @@ mod tests {
             .map(|&(time, seq)| yardstick::SerialLine {
                 arrival: time,
                 time,
-                text: format!("HB seq={seq} tsc=1"),
+                // Each print its own TSC, as a guest's are.
+                text: format!("HB seq={seq} tsc={}", (time * 1000.0) as u64),
             })
             .collect()
     }
@@ -392,11 +408,16 @@ mod tests {
         });
         assert!(!interleaved(&joined, &log(&[(3.0, 3), (4.0, 4)])));
         // A half line ended, then printed again whole: one heartbeat.
-        let mut replayed = log(&[(1.0, 1), (2.0, 2)]);
-        replayed.extend(log(&[(5.0, 2), (5.1, 2), (6.0, 3)]));
-        replayed[2].text = "HB seq=2 tsc=1 ra".into();
+        let mut replayed = log(&[(1.0, 1), (2.0, 2), (5.0, 3), (5.1, 3), (6.0, 4)]);
+        replayed[2].text = "HB seq=3 tsc=51".into();
         assert!(!interleaved(&replayed, &[]));
-        // The same number twice with another between: not a replay.
+        // A head left on the source, ended when the VM came back after
+        // the destination printed that heartbeat whole and more: not a split.
+        let dst = log(&[(2.0, 2), (3.0, 3), (4.0, 5)]);
+        let mut back = log(&[(1.0, 1), (9.0, 2), (10.0, 6)]);
+        back[1].text = "HB seq=2 tsc=2".into();
+        assert!(!interleaved(&back, &dst));
+        // The same number twice, printed apart: a split.
         assert!(interleaved(&log(&[(1.0, 2), (2.0, 3), (3.0, 2)]), &[]));
     }
 }
