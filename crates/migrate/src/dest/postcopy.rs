@@ -46,6 +46,28 @@ pub(super) struct Switch {
     pub(super) txn_interval: Option<Duration>,
 }
 
+/// The memory of a switch with nothing to fetch: every page is present.
+struct AllPresent;
+
+impl PostcopyMemory for AllPresent {
+    fn wait_fault(&self, timeout: Duration) -> Result<Option<u64>, crate::vm::VmError> {
+        std::thread::sleep(timeout);
+        Ok(None)
+    }
+
+    fn install(&self, _gpa: u64, _data: &[u8]) -> Result<(), crate::vm::VmError> {
+        Err("no page is missing".into())
+    }
+
+    fn install_zero(&self, _gpa: u64, _pages: u64) -> Result<(), crate::vm::VmError> {
+        Err("no page is missing".into())
+    }
+
+    fn finish(&self) -> Result<(), crate::vm::VmError> {
+        Ok(())
+    }
+}
+
 /// A set of pages as the wire carries it (PostcopyBegin, Stale), checked
 /// against the VM's layout: its size, and no page outside guest memory.
 pub(super) fn page_set(
@@ -127,13 +149,17 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             }
         };
         let t0 = Instant::now();
-        let memory =
+        // Nothing to fetch (a leased pre-copy): nothing to intercept either.
+        let memory: Arc<dyn PostcopyMemory> = if missing.is_empty() {
+            Arc::new(AllPresent)
+        } else {
             self.vm_mut()?
                 .start_postcopy(&missing)
                 .map_err(|source| MigrateError::Vm {
                     op: VmOp::StartPostcopy,
                     source,
-                })?;
+                })?
+        };
         self.report.postcopy_pages = missing.count();
         tracing::debug!(pages = missing.count(), took = ?t0.elapsed(), "post-copy memory armed");
         Ok(Switch {
@@ -184,7 +210,8 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             // the switch (a sampler reading the guest's status page from
             // another process) must not put a PageRequest ahead of Resumed.
             let held = lock(w);
-            let faults = scope.spawn(|| fault_loop(&switch, layout, w, &stop));
+            let faults = (!switch.missing.is_empty())
+                .then(|| scope.spawn(|| fault_loop(&switch, layout, w, &stop)));
             let mut watchdog = None;
             let mut sender = None;
             let may_run = lease.as_ref().map_or(Ok(true), Lease::may_start);
@@ -229,7 +256,8 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             };
             let watched = watchdog.map_or(Ok(()), |h| thread(h, "lease watchdog"));
             let synced = sender.map_or(Ok(()), |h| thread(h, "transaction"));
-            served.and(thread(faults, "fault")).and(watched).and(synced)
+            let faulted = faults.map_or(Ok(()), |h| thread(h, "fault"));
+            served.and(faulted).and(watched).and(synced)
         });
         self.report.postcopy_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.report.fault_wait_ms = switch.faults.total_wait().as_secs_f64() * 1e3;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::engine::Engine;
 use super::incoming::FromDest;
 use super::ms;
+use crate::bitmap::DirtyBitmap;
 use crate::error::MigrateError;
 use crate::progress::Phase;
 use crate::report::{MigrationReport, Outcome, VmLocation};
@@ -92,7 +93,9 @@ impl<V: SourceVm> Engine<'_, V> {
         }
         self.report.vm_location = VmLocation::Destination;
         self.stop_logging();
-        if self.postcopy.is_some() {
+        if self.leased {
+            // Complete once the destination holds the VM for good (FINAL).
+        } else if self.postcopy.is_some() {
             // Runs there, but complete only once it holds every page.
             self.enter(Phase::Postcopy);
         } else {
@@ -106,6 +109,22 @@ impl<V: SourceVm> Engine<'_, V> {
                 .map_or(0, |d| d.as_nanos() as u64),
             "destination resumed"
         );
+    }
+
+    /// A leased pre-copy, after its stop-and-copy round: a switch to
+    /// post-copy with nothing to fetch. The destination then runs the VM
+    /// after Commit only under the lease, and every failure in the commit
+    /// window has the post-copy outcome: the source takes the VM back once
+    /// the lease has certainly run out (docs/PROTOCOL.md, "The commit rule").
+    pub(super) fn lease_commit(&mut self) -> Result<(), MigrateError> {
+        let none = DirtyBitmap::new(&self.layout);
+        self.w
+            .postcopy_begin(none.words(), self.lease.as_nanos() as u64)
+            .map_err(self.wire_err("sending the lease"))?;
+        self.plan_transactions()?;
+        self.report.leased_commit = true;
+        self.postcopy = Some(none);
+        Ok(())
     }
 
     /// Any failure before Commit: the VM runs on here.

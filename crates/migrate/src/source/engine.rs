@@ -102,6 +102,9 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) postcopy: Option<DirtyBitmap>,
     /// The post-copy lease period (zero: none).
     pub(super) lease: Duration,
+    /// Pre-copy ends as a switch to post-copy with nothing left to fetch,
+    /// so that Commit goes out under the lease (`commit.rs`, "leased").
+    pub(super) leased: bool,
     /// When the last lease went out (Commit, then each grant).
     pub(super) granted_at: Option<Instant>,
     /// How to reconnect in post-copy (none: `migrate_stream`, no address).
@@ -170,6 +173,7 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             switch: opts.postcopy_switch.clone(),
             postcopy: None,
             lease: opts.lease,
+            leased: false,
             granted_at: None,
             redial: None,
             links: Vec::new(),
@@ -317,6 +321,8 @@ impl<V: SourceVm> Engine<'_, V> {
             FromDest::Accept(a) => {
                 let can = self.postcopy_offered && a.postcopy();
                 self.txn_offered = can && a.transactions();
+                self.leased =
+                    self.txn_offered && !self.lease.is_zero() && !self.sync_interval.is_zero();
                 self.switch.set_available(can);
                 let needed = matches!(self.forced, Decision::Postcopy)
                     || self.on_timeout == OnTimeout::Postcopy;
@@ -494,13 +500,16 @@ impl<V: SourceVm> Engine<'_, V> {
             let mut h = DirtyBitmap::new(&self.layout);
             hint = self.vm.nonzero_hint(&mut h).then_some(h);
         }
-        self.round(
-            round,
-            &mut pending,
-            &RoundPlan::default(),
-            hint,
-            RoundKind::Final,
-        )
+        let kind = if self.leased {
+            RoundKind::Leased
+        } else {
+            RoundKind::Final
+        };
+        self.round(round, &mut pending, &RoundPlan::default(), hint, kind)?;
+        if self.leased {
+            self.lease_commit()?;
+        }
+        Ok(())
     }
 
     /// Pauses the VM for the switchover (stop-and-copy or post-copy):
