@@ -287,32 +287,47 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         ctx: Ctx<'_>,
         relink: Option<Relink<'_, R, W>>,
     ) -> Result<(), MigrateError> {
-        let timeout = self.opts.recovery_timeout;
-        let lease = ctx.lease;
         loop {
-            let e = match self.receive_postcopy(r, switch, layout, ctx) {
+            match self.receive_postcopy(r, w, switch, layout, ctx) {
                 Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            let Some(relink) = relink.filter(|_| e.is_link_failure() && !timeout.is_zero()) else {
-                return Err(e);
-            };
-            // The cause is in the final error if the link never comes back.
-            tracing::debug!("post-copy link lost: {e}");
-            tracing::warn!(
-                "post-copy link lost; waiting up to {} for the source to reconnect",
-                units::format_duration(timeout)
-            );
-            let link = relink(Instant::now() + timeout, self.report.migration_id).ok_or(
-                MigrateError::NotRecovered {
-                    first: Box::new(e),
-                    timeout,
-                },
-            )?;
-            resume_link(r, w, link, switch, lease)?;
-            self.report.reconnects += 1;
-            tracing::info!("the source reconnected: post-copy goes on");
+                Err(e) => self.await_source(e, r, w, switch, ctx.lease, relink)?,
+            }
         }
+    }
+
+    /// The link failed with `e`: unless it is not the link's fault (or
+    /// there is no recovery), wait up to the recovery timeout for the
+    /// source to reconnect, and go on over the new link from the pages
+    /// held here.
+    pub(super) fn await_source<R: Read, W: Write>(
+        &mut self,
+        e: MigrateError,
+        r: &mut MessageReader<R>,
+        w: &SharedWriter<W>,
+        switch: &Switch,
+        lease: Option<&Lease>,
+        relink: Option<Relink<'_, R, W>>,
+    ) -> Result<(), MigrateError> {
+        let timeout = self.opts.recovery_timeout;
+        let Some(relink) = relink.filter(|_| e.is_link_failure() && !timeout.is_zero()) else {
+            return Err(e);
+        };
+        // The cause is in the final error if the link never comes back.
+        tracing::debug!("link lost after the switch: {e}");
+        tracing::warn!(
+            "link lost after the switch; waiting up to {} for the source to reconnect",
+            units::format_duration(timeout)
+        );
+        let link = relink(Instant::now() + timeout, self.report.migration_id).ok_or(
+            MigrateError::NotRecovered {
+                first: Box::new(e),
+                timeout,
+            },
+        )?;
+        resume_link(r, w, link, switch, lease)?;
+        self.report.reconnects += 1;
+        tracing::info!("the source reconnected: the migration goes on");
+        Ok(())
     }
 
     /// Every page is here: PostcopyDone; with a lease, wait for the
@@ -360,9 +375,10 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
     }
 
     /// Postcopy: pages of the set, each once, until PostcopyEnd.
-    fn receive_postcopy<R: Read>(
+    fn receive_postcopy<R: Read, W: Write>(
         &mut self,
         r: &mut MessageReader<R>,
+        w: &SharedWriter<W>,
         switch: &Switch,
         layout: &Arc<PageLayout>,
         ctx: Ctx<'_>,
@@ -388,6 +404,10 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                     }
                 }
                 Message::PostcopyEnd(e) => return end(switch, &e),
+                // After a reconnection: the source did not hear Resumed.
+                Message::Commit { migration_id } if migration_id == self.report.migration_id => {
+                    self.resumed_again(&mut lock(w))?
+                }
                 Message::TxnAck(a) => ctx.acked(a.seq)?,
                 Message::LeaseGrant(g) => match lease {
                     Some(l) => l.granted(&g)?,

@@ -171,7 +171,16 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         let mut arrival = self.accept(*start, w, factory)?;
         let state = self.receive_rounds(r, w, &mut arrival)?;
         self.restore_state(&arrival.config, state, w)?;
-        self.await_commit(r, arrival.migration_id)?;
+        loop {
+            let Err(e) = self.await_commit(r, arrival.migration_id) else {
+                break;
+            };
+            // A leased switch: the source may come back and Commit again.
+            match arrival.postcopy.as_ref().filter(|s| s.lease.is_some()) {
+                Some(switch) => self.await_source(e, r, w, switch, None, relink)?,
+                None => return Err(e),
+            }
+        }
         match arrival.postcopy.take() {
             None => self.resume(lock(w), true),
             Some(switch) => self.postcopy(r, w, switch, &arrival.layout, relink),
@@ -343,6 +352,19 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
             })
             .and_then(|()| w.flush());
         Ok(())
+    }
+
+    /// Commit again on a new link, the VM already resumed: Resumed again.
+    pub(super) fn resumed_again<W: Write>(
+        &self,
+        w: &mut MessageWriter<W>,
+    ) -> Result<(), MigrateError> {
+        w.resumed(&Resumed {
+            commit_to_resume_ns: (self.report.commit_to_resume_ms * 1e6) as u64,
+            resumed_unix_ns: 0,
+        })
+        .and_then(|()| w.flush())
+        .map_err(self.wire("answering Commit again"))
     }
 
     pub(super) fn set_stage(&mut self, stage: Stage) {

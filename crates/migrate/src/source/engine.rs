@@ -126,8 +126,8 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) txns_applied: u64,
     /// Keeps what a restarted source needs (`journal.rs`), if asked to.
     pub(super) journal: Option<Box<dyn super::journal::Journal>>,
-    /// A restarted source: the pages the destination said it holds when
-    /// it reconnected, before serving starts.
+    /// A restarted source, or one that reconnected in the commit window:
+    /// the pages the destination said it holds then, before serving starts.
     pub(super) resumed: Option<DirtyBitmap>,
 }
 

@@ -129,3 +129,21 @@ fn resumed_lost_the_destination_is_fenced_and_the_source_takes_the_vm_back() {
     assert_taken_back(&vm, &res, &d, &factory);
     assert_eq!(factory.log().resumed, 1, "it ran there under the lease");
 }
+
+/// A link back within the recovery timeout: the source reconnects, sends
+/// Commit again, and the migration completes whichever of Commit or
+/// Resumed was lost.
+#[test]
+fn a_link_back_in_time_completes_the_commit() {
+    for (dir, k) in [(Dir::ToDest, kind::COMMIT), (Dir::ToSource, kind::RESUMED)] {
+        let mut vm = FakeVm::new(busy_spec(8)).unwrap();
+        let factory = leasing_factory();
+        let (res, d) = cut_at(&mut vm, &factory, dir, k, true);
+        let reconnects = d.as_ref().map_or(0, |r| r.report.reconnects);
+        let r = check_success(&vm, res, d, &factory);
+        assert!(r.leased_commit, "{r}");
+        assert_eq!(reconnects, 1, "{r}");
+        assert!(!vm.calls.contains(&"take_back"), "{:?}", vm.calls);
+        assert!(factory.log().output_released);
+    }
+}
