@@ -42,11 +42,15 @@ use crate::vm::{DestinationVm, VmFactory};
 ///       v
 ///   AwaitCommit
 ///       | Commit with Start's migration id: resume the VM, send Resumed
+///       | (after a leased PostcopyBegin: a link failure waits for Reattach
+///       |  as in Postcopy below, then Commit on the new link)
 ///       v
 ///   Running  (no post-copy)        Postcopy  (after PostcopyBegin)
 ///                                      ^  | Pages, ZeroPages: pages of the set
 ///                                      +--+ not received yet, installed; faults
 ///                                         | on missing pages send PageRequests
+///                                      ^  | Commit again (after a Reattach):
+///                                      +--+ send Resumed again
 ///                                      ^  | LeaseGrant(n): lease extended; the
 ///                                      +--+ watchdog fences the vCPUs when it
 ///                                         | lapses, a later grant lifts that
