@@ -160,6 +160,7 @@ impl<V: SourceVm> Engine<'_, V> {
             .postcopy_begin(none.words(), self.lease.as_nanos() as u64)
             .map_err(self.wire_err("sending the lease"))?;
         self.plan_transactions()?;
+        self.leased = true;
         self.report.leased_commit = true;
         self.postcopy = Some(none);
         Ok(())

@@ -102,7 +102,7 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) postcopy: Option<DirtyBitmap>,
     /// The post-copy lease period (zero: none).
     pub(super) lease: Duration,
-    /// Pre-copy ends as a switch to post-copy with nothing left to fetch,
+    /// Pre-copy ended as a switch to post-copy with nothing left to fetch,
     /// so that Commit goes out under the lease (`commit.rs`, "leased").
     pub(super) leased: bool,
     /// When the last lease went out (Commit, then each grant).
@@ -321,8 +321,6 @@ impl<V: SourceVm> Engine<'_, V> {
             FromDest::Accept(a) => {
                 let can = self.postcopy_offered && a.postcopy();
                 self.txn_offered = can && a.transactions();
-                self.leased =
-                    self.txn_offered && !self.lease.is_zero() && !self.sync_interval.is_zero();
                 self.switch.set_available(can);
                 let needed = matches!(self.forced, Decision::Postcopy)
                     || self.on_timeout == OnTimeout::Postcopy;
@@ -500,13 +498,16 @@ impl<V: SourceVm> Engine<'_, V> {
             let mut h = DirtyBitmap::new(&self.layout);
             hint = self.vm.nonzero_hint(&mut h).then_some(h);
         }
-        let kind = if self.leased {
+        // A destination that takes leases and transactions: Commit goes
+        // out under the lease (`commit.rs`, "leased").
+        let leased = self.txn_offered && !self.lease.is_zero() && !self.sync_interval.is_zero();
+        let kind = if leased {
             RoundKind::Leased
         } else {
             RoundKind::Final
         };
         self.round(round, &mut pending, &RoundPlan::default(), hint, kind)?;
-        if self.leased {
+        if leased {
             self.lease_commit()?;
         }
         Ok(())

@@ -147,3 +147,29 @@ fn a_link_back_in_time_completes_the_commit() {
         assert!(factory.log().output_released);
     }
 }
+
+/// A true post-copy shares the window: Commit cut, the link back, the
+/// source sends Commit again and then every page the destination lacks,
+/// while the guest there faults on them.
+#[test]
+fn a_post_copy_commit_lost_is_sent_again_after_reconnecting() {
+    let mut vm = FakeVm::new(busy_spec(16)).unwrap();
+    let factory = FakeFactory {
+        touches: 300,
+        touch_every: Duration::from_micros(200),
+        ..leasing_factory()
+    };
+    let fault = Fault::new(Dir::ToDest, kind::COMMIT, Action::Cut).at(Spot::Before);
+    let (res, d) = run(
+        &mut vm,
+        source_opts("postcopy"),
+        factory.clone(),
+        dest_opts(1 << 30),
+        Some(fault),
+    );
+    let reconnects = d.as_ref().map_or(0, |r| r.report.reconnects);
+    let r = check_success(&vm, res, d, &factory);
+    assert!(!r.leased_commit, "{r}");
+    let p = r.postcopy.as_ref().expect("a post-copy report");
+    assert_eq!((p.reconnects, reconnects), (1, 1), "{r}");
+}
