@@ -81,19 +81,22 @@ pub struct MigrationArgs {
     /// rest fits the downtime target.
     #[arg(long, value_name = "ACTION", default_value = "force", value_parser = on_timeout())]
     pub on_timeout: OnTimeout,
-    /// In post-copy, the destination runs the VM only while it holds a
-    /// lease this long that the source renews, 10ms to 60s (docs/SAFETY.md,
+    /// In post-copy, and after a pre-copy's Commit until the source gives
+    /// the VM up, the destination runs the VM only while it holds a lease
+    /// this long that the source renews, 10ms to 60s (docs/SAFETY.md,
     /// "Leases"); with none it pauses itself.
     #[arg(long, default_value = "500ms", value_name = "DURATION", value_parser = lease)]
     pub lease: Duration,
-    /// In post-copy, how long a broken link may take to come back: the
-    /// source reconnects (authenticating again) with backoff until then;
-    /// 0s gives up at once.
+    /// In post-copy or a leased commit, how long a broken link may take to
+    /// come back: the source reconnects (authenticating again) with backoff
+    /// until then; 0s gives up at once.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = units::parse_duration_or_zero)]
     pub recovery_timeout: Duration,
     /// In post-copy with a lease, how often the destination sends the
     /// pages the guest dirtied and its state back, so that the VM can
-    /// resume on the source if the destination is lost; 0s: never.
+    /// resume on the source if the destination is lost; 0s: never (and a
+    /// pre-copy's Commit goes out without a lease: a lost acknowledgement
+    /// leaves it in doubt).
     #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = units::parse_duration_or_zero)]
     pub sync_interval: Duration,
 }

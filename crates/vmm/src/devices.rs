@@ -208,19 +208,29 @@ impl Devices {
     /// Replaces device state with a saved one, and replays the line that
     /// was unfinished then (`pending_line`) to the sink. A line this device
     /// had left unfinished (the VM went elsewhere and came back) is ended
-    /// first, so the replay does not glue onto it.
+    /// first, so the replay does not glue onto it; unless it is that very
+    /// line (the VM comes back to where it left: taken back from the state
+    /// at the switch), which then simply goes on.
     pub fn restore_state(&self, state: &DeviceState) {
         let mut uart = self.uart.lock().unwrap();
         let irq = uart.interrupt_evt().0.try_clone();
         let st = to_superio(&state.serial);
-        let mut bytes = Vec::new();
-        if !uart.writer().line.is_empty() {
-            bytes.push(b'\n');
-        }
-        bytes.extend_from_slice(&state.serial.pending_line);
-        let out = TxBuffer {
-            bytes,
-            line: Vec::new(),
+        let pending = &state.serial.pending_line;
+        let out = if !pending.is_empty() && uart.writer().line == *pending {
+            TxBuffer {
+                bytes: Vec::new(),
+                line: pending.clone(),
+            }
+        } else {
+            let mut bytes = Vec::new();
+            if !uart.writer().line.is_empty() {
+                bytes.push(b'\n');
+            }
+            bytes.extend_from_slice(pending);
+            TxBuffer {
+                bytes,
+                line: Vec::new(),
+            }
         };
         if let Ok(irq) = irq
             && let Ok(u) = Serial::from_state(&st, IrqLine(irq), NoEvents, out)
@@ -330,6 +340,17 @@ mod tests {
         assert_eq!(&*got.lock().unwrap(), b"HB 1\nHB 2 ra\nHB 7 r");
         d.pio_write(SERIAL_PORT, b"ate\n");
         assert!(got.lock().unwrap().ends_with(b"\nHB 7 rate\n"));
+    }
+
+    #[test]
+    fn a_vm_taken_back_to_where_it_left_goes_on_with_its_line() {
+        let (sink, got) = capture();
+        let d = Devices::new(EventFd::new(0).unwrap(), sink, None);
+        d.pio_write(SERIAL_PORT, b"HB 1\nHB 2 ra");
+        d.restore_state(&d.save_state());
+        d.pio_write(SERIAL_PORT, b"te\n");
+        assert_eq!(&*got.lock().unwrap(), b"HB 1\nHB 2 rate\n");
+        assert!(d.save_state().serial.pending_line.is_empty());
     }
 
     #[test]

@@ -119,6 +119,7 @@ fn ferry_run(
         strategy: Some(strategy.into()),
         max_bandwidth_bps: bw.cap.map(units::Bandwidth::bits_per_sec),
         max_downtime_ms: Some(p.max_downtime.as_secs_f64() * 1e3),
+        sync_interval_ms: p.sync_interval.map(|d| d.as_millis() as u64),
         ..MigrateRequest::default()
     };
     let t0 = crate::serial::now();

@@ -81,6 +81,10 @@ pub struct MigrateBenchArgs {
     /// count the run as failed unless it passed.
     #[arg(long)]
     pub verify: bool,
+    /// Ferry's --sync-interval (default: its own, 100ms); 0s makes a
+    /// pre-copy's Commit go out without a lease, for comparison.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration_or_zero)]
+    pub sync_interval: Option<Duration>,
     /// Directory for the plots, the JSON of all runs and failed runs' logs.
     #[arg(long, default_value = "bench-out", value_name = "DIR")]
     pub out: PathBuf,
@@ -138,6 +142,7 @@ pub struct MigratePlan {
     pub qemu_timeout: Duration,
     pub qemu: bool,
     pub verify: bool,
+    pub sync_interval: Option<Duration>,
 }
 
 impl MigratePlan {
@@ -196,6 +201,7 @@ pub fn plan(a: &MigrateBenchArgs) -> anyhow::Result<MigratePlan> {
         qemu_timeout: a.qemu_timeout,
         qemu,
         verify: a.verify,
+        sync_interval: a.sync_interval,
     })
 }
 

@@ -291,6 +291,7 @@ pub fn runs_json(p: &MigratePlan, started: &str, records: &[RunRecord]) -> serde
         "warmup_ms": p.warmup.as_millis() as u64,
         "qemu_timeout_ms": p.qemu_timeout.as_millis() as u64,
         "verify": p.verify,
+        "sync_interval_ms": p.sync_interval.map(|d| d.as_millis() as u64),
         "workloads": p.workloads,
         "runs": records,
     })

@@ -46,6 +46,28 @@ pub(super) struct Switch {
     pub(super) txn_interval: Option<Duration>,
 }
 
+/// The memory of a switch with nothing to fetch: every page is present.
+struct AllPresent;
+
+impl PostcopyMemory for AllPresent {
+    fn wait_fault(&self, timeout: Duration) -> Result<Option<u64>, crate::vm::VmError> {
+        std::thread::sleep(timeout);
+        Ok(None)
+    }
+
+    fn install(&self, _gpa: u64, _data: &[u8]) -> Result<(), crate::vm::VmError> {
+        Err("no page is missing".into())
+    }
+
+    fn install_zero(&self, _gpa: u64, _pages: u64) -> Result<(), crate::vm::VmError> {
+        Err("no page is missing".into())
+    }
+
+    fn finish(&self) -> Result<(), crate::vm::VmError> {
+        Ok(())
+    }
+}
+
 /// A set of pages as the wire carries it (PostcopyBegin, Stale), checked
 /// against the VM's layout: its size, and no page outside guest memory.
 pub(super) fn page_set(
@@ -127,13 +149,17 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             }
         };
         let t0 = Instant::now();
-        let memory =
+        // Nothing to fetch (a leased pre-copy): nothing to intercept either.
+        let memory: Arc<dyn PostcopyMemory> = if missing.is_empty() {
+            Arc::new(AllPresent)
+        } else {
             self.vm_mut()?
                 .start_postcopy(&missing)
                 .map_err(|source| MigrateError::Vm {
                     op: VmOp::StartPostcopy,
                     source,
-                })?;
+                })?
+        };
         self.report.postcopy_pages = missing.count();
         tracing::debug!(pages = missing.count(), took = ?t0.elapsed(), "post-copy memory armed");
         Ok(Switch {
@@ -184,7 +210,8 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             // the switch (a sampler reading the guest's status page from
             // another process) must not put a PageRequest ahead of Resumed.
             let held = lock(w);
-            let faults = scope.spawn(|| fault_loop(&switch, layout, w, &stop));
+            let faults = (!switch.missing.is_empty())
+                .then(|| scope.spawn(|| fault_loop(&switch, layout, w, &stop)));
             let mut watchdog = None;
             let mut sender = None;
             let may_run = lease.as_ref().map_or(Ok(true), Lease::may_start);
@@ -229,7 +256,8 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             };
             let watched = watchdog.map_or(Ok(()), |h| thread(h, "lease watchdog"));
             let synced = sender.map_or(Ok(()), |h| thread(h, "transaction"));
-            served.and(thread(faults, "fault")).and(watched).and(synced)
+            let faulted = faults.map_or(Ok(()), |h| thread(h, "fault"));
+            served.and(faulted).and(watched).and(synced)
         });
         self.report.postcopy_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.report.fault_wait_ms = switch.faults.total_wait().as_secs_f64() * 1e3;
@@ -259,32 +287,47 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         ctx: Ctx<'_>,
         relink: Option<Relink<'_, R, W>>,
     ) -> Result<(), MigrateError> {
-        let timeout = self.opts.recovery_timeout;
-        let lease = ctx.lease;
         loop {
-            let e = match self.receive_postcopy(r, switch, layout, ctx) {
+            match self.receive_postcopy(r, w, switch, layout, ctx) {
                 Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            let Some(relink) = relink.filter(|_| e.is_link_failure() && !timeout.is_zero()) else {
-                return Err(e);
-            };
-            // The cause is in the final error if the link never comes back.
-            tracing::debug!("post-copy link lost: {e}");
-            tracing::warn!(
-                "post-copy link lost; waiting up to {} for the source to reconnect",
-                units::format_duration(timeout)
-            );
-            let link = relink(Instant::now() + timeout, self.report.migration_id).ok_or(
-                MigrateError::NotRecovered {
-                    first: Box::new(e),
-                    timeout,
-                },
-            )?;
-            resume_link(r, w, link, switch, lease)?;
-            self.report.reconnects += 1;
-            tracing::info!("the source reconnected: post-copy goes on");
+                Err(e) => self.await_source(e, r, w, switch, ctx.lease, relink)?,
+            }
         }
+    }
+
+    /// The link failed with `e`: unless it is not the link's fault (or
+    /// there is no recovery), wait up to the recovery timeout for the
+    /// source to reconnect, and go on over the new link from the pages
+    /// held here.
+    pub(super) fn await_source<R: Read, W: Write>(
+        &mut self,
+        e: MigrateError,
+        r: &mut MessageReader<R>,
+        w: &SharedWriter<W>,
+        switch: &Switch,
+        lease: Option<&Lease>,
+        relink: Option<Relink<'_, R, W>>,
+    ) -> Result<(), MigrateError> {
+        let timeout = self.opts.recovery_timeout;
+        let Some(relink) = relink.filter(|_| e.is_link_failure() && !timeout.is_zero()) else {
+            return Err(e);
+        };
+        // The cause is in the final error if the link never comes back.
+        tracing::debug!("link lost after the switch: {e}");
+        tracing::warn!(
+            "link lost after the switch; waiting up to {} for the source to reconnect",
+            units::format_duration(timeout)
+        );
+        let link = relink(Instant::now() + timeout, self.report.migration_id).ok_or(
+            MigrateError::NotRecovered {
+                first: Box::new(e),
+                timeout,
+            },
+        )?;
+        resume_link(r, w, link, switch, lease)?;
+        self.report.reconnects += 1;
+        tracing::info!("the source reconnected: the migration goes on");
+        Ok(())
     }
 
     /// Every page is here: PostcopyDone; with a lease, wait for the
@@ -332,9 +375,10 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
     }
 
     /// Postcopy: pages of the set, each once, until PostcopyEnd.
-    fn receive_postcopy<R: Read>(
+    fn receive_postcopy<R: Read, W: Write>(
         &mut self,
         r: &mut MessageReader<R>,
+        w: &SharedWriter<W>,
         switch: &Switch,
         layout: &Arc<PageLayout>,
         ctx: Ctx<'_>,
@@ -360,6 +404,10 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                     }
                 }
                 Message::PostcopyEnd(e) => return end(switch, &e),
+                // After a reconnection: the source did not hear Resumed.
+                Message::Commit { migration_id } if migration_id == self.report.migration_id => {
+                    self.resumed_again(&mut lock(w))?
+                }
                 Message::TxnAck(a) => ctx.acked(a.seq)?,
                 Message::LeaseGrant(g) => match lease {
                     Some(l) => l.granted(&g)?,

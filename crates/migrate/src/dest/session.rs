@@ -42,11 +42,15 @@ use crate::vm::{DestinationVm, VmFactory};
 ///       v
 ///   AwaitCommit
 ///       | Commit with Start's migration id: resume the VM, send Resumed
+///       | (after a leased PostcopyBegin: a link failure waits for Reattach
+///       |  as in Postcopy below, then Commit on the new link)
 ///       v
 ///   Running  (no post-copy)        Postcopy  (after PostcopyBegin)
 ///                                      ^  | Pages, ZeroPages: pages of the set
 ///                                      +--+ not received yet, installed; faults
 ///                                         | on missing pages send PageRequests
+///                                      ^  | Commit again (after a Reattach):
+///                                      +--+ send Resumed again
 ///                                      ^  | LeaseGrant(n): lease extended; the
 ///                                      +--+ watchdog fences the vCPUs when it
 ///                                         | lapses, a later grant lifts that
@@ -171,7 +175,16 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         let mut arrival = self.accept(*start, w, factory)?;
         let state = self.receive_rounds(r, w, &mut arrival)?;
         self.restore_state(&arrival.config, state, w)?;
-        self.await_commit(r, arrival.migration_id)?;
+        loop {
+            let Err(e) = self.await_commit(r, arrival.migration_id) else {
+                break;
+            };
+            // A leased switch: the source may come back and Commit again.
+            match arrival.postcopy.as_ref().filter(|s| s.lease.is_some()) {
+                Some(switch) => self.await_source(e, r, w, switch, None, relink)?,
+                None => return Err(e),
+            }
+        }
         match arrival.postcopy.take() {
             None => self.resume(lock(w), true),
             Some(switch) => self.postcopy(r, w, switch, &arrival.layout, relink),
@@ -343,6 +356,19 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
             })
             .and_then(|()| w.flush());
         Ok(())
+    }
+
+    /// Commit again on a new link, the VM already resumed: Resumed again.
+    pub(super) fn resumed_again<W: Write>(
+        &self,
+        w: &mut MessageWriter<W>,
+    ) -> Result<(), MigrateError> {
+        w.resumed(&Resumed {
+            commit_to_resume_ns: (self.report.commit_to_resume_ms * 1e6) as u64,
+            resumed_unix_ns: 0,
+        })
+        .and_then(|()| w.flush())
+        .map_err(self.wire("answering Commit again"))
     }
 
     pub(super) fn set_stage(&mut self, stage: Stage) {

@@ -147,9 +147,11 @@ fn bad_postcopy_input_is_refused_with_one_error() {
         .unwrap();
     });
     assert!(e.contains("PostcopyEnd after 1 of the 3 pages"), "{e}");
+    // Commit again (after a reconnection) is answered; for another
+    // migration it is refused.
     let e = refused(|w| {
         switched(w);
-        w.commit(ID).unwrap();
+        w.commit(ID + 1).unwrap();
     });
     assert!(e.contains("expected post-copy pages, got Commit"), "{e}");
 }

@@ -11,7 +11,7 @@ use vmstate::{VmConfig, VmState};
 use super::fake_err;
 use super::postcopy::{FakePostcopy, toucher};
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE, PageLayout};
-use crate::vm::{DestinationVm, Fence, PostcopyMemory, VmError, VmFactory};
+use crate::vm::{Capture, DestinationVm, Fence, PostcopyMemory, TxnVm, VmError, VmFactory};
 
 /// What happened to destination VMs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,6 +38,10 @@ pub struct DestLog {
     /// lifted the fence.
     pub fenced: u32,
     pub lifted: u32,
+    /// Transactions captured, and whether the held output was released
+    /// for good (the VM is ours).
+    pub captures: u32,
+    pub output_released: bool,
 }
 
 /// Creates [`FakeDestVm`]s and logs what happens to them.
@@ -52,6 +56,9 @@ pub struct FakeFactory {
     /// resume, one every `touch_every`, waiting for absent ones.
     pub touches: u32,
     pub touch_every: Duration,
+    /// Its VMs can send post-copy transactions (their guest writes nothing
+    /// after resume: each carries the restored state and no pages).
+    pub transactions: bool,
 }
 
 impl FakeFactory {
@@ -59,6 +66,10 @@ impl FakeFactory {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
+
+/// The restored state's config and token, once restored: what a
+/// transaction carries.
+type Restored = Arc<Mutex<Option<(VmConfig, Vec<u8>)>>>;
 
 /// The fake destination VM: memory plus a log.
 pub struct FakeDestVm {
@@ -70,6 +81,9 @@ pub struct FakeDestVm {
     no_postcopy: bool,
     touches: u32,
     touch_every: Duration,
+    transactions: bool,
+    /// The restored state (config and token), for transactions to carry.
+    state: Restored,
     postcopy: Option<Arc<FakePostcopy>>,
     guest: Option<(JoinHandle<()>, Arc<AtomicBool>, Arc<AtomicU64>)>,
 }
@@ -123,6 +137,8 @@ impl VmFactory for FakeFactory {
             no_postcopy: self.no_postcopy,
             touches: self.touches,
             touch_every: self.touch_every,
+            transactions: self.transactions,
+            state: Arc::default(),
             postcopy: None,
             guest: None,
         })
@@ -140,7 +156,9 @@ impl DestinationVm for FakeDestVm {
         }
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         log.restored += 1;
-        log.state_token = Some(state.devices.serial.pending_line);
+        log.state_token = Some(state.devices.serial.pending_line.clone());
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((state.config, state.devices.serial.pending_line));
         self.restored = true;
         Ok(())
     }
@@ -215,6 +233,55 @@ impl DestinationVm for FakeDestVm {
 
     fn fence(&self) -> Option<Arc<dyn Fence>> {
         Some(Arc::new(FakeFence(Arc::clone(&self.log))))
+    }
+
+    fn transactions(&self) -> Option<Arc<dyn TxnVm>> {
+        self.transactions.then(|| {
+            Arc::new(FakeTxns {
+                memory: self.memory.clone(),
+                state: Arc::clone(&self.state),
+                log: Arc::clone(&self.log),
+            }) as Arc<dyn TxnVm>
+        })
+    }
+}
+
+/// Transactions of a fake guest that writes nothing after resume: the
+/// restored state and no pages each time.
+struct FakeTxns {
+    memory: GuestMemoryMmap,
+    state: Restored,
+    log: Arc<Mutex<DestLog>>,
+}
+
+impl TxnVm for FakeTxns {
+    fn begin(&self) -> Result<(), VmError> {
+        Ok(())
+    }
+
+    fn capture(
+        &self,
+        _wait: Duration,
+        dirty: &mut DirtyBitmap,
+        at_pause: &mut dyn FnMut(&GuestMemoryMmap, &DirtyBitmap),
+    ) -> Result<Option<Capture>, VmError> {
+        let restored = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (config, token) = restored.ok_or("a transaction before the state was restored")?;
+        at_pause(&self.memory, dirty);
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).captures += 1;
+        Ok(Some(Capture {
+            state: super::fake_state(&config, token),
+            output_mark: 0,
+        }))
+    }
+
+    fn release_output(&self, mark: Option<u64>) {
+        if mark.is_none() {
+            self.log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .output_released = true;
+        }
     }
 }
 

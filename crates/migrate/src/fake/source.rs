@@ -244,6 +244,20 @@ impl SourceVm for FakeVm {
         self.shared.lock().state = RunState::Retired;
     }
 
+    fn take_back(&mut self, state: VmState) -> Result<(), VmError> {
+        self.calls.push("take_back");
+        if state.devices.serial.pending_line != self.state_token() {
+            return Err(fake_err("take_back from another VM's state"));
+        }
+        let mut ctl = self.shared.lock();
+        if ctl.state != RunState::Retired {
+            return Err(fake_err("take_back of a VM that was not retired"));
+        }
+        ctl.state = RunState::Running;
+        self.shared.cv.notify_all();
+        Ok(())
+    }
+
     fn release(&mut self) {
         // The fake keeps its memory, for tests to compare.
         self.calls.push("release");

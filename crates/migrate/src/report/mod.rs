@@ -196,6 +196,12 @@ pub struct MigrationReport {
     /// What happened after a switch to post-copy, if there was one.
     #[serde(default)]
     pub postcopy: Option<PostcopyReport>,
+    /// A pre-copy whose Commit went out under the post-copy lease: the
+    /// destination ran the VM only under it until the source gave the VM
+    /// up, so a lost acknowledgement has one outcome (docs/PROTOCOL.md,
+    /// "The commit rule").
+    #[serde(default)]
+    pub leased_commit: bool,
     pub per_round: Vec<RoundReport>,
 }
 
@@ -258,6 +264,7 @@ impl MigrationReport {
             pause_ms: None,
             bytes_received: 0,
             postcopy: None,
+            leased_commit: false,
             per_round: Vec::new(),
         }
     }

@@ -123,6 +123,9 @@ impl fmt::Display for MigrationReport {
         if let Some(p) = &self.postcopy {
             write_postcopy(f, p)?;
         }
+        if self.leased_commit {
+            writeln!(f, "  commit:            under the lease")?;
+        }
         writeln!(f, "  rounds:            {}", self.rounds)?;
         if !self.per_round.is_empty() {
             let predicts = self

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::engine::Engine;
 use super::incoming::FromDest;
 use super::ms;
+use crate::bitmap::DirtyBitmap;
 use crate::error::MigrateError;
 use crate::progress::Phase;
 use crate::report::{MigrationReport, Outcome, VmLocation};
@@ -15,16 +16,53 @@ impl<V: SourceVm> Engine<'_, V> {
     /// Sends Commit; from here on the VM never runs on this host again.
     /// In a leased post-copy a lost acknowledgement is no longer in doubt
     /// once the lease Commit gave has run out.
+    /// A link that fails in that window is dialled again, and Commit sent
+    /// again on the new one.
     pub(super) fn commit(&mut self) -> Result<(), MigrateError> {
-        let result = self.send_commit();
-        if let Err(e) = &result
-            && self.postcopy.is_some()
-            && self.granted_at.is_some()
-        {
-            self.enter(Phase::RolledBack);
-            self.settle_interrupted(e, false);
+        let t_commit = Instant::now();
+        let mut result = self.send_commit();
+        if self.postcopy.is_some() && self.granted_at.is_some() {
+            while let Err(e) = result {
+                let e = self.incoming.explain(e);
+                result = match self.redial(e) {
+                    Ok(held) => self.commit_again(held, t_commit),
+                    Err(e) => {
+                        self.enter(Phase::RolledBack);
+                        self.settle_interrupted(&e, false);
+                        return Err(e);
+                    }
+                };
+            }
         }
         result
+    }
+
+    /// After a reconnection in the commit window: Commit again. Whether or
+    /// not the first one arrived, the destination answers Resumed (which
+    /// may follow its lease requests, transactions and page requests: the
+    /// pages it asks for are sent anyway, as all it does not hold).
+    fn commit_again(&mut self, held: DirtyBitmap, t_commit: Instant) -> Result<(), MigrateError> {
+        self.resumed = Some(held);
+        self.txn_resend = true;
+        self.w
+            .commit(self.migration_id)
+            .and_then(|()| self.w.flush())
+            .map_err(self.wire_err("sending Commit again"))?;
+        loop {
+            match self
+                .incoming
+                .wait("waiting for the destination to resume the VM", false)?
+            {
+                FromDest::Resumed(ack) => {
+                    self.acknowledged(t_commit, ack);
+                    return Ok(());
+                }
+                FromDest::LeaseRequest(seq) => self.grant(seq)?,
+                FromDest::Txn(t) => self.apply_txn(*t)?,
+                FromDest::PageRequest(_) => {}
+                m => return Err(self.incoming.unexpected(m, "instead of Resumed")),
+            }
+        }
     }
 
     fn send_commit(&mut self) -> Result<(), MigrateError> {
@@ -77,7 +115,8 @@ impl<V: SourceVm> Engine<'_, V> {
     }
 
     /// The destination runs the VM: the migration is complete. Downtime
-    /// ends at the resume, estimated from the Commit/Resumed round trip.
+    /// ends at the resume, estimated from the Commit/Resumed round trip
+    /// (after a reconnection an upper bound).
     fn acknowledged(&mut self, t_commit: Instant, ack: wire::Resumed) {
         let t_ack = Instant::now();
         let round_trip = t_ack.duration_since(t_commit);
@@ -92,7 +131,9 @@ impl<V: SourceVm> Engine<'_, V> {
         }
         self.report.vm_location = VmLocation::Destination;
         self.stop_logging();
-        if self.postcopy.is_some() {
+        if self.leased {
+            // Complete once the destination holds the VM for good (FINAL).
+        } else if self.postcopy.is_some() {
             // Runs there, but complete only once it holds every page.
             self.enter(Phase::Postcopy);
         } else {
@@ -106,6 +147,23 @@ impl<V: SourceVm> Engine<'_, V> {
                 .map_or(0, |d| d.as_nanos() as u64),
             "destination resumed"
         );
+    }
+
+    /// A leased pre-copy, after its stop-and-copy round: a switch to
+    /// post-copy with nothing to fetch. The destination then runs the VM
+    /// after Commit only under the lease, and every failure in the commit
+    /// window has the post-copy outcome: the source takes the VM back once
+    /// the lease has certainly run out (docs/PROTOCOL.md, "The commit rule").
+    pub(super) fn lease_commit(&mut self) -> Result<(), MigrateError> {
+        let none = DirtyBitmap::new(&self.layout);
+        self.w
+            .postcopy_begin(none.words(), self.lease.as_nanos() as u64)
+            .map_err(self.wire_err("sending the lease"))?;
+        self.plan_transactions()?;
+        self.leased = true;
+        self.report.leased_commit = true;
+        self.postcopy = Some(none);
+        Ok(())
     }
 
     /// Any failure before Commit: the VM runs on here.

@@ -102,6 +102,9 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) postcopy: Option<DirtyBitmap>,
     /// The post-copy lease period (zero: none).
     pub(super) lease: Duration,
+    /// Pre-copy ended as a switch to post-copy with nothing left to fetch,
+    /// so that Commit goes out under the lease (`commit.rs`, "leased").
+    pub(super) leased: bool,
     /// When the last lease went out (Commit, then each grant).
     pub(super) granted_at: Option<Instant>,
     /// How to reconnect in post-copy (none: `migrate_stream`, no address).
@@ -123,8 +126,8 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) txns_applied: u64,
     /// Keeps what a restarted source needs (`journal.rs`), if asked to.
     pub(super) journal: Option<Box<dyn super::journal::Journal>>,
-    /// A restarted source: the pages the destination said it holds when
-    /// it reconnected, before serving starts.
+    /// A restarted source, or one that reconnected in the commit window:
+    /// the pages the destination said it holds then, before serving starts.
     pub(super) resumed: Option<DirtyBitmap>,
 }
 
@@ -170,6 +173,7 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             switch: opts.postcopy_switch.clone(),
             postcopy: None,
             lease: opts.lease,
+            leased: false,
             granted_at: None,
             redial: None,
             links: Vec::new(),
@@ -494,13 +498,19 @@ impl<V: SourceVm> Engine<'_, V> {
             let mut h = DirtyBitmap::new(&self.layout);
             hint = self.vm.nonzero_hint(&mut h).then_some(h);
         }
-        self.round(
-            round,
-            &mut pending,
-            &RoundPlan::default(),
-            hint,
-            RoundKind::Final,
-        )
+        // A destination that takes leases and transactions: Commit goes
+        // out under the lease (`commit.rs`, "leased").
+        let leased = self.txn_offered && !self.lease.is_zero() && !self.sync_interval.is_zero();
+        let kind = if leased {
+            RoundKind::Leased
+        } else {
+            RoundKind::Final
+        };
+        self.round(round, &mut pending, &RoundPlan::default(), hint, kind)?;
+        if leased {
+            self.lease_commit()?;
+        }
+        Ok(())
     }
 
     /// Pauses the VM for the switchover (stop-and-copy or post-copy):

@@ -179,8 +179,14 @@ impl<V: SourceVm> Engine<'_, V> {
                 let nonzero = |ns: u64| (done.faults > 0).then_some(ns as f64 / 1e6);
                 s.report.fault_p50_ms = nonzero(done.fault_p50_ns);
                 s.report.fault_p99_ms = nonzero(done.fault_p99_ns);
-                self.report.postcopy = Some(s.report);
-                self.vm.release();
+                if self.leased {
+                    // A pre-copy: no post-copy to report, memory kept as
+                    // after any pre-copy.
+                    tracing::debug!(report = ?s.report, "leased commit done");
+                } else {
+                    self.report.postcopy = Some(s.report);
+                    self.vm.release();
+                }
                 if let Some(j) = self.journal.as_mut() {
                     j.ended();
                 }
@@ -190,7 +196,9 @@ impl<V: SourceVm> Engine<'_, V> {
             }
             Err(e) => {
                 let e = self.incoming.explain(e);
-                self.report.postcopy = Some(s.report);
+                if !self.leased {
+                    self.report.postcopy = Some(s.report);
+                }
                 if !e.peer_knows() {
                     let _ = self.w.abort(e.abort_code(), &e.to_string());
                     let _ = self.w.flush();
@@ -207,13 +215,14 @@ impl<V: SourceVm> Engine<'_, V> {
     /// nowhere, paused here as it was at the switch. Without one, the
     /// destination may still run it if every page was sent.
     pub(super) fn settle_interrupted(&mut self, e: &MigrateError, end_sent: bool) {
+        let what = self.what_broke();
         if let Some(ago) = self.outlast_lease() {
             if self.txns_planned && self.take_back(e) {
                 return;
             }
             self.report.vm_location = VmLocation::Nowhere;
             self.report.outcome = Outcome::Interrupted(format!(
-                "post-copy broke ({e}); the destination's lease ran out {} ago with no renewal, so it is fenced: the VM runs nowhere, paused here as it was at the switch",
+                "{what} broke ({e}); the destination's lease ran out {} ago with no renewal, so it is fenced: the VM runs nowhere, paused here as it was at the switch",
                 units::format_duration(ago)
             ));
         } else if end_sent {
@@ -226,6 +235,15 @@ impl<V: SourceVm> Engine<'_, V> {
             self.report.outcome = Outcome::Interrupted(format!(
                 "post-copy broke with pages left ({e}); the destination cannot go on, the VM stays paused here as it was at the switch"
             ));
+        }
+    }
+
+    /// What a failure after the switch interrupted, for messages.
+    pub(super) fn what_broke(&self) -> &'static str {
+        if self.leased {
+            "the leased commit"
+        } else {
+            "post-copy"
         }
     }
 

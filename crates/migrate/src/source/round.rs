@@ -29,6 +29,9 @@ pub(super) enum RoundKind {
     Live,
     /// The stop-and-copy: the VM paused, the round FINAL; the state follows.
     Final,
+    /// The stop-and-copy of a leased pre-copy: as `Final`, but not FINAL on
+    /// the wire; an empty PostcopyBegin follows (`commit.rs`, "leased").
+    Leased,
     /// The VM paused for a switch to post-copy: the pages it dirtied since
     /// the last harvest, so that its first touches on the destination need
     /// no fetch; PostcopyBegin follows.

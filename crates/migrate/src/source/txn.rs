@@ -230,18 +230,17 @@ impl<V: SourceVm> Engine<'_, V> {
             return false;
         };
         let seq = self.synced;
+        let what = self.what_broke();
         // Before the VM runs here: its memory moves on from the record.
         if let Some(j) = self.journal.as_mut() {
             j.ended();
         }
         match self.vm.take_back(*state) {
             Ok(()) => {
-                tracing::warn!(
-                    "post-copy broke ({e}); resumed on the source from transaction {seq}"
-                );
+                tracing::warn!("{what} broke ({e}); resumed on the source from transaction {seq}");
                 self.report.vm_location = VmLocation::Source;
                 self.report.outcome = Outcome::Recovered(format!(
-                    "post-copy broke ({e}); the destination's lease ran out, so it is fenced: resumed on the source from transaction {seq}"
+                    "{what} broke ({e}); the destination's lease ran out, so it is fenced: resumed on the source from transaction {seq}"
                 ));
                 true
             }

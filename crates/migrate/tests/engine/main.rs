@@ -12,3 +12,4 @@ mod reattach;
 mod refusals;
 mod restart;
 mod strategies;
+mod window;

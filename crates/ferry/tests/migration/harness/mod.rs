@@ -25,7 +25,7 @@ pub use testkit::{
     RogueServer, TempDir, connect_from, free_port, random_bytes, require_kvm, wait_for,
 };
 pub use vmstate::record::kind::{PAGES, STATE};
-pub use wire::kind::COMMIT;
+pub use wire::kind::{COMMIT, RESUMED};
 
 pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
