@@ -8,6 +8,8 @@ pub struct Serial {
     pub heartbeats: Vec<u64>,
     /// Guest TSC of each heartbeat (the host's TSC: it is not virtualized).
     pub heartbeat_tsc: Vec<u64>,
+    /// Each heartbeat's line, without its timestamp.
+    pub heartbeat_lines: Vec<String>,
     pub verify_ok: usize,
     pub verify_fail: Vec<String>,
 }
@@ -35,6 +37,7 @@ pub fn read_serial(path: &Path) -> Serial {
             if let (Some(seq), Some(tsc), true) = (seq, tsc, whole) {
                 s.heartbeats.push(seq);
                 s.heartbeat_tsc.push(tsc);
+                s.heartbeat_lines.push(body.to_string());
             }
         } else if body.starts_with("VERIFY ok") {
             s.verify_ok += 1;
@@ -43,4 +46,28 @@ pub fn read_serial(path: &Path) -> Serial {
         }
     }
     s
+}
+
+impl Serial {
+    /// The heartbeats without those a longer line of the same number, here
+    /// or in `other`, shows were cut: a source that takes the VM back ends
+    /// the line it had left unfinished at the switch, which may stop inside
+    /// `rate=` and so look whole, and the destination printed it in full
+    /// (`HB seq=794 tsc=.. rate=10` here, `... rate=1091` there).
+    pub fn whole_against(&self, other: &Serial) -> Vec<u64> {
+        let cut = |seq: u64, line: &str| {
+            [self, other].iter().any(|log| {
+                log.heartbeats
+                    .iter()
+                    .zip(&log.heartbeat_lines)
+                    .any(|(&o, l)| o == seq && l.len() > line.len() && l.starts_with(line))
+            })
+        };
+        self.heartbeats
+            .iter()
+            .zip(&self.heartbeat_lines)
+            .filter(|&(&seq, line)| !cut(seq, line))
+            .map(|(&seq, _)| seq)
+            .collect()
+    }
 }
