@@ -24,6 +24,10 @@ pub struct FakeFaults {
     pub fail_save_state: bool,
     /// Fail the n-th harvest (1-based).
     pub fail_harvest: Option<u32>,
+    /// Pages the guest writes as it is paused (the first ones of memory):
+    /// a real guest's last writes between a harvest and the pause, here
+    /// whatever the scheduler does.
+    pub writes_at_pause: u64,
 }
 
 /// The fake source VM.
@@ -212,6 +216,13 @@ impl SourceVm for FakeVm {
         let mut ctl = self.shared.lock();
         if ctl.state == RunState::Retired {
             return Err(fake_err("pause of a retired VM"));
+        }
+        if ctl.state == RunState::Running {
+            for idx in 0..self.faults.writes_at_pause.min(self.layout.index_len()) {
+                if let Some(gpa) = self.layout.gpa_of(idx) {
+                    write_page(&self.memory, &self.shared, idx, gpa, u64::MAX - idx)?;
+                }
+            }
         }
         ctl.state = RunState::Paused;
         Ok(())

@@ -552,12 +552,9 @@ impl<V: SourceVm> Engine<'_, V> {
             .and_then(|()| self.w.flush())
             .map_err(self.wire_err("sending the VM state"))?;
         if self.txns_planned {
-            // Transaction 0: where the VM resumes here if none arrives.
-            let again = self
-                .vm
-                .save_state()
-                .map_err(Self::vm_err(VmOp::SaveState))?;
-            self.synced_state = Some(Box::new(again));
+            // Transaction 0: where the VM resumes here if none arrives
+            // (paused, it is the state just sent).
+            self.synced_state = Some(Box::new(state));
         }
         match self
             .incoming
