@@ -23,6 +23,7 @@ use crate::buckets::{BUCKETS, LoadBuckets, bucket_of};
 use crate::config::Model;
 use crate::detect::Detector;
 use crate::index::Piece;
+use crate::lr_line::{LrHost, LrLine, look_ahead};
 use crate::model::PoolView;
 use crate::planner::Planner;
 
@@ -131,6 +132,7 @@ impl Planner<'_> {
                 }
             }
         }
+        let lr = LrRefusal::for_vm(alloc, detector, v);
         let (mut walks, mut next) = start_walks(view, alloc, buckets, demand, detector);
         let found = loop {
             let bound = bound_after(&next);
@@ -162,11 +164,37 @@ impl Planner<'_> {
             let mut limit = first.map_or(bound_after(&next), |c| c.delta.min(bound_after(&next)));
             let w = &mut walks[n.h];
             let cap = buckets.cap(w.kind);
-            let power = &view.power_models[view.hosts[alloc.rep(w.kind)].power_model];
+            let rep = alloc.rep(w.kind);
+            let power = &view.power_models[view.hosts[rep].power_model];
+            let lr = lr.map(|r| r.on_kind(view, alloc, v, w.kind, cap));
             loop {
-                for e in buckets.bucket(w.kind, w.next as usize) {
+                let b = w.next as usize;
+                // With LR, each host's line beside its entry; a bucket LR
+                // refuses whole is skipped.
+                let lines = lr.map(|r| r.lines(buckets, w.kind, b));
+                debug_assert!(
+                    lines.is_none_or(|l| l.is_some()) || {
+                        let mut hosts = buckets.bucket(w.kind, b).iter();
+                        hosts.all(|e| alloc.overloaded(view, detector, e.host as usize, Some(v)))
+                    }
+                );
+                let entries = match lines {
+                    Some(None) => &[][..],
+                    _ => buckets.bucket(w.kind, b),
+                };
+                for (i, e) in entries.iter().enumerate() {
                     if !w.contains(e.load) {
                         continue;
+                    }
+                    if let (Some(r), Some(Some(lines))) = (lr, lines) {
+                        let sure = r.verdict(&lines[i]);
+                        debug_assert!(sure.is_none_or(|o| {
+                            o == alloc.overloaded(view, detector, e.host as usize, Some(v))
+                        }));
+                        if sure == Some(true) {
+                            // Never taken.
+                            continue;
+                        }
                     }
                     let h = e.host as usize;
                     let delta = power.power((e.cpu + demand) / cap) - e.power;
@@ -196,6 +224,55 @@ impl Planner<'_> {
         };
         *self.candidates = seen.into_vec();
         found
+    }
+}
+
+/// LR's verdicts from the lines the buckets keep, for one VM: its line
+/// (scaled to a kind's capacity once the kind is known), its look-ahead
+/// there, and the safety factor.
+#[derive(Clone, Copy)]
+struct LrRefusal {
+    line: LrLine,
+    at: f64,
+    safety: f64,
+}
+
+impl LrRefusal {
+    /// For VM `v`, when the detector is LR and the buckets keep its lines.
+    fn for_vm(alloc: &Allocation, detector: &Detector, v: usize) -> Option<Self> {
+        match *detector {
+            Detector::Lr { safety, .. } if alloc.buckets()?.keeps_lr() => {
+                let line = alloc.vm_lr_line(v)?;
+                Some(LrRefusal {
+                    line,
+                    at: f64::NAN,
+                    safety,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The VM on kind `k` (CPU capacity `cap`).
+    fn on_kind(self, view: &PoolView, alloc: &Allocation, v: usize, k: usize, cap: f64) -> Self {
+        let t = alloc.migration_time(view, v, alloc.rep(k));
+        LrRefusal {
+            line: self.line.scaled(view.vms[v].cpu_size / cap),
+            at: look_ahead(t, view.interval_s),
+            safety: self.safety,
+        }
+    }
+
+    /// Kind `k`'s lines in bucket `b`, or `None` when LR refuses the VM on
+    /// every host there.
+    fn lines<'a>(&self, buckets: &'a LoadBuckets, k: usize, b: usize) -> Option<&'a [LrHost]> {
+        let (lines, summary) = buckets.lr_bucket(k, b);
+        (!summary.all_refuse(&self.line, self.at, self.safety)).then_some(lines)
+    }
+
+    /// LR's verdict on a host with the VM added, when it is sure.
+    fn verdict(&self, host: &LrHost) -> Option<bool> {
+        host.verdict(&self.line, self.at, self.safety)
     }
 }
 

@@ -310,13 +310,13 @@ mod tests {
         let config = config(detector, tolerance);
         let n = view.hosts.len();
         let (mut scan, mut fast) = (Allocation::default(), Allocation::default());
-        scan.reset(&view, HostSearch::Scan);
+        scan.reset(&view, HostSearch::Scan, &config.detector);
         let search = if tolerance > 0.0 {
             HostSearch::Tolerant
         } else {
             HostSearch::Buckets
         };
-        fast.reset(&view, search);
+        fast.reset(&view, search, &config.detector);
         assert!(scan.index().is_none() && scan.buckets().is_none());
         match search {
             HostSearch::Tolerant => assert!(fast.index().is_some()),
@@ -409,7 +409,7 @@ mod tests {
         let config = config(Detector::Threshold { threshold: 0.9 }, 0.0);
         let n = view.hosts.len();
         let mut alloc = Allocation::default();
-        alloc.reset(&view, HostSearch::Scan);
+        alloc.reset(&view, HostSearch::Scan, &config.detector);
         assert!(alloc.index().is_none());
         let mut count = MigrationCount::default();
         count.reset(&view, config.limits);
