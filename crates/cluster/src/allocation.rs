@@ -420,12 +420,13 @@ impl Allocation {
     }
 
     /// Host `h`'s window as LR's line, and its own look-ahead: what the
-    /// buckets keep for LR. The line is `UNKNOWN` unless the window's
-    /// oldest value is positive (then the regression, not the fallback
-    /// threshold, decides, with any VM added).
+    /// buckets keep for LR. The line is `UNKNOWN` unless a value from the
+    /// window's oldest on is positive: then, with any VM added (values not
+    /// negative), the history is at least a window long and the
+    /// regression, not the fallback threshold, decides.
     fn lr_host(&self, view: &PoolView, h: usize) -> LrHost {
         let window: &[f64; LR_WINDOW] = self.hist[h][..LR_WINDOW].try_into().expect("window");
-        let line = if window[LR_WINDOW - 1] > 0.0 {
+        let line = if self.hist[h][LR_WINDOW - 1..].iter().any(|x| *x > 0.0) {
             LrLine::of(window)
         } else {
             LrLine::UNKNOWN
@@ -437,12 +438,12 @@ impl Allocation {
     }
 
     /// VM `v`'s window as LR's line (not yet scaled to a host), when its
-    /// values are finite and not negative (adding them keeps a host's
-    /// positive oldest value positive).
+    /// history's values are finite and not negative (adding them keeps a
+    /// host's positive values positive).
     pub fn vm_lr_line(&self, v: usize) -> Option<LrLine> {
-        let window: &[f64; LR_WINDOW] = self.vm_hist[v][..LR_WINDOW].try_into().ok()?;
-        window
-            .iter()
+        let history = &self.vm_hist[v];
+        let window: &[f64; LR_WINDOW] = history[..LR_WINDOW].try_into().ok()?;
+        (history.iter())
             .all(|x| x.is_finite() && *x >= 0.0)
             .then(|| LrLine::of(window))
     }
