@@ -99,24 +99,24 @@ impl Planner<'_> {
         let detector = &self.config.detector;
         let model = Model::Ferry;
         let demand = view.vms[v].cpu_demand;
+        // The checks but the detector's, and all of them.
+        let checks = |h: usize| !excluded[h] && count.can_start(h) && alloc.fits(view, v, h, model);
         let passes = |h: usize| {
             // Empty hosts were checked when found; CloudSim skips the
             // overload check for them.
-            !alloc.active(h)
-                || (!excluded[h]
-                    && count.can_start(h)
-                    && alloc.fits(view, v, h, model)
-                    && !alloc.overloaded(view, detector, h, Some(v)))
+            !alloc.active(h) || (checks(h) && !alloc.overloaded(view, detector, h, Some(v)))
         };
-        // A threshold is as cheap as the other checks: each host is checked
-        // when it would be the best so far, and the best that passes is
-        // kept. Otherwise the hosts seen wait in (increase, index) order,
-        // each checked once no host unseen can precede it.
+        // A threshold is as cheap as the other checks, and so is LR's
+        // verdict when its lines settle it: such a host is checked when it
+        // would be the best so far, and the best that passes is kept.
+        // Others wait in (increase, index) order, each checked once no host
+        // unseen can precede it.
         let eager = matches!(detector, Detector::Threshold { .. });
         let mut best: Option<PlaceCandidate> = None;
         let mut seen = BinaryHeap::from(std::mem::take(&mut *self.candidates));
         seen.clear();
-        // Empty hosts of one kind are interchangeable: the first usable one.
+        // Empty hosts of one kind are interchangeable: the first usable one
+        // (it passes: CloudSim skips the overload check for empty hosts).
         for list in empties.unwrap_or(&[]) {
             if let Some(h) = super::first_empty(list, excluded, alloc, count)
                 && alloc.fits(view, v, h, model)
@@ -125,42 +125,35 @@ impl Planner<'_> {
                     delta: alloc.power_delta(view, v, h, model),
                     h,
                 };
-                if eager {
-                    best = Some(best.map_or(c, |b| b.min(c)));
-                } else {
-                    seen.push(Reverse(c));
-                }
+                best = Some(best.map_or(c, |b| b.min(c)));
             }
         }
         let lr = LrRefusal::for_vm(alloc, detector, v);
         let (mut walks, mut next) = start_walks(view, alloc, buckets, demand, detector);
         let found = loop {
             let bound = bound_after(&next);
-            if eager {
-                if let Some(b) = best
-                    && b.delta < bound
-                {
-                    break Some(b.h);
-                }
-            } else if let Some(&Reverse(c)) = seen.peek()
+            // A host waiting that precedes the best and every host unseen.
+            if let Some(&Reverse(c)) = seen.peek()
                 && c.delta < bound
+                && best.is_none_or(|b| c < b)
             {
                 seen.pop();
                 if passes(c.h) {
-                    break Some(c.h);
+                    best = Some(c);
                 }
                 continue;
+            }
+            if let Some(b) = best
+                && b.delta < bound
+            {
+                break Some(b.h);
             }
             let Some(Reverse(n)) = next.pop() else {
                 break None;
             };
             // Walk on while this walk's bounds stay the least and no host
             // seen could be taken (a piece of equal increases in one go).
-            let first = if eager {
-                best
-            } else {
-                seen.peek().map(|c| c.0)
-            };
+            let first = best.into_iter().chain(seen.peek().map(|c| c.0)).min();
             let mut limit = first.map_or(bound_after(&next), |c| c.delta.min(bound_after(&next)));
             let w = &mut walks[n.h];
             let cap = buckets.cap(w.kind);
@@ -186,8 +179,9 @@ impl Planner<'_> {
                     if !w.contains(e.load) {
                         continue;
                     }
+                    let mut sure = None;
                     if let (Some(r), Some(Some(lines))) = (lr, lines) {
-                        let sure = r.verdict(&lines[i]);
+                        sure = r.verdict(&lines[i]);
                         debug_assert!(sure.is_none_or(|o| {
                             o == alloc.overloaded(view, detector, e.host as usize, Some(v))
                         }));
@@ -203,10 +197,12 @@ impl Planner<'_> {
                         alloc.power_delta(view, v, h, model).to_bits()
                     );
                     let c = PlaceCandidate { delta, h };
-                    if !eager {
+                    if !eager && sure.is_none() {
                         seen.push(Reverse(c));
                         limit = limit.min(delta);
-                    } else if best.is_none_or(|b| c < b) && passes(h) {
+                    } else if best.is_none_or(|b| c < b)
+                        && if eager { passes(h) } else { checks(h) }
+                    {
                         best = Some(c);
                         limit = limit.min(delta);
                     }
