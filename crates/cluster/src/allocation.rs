@@ -7,6 +7,7 @@ use crate::buckets::LoadBuckets;
 use crate::config::{Config, Model};
 use crate::detect::{Detector, HostLoad, LR_WINDOW};
 use crate::index::HostIndex;
+use crate::lr_line::{self, LrHost, LrLine};
 use crate::model::{HISTORY_LEN, PoolView};
 use crate::select::Candidate;
 
@@ -87,8 +88,9 @@ pub(crate) struct Allocation {
 impl Allocation {
     /// Starts an interval from the allocation in `view`; a VM in flight
     /// occupies both its source and its destination. The structure
-    /// `search` needs is built and kept current.
-    pub fn reset(&mut self, view: &PoolView, search: HostSearch) {
+    /// `search` needs is built and kept current (with the buckets and
+    /// LR's `detector`, each host's LR line too).
+    pub fn reset(&mut self, view: &PoolView, search: HostSearch, detector: &Detector) {
         self.search = HostSearch::Scan;
         let nh = view.hosts.len();
         self.host_vms.resize_with(nh, Vec::new);
@@ -153,10 +155,13 @@ impl Allocation {
                     .iter()
                     .map(|&r| view.hosts[r].cpu_capacity)
                     .collect();
-                self.buckets.reset(&self.kind, &caps);
+                let keep_lr = matches!(detector, Detector::Lr { .. });
+                self.buckets.reset(&self.kind, &caps, keep_lr);
                 for h in 0..nh {
                     if self.active(h) {
-                        self.buckets.set(h, Some((self.cpu[h], self.power_now[h])));
+                        let lr = keep_lr.then(|| self.lr_host(view, h));
+                        self.buckets
+                            .set(h, Some((self.cpu[h], self.power_now[h])), lr);
                     }
                 }
             }
@@ -190,7 +195,8 @@ impl Allocation {
             HostSearch::Scan => {}
             HostSearch::Buckets => {
                 let now = active.then(|| (self.cpu[h], self.power_now[h]));
-                self.buckets.set(h, now);
+                let lr = (active && self.buckets.keeps_lr()).then(|| self.lr_host(view, h));
+                self.buckets.set(h, now, lr);
             }
             HostSearch::Tolerant => self.index.set(h, active.then(|| self.util(view, h))),
         }
@@ -203,7 +209,7 @@ impl Allocation {
         self.hidden[h] = true;
         match self.search {
             HostSearch::Scan => {}
-            HostSearch::Buckets => self.buckets.set(h, None),
+            HostSearch::Buckets => self.buckets.set(h, None, None),
             HostSearch::Tolerant => self.index.set(h, None),
         }
     }
@@ -411,6 +417,40 @@ impl Allocation {
                 .quick_verdict(&load)
                 .unwrap_or_else(|| detector.is_overloaded(&load)),
         )
+    }
+
+    /// Host `h`'s window as LR's line, and its own look-ahead: what the
+    /// buckets keep for LR. The line is `UNKNOWN` unless a value from the
+    /// window's oldest on is positive: then, with any VM added (values not
+    /// negative), the history is at least a window long and the
+    /// regression, not the fallback threshold, decides.
+    fn lr_host(&self, view: &PoolView, h: usize) -> LrHost {
+        let window: &[f64; LR_WINDOW] = self.hist[h][..LR_WINDOW].try_into().expect("window");
+        let line = if self.hist[h][LR_WINDOW - 1..].iter().any(|x| *x > 0.0) {
+            LrLine::of(window)
+        } else {
+            LrLine::UNKNOWN
+        };
+        LrHost {
+            line,
+            at: lr_line::look_ahead(self.longest_s[h], view.interval_s),
+        }
+    }
+
+    /// VM `v`'s window as LR's line (not yet scaled to a host), when its
+    /// history's values are finite and not negative (adding them keeps a
+    /// host's positive values positive).
+    pub fn vm_lr_line(&self, v: usize) -> Option<LrLine> {
+        let history = &self.vm_hist[v];
+        let window: &[f64; LR_WINDOW] = history[..LR_WINDOW].try_into().ok()?;
+        (history.iter())
+            .all(|x| x.is_finite() && *x >= 0.0)
+            .then(|| LrLine::of(window))
+    }
+
+    /// Seconds VM `v` would take to leave host `h`.
+    pub fn migration_time(&self, view: &PoolView, v: usize, h: usize) -> f64 {
+        migration_time(view, v, h)
     }
 
     /// VM `v` on host `h` as a selector sees it.

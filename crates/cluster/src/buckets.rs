@@ -4,7 +4,10 @@
 //! with what the increase needs (CPU load, load, power), side by side, so
 //! the search reads a load range's hosts from a few short arrays; moving a
 //! host between buckets costs O(1), and empty buckets are skipped with a
-//! bitmap.
+//! bitmap. For LR they also keep each host's window as a line
+//! (`lr_line`) beside its entry, and per bucket a summary of those lines.
+
+use crate::lr_line::{LrHost, LrSummary};
 
 /// Buckets per kind, over loads 0..=1 (loads outside go to the end ones).
 pub(crate) const BUCKETS: usize = 1000;
@@ -32,6 +35,11 @@ pub(crate) struct LoadBuckets {
     /// Per host: (bucket list, position in it) while it is in a bucket.
     at: Vec<Option<(u32, u32)>>,
     kind: Vec<usize>,
+    /// With LR: each entry's line (same list and position) and each
+    /// list's summary.
+    keep_lr: bool,
+    lr: Vec<Vec<LrHost>>,
+    lr_summary: Vec<LrSummary>,
 }
 
 /// The bucket of load `u` (NaN and negative loads go to the first).
@@ -41,8 +49,17 @@ pub(crate) fn bucket_of(u: f64) -> usize {
 
 impl LoadBuckets {
     /// Empties the buckets: `kind[h]` is host h's kind, `caps[k]` kind k's
-    /// CPU capacity.
-    pub fn reset(&mut self, kind: &[usize], caps: &[f64]) {
+    /// CPU capacity; `keep_lr`: each host comes with its LR line.
+    pub fn reset(&mut self, kind: &[usize], caps: &[f64], keep_lr: bool) {
+        self.keep_lr = keep_lr;
+        let lists = if keep_lr { caps.len() * BUCKETS } else { 0 };
+        self.lr.resize_with(lists, Vec::new);
+        self.lr.truncate(lists);
+        for list in &mut self.lr {
+            list.clear();
+        }
+        self.lr_summary.clear();
+        self.lr_summary.resize(lists, LrSummary::default());
         self.kind.clear();
         self.kind.extend_from_slice(kind);
         self.caps.clear();
@@ -66,6 +83,18 @@ impl LoadBuckets {
     /// Kind `k`'s hosts in bucket `b`, in no particular order.
     pub fn bucket(&self, k: usize, b: usize) -> &[Entry] {
         &self.entries[k * BUCKETS + b]
+    }
+
+    /// Whether the buckets keep LR lines.
+    pub fn keeps_lr(&self) -> bool {
+        self.keep_lr
+    }
+
+    /// Kind `k`'s LR lines in bucket `b`, in the order of `bucket(k, b)`,
+    /// and their summary (only while `keeps_lr`).
+    pub fn lr_bucket(&self, k: usize, b: usize) -> (&[LrHost], &LrSummary) {
+        let list = k * BUCKETS + b;
+        (&self.lr[list], &self.lr_summary[list])
     }
 
     /// Kind `k`'s first non-empty bucket from `b` towards `end` (excluded)
@@ -106,13 +135,21 @@ impl LoadBuckets {
     }
 
     /// Host `h` now has CPU load `cpu` and power `power` (`None`: no VM, in
-    /// no bucket).
-    pub fn set(&mut self, h: usize, now: Option<(f64, f64)>) {
+    /// no bucket), and LR line `lr` when the buckets keep them.
+    pub fn set(&mut self, h: usize, now: Option<(f64, f64)>, lr: Option<LrHost>) {
         if let Some((list, pos)) = self.at[h].take() {
             let entries = &mut self.entries[list as usize];
             entries.swap_remove(pos as usize);
             if let Some(moved) = entries.get(pos as usize) {
                 self.at[moved.host as usize] = Some((list, pos));
+            }
+            if self.keep_lr {
+                let lines = &mut self.lr[list as usize];
+                lines.swap_remove(pos as usize);
+                // A least cannot be taken back: the summary is redone.
+                let mut sum = LrSummary::default();
+                lines.iter().for_each(|l| sum.add(l));
+                self.lr_summary[list as usize] = sum;
             }
             if entries.is_empty() {
                 self.full[list as usize / BUCKETS * WORDS + list as usize % BUCKETS / 64] &=
@@ -132,6 +169,15 @@ impl LoadBuckets {
                 power,
                 host: h as u32,
             });
+            if self.keep_lr {
+                debug_assert!(lr.is_some(), "an LR line for host {h}");
+                let line = lr.unwrap_or(LrHost {
+                    line: crate::lr_line::LrLine::UNKNOWN,
+                    at: f64::NAN,
+                });
+                self.lr[list].push(line);
+                self.lr_summary[list].add(&line);
+            }
             self.full[k * WORDS + b / 64] |= 1 << (b % 64);
         }
     }
@@ -150,32 +196,32 @@ mod tests {
     #[test]
     fn hosts_move_between_buckets() {
         let mut b = LoadBuckets::default();
-        b.reset(&[0, 1, 0, 0], &[100.0, 200.0]);
-        b.set(0, Some((10.0, 1.0)));
-        b.set(1, Some((10.0, 1.0)));
-        b.set(3, Some((10.05, 1.0)));
+        b.reset(&[0, 1, 0, 0], &[100.0, 200.0], false);
+        b.set(0, Some((10.0, 1.0)), None);
+        b.set(1, Some((10.0, 1.0)), None);
+        b.set(3, Some((10.05, 1.0)), None);
         assert_eq!(hosts(&b, 0, 100), vec![0, 3]);
         assert_eq!(hosts(&b, 1, 50), vec![1]);
-        b.set(0, Some((99.99, 1.0)));
-        b.set(2, Some((-1e-12, 1.0)));
+        b.set(0, Some((99.99, 1.0)), None);
+        b.set(2, Some((-1e-12, 1.0)), None);
         assert_eq!(hosts(&b, 0, 100), vec![3]);
         assert_eq!(hosts(&b, 0, 999), vec![0]);
         assert_eq!(hosts(&b, 0, 0), vec![2]);
-        b.set(3, None);
-        b.set(0, Some((150.0, 1.0)));
+        b.set(3, None, None);
+        b.set(0, Some((150.0, 1.0)), None);
         assert!(b.bucket(0, 100).is_empty());
         assert_eq!(hosts(&b, 0, 999), vec![0]);
-        b.set(0, None);
+        b.set(0, None, None);
         assert!(b.bucket(0, 999).is_empty());
     }
 
     #[test]
     fn empty_buckets_are_skipped_both_ways() {
         let mut b = LoadBuckets::default();
-        b.reset(&[0, 0, 0, 1], &[1000.0, 1000.0]);
+        b.reset(&[0, 0, 0, 1], &[1000.0, 1000.0], false);
         // Buckets 3, 64, 130 of kind 0; 500 of kind 1.
         for (h, cpu) in [(0, 3.5), (1, 64.2), (2, 130.0), (3, 500.0)] {
-            b.set(h, Some((cpu, 0.0)));
+            b.set(h, Some((cpu, 0.0)), None);
         }
         let full: Vec<isize> = (0..BUCKETS as isize)
             .filter(|&i| !b.bucket(0, i as usize).is_empty())
@@ -205,7 +251,7 @@ mod tests {
             }
         }
         assert_eq!(b.next_full(1, 0, BUCKETS as isize, 1), 500);
-        b.set(1, None);
+        b.set(1, None, None);
         assert_eq!(b.next_full(0, 4, BUCKETS as isize, 1), 130);
     }
 }

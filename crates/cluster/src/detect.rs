@@ -211,7 +211,7 @@ impl Detector {
 
 /// LR's fit of each unit history (one 1, the rest 0): the prediction for any
 /// history is the sum of these weighted by its values.
-fn lr_basis() -> &'static ([f64; LR_WINDOW], [f64; LR_WINDOW]) {
+pub(crate) fn lr_basis() -> &'static ([f64; LR_WINDOW], [f64; LR_WINDOW]) {
     static BASIS: std::sync::OnceLock<([f64; LR_WINDOW], [f64; LR_WINDOW])> =
         std::sync::OnceLock::new();
     BASIS.get_or_init(|| {

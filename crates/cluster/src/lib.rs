@@ -29,6 +29,7 @@ mod config;
 pub mod detect;
 mod index;
 mod limits;
+mod lr_line;
 mod manager;
 pub mod model;
 mod names;

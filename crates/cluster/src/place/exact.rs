@@ -23,6 +23,7 @@ use crate::buckets::{BUCKETS, LoadBuckets, bucket_of};
 use crate::config::Model;
 use crate::detect::Detector;
 use crate::index::Piece;
+use crate::lr_line::{LrHost, LrLine, look_ahead};
 use crate::model::PoolView;
 use crate::planner::Planner;
 
@@ -98,24 +99,24 @@ impl Planner<'_> {
         let detector = &self.config.detector;
         let model = Model::Ferry;
         let demand = view.vms[v].cpu_demand;
+        // The checks but the detector's, and all of them.
+        let checks = |h: usize| !excluded[h] && count.can_start(h) && alloc.fits(view, v, h, model);
         let passes = |h: usize| {
             // Empty hosts were checked when found; CloudSim skips the
             // overload check for them.
-            !alloc.active(h)
-                || (!excluded[h]
-                    && count.can_start(h)
-                    && alloc.fits(view, v, h, model)
-                    && !alloc.overloaded(view, detector, h, Some(v)))
+            !alloc.active(h) || (checks(h) && !alloc.overloaded(view, detector, h, Some(v)))
         };
-        // A threshold is as cheap as the other checks: each host is checked
-        // when it would be the best so far, and the best that passes is
-        // kept. Otherwise the hosts seen wait in (increase, index) order,
-        // each checked once no host unseen can precede it.
+        // A threshold is as cheap as the other checks, and so is LR's
+        // verdict when its lines settle it: such a host is checked when it
+        // would be the best so far, and the best that passes is kept.
+        // Others wait in (increase, index) order, each checked once no host
+        // unseen can precede it.
         let eager = matches!(detector, Detector::Threshold { .. });
         let mut best: Option<PlaceCandidate> = None;
         let mut seen = BinaryHeap::from(std::mem::take(&mut *self.candidates));
         seen.clear();
-        // Empty hosts of one kind are interchangeable: the first usable one.
+        // Empty hosts of one kind are interchangeable: the first usable one
+        // (it passes: CloudSim skips the overload check for empty hosts).
         for list in empties.unwrap_or(&[]) {
             if let Some(h) = super::first_empty(list, excluded, alloc, count)
                 && alloc.fits(view, v, h, model)
@@ -124,49 +125,70 @@ impl Planner<'_> {
                     delta: alloc.power_delta(view, v, h, model),
                     h,
                 };
-                if eager {
-                    best = Some(best.map_or(c, |b| b.min(c)));
-                } else {
-                    seen.push(Reverse(c));
-                }
+                best = Some(best.map_or(c, |b| b.min(c)));
             }
         }
+        let lr = LrRefusal::for_vm(alloc, detector, v);
         let (mut walks, mut next) = start_walks(view, alloc, buckets, demand, detector);
         let found = loop {
             let bound = bound_after(&next);
-            if eager {
-                if let Some(b) = best
-                    && b.delta < bound
-                {
-                    break Some(b.h);
-                }
-            } else if let Some(&Reverse(c)) = seen.peek()
+            // A host waiting that precedes the best and every host unseen.
+            if let Some(&Reverse(c)) = seen.peek()
                 && c.delta < bound
+                && best.is_none_or(|b| c < b)
             {
                 seen.pop();
                 if passes(c.h) {
-                    break Some(c.h);
+                    best = Some(c);
                 }
                 continue;
+            }
+            if let Some(b) = best
+                && b.delta < bound
+            {
+                break Some(b.h);
             }
             let Some(Reverse(n)) = next.pop() else {
                 break None;
             };
             // Walk on while this walk's bounds stay the least and no host
             // seen could be taken (a piece of equal increases in one go).
-            let first = if eager {
-                best
-            } else {
-                seen.peek().map(|c| c.0)
-            };
+            let first = best.into_iter().chain(seen.peek().map(|c| c.0)).min();
             let mut limit = first.map_or(bound_after(&next), |c| c.delta.min(bound_after(&next)));
             let w = &mut walks[n.h];
             let cap = buckets.cap(w.kind);
-            let power = &view.power_models[view.hosts[alloc.rep(w.kind)].power_model];
+            let rep = alloc.rep(w.kind);
+            let power = &view.power_models[view.hosts[rep].power_model];
+            let lr = lr.map(|r| r.on_kind(view, alloc, v, w.kind, cap));
             loop {
-                for e in buckets.bucket(w.kind, w.next as usize) {
+                let b = w.next as usize;
+                // With LR, each host's line beside its entry; a bucket LR
+                // refuses whole is skipped.
+                let lines = lr.map(|r| r.lines(buckets, w.kind, b));
+                debug_assert!(
+                    lines.is_none_or(|l| l.is_some()) || {
+                        let mut hosts = buckets.bucket(w.kind, b).iter();
+                        hosts.all(|e| alloc.overloaded(view, detector, e.host as usize, Some(v)))
+                    }
+                );
+                let entries = match lines {
+                    Some(None) => &[][..],
+                    _ => buckets.bucket(w.kind, b),
+                };
+                for (i, e) in entries.iter().enumerate() {
                     if !w.contains(e.load) {
                         continue;
+                    }
+                    let mut sure = None;
+                    if let (Some(r), Some(Some(lines))) = (lr, lines) {
+                        sure = r.verdict(&lines[i]);
+                        debug_assert!(sure.is_none_or(|o| {
+                            o == alloc.overloaded(view, detector, e.host as usize, Some(v))
+                        }));
+                        if sure == Some(true) {
+                            // Never taken.
+                            continue;
+                        }
                     }
                     let h = e.host as usize;
                     let delta = power.power((e.cpu + demand) / cap) - e.power;
@@ -175,10 +197,12 @@ impl Planner<'_> {
                         alloc.power_delta(view, v, h, model).to_bits()
                     );
                     let c = PlaceCandidate { delta, h };
-                    if !eager {
+                    if !eager && sure.is_none() {
                         seen.push(Reverse(c));
                         limit = limit.min(delta);
-                    } else if best.is_none_or(|b| c < b) && passes(h) {
+                    } else if best.is_none_or(|b| c < b)
+                        && if eager { passes(h) } else { checks(h) }
+                    {
                         best = Some(c);
                         limit = limit.min(delta);
                     }
@@ -196,6 +220,55 @@ impl Planner<'_> {
         };
         *self.candidates = seen.into_vec();
         found
+    }
+}
+
+/// LR's verdicts from the lines the buckets keep, for one VM: its line
+/// (scaled to a kind's capacity once the kind is known), its look-ahead
+/// there, and the safety factor.
+#[derive(Clone, Copy)]
+struct LrRefusal {
+    line: LrLine,
+    at: f64,
+    safety: f64,
+}
+
+impl LrRefusal {
+    /// For VM `v`, when the detector is LR and the buckets keep its lines.
+    fn for_vm(alloc: &Allocation, detector: &Detector, v: usize) -> Option<Self> {
+        match *detector {
+            Detector::Lr { safety, .. } if alloc.buckets()?.keeps_lr() => {
+                let line = alloc.vm_lr_line(v)?;
+                Some(LrRefusal {
+                    line,
+                    at: f64::NAN,
+                    safety,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The VM on kind `k` (CPU capacity `cap`).
+    fn on_kind(self, view: &PoolView, alloc: &Allocation, v: usize, k: usize, cap: f64) -> Self {
+        let t = alloc.migration_time(view, v, alloc.rep(k));
+        LrRefusal {
+            line: self.line.scaled(view.vms[v].cpu_size / cap),
+            at: look_ahead(t, view.interval_s),
+            safety: self.safety,
+        }
+    }
+
+    /// Kind `k`'s lines in bucket `b`, or `None` when LR refuses the VM on
+    /// every host there.
+    fn lines<'a>(&self, buckets: &'a LoadBuckets, k: usize, b: usize) -> Option<&'a [LrHost]> {
+        let (lines, summary) = buckets.lr_bucket(k, b);
+        (!summary.all_refuse(&self.line, self.at, self.safety)).then_some(lines)
+    }
+
+    /// LR's verdict on a host with the VM added, when it is sure.
+    fn verdict(&self, host: &LrHost) -> Option<bool> {
+        host.verdict(&self.line, self.at, self.safety)
     }
 }
 

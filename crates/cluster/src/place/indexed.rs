@@ -224,12 +224,26 @@ mod tests {
     use crate::planner::Planner;
     use crate::select::Selector;
 
+    /// What a seeded pool's VMs look like.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Shape {
+        /// Demands and histories at random.
+        Fine,
+        /// Demands from a few values.
+        Coarse,
+        /// Histories mostly zeros, some shorter than LR's window (hosts
+        /// whose history falls back on LR's threshold, or whose window's
+        /// oldest value is 0).
+        Sparse,
+    }
+
     /// A seeded pool: G4 and G5 hosts, VMs spread on about two thirds of
     /// them, with random demands and histories; some hosts have a tiny
     /// overhead, so that increases differ by little more than rounding.
-    /// With `coarse`, demands come from a few values, so that many hosts
-    /// have equal loads and many increases are equal or nearly so.
-    fn pool(rng: &mut ChaCha8Rng, hosts: usize, coarse: bool) -> PoolView {
+    /// With coarse demands many hosts have equal loads and many increases
+    /// are equal or nearly so.
+    fn pool(rng: &mut ChaCha8Rng, hosts: usize, shape: Shape) -> PoolView {
+        let coarse = shape == Shape::Coarse;
         let hosts: Vec<HostInfo> = (0..hosts)
             .map(|i| {
                 let g5 = rng.random_bool(0.5);
@@ -261,7 +275,22 @@ mod tests {
                 continue;
             }
             load[h] += demand;
-            let history = (0..30).map(|_| rng.random_range(0.0..1.0)).collect();
+            let history = match shape {
+                Shape::Sparse => {
+                    let len = [3, 9, 10, 12, 30][rng.random_range(0..5)];
+                    let zero = |r: &mut ChaCha8Rng| r.random_bool(0.7);
+                    (0..len)
+                        .map(|_| {
+                            if zero(rng) {
+                                0.0
+                            } else {
+                                rng.random_range(0.0..1.0)
+                            }
+                        })
+                        .collect()
+                }
+                _ => (0..30).map(|_| rng.random_range(0.0..1.0)).collect(),
+            };
             vms.push(VmInfo {
                 id,
                 host: h,
@@ -304,19 +333,19 @@ mod tests {
     /// Moves VMs one by one, each placed by a scan and by the index or,
     /// without a tolerance, the buckets (on allocations kept side by side):
     /// both must choose the same host.
-    fn same_as_scan(seed: u64, detector: Detector, tolerance: f64, coarse: bool) {
+    fn same_as_scan(seed: u64, detector: Detector, tolerance: f64, shape: Shape) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let view = pool(&mut rng, 120, coarse);
+        let view = pool(&mut rng, 120, shape);
         let config = config(detector, tolerance);
         let n = view.hosts.len();
         let (mut scan, mut fast) = (Allocation::default(), Allocation::default());
-        scan.reset(&view, HostSearch::Scan);
+        scan.reset(&view, HostSearch::Scan, &config.detector);
         let search = if tolerance > 0.0 {
             HostSearch::Tolerant
         } else {
             HostSearch::Buckets
         };
-        fast.reset(&view, search);
+        fast.reset(&view, search, &config.detector);
         assert!(scan.index().is_none() && scan.buckets().is_none());
         match search {
             HostSearch::Tolerant => assert!(fast.index().is_some()),
@@ -372,13 +401,13 @@ mod tests {
                     seed,
                     Detector::Threshold { threshold: 0.8 },
                     tolerance,
-                    false,
+                    Shape::Fine,
                 );
                 let lr = Detector::Lr {
                     safety: 1.2,
                     fallback: 0.7,
                 };
-                same_as_scan(seed, lr, tolerance, false);
+                same_as_scan(seed, lr, tolerance, Shape::Fine);
             }
         }
     }
@@ -386,18 +415,18 @@ mod tests {
     #[test]
     fn buckets_choose_the_host_a_scan_chooses_among_near_ties() {
         for seed in 0..12 {
-            for coarse in [false, true] {
-                same_as_scan(seed, Detector::Threshold { threshold: 0.9 }, 0.0, coarse);
+            for shape in [Shape::Fine, Shape::Coarse, Shape::Sparse] {
+                same_as_scan(seed, Detector::Threshold { threshold: 0.9 }, 0.0, shape);
                 let lr = Detector::Lr {
                     safety: 1.2,
                     fallback: 0.7,
                 };
-                same_as_scan(seed, lr, 0.0, coarse);
+                same_as_scan(seed, lr, 0.0, shape);
                 let mad = Detector::Mad {
                     safety: 2.5,
                     fallback: 0.7,
                 };
-                same_as_scan(seed, mad, 0.0, coarse);
+                same_as_scan(seed, mad, 0.0, shape);
             }
         }
     }
@@ -405,11 +434,11 @@ mod tests {
     #[test]
     fn tolerance_zero_is_the_exact_rule() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let view = pool(&mut rng, 80, false);
+        let view = pool(&mut rng, 80, Shape::Fine);
         let config = config(Detector::Threshold { threshold: 0.9 }, 0.0);
         let n = view.hosts.len();
         let mut alloc = Allocation::default();
-        alloc.reset(&view, HostSearch::Scan);
+        alloc.reset(&view, HostSearch::Scan, &config.detector);
         assert!(alloc.index().is_none());
         let mut count = MigrationCount::default();
         count.reset(&view, config.limits);
