@@ -50,9 +50,10 @@ pub struct ReceiveArgs {
     /// certificate of the cluster before the secret's handshake.
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
-    /// Where the arriving VM's memory lives (a shared tmpfs file), as for
-    /// `ferry run --state-dir`: when it migrates on in post-copy, a killed
-    /// process is taken up by `ferry run --recover`.
+    /// Directory for the arriving VM's memory (a shared tmpfs file), as
+    /// `ferry run --state-dir`: if this process is killed while the VM
+    /// moves on in post-copy, `ferry run --recover` finishes that move.
+    /// Not on tmpfs: no post-copy into this host.
     #[arg(long, value_name = "DIR", default_value = node::statedir::DEFAULT_BASE)]
     pub state_dir: PathBuf,
     #[command(flatten)]

@@ -218,6 +218,28 @@ pub fn is_heartbeat(line: &SerialLine) -> bool {
     heartbeat_seq(&line.text).is_some()
 }
 
+/// Which of `beats` (sequence number, line text) are heartbeats of their
+/// own. A line cut by a switch is not: a VM that comes back to a host ends
+/// the half line it had left there (stamped then), and the whole line was
+/// printed where it ran meanwhile, or right after as a replay. So a line
+/// that begins a longer one of the same number, or repeats an earlier one,
+/// is dropped; copies that ran apart print different lines and stay.
+pub fn whole_beats(beats: &[(u64, &str)]) -> Vec<bool> {
+    let mut by_seq: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
+    for (i, &(seq, _)) in beats.iter().enumerate() {
+        by_seq.entry(seq).or_default().push(i);
+    }
+    (0..beats.len())
+        .map(|i| {
+            let (seq, text) = beats[i];
+            !by_seq[&seq].iter().any(|&j| {
+                let other = beats[j].1;
+                j != i && other.starts_with(text) && (other.len() > text.len() || j < i)
+            })
+        })
+        .collect()
+}
+
 /// A heartbeat: when it was printed and its sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -279,6 +301,19 @@ pub fn max_heartbeat_gap(logs: &[&[SerialLine]], from: f64, until: f64) -> Optio
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cut_head_or_a_repeat_is_not_a_heartbeat_of_its_own() {
+        let beats = [
+            (7, "HB seq=7 tsc=10 rate=5"),
+            (8, "HB seq=8 tsc=2"), // cut: the whole line follows
+            (8, "HB seq=8 tsc=20 rate=5"),
+            (8, "HB seq=8 tsc=20 rate=5"), // printed again
+            (9, "HB seq=9 tsc=30 rate=5"),
+            (9, "HB seq=9 tsc=31 rate=6"), // another copy ran: stays
+        ];
+        assert_eq!(whole_beats(&beats), [true, false, true, false, true, true]);
+    }
+
     use super::*;
     use std::io::Write;
     use std::os::unix::net::UnixStream;

@@ -151,17 +151,7 @@ fn kill_in_post_copy_and_take_up(
         .map(|k| p[k].as_u64().unwrap_or(0))
         .sum::<u64>();
     assert!(served > 0, "{report}");
-    wait_for("the destination to serve the running VM", PATIENCE, || {
-        (dest.state().as_deref() == Some("running")).then_some(())
-    });
-    wait_for(
-        "VERIFY ok and heartbeats on the destination",
-        PATIENCE,
-        || {
-            let log = read_serial(&dest.serial);
-            (log.verify_ok >= 1 && !log.heartbeats.is_empty()).then_some(())
-        },
-    );
+    assert_runs_and_verifies(&dest);
     // Nothing is left to recover.
     assert!(!state.join("recovery.json").exists());
     let mut ctl = Proc::spawn(

@@ -9,7 +9,7 @@ use api::routes;
 use api::types::{MigrateRequest, MigrationStatus};
 use migrate::faults::{Action, Proxy};
 use migrate::{Phase, VmLocation};
-use yardstick::serial::{heartbeat_seq, heartbeats};
+use yardstick::serial::{heartbeat_seq, heartbeats, whole_beats};
 
 use super::cell::{Failure, Plan, Point, When};
 use crate::pair::{GuestSpec, Pair};
@@ -337,15 +337,9 @@ fn interleaved(src: &[yardstick::SerialLine], dst: &[yardstick::SerialLine]) -> 
 }
 
 /// (time, sequence number) of every heartbeat of both logs, by time, each
-/// once. A line cut by a switch is not a heartbeat of its own: its head is
-/// stamped when the VM came back and ended it, and the whole line was
-/// printed where the VM ran on (`HB seq=794 tsc=1` on the source,
-/// `HB seq=794 tsc=181246057894394 rate=1996` on the destination; or the
-/// replay right after it on the same host). So a heartbeat whose text
-/// begins another one of the same number (or equals an earlier one) is
-/// dropped. Copies that ran apart print lines that differ, and stay. An
-/// older build joined a cut head to its next heartbeat (`HB seq=436
-/// tsc=1HB seq=642 ...`): the line's last heartbeat counts.
+/// once ([`yardstick::serial::whole_beats`]). An older build joined a cut
+/// head to its next heartbeat (`HB seq=436 tsc=1HB seq=642 ...`): the
+/// line's last heartbeat counts.
 fn whole_heartbeats(
     src: &[yardstick::SerialLine],
     dst: &[yardstick::SerialLine],
@@ -359,18 +353,12 @@ fn whole_heartbeats(
             Some((l.time, heartbeat_seq(text)?, text))
         })
         .collect();
-    let cut = |i: usize| {
-        let (t, seq, text) = hb[i];
-        hb.iter().enumerate().any(|(j, &(u, s, other))| {
-            j != i
-                && s == seq
-                && other.starts_with(text)
-                && (other.len() > text.len() || (u, j) < (t, i))
-        })
-    };
-    let mut out: Vec<(f64, u64)> = (0..hb.len())
-        .filter(|&i| !cut(i))
-        .map(|i| (hb[i].0, hb[i].1))
+    let beats: Vec<(u64, &str)> = hb.iter().map(|&(_, seq, text)| (seq, text)).collect();
+    let mut out: Vec<(f64, u64)> = hb
+        .iter()
+        .zip(whole_beats(&beats))
+        .filter(|(_, whole)| *whole)
+        .map(|(&(t, seq, _), _)| (t, seq))
         .collect();
     out.sort_by(|a, b| a.0.total_cmp(&b.0));
     out

@@ -78,21 +78,7 @@ pub fn assert_completed_on(src: &mut Vm, dest: &mut Dest, m: &Proc) {
     assert_no_panic("source", &src.proc.stderr_text());
     // The destination serves its API once its session ended, which in
     // post-copy is a message after the source's report (the final grant).
-    wait_for("the destination to serve the running VM", PATIENCE, || {
-        (dest.state().as_deref() == Some("running")).then_some(())
-    });
-    // Serial output is batched: wait for both kinds of line in the log.
-    wait_for(
-        "VERIFY ok and heartbeats on the destination",
-        PATIENCE,
-        || {
-            let v = status(&dest.sock)?;
-            assert_eq!(counter(&v, "verify_failures"), 0, "{v}");
-            let log = read_serial(&dest.serial);
-            (log.verify_ok >= 1 && !log.heartbeats.is_empty() && counter(&v, "verify_passes") >= 1)
-                .then_some(())
-        },
-    );
+    assert_runs_and_verifies(dest);
     assert_exactly_one(src, &mut [dest]);
     let s = read_serial(&src.serial);
     let d = read_serial(&dest.serial);
@@ -121,5 +107,25 @@ pub fn assert_one_after_other(src: &Serial, dst: &Serial) {
     assert!(
         src_last < dst_first,
         "the guest ran on both sides at once: source heartbeat at tsc {src_last}, destination at {dst_first}"
+    );
+}
+
+/// The destination runs the VM and its guest has verified memory there:
+/// its API answers `running` and the serial log shows VERIFY ok and
+/// heartbeats (serial output is batched: wait for both), never a failure.
+pub fn assert_runs_and_verifies(dest: &Dest) {
+    wait_for("the destination to serve the running VM", PATIENCE, || {
+        (dest.state().as_deref() == Some("running")).then_some(())
+    });
+    wait_for(
+        "VERIFY ok and heartbeats on the destination",
+        PATIENCE,
+        || {
+            let v = status(&dest.sock)?;
+            assert_eq!(counter(&v, "verify_failures"), 0, "{v}");
+            let log = read_serial(&dest.serial);
+            (log.verify_ok >= 1 && !log.heartbeats.is_empty() && counter(&v, "verify_passes") >= 1)
+                .then_some(())
+        },
     );
 }

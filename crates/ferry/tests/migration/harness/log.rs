@@ -49,24 +49,25 @@ pub fn read_serial(path: &Path) -> Serial {
 }
 
 impl Serial {
-    /// The heartbeats without those a longer line of the same number, here
-    /// or in `other`, shows were cut: a source that takes the VM back ends
-    /// the line it had left unfinished at the switch, which may stop inside
-    /// `rate=` and so look whole, and the destination printed it in full
-    /// (`HB seq=794 tsc=.. rate=10` here, `... rate=1091` there).
+    /// The heartbeats without the lines cut by a switch, judged against
+    /// this log and `other` ([`yardstick::serial::whole_beats`]): a source
+    /// that takes the VM back ends the line it had left unfinished, which
+    /// may stop inside `rate=` and so look whole here.
     pub fn whole_against(&self, other: &Serial) -> Vec<u64> {
-        let cut = |seq: u64, line: &str| {
-            [self, other].iter().any(|log| {
+        let beats: Vec<(u64, &str)> = [self, other]
+            .iter()
+            .flat_map(|log| {
                 log.heartbeats
                     .iter()
-                    .zip(&log.heartbeat_lines)
-                    .any(|(&o, l)| o == seq && l.len() > line.len() && l.starts_with(line))
+                    .copied()
+                    .zip(log.heartbeat_lines.iter().map(String::as_str))
             })
-        };
+            .collect();
+        let whole = yardstick::serial::whole_beats(&beats);
         self.heartbeats
             .iter()
-            .zip(&self.heartbeat_lines)
-            .filter(|&(&seq, line)| !cut(seq, line))
+            .zip(whole)
+            .filter(|(_, w)| *w)
             .map(|(&seq, _)| seq)
             .collect()
     }
