@@ -130,7 +130,12 @@ impl<V: SourceVm> Engine<'_, V> {
             self.report.downtime_target_missed = downtime > self.max_downtime;
         }
         self.report.vm_location = VmLocation::Destination;
-        self.stop_logging();
+        if self.postcopy.is_none() {
+            self.stop_logging();
+        }
+        // After a switch to post-copy logging stays on until the end
+        // (`finish`): turning it off takes milliseconds, and the guest's
+        // first page requests are waiting for this thread.
         if self.leased {
             // Complete once the destination holds the VM for good (FINAL).
         } else if self.postcopy.is_some() {
@@ -205,10 +210,9 @@ impl<V: SourceVm> Engine<'_, V> {
         err
     }
 
-    /// The report, with the totals filled in.
     /// Turns dirty logging off if it is on (a failure is logged: nothing
     /// depends on it any more).
-    fn stop_logging(&mut self) {
+    pub(super) fn stop_logging(&mut self) {
         if self.logging {
             if let Err(e) = self.vm.stop_dirty_log() {
                 tracing::warn!(error = %e, "could not turn dirty logging off");
@@ -217,6 +221,7 @@ impl<V: SourceVm> Engine<'_, V> {
         }
     }
 
+    /// The report, with the totals filled in.
     pub(super) fn finish(mut self) -> MigrationReport {
         self.stop_logging();
         let bytes_sent = self.bytes();

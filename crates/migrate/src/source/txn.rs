@@ -235,6 +235,7 @@ impl<V: SourceVm> Engine<'_, V> {
         if let Some(j) = self.journal.as_mut() {
             j.ended();
         }
+        self.stop_logging();
         match self.vm.take_back(*state) {
             Ok(()) => {
                 tracing::warn!("{what} broke ({e}); resumed on the source from transaction {seq}");

@@ -57,6 +57,9 @@ fn postcopy_and_hybrid_deliver_identical_memory_while_the_guest_faults() {
             // The copies the rounds made stale were forgotten before the
             // pause; identical memory shows each came again.
             assert!(log.stale_pages > 0, "{log:?}");
+            // Logging stays on while the guest's first faults are served.
+            let at = |c| vm.calls.iter().position(|&x| x == c).unwrap();
+            assert!(at("release") < at("stop_dirty_log"), "{:?}", vm.calls);
         }
         assert!(r.bytes_received > 0);
         let text = r.to_string();

@@ -56,6 +56,9 @@ fn assert_taken_back(
     assert_eq!(f.report.vm_location, VmLocation::Source);
     assert_eq!(vm.run_state(), RunState::Running);
     assert!(vm.calls.contains(&"take_back"), "{:?}", vm.calls);
+    // The VM runs here again without the migration's dirty log.
+    let at = |c| vm.calls.iter().rposition(|&x| x == c).unwrap_or(usize::MAX);
+    assert!(at("stop_dirty_log") < at("take_back"), "{:?}", vm.calls);
     let before = vm.writes();
     assert!(
         vm.wait_for_writes(before + 5, Duration::from_secs(10)),
