@@ -271,6 +271,37 @@ mod tests {
         assert_eq!(d.tsc_gap_us, None);
     }
 
+    /// Counts the reads of a page.
+    struct Counted(Box<dyn StatusSource>, Arc<std::sync::atomic::AtomicU64>);
+
+    impl StatusSource for Counted {
+        fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.read(offset, buf)
+        }
+    }
+
+    #[test]
+    fn the_source_is_no_longer_read_once_the_destination_ran() {
+        let (src, dst) = (Page::new(), Page::new());
+        let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = Counted(src.source(), reads.clone());
+        let sampler = Sampler::start(Box::new(counted)).unwrap();
+        run_for(src.addr(), 1, 20);
+        set_passes(dst.addr(), 19);
+        sampler.attach_destination(dst.source());
+        run_for(dst.addr(), 20, 40);
+        while sampler.shared.resumed_at.load(Ordering::Acquire) == 0 {
+            run_for(dst.addr(), 40, 41);
+        }
+        // A thread may be inside one more read of the source.
+        let seen = reads.load(Ordering::Relaxed);
+        run_for(dst.addr(), 41, 100);
+        assert!(reads.load(Ordering::Relaxed) <= seen + MAX_THREADS as u64);
+        let rec = sampler.finish(Duration::from_millis(1), Duration::from_secs(30));
+        assert!(rec.sides[1].first_progress.unwrap() > rec.sides[0].last_progress.unwrap());
+    }
+
     #[test]
     fn a_page_without_status_is_refused() {
         let page = vec![0u8; PAGE_SIZE];

@@ -86,8 +86,16 @@ pub(super) fn run(shared: &Shared, cpu: Option<usize>, index: usize, count: usiz
         // The destination is read before the source: its copies of the
         // page came from the source earlier, so they are never above what
         // the source shows next, and the source is observed first below.
+        // Once the guest ran on the destination the source is no longer
+        // read: a migration that completes never runs it again, and its
+        // memory going away (a long unmap holds its address space) would
+        // stall this thread and hide the destination's progress.
+        let resumed = shared.resumed_at.load(Ordering::Acquire) != 0;
         let mut slots: [Option<Vec<VcpuSlot>>; 2] = [None, None];
         for i in [Side::Destination as usize, Side::Source as usize] {
+            if resumed && i == Side::Source as usize {
+                continue;
+            }
             let Some(page) = &sides[i] else { continue };
             if page.read(range.start, &mut bufs[i]).is_err() {
                 shared.lose(i, page);
