@@ -176,7 +176,30 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         })
     }
 
-    /// AwaitCommit -> Postcopy -> Running: the fault thread starts, the VM
+    /// The destination's side of transactions, if the switch plans them:
+    /// its dirty log on and its output held. Begun once the state is
+    /// restored, while Commit is on its way, so that it stays out of the
+    /// pause.
+    pub(super) fn begin_txns(
+        &mut self,
+        switch: Option<&Switch>,
+        layout: &Arc<PageLayout>,
+    ) -> Result<Option<Txns>, MigrateError> {
+        let Some(interval) = switch.and_then(|s| s.txn_interval) else {
+            return Ok(None);
+        };
+        let vm = self
+            .vm_mut()?
+            .transactions()
+            .ok_or_else(|| MigrateError::Protocol("this VM cannot send transactions".into()))?;
+        let t0 = Instant::now();
+        let t = Txns::begin(vm, interval, layout)?;
+        tracing::debug!(took = ?t0.elapsed(), "transactions begun");
+        Ok(Some(t))
+    }
+
+    /// AwaitCommit -> Postcopy -> Running (with `txns` from
+    /// [`Self::begin_txns`]): the fault thread starts, the VM
     /// resumes (if its lease holds), the pages arrive; PostcopyEnd with
     /// every page here ends it, and with a lease the source's final grant.
     pub(super) fn postcopy<R: Read, W: Write + Send>(
@@ -184,6 +207,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         r: &mut MessageReader<R>,
         w: &SharedWriter<W>,
         switch: Switch,
+        txns: Option<Txns>,
         layout: &Arc<PageLayout>,
         relink: Option<Relink<'_, R, W>>,
     ) -> Result<(), MigrateError> {
@@ -193,18 +217,6 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
             let anchor = self.ready_at.unwrap_or_else(Instant::now);
             Lease::new(*period, Arc::clone(fence), !self.keep_paused, anchor)
         });
-        let txns = match switch.txn_interval {
-            Some(interval) => {
-                let vm = self.vm_mut()?.transactions().ok_or_else(|| {
-                    MigrateError::Protocol("this VM cannot send transactions".into())
-                })?;
-                let t0 = Instant::now();
-                let t = Txns::begin(vm, interval, layout)?;
-                tracing::debug!(took = ?t0.elapsed(), "transactions begun");
-                Some(t)
-            }
-            None => None,
-        };
         let result = std::thread::scope(|scope| {
             // Held from before the fault thread starts: a fault taken before
             // the switch (a sampler reading the guest's status page from

@@ -175,6 +175,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         let mut arrival = self.accept(*start, w, factory)?;
         let state = self.receive_rounds(r, w, &mut arrival)?;
         self.restore_state(&arrival.config, state, w)?;
+        let txns = self.begin_txns(arrival.postcopy.as_ref(), &arrival.layout)?;
         loop {
             let Err(e) = self.await_commit(r, arrival.migration_id) else {
                 break;
@@ -187,7 +188,7 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         }
         match arrival.postcopy.take() {
             None => self.resume(lock(w), true),
-            Some(switch) => self.postcopy(r, w, switch, &arrival.layout, relink),
+            Some(switch) => self.postcopy(r, w, switch, txns, &arrival.layout, relink),
         }
     }
 
