@@ -3,6 +3,7 @@
 use super::params::{ParamReader, Range, StrategyError};
 use super::{Decision, Strategy, StrategyContext, StrategyKind};
 use crate::convergence::Limits;
+use std::time::Duration;
 
 /// Switches to post-copy at once: only the vCPU and device state (and the
 /// set of pages to fetch) travel while the VM is paused; every page follows
@@ -28,31 +29,41 @@ impl Strategy for Postcopy {
 /// Parameters of [`Hybrid`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct HybridParams {
-    /// The pre-copy strategy whose rules run the rounds (`downtime` by
+    /// The pre-copy strategy whose rules run the rounds (`predictive` by
     /// default): its stop decision becomes the switch to post-copy.
     pub precopy: StrategyKind,
     /// Switch when the pending set shrank by less than this fraction over
-    /// the last round: more rounds would mostly resend.
+    /// the last round: more rounds would mostly resend. Off (0) by
+    /// default: `predictive` plateaus on purpose while it holds hot pages
+    /// back, and ends its rounds by its own rules.
     pub min_shrink: f64,
+    /// Where the wrapped rules stop with a set that copies in at most this
+    /// long at the measured bandwidth, copy it in the pause instead of
+    /// switching: post-copy's switch (the destination dropping its stale
+    /// copies, the guest's first faults) costs a few milliseconds of its
+    /// own. Zero: always switch.
+    pub copy_under: Duration,
 }
 
 impl Default for HybridParams {
     fn default() -> Self {
         HybridParams {
-            precopy: StrategyKind::Downtime,
-            min_shrink: 0.25,
+            precopy: StrategyKind::Predictive,
+            min_shrink: 0.0,
+            copy_under: Duration::from_millis(2),
         }
     }
 }
 
 impl HybridParams {
-    /// `precopy` (a pre-copy strategy's name) and `min-shrink`; the other
-    /// keys are the pre-copy strategy's own.
+    /// `precopy` (a pre-copy strategy's name), `min-shrink` and
+    /// `copy-under`; the other keys are the pre-copy strategy's own.
     pub(super) fn read(r: &mut ParamReader<'_>) -> Result<Self, StrategyError> {
         let d = HybridParams::default();
         Ok(HybridParams {
             precopy: r.precopy_strategy("precopy", d.precopy)?,
             min_shrink: r.number("min-shrink", d.min_shrink, Range::closed(0.0, 1.0))?,
+            copy_under: r.duration_or_zero("copy-under", d.copy_under)?,
         })
     }
 }
@@ -62,6 +73,9 @@ impl HybridParams {
 /// the pending set no longer shrinks, or when the guest dirties memory
 /// faster than the link sends it. The rounds make post-copy's set (and so
 /// its page faults) small; the switch keeps the pause to the state transfer.
+/// Where the rules stop with a set that copies faster than a switch costs
+/// (`copy_under`), the pause copies it: a workload that converges ends as
+/// pre-copy does, one that cannot ends in post-copy.
 pub struct Hybrid {
     params: HybridParams,
     precopy: Box<dyn Strategy>,
@@ -86,13 +100,22 @@ impl Hybrid {
         })
     }
 
+    /// The pending set copies within `copy_under` at the measured bandwidth.
+    fn copies_quickly(&self, ctx: &StrategyContext<'_>) -> bool {
+        let Some(bps) = ctx.measured_bandwidth_bps().filter(|&b| b > 0.0) else {
+            return false;
+        };
+        let secs = ctx.pending_bytes() as f64 * 8.0 / bps;
+        secs <= self.params.copy_under.as_secs_f64()
+    }
+
     /// Why the rounds should end now, if they should.
     fn stalled(&self, ctx: &StrategyContext<'_>) -> bool {
         let Some(last) = ctx.rounds.last() else {
             return false;
         };
         let shrunk = 1.0 - ctx.pending_pages as f64 / last.pages_pending.max(1) as f64;
-        if shrunk < self.params.min_shrink {
+        if self.params.min_shrink > 0.0 && shrunk < self.params.min_shrink {
             return true;
         }
         ctx.measured_bandwidth_bps()
@@ -114,6 +137,7 @@ impl Strategy for Hybrid {
 
     fn decide(&mut self, ctx: &StrategyContext<'_>) -> Decision {
         match self.precopy.decide(ctx) {
+            Decision::StopAndCopy if self.copies_quickly(ctx) => Decision::StopAndCopy,
             Decision::StopAndCopy | Decision::Postcopy => Decision::Postcopy,
             Decision::Round(_) if ctx.round > 1 && self.stalled(ctx) => Decision::Postcopy,
             round => round,

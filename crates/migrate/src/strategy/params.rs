@@ -324,6 +324,18 @@ impl<'a> ParamReader<'a> {
         }
     }
 
+    /// A duration that may be zero (`units::parse_duration_or_zero`: "0s").
+    pub fn duration_or_zero(
+        &mut self,
+        key: &'static str,
+        default: Duration,
+    ) -> Result<Duration, StrategyError> {
+        match self.take(key) {
+            None => Ok(default),
+            Some(v) => units::parse_duration_or_zero(v).map_err(|e| self.bad(key, v, e)),
+        }
+    }
+
     /// A pre-copy strategy's name (not one that ends in post-copy).
     pub fn precopy_strategy(
         &mut self,

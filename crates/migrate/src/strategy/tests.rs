@@ -219,7 +219,8 @@ fn parameters_parse_once_and_fail_in_one_line() {
         ("precopy=hybrid", "must be a pre-copy strategy"),
         ("precopy=yolo", "unknown strategy"),
         ("min-shrink=2", "must be in"),
-        ("alpha=0.3", "strategy downtime has no parameter 'alpha'"),
+        ("gamma=0.9", "strategy predictive has no parameter 'gamma'"),
+        ("copy-under=fast", "copy-under=fast"),
     ] {
         let p = StrategyParams::parse([bad]).unwrap();
         let err = StrategyKind::Hybrid
@@ -233,7 +234,11 @@ fn parameters_parse_once_and_fail_in_one_line() {
 
 #[test]
 fn hybrid_switches_to_postcopy_when_rounds_stop_paying() {
-    let mut h = Hybrid::default();
+    let mut h = Hybrid::new(HybridParams {
+        precopy: StrategyKind::Downtime,
+        min_shrink: 0.25,
+        ..HybridParams::default()
+    });
     let mut f = Fixture::new(262_144);
     // Round 1 always runs.
     assert!(matches!(h.decide(&f.ctx(1, 0, None)), Decision::Round(_)));
@@ -267,15 +272,31 @@ fn hybrid_switches_to_postcopy_when_rounds_stop_paying() {
         h.decide(&f.ctx(4, 1 << 30, None)),
         Decision::Postcopy
     ));
-    // Where the wrapped rules would stop and copy, hybrid switches.
+    // Where the wrapped rules would stop and copy, hybrid switches...
     f.rounds.push(RoundReport {
         pages_pending: 100_000,
-        ..round(1e6, 1e9)
+        ..round(1e6, 1e6)
     });
     f.pending = DirtyBitmap::new(&f.layout);
     f.pending.set_run(0, 10);
     assert!(matches!(
         h.decide(&f.ctx(5, 1 << 30, None)),
+        Decision::Postcopy
+    ));
+    // ...unless the rest copies faster than a switch costs (10 pages at
+    // 1 Gbit/s: 0.3 ms), or copying in the pause was turned off.
+    f.rounds.push(RoundReport {
+        pages_pending: 100_000,
+        ..round(1e6, 1e9)
+    });
+    assert!(matches!(
+        h.decide(&f.ctx(6, 1 << 30, None)),
+        Decision::StopAndCopy
+    ));
+    let p = StrategyParams::parse(["precopy=downtime", "copy-under=0s"]).unwrap();
+    let mut never = StrategyKind::Hybrid.build_with(&p).unwrap();
+    assert!(matches!(
+        never.decide(&f.ctx(6, 1 << 30, None)),
         Decision::Postcopy
     ));
     assert!(matches!(h.switchover(), Decision::Postcopy));

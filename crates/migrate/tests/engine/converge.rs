@@ -9,19 +9,38 @@ use units::Bandwidth;
 
 use crate::harness::*;
 
+/// A guest that writes nothing: hybrid's rounds converge, and the rest is
+/// copied in the pause rather than fetched after a switch.
+#[test]
+fn hybrid_ends_as_pre_copy_when_the_rest_copies_quickly() {
+    let mut spec = FakeSpec::new(16);
+    spec.writes_per_sec = 0;
+    let mut vm = FakeVm::new(spec).unwrap();
+    let factory = FakeFactory::default();
+    let (res, d) = run(
+        &mut vm,
+        source_opts("hybrid"),
+        factory.clone(),
+        dest_opts(1 << 30),
+        None,
+    );
+    let r = check_success(&vm, res, d, &factory);
+    assert_eq!(r.strategy, "hybrid");
+    assert!(r.postcopy.is_none(), "{r}");
+    assert!(r.per_round.last().is_some_and(|p| p.stop_and_copy), "{r}");
+}
+
 #[test]
 fn every_strategy_converges_to_an_identical_copy() {
     for name in STRATEGIES {
         let mut vm = FakeVm::new(busy_spec(32)).unwrap();
         assert!(vm.wait_for_writes(100, Duration::from_secs(5)));
         let factory = FakeFactory::default();
-        let (res, d) = run(
-            &mut vm,
-            source_opts(name),
-            factory.clone(),
-            dest_opts(1 << 30),
-            None,
-        );
+        let opts = match *name {
+            "hybrid" => switching_hybrid_opts(),
+            _ => source_opts(name),
+        };
+        let (res, d) = run(&mut vm, opts, factory.clone(), dest_opts(1 << 30), None);
         let r = check_success(&vm, res, d, &factory);
         // At least the prefilled quarter of memory went over.
         assert!(data_pages(&r) >= 32 * 256 / 4, "{name}: {r}");

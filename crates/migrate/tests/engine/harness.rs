@@ -50,6 +50,15 @@ pub fn source_opts(strategy: &str) -> SourceOptions {
     o
 }
 
+/// `hybrid` that always switches to post-copy (never copies the rest in
+/// the pause): for tests of the post-copy path itself.
+pub fn switching_hybrid_opts() -> SourceOptions {
+    let p = StrategyParams::parse(["copy-under=0s"]).unwrap();
+    let mut o = source_opts("hybrid");
+    o.strategy = StrategyKind::Hybrid.build_with(&p).unwrap();
+    o
+}
+
 /// Migrates `vm` to a fresh fake destination; returns both sides' results.
 pub fn run(
     vm: &mut FakeVm,

@@ -31,7 +31,10 @@ fn postcopy_and_hybrid_deliver_identical_memory_while_the_guest_faults() {
         let mut vm = FakeVm::new(busy_spec(16)).unwrap();
         assert!(vm.wait_for_writes(100, Duration::from_secs(5)));
         let factory = faulting_factory();
-        let mut opts = source_opts(name);
+        let mut opts = match name {
+            "hybrid" => switching_hybrid_opts(),
+            _ => source_opts(name),
+        };
         // Slow enough that the guest faults before the background is done.
         opts.link_bandwidth = Some(Bandwidth::parse("200Mbit").unwrap());
         let (res, d) = run(&mut vm, opts, factory.clone(), dest_opts(1 << 30), None);
@@ -85,7 +88,7 @@ fn hybrid_sends_the_pages_dirtied_since_the_last_harvest_in_the_pause() {
     let factory = faulting_factory();
     let (res, d) = run(
         &mut vm,
-        source_opts("hybrid"),
+        switching_hybrid_opts(),
         factory.clone(),
         dest_opts(1 << 30),
         None,
@@ -111,7 +114,7 @@ fn hybrid_to_a_destination_without_stale_sends_none_and_succeeds() {
     let mut dopts = dest_opts(1 << 30);
     dopts.offer.capabilities =
         wire::Capabilities(wire::Capabilities::SUPPORTED.0 & !wire::Capabilities::STALE.0);
-    let mut opts = source_opts("hybrid");
+    let mut opts = switching_hybrid_opts();
     opts.link_bandwidth = Some(Bandwidth::parse("200Mbit").unwrap());
     let (res, d) = run(&mut vm, opts, factory.clone(), dopts, None);
     let r = check_success(&vm, res, d, &factory);
@@ -142,7 +145,13 @@ fn a_destination_that_cannot_is_refused_before_anything_moves() {
         let mut vm = FakeVm::new(busy_spec(8)).unwrap();
         let mut dopts = dest_opts(1 << 30);
         dopts.offer = offer;
-        let (res, d) = run(&mut vm, source_opts("hybrid"), factory.clone(), dopts, None);
+        let (res, d) = run(
+            &mut vm,
+            switching_hybrid_opts(),
+            factory.clone(),
+            dopts,
+            None,
+        );
         let e = assert_rolled_back(&vm, &res, &factory);
         assert!(e.contains("cannot run this VM in post-copy"), "{e}");
         assert!(d.is_err());

@@ -37,6 +37,16 @@ impl Mode {
         }
     }
 
+    /// The strategy's parameters: hybrid always ends in post-copy here
+    /// (its post-copy phases are columns of the matrix), even where its
+    /// rounds converge and it would copy the rest in the pause.
+    pub fn strategy_params(self) -> std::collections::BTreeMap<String, String> {
+        match self {
+            Mode::Hybrid => [("copy-under".to_string(), "0s".to_string())].into(),
+            _ => Default::default(),
+        }
+    }
+
     /// The points at which a failure can occur in this mode.
     pub fn points(self) -> &'static [Point] {
         match self {

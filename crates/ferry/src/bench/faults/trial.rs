@@ -82,6 +82,7 @@ fn request(plan: &Plan, to: String, secret: &Path) -> MigrateRequest {
     MigrateRequest {
         to,
         strategy: Some(plan.mode.strategy().into()),
+        strategy_params: plan.mode.strategy_params(),
         link_bandwidth_bps: Some(100_000_000),
         lease_ms: Some(200),
         recovery_timeout_ms: Some(1000),
