@@ -38,11 +38,12 @@ pub struct HybridParams {
     /// back, and ends its rounds by its own rules.
     pub min_shrink: f64,
     /// Where the wrapped rules stop with a set that copies in at most this
-    /// long at the measured bandwidth, copy it in the pause instead of
-    /// switching: post-copy's switch (the destination dropping its stale
-    /// copies, the guest's first faults) costs a few milliseconds of its
-    /// own. Zero: always switch.
-    pub copy_under: Duration,
+    /// long over the link, copy it in the pause instead of switching:
+    /// post-copy's switch (the destination dropping its stale copies, the
+    /// guest's first faults) has a cost of its own, and a set the rules
+    /// judged small enough to stop on is one a pre-copy end handles well.
+    /// `None` (the default): the downtime target. Zero: always switch.
+    pub copy_under: Option<Duration>,
 }
 
 impl Default for HybridParams {
@@ -50,7 +51,7 @@ impl Default for HybridParams {
         HybridParams {
             precopy: StrategyKind::Predictive,
             min_shrink: 0.0,
-            copy_under: Duration::from_millis(2),
+            copy_under: None,
         }
     }
 }
@@ -63,7 +64,10 @@ impl HybridParams {
         Ok(HybridParams {
             precopy: r.precopy_strategy("precopy", d.precopy)?,
             min_shrink: r.number("min-shrink", d.min_shrink, Range::closed(0.0, 1.0))?,
-            copy_under: r.duration_or_zero("copy-under", d.copy_under)?,
+            copy_under: match r.duration_or_zero("copy-under", Duration::MAX)? {
+                Duration::MAX => d.copy_under,
+                given => Some(given),
+            },
         })
     }
 }
@@ -100,13 +104,13 @@ impl Hybrid {
         })
     }
 
-    /// The pending set copies within `copy_under` at the measured bandwidth.
+    /// The pending set copies within `copy_under` over the link.
     fn copies_quickly(&self, ctx: &StrategyContext<'_>) -> bool {
-        let Some(bps) = ctx.measured_bandwidth_bps().filter(|&b| b > 0.0) else {
+        let Some(bps) = link_bps(ctx) else {
             return false;
         };
-        let secs = ctx.pending_bytes() as f64 * 8.0 / bps;
-        secs <= self.params.copy_under.as_secs_f64()
+        let budget = self.params.copy_under.unwrap_or(ctx.max_downtime);
+        ctx.pending_bytes() as f64 * 8.0 / bps <= budget.as_secs_f64()
     }
 
     /// Why the rounds should end now, if they should.
@@ -118,9 +122,11 @@ impl Hybrid {
         if self.params.min_shrink > 0.0 && shrunk < self.params.min_shrink {
             return true;
         }
-        ctx.measured_bandwidth_bps()
-            .zip(ctx.last_dirty_rate_bps())
-            .is_some_and(|(link, dirty)| dirty >= link)
+        // A short round measures its dirty rate too coarsely to act on.
+        last.duration_ms >= super::MEASURED_MS
+            && link_bps(ctx)
+                .zip(ctx.last_dirty_rate_bps())
+                .is_some_and(|(link, dirty)| dirty >= link)
     }
 }
 
@@ -151,4 +157,16 @@ impl Strategy for Hybrid {
     fn switchover(&self) -> Decision {
         Decision::Postcopy
     }
+}
+
+/// What the link carries, bits/s: the rounds' measured rate, or the cap
+/// if higher (a strategy that paces its rounds below the cap, as
+/// `predictive` does, measures its own pace, not the link's).
+fn link_bps(ctx: &StrategyContext<'_>) -> Option<f64> {
+    let cap = ctx.max_bandwidth.map(|b| b.bits_per_sec() as f64);
+    match (ctx.measured_bandwidth_bps(), cap) {
+        (Some(m), Some(c)) => Some(m.max(c)),
+        (m, c) => m.or(c),
+    }
+    .filter(|&b| b > 0.0)
 }
