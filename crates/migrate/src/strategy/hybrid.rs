@@ -64,10 +64,9 @@ impl HybridParams {
         Ok(HybridParams {
             precopy: r.precopy_strategy("precopy", d.precopy)?,
             min_shrink: r.number("min-shrink", d.min_shrink, Range::closed(0.0, 1.0))?,
-            copy_under: match r.duration_or_zero("copy-under", Duration::MAX)? {
-                Duration::MAX => d.copy_under,
-                given => Some(given),
-            },
+            copy_under: r
+                .given("copy-under", units::parse_duration_or_zero)?
+                .or(d.copy_under),
         })
     }
 }

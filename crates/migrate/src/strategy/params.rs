@@ -300,16 +300,25 @@ impl<'a> ParamReader<'a> {
         }
     }
 
+    /// The value of `key` read by `parse`, if given.
+    pub fn given<T, E: fmt::Display>(
+        &mut self,
+        key: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<Option<T>, StrategyError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => parse(v).map(Some).map_err(|e| self.bad(key, v, e)),
+        }
+    }
+
     /// A rate (`units::Bandwidth`: "100Mbit").
     pub fn bandwidth(
         &mut self,
         key: &'static str,
         default: Bandwidth,
     ) -> Result<Bandwidth, StrategyError> {
-        match self.take(key) {
-            None => Ok(default),
-            Some(v) => Bandwidth::parse(v).map_err(|e| self.bad(key, v, e)),
-        }
+        Ok(self.given(key, Bandwidth::parse)?.unwrap_or(default))
     }
 
     /// A duration (`units::parse_duration`: "60s").
@@ -318,22 +327,7 @@ impl<'a> ParamReader<'a> {
         key: &'static str,
         default: Duration,
     ) -> Result<Duration, StrategyError> {
-        match self.take(key) {
-            None => Ok(default),
-            Some(v) => units::parse_duration(v).map_err(|e| self.bad(key, v, e)),
-        }
-    }
-
-    /// A duration that may be zero (`units::parse_duration_or_zero`: "0s").
-    pub fn duration_or_zero(
-        &mut self,
-        key: &'static str,
-        default: Duration,
-    ) -> Result<Duration, StrategyError> {
-        match self.take(key) {
-            None => Ok(default),
-            Some(v) => units::parse_duration_or_zero(v).map_err(|e| self.bad(key, v, e)),
-        }
+        Ok(self.given(key, units::parse_duration)?.unwrap_or(default))
     }
 
     /// A pre-copy strategy's name (not one that ends in post-copy).
