@@ -221,12 +221,20 @@ impl<V: SourceVm> Engine<'_, V> {
         }
     }
 
-    /// The report, with the totals filled in.
+    /// The report, with the totals filled in. The migration's time ends
+    /// here: freeing a completed post-copy's memory and turning the dirty
+    /// log off come after (50-300 ms for 512 MiB of shared memory on a
+    /// loaded host), as in QEMU, whose `total-time` does not count its
+    /// cleanup either.
     pub(super) fn finish(mut self) -> MigrationReport {
+        let total_time_ms = ms(self.started.elapsed());
+        if self.release {
+            self.vm.release();
+        }
         self.stop_logging();
         let bytes_sent = self.bytes();
         let mut report = self.report;
-        report.total_time_ms = ms(self.started.elapsed());
+        report.total_time_ms = total_time_ms;
         report.bytes_sent = bytes_sent;
         for (stream, reader) in self.links {
             let _ = stream.shutdown(std::net::Shutdown::Both);

@@ -65,6 +65,9 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) zero_runs: Vec<(u64, u64)>,
     /// Dirty logging is on (stopped on rollback).
     pub(super) logging: bool,
+    /// Post-copy completed: the VM's memory is freed once the report's
+    /// times are taken (`finish`).
+    pub(super) release: bool,
     /// The vCPU throttle in force (fraction of time; 0 = none), released
     /// when the VM pauses for the switchover and on rollback.
     pub(super) throttle: f64,
@@ -152,6 +155,7 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             buf: vec![0; MAX_PAGES_PER_RECORD * PAGE_SIZE as usize],
             zero_runs: Vec::new(),
             logging: false,
+            release: false,
             throttle: 0.0,
             converge_pct: 0,
             was_running: true,

@@ -187,7 +187,7 @@ impl<V: SourceVm> Engine<'_, V> {
                     tracing::debug!(report = ?s.report, "leased commit done");
                 } else {
                     self.report.postcopy = Some(s.report);
-                    self.vm.release();
+                    self.release = true;
                 }
                 if let Some(j) = self.journal.as_mut() {
                     j.ended();
