@@ -240,10 +240,12 @@ impl<'o, VM: DestinationVm> Receiver<'o, VM> {
         let layout = PageLayout::new(&config.regions)?;
         self.report.memory_bytes = config.memory_bytes;
         self.report.migration_id = start.migration_id;
+        let t0 = Instant::now();
         let vm = factory.create(&config).map_err(|source| MigrateError::Vm {
             op: VmOp::Create,
             source,
         })?;
+        tracing::debug!(took = ?t0.elapsed(), "incoming VM created");
         self.postcopy_accepted = self.opts.postcopy && vm.supports_postcopy();
         self.txn_accepted = self.postcopy_accepted && vm.transactions().is_some();
         self.vm = Some(vm);
