@@ -74,7 +74,8 @@ impl HybridParams {
 /// Pre-copy rounds under another strategy's rules, then post-copy instead
 /// of stop-and-copy: the switch happens when those rules would stop, when
 /// the pending set no longer shrinks, or when the guest dirties memory
-/// faster than the link sends it. The rounds make post-copy's set (and so
+/// faster than the link sends it (judged by `predictive` itself when it
+/// runs the rounds). The rounds make post-copy's set (and so
 /// its page faults) small; the switch keeps the pause to the state transfer.
 /// Where the rules stop with a set that copies faster than a switch costs
 /// (`copy_under`), the pause copies it: a workload that converges ends as
@@ -121,8 +122,13 @@ impl Hybrid {
         if self.params.min_shrink > 0.0 && shrunk < self.params.min_shrink {
             return true;
         }
-        // A short round measures its dirty rate too coarsely to act on.
-        last.duration_ms >= super::MEASURED_MS
+        // `predictive` stops by itself when even the cap cannot keep up
+        // with the pages it does not hold back (and the rest then goes
+        // post-copy); the raw dirty rate, hot pages included, would switch
+        // workloads it brings to converge. A short round measures its dirty
+        // rate too coarsely to act on.
+        self.params.precopy != StrategyKind::Predictive
+            && last.duration_ms >= super::MEASURED_MS
             && link_bps(ctx)
                 .zip(ctx.last_dirty_rate_bps())
                 .is_some_and(|(link, dirty)| dirty >= link)

@@ -272,6 +272,11 @@ fn hybrid_switches_to_postcopy_when_rounds_stop_paying() {
         h.decide(&f.ctx(4, 1 << 30, None)),
         Decision::Postcopy
     ));
+    // Over predictive, whose own rule judges the pages it does not hold.
+    assert!(matches!(
+        Hybrid::default().decide(&f.ctx(4, 1 << 30, None)),
+        Decision::Round(_)
+    ));
     // Where the wrapped rules would stop and copy, hybrid switches...
     f.rounds.push(RoundReport {
         pages_pending: 100_000,
