@@ -11,7 +11,10 @@
 //! every host not yet seen, so hosts are checked in exact (increase, index)
 //! order. Hosts whose increases are mathematically equal (the load and the
 //! load with the VM on segments of equal slope) are all evaluated, since
-//! rounding orders them, but each is a few flops on its bucket's entry.
+//! rounding orders them, but each is a few flops on its bucket's entry,
+//! and hosts of bit-identical load (a bucket keeps them side by side) share
+//! one: once one of them is taken, or the best so far precedes the
+//! first, the rest of them are passed over.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -19,7 +22,7 @@ use std::collections::BinaryHeap;
 use super::PlaceCandidate;
 use super::indexed::kind_pieces;
 use crate::allocation::Allocation;
-use crate::buckets::{BUCKETS, LoadBuckets, bucket_of};
+use crate::buckets::{BUCKETS, LoadBuckets, bucket_of, run_end};
 use crate::config::Model;
 use crate::detect::Detector;
 use crate::index::Piece;
@@ -175,36 +178,48 @@ impl Planner<'_> {
                     Some(None) => &[][..],
                     _ => buckets.bucket(w.kind, b),
                 };
-                for (i, e) in entries.iter().enumerate() {
+                // Hosts of one load in a run, lowest index first: one
+                // increase for the run, and its hosts are taken in order
+                // until one settles it.
+                let mut i = 0;
+                while i < entries.len() {
+                    let run = i..run_end(entries, i);
+                    i = run.end;
+                    let e = &entries[run.start];
                     if !w.contains(e.load) {
                         continue;
                     }
-                    let mut sure = None;
-                    if let (Some(r), Some(Some(lines))) = (lr, lines) {
-                        sure = r.verdict(&lines[i]);
-                        debug_assert!(sure.is_none_or(|o| {
-                            o == alloc.overloaded(view, detector, e.host as usize, Some(v))
-                        }));
-                        if sure == Some(true) {
-                            // Never taken.
-                            continue;
-                        }
-                    }
-                    let h = e.host as usize;
                     let delta = power.power((e.cpu + demand) / cap) - e.power;
                     debug_assert_eq!(
                         delta.to_bits(),
-                        alloc.power_delta(view, v, h, model).to_bits()
+                        (alloc.power_delta(view, v, e.host as usize, model)).to_bits()
                     );
-                    let c = PlaceCandidate { delta, h };
-                    if !eager && sure.is_none() {
-                        seen.push(Reverse(c));
-                        limit = limit.min(delta);
-                    } else if best.is_none_or(|b| c < b)
-                        && if eager { passes(h) } else { checks(h) }
-                    {
-                        best = Some(c);
-                        limit = limit.min(delta);
+                    for j in run {
+                        let h = entries[j].host as usize;
+                        let c = PlaceCandidate { delta, h };
+                        if best.is_some_and(|b| b < c) {
+                            // Nor any later host of the run.
+                            break;
+                        }
+                        let mut sure = None;
+                        if let (Some(r), Some(Some(lines))) = (lr, lines) {
+                            sure = r.verdict(&lines[j]);
+                            debug_assert!(sure.is_none_or(|o| {
+                                o == alloc.overloaded(view, detector, h, Some(v))
+                            }));
+                            if sure == Some(true) {
+                                // Never taken.
+                                continue;
+                            }
+                        }
+                        if !eager && sure.is_none() {
+                            seen.push(Reverse(c));
+                            limit = limit.min(delta);
+                        } else if if eager { passes(h) } else { checks(h) } {
+                            best = Some(c);
+                            limit = limit.min(delta);
+                            break;
+                        }
                     }
                 }
                 w.next = buckets.next_full(w.kind, w.next + w.step, w.end, w.step);

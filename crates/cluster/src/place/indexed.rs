@@ -235,6 +235,9 @@ mod tests {
         /// whose history falls back on LR's threshold, or whose window's
         /// oldest value is 0).
         Sparse,
+        /// A pool of coarse demands copied several times over: many hosts
+        /// of bit-identical load and history, whose increases are equal.
+        Copies,
     }
 
     /// A seeded pool: G4 and G5 hosts, VMs spread on about two thirds of
@@ -243,6 +246,9 @@ mod tests {
     /// With coarse demands many hosts have equal loads and many increases
     /// are equal or nearly so.
     fn pool(rng: &mut ChaCha8Rng, hosts: usize, shape: Shape) -> PoolView {
+        if shape == Shape::Copies {
+            return copies(pool(rng, hosts / 8, Shape::Coarse), 8);
+        }
         let coarse = shape == Shape::Coarse;
         let hosts: Vec<HostInfo> = (0..hosts)
             .map(|i| {
@@ -313,6 +319,27 @@ mod tests {
             hosts,
             vms,
         }
+    }
+
+    /// `view` with its hosts and their VMs repeated `k` times, copy by copy.
+    fn copies(view: PoolView, k: usize) -> PoolView {
+        let n = view.hosts.len();
+        let mut hosts = Vec::new();
+        let mut vms = Vec::new();
+        for copy in 0..k {
+            for h in &view.hosts {
+                let mut h = h.clone();
+                h.id += (copy * n) as u64;
+                hosts.push(h);
+            }
+            for vm in &view.vms {
+                let mut vm = vm.clone();
+                vm.id += (copy * view.vms.len()) as u64;
+                vm.host += copy * n;
+                vms.push(vm);
+            }
+        }
+        PoolView { hosts, vms, ..view }
     }
 
     fn config(detector: Detector, tolerance: f64) -> Config {
@@ -415,7 +442,7 @@ mod tests {
     #[test]
     fn buckets_choose_the_host_a_scan_chooses_among_near_ties() {
         for seed in 0..12 {
-            for shape in [Shape::Fine, Shape::Coarse, Shape::Sparse] {
+            for shape in [Shape::Fine, Shape::Coarse, Shape::Sparse, Shape::Copies] {
                 same_as_scan(seed, Detector::Threshold { threshold: 0.9 }, 0.0, shape);
                 let lr = Detector::Lr {
                     safety: 1.2,
