@@ -453,8 +453,20 @@ impl Allocation {
         migration_time(view, v, h)
     }
 
-    /// VM `v` on host `h` as a selector sees it.
-    pub fn candidate(&self, view: &PoolView, v: usize, h: usize) -> Candidate<'_> {
+    /// VM `v`'s history, newest first.
+    pub fn vm_history(&self, v: usize) -> &[f64] {
+        &self.vm_hist[v][..self.vm_hist_len[v]]
+    }
+
+    /// VM `v` on host `h` as a selector sees it, with `history` as its
+    /// history (`vm_history(v)` or a copy of it).
+    pub fn candidate<'a>(
+        &self,
+        view: &PoolView,
+        v: usize,
+        h: usize,
+        history: &'a [f64],
+    ) -> Candidate<'a> {
         let vm = &view.vms[v];
         let host = &view.hosts[h];
         Candidate {
@@ -471,7 +483,7 @@ impl Allocation {
             } else {
                 0.0
             },
-            history_newest_first: &self.vm_hist[v][..self.vm_hist_len[v]],
+            history_newest_first: history,
         }
     }
 

@@ -149,22 +149,32 @@ impl<'a> Planner<'a> {
         let view = self.view;
         let mut leaving = Vec::new();
         for &h in hotspots {
+            if !self.count.can_start(h) {
+                continue;
+            }
+            let mut list: Vec<usize> = (self.alloc.vms_on(h).iter())
+                .copied()
+                .filter(|&v| movable[v])
+                .collect();
+            // A VM's candidate does not depend on the host's other VMs:
+            // built once per hotspot on copies of the histories (the
+            // allocation changes as VMs leave), kept in step with `list`.
+            let mut history = Vec::new();
+            let mut spans = Vec::with_capacity(list.len());
+            for &v in &list {
+                let start = history.len();
+                history.extend_from_slice(self.alloc.vm_history(v));
+                spans.push(start..history.len());
+            }
+            let mut cands: Vec<Candidate> = (list.iter().zip(spans))
+                .map(|(&v, span)| self.alloc.candidate(view, v, h, &history[span]))
+                .collect();
             while self.count.can_start(h) {
-                let list: Vec<usize> = self
-                    .alloc
-                    .vms_on(h)
-                    .iter()
-                    .copied()
-                    .filter(|&v| movable[v])
-                    .collect();
-                let cands: Vec<Candidate> = list
-                    .iter()
-                    .map(|&v| self.alloc.candidate(view, v, h))
-                    .collect();
                 let Some(i) = select::select(self.config.selector, &cands, rng) else {
                     break;
                 };
-                let v = list[i];
+                let v = list.remove(i);
+                cands.remove(i);
                 self.alloc.remove(view, v, h);
                 self.count.reserve_out(h);
                 leaving.push((v, h));
