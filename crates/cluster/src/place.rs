@@ -4,6 +4,8 @@
 mod exact;
 mod indexed;
 
+pub(crate) use exact::Waiting;
+
 use std::cmp::Reverse;
 
 use crate::detect::Detector;

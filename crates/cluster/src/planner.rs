@@ -8,7 +8,7 @@ use crate::config::{Config, Model};
 use crate::limits::MigrationCount;
 use crate::model::PoolView;
 use crate::pattern::Mode;
-use crate::place::{PlaceCandidate, Placement};
+use crate::place::{PlaceCandidate, Placement, Waiting};
 use crate::select::{self, Candidate};
 
 /// Why a VM is moved.
@@ -51,6 +51,7 @@ pub(crate) struct PlanBuffers {
     alloc: Allocation,
     count: MigrationCount,
     candidates: Vec<std::cmp::Reverse<PlaceCandidate>>,
+    waiting: Vec<std::cmp::Reverse<Waiting>>,
 }
 
 /// Builds one plan on a tentative allocation.
@@ -61,6 +62,8 @@ pub(crate) struct Planner<'a> {
     pub count: &'a mut MigrationCount,
     /// Placement's candidate hosts (power increase, host).
     pub candidates: &'a mut Vec<std::cmp::Reverse<PlaceCandidate>>,
+    /// The exact search's hosts waiting for the detector.
+    pub waiting: &'a mut Vec<std::cmp::Reverse<Waiting>>,
 }
 
 impl<'a> Planner<'a> {
@@ -78,6 +81,7 @@ impl<'a> Planner<'a> {
             alloc: &mut bufs.alloc,
             count: &mut bufs.count,
             candidates: &mut bufs.candidates,
+            waiting: &mut bufs.waiting,
         }
     }
 

@@ -18,6 +18,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::ops::Range;
 
 use super::PlaceCandidate;
 use super::indexed::kind_pieces;
@@ -26,6 +27,7 @@ use crate::buckets::{BUCKETS, LoadBuckets, bucket_of, run_end};
 use crate::config::Model;
 use crate::detect::Detector;
 use crate::index::Piece;
+use crate::limits::MigrationCount;
 use crate::lr_line::{LrHost, LrLine, look_ahead};
 use crate::model::PoolView;
 use crate::planner::Planner;
@@ -72,18 +74,147 @@ impl Walk {
         self.next == self.end
     }
 
-    /// No host of the piece in the next bucket has a smaller increase.
+    /// No host of the piece in the next bucket has a smaller increase. The
+    /// increase is monotone on the piece, and so is its computation: the
+    /// least is at the bucket's edge nearer the walk's start.
     fn bound(&self) -> f64 {
         let p = &self.piece;
         let b = self.next as f64;
-        let x0 = p.lo.max(b / BUCKETS as f64);
-        let x1 = p.hi.min((b + 1.0) / BUCKETS as f64);
-        p.at(x0).min(p.at(x1)) - MARGIN_W
+        let x = if self.step > 0 {
+            p.lo.max(b / BUCKETS as f64)
+        } else {
+            p.hi.min((b + 1.0) / BUCKETS as f64)
+        };
+        p.at(x) - MARGIN_W
     }
 
     fn contains(&self, u: f64) -> bool {
         let p = &self.piece;
         (self.first || u >= p.lo) && (u < p.hi || (self.last && u <= p.hi))
+    }
+}
+
+/// A host whose detector verdict waits until no host unseen can precede
+/// it, with the rest of its run (kind `kind`'s bucket `bucket`, entries
+/// `next..end`: the same increase, higher indices), taken up if it fails.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Waiting {
+    c: PlaceCandidate,
+    kind: u32,
+    bucket: u32,
+    next: u32,
+    end: u32,
+}
+
+impl PartialEq for Waiting {
+    fn eq(&self, o: &Self) -> bool {
+        self.c == o.c
+    }
+}
+
+impl Eq for Waiting {}
+
+impl PartialOrd for Waiting {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Waiting {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.c.cmp(&o.c)
+    }
+}
+
+/// What taking a run's hosts in index order came to.
+enum Taken {
+    /// A host that passes every check.
+    Best(PlaceCandidate),
+    /// A host for the detector, after the cheap checks.
+    Wait(Waiting),
+    /// None: every host refused, or preceded by the best so far.
+    Nothing,
+}
+
+/// The checks on the hosts for one VM.
+struct Checks<'a> {
+    view: &'a PoolView,
+    alloc: &'a Allocation,
+    count: &'a MigrationCount,
+    excluded: &'a [bool],
+    detector: &'a Detector,
+    v: usize,
+    /// A threshold is as cheap as the other checks: hosts are checked in
+    /// full when found, none waits.
+    eager: bool,
+}
+
+impl Checks<'_> {
+    /// The checks but the detector's.
+    fn cheap(&self, h: usize) -> bool {
+        !self.excluded[h]
+            && self.count.can_start(h)
+            && self.alloc.fits(self.view, self.v, h, Model::Ferry)
+    }
+
+    /// All of them. Empty hosts were checked when found; CloudSim skips
+    /// the overload check for them.
+    fn passes(&self, h: usize) -> bool {
+        !self.alloc.active(h)
+            || (self.cheap(h)
+                && !(self.alloc).overloaded(self.view, self.detector, h, Some(self.v)))
+    }
+
+    /// Kind `k`'s bucket `b`'s entries `run`, of one increase `delta`, in
+    /// index order until one is taken or must wait; `lr`: the VM on the
+    /// kind and the bucket's lines, when LR's lines may settle verdicts.
+    #[allow(clippy::too_many_arguments)]
+    fn take_run(
+        &self,
+        buckets: &LoadBuckets,
+        lr: Option<(LrRefusal, &[LrHost])>,
+        k: usize,
+        b: usize,
+        run: Range<usize>,
+        delta: f64,
+        best: Option<PlaceCandidate>,
+    ) -> Taken {
+        let entries = buckets.bucket(k, b);
+        for j in run.clone() {
+            let h = entries[j].host as usize;
+            let c = PlaceCandidate { delta, h };
+            if best.is_some_and(|b| b < c) {
+                // Nor any later host of the run.
+                return Taken::Nothing;
+            }
+            let sure = lr.and_then(|(r, lines)| r.verdict(&lines[j]));
+            debug_assert!(sure.is_none_or(|o| {
+                o == (self.alloc).overloaded(self.view, self.detector, h, Some(self.v))
+            }));
+            match sure {
+                // Never taken.
+                Some(true) => continue,
+                None if !self.eager => {
+                    return Taken::Wait(Waiting {
+                        c,
+                        kind: k as u32,
+                        bucket: b as u32,
+                        next: j as u32 + 1,
+                        end: run.end as u32,
+                    });
+                }
+                _ => {
+                    if if self.eager {
+                        self.passes(h)
+                    } else {
+                        self.cheap(h)
+                    } {
+                        return Taken::Best(c);
+                    }
+                }
+            }
+        }
+        Taken::Nothing
     }
 }
 
@@ -102,21 +233,21 @@ impl Planner<'_> {
         let detector = &self.config.detector;
         let model = Model::Ferry;
         let demand = view.vms[v].cpu_demand;
-        // The checks but the detector's, and all of them.
-        let checks = |h: usize| !excluded[h] && count.can_start(h) && alloc.fits(view, v, h, model);
-        let passes = |h: usize| {
-            // Empty hosts were checked when found; CloudSim skips the
-            // overload check for them.
-            !alloc.active(h) || (checks(h) && !alloc.overloaded(view, detector, h, Some(v)))
+        // LR's verdict is as cheap as the other checks when its lines
+        // settle it: such a host is checked when it would be the best so
+        // far, and the best that passes is kept. Others wait in (increase,
+        // index) order, each checked once no host unseen can precede it.
+        let hosts = Checks {
+            view,
+            alloc,
+            count,
+            excluded,
+            detector,
+            v,
+            eager: matches!(detector, Detector::Threshold { .. }),
         };
-        // A threshold is as cheap as the other checks, and so is LR's
-        // verdict when its lines settle it: such a host is checked when it
-        // would be the best so far, and the best that passes is kept.
-        // Others wait in (increase, index) order, each checked once no host
-        // unseen can precede it.
-        let eager = matches!(detector, Detector::Threshold { .. });
         let mut best: Option<PlaceCandidate> = None;
-        let mut seen = BinaryHeap::from(std::mem::take(&mut *self.candidates));
+        let mut seen = BinaryHeap::from(std::mem::take(&mut *self.waiting));
         seen.clear();
         // Empty hosts of one kind are interchangeable: the first usable one
         // (it passes: CloudSim skips the overload check for empty hosts).
@@ -131,18 +262,34 @@ impl Planner<'_> {
                 best = Some(best.map_or(c, |b| b.min(c)));
             }
         }
+        // LR's verdicts on each kind, once the kind is walked.
         let lr = LrRefusal::for_vm(alloc, detector, v);
+        let mut lr_on = vec![None; if lr.is_some() { alloc.kinds() } else { 0 }];
+        let mut lr_on = |k: usize| {
+            let r = lr?;
+            Some(*lr_on[k].get_or_insert_with(|| r.on_kind(view, alloc, v, k, buckets.cap(k))))
+        };
         let (mut walks, mut next) = start_walks(view, alloc, buckets, demand, detector);
         let found = loop {
             let bound = bound_after(&next);
             // A host waiting that precedes the best and every host unseen.
-            if let Some(&Reverse(c)) = seen.peek()
-                && c.delta < bound
-                && best.is_none_or(|b| c < b)
+            if let Some(&Reverse(x)) = seen.peek()
+                && x.c.delta < bound
+                && best.is_none_or(|b| x.c < b)
             {
                 seen.pop();
-                if passes(c.h) {
-                    best = Some(c);
+                if hosts.passes(x.c.h) {
+                    best = Some(x.c);
+                } else {
+                    // The rest of its run.
+                    let (k, b) = (x.kind as usize, x.bucket as usize);
+                    let lr = lr_on(k).map(|r| (r, buckets.lr_bucket(k, b).0));
+                    let run = x.next as usize..x.end as usize;
+                    match hosts.take_run(buckets, lr, k, b, run, x.c.delta, best) {
+                        Taken::Best(c) => best = Some(c),
+                        Taken::Wait(y) => seen.push(Reverse(y)),
+                        Taken::Nothing => {}
+                    }
                 }
                 continue;
             }
@@ -156,13 +303,13 @@ impl Planner<'_> {
             };
             // Walk on while this walk's bounds stay the least and no host
             // seen could be taken (a piece of equal increases in one go).
-            let first = best.into_iter().chain(seen.peek().map(|c| c.0)).min();
+            let first = best.into_iter().chain(seen.peek().map(|x| x.0.c)).min();
             let mut limit = first.map_or(bound_after(&next), |c| c.delta.min(bound_after(&next)));
             let w = &mut walks[n.h];
             let cap = buckets.cap(w.kind);
             let rep = alloc.rep(w.kind);
             let power = &view.power_models[view.hosts[rep].power_model];
-            let lr = lr.map(|r| r.on_kind(view, alloc, v, w.kind, cap));
+            let lr = lr_on(w.kind);
             loop {
                 let b = w.next as usize;
                 // With LR, each host's line beside its entry; a bucket LR
@@ -174,13 +321,13 @@ impl Planner<'_> {
                         hosts.all(|e| alloc.overloaded(view, detector, e.host as usize, Some(v)))
                     }
                 );
-                let entries = match lines {
-                    Some(None) => &[][..],
-                    _ => buckets.bucket(w.kind, b),
+                let (entries, lr) = match (lr, lines) {
+                    (_, Some(None)) => (&[][..], None),
+                    (Some(r), Some(Some(lines))) => (buckets.bucket(w.kind, b), Some((r, lines))),
+                    _ => (buckets.bucket(w.kind, b), None),
                 };
                 // Hosts of one load in a run, lowest index first: one
-                // increase for the run, and its hosts are taken in order
-                // until one settles it.
+                // increase for the run, its hosts taken in order.
                 let mut i = 0;
                 while i < entries.len() {
                     let run = i..run_end(entries, i);
@@ -194,33 +341,12 @@ impl Planner<'_> {
                         delta.to_bits(),
                         (alloc.power_delta(view, v, e.host as usize, model)).to_bits()
                     );
-                    for j in run {
-                        let h = entries[j].host as usize;
-                        let c = PlaceCandidate { delta, h };
-                        if best.is_some_and(|b| b < c) {
-                            // Nor any later host of the run.
-                            break;
-                        }
-                        let mut sure = None;
-                        if let (Some(r), Some(Some(lines))) = (lr, lines) {
-                            sure = r.verdict(&lines[j]);
-                            debug_assert!(sure.is_none_or(|o| {
-                                o == alloc.overloaded(view, detector, h, Some(v))
-                            }));
-                            if sure == Some(true) {
-                                // Never taken.
-                                continue;
-                            }
-                        }
-                        if !eager && sure.is_none() {
-                            seen.push(Reverse(c));
-                            limit = limit.min(delta);
-                        } else if if eager { passes(h) } else { checks(h) } {
-                            best = Some(c);
-                            limit = limit.min(delta);
-                            break;
-                        }
+                    match hosts.take_run(buckets, lr, w.kind, b, run, delta, best) {
+                        Taken::Best(c) => best = Some(c),
+                        Taken::Wait(x) => seen.push(Reverse(x)),
+                        Taken::Nothing => continue,
                     }
+                    limit = limit.min(delta);
                 }
                 w.next = buckets.next_full(w.kind, w.next + w.step, w.end, w.step);
                 if w.done() {
@@ -233,7 +359,7 @@ impl Planner<'_> {
                 }
             }
         };
-        *self.candidates = seen.into_vec();
+        *self.waiting = seen.into_vec();
         found
     }
 }

@@ -403,6 +403,7 @@ mod tests {
                     alloc,
                     count,
                     candidates: &mut buf,
+                    waiting: &mut Vec::new(),
                 }
                 .least_power(v, &excluded, &among, empties)
             };
@@ -490,6 +491,7 @@ mod tests {
                 alloc: &mut alloc,
                 count: &mut count,
                 candidates: &mut buf,
+                waiting: &mut Vec::new(),
             }
             .least_power(v, &excluded, &among, None);
             assert_eq!(got, want, "VM {v}");
