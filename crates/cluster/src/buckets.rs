@@ -16,6 +16,10 @@ use crate::lr_line::{LrHost, LrSummary};
 /// Buckets per kind, over loads 0..=1 (loads outside go to the end ones).
 pub(crate) const BUCKETS: usize = 1000;
 const WORDS: usize = BUCKETS.div_ceil(64);
+/// Buckets per block: with LR, a summary per block lets the search pass
+/// a run of buckets that LR refuses whole at once.
+pub(crate) const BLOCK: usize = 32;
+const BLOCKS: usize = BUCKETS.div_ceil(BLOCK);
 
 /// One host in a bucket.
 #[derive(Debug, Clone, Copy)]
@@ -40,11 +44,12 @@ pub(crate) struct LoadBuckets {
     /// is in a bucket.
     at: Vec<Option<(u32, f64)>>,
     kind: Vec<usize>,
-    /// With LR: each entry's line (same list and position) and each
-    /// list's summary.
+    /// With LR: each entry's line (same list and position), each list's
+    /// summary, and each block's (kind k's block i is `k * BLOCKS + i`).
     keep_lr: bool,
     lr: Vec<Vec<LrHost>>,
     lr_summary: Vec<LrSummary>,
+    lr_block: Vec<LrSummary>,
 }
 
 /// The bucket of load `u` (NaN and negative loads go to the first).
@@ -65,6 +70,9 @@ impl LoadBuckets {
         }
         self.lr_summary.clear();
         self.lr_summary.resize(lists, LrSummary::default());
+        self.lr_block.clear();
+        let blocks = if keep_lr { caps.len() * BLOCKS } else { 0 };
+        self.lr_block.resize(blocks, LrSummary::default());
         self.kind.clear();
         self.kind.extend_from_slice(kind);
         self.caps.clear();
@@ -101,6 +109,13 @@ impl LoadBuckets {
     pub fn lr_bucket(&self, k: usize, b: usize) -> (&[LrHost], &LrSummary) {
         let list = k * BUCKETS + b;
         (&self.lr[list], &self.lr_summary[list])
+    }
+
+    /// The summary of kind `k`'s LR lines in bucket `b`'s block (buckets
+    /// `b / BLOCK * BLOCK` to the next multiple of `BLOCK`; only while
+    /// `keeps_lr`).
+    pub fn lr_block(&self, k: usize, b: usize) -> &LrSummary {
+        &self.lr_block[k * BLOCKS + b / BLOCK]
     }
 
     /// Kind `k`'s first non-empty bucket from `b` towards `end` (excluded)
@@ -152,10 +167,18 @@ impl LoadBuckets {
             if self.keep_lr {
                 let lines = &mut self.lr[list];
                 lines.remove(pos);
-                // A least cannot be taken back: the summary is redone.
+                // A least cannot be taken back: the summaries are redone.
                 let mut sum = LrSummary::default();
                 lines.iter().for_each(|l| sum.add(l));
                 self.lr_summary[list] = sum;
+                let (k, b) = (list / BUCKETS, list % BUCKETS);
+                let first = k * BUCKETS + b / BLOCK * BLOCK;
+                let last = (first + BLOCK).min((k + 1) * BUCKETS);
+                let mut block = LrSummary::default();
+                self.lr_summary[first..last]
+                    .iter()
+                    .for_each(|s| block.merge(s));
+                self.lr_block[k * BLOCKS + b / BLOCK] = block;
             }
             if entries.is_empty() {
                 self.full[list / BUCKETS * WORDS + list % BUCKETS / 64] &=
@@ -187,6 +210,7 @@ impl LoadBuckets {
                 });
                 self.lr[list].insert(pos, line);
                 self.lr_summary[list].add(&line);
+                self.lr_block[k * BLOCKS + b / BLOCK].add(&line);
             }
             self.full[k * WORDS + b / 64] |= 1 << (b % 64);
         }
@@ -280,8 +304,10 @@ mod tests {
         assert_eq!(b.next_full(0, 4, BUCKETS as isize, 1), 130);
     }
 
+    use crate::lr_line::LrLine;
+
     #[test]
-    fn hosts_of_equal_load_lie_side_by_side_lowest_index_first() {
+    fn equal_loads_lie_side_by_side_and_summaries_stay_whole() {
         let mut b = LoadBuckets::default();
         let kinds: Vec<usize> = (0..60).map(|h| h % 2).collect();
         b.reset(&kinds, &[100.0, 200.0], true);
@@ -297,14 +323,25 @@ mod tests {
             let h = (x >> 33) as usize % kinds.len();
             let now =
                 (!(x >> 20).is_multiple_of(6)).then(|| loads[(x >> 40) as usize % loads.len()]);
-            let line = crate::lr_line::LrLine {
-                a: h as f64,
-                ..crate::lr_line::LrLine::UNKNOWN
+            let line = if h % 11 == 5 {
+                LrLine::UNKNOWN
+            } else {
+                let a = h as f64 / 64.0;
+                let b = (h % 7) as f64 / 1000.0;
+                LrLine {
+                    a,
+                    b,
+                    abs_a: 2.0 * a,
+                    abs_b: b,
+                }
             };
             b.set(
                 h,
                 now.map(|c| (c, 1.0)),
-                now.map(|_| LrHost { line, at: 1.0 }),
+                now.map(|_| LrHost {
+                    line,
+                    at: 10.0 + (h % 3) as f64,
+                }),
             );
             model[h] = now;
             for k in 0..2 {
@@ -316,7 +353,9 @@ mod tests {
                     let (lines, _) = b.lr_bucket(k, i);
                     for (e, l) in entries.iter().zip(lines) {
                         assert_eq!(model[e.host as usize], Some(e.cpu));
-                        assert_eq!(l.line.a, e.host as f64, "step {step}");
+                        let host = e.host as usize;
+                        let a = if host % 11 == 5 { None } else { Some(l.line.a) };
+                        assert_eq!(a, (host % 11 != 5).then(|| host as f64 / 64.0));
                     }
                     assert_eq!(lines.len(), entries.len());
                     let mut j = 0;
@@ -326,6 +365,15 @@ mod tests {
                         assert!(entries.get(end).is_none_or(|e| e.cpu != entries[j].cpu));
                         j = end;
                     }
+                }
+            }
+            for k in 0..2 {
+                for first in (0..BUCKETS).step_by(BLOCK) {
+                    let mut want = LrSummary::default();
+                    for i in first..(first + BLOCK).min(BUCKETS) {
+                        b.lr_bucket(k, i).0.iter().for_each(|l| want.add(l));
+                    }
+                    assert_eq!(*b.lr_block(k, first), want, "step {step}: block {first}");
                 }
             }
             let held: usize = (0..2 * BUCKETS)

@@ -23,7 +23,7 @@ use std::ops::Range;
 use super::PlaceCandidate;
 use super::indexed::kind_pieces;
 use crate::allocation::Allocation;
-use crate::buckets::{BUCKETS, LoadBuckets, bucket_of, run_end};
+use crate::buckets::{BLOCK, BUCKETS, LoadBuckets, bucket_of, run_end};
 use crate::config::Model;
 use crate::detect::Detector;
 use crate::index::Piece;
@@ -86,6 +86,40 @@ impl Walk {
             p.hi.min((b + 1.0) / BUCKETS as f64)
         };
         p.at(x) - MARGIN_W
+    }
+
+    /// The next non-empty bucket past the next bucket's block.
+    fn past_block(&self, buckets: &LoadBuckets) -> isize {
+        let b = self.next as usize;
+        let from = if self.step > 0 {
+            ((b / BLOCK + 1) * BLOCK) as isize
+        } else {
+            (b / BLOCK * BLOCK) as isize - 1
+        };
+        if (from - self.end) * self.step >= 0 {
+            self.end
+        } else {
+            buckets.next_full(self.kind, from, self.end, self.step)
+        }
+    }
+
+    /// Whether the detector refuses VM `v` on every host of the next
+    /// bucket's block (the debug builds' check of a block's summary).
+    fn block_refused(
+        &self,
+        view: &PoolView,
+        alloc: &Allocation,
+        detector: &Detector,
+        v: usize,
+    ) -> bool {
+        let Some(buckets) = alloc.buckets() else {
+            return false;
+        };
+        let first = self.next as usize / BLOCK * BLOCK;
+        (first..(first + BLOCK).min(BUCKETS)).all(|b| {
+            (buckets.bucket(self.kind, b).iter())
+                .all(|e| alloc.overloaded(view, detector, e.host as usize, Some(v)))
+        })
     }
 
     fn contains(&self, u: f64) -> bool {
@@ -321,7 +355,7 @@ impl Planner<'_> {
                         hosts.all(|e| alloc.overloaded(view, detector, e.host as usize, Some(v)))
                     }
                 );
-                let (entries, lr) = match (lr, lines) {
+                let (entries, lr_here) = match (lr, lines) {
                     (_, Some(None)) => (&[][..], None),
                     (Some(r), Some(Some(lines))) => (buckets.bucket(w.kind, b), Some((r, lines))),
                     _ => (buckets.bucket(w.kind, b), None),
@@ -341,14 +375,23 @@ impl Planner<'_> {
                         delta.to_bits(),
                         (alloc.power_delta(view, v, e.host as usize, model)).to_bits()
                     );
-                    match hosts.take_run(buckets, lr, w.kind, b, run, delta, best) {
+                    match hosts.take_run(buckets, lr_here, w.kind, b, run, delta, best) {
                         Taken::Best(c) => best = Some(c),
                         Taken::Wait(x) => seen.push(Reverse(x)),
                         Taken::Nothing => continue,
                     }
                     limit = limit.min(delta);
                 }
-                w.next = buckets.next_full(w.kind, w.next + w.step, w.end, w.step);
+                // A bucket LR refuses whole may begin a block it refuses
+                // whole: on past it then.
+                let block = matches!(lines, Some(None))
+                    && lr.is_some_and(|r| r.refuses_block(buckets, w.kind, b));
+                debug_assert!(!block || w.block_refused(view, alloc, detector, v));
+                w.next = if block {
+                    w.past_block(buckets)
+                } else {
+                    buckets.next_full(w.kind, w.next + w.step, w.end, w.step)
+                };
                 if w.done() {
                     break;
                 }
@@ -405,6 +448,12 @@ impl LrRefusal {
     fn lines<'a>(&self, buckets: &'a LoadBuckets, k: usize, b: usize) -> Option<&'a [LrHost]> {
         let (lines, summary) = buckets.lr_bucket(k, b);
         (!summary.all_refuse(&self.line, self.at, self.safety)).then_some(lines)
+    }
+
+    /// Whether LR refuses the VM on every host of kind `k`'s block that
+    /// holds bucket `b`.
+    fn refuses_block(&self, buckets: &LoadBuckets, k: usize, b: usize) -> bool {
+        (buckets.lr_block(k, b)).all_refuse(&self.line, self.at, self.safety)
     }
 
     /// LR's verdict on a host with the VM added, when it is sure.
