@@ -161,15 +161,18 @@ impl<'a> Planner<'a> {
                 .filter(|&v| movable[v])
                 .collect();
             // A VM's candidate does not depend on the host's other VMs:
-            // built once per hotspot on copies of the histories (the
-            // allocation changes as VMs leave), kept in step with `list`.
+            // built once per hotspot, kept in step with `list`, on copies
+            // of the histories (the allocation changes as VMs leave) when
+            // the selector reads them, else without.
+            let copy = self.config.selector.reads_history();
             let mut history = Vec::new();
             let mut spans = Vec::with_capacity(list.len());
-            for &v in &list {
+            for &v in list.iter().filter(|_| copy) {
                 let start = history.len();
                 history.extend_from_slice(self.alloc.vm_history(v));
                 spans.push(start..history.len());
             }
+            spans.resize(list.len(), 0..0);
             let mut cands: Vec<Candidate> = (list.iter().zip(spans))
                 .map(|(&v, span)| self.alloc.candidate(view, v, h, &history[span]))
                 .collect();
