@@ -8,7 +8,7 @@ use crate::config::{Config, Model};
 use crate::limits::MigrationCount;
 use crate::model::PoolView;
 use crate::pattern::Mode;
-use crate::place::{PlaceCandidate, Placement, Waiting};
+use crate::place::{PieceCache, PlaceCandidate, Placement, Waiting};
 use crate::select::{self, Candidate};
 
 /// Why a VM is moved.
@@ -52,6 +52,7 @@ pub(crate) struct PlanBuffers {
     count: MigrationCount,
     candidates: Vec<std::cmp::Reverse<PlaceCandidate>>,
     waiting: Vec<std::cmp::Reverse<Waiting>>,
+    pieces: PieceCache,
 }
 
 /// Builds one plan on a tentative allocation.
@@ -64,6 +65,8 @@ pub(crate) struct Planner<'a> {
     pub candidates: &'a mut Vec<std::cmp::Reverse<PlaceCandidate>>,
     /// The exact search's hosts waiting for the detector.
     pub waiting: &'a mut Vec<std::cmp::Reverse<Waiting>>,
+    /// The load pieces of the VMs placed lately in this plan.
+    pub pieces: &'a mut PieceCache,
 }
 
 impl<'a> Planner<'a> {
@@ -75,6 +78,7 @@ impl<'a> Planner<'a> {
             &config.detector,
         );
         bufs.count.reset(view, config.limits);
+        bufs.pieces.clear();
         Planner {
             view,
             config,
@@ -82,6 +86,7 @@ impl<'a> Planner<'a> {
             count: &mut bufs.count,
             candidates: &mut bufs.candidates,
             waiting: &mut bufs.waiting,
+            pieces: &mut bufs.pieces,
         }
     }
 

@@ -21,7 +21,6 @@ use std::collections::BinaryHeap;
 use std::ops::Range;
 
 use super::PlaceCandidate;
-use super::indexed::kind_pieces;
 use crate::allocation::Allocation;
 use crate::buckets::{BLOCK, BUCKETS, LoadBuckets, bucket_of, run_end};
 use crate::config::Model;
@@ -303,7 +302,8 @@ impl Planner<'_> {
             let r = lr?;
             Some(*lr_on[k].get_or_insert_with(|| r.on_kind(view, alloc, v, k, buckets.cap(k))))
         };
-        let (mut walks, mut next) = start_walks(view, alloc, buckets, demand, detector);
+        let pieces = self.pieces.get(view, alloc, demand, detector);
+        let (mut walks, mut next) = start_walks(buckets, pieces);
         let found = loop {
             let bound = bound_after(&next);
             // A host waiting that precedes the best and every host unseen.
@@ -462,16 +462,12 @@ impl LrRefusal {
     }
 }
 
-/// Each load piece's walk for a VM of `demand`, and the walks not done
+/// Each load piece's walk for a VM (its `pieces`), and the walks not done
 /// keyed by their next bucket's bound (`h`: the walk).
 fn start_walks(
-    view: &PoolView,
-    alloc: &Allocation,
     buckets: &LoadBuckets,
-    demand: f64,
-    detector: &Detector,
+    pieces: &[(usize, Piece)],
 ) -> (Vec<Walk>, BinaryHeap<Reverse<PlaceCandidate>>) {
-    let pieces = kind_pieces(view, alloc, demand, detector);
     let walks: Vec<Walk> = pieces
         .iter()
         .enumerate()

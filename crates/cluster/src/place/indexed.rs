@@ -165,6 +165,19 @@ pub(super) fn kind_pieces(
     detector: &Detector,
 ) -> Vec<(usize, Piece)> {
     let mut pieces = Vec::new();
+    kind_pieces_into(view, alloc, demand, detector, &mut pieces);
+    pieces
+}
+
+/// `kind_pieces` into `pieces`.
+pub(super) fn kind_pieces_into(
+    view: &PoolView,
+    alloc: &Allocation,
+    demand: f64,
+    detector: &Detector,
+    pieces: &mut Vec<(usize, Piece)>,
+) {
+    pieces.clear();
     let mut buf = Vec::new();
     for k in 0..alloc.kinds() {
         let host = &view.hosts[alloc.rep(k)];
@@ -177,7 +190,6 @@ pub(super) fn kind_pieces(
         index::pieces(power, demand / cap, max, &mut buf);
         pieces.extend(buf.iter().map(|&p| (k, p)));
     }
-    pieces
 }
 
 /// The lowest host index below `before` whose load lies where a piece's
@@ -218,9 +230,11 @@ mod tests {
     use crate::allocation::{Allocation, HostSearch};
     use crate::config::{Config, Model};
     use crate::detect::Detector;
+    use crate::index::Piece;
     use crate::limits::{MigrationCount, MigrationLimits};
     use crate::model::{HostInfo, PoolView, PowerModel, VmInfo};
     use crate::pattern::Pattern;
+    use crate::place::PieceCache;
     use crate::planner::Planner;
     use crate::select::Selector;
 
@@ -381,6 +395,8 @@ mod tests {
         let mut count = MigrationCount::default();
         count.reset(&view, config.limits);
         let mut buf = Vec::new();
+        // One plan's cache of pieces, over every placement (the view does not change).
+        let mut pieces = PieceCache::default();
         let mut differ = 0;
         for step in 0..300 {
             let v = rng.random_range(0..view.vms.len());
@@ -404,6 +420,7 @@ mod tests {
                     count,
                     candidates: &mut buf,
                     waiting: &mut Vec::new(),
+                    pieces: &mut pieces,
                 }
                 .least_power(v, &excluded, &among, empties)
             };
@@ -460,6 +477,37 @@ mod tests {
     }
 
     #[test]
+    fn cached_pieces_are_the_pieces() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let view = pool(&mut rng, 40, Shape::Fine);
+        let mut alloc = Allocation::default();
+        let detector = Detector::Threshold { threshold: 0.8 };
+        alloc.reset(&view, HostSearch::Scan, &detector);
+        // More demands than slots, each drawn many times, zero among them.
+        let demands: Vec<f64> = (0..150)
+            .map(|i| {
+                if i == 0 {
+                    0.0
+                } else {
+                    rng.random_range(0.0..2500.0)
+                }
+            })
+            .collect();
+        let mut cache = PieceCache::default();
+        for _ in 0..3000 {
+            let d = demands[rng.random_range(0..demands.len())];
+            let want = super::kind_pieces(&view, &alloc, d, &detector);
+            let got = cache.get(&view, &alloc, d, &detector);
+            let bits = |p: &[(usize, Piece)]| -> Vec<(usize, [u64; 4])> {
+                p.iter()
+                    .map(|(k, p)| (*k, [p.lo, p.hi, p.at_lo, p.at_hi].map(f64::to_bits)))
+                    .collect()
+            };
+            assert_eq!(bits(got), bits(&want), "demand {d}");
+        }
+    }
+
+    #[test]
     fn tolerance_zero_is_the_exact_rule() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let view = pool(&mut rng, 80, Shape::Fine);
@@ -492,6 +540,7 @@ mod tests {
                 count: &mut count,
                 candidates: &mut buf,
                 waiting: &mut Vec::new(),
+                pieces: &mut PieceCache::default(),
             }
             .least_power(v, &excluded, &among, None);
             assert_eq!(got, want, "VM {v}");
