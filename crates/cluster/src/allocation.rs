@@ -278,8 +278,11 @@ impl Allocation {
             // Avoid rounding residue: an empty host has no history.
             self.hist[h] = [0.0; HISTORY_LEN];
         }
-        self.longest_s[h] =
-            (self.host_vms[h].iter()).fold(0.0, |t: f64, &v| t.max(migration_time(view, v, h)));
+        // The longest time changes only if this VM's was it.
+        if !(migration_time(view, v, h) < self.longest_s[h]) {
+            self.longest_s[h] =
+                (self.host_vms[h].iter()).fold(0.0, |t: f64, &v| t.max(migration_time(view, v, h)));
+        }
         self.update_power(view, h);
         self.reindex(view, h);
     }
