@@ -278,8 +278,11 @@ impl Allocation {
             // Avoid rounding residue: an empty host has no history.
             self.hist[h] = [0.0; HISTORY_LEN];
         }
-        self.longest_s[h] =
-            (self.host_vms[h].iter()).fold(0.0, |t: f64, &v| t.max(migration_time(view, v, h)));
+        // The longest time changes only if this VM's was it.
+        if !(migration_time(view, v, h) < self.longest_s[h]) {
+            self.longest_s[h] =
+                (self.host_vms[h].iter()).fold(0.0, |t: f64, &v| t.max(migration_time(view, v, h)));
+        }
         self.update_power(view, h);
         self.reindex(view, h);
     }
@@ -453,8 +456,20 @@ impl Allocation {
         migration_time(view, v, h)
     }
 
-    /// VM `v` on host `h` as a selector sees it.
-    pub fn candidate(&self, view: &PoolView, v: usize, h: usize) -> Candidate<'_> {
+    /// VM `v`'s history, newest first.
+    pub fn vm_history(&self, v: usize) -> &[f64] {
+        &self.vm_hist[v][..self.vm_hist_len[v]]
+    }
+
+    /// VM `v` on host `h` as a selector sees it, with `history` as its
+    /// history (`vm_history(v)` or a copy of it).
+    pub fn candidate<'a>(
+        &self,
+        view: &PoolView,
+        v: usize,
+        h: usize,
+        history: &'a [f64],
+    ) -> Candidate<'a> {
         let vm = &view.vms[v];
         let host = &view.hosts[h];
         Candidate {
@@ -471,7 +486,7 @@ impl Allocation {
             } else {
                 0.0
             },
-            history_newest_first: &self.vm_hist[v][..self.vm_hist_len[v]],
+            history_newest_first: history,
         }
     }
 

@@ -275,13 +275,18 @@ pub(crate) fn pieces(power: &PowerModel, v: f64, max: f64, out: &mut Vec<Piece>)
     cuts.sort_by(f64::total_cmp);
     cuts.dedup();
     let inc = |u: f64| power.power(u + v) - power.power(u);
+    // Each cut ends one piece and starts the next: its increase is
+    // computed once.
+    let mut at_lo = inc(cuts[0]);
     for w in cuts.windows(2) {
+        let at_hi = inc(w[1]);
         out.push(Piece {
             lo: w[0],
             hi: w[1],
-            at_lo: inc(w[0]),
-            at_hi: inc(w[1]),
+            at_lo,
+            at_hi,
         });
+        at_lo = at_hi;
     }
     if out.is_empty() {
         // max == 0: one point.

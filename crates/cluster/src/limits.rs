@@ -109,20 +109,25 @@ impl MigrationCount {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Cooldowns {
     last_move: HashMap<u64, (f64, f64)>,
+    /// Whether a move's own cooldown is positive: without it and without
+    /// a fixed cooldown, every VM not in flight may move (no look-ups).
+    any_own: bool,
 }
 
 impl Cooldowns {
     /// For each VM of `view`: whether it may be selected to move (not in
     /// flight, and out of its cooldown).
     pub fn movable(&self, view: &PoolView, cooldown_s: f64) -> Vec<bool> {
+        let free = cooldown_s <= 0.0 && !self.any_own;
         view.vms
             .iter()
             .map(|v| {
                 v.migrating_to.is_none()
-                    && self.last_move.get(&v.id).is_none_or(|&(t, own)| {
-                        let c = cooldown_s.max(own);
-                        c <= 0.0 || view.time_s - t >= c
-                    })
+                    && (free
+                        || self.last_move.get(&v.id).is_none_or(|&(t, own)| {
+                            let c = cooldown_s.max(own);
+                            c <= 0.0 || view.time_s - t >= c
+                        }))
             })
             .collect()
     }
@@ -136,6 +141,8 @@ impl Cooldowns {
             } else {
                 0.0
             };
+            // NaN counts as positive: only a look-up decides it.
+            self.any_own |= !(own <= 0.0);
             self.last_move.insert(m.vm_id, (view.time_s, own));
         }
     }

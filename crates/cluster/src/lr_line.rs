@@ -155,6 +155,14 @@ impl LrSummary {
         self.at_hi = self.at_hi.max(h.at);
     }
 
+    /// Takes in another summary's hosts.
+    pub fn merge(&mut self, o: &LrSummary) {
+        self.least = self.least.min(o.least);
+        self.size = self.size.max(o.size);
+        self.at_lo = self.at_lo.min(o.at_lo);
+        self.at_hi = self.at_hi.max(o.at_hi);
+    }
+
     /// Whether LR refuses every host of the bucket a VM of line `vm` and
     /// look-ahead `vm_at` would be added to. Each host's prediction is at
     /// least the least of the hosts' own plus the VM's least over the

@@ -63,11 +63,12 @@ impl Manager {
             .cooldowns
             .movable(view, self.config.limits.vm_cooldown_s);
         let plan = planner.plan(mode, hotspots, &movable, &mut self.rng);
-        self.cooldowns.record(
-            view,
-            &plan.migrations,
-            self.config.limits.vm_cooldown_migrations,
-        );
+        let limits = &self.config.limits;
+        // Without any cooldown (both fixed for the manager's life), what
+        // moved when is never read.
+        if !(limits.vm_cooldown_s <= 0.0 && limits.vm_cooldown_migrations <= 0.0) {
+            (self.cooldowns).record(view, &plan.migrations, limits.vm_cooldown_migrations);
+        }
         Ok(plan)
     }
 }

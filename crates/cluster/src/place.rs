@@ -3,6 +3,10 @@
 
 mod exact;
 mod indexed;
+mod pieces;
+
+pub(crate) use exact::Waiting;
+pub(crate) use pieces::PieceCache;
 
 use std::cmp::Reverse;
 

@@ -8,7 +8,7 @@ use crate::config::{Config, Model};
 use crate::limits::MigrationCount;
 use crate::model::PoolView;
 use crate::pattern::Mode;
-use crate::place::{PlaceCandidate, Placement};
+use crate::place::{PieceCache, PlaceCandidate, Placement, Waiting};
 use crate::select::{self, Candidate};
 
 /// Why a VM is moved.
@@ -51,6 +51,8 @@ pub(crate) struct PlanBuffers {
     alloc: Allocation,
     count: MigrationCount,
     candidates: Vec<std::cmp::Reverse<PlaceCandidate>>,
+    waiting: Vec<std::cmp::Reverse<Waiting>>,
+    pieces: PieceCache,
 }
 
 /// Builds one plan on a tentative allocation.
@@ -61,6 +63,10 @@ pub(crate) struct Planner<'a> {
     pub count: &'a mut MigrationCount,
     /// Placement's candidate hosts (power increase, host).
     pub candidates: &'a mut Vec<std::cmp::Reverse<PlaceCandidate>>,
+    /// The exact search's hosts waiting for the detector.
+    pub waiting: &'a mut Vec<std::cmp::Reverse<Waiting>>,
+    /// The load pieces of the VMs placed lately in this plan.
+    pub pieces: &'a mut PieceCache,
 }
 
 impl<'a> Planner<'a> {
@@ -72,12 +78,15 @@ impl<'a> Planner<'a> {
             &config.detector,
         );
         bufs.count.reset(view, config.limits);
+        bufs.pieces.clear();
         Planner {
             view,
             config,
             alloc: &mut bufs.alloc,
             count: &mut bufs.count,
             candidates: &mut bufs.candidates,
+            waiting: &mut bufs.waiting,
+            pieces: &mut bufs.pieces,
         }
     }
 
@@ -149,22 +158,35 @@ impl<'a> Planner<'a> {
         let view = self.view;
         let mut leaving = Vec::new();
         for &h in hotspots {
+            if !self.count.can_start(h) {
+                continue;
+            }
+            let mut list: Vec<usize> = (self.alloc.vms_on(h).iter())
+                .copied()
+                .filter(|&v| movable[v])
+                .collect();
+            // A VM's candidate does not depend on the host's other VMs:
+            // built once per hotspot, kept in step with `list`, on copies
+            // of the histories (the allocation changes as VMs leave) when
+            // the selector reads them, else without.
+            let copy = self.config.selector.reads_history();
+            let mut history = Vec::new();
+            let mut spans = Vec::with_capacity(list.len());
+            for &v in list.iter().filter(|_| copy) {
+                let start = history.len();
+                history.extend_from_slice(self.alloc.vm_history(v));
+                spans.push(start..history.len());
+            }
+            spans.resize(list.len(), 0..0);
+            let mut cands: Vec<Candidate> = (list.iter().zip(spans))
+                .map(|(&v, span)| self.alloc.candidate(view, v, h, &history[span]))
+                .collect();
             while self.count.can_start(h) {
-                let list: Vec<usize> = self
-                    .alloc
-                    .vms_on(h)
-                    .iter()
-                    .copied()
-                    .filter(|&v| movable[v])
-                    .collect();
-                let cands: Vec<Candidate> = list
-                    .iter()
-                    .map(|&v| self.alloc.candidate(view, v, h))
-                    .collect();
                 let Some(i) = select::select(self.config.selector, &cands, rng) else {
                     break;
                 };
-                let v = list[i];
+                let v = list.remove(i);
+                cands.remove(i);
                 self.alloc.remove(view, v, h);
                 self.count.reserve_out(h);
                 leaving.push((v, h));

@@ -33,6 +33,11 @@ impl Selector {
         Selector::VolumeToSize,
     ];
 
+    /// Whether the selector reads the candidates' histories (only MC).
+    pub fn reads_history(self) -> bool {
+        self == Selector::MaxCorrelation
+    }
+
     /// Short name used in policy names: mmt, rs, mc, mu, vsr.
     pub fn name(self) -> &'static str {
         match self {
@@ -69,7 +74,8 @@ pub struct Candidate<'a> {
     pub cpu_share: f64,
     pub mem_share: f64,
     pub net_share: f64,
-    /// CPU utilization history, newest first.
+    /// CPU utilization history, newest first (the planner leaves it empty
+    /// for selectors that do not read it: `Selector::reads_history`).
     pub history_newest_first: &'a [f64],
 }
 

@@ -69,6 +69,8 @@ struct Engine {
     /// The simulator's VM behind each of the view's VMs (VMs CloudSim has
     /// removed are left out of the view).
     index: Vec<usize>,
+    /// The interval up to which the view's VM histories are filled.
+    filled_to: Option<usize>,
 }
 
 /// Per-host loads that do not change within an interval (from VMs that are
@@ -138,6 +140,7 @@ impl<'a> DaySimulation<'a> {
                 })?,
                 view: datacenter::pool_view(scenario, &hosts, &models, &vms),
                 index: (0..vms.len()).collect(),
+                filled_to: None,
             }),
             None => None,
         };
@@ -240,14 +243,29 @@ impl<'a> DaySimulation<'a> {
         for h in view.hosts.iter_mut() {
             h.on = false;
         }
+        // Each window slides by one value per interval (a VM the view
+        // drops takes its window with it).
+        let slide = t > 0 && engine.filled_to == Some(t - 1);
+        engine.filled_to = Some(t);
         for (i, &v) in engine.index.iter().enumerate() {
             let info = &mut view.vms[i];
             info.host = self.vm_host[v];
             info.cpu_demand = self.demand[v];
-            info.history.clear();
-            let from = (t + 1).saturating_sub(HISTORY_LEN);
-            info.history
-                .extend_from_slice(&self.day.utilization[v][from..=t]);
+            let samples = &self.day.utilization[v];
+            if slide {
+                if info.history.len() == HISTORY_LEN {
+                    info.history.remove(0);
+                }
+                info.history.push(samples[t]);
+            } else {
+                info.history.clear();
+                let from = (t + 1).saturating_sub(HISTORY_LEN);
+                info.history.extend_from_slice(&samples[from..=t]);
+            }
+            debug_assert_eq!(
+                info.history,
+                samples[(t + 1).saturating_sub(HISTORY_LEN)..=t]
+            );
             info.migrating_to = self.inflight[v].map(|f| f.to);
             view.hosts[self.vm_host[v]].on = true;
             if let Some(f) = self.inflight[v] {

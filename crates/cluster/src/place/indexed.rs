@@ -165,6 +165,19 @@ pub(super) fn kind_pieces(
     detector: &Detector,
 ) -> Vec<(usize, Piece)> {
     let mut pieces = Vec::new();
+    kind_pieces_into(view, alloc, demand, detector, &mut pieces);
+    pieces
+}
+
+/// `kind_pieces` into `pieces`.
+pub(super) fn kind_pieces_into(
+    view: &PoolView,
+    alloc: &Allocation,
+    demand: f64,
+    detector: &Detector,
+    pieces: &mut Vec<(usize, Piece)>,
+) {
+    pieces.clear();
     let mut buf = Vec::new();
     for k in 0..alloc.kinds() {
         let host = &view.hosts[alloc.rep(k)];
@@ -177,7 +190,6 @@ pub(super) fn kind_pieces(
         index::pieces(power, demand / cap, max, &mut buf);
         pieces.extend(buf.iter().map(|&p| (k, p)));
     }
-    pieces
 }
 
 /// The lowest host index below `before` whose load lies where a piece's
@@ -218,9 +230,11 @@ mod tests {
     use crate::allocation::{Allocation, HostSearch};
     use crate::config::{Config, Model};
     use crate::detect::Detector;
+    use crate::index::Piece;
     use crate::limits::{MigrationCount, MigrationLimits};
     use crate::model::{HostInfo, PoolView, PowerModel, VmInfo};
     use crate::pattern::Pattern;
+    use crate::place::PieceCache;
     use crate::planner::Planner;
     use crate::select::Selector;
 
@@ -235,6 +249,9 @@ mod tests {
         /// whose history falls back on LR's threshold, or whose window's
         /// oldest value is 0).
         Sparse,
+        /// A pool of coarse demands copied several times over: many hosts
+        /// of bit-identical load and history, whose increases are equal.
+        Copies,
     }
 
     /// A seeded pool: G4 and G5 hosts, VMs spread on about two thirds of
@@ -243,6 +260,9 @@ mod tests {
     /// With coarse demands many hosts have equal loads and many increases
     /// are equal or nearly so.
     fn pool(rng: &mut ChaCha8Rng, hosts: usize, shape: Shape) -> PoolView {
+        if shape == Shape::Copies {
+            return copies(pool(rng, hosts / 8, Shape::Coarse), 8);
+        }
         let coarse = shape == Shape::Coarse;
         let hosts: Vec<HostInfo> = (0..hosts)
             .map(|i| {
@@ -315,6 +335,27 @@ mod tests {
         }
     }
 
+    /// `view` with its hosts and their VMs repeated `k` times, copy by copy.
+    fn copies(view: PoolView, k: usize) -> PoolView {
+        let n = view.hosts.len();
+        let mut hosts = Vec::new();
+        let mut vms = Vec::new();
+        for copy in 0..k {
+            for h in &view.hosts {
+                let mut h = h.clone();
+                h.id += (copy * n) as u64;
+                hosts.push(h);
+            }
+            for vm in &view.vms {
+                let mut vm = vm.clone();
+                vm.id += (copy * view.vms.len()) as u64;
+                vm.host += copy * n;
+                vms.push(vm);
+            }
+        }
+        PoolView { hosts, vms, ..view }
+    }
+
     fn config(detector: Detector, tolerance: f64) -> Config {
         Config {
             detector,
@@ -354,6 +395,8 @@ mod tests {
         let mut count = MigrationCount::default();
         count.reset(&view, config.limits);
         let mut buf = Vec::new();
+        // One plan's cache of pieces, over every placement (the view does not change).
+        let mut pieces = PieceCache::default();
         let mut differ = 0;
         for step in 0..300 {
             let v = rng.random_range(0..view.vms.len());
@@ -376,6 +419,8 @@ mod tests {
                     alloc,
                     count,
                     candidates: &mut buf,
+                    waiting: &mut Vec::new(),
+                    pieces: &mut pieces,
                 }
                 .least_power(v, &excluded, &among, empties)
             };
@@ -415,7 +460,7 @@ mod tests {
     #[test]
     fn buckets_choose_the_host_a_scan_chooses_among_near_ties() {
         for seed in 0..12 {
-            for shape in [Shape::Fine, Shape::Coarse, Shape::Sparse] {
+            for shape in [Shape::Fine, Shape::Coarse, Shape::Sparse, Shape::Copies] {
                 same_as_scan(seed, Detector::Threshold { threshold: 0.9 }, 0.0, shape);
                 let lr = Detector::Lr {
                     safety: 1.2,
@@ -428,6 +473,37 @@ mod tests {
                 };
                 same_as_scan(seed, mad, 0.0, shape);
             }
+        }
+    }
+
+    #[test]
+    fn cached_pieces_are_the_pieces() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let view = pool(&mut rng, 40, Shape::Fine);
+        let mut alloc = Allocation::default();
+        let detector = Detector::Threshold { threshold: 0.8 };
+        alloc.reset(&view, HostSearch::Scan, &detector);
+        // More demands than slots, each drawn many times, zero among them.
+        let demands: Vec<f64> = (0..150)
+            .map(|i| {
+                if i == 0 {
+                    0.0
+                } else {
+                    rng.random_range(0.0..2500.0)
+                }
+            })
+            .collect();
+        let mut cache = PieceCache::default();
+        for _ in 0..3000 {
+            let d = demands[rng.random_range(0..demands.len())];
+            let want = super::kind_pieces(&view, &alloc, d, &detector);
+            let got = cache.get(&view, &alloc, d, &detector);
+            let bits = |p: &[(usize, Piece)]| -> Vec<(usize, [u64; 4])> {
+                p.iter()
+                    .map(|(k, p)| (*k, [p.lo, p.hi, p.at_lo, p.at_hi].map(f64::to_bits)))
+                    .collect()
+            };
+            assert_eq!(bits(got), bits(&want), "demand {d}");
         }
     }
 
@@ -463,6 +539,8 @@ mod tests {
                 alloc: &mut alloc,
                 count: &mut count,
                 candidates: &mut buf,
+                waiting: &mut Vec::new(),
+                pieces: &mut PieceCache::default(),
             }
             .least_power(v, &excluded, &among, None);
             assert_eq!(got, want, "VM {v}");
