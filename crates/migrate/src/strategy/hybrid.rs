@@ -1,7 +1,7 @@
 //! Post-copy, alone (`postcopy`) or after pre-copy rounds (`hybrid`).
 
 use super::params::{ParamReader, Range, StrategyError};
-use super::{Decision, Strategy, StrategyContext, StrategyKind};
+use super::{Decision, RoundPlan, Strategy, StrategyContext, StrategyKind};
 use crate::convergence::Limits;
 use std::time::Duration;
 
@@ -74,8 +74,8 @@ impl HybridParams {
 /// Pre-copy rounds under another strategy's rules, then post-copy instead
 /// of stop-and-copy: the switch happens when those rules would stop, when
 /// the pending set no longer shrinks, or when the guest dirties memory
-/// faster than the link sends it (judged by `predictive` itself when it
-/// runs the rounds). The rounds make post-copy's set (and so
+/// faster than the link sends it (the pages the rules hold back for the
+/// pause not counted). The rounds make post-copy's set (and so
 /// its page faults) small; the switch keeps the pause to the state transfer.
 /// Where the rules stop with a set that copies faster than a switch costs
 /// (`copy_under`), the pause copies it: a workload that converges ends as
@@ -104,17 +104,19 @@ impl Hybrid {
         })
     }
 
-    /// The pending set copies within `copy_under` over the link.
+    /// The pending set copies within `copy_under` over the link (never,
+    /// with a zero budget).
     fn copies_quickly(&self, ctx: &StrategyContext<'_>) -> bool {
-        let Some(bps) = link_bps(ctx) else {
+        let budget = self.params.copy_under.unwrap_or(ctx.max_downtime);
+        let Some(bps) = link_bps(ctx).filter(|_| !budget.is_zero()) else {
             return false;
         };
-        let budget = self.params.copy_under.unwrap_or(ctx.max_downtime);
         ctx.pending_bytes() as f64 * 8.0 / bps <= budget.as_secs_f64()
     }
 
-    /// Why the rounds should end now, if they should.
-    fn stalled(&self, ctx: &StrategyContext<'_>) -> bool {
+    /// Why the rounds should end now, if they should, before the round
+    /// `plan` of the wrapped rules.
+    fn stalled(&self, ctx: &StrategyContext<'_>, plan: &RoundPlan) -> bool {
         let Some(last) = ctx.rounds.last() else {
             return false;
         };
@@ -122,15 +124,17 @@ impl Hybrid {
         if self.params.min_shrink > 0.0 && shrunk < self.params.min_shrink {
             return true;
         }
-        // `predictive` stops by itself when even the cap cannot keep up
-        // with the pages it does not hold back (and the rest then goes
-        // post-copy); the raw dirty rate, hot pages included, would switch
-        // workloads it brings to converge. A short round measures its dirty
-        // rate too coarsely to act on.
-        self.params.precopy != StrategyKind::Predictive
-            && last.duration_ms >= super::MEASURED_MS
+        // The dirty rate of the pages the rounds would resend: those the
+        // plan holds back for the pause (predictive's hot pages) count
+        // against the pause, not the link. A short round measures it too
+        // coarsely to act on.
+        let dirty = match &plan.hold_back {
+            Some(held) => ctx.dirty_rate_outside_bps(held),
+            None => ctx.last_dirty_rate_bps(),
+        };
+        last.duration_ms >= super::MEASURED_MS
             && link_bps(ctx)
-                .zip(ctx.last_dirty_rate_bps())
+                .zip(dirty)
                 .is_some_and(|(link, dirty)| dirty >= link)
     }
 }
@@ -150,7 +154,9 @@ impl Strategy for Hybrid {
         match self.precopy.decide(ctx) {
             Decision::StopAndCopy if self.copies_quickly(ctx) => Decision::StopAndCopy,
             Decision::StopAndCopy | Decision::Postcopy => Decision::Postcopy,
-            Decision::Round(_) if ctx.round > 1 && self.stalled(ctx) => Decision::Postcopy,
+            Decision::Round(plan) if ctx.round > 1 && self.stalled(ctx, &plan) => {
+                Decision::Postcopy
+            }
             round => round,
         }
     }
