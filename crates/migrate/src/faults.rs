@@ -60,6 +60,9 @@ pub struct Fault {
     /// 1-based.
     pub nth: u32,
     pub min_bytes: u64,
+    /// Only frames whose payload starts with this little-endian u64 count
+    /// (e.g. the final LeaseGrant, the one answering request 0).
+    pub first_word: Option<u64>,
     /// Where in the frame; [`Action::Corrupt`] needs [`Spot::Inside`].
     pub spot: Spot,
     pub action: Action,
@@ -75,6 +78,7 @@ impl Fault {
             kind,
             nth: 1,
             min_bytes: 0,
+            first_word: None,
             spot: Spot::Inside,
             action,
             armed: true,
@@ -90,6 +94,14 @@ impl Fault {
     pub fn after_bytes(self, bytes: u64) -> Fault {
         Fault {
             min_bytes: bytes,
+            ..self
+        }
+    }
+
+    /// Only frames whose payload starts with `word` (little endian).
+    pub fn starting_with(self, word: u64) -> Fault {
+        Fault {
+            first_word: Some(word),
             ..self
         }
     }
@@ -280,9 +292,18 @@ impl Frames {
                 header[4], header[5], header[6], header[7],
             ]));
             let start = at + i as u64;
+            let mut matches = armed && header[0] == f.kind && start >= f.min_bytes;
+            if let (true, Some(word)) = (matches, f.first_word) {
+                let payload = &data[i + FRAME_HEADER_LEN..];
+                if len >= 8 && payload.len() < 8 {
+                    // Its first word is not here yet.
+                    return (i, None);
+                }
+                matches = len >= 8 && payload[..8] == word.to_le_bytes();
+            }
             i += FRAME_HEADER_LEN;
             self.rest = len + FRAME_TRAILER_LEN as u64;
-            if armed && header[0] == f.kind && start >= f.min_bytes {
+            if matches {
                 self.seen += 1;
                 if self.seen == f.nth {
                     let payload = start + FRAME_HEADER_LEN as u64;
@@ -396,6 +417,23 @@ mod tests {
             at += scanned as u64;
         }
         None
+    }
+
+    #[test]
+    fn a_frame_is_told_by_its_first_word_whatever_the_chunking() {
+        // Kind 7 at 0 (payload starting with 5), at 28 (with 0), and a
+        // frame too short to hold a word at 56.
+        let mut a = frame(7, 16);
+        a[8..16].copy_from_slice(&5u64.to_le_bytes());
+        let mut b = frame(7, 16);
+        b[8..16].copy_from_slice(&0u64.to_le_bytes());
+        let stream = [a, b, frame(7, 4)].concat();
+        let f = Fault::new(Dir::ToDest, 7, Action::Cut).at(Spot::Before);
+        for step in [1, 3, 8, 9, 15, 64] {
+            assert_eq!(place(&stream, &f.starting_with(0), step), Some(28));
+            assert_eq!(place(&stream, &f.starting_with(5), step), Some(0));
+            assert_eq!(place(&stream, &f.starting_with(9), step), None);
+        }
     }
 
     #[test]

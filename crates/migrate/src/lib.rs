@@ -43,7 +43,7 @@ pub use convergence::{LimitError, LimitReached, Limits, OnTimeout, OnTimeoutErro
 pub use dest::fuzz_session;
 pub use dest::{
     DEFAULT_RECOVERY_TIMEOUT, DestOptions, FAULT_BLOCK_PAGES, MAX_FAULT_BLOCK_PAGES, ReceiveReport,
-    Received, accept_one, listen, receive, receive_with,
+    Received, accept_one, confirm_owned, listen, receive, receive_with,
 };
 pub use error::{MigrateError, VmOp};
 pub use events::{MigrationEvent, Observer};

@@ -382,6 +382,21 @@ impl Journal for DirJournal {
         }
     }
 
+    /// Without a state nothing is resumed from; the record stays, so a
+    /// restarted source still serves and hears the destination owns it.
+    fn given_up(&mut self) {
+        for f in [STATE, APPLYING] {
+            match std::fs::remove_file(self.dir.dir.join(f)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::error!(
+                    "cannot remove {f} from {}: {e}; remove the directory before any ferry run --recover on it",
+                    self.dir.dir.display()
+                ),
+            }
+        }
+    }
+
     /// Voids the record (`recovery.json` first: without it nothing is
     /// recovered). The memory keeps its name while the VM lives (an
     /// unnamed-then-named file cannot be named again, and a later

@@ -107,6 +107,7 @@ fn every_message_round_trips() {
     w.drain(&Drain { seq: 3 }).unwrap();
     w.drained(&Drain { seq: 3 }).unwrap();
     w.stale(&[0, 1 << 63, 0b1]).unwrap();
+    w.owned(42).unwrap();
     let written = w.bytes_written();
     assert_eq!(written, buf.len() as u64);
 
@@ -169,6 +170,10 @@ fn every_message_round_trips() {
     assert!(
         matches!(r.next("").unwrap(), Message::Stale(x) if x.pages == 2 && x.bitmap.len() == 24 && x.bitmap[15] == 0x80)
     );
+    assert!(matches!(
+        r.next("").unwrap(),
+        Message::Owned { migration_id: 42 }
+    ));
     let e = r.next("waiting for more").unwrap_err();
     assert!(matches!(e, WireError::Closed { .. }));
     assert!(e.to_string().contains("waiting for more"));

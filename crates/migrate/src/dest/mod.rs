@@ -34,6 +34,7 @@ use crate::vm::{DestinationVm, VmFactory};
 use session::Receiver;
 
 pub use faults::{FAULT_BLOCK_PAGES, MAX_FAULT_BLOCK_PAGES};
+pub use relink::confirm_owned;
 
 /// How to receive.
 #[derive(Clone, Debug)]
@@ -141,6 +142,11 @@ pub struct ReceiveReport {
     pub transactions_acked: u64,
     #[serde(default)]
     pub transaction_bytes: u64,
+    /// The source gave the VM up with its final grant (a leased commit or
+    /// post-copy): the source keeps its copy until it hears we own it, and
+    /// may come back to ask ([`confirm_owned`]).
+    #[serde(default)]
+    pub owned: bool,
 }
 
 /// A VM that arrived and now runs here (or is paused, if it was paused on
@@ -175,7 +181,17 @@ pub fn accept_one<F: VmFactory>(
     let source = gate.next(opts.accept_timeout);
     let refused = gate.stats().refused;
     match source {
-        Some(source) => receive_with(source, Some(&gate), factory, opts),
+        Some(source) => {
+            let received = receive_with(source, Some(&gate), factory, opts)?;
+            if received.report.owned {
+                let (id, opts) = (received.report.migration_id, opts.clone());
+                let until = Instant::now() + opts.recovery_timeout;
+                std::thread::spawn(move || {
+                    confirm_owned(&gate, &opts, id, until, &AtomicBool::new(false))
+                });
+            }
+            Ok(received)
+        }
         None => Err(MigrateError::AcceptTimeout {
             waited: opts.accept_timeout.unwrap_or_default(),
             refused,

@@ -243,20 +243,7 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                         lease: lease.as_ref(),
                         txns: txns.as_ref(),
                     };
-                    self.receive_relinking(r, w, &switch, layout, ctx, relink)
-                })
-                .and_then(|()| {
-                    switch.memory.finish().map_err(|source| MigrateError::Vm {
-                        op: VmOp::PostcopyMemory,
-                        source,
-                    })
-                })
-                .and_then(|()| {
-                    let ctx = Ctx {
-                        lease: lease.as_ref(),
-                        txns: txns.as_ref(),
-                    };
-                    self.done(r, w, &switch, ctx)
+                    self.receive_to_the_end(r, w, &switch, layout, ctx, relink)
                 });
             stop.store(true, Ordering::SeqCst);
             let thread = |h: std::thread::ScopedJoinHandle<'_, Result<(), MigrateError>>, what| {
@@ -285,6 +272,35 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
         result?;
         self.set_stage(Stage::Running);
         Ok(())
+    }
+
+    /// Every page, then the source's final grant, across broken links: a
+    /// link lost while the grant is awaited is waited for like any other
+    /// (the source, not told we own the VM, comes back and ends again).
+    fn receive_to_the_end<R: Read, W: Write>(
+        &mut self,
+        r: &mut MessageReader<R>,
+        w: &SharedWriter<W>,
+        switch: &Switch,
+        layout: &Arc<PageLayout>,
+        ctx: Ctx<'_>,
+        relink: Option<Relink<'_, R, W>>,
+    ) -> Result<(), MigrateError> {
+        let mut finished = false;
+        loop {
+            self.receive_relinking(r, w, switch, layout, ctx, relink)?;
+            if !finished {
+                switch.memory.finish().map_err(mem_err)?;
+                finished = true;
+            }
+            match self.done(r, w, switch, ctx) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.await_source(e, r, w, switch, ctx.lease, relink)?;
+                    self.set_stage(Stage::Postcopy);
+                }
+            }
+        }
     }
 
     /// Postcopy across broken links: each time the link fails (not a
@@ -382,6 +398,16 @@ impl<VM: DestinationVm> Receiver<'_, VM> {
                 Message::TxnAck(a) => ctx.acked(a.seq)?,
                 m => return Err(MigrateError::unexpected(m, "LeaseGrant after PostcopyDone")),
             }
+        }
+        self.report.owned = true;
+        // The source keeps its copy until it hears this; if it does not,
+        // it comes back and is told again (`confirm_owned`).
+        let told = {
+            let mut w = lock(w);
+            w.owned(self.report.migration_id).and_then(|()| w.flush())
+        };
+        if let Err(e) = told {
+            tracing::debug!("could not confirm owning the VM: {e}");
         }
         Ok(())
     }

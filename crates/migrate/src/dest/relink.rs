@@ -6,7 +6,7 @@
 //! (Reattached) and post-copy goes on from there.
 
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tls::Conn;
@@ -53,6 +53,42 @@ pub(super) fn relink(
         let who = peer.peer;
         match reattach(peer, opts, id) {
             Ok(link) => return Some(link),
+            Err(e) => tracing::warn!(peer = %who, "refused a reconnection: {e}"),
+        }
+    }
+}
+
+/// After the VM became ours for good (its final grant): until `until`, or
+/// `stop`, a source that reconnects for migration `id` (it did not hear
+/// Owned, so it still keeps its copy) is told Owned again; others are
+/// refused as by [`relink`].
+pub fn confirm_owned(
+    gate: &Gate<Session>,
+    opts: &DestOptions,
+    id: u64,
+    until: Instant,
+    stop: &AtomicBool,
+) {
+    /// How often `stop` is looked at.
+    const POLL: Duration = Duration::from_millis(100);
+    while !stop.load(Ordering::SeqCst) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let Some(peer) = gate.next(Some(left.min(POLL))) else {
+            continue;
+        };
+        let who = peer.peer;
+        let told = reattach(peer, opts, id).and_then(|(_, mut w, _)| {
+            w.owned(id).and_then(|()| w.flush()).map_err(|e| {
+                MigrateError::from_wire(e, "confirming the VM is ours", Duration::ZERO)
+            })
+        });
+        match told {
+            Ok(()) => {
+                tracing::info!(peer = %who, "the source came back: told again that the VM runs here for good")
+            }
             Err(e) => tracing::warn!(peer = %who, "refused a reconnection: {e}"),
         }
     }

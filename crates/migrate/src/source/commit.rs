@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::engine::Engine;
 use super::incoming::FromDest;
 use super::ms;
+use super::relink::Back;
 use crate::bitmap::DirtyBitmap;
 use crate::error::MigrateError;
 use crate::progress::Phase;
@@ -25,7 +26,11 @@ impl<V: SourceVm> Engine<'_, V> {
             while let Err(e) = result {
                 let e = self.incoming.explain(e);
                 result = match self.redial(e) {
-                    Ok(held) => self.commit_again(held, t_commit),
+                    Ok(Back::Link(held)) => self.commit_again(held, t_commit),
+                    // Only a final grant, after PostcopyDone, makes it so.
+                    Ok(Back::Owned) => Err(MigrateError::Protocol(
+                        "the destination says it owns the VM before it resumed it".into(),
+                    )),
                     Err(e) => {
                         self.enter(Phase::RolledBack);
                         self.settle_interrupted(&e, false);

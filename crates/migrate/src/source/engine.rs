@@ -110,6 +110,9 @@ pub(super) struct Engine<'a, V: SourceVm> {
     pub(super) leased: bool,
     /// When the last lease went out (Commit, then each grant).
     pub(super) granted_at: Option<Instant>,
+    /// The final grant went out: the VM may never run here again, even if
+    /// the destination's Owned never comes.
+    pub(super) final_sent: bool,
     /// How to reconnect in post-copy (none: `migrate_stream`, no address).
     pub(super) redial: Option<super::relink::Redial>,
     /// Links opened by reconnections, and bytes sent on links before `w`'s.
@@ -179,6 +182,7 @@ impl<'a, V: SourceVm> Engine<'a, V> {
             lease: opts.lease,
             leased: false,
             granted_at: None,
+            final_sent: false,
             redial: None,
             links: Vec::new(),
             bytes_before: 0,

@@ -21,6 +21,9 @@ pub(super) enum FromDest {
     Resumed(Resumed),
     PageRequest(PageRequest),
     PostcopyDone(PostcopyDone),
+    /// The destination owns the VM for good (answers the final grant), by
+    /// migration id.
+    Owned(u64),
     /// A lease request, by its sequence number.
     LeaseRequest(u64),
     /// The answer to a Drain, by its sequence number.
@@ -107,6 +110,7 @@ impl Incoming {
             FromDest::Drained(_) => MigrateError::Protocol(format!("unexpected Drained {when}")),
             FromDest::Ready => MigrateError::Protocol(format!("unexpected Ready {when}")),
             FromDest::Resumed(_) => MigrateError::Protocol(format!("unexpected Resumed {when}")),
+            FromDest::Owned(_) => MigrateError::Protocol(format!("unexpected Owned {when}")),
             FromDest::Txn(t) => MigrateError::Protocol(format!(
                 "unexpected transaction {} from the destination {when}",
                 t.seq
@@ -232,6 +236,7 @@ fn reader_loop(
                 Message::Ready => FromDest::Ready,
                 Message::Drained(d) => FromDest::Drained(d.seq),
                 Message::Resumed(x) => FromDest::Resumed(x),
+                Message::Owned { migration_id } => FromDest::Owned(migration_id),
                 Message::Abort(a) => FromDest::Abort(a),
                 m => FromDest::Other(m.name()),
             },

@@ -14,7 +14,7 @@ use vmstate::VmState;
 
 use super::engine::Engine;
 use super::options::{MigrationFailure, SourceOptions};
-use super::relink::{Dial, FIRST_BACKOFF, MAX_BACKOFF, NewLink, Redial, dial_again};
+use super::relink::{Back, Dial, FIRST_BACKOFF, MAX_BACKOFF, NewLink, Redial, dial_again};
 use super::{conclude, failed_early, lease_margin, ms};
 use crate::bitmap::{DirtyBitmap, PageLayout};
 use crate::error::MigrateError;
@@ -40,6 +40,11 @@ pub trait Journal: Send {
 
     /// Transaction `seq` is in guest memory; `state` is the VM's as of it.
     fn applied(&mut self, seq: u64, state: &VmState);
+
+    /// The final grant is about to go out: from here the VM may run on the
+    /// destination for good, so a restarted process must never resume it
+    /// here (it may still serve the destination and hear it owns the VM).
+    fn given_up(&mut self);
 
     /// Nothing is left to recover: the post-copy completed (memory
     /// released), or the VM is about to run here again (a rollback before
@@ -135,7 +140,8 @@ pub fn resume_postcopy<V: SourceVm>(
         cancel: opts.cancel.clone(),
     };
     let link = match first_link(&redial, &dial, &layout, started + opts.recovery_timeout) {
-        Ok(link) => link,
+        Ok(Back::Link(link)) => link,
+        Ok(Back::Owned) => return already_owned(vm, report, &mut opts, started),
         Err(e) => return Err(never_reconnected(vm, e, rec, report, &mut opts, started)),
     };
     tracing::info!("reconnected to the destination: post-copy goes on from the restarted source");
@@ -178,7 +184,7 @@ fn first_link(
     d: &Dial,
     layout: &std::sync::Arc<PageLayout>,
     deadline: Instant,
-) -> Result<NewLink, MigrateError> {
+) -> Result<Back<NewLink>, MigrateError> {
     let mut backoff = FIRST_BACKOFF;
     loop {
         let e = match dial_again(rd, d, layout) {
@@ -198,6 +204,26 @@ fn first_link(
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// The dead process had given the VM up and the destination heard it: the
+/// migration completed; only the memory here is left to free.
+fn already_owned<V: SourceVm>(
+    vm: &mut V,
+    mut report: MigrationReport,
+    opts: &mut SourceOptions,
+    started: Instant,
+) -> Result<MigrationReport, Box<MigrationFailure>> {
+    tracing::info!("the destination owns the VM already: the migration had completed");
+    if let Some(j) = opts.journal.as_mut() {
+        j.ended();
+    }
+    vm.release();
+    report.vm_location = VmLocation::Destination;
+    report.outcome = Outcome::Completed;
+    report.total_time_ms = ms(started.elapsed());
+    events::enter(&opts.progress, opts.observer.as_ref(), Phase::Done);
+    conclude(report, Ok(()), opts)
 }
 
 /// No link came back: once the dead process's last lease has certainly

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use wire::LeaseGrant;
 
 use super::engine::Engine;
+use super::incoming::FromDest;
 use crate::error::MigrateError;
 use crate::vm::SourceVm;
 
@@ -38,6 +39,10 @@ impl<V: SourceVm> Engine<'_, V> {
     /// The VM is the destination's for good: no lease from now on. After
     /// this the VM may never run here again.
     pub(super) fn grant_for_good(&mut self) -> Result<(), MigrateError> {
+        self.final_sent = true;
+        if let Some(j) = self.journal.as_mut() {
+            j.given_up();
+        }
         self.w
             .lease_grant(&LeaseGrant {
                 seq: 0,
@@ -45,6 +50,22 @@ impl<V: SourceVm> Engine<'_, V> {
             })
             .and_then(|()| self.w.flush())
             .map_err(self.wire_err("giving the VM up to the destination"))
+    }
+
+    /// After the final grant: the destination's Owned. Until it comes the
+    /// copy here stays, since the grant may have been lost on the way.
+    pub(super) fn await_owned(&mut self) -> Result<(), MigrateError> {
+        loop {
+            match self.incoming.wait(
+                "waiting for the destination to confirm it owns the VM",
+                false,
+            )? {
+                FromDest::Owned(id) if id == self.migration_id => return Ok(()),
+                // Sent before the final grant arrived there: void now.
+                FromDest::LeaseRequest(_) | FromDest::PageRequest(_) | FromDest::Txn(_) => {}
+                m => return Err(self.incoming.unexpected(m, "instead of Owned")),
+            }
+        }
     }
 
     /// After a failure with a lease out: waits (without renewing) until

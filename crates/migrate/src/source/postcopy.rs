@@ -13,6 +13,7 @@ use wire::{MAX_PAGES_PER_RECORD, PageRequest, PostcopyDone, PostcopyEnd};
 use super::engine::Engine;
 use super::incoming::{Ask, FromDest};
 use super::ms;
+use super::relink::Back;
 use super::round::RoundKind;
 use crate::bitmap::{DirtyBitmap, PAGE_SIZE};
 use crate::error::MigrateError;
@@ -44,6 +45,9 @@ struct Serving {
     cursor: u64,
     report: PostcopyReport,
     bytes_before: u64,
+    /// The destination's PostcopyDone, once it came (a final grant
+    /// followed it).
+    done: Option<PostcopyDone>,
     /// Since the latest reconnection: pages the destination said it held,
     /// and the (sent, zero) counts then; PostcopyEnd counts from there.
     held: u64,
@@ -162,6 +166,7 @@ impl<V: SourceVm> Engine<'_, V> {
             cursor: 0,
             report: self.report.postcopy.take().unwrap_or_default(),
             bytes_before: self.bytes(),
+            done: None,
             held: 0,
             counted: (0, 0),
         };
@@ -215,10 +220,16 @@ impl<V: SourceVm> Engine<'_, V> {
     /// Where a post-copy that broke leaves the VM. With a lease out, once
     /// it has certainly run out the destination is fenced: the VM runs
     /// nowhere, paused here as it was at the switch. Without one, the
-    /// destination may still run it if every page was sent.
+    /// destination may still run it if every page was sent; after the final
+    /// grant it may run there for good, so the VM never resumes here.
     pub(super) fn settle_interrupted(&mut self, e: &MigrateError, end_sent: bool) {
         let what = self.what_broke();
-        if let Some(ago) = self.outlast_lease() {
+        if self.final_sent {
+            self.report.vm_location = VmLocation::Unknown;
+            self.report.outcome = Outcome::InDoubt(format!(
+                "{what} broke after the VM was given up to the destination ({e}) and it never confirmed owning it: it runs there if the final grant arrived, else it is fenced there; the VM is kept paused here"
+            ));
+        } else if let Some(ago) = self.outlast_lease() {
             if self.txns_planned && self.take_back(e) {
                 return;
             }
@@ -263,10 +274,15 @@ impl<V: SourceVm> Engine<'_, V> {
                 Ok(done) => return Ok(done),
                 Err(e) => {
                     let e = self.incoming.explain(e);
-                    let held = self.redial(e)?;
-                    s.relinked(&held);
-                    self.txn_resend = true;
-                    *end_sent = false;
+                    match self.redial(e)? {
+                        Back::Link(held) => {
+                            s.relinked(&held);
+                            self.txn_resend = true;
+                            *end_sent = false;
+                        }
+                        // It heard the final grant; only its answer was lost.
+                        Back::Owned => return Ok(s.done.unwrap_or_default()),
+                    }
                 }
             }
         }
@@ -325,7 +341,9 @@ impl<V: SourceVm> Engine<'_, V> {
                 FromDest::Txn(t) => self.apply_txn(*t)?,
                 FromDest::PostcopyDone(d) => {
                     if !self.lease.is_zero() {
+                        s.done = Some(d);
                         self.grant_for_good()?;
+                        self.await_owned()?;
                     }
                     return Ok(d);
                 }

@@ -22,6 +22,15 @@ use crate::vm::SourceVm;
 pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// What the destination answered a Reattach.
+pub(super) enum Back<T> {
+    /// It goes on from the pages it holds.
+    Link(T),
+    /// It already owns the VM for good (it heard the final grant): there
+    /// is nothing left to do.
+    Owned,
+}
+
 /// How to reach the destination again.
 pub(super) struct Redial {
     pub(super) to: String,
@@ -50,9 +59,13 @@ impl Redial {
 
 impl<V: SourceVm> Engine<'_, V> {
     /// The post-copy link failed with `first`: reconnect within the
-    /// recovery timeout and return the pages the destination holds. Any
-    /// other error, or a destination that refuses the reconnection, ends it.
-    pub(super) fn redial(&mut self, first: MigrateError) -> Result<DirtyBitmap, MigrateError> {
+    /// recovery timeout and return the pages the destination holds (or
+    /// that it owns the VM already). Any other error, or a destination
+    /// that refuses the reconnection, ends it.
+    pub(super) fn redial(
+        &mut self,
+        first: MigrateError,
+    ) -> Result<Back<DirtyBitmap>, MigrateError> {
         let recovery = match &self.redial {
             Some(r) if first.is_link_failure() && !r.recovery.is_zero() => r.recovery,
             _ => return Err(first),
@@ -89,9 +102,11 @@ impl<V: SourceVm> Engine<'_, V> {
 
     /// One attempt: connect, authenticate, Reattach, read Reattached; on
     /// success the new link replaces the old one.
-    fn reattach(&mut self) -> Result<DirtyBitmap, MigrateError> {
+    fn reattach(&mut self) -> Result<Back<DirtyBitmap>, MigrateError> {
         let rd = self.redial.as_ref().expect("redial checked by the caller");
-        let link = dial_again(rd, &self.dial(), &self.layout)?;
+        let Back::Link(link) = dial_again(rd, &self.dial(), &self.layout)? else {
+            return Ok(Back::Owned);
+        };
         self.bytes_before += self.w.get_ref().get_ref().bytes();
         self.w = link.w;
         self.incoming = link.incoming;
@@ -99,7 +114,7 @@ impl<V: SourceVm> Engine<'_, V> {
             let _ = old.shutdown(std::net::Shutdown::Both);
         }
         self.links.push((link.stream, link.reader));
-        Ok(link.held)
+        Ok(Back::Link(link.held))
     }
 
     fn dial(&self) -> Dial {
@@ -134,12 +149,13 @@ pub(super) struct NewLink {
 }
 
 /// Connects, authenticates, names migration `d.id` (Reattach) and reads
-/// which pages of `layout` the destination holds (Reattached).
+/// which pages of `layout` the destination holds (Reattached), or that it
+/// owns the VM already (Owned).
 pub(super) fn dial_again(
     rd: &Redial,
     d: &Dial,
     layout: &Arc<PageLayout>,
-) -> Result<NewLink, MigrateError> {
+) -> Result<Back<NewLink>, MigrateError> {
     let stream = connect(&rd.to, rd.connect_timeout, rd.tls.as_ref())?;
     let io = |e: io::Error| MigrateError::Wire(WireError::Io(e));
     stream.set_nodelay(true).map_err(io)?;
@@ -180,18 +196,19 @@ pub(super) fn dial_again(
             }
             held
         }
+        Message::Owned { migration_id } if migration_id == d.id => return Ok(Back::Owned),
         m => return Err(MigrateError::unexpected(m, "Reattached")),
     };
     stream.set_read_timeout(None).map_err(io)?;
     let (incoming, reader) =
         Incoming::spawn(r, d.stall, d.cancel.clone(), layout.pages()).map_err(io)?;
-    Ok(NewLink {
+    Ok(Back::Link(NewLink {
         w,
         incoming,
         stream,
         reader,
         held,
-    })
+    }))
 }
 
 /// The engine's later links, closed and counted at the end.

@@ -7,6 +7,7 @@ mod harness;
 mod limits;
 mod network;
 mod observer;
+mod owned;
 mod postcopy;
 mod reattach;
 mod refusals;

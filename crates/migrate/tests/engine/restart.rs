@@ -20,6 +20,7 @@ use crate::harness::*;
 struct Recorded {
     switch: Option<(u64, Vec<u64>, bool)>,
     applied: Vec<u64>,
+    given_up: bool,
     ended: bool,
 }
 
@@ -33,6 +34,10 @@ impl Journal for MemJournal {
     }
 
     fn applying(&mut self, _seq: u64) {}
+
+    fn given_up(&mut self) {
+        self.0.lock().unwrap().given_up = true;
+    }
 
     fn applied(&mut self, seq: u64, _state: &VmState) {
         self.0.lock().unwrap().applied.push(seq);
@@ -150,4 +155,54 @@ fn a_restarted_source_without_its_destination_gives_up_at_the_recovery_timeout()
         fail.error
     );
     assert_eq!(vm.run_state(), RunState::Retired);
+}
+
+/// The first source gave the VM up but never heard Owned (and, like a
+/// killed process, did not come back): it stays in doubt, its journal says
+/// never to resume the VM; the restarted source learns from the
+/// destination that the VM is there for good, and frees its memory.
+#[test]
+fn a_restarted_source_hears_the_destination_owns_the_vm() {
+    let mut vm = FakeVm::new(busy_spec(8)).unwrap();
+    let factory = FakeFactory::default();
+    let (daddr, dest) = start_dest(factory.clone(), dest_opts(1 << 30));
+    let fault = Fault::new(Dir::ToSource, wire::kind::OWNED, Action::Cut).at(Spot::Before);
+    let proxy = Proxy::start(daddr, Some(fault)).unwrap();
+    let recorded = Arc::new(Mutex::new(Recorded::default()));
+    let mut opts = source_opts("postcopy");
+    opts.recovery_timeout = Duration::ZERO;
+    opts.lease = Duration::from_millis(200);
+    opts.journal = Some(Box::new(MemJournal(recorded.clone())));
+    let fail = migrate(&mut vm, &proxy.addr.to_string(), opts).expect_err("Owned was cut");
+    assert!(
+        matches!(fail.report.outcome, Outcome::InDoubt(_)),
+        "{}",
+        fail.report
+    );
+    let received = dest.join().unwrap().expect("the destination owns the VM");
+    assert!(received.report.owned);
+    let (id, set, transactions) = recorded.lock().unwrap().switch.clone().expect("recorded");
+    assert!(recorded.lock().unwrap().given_up);
+    assert!(!recorded.lock().unwrap().ended);
+    assert!(!vm.calls.contains(&"release"), "{:?}", vm.calls);
+    let rec = PostcopyResume {
+        migration_id: id,
+        set,
+        transactions,
+        synced: 0,
+        state: None,
+    };
+    let mut opts = source_opts("postcopy");
+    opts.lease = Duration::from_millis(200);
+    opts.journal = Some(Box::new(MemJournal(recorded.clone())));
+    let report = match resume_postcopy(&mut vm, &daddr.to_string(), rec, opts) {
+        Ok(r) => r,
+        Err(f) => panic!("the restarted source failed: {}\n{}", f.error, f.report),
+    };
+    drop(proxy);
+    assert_eq!(report.outcome, Outcome::Completed, "{report}");
+    assert_eq!(report.vm_location, VmLocation::Destination);
+    assert!(recorded.lock().unwrap().ended);
+    assert!(vm.calls.contains(&"release"), "{:?}", vm.calls);
+    assert_eq!(factory.log().discarded, 0);
 }

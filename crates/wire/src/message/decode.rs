@@ -50,6 +50,9 @@ impl<'a> Message<'a> {
             kind::COMMIT => Message::Commit {
                 migration_id: c.u64()?,
             },
+            kind::OWNED => Message::Owned {
+                migration_id: c.u64()?,
+            },
             kind::RESUMED => Message::Resumed(Resumed {
                 commit_to_resume_ns: c.u64()?,
                 resumed_unix_ns: c.u64()?,

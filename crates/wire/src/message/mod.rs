@@ -19,7 +19,8 @@ pub use writer::MessageWriter;
 /// (protocol version 2, capability [`Capabilities::POSTCOPY`]; 0x54-0x55
 /// its lease, 0x56-0x57 its reconnection, 0x58-0x5b its transaction
 /// synchronization); 0x5c-0x5f are set aside for several streams and
-/// compression (docs/PROTOCOL.md); 0x60 is Stale; 0x61-0xff are free.
+/// compression (docs/PROTOCOL.md); 0x60 is Stale; 0x61 is post-copy's
+/// Owned; 0x62-0xff are free.
 pub mod kind {
     pub const HELLO: u8 = 0x40;
     pub const WELCOME: u8 = 0x41;
@@ -49,6 +50,7 @@ pub mod kind {
     pub const DRAIN: u8 = 0x5e;
     pub const DRAINED: u8 = 0x5f;
     pub const STALE: u8 = 0x60;
+    pub const OWNED: u8 = 0x61;
 }
 
 /// First bytes of every Hello: lets a destination tell a Ferry source from
@@ -404,6 +406,11 @@ pub enum Message<'a> {
     Drain(Drain),
     Drained(Drain),
     Stale(Stale<'a>),
+    /// Destination -> source: the VM is the destination's for good (it
+    /// answers the FINAL grant, and a Reattach that comes after it).
+    Owned {
+        migration_id: u64,
+    },
 }
 
 /// Source -> destination during pre-copy ([`Capabilities::STALE`]): these
@@ -460,6 +467,7 @@ impl Message<'_> {
             Message::Drain(_) => "Drain",
             Message::Stale(_) => "Stale",
             Message::Drained(_) => "Drained",
+            Message::Owned { .. } => "Owned",
         }
     }
 }
@@ -508,4 +516,5 @@ pub fn protocol_kinds() -> Kinds {
         .with(kind::DRAIN, "Drain")
         .with(kind::DRAINED, "Drained")
         .with(kind::STALE, "Stale")
+        .with(kind::OWNED, "Owned")
 }

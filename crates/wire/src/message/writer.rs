@@ -225,6 +225,10 @@ impl<W: Write> MessageWriter<W> {
         self.frame(kind::COMMIT, &[&migration_id.to_le_bytes()])
     }
 
+    pub fn owned(&mut self, migration_id: u64) -> Result<(), WireError> {
+        self.frame(kind::OWNED, &[&migration_id.to_le_bytes()])
+    }
+
     pub fn resumed(&mut self, r: &Resumed) -> Result<(), WireError> {
         let mut p = [0u8; 16];
         p[..8].copy_from_slice(&r.commit_to_resume_ns.to_le_bytes());
