@@ -60,7 +60,8 @@ use crate::vm::{DestinationVm, VmFactory};
 ///                                      (Postcopy: a link failure waits up to the recovery
 ///                                       timeout at the gate for Reattach with this id,
 ///                                       answers Reattached, and goes on)
-///                                         | LeaseGrant(FINAL) (no lease: at once)
+///                                         | LeaseGrant(FINAL), Owned sent (no lease: at once;
+///                                         | a link failure here waits for Reattach as in Postcopy)
 ///                                         v
 ///                                      Running        the VM is ours for good
 ///
