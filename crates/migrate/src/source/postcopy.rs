@@ -224,7 +224,10 @@ impl<V: SourceVm> Engine<'_, V> {
     /// grant it may run there for good, so the VM never resumes here.
     pub(super) fn settle_interrupted(&mut self, e: &MigrateError, end_sent: bool) {
         let what = self.what_broke();
-        if self.final_sent {
+        // A destination that aborts never heard the grant (it never aborts
+        // once it owns the VM): the lease decides, as before the grant.
+        let aborted = matches!(e, MigrateError::PeerAborted { .. });
+        if self.final_sent && !aborted {
             self.report.vm_location = VmLocation::Unknown;
             self.report.outcome = Outcome::InDoubt(format!(
                 "{what} broke after the VM was given up to the destination ({e}) and it never confirmed owning it: it runs there if the final grant arrived, else it is fenced there; the VM is kept paused here"

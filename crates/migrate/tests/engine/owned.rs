@@ -94,3 +94,40 @@ fn with_no_way_back_after_the_final_grant_the_source_keeps_its_copy() {
     assert_eq!((log.resumed, log.discarded), (1, 1), "{log:?}");
     assert!(!log.output_released, "{log:?}");
 }
+
+/// A final grant corrupted on the way: the destination refuses it and
+/// aborts, which it never does once it owns the VM; so the source, once
+/// the lease has run out, takes the VM back (a leased pre-copy here).
+#[test]
+fn a_corrupt_final_grant_is_refused_and_the_source_takes_the_vm_back() {
+    let mut vm = FakeVm::new(busy_spec(8)).unwrap();
+    let factory = FakeFactory {
+        transactions: true,
+        ..FakeFactory::default()
+    };
+    let fault = Fault::new(Dir::ToDest, kind::LEASE_GRANT, Action::Corrupt)
+        .starting_with(0)
+        .at(Spot::Inside);
+    let mut opts = source_opts("downtime");
+    opts.lease = Duration::from_millis(200);
+    let (res, d) = run(
+        &mut vm,
+        opts,
+        factory.clone(),
+        dest_opts(1 << 30),
+        Some(fault),
+    );
+    let fail = res.expect_err("the destination refused the grant");
+    assert!(fail.report.leased_commit, "{}", fail.report);
+    assert!(
+        matches!(fail.report.outcome, Outcome::Recovered(_)),
+        "{}",
+        fail.report.outcome
+    );
+    assert_eq!(fail.report.vm_location, VmLocation::Source);
+    assert!(vm.calls.contains(&"take_back"), "{:?}", vm.calls);
+    assert!(d.is_err());
+    let log = factory.log();
+    assert_eq!(log.discarded, 1, "{log:?}");
+    assert!(!log.output_released, "{log:?}");
+}

@@ -55,6 +55,7 @@ impl Mode {
                 Point::Round,
                 Point::Switchover,
                 Point::CommitWindow,
+                Point::FinalGrant,
             ],
             Mode::PostCopy => &[
                 Point::Setup,
@@ -62,6 +63,7 @@ impl Mode {
                 Point::JustAfter,
                 Point::Half,
                 Point::FewLeft,
+                Point::FinalGrant,
             ],
             Mode::Hybrid => &[
                 Point::Setup,
@@ -70,6 +72,7 @@ impl Mode {
                 Point::JustAfter,
                 Point::Half,
                 Point::FewLeft,
+                Point::FinalGrant,
             ],
         }
     }
@@ -138,6 +141,9 @@ pub enum Point {
     Half,
     /// When an eighth of it is left.
     FewLeft,
+    /// In the final LeaseGrant (the VM given up for good; a leased
+    /// pre-copy has one too).
+    FinalGrant,
 }
 
 impl Point {
@@ -150,6 +156,7 @@ impl Point {
             Point::JustAfter => "just after the switch",
             Point::Half => "half the pages",
             Point::FewLeft => "a few left",
+            Point::FinalGrant => "final grant",
         }
     }
 
@@ -159,6 +166,7 @@ impl Point {
             Point::Setup => Some(kind::START),
             Point::Switchover => Some(STATE),
             Point::CommitWindow => Some(kind::COMMIT),
+            Point::FinalGrant => Some(kind::LEASE_GRANT),
             _ => None,
         }
     }
@@ -198,6 +206,11 @@ impl Plan {
             None if failure.is_kill() => None,
             None => Some(Fault::new(Dir::ToDest, PAGES, failure.action()).disarmed()),
         };
+        // The final grant is the one answering request 0.
+        let fault = fault.map(|f| match point {
+            Point::FinalGrant => f.starting_with(0),
+            _ => f,
+        });
         Plan {
             mode,
             failure,
@@ -222,15 +235,21 @@ impl Plan {
 
     /// Whether the VM must outlive this failure (docs/SAFETY.md's RB, RC,
     /// RS, RR, C): not when the source dies before the post-copy switch
-    /// (DS) nor in the commit window (ID). A source killed in post-copy is
-    /// restarted on its state directory (RR). The report's own location
-    /// narrows it further per trial.
+    /// (DS) nor in the commit window (ID), nor a destination that dies as
+    /// the source gives the VM up (ID: it may have heard the final grant).
+    /// A source killed in post-copy is restarted on its state directory
+    /// (RR). The report's own location narrows it further per trial.
     pub fn survivable(&self) -> bool {
         let post = matches!(
             self.when,
-            When::At(Point::JustAfter | Point::Half | Point::FewLeft)
+            When::At(Point::JustAfter | Point::Half | Point::FewLeft | Point::FinalGrant)
         );
-        (self.failure != Failure::KillSource || post) && self.when != When::At(Point::CommitWindow)
+        let in_doubt = match self.when {
+            When::At(Point::CommitWindow) => true,
+            When::At(Point::FinalGrant) => self.failure == Failure::KillDestination,
+            _ => false,
+        };
+        (self.failure != Failure::KillSource || post) && !in_doubt
     }
 }
 
@@ -316,7 +335,7 @@ mod tests {
     #[test]
     fn the_matrix_has_every_cell_that_can_occur() {
         let cells = matrix();
-        assert_eq!(cells.len(), 5 * (4 + 5 + 6));
+        assert_eq!(cells.len(), 5 * (5 + 6 + 7));
         // Kills at progress points need no proxy fault; the rest do.
         for c in &cells {
             let progress = matches!(c.when, When::At(p) if p.frame().is_none());
