@@ -171,13 +171,17 @@ fn flood(dest: &mut Dest) -> Held {
 }
 
 fn flood_logged_briefly(dest: &Dest) {
+    // The summary comes when the gate closes: once the source's time to
+    // come back for Owned (the receiver's recovery timeout) is over.
+    let summary = wait_for("a summary of the refusals", PATIENCE, || {
+        let text = dest.proc.stderr_text();
+        text.lines()
+            .find(|l| l.contains(REFUSED_MORE))
+            .map(str::to_string)
+    });
     let text = dest.proc.stderr_text();
     let lines = dest.refusals().len();
     assert!(lines <= LOG_BURST, "{lines} refusal lines:\n{text}");
-    let summary = text
-        .lines()
-        .find(|l| l.contains(REFUSED_MORE))
-        .unwrap_or_else(|| panic!("no summary of the refusals:\n{text}"));
     eprintln!("[flood] {summary}");
 }
 
@@ -236,7 +240,12 @@ fn receive_outlasts_hostile_peers_and_the_migration_then_succeeds() {
     ];
     let mut vm = Vm::boot(dir.path(), "src");
     for h in scenarios {
-        let mut dest = Dest::start(dir.path(), &format!("{}-dst", h.name), &secret, &[]);
+        let mut dest = Dest::start(
+            dir.path(),
+            &format!("{}-dst", h.name),
+            &secret,
+            &["--recovery-timeout", "2s"],
+        );
         let mut held = (h.before)(&mut dest);
         let mut m = vm.start_migrate(
             dir.path(),
