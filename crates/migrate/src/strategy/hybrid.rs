@@ -42,9 +42,17 @@ pub struct HybridParams {
     /// post-copy's switch (the destination dropping its stale copies, the
     /// guest's first faults) has a cost of its own, and a set the rules
     /// judged small enough to stop on is one a pre-copy end handles well.
-    /// `None` (the default): the downtime target. Zero: always switch.
+    /// `None` (the default): [`DEFAULT_COPY_UNDER`], or the downtime target
+    /// if lower. Zero: always switch.
     pub copy_under: Option<Duration>,
 }
+
+/// About what a switch to post-copy costs the guest: its engine downtime
+/// was 6-13 ms on the project machine (docs/BENCHMARKS.md). A rest that
+/// copies faster is copied in the pause; a longer one would pause the
+/// guest longer than switching does (up to the downtime target, 300 ms by
+/// default, which `copy-under` followed before).
+pub const DEFAULT_COPY_UNDER: Duration = Duration::from_millis(10);
 
 impl Default for HybridParams {
     fn default() -> Self {
@@ -107,7 +115,10 @@ impl Hybrid {
     /// The pending set copies within `copy_under` over the link (never,
     /// with a zero budget).
     fn copies_quickly(&self, ctx: &StrategyContext<'_>) -> bool {
-        let budget = self.params.copy_under.unwrap_or(ctx.max_downtime);
+        let budget = self
+            .params
+            .copy_under
+            .unwrap_or(DEFAULT_COPY_UNDER.min(ctx.max_downtime));
         let Some(bps) = link_bps(ctx).filter(|_| !budget.is_zero()) else {
             return false;
         };

@@ -249,6 +249,46 @@ impl Strategy for Holding {
     }
 }
 
+/// Pre-copy rules that always stop.
+struct Stopping;
+
+impl Strategy for Stopping {
+    fn name(&self) -> &str {
+        "stopping"
+    }
+    fn decide(&mut self, _ctx: &StrategyContext<'_>) -> Decision {
+        Decision::StopAndCopy
+    }
+}
+
+#[test]
+fn hybrid_copies_in_the_pause_only_a_rest_quicker_than_a_switch() {
+    let hybrid = |copy_under| {
+        let params = HybridParams {
+            copy_under,
+            ..HybridParams::default()
+        };
+        Hybrid::with_precopy(params, Box::new(Stopping))
+    };
+    let mut f = Fixture::new(0);
+    f.rounds.push(round(1e6, 1e9));
+    // At 1 Gbit/s 200 pages copy in 6.6 ms, 2,000 in 66 ms: the first under
+    // the default 10 ms, the second under the 300 ms downtime target only.
+    let decide = |f: &Fixture, copy_under, target_ms| {
+        let mut ctx = f.ctx(3, 1 << 30, Some(1_000_000_000));
+        ctx.max_downtime = Duration::from_millis(target_ms);
+        hybrid(copy_under).decide(&ctx)
+    };
+    f.set_pending(0, 200);
+    assert!(matches!(decide(&f, None, 300), Decision::StopAndCopy));
+    // A downtime target below the default lowers it.
+    assert!(matches!(decide(&f, None, 5), Decision::Postcopy));
+    f.set_pending(0, 2_000);
+    assert!(matches!(decide(&f, None, 300), Decision::Postcopy));
+    let longer = Some(Duration::from_millis(100));
+    assert!(matches!(decide(&f, longer, 300), Decision::StopAndCopy));
+}
+
 #[test]
 fn hybrid_counts_the_dirty_rate_of_the_pages_the_rules_would_resend() {
     // 40,000 pages dirtied per second (1.3 Gbit/s) over a 1 Gbit/s link.
