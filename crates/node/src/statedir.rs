@@ -326,6 +326,21 @@ impl DirJournal {
         self.dir.put(STATE, &bytes)
     }
 
+    /// Removes `files`, in order; one that cannot go is logged (a later
+    /// `ferry run --recover` would find it).
+    fn remove(&self, files: &[&str]) {
+        for f in files {
+            match std::fs::remove_file(self.dir.dir.join(f)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::error!(
+                    "cannot remove {f} from {}: {e}; remove the directory before any ferry run --recover on it",
+                    self.dir.dir.display()
+                ),
+            }
+        }
+    }
+
     /// A write failed: no state may be resumed from any more.
     fn spoiled(&self, what: &str, e: std::io::Error) {
         tracing::error!(
@@ -385,16 +400,7 @@ impl Journal for DirJournal {
     /// Without a state nothing is resumed from; the record stays, so a
     /// restarted source still serves and hears the destination owns it.
     fn given_up(&mut self) {
-        for f in [STATE, APPLYING] {
-            match std::fs::remove_file(self.dir.dir.join(f)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::error!(
-                    "cannot remove {f} from {}: {e}; remove the directory before any ferry run --recover on it",
-                    self.dir.dir.display()
-                ),
-            }
-        }
+        self.remove(&[STATE, APPLYING]);
     }
 
     /// Voids the record (`recovery.json` first: without it nothing is
@@ -402,16 +408,7 @@ impl Journal for DirJournal {
     /// unnamed-then-named file cannot be named again, and a later
     /// post-copy needs it named); the directory goes at the exit.
     fn ended(&mut self) {
-        for f in [RECORD, STATE, APPLYING] {
-            match std::fs::remove_file(self.dir.dir.join(f)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::error!(
-                    "cannot remove {f} from {}: {e}; remove the directory before any ferry run --recover on it",
-                    self.dir.dir.display()
-                ),
-            }
-        }
+        self.remove(&[RECORD, STATE, APPLYING]);
     }
 }
 
@@ -487,6 +484,12 @@ mod tests {
         j.applying(2);
         let (_, rec) = StateDir::open(sd.path()).unwrap();
         assert_eq!((rec.resume.synced, rec.resume.state.is_some()), (1, false));
+        // Given up: the record stays (to serve and hear Owned), no state.
+        j.applied(2, &state);
+        j.given_up();
+        let (_, rec) = StateDir::open(sd.path()).unwrap();
+        assert_eq!(rec.resume.migration_id, 0xabc);
+        assert!(rec.resume.state.is_none());
         // A damaged record: one error, nothing recovered.
         std::fs::write(sd.path().join(RECORD), b"{").unwrap();
         let e = StateDir::open(sd.path()).err().unwrap();
