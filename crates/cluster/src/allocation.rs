@@ -369,10 +369,13 @@ impl Allocation {
     /// buckets keep for LR. The line is `UNKNOWN` unless a value from the
     /// window's oldest on is positive: then, with any VM added (values not
     /// negative), the history is at least a window long and the
-    /// regression, not the fallback threshold, decides.
+    /// regression, not the fallback threshold, decides. When every value
+    /// from there on is zero, a VM whose history is zero there too leaves
+    /// the history shorter than a window: the fallback decides.
     fn lr_host(&self, view: &PoolView, h: usize) -> LrHost {
         let window: &[f64; LR_WINDOW] = self.hist[h][..LR_WINDOW].try_into().expect("window");
-        let line = if self.hist[h][LR_WINDOW - 1..].iter().any(|x| *x > 0.0) {
+        let oldest = &self.hist[h][LR_WINDOW - 1..];
+        let line = if oldest.iter().any(|x| *x > 0.0) {
             LrLine::of(window)
         } else {
             LrLine::UNKNOWN
@@ -380,18 +383,21 @@ impl Allocation {
         LrHost {
             line,
             at: lr_line::look_ahead(self.longest_s[h], view.interval_s),
+            zero_tail: oldest.iter().all(|x| *x == 0.0),
         }
     }
 
-    /// VM `v`'s window as LR's line (not yet scaled to a host), when its
+    /// VM `v`'s window as LR's line (not yet scaled to a host), and
+    /// whether its history is zero from the window's oldest on, when its
     /// history's values are finite and not negative (adding them keeps a
     /// host's positive values positive).
-    pub fn vm_lr_line(&self, v: usize) -> Option<LrLine> {
+    pub fn vm_lr_line(&self, v: usize) -> Option<(LrLine, bool)> {
         let history = &self.vm_hist[v];
         let window: &[f64; LR_WINDOW] = history[..LR_WINDOW].try_into().ok()?;
+        let zero_tail = history[LR_WINDOW - 1..].iter().all(|x| *x == 0.0);
         (history.iter())
             .all(|x| x.is_finite() && *x >= 0.0)
-            .then(|| LrLine::of(window))
+            .then(|| (LrLine::of(window), zero_tail))
     }
 
     /// Seconds VM `v` would take to leave host `h`.
