@@ -51,21 +51,36 @@ pub struct Day {
 impl Day {
     /// A day from each VM's utilization per interval (all of one length).
     pub fn new(name: String, files: Vec<String>, by_vm: &[Vec<f64>]) -> Self {
-        let vms = by_vm.len();
         let samples = by_vm.first().map_or(0, Vec::len);
+        let mut day = Day::zeros(name, files, by_vm.len(), samples);
+        day.set_vms(0, by_vm);
+        day
+    }
+
+    /// A day of `vms` VMs and `samples` intervals, all zero.
+    fn zeros(name: String, files: Vec<String>, vms: usize, samples: usize) -> Self {
+        Day {
+            name,
+            files,
+            by_interval: vec![0.0; vms * samples],
+            vms,
+        }
+    }
+
+    /// Sets the utilization of VMs `first..first + by_vm.len()`, interval
+    /// by interval (a few VMs at a time, each interval's values for them
+    /// are written together).
+    fn set_vms(&mut self, first: usize, by_vm: &[Vec<f64>]) {
+        let samples = self.samples();
         assert!(
             by_vm.iter().all(|u| u.len() == samples),
             "every VM has as many samples"
         );
-        let mut by_interval = Vec::with_capacity(vms * samples);
         for t in 0..samples {
-            by_interval.extend(by_vm.iter().map(|u| u[t]));
-        }
-        Day {
-            name,
-            files,
-            by_interval,
-            vms,
+            let at = &mut self.by_interval[t * self.vms + first..][..by_vm.len()];
+            for (x, u) in at.iter_mut().zip(by_vm) {
+                *x = u[t];
+            }
         }
     }
 
@@ -158,13 +173,21 @@ pub fn load_day(
     if files.is_empty() {
         return Err(TraceError::Empty(day_dir));
     }
-    let mut utilization = Vec::with_capacity(files.len());
-    for f in &files {
-        let path = day_dir.join(f);
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        utilization.push(parse_trace(&path, &text, samples)?);
+    // Parsed 8 files at a time (a cache line of each interval's values),
+    // so the day is never held twice.
+    let mut day = Day::zeros(name.to_string(), Vec::new(), files.len(), samples);
+    let mut some = Vec::with_capacity(8);
+    for (i, chunk) in files.chunks(8).enumerate() {
+        some.clear();
+        for f in chunk {
+            let path = day_dir.join(f);
+            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+            some.push(parse_trace(&path, &text, samples)?);
+        }
+        day.set_vms(i * 8, &some);
     }
-    Ok(Day::new(name.to_string(), files, &utilization))
+    day.files = files;
+    Ok(day)
 }
 
 /// Parses one trace file's text into utilization fractions. Blank lines at
