@@ -11,6 +11,8 @@ use crate::lr_line::{self, LrHost, LrLine};
 use crate::model::{HISTORY_LEN, PoolView};
 use crate::select::Candidate;
 
+mod reset;
+
 /// How power-aware placement finds its host this interval
 /// (docs/MANAGER.md, "Placement").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,6 +45,27 @@ impl HostSearch {
     }
 }
 
+/// The utilization histories a plan reads: the allocation keeps only
+/// those (on large pools, summing hosts' histories that no one reads was
+/// a tenth of THR's time; docs/BENCHMARKS.md, "Scale").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Reads {
+    /// Hosts' histories: every detector but THR's reads them.
+    pub hosts: bool,
+    /// VMs' histories: to sum the hosts' or for a selector that reads them.
+    pub vms: bool,
+}
+
+impl Reads {
+    pub fn of(config: &Config) -> Self {
+        let hosts = !matches!(config.detector, Detector::Threshold { .. });
+        Reads {
+            hosts,
+            vms: hosts || config.selector.reads_history(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Allocation {
     /// VM indices on each host (sources of in-flight migrations included).
@@ -50,11 +73,15 @@ pub(crate) struct Allocation {
     cpu: Vec<f64>,
     ram: Vec<f64>,
     net: Vec<f64>,
-    /// Each host's utilization history, newest first (see `HostLoad`).
+    /// Each host's utilization history, newest first (see `HostLoad`),
+    /// when `reads` says the plan reads it (else empty).
     hist: Vec<[f64; HISTORY_LEN]>,
-    /// Each VM's history, newest first, and how much of it is filled.
+    /// Each VM's history, newest first, and how much of it is filled, when
+    /// `reads` says the plan reads them (else empty).
     vm_hist: Vec<[f64; HISTORY_LEN]>,
     vm_hist_len: Vec<usize>,
+    /// The histories this interval's plan reads.
+    reads: Reads,
     /// VMs migrating in to each host.
     reserved_in: Vec<u32>,
     /// The longest time one of each host's VMs would take to leave it
@@ -86,95 +113,6 @@ pub(crate) struct Allocation {
 }
 
 impl Allocation {
-    /// Starts an interval from the allocation in `view`; a VM in flight
-    /// occupies both its source and its destination. The structure
-    /// `search` needs is built and kept current (with the buckets and
-    /// LR's `detector`, each host's LR line too).
-    pub fn reset(&mut self, view: &PoolView, search: HostSearch, detector: &Detector) {
-        self.search = HostSearch::Scan;
-        let nh = view.hosts.len();
-        self.host_vms.resize_with(nh, Vec::new);
-        self.host_vms.truncate(nh);
-        for l in self.host_vms.iter_mut() {
-            l.clear();
-        }
-        for v in [&mut self.cpu, &mut self.ram, &mut self.net, &mut self.given] {
-            v.clear();
-            v.resize(nh, 0.0);
-        }
-        self.reserved_in.clear();
-        self.reserved_in.resize(nh, 0);
-        self.longest_s.clear();
-        self.longest_s.resize(nh, 0.0);
-        // Filled below once the loads are known (`add` skips it until then).
-        self.power_now.clear();
-        self.hist.clear();
-        self.hist.resize(nh, [0.0; HISTORY_LEN]);
-        self.find_kinds(view);
-
-        self.vm_hist.clear();
-        self.vm_hist_len.clear();
-        for v in &view.vms {
-            let mut a = [0.0; HISTORY_LEN];
-            let n = v.history.len().min(HISTORY_LEN);
-            for (i, x) in v.history.iter().rev().take(n).enumerate() {
-                a[i] = *x;
-            }
-            self.vm_hist.push(a);
-            self.vm_hist_len.push(n);
-        }
-        for (h, info) in view.hosts.iter().enumerate() {
-            self.cpu[h] = info.cpu_overhead;
-        }
-        for (i, v) in view.vms.iter().enumerate() {
-            self.add(view, i, v.host);
-            if let Some(d) = v.migrating_to {
-                self.cpu[d] += v.cpu_demand;
-                self.given[d] += given(view, i, d);
-                self.ram[d] += v.ram_mb;
-                self.net[d] += v.net_mbps;
-                self.reserved_in[d] += 1;
-            }
-        }
-        self.base_util.clear();
-        self.base_power.clear();
-        for (h, info) in view.hosts.iter().enumerate() {
-            let u = (self.given[h] + info.cpu_overhead) / info.cpu_capacity;
-            self.base_util.push(u.min(1.0));
-            let power = &view.power_models[info.power_model];
-            self.base_power.push(power.power(self.base_util[h]));
-            self.power_now.push(power.power(self.util(view, h)));
-        }
-        self.hidden.clear();
-        self.hidden.resize(nh, false);
-        match search {
-            HostSearch::Scan => {}
-            HostSearch::Buckets => {
-                let caps: Vec<f64> = self
-                    .reps
-                    .iter()
-                    .map(|&r| view.hosts[r].cpu_capacity)
-                    .collect();
-                let keep_lr = matches!(detector, Detector::Lr { .. });
-                self.buckets.reset(&self.kind, &caps, keep_lr);
-                for h in 0..nh {
-                    if self.active(h) {
-                        let lr = keep_lr.then(|| self.lr_host(view, h));
-                        self.buckets
-                            .set(h, Some((self.cpu[h], self.power_now[h])), lr);
-                    }
-                }
-            }
-            HostSearch::Tolerant => {
-                let load = (0..nh)
-                    .map(|h| self.active(h).then(|| self.util(view, h)))
-                    .collect();
-                self.index.build(&self.kind, self.kinds, load);
-            }
-        }
-        self.search = search;
-    }
-
     /// The host index, when this interval keeps one.
     pub fn index(&self) -> Option<&HostIndex> {
         (self.search == HostSearch::Tolerant).then_some(&self.index)
@@ -251,9 +189,11 @@ impl Allocation {
         self.given[h] += given(view, v, h);
         self.ram[h] += vm.ram_mb;
         self.net[h] += vm.net_mbps;
-        let w = vm.cpu_size / view.hosts[h].cpu_capacity;
-        for i in 0..self.vm_hist_len[v] {
-            self.hist[h][i] += self.vm_hist[v][i] * w;
+        if self.reads.hosts {
+            let w = vm.cpu_size / view.hosts[h].cpu_capacity;
+            for i in 0..self.vm_hist_len[v] {
+                self.hist[h][i] += self.vm_hist[v][i] * w;
+            }
         }
         self.longest_s[h] = self.longest_s[h].max(migration_time(view, v, h));
         self.update_power(view, h);
@@ -270,11 +210,13 @@ impl Allocation {
         self.given[h] -= given(view, v, h);
         self.ram[h] -= vm.ram_mb;
         self.net[h] -= vm.net_mbps;
-        let w = vm.cpu_size / view.hosts[h].cpu_capacity;
-        for i in 0..self.vm_hist_len[v] {
-            self.hist[h][i] -= self.vm_hist[v][i] * w;
+        if self.reads.hosts {
+            let w = vm.cpu_size / view.hosts[h].cpu_capacity;
+            for i in 0..self.vm_hist_len[v] {
+                self.hist[h][i] -= self.vm_hist[v][i] * w;
+            }
         }
-        if self.host_vms[h].is_empty() {
+        if self.reads.hosts && self.host_vms[h].is_empty() {
             // Avoid rounding residue: an empty host has no history.
             self.hist[h] = [0.0; HISTORY_LEN];
         }
@@ -343,6 +285,7 @@ impl Allocation {
             let extra = extra.map_or(0.0, |v| view.vms[v].cpu_demand / cap);
             return util + extra > threshold;
         }
+        debug_assert!(self.reads.hosts, "the detector reads hosts' histories");
         // Only the regressions look ahead by the migration time.
         let needs_time = matches!(detector, Detector::Lr { .. } | Detector::Lrr { .. });
         let mut max_t: f64 = 0.0;
@@ -426,10 +369,13 @@ impl Allocation {
     /// buckets keep for LR. The line is `UNKNOWN` unless a value from the
     /// window's oldest on is positive: then, with any VM added (values not
     /// negative), the history is at least a window long and the
-    /// regression, not the fallback threshold, decides.
+    /// regression, not the fallback threshold, decides. When every value
+    /// from there on is zero, a VM whose history is zero there too leaves
+    /// the history shorter than a window: the fallback decides.
     fn lr_host(&self, view: &PoolView, h: usize) -> LrHost {
         let window: &[f64; LR_WINDOW] = self.hist[h][..LR_WINDOW].try_into().expect("window");
-        let line = if self.hist[h][LR_WINDOW - 1..].iter().any(|x| *x > 0.0) {
+        let oldest = &self.hist[h][LR_WINDOW - 1..];
+        let line = if oldest.iter().any(|x| *x > 0.0) {
             LrLine::of(window)
         } else {
             LrLine::UNKNOWN
@@ -437,18 +383,21 @@ impl Allocation {
         LrHost {
             line,
             at: lr_line::look_ahead(self.longest_s[h], view.interval_s),
+            zero_tail: oldest.iter().all(|x| *x == 0.0),
         }
     }
 
-    /// VM `v`'s window as LR's line (not yet scaled to a host), when its
+    /// VM `v`'s window as LR's line (not yet scaled to a host), and
+    /// whether its history is zero from the window's oldest on, when its
     /// history's values are finite and not negative (adding them keeps a
     /// host's positive values positive).
-    pub fn vm_lr_line(&self, v: usize) -> Option<LrLine> {
+    pub fn vm_lr_line(&self, v: usize) -> Option<(LrLine, bool)> {
         let history = &self.vm_hist[v];
         let window: &[f64; LR_WINDOW] = history[..LR_WINDOW].try_into().ok()?;
+        let zero_tail = history[LR_WINDOW - 1..].iter().all(|x| *x == 0.0);
         (history.iter())
             .all(|x| x.is_finite() && *x >= 0.0)
-            .then(|| LrLine::of(window))
+            .then(|| (LrLine::of(window), zero_tail))
     }
 
     /// Seconds VM `v` would take to leave host `h`.
@@ -458,6 +407,7 @@ impl Allocation {
 
     /// VM `v`'s history, newest first.
     pub fn vm_history(&self, v: usize) -> &[f64] {
+        debug_assert!(self.reads.vms, "VMs' histories are kept");
         &self.vm_hist[v][..self.vm_hist_len[v]]
     }
 

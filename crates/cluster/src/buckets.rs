@@ -207,6 +207,7 @@ impl LoadBuckets {
                 let line = lr.unwrap_or(LrHost {
                     line: crate::lr_line::LrLine::UNKNOWN,
                     at: f64::NAN,
+                    zero_tail: false,
                 });
                 self.lr[list].insert(pos, line);
                 self.lr_summary[list].add(&line);
@@ -341,6 +342,7 @@ mod tests {
                 now.map(|_| LrHost {
                     line,
                     at: 10.0 + (h % 3) as f64,
+                    zero_tail: false,
                 }),
             );
             model[h] = now;

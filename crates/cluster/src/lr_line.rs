@@ -96,11 +96,14 @@ pub(crate) fn sure(p: f64, size: f64) -> Option<bool> {
 }
 
 /// What the load buckets keep for LR with each host: its window's line
-/// (`UNKNOWN` while its window is not full) and its own look-ahead.
+/// (`UNKNOWN` while its window is not full), its own look-ahead, and
+/// whether its history is zero from the window's oldest on (then, with a
+/// VM whose history is too, LR falls back to its threshold on the load).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct LrHost {
     pub line: LrLine,
     pub at: f64,
+    pub zero_tail: bool,
 }
 
 impl LrHost {
@@ -253,6 +256,7 @@ mod tests {
         LrHost {
             line: LrLine::of(&c.host),
             at: look_ahead(c.host_t, INTERVAL_S),
+            zero_tail: false,
         }
     }
 
@@ -318,6 +322,7 @@ mod tests {
         let h = LrHost {
             line: LrLine::UNKNOWN,
             at: 11.0,
+            zero_tail: true,
         };
         let vm = LrLine::of(&[0.5; LR_WINDOW]);
         assert_eq!(h.verdict(&vm, 11.0, 1.2), None);
@@ -326,6 +331,7 @@ mod tests {
         sum.add(&LrHost {
             line: LrLine::of(&[2.0; LR_WINDOW]),
             at: 11.0,
+            zero_tail: false,
         });
         assert!(!sum.all_refuse(&vm, 11.0, 1.2));
     }

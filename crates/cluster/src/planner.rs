@@ -72,11 +72,7 @@ pub(crate) struct Planner<'a> {
 impl<'a> Planner<'a> {
     /// Starts from the allocation and the migrations in flight in `view`.
     pub fn new(view: &'a PoolView, config: &'a Config, bufs: &'a mut PlanBuffers) -> Self {
-        bufs.alloc.reset(
-            view,
-            HostSearch::choose(config, view.hosts.len()),
-            &config.detector,
-        );
+        (bufs.alloc).reset(view, HostSearch::choose(config, view.hosts.len()), config);
         bufs.count.reset(view, config.limits);
         bufs.pieces.clear();
         Planner {

@@ -129,7 +129,7 @@ impl<'a> DaySimulation<'a> {
         seed: u64,
     ) -> Result<Self, SimError> {
         let (hosts, models) = datacenter::build_hosts(scenario);
-        let vms = datacenter::build_vms(scenario, day.utilization.len());
+        let vms = datacenter::build_vms(scenario, day.vms());
         let model = scenario.simulation.model;
         let vm_host = datacenter::initial_placement(&hosts, &models, &vms, policy, day, scenario)?;
         let engine = match policy.config(&scenario.manager, model) {
@@ -198,8 +198,9 @@ impl<'a> DaySimulation<'a> {
             return Ok(());
         }
         let t = self.t;
+        let at = self.day.at(t);
         for v in 0..self.vms.len() {
-            self.demand[v] = self.day.utilization[v][t] * self.vms[v].mips;
+            self.demand[v] = at[v] * self.vms[v].mips;
         }
         self.start_migrations(t)?;
         self.fix_loads();
@@ -247,25 +248,22 @@ impl<'a> DaySimulation<'a> {
         // drops takes its window with it).
         let slide = t > 0 && engine.filled_to == Some(t - 1);
         engine.filled_to = Some(t);
+        let at = self.day.at(t);
         for (i, &v) in engine.index.iter().enumerate() {
             let info = &mut view.vms[i];
             info.host = self.vm_host[v];
             info.cpu_demand = self.demand[v];
-            let samples = &self.day.utilization[v];
+            let from = (t + 1).saturating_sub(HISTORY_LEN);
             if slide {
                 if info.history.len() == HISTORY_LEN {
                     info.history.remove(0);
                 }
-                info.history.push(samples[t]);
+                info.history.push(at[v]);
             } else {
                 info.history.clear();
-                let from = (t + 1).saturating_sub(HISTORY_LEN);
-                info.history.extend_from_slice(&samples[from..=t]);
+                info.history.extend(self.day.window(v, from, t));
             }
-            debug_assert_eq!(
-                info.history,
-                samples[(t + 1).saturating_sub(HISTORY_LEN)..=t]
-            );
+            debug_assert!(info.history.iter().copied().eq(self.day.window(v, from, t)));
             info.migrating_to = self.inflight[v].map(|f| f.to);
             view.hosts[self.vm_host[v]].on = true;
             if let Some(f) = self.inflight[v] {

@@ -39,8 +39,70 @@ pub struct Day {
     pub name: String,
     /// File names, in the order VMs are numbered in (see `FileOrder`).
     pub files: Vec<String>,
-    /// Per VM, CPU utilization as a fraction (percent / 100) per interval.
-    pub utilization: Vec<Vec<f64>>,
+    /// CPU utilization as a fraction (percent / 100), interval by interval:
+    /// every VM's at interval 0, then at 1, ... (the simulator reads one
+    /// interval of every VM at a time; stored by VM, those reads went to a
+    /// separate cache line per VM and were a tenth of THR's time at 16,000
+    /// hosts; docs/BENCHMARKS.md, "Scale").
+    by_interval: Vec<f64>,
+    vms: usize,
+}
+
+impl Day {
+    /// A day from each VM's utilization per interval (all of one length).
+    pub fn new(name: String, files: Vec<String>, by_vm: &[Vec<f64>]) -> Self {
+        let samples = by_vm.first().map_or(0, Vec::len);
+        let mut day = Day::zeros(name, files, by_vm.len(), samples);
+        day.set_vms(0, by_vm);
+        day
+    }
+
+    /// A day of `vms` VMs and `samples` intervals, all zero.
+    fn zeros(name: String, files: Vec<String>, vms: usize, samples: usize) -> Self {
+        Day {
+            name,
+            files,
+            by_interval: vec![0.0; vms * samples],
+            vms,
+        }
+    }
+
+    /// Sets the utilization of VMs `first..first + by_vm.len()`, interval
+    /// by interval (a few VMs at a time, each interval's values for them
+    /// are written together).
+    fn set_vms(&mut self, first: usize, by_vm: &[Vec<f64>]) {
+        let samples = self.samples();
+        assert!(
+            by_vm.iter().all(|u| u.len() == samples),
+            "every VM has as many samples"
+        );
+        for t in 0..samples {
+            let at = &mut self.by_interval[t * self.vms + first..][..by_vm.len()];
+            for (x, u) in at.iter_mut().zip(by_vm) {
+                *x = u[t];
+            }
+        }
+    }
+
+    /// VMs (trace files) in the day.
+    pub fn vms(&self) -> usize {
+        self.vms
+    }
+
+    /// Intervals in the day.
+    pub fn samples(&self) -> usize {
+        self.by_interval.len().checked_div(self.vms).unwrap_or(0)
+    }
+
+    /// Every VM's utilization at interval `t`, indexed by VM.
+    pub fn at(&self, t: usize) -> &[f64] {
+        &self.by_interval[t * self.vms..(t + 1) * self.vms]
+    }
+
+    /// VM `v`'s utilization at intervals `from..=to`, oldest first.
+    pub fn window(&self, v: usize, from: usize, to: usize) -> impl Iterator<Item = f64> + '_ {
+        (from..=to).map(move |t| self.by_interval[t * self.vms + v])
+    }
 }
 
 /// Lists the day folders under `dir`, sorted by name.
@@ -111,17 +173,21 @@ pub fn load_day(
     if files.is_empty() {
         return Err(TraceError::Empty(day_dir));
     }
-    let mut utilization = Vec::with_capacity(files.len());
-    for f in &files {
-        let path = day_dir.join(f);
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        utilization.push(parse_trace(&path, &text, samples)?);
+    // Parsed 8 files at a time (a cache line of each interval's values),
+    // so the day is never held twice.
+    let mut day = Day::zeros(name.to_string(), Vec::new(), files.len(), samples);
+    let mut some = Vec::with_capacity(8);
+    for (i, chunk) in files.chunks(8).enumerate() {
+        some.clear();
+        for f in chunk {
+            let path = day_dir.join(f);
+            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+            some.push(parse_trace(&path, &text, samples)?);
+        }
+        day.set_vms(i * 8, &some);
     }
-    Ok(Day {
-        name: name.to_string(),
-        files,
-        utilization,
-    })
+    day.files = files;
+    Ok(day)
 }
 
 /// Parses one trace file's text into utilization fractions. Blank lines at
@@ -197,5 +263,16 @@ mod tests {
         assert!(e.contains(":2"), "{e}");
         let e = parse_trace(p, "1\n101\n3\n", 3).unwrap_err().to_string();
         assert!(e.contains("101"), "{e}");
+    }
+
+    #[test]
+    fn a_day_reads_by_interval_and_by_vm() {
+        let by_vm = vec![vec![0.1, 0.2, 0.3], vec![0.4, 0.5, 0.6]];
+        let d = Day::new("d".into(), vec!["a".into(), "b".into()], &by_vm);
+        assert_eq!((d.vms(), d.samples()), (2, 3));
+        assert_eq!(d.at(0), &[0.1, 0.4]);
+        assert_eq!(d.at(2), &[0.3, 0.6]);
+        assert_eq!(d.window(1, 0, 2).collect::<Vec<_>>(), by_vm[1]);
+        assert_eq!(d.window(0, 1, 1).collect::<Vec<_>>(), vec![0.2]);
     }
 }

@@ -220,7 +220,7 @@ impl Checks<'_> {
                 // Nor any later host of the run.
                 return Taken::Nothing;
             }
-            let sure = lr.and_then(|(r, lines)| r.verdict(&lines[j]));
+            let sure = lr.and_then(|(r, lines)| r.verdict(&lines[j], entries[j].cpu));
             debug_assert!(sure.is_none_or(|o| {
                 o == (self.alloc).overloaded(self.view, self.detector, h, Some(self.v))
             }));
@@ -409,24 +409,34 @@ impl Planner<'_> {
 
 /// LR's verdicts from the lines the buckets keep, for one VM: its line
 /// (scaled to a kind's capacity once the kind is known), its look-ahead
-/// there, and the safety factor.
+/// there, and the safety factor; for hosts whose history is zero from the
+/// window's oldest on, when the VM's is too, the fallback threshold on
+/// the load (the kind's capacity and the VM's demand over it).
 #[derive(Clone, Copy)]
 struct LrRefusal {
     line: LrLine,
     at: f64,
     safety: f64,
+    zero_tail: bool,
+    fallback: f64,
+    cap: f64,
+    share: f64,
 }
 
 impl LrRefusal {
     /// For VM `v`, when the detector is LR and the buckets keep its lines.
     fn for_vm(alloc: &Allocation, detector: &Detector, v: usize) -> Option<Self> {
         match *detector {
-            Detector::Lr { safety, .. } if alloc.buckets()?.keeps_lr() => {
-                let line = alloc.vm_lr_line(v)?;
+            Detector::Lr { safety, fallback } if alloc.buckets()?.keeps_lr() => {
+                let (line, zero_tail) = alloc.vm_lr_line(v)?;
                 Some(LrRefusal {
                     line,
                     at: f64::NAN,
                     safety,
+                    zero_tail,
+                    fallback,
+                    cap: f64::NAN,
+                    share: f64::NAN,
                 })
             }
             _ => None,
@@ -439,7 +449,9 @@ impl LrRefusal {
         LrRefusal {
             line: self.line.scaled(view.vms[v].cpu_size / cap),
             at: look_ahead(t, view.interval_s),
-            safety: self.safety,
+            cap,
+            share: view.vms[v].cpu_demand / cap,
+            ..self
         }
     }
 
@@ -456,8 +468,14 @@ impl LrRefusal {
         (buckets.lr_block(k, b)).all_refuse(&self.line, self.at, self.safety)
     }
 
-    /// LR's verdict on a host with the VM added, when it is sure.
-    fn verdict(&self, host: &LrHost) -> Option<bool> {
+    /// LR's verdict on a host (CPU load `cpu`) with the VM added, when it
+    /// is sure. Both histories zero from the window's oldest on: the
+    /// history with the VM is shorter than a window, and the fallback
+    /// threshold decides on the load, computed as the detector does.
+    fn verdict(&self, host: &LrHost, cpu: f64) -> Option<bool> {
+        if host.zero_tail && self.zero_tail {
+            return Some(cpu / self.cap + self.share > self.fallback);
+        }
         host.verdict(&self.line, self.at, self.safety)
     }
 }

@@ -380,13 +380,13 @@ mod tests {
         let config = config(detector, tolerance);
         let n = view.hosts.len();
         let (mut scan, mut fast) = (Allocation::default(), Allocation::default());
-        scan.reset(&view, HostSearch::Scan, &config.detector);
+        scan.reset(&view, HostSearch::Scan, &config);
         let search = if tolerance > 0.0 {
             HostSearch::Tolerant
         } else {
             HostSearch::Buckets
         };
-        fast.reset(&view, search, &config.detector);
+        fast.reset(&view, search, &config);
         assert!(scan.index().is_none() && scan.buckets().is_none());
         match search {
             HostSearch::Tolerant => assert!(fast.index().is_some()),
@@ -481,8 +481,8 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let view = pool(&mut rng, 40, Shape::Fine);
         let mut alloc = Allocation::default();
-        let detector = Detector::Threshold { threshold: 0.8 };
-        alloc.reset(&view, HostSearch::Scan, &detector);
+        let config = config(Detector::Threshold { threshold: 0.8 }, 0.0);
+        alloc.reset(&view, HostSearch::Scan, &config);
         // More demands than slots, each drawn many times, zero among them.
         let demands: Vec<f64> = (0..150)
             .map(|i| {
@@ -496,8 +496,8 @@ mod tests {
         let mut cache = PieceCache::default();
         for _ in 0..3000 {
             let d = demands[rng.random_range(0..demands.len())];
-            let want = super::kind_pieces(&view, &alloc, d, &detector);
-            let got = cache.get(&view, &alloc, d, &detector);
+            let want = super::kind_pieces(&view, &alloc, d, &config.detector);
+            let got = cache.get(&view, &alloc, d, &config.detector);
             let bits = |p: &[(usize, Piece)]| -> Vec<(usize, [u64; 4])> {
                 p.iter()
                     .map(|(k, p)| (*k, [p.lo, p.hi, p.at_lo, p.at_hi].map(f64::to_bits)))
@@ -514,7 +514,7 @@ mod tests {
         let config = config(Detector::Threshold { threshold: 0.9 }, 0.0);
         let n = view.hosts.len();
         let mut alloc = Allocation::default();
-        alloc.reset(&view, HostSearch::Scan, &config.detector);
+        alloc.reset(&view, HostSearch::Scan, &config);
         assert!(alloc.index().is_none());
         let mut count = MigrationCount::default();
         count.reset(&view, config.limits);

@@ -133,10 +133,10 @@ impl DaySimulation<'_> {
     fn set_demands(&mut self, frac: f64) {
         let t = self.t;
         let last = self.scenario.simulation.samples_per_day - 1;
+        let (now, next) = (self.day.at(t), self.day.at((t + 1).min(last)));
         for v in 0..self.vms.len() {
             self.demand[v] = if self.alive[v] {
-                let u = &self.day.utilization[v];
-                let (a, b) = (u[t], u[(t + 1).min(last)]);
+                let (a, b) = (now[v], next[v]);
                 (a + frac * (b - a)) * self.vms[v].mips
             } else {
                 0.0
