@@ -104,17 +104,11 @@ pub fn receive(
         memory_file: state.as_ref().map(|s| s.memory_file()),
     };
     let received = receive_unless_shutdown(source, &gate, &mut factory, &opts, &host);
+    // A source that did not hear we own the VM keeps its copy and comes
+    // back to ask: it is told until its recovery time is over.
     match &received {
-        // A source that did not hear we own the VM keeps its copy and
-        // comes back to ask: it is told until its recovery time is over.
-        Ok(r) if r.report.owned => {
-            let (id, opts) = (r.report.migration_id, opts.clone());
-            let until = Instant::now() + opts.recovery_timeout;
-            std::thread::spawn(move || {
-                migrate::confirm_owned(&gate, &opts, id, until, &AtomicBool::new(false))
-            });
-        }
-        _ => drop(gate),
+        Ok(r) => migrate::confirm_owned(gate, &opts, &r.report),
+        Err(_) => drop(gate),
     }
     let received = match received {
         Ok(r) => r,

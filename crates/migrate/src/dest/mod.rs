@@ -183,13 +183,7 @@ pub fn accept_one<F: VmFactory>(
     match source {
         Some(source) => {
             let received = receive_with(source, Some(&gate), factory, opts)?;
-            if received.report.owned {
-                let (id, opts) = (received.report.migration_id, opts.clone());
-                let until = Instant::now() + opts.recovery_timeout;
-                std::thread::spawn(move || {
-                    confirm_owned(&gate, &opts, id, until, &AtomicBool::new(false))
-                });
-            }
+            confirm_owned(gate, opts, &received.report);
             Ok(received)
         }
         None => Err(MigrateError::AcceptTimeout {

@@ -6,17 +6,17 @@
 //! (Reattached) and post-copy goes on from there.
 
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tls::Conn;
 use wire::gate::{Admitted, Gate};
 use wire::{AbortCode, Message, MessageReader, MessageWriter, PageRequest, Session, WireError};
 
-use super::DestOptions;
 use super::lease::Lease;
 use super::postcopy::Switch;
 use super::session::{SharedWriter, lock};
+use super::{DestOptions, ReceiveReport};
 use crate::error::MigrateError;
 
 /// A new link to the source: its reader and writer.
@@ -58,25 +58,28 @@ pub(super) fn relink(
     }
 }
 
-/// After the VM became ours for good (its final grant): until `until`, or
-/// `stop`, a source that reconnects for migration `id` (it did not hear
+/// After a migration that left the VM ours for good (`report.owned`, its
+/// final grant heard): for the recovery timeout, on a thread of its own
+/// that keeps `gate`, a source that reconnects for it (it did not hear
 /// Owned, so it still keeps its copy) is told Owned again; others are
-/// refused as by [`relink`].
-pub fn confirm_owned(
-    gate: &Gate<Session>,
-    opts: &DestOptions,
-    id: u64,
-    until: Instant,
-    stop: &AtomicBool,
-) {
-    /// How often `stop` is looked at.
-    const POLL: Duration = Duration::from_millis(100);
-    while !stop.load(Ordering::SeqCst) {
+/// refused as by [`relink`]. Otherwise the gate closes now.
+pub fn confirm_owned(gate: Gate<Session>, opts: &DestOptions, report: &ReceiveReport) {
+    if !report.owned {
+        return;
+    }
+    let (id, opts) = (report.migration_id, opts.clone());
+    let until = Instant::now() + opts.recovery_timeout;
+    std::thread::spawn(move || tell_owned(&gate, &opts, id, until));
+}
+
+/// [`confirm_owned`]'s thread.
+fn tell_owned(gate: &Gate<Session>, opts: &DestOptions, id: u64, until: Instant) {
+    loop {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return;
         }
-        let Some(peer) = gate.next(Some(left.min(POLL))) else {
+        let Some(peer) = gate.next(Some(left)) else {
             continue;
         };
         let who = peer.peer;
